@@ -1,0 +1,360 @@
+//! The client API: signed commands in, outcomes and ledger reads out.
+//!
+//! Writes and default (linearizable) reads are served by the leader; a
+//! follower forwards them (see `routing.rs`). Admission — decoding, structure,
+//! signer, role, signature — happens on the leader before proposing, so
+//! nothing refused is ever appended; the state machine repeats the
+//! deterministic part of it at apply time.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arbor_proto::ledger::verify_admin;
+use arbor_proto::pb;
+use arbor_proto::pb::arbor_server::Arbor;
+use arbor_proto::rules::{self, StateView};
+use openraft::{BasicNode, ChangeMembers, ReadPolicy};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::routing::{self, route, Peers};
+use super::status;
+use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
+use crate::storage::LedgerReader;
+
+/// Admin commands older or newer than this (by the replica's clock) are refused.
+const ADMIN_WINDOW_MS: u64 = 5 * 60 * 1000;
+const DEFAULT_ENTRIES: u32 = 1000;
+const MAX_ENTRIES: u32 = 10_000;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct ArborApi {
+    pub id: NodeId,
+    pub addr: String,
+    pub raft: Raft,
+    pub reader: LedgerReader,
+    pub peers: Peers,
+}
+
+impl ArborApi {
+    /// Waits until this leader's state machine reflects everything committed
+    /// before the read started (ReadIndex).
+    async fn linearize(&self) -> Result<(), Status> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let hint = e.forward_to_leader().and_then(|f| f.leader_node.as_ref()).map(|n| n.addr.clone());
+                Err(status::unavailable(format!("read could not be linearized: {e}"), hint.as_deref()))
+            }
+        }
+    }
+
+    fn order_view(&self, order_id: &str) -> Result<pb::OrderView, Status> {
+        let order = self
+            .reader
+            .order(order_id)
+            .map_err(status::internal)?
+            .ok_or_else(|| status::not_found(format!("order {order_id} is not registered")))?;
+        let history = self.reader.order_history(order_id).map_err(status::internal)?;
+        Ok(order.to_pb(history))
+    }
+
+    /// Proposes a command on this (leader) replica and waits for its outcome.
+    async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
+        let bytes = env.encode_to_vec();
+        rules::admit(&self.reader, &bytes).map_err(|r| status::refusal(&r))?;
+        let req = RaftRequest {
+            command: bytes,
+            time_ms: now_ms(),
+            genesis: false,
+        };
+        let resp = match self.raft.client_write(req).await {
+            Ok(r) => r.response().clone(),
+            Err(e) => {
+                if let Some(f) = e.forward_to_leader() {
+                    if let Some(n) = &f.leader_node {
+                        // Leadership moved while proposing: the new leader decides.
+                        // A resend is safe, the command id deduplicates it.
+                        let addr = n.addr.clone();
+                        return routing::forward(&self.peers, &addr, env, |mut c, r| async move { c.submit(r).await })
+                            .await
+                            .map(|r| r.into_inner());
+                    }
+                }
+                return Err(status::unavailable(format!("command not committed: {e}"), None));
+            }
+        };
+        match resp {
+            RaftResponse::Appended { seq, outcome, hash } | RaftResponse::Duplicate { seq, outcome, hash } => {
+                let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
+                Ok(pb::SubmitReply {
+                    seq,
+                    outcome: Some(pb::Outcome {
+                        accepted: outcome.accepted,
+                        code: outcome.code.clone(),
+                        message: outcome.message.clone(),
+                    }),
+                    entry_hash: hash.to_vec(),
+                    duplicate,
+                })
+            }
+            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message)),
+            RaftResponse::Noop => Err(status::internal("state machine returned no outcome")),
+        }
+    }
+
+    /// Checks an admin envelope: operator signer, valid signature, fresh.
+    fn admit_admin(&self, env: &pb::SignedAdmin) -> Result<pb::admin_command::Body, Status> {
+        let cmd = pb::AdminCommand::decode(env.admin.as_slice())
+            .map_err(|e| status::invalid(format!("admin command does not decode: {e}")))?;
+        let party = self
+            .reader
+            .party(&env.signer)
+            .ok_or_else(|| Status::unauthenticated(format!("unknown party {:?}: no key is enrolled under that id", env.signer)))?;
+        if party.role != pb::Role::Operator as i32 {
+            return Err(Status::permission_denied(format!(
+                "party {:?} is not an operator; membership changes need an operator key",
+                env.signer
+            )));
+        }
+        verify_admin(env, &party.public_key).map_err(|e| Status::unauthenticated(format!("bad signature: {e}")))?;
+        let now = now_ms();
+        if cmd.issued_at_ms.abs_diff(now) > ADMIN_WINDOW_MS {
+            return Err(status::invalid(
+                "admin command was issued more than 5 minutes from this replica's clock (replayed or clock skew)",
+            ));
+        }
+        cmd.body.ok_or_else(|| status::invalid("admin command has no body"))
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, n)| pb::Member {
+                node_id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    pub fn local_status(&self) -> pb::LocalStatusReply {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        let head = self.reader.head();
+        pb::LocalStatusReply {
+            node_id: self.id,
+            addr: self.addr.clone(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_addr,
+            last_applied: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+            last_log: m.last_log_index.unwrap_or(0),
+            has_entries: head.is_some(),
+            head_seq: head.map(|h| h.seq).unwrap_or(0),
+            head_hash: head.map(|h| h.hash.to_vec()).unwrap_or_default(),
+            members: self.members(),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index()).unwrap_or(0),
+            purged_index: m.purged.as_ref().map(|l| l.index()).unwrap_or(0),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Arbor for ArborApi {
+    async fn submit(&self, req: Request<pb::SignedCommand>) -> Result<Response<pb::SubmitReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.submit(r).await }).await? {
+            return Ok(r);
+        }
+        self.propose(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_order(&self, req: Request<pb::GetOrderRequest>) -> Result<Response<pb::OrderView>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_order(r).await }).await? {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        self.order_view(&req.get_ref().order_id).map(Response::new)
+    }
+
+    async fn resolve_ref(&self, req: Request<pb::ResolveRefRequest>) -> Result<Response<pb::OrderView>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.resolve_ref(r).await }).await? {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let r = req.get_ref();
+        let order_id = self
+            .reader
+            .order_by_ref(&r.channel, &r.external_id)
+            .ok_or_else(|| status::not_found(format!("no order has external reference {}/{}", r.channel, r.external_id)))?;
+        self.order_view(&order_id).map(Response::new)
+    }
+
+    async fn get_party(&self, req: Request<pb::GetPartyRequest>) -> Result<Response<pb::PartyView>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_party(r).await }).await? {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let id = &req.get_ref().party_id;
+        let p = self
+            .reader
+            .party(id)
+            .ok_or_else(|| status::not_found(format!("party {id} is not enrolled")))?;
+        Ok(Response::new(p.to_pb()))
+    }
+
+    async fn get_entries(&self, req: Request<pb::GetEntriesRequest>) -> Result<Response<pb::GetEntriesReply>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_entries(r).await }).await? {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let r = req.get_ref();
+        let limit = match r.limit {
+            0 => DEFAULT_ENTRIES,
+            n => n.min(MAX_ENTRIES),
+        };
+        let entries = self.reader.entries(r.from_seq, limit as usize).map_err(status::internal)?;
+        let head = self.reader.head();
+        Ok(Response::new(pb::GetEntriesReply {
+            entries: entries.iter().map(|e| e.to_pb()).collect(),
+            head_seq: head.map(|h| h.seq).unwrap_or(0),
+            empty: head.is_none(),
+        }))
+    }
+
+    async fn local_status(&self, _req: Request<pb::LocalStatusRequest>) -> Result<Response<pb::LocalStatusReply>, Status> {
+        Ok(Response::new(ArborApi::local_status(self)))
+    }
+
+    async fn cluster_status(&self, _req: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+        let me = ArborApi::local_status(self);
+        let members = me.members.clone();
+        let mut replicas = Vec::new();
+        let mut unreachable = Vec::new();
+        let mut calls = Vec::new();
+        for m in &members {
+            if m.node_id == self.id {
+                continue;
+            }
+            let peers = self.peers.clone();
+            let m = m.clone();
+            calls.push(tokio::spawn(async move {
+                let res = async {
+                    let mut c = peers.client(&m.addr)?;
+                    let mut r = Request::new(pb::LocalStatusRequest {});
+                    r.set_timeout(Duration::from_secs(2));
+                    c.local_status(r).await.map(|r| r.into_inner())
+                };
+                (m, tokio::time::timeout(Duration::from_secs(3), res).await)
+            }));
+        }
+        replicas.push(me.clone());
+        for c in calls {
+            match c.await {
+                Ok((_, Ok(Ok(r)))) => replicas.push(r),
+                Ok((m, Ok(Err(e)))) => unreachable.push(format!("{} {}: {}", m.node_id, m.addr, e.message())),
+                Ok((m, Err(_))) => unreachable.push(format!("{} {}: timed out", m.node_id, m.addr)),
+                Err(e) => unreachable.push(format!("status task failed: {e}")),
+            }
+        }
+        replicas.sort_by_key(|r| r.node_id);
+        Ok(Response::new(pb::ClusterStatusReply {
+            leader_id: me.leader_id,
+            term: me.term,
+            members,
+            replicas,
+            unreachable,
+        }))
+    }
+
+    async fn add_node(&self, req: Request<pb::SignedAdmin>) -> Result<Response<pb::AdminReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.add_node(r).await }).await? {
+            return Ok(r);
+        }
+        let body = self.admit_admin(req.get_ref())?;
+        let pb::admin_command::Body::AddNode(add) = body else {
+            return Err(status::invalid("AddNode needs an add_node admin command"));
+        };
+        if add.node_id == 0 || add.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(status::invalid(format!(
+                "node id must be > 0 and address HOST:PORT with a numeric IP (got {} {:?})",
+                add.node_id, add.addr
+            )));
+        }
+        if self.members().iter().any(|m| m.node_id == add.node_id && m.voter) {
+            return Ok(Response::new(pb::AdminReply {
+                message: format!("node {} is already a voter", add.node_id),
+                members: self.members(),
+            }));
+        }
+        // Add as a learner first and wait until it has caught up (by log or
+        // snapshot), so promoting it never stalls commits.
+        let node = BasicNode { addr: add.addr.clone() };
+        match tokio::time::timeout(Duration::from_secs(120), self.raft.add_learner(add.node_id, node, true)).await {
+            Err(_) => return Err(status::unavailable(format!("node {} at {} did not catch up within 120 s", add.node_id, add.addr), None)),
+            Ok(Err(e)) => return Err(status::unavailable(format!("add learner {}: {e}", add.node_id), None)),
+            Ok(Ok(_)) => {}
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([add.node_id])), false)
+            .await
+            .map_err(|e| status::unavailable(format!("promote node {}: {e}", add.node_id), None))?;
+        Ok(Response::new(pb::AdminReply {
+            message: format!("node {} at {} is a voter", add.node_id, add.addr),
+            members: self.members(),
+        }))
+    }
+
+    async fn remove_node(&self, req: Request<pb::SignedAdmin>) -> Result<Response<pb::AdminReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.remove_node(r).await }).await? {
+            return Ok(r);
+        }
+        let body = self.admit_admin(req.get_ref())?;
+        let pb::admin_command::Body::RemoveNode(rm) = body else {
+            return Err(status::invalid("RemoveNode needs a remove_node admin command"));
+        };
+        let members = self.members();
+        let Some(m) = members.iter().find(|m| m.node_id == rm.node_id) else {
+            return Err(status::not_found(format!("node {} is not a member", rm.node_id)));
+        };
+        let change = if m.voter {
+            if members.iter().filter(|m| m.voter).count() <= 1 {
+                return Err(Status::failed_precondition("cannot remove the last voter"));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([rm.node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([rm.node_id]))
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| status::unavailable(format!("remove node {}: {e}", rm.node_id), None))?;
+        Ok(Response::new(pb::AdminReply {
+            message: format!("node {} removed", rm.node_id),
+            members: self.members(),
+        }))
+    }
+}

@@ -1,0 +1,123 @@
+//! Where a request is served: on this replica if it leads, else forwarded to
+//! the leader over a cached client channel. A request that was already
+//! forwarded once is never forwarded again: it is answered `UNAVAILABLE` with
+//! the leader's address, and the client library retries there.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbor_proto::pb::arbor_client::ArborClient;
+use openraft::ServerState;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::status::{self, FORWARDED_HEADER};
+use crate::raft::{NodeId, Raft};
+
+/// Who leads, as this replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leader {
+    Me,
+    Other { id: NodeId, addr: String },
+    Unknown,
+}
+
+/// Cached client channels to other replicas' client API.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    pub fn client(&self, addr: &str) -> Result<ArborClient<Channel>, Status> {
+        let mut map = self.channels.lock().expect("peer map poisoned");
+        let ch = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| status::internal(format!("bad peer address {addr}: {e}")))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(ArborClient::new(ch))
+    }
+}
+
+pub fn leader(raft: &Raft) -> Leader {
+    let m = raft.metrics().borrow().clone();
+    if m.state == ServerState::Leader {
+        return Leader::Me;
+    }
+    match m.current_leader {
+        Some(id) => match m.membership_config.membership().get_node(&id) {
+            Some(n) => Leader::Other { id, addr: n.addr.clone() },
+            None => Leader::Unknown,
+        },
+        None => Leader::Unknown,
+    }
+}
+
+/// Waits up to `patience` for a leader to be known (elections take ~1 s).
+pub async fn wait_leader(raft: &Raft, patience: Duration) -> Leader {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut rx = raft.metrics();
+    loop {
+        let l = leader(raft);
+        if l != Leader::Unknown {
+            return l;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+            return Leader::Unknown;
+        }
+    }
+}
+
+/// Serves here (returns `Ok(None)`) or forwards to the leader (returns its answer).
+pub async fn route<Req, T, F, Fut>(
+    raft: &Raft,
+    peers: &Peers,
+    req: &Request<Req>,
+    call: F,
+) -> Result<Option<Response<T>>, Status>
+where
+    Req: Clone,
+    F: FnOnce(ArborClient<Channel>, Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>>,
+{
+    match wait_leader(raft, Duration::from_secs(3)).await {
+        Leader::Me => Ok(None),
+        Leader::Unknown => Err(status::unavailable("no leader elected yet; retry shortly", None)),
+        Leader::Other { addr, .. } => {
+            if req.metadata().get(FORWARDED_HEADER).is_some() {
+                return Err(status::unavailable("this replica is not the leader", Some(&addr)));
+            }
+            forward(peers, &addr, req.get_ref().clone(), call).await.map(Some)
+        }
+    }
+}
+
+/// Sends `body` to the replica at `addr`, marked as forwarded.
+pub async fn forward<Req, T, F, Fut>(peers: &Peers, addr: &str, body: Req, call: F) -> Result<Response<T>, Status>
+where
+    F: FnOnce(ArborClient<Channel>, Request<Req>) -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>>,
+{
+    let client = peers.client(addr)?;
+    let mut fwd = Request::new(body);
+    fwd.metadata_mut().insert(FORWARDED_HEADER, "1".parse().expect("static header"));
+    fwd.set_timeout(Duration::from_secs(30));
+    call(client, fwd).await.map_err(|s| {
+        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) && !s.metadata().contains_key(status::LEADER_HEADER) {
+            status::unavailable(format!("leader at {addr} did not answer: {}", s.message()), Some(addr))
+        } else {
+            s
+        }
+    })
+}

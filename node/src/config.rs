@@ -1,0 +1,203 @@
+//! Replica configuration.
+//!
+//! Precedence: built-in defaults < TOML file (`--config`) < `ARBOR_*`
+//! environment < command-line flags. Unknown TOML keys are an error. See
+//! docs/arbor-node.example.toml for every key with a comment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster, > 0.
+    pub id: u64,
+    /// gRPC listen address (client API and replica traffic). Port 0 picks a free port.
+    pub listen: String,
+    /// Address other replicas and clients use to reach this one; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Directory holding this replica's RocksDB and snapshots.
+    pub data_dir: PathBuf,
+    /// Initialise a new cluster from this replica (first start only).
+    pub bootstrap: bool,
+    /// Initial members as `ID=HOST:PORT` (with `bootstrap`; must include this replica).
+    pub members: Vec<String>,
+    /// Genesis operator keys as `PARTY_ID=PUBLIC_KEY_HEX` (with `bootstrap`).
+    pub operators: Vec<String>,
+    /// Cluster name recorded in the genesis entry.
+    pub cluster_id: String,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot every this many raft log entries.
+    pub snapshot_every: u64,
+    /// Raft log entries kept after a snapshot, for followers that lag a little.
+    pub keep_logs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:7101".into(),
+            advertise: None,
+            data_dir: PathBuf::from("arbor-data/node-1"),
+            bootstrap: false,
+            members: Vec::new(),
+            operators: Vec::new(),
+            cluster_id: "arbor".into(),
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 600,
+            election_timeout_max_ms: 1200,
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+        }
+    }
+}
+
+/// A parsed `PARTY=PUBHEX` operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorKey {
+    pub party_id: String,
+    pub public_key: [u8; 32],
+}
+
+impl NodeConfig {
+    /// Reads a TOML file; unknown keys are an error naming the key.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn advertise_addr(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.clone())
+    }
+
+    pub fn parsed_members(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for m in &self.members {
+            let (id, addr) = m
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Invalid(format!("member {m:?} is not ID=HOST:PORT")))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("member {m:?}: id is not a number")))?;
+            if id == 0 {
+                return Err(ConfigError::Invalid(format!("member {m:?}: id must be > 0")));
+            }
+            if out.insert(id, addr.trim().to_string()).is_some() {
+                return Err(ConfigError::Invalid(format!("member id {id} is listed twice")));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn parsed_operators(&self) -> Result<Vec<OperatorKey>, ConfigError> {
+        self.operators
+            .iter()
+            .map(|o| {
+                let (party, hexkey) = o
+                    .split_once('=')
+                    .ok_or_else(|| ConfigError::Invalid(format!("operator {o:?} is not PARTY=PUBLIC_KEY_HEX")))?;
+                let bytes = hex::decode(hexkey.trim())
+                    .map_err(|_| ConfigError::Invalid(format!("operator {party}: public key is not hex")))?;
+                let public_key: [u8; 32] = bytes.try_into().map_err(|_| {
+                    ConfigError::Invalid(format!("operator {party}: public key is not 32 bytes"))
+                })?;
+                Ok(OperatorKey {
+                    party_id: party.trim().to_string(),
+                    public_key,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks the configuration is usable; the message names the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.id == 0 {
+            return bad("id must be > 0".into());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!("listen {:?} is not HOST:PORT with a numeric IP", self.listen));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data-dir is empty".into());
+        }
+        if self.heartbeat_ms == 0 || self.election_timeout_min_ms <= self.heartbeat_ms {
+            return bad("election-timeout-min-ms must be greater than heartbeat-ms (> 0)".into());
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return bad("election-timeout-max-ms must be greater than election-timeout-min-ms".into());
+        }
+        if self.snapshot_every == 0 {
+            return bad("snapshot-every must be > 0".into());
+        }
+        let members = self.parsed_members()?;
+        let operators = self.parsed_operators()?;
+        if self.bootstrap {
+            if operators.is_empty() {
+                return bad("bootstrap needs at least one operator key (--operator PARTY=PUBLIC_KEY_HEX)".into());
+            }
+            if !members.is_empty() && !members.contains_key(&self.id) {
+                return bad(format!("members must include this replica's id {}", self.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "id = 2\nlisten = \"127.0.0.1:1\"\nhearbeat-ms = 5\n").unwrap();
+        let err = NodeConfig::from_file(&p).unwrap_err().to_string();
+        assert!(err.contains("hearbeat-ms"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "id = 2\nmembers = [\"1=127.0.0.1:1\", \"2=127.0.0.1:2\"]\n").unwrap();
+        let c = NodeConfig::from_file(&p).unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
+        assert_eq!(c.parsed_members().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let c = NodeConfig {
+            bootstrap: true,
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("operator"));
+        let c = NodeConfig {
+            listen: "nowhere".into(),
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("listen"));
+        let c = NodeConfig {
+            members: vec!["x=1".into()],
+            ..NodeConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("not a number"));
+    }
+}

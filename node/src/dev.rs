@@ -1,0 +1,176 @@
+//! `arbor-node dev`: a complete local three-replica cluster in one process.
+//!
+//! Like `vault server -dev`: ports on 127.0.0.1 (base, base+1, base+2), data
+//! under one directory, an operator key generated on first start, the cluster
+//! bootstrapped. The ports chosen on first start are kept in `dev.json` so a
+//! restart on the same directory finds the same membership and resumes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::config::NodeConfig;
+use crate::{start_node, NodeHandle};
+
+pub const OPERATOR_PARTY: &str = "operator";
+
+#[derive(Serialize, Deserialize)]
+struct DevState {
+    ports: [u16; 3],
+}
+
+/// The key file format shared with `arbor keys generate`.
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    party_id: String,
+    public_key: String,
+    secret_key: String,
+}
+
+fn load_or_create_operator(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)?;
+        let k: KeyFile = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("operator key {} is not a valid key file: {e}", path.display()))?;
+        let seed: [u8; 32] = hex::decode(&k.secret_key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow::anyhow!("operator key {}: secret_key is not 32 hex bytes", path.display()))?;
+        return Ok(SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+    }
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let file = KeyFile {
+        party_id: OPERATOR_PARTY.into(),
+        public_key: hex::encode(key.verifying_key().to_bytes()),
+        secret_key: hex::encode(key.to_bytes()),
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(format!("{}\n", serde_json::to_string_pretty(&file)?).as_bytes())?;
+    f.sync_all()?;
+    Ok(key.verifying_key().to_bytes())
+}
+
+fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
+    let path = dir.join("dev.json");
+    if path.exists() {
+        let s: DevState = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
+        if s.ports[0] != base_port {
+            tracing::warn!(ports = ?s.ports, "reusing the ports of the first start of this data directory");
+        }
+        return Ok(s.ports);
+    }
+    anyhow::ensure!(base_port > 0 && base_port < u16::MAX - 2, "--base-port must leave room for three ports");
+    let s = DevState {
+        ports: [base_port, base_port + 1, base_port + 2],
+    };
+    std::fs::write(&path, serde_json::to_string(&s)?)?;
+    Ok(s.ports)
+}
+
+/// Runs the dev cluster until Ctrl-C or SIGTERM.
+pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let ports = ports(&data_dir, base_port)?;
+    let key_path = data_dir.join("operator.key");
+    let op_pub = load_or_create_operator(&key_path)?;
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let members: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+
+    let mut nodes: Vec<NodeHandle> = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let cfg = NodeConfig {
+            id,
+            listen: addr.clone(),
+            data_dir: data_dir.join(format!("node-{id}")),
+            bootstrap: id == 1,
+            members: if id == 1 { members.clone() } else { Vec::new() },
+            operators: if id == 1 {
+                vec![format!("{OPERATOR_PARTY}={}", hex::encode(op_pub))]
+            } else {
+                Vec::new()
+            },
+            ..NodeConfig::default()
+        };
+        let node = start_node(cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("replica {id} on {addr}: {e}"))?;
+        nodes.push(node);
+    }
+
+    wait_ready(&nodes).await?;
+    let endpoints = addrs.join(",");
+    let env_path = data_dir.join("dev.env");
+    std::fs::write(
+        &env_path,
+        format!(
+            "export ARBOR_ENDPOINTS={endpoints}\nexport ARBOR_OPERATOR_KEY={}\n",
+            key_path.display()
+        ),
+    )?;
+    println!("arbor dev cluster is up: 3 replicas, data in {}", data_dir.display());
+    for (i, a) in addrs.iter().enumerate() {
+        println!("  replica {} at {a}", i + 1);
+    }
+    println!("operator key: {} (party id \"{OPERATOR_PARTY}\")", key_path.display());
+    println!("environment:  source {}", env_path.display());
+    println!("then try:     arbor cluster status");
+    println!("stop with Ctrl-C; start again on the same directory to resume");
+
+    shutdown_signal().await;
+    println!("stopping...");
+    for n in nodes {
+        n.shutdown().await;
+    }
+    println!("stopped; data kept in {}", data_dir.display());
+    Ok(())
+}
+
+/// Waits until the genesis entry exists and all three replicas are voters.
+async fn wait_ready(nodes: &[NodeHandle]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = nodes[0].raft.metrics().borrow().clone();
+        let voters = m.membership_config.membership().voter_ids().count();
+        let leader = m.current_leader.is_some();
+        let genesis = nodes.iter().all(|n| n.reader.head().is_some());
+        if voters == nodes.len() && leader && genesis {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("cluster not ready after 60 s (voters {voters}, leader known {leader}, genesis on all {genesis})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,6 @@
+//! openraft wiring: type configuration and the gRPC network client.
+
+pub mod network;
+pub mod types;
+
+pub use types::{NodeId, Raft, Request, Response, TypeConfig};

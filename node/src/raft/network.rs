@@ -1,0 +1,154 @@
+//! Replica-to-replica raft traffic over tonic.
+//!
+//! One tonic `Channel` per peer address, created lazily and reused for every
+//! RPC (a channel multiplexes HTTP/2 streams and reconnects by itself). Raft
+//! messages travel as JSON inside `RaftPayload` (they never leave the
+//! cluster); snapshot data travels as raw bytes beside it.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbor_proto::pb;
+use arbor_proto::pb::raft_client::RaftClient;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, OptionalSend};
+use tonic::transport::{Channel, Endpoint};
+
+use super::types::{NodeId, TypeConfig};
+
+/// Largest raft message (and snapshot) accepted on the wire.
+pub const MAX_RAFT_MESSAGE: usize = 1 << 30;
+
+/// Creates per-peer clients sharing one channel per address.
+#[derive(Clone, Default)]
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().expect("channel map poisoned");
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            channel: self.channel(&node.addr),
+        }
+    }
+}
+
+/// The raft client for one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    channel: Result<Channel, String>,
+}
+
+fn unreachable(msg: String) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::from_string(msg))
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftClient<Channel>, String> {
+        let ch = self.channel.clone()?;
+        Ok(RaftClient::new(ch)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE))
+    }
+
+    fn status_error(&self, rpc: &str, s: tonic::Status) -> RPCError<TypeConfig> {
+        let msg = format!("{rpc} to node {} at {}: {}", self.target, self.addr, s.message());
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                unreachable(msg)
+            }
+            _ => RPCError::Network(NetworkError::from_string(msg)),
+        }
+    }
+
+    async fn call<Req, Resp>(&self, rpc: &'static str, req: &Req, ttl: Duration) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let mut client = self.client().map_err(unreachable)?;
+        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(pb::RaftPayload { data, blob: Vec::new() });
+        request.set_timeout(ttl);
+        let reply = match rpc {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => unreachable!("unknown raft rpc {rpc}"),
+        }
+        .map_err(|s| self.status_error(rpc, s))?;
+        serde_json::from_slice(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("append_entries", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let mut client = self
+            .client()
+            .map_err(|m| StreamingError::Unreachable(Unreachable::from_string(m)))?;
+        let data = serde_json::to_vec(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
+        let blob = snapshot.snapshot.into_inner();
+        let mut request = tonic::Request::new(pb::RaftPayload { data, blob });
+        request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
+        let reply = client.install_snapshot(request).await.map_err(|s| {
+            NetworkError::from_string(format!(
+                "install_snapshot to node {} at {}: {}",
+                self.target,
+                self.addr,
+                s.message()
+            ))
+        })?;
+        let resp: SnapshotResponse<TypeConfig> =
+            serde_json::from_slice(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
+        Ok(resp)
+    }
+}

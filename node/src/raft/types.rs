@@ -1,0 +1,69 @@
+//! The openraft type configuration and the raft log's application payload.
+
+use serde::{Deserialize, Serialize};
+
+/// One raft log payload: a signed command as received, stamped by the leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The exact `SignedCommand` bytes.
+    #[serde(with = "hex_bytes")]
+    pub command: Vec<u8>,
+    /// The leader's wall clock when it proposed the command (ms since the Unix epoch).
+    pub time_ms: u64,
+    /// Set only on the bootstrap replica's genesis proposal.
+    #[serde(default)]
+    pub genesis: bool,
+}
+
+/// The outcome recorded in an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub accepted: bool,
+    pub code: String,
+    pub message: String,
+}
+
+/// What applying one raft log entry produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Blank or membership entry: nothing for the ledger.
+    Noop,
+    /// A new ledger entry was appended.
+    Appended { seq: u64, outcome: Outcome, hash: [u8; 32] },
+    /// A resend of a command already in the ledger at `seq`: its original outcome.
+    Duplicate { seq: u64, outcome: Outcome, hash: [u8; 32] },
+    /// Refused by the deterministic checks at apply time: nothing appended.
+    Refused { code: String, message: String },
+}
+
+impl Default for Response {
+    fn default() -> Self {
+        Response::Noop
+    }
+}
+
+openraft::declare_raft_types!(
+    /// arbor's openraft types: u64 node ids, `BasicNode { addr }` (the gRPC address).
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Serde helper: bytes as a lowercase hex string (the raft log and raft RPCs are JSON).
+pub mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}

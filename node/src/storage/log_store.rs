@@ -1,0 +1,225 @@
+//! The raft log store: entries, vote, committed and last purged log ids in
+//! the `raft_log` and `raft_meta` column families.
+//!
+//! Durability is the point of this file. Every append, truncation, purge and
+//! vote is one write batch written with `sync = true` before it is reported
+//! done (the append callback is called only after the synced write returns).
+//! All of them go through the one RocksDB write-ahead log, so they reach the
+//! disk in the order they were issued. Only `save_committed` is unsynced: a
+//! lost committed log id just means less is re-applied on restart.
+//!
+//! The store does blocking RocksDB calls inside its async methods; each is a
+//! single batch or point read, short enough not to need a blocking pool.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::keys::{self, CF_LOG, CF_RAFT_META, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE};
+use super::{cf, io_err};
+use crate::raft::TypeConfig;
+
+type LogEntry = EntryOf<TypeConfig>;
+type LogId = LogIdOf<TypeConfig>;
+type Vote = VoteOf<TypeConfig>;
+
+/// The raft log storage; also its own log reader. Cheap to clone.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        LogStore { db }
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool, what: &str) -> io::Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db.write_opt(batch, &opts).map_err(|e| io_err(what, e))
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
+        let name = keys::display_key(key);
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(cf(&self.db, CF_RAFT_META), key)
+            .map_err(|e| io_err(format_args!("read {CF_RAFT_META}/{name}"), e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io_err(format_args!("{CF_RAFT_META}/{name} is corrupted"), e))
+    }
+
+    fn put_meta(&self, key: &[u8], value: &impl Serialize, sync: bool) -> io::Result<()> {
+        let name = keys::display_key(key);
+        let bytes = serde_json::to_vec(value).map_err(|e| io_err(format_args!("encode {name}"), e))?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(cf(&self.db, CF_RAFT_META), key, bytes);
+        self.write(batch, sync, &format!("write {CF_RAFT_META}/{name}"))
+    }
+
+    fn decode_entry(key: &[u8], value: &[u8]) -> io::Result<(u64, LogEntry)> {
+        let index = keys::decode_u64_key(key).ok_or_else(|| {
+            io_err(
+                format_args!("{CF_LOG}/{} is corrupted", keys::display_key(key)),
+                "key is not a u64",
+            )
+        })?;
+        let entry: LogEntry = serde_json::from_slice(value)
+            .map_err(|e| io_err(format_args!("{CF_LOG}/{index} is corrupted"), e))?;
+        if entry.log_id.index != index {
+            return Err(io_err(
+                format_args!("{CF_LOG}/{index} is corrupted"),
+                format_args!("it holds the entry of index {}", entry.log_id.index),
+            ));
+        }
+        Ok((index, entry))
+    }
+
+    /// The id of the last entry present in the log.
+    fn last_present_log_id(&self) -> io::Result<Option<LogId>> {
+        let mut it = self.db.iterator_cf(cf(&self.db, CF_LOG), IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(Err(e)) => Err(io_err(format_args!("read last {CF_LOG} entry"), e)),
+            Some(Ok((k, v))) => Ok(Some(Self::decode_entry(&k, &v)?.1.log_id)),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<LogEntry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(n) => *n,
+            Bound::Excluded(n) => match n.checked_add(1) {
+                Some(n) => n,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        let from = keys::u64_key(start);
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf(&self.db, CF_LOG), mode) {
+            let (k, v) = item.map_err(|e| io_err(format_args!("read {CF_LOG} from {start}"), e))?;
+            let (index, entry) = Self::decode_entry(&k, &v)?;
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let last_log_id = self.last_present_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.put_meta(KEY_VOTE, vote, true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Unsynced: the next synced write carries it, and losing it only
+        // means re-applying less on restart.
+        match committed {
+            Some(c) => self.put_meta(KEY_COMMITTED, &c, false),
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.delete_cf(cf(&self.db, CF_RAFT_META), KEY_COMMITTED);
+                self.write(batch, false, "clear committed log id")
+            }
+        }
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        self.get_meta(KEY_COMMITTED)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = LogEntry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let log = cf(&self.db, CF_LOG);
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let index = entry.log_id.index;
+            let bytes = serde_json::to_vec(&entry)
+                .map_err(|e| io_err(format_args!("encode raft log entry {index}"), e))?;
+            batch.put_cf(log, keys::u64_key(index), bytes);
+        }
+        // Synced before the callback: openraft counts the entries as
+        // persisted (and may vote or commit on them) once it is called.
+        match self.write(batch, true, "append raft log entries") {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = match last_log_id {
+            None => 0,
+            Some(id) => match id.index.checked_add(1) {
+                Some(n) => n,
+                None => return Ok(()),
+            },
+        };
+        let log = cf(&self.db, CF_LOG);
+        let mut batch = WriteBatch::default();
+        // The range end is exclusive; index u64::MAX is deleted on its own.
+        batch.delete_range_cf(log, keys::u64_key(from), keys::u64_key(u64::MAX));
+        batch.delete_cf(log, keys::u64_key(u64::MAX));
+        self.write(batch, true, "truncate raft log")
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let bytes = serde_json::to_vec(&log_id).map_err(|e| io_err("encode last purged log id", e))?;
+        let log = cf(&self.db, CF_LOG);
+        let mut batch = WriteBatch::default();
+        // The last purged id goes in the same atomic batch as the deletion,
+        // so the log never looks shorter than what it claims to have purged.
+        batch.put_cf(cf(&self.db, CF_RAFT_META), KEY_LAST_PURGED, bytes);
+        batch.delete_range_cf(log, keys::u64_key(0), keys::u64_key(log_id.index));
+        batch.delete_cf(log, keys::u64_key(log_id.index));
+        self.write(batch, true, "purge raft log")
+    }
+}

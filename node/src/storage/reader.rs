@@ -1,0 +1,236 @@
+//! Read-only access to the replica's ledger state, shared by the state
+//! machine (the rules decide against it) and the gRPC API.
+//!
+//! Every read goes straight to RocksDB, so a reader always sees what the
+//! state machine has applied so far (not a linearizable read: the API asks
+//! raft for that first). A record that does not decode, or a ledger entry
+//! whose stored hash or sequence does not match its contents, is a
+//! [`ReadError::Corrupt`] naming the column family and key: never data that
+//! is silently wrong.
+
+use std::sync::Arc;
+
+use arbor_proto::ledger::{Entry, Head};
+use arbor_proto::pb;
+use arbor_proto::rules::{Order, Party, StateView};
+use openraft::alias::{LogIdOf, StoredMembershipOf};
+use prost::Message;
+use rocksdb::{Direction, IteratorMode, DB};
+use serde::de::DeserializeOwned;
+
+use super::cf;
+use super::keys::{self, *};
+use crate::raft::TypeConfig;
+
+/// A failed or corrupted read of one record.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("rocksdb read of {cf}/{key} failed: {source}")]
+    Db {
+        cf: &'static str,
+        key: String,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("{cf}/{key} is corrupted: {reason}")]
+    Corrupt {
+        cf: &'static str,
+        key: String,
+        reason: String,
+    },
+}
+
+impl ReadError {
+    fn corrupt(cf: &'static str, key: &[u8], reason: impl ToString) -> Self {
+        ReadError::Corrupt {
+            cf,
+            key: keys::display_key(key),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Read-only view of the ledger, orders and parties. Cheap to clone.
+#[derive(Clone)]
+pub struct LedgerReader {
+    db: Arc<DB>,
+}
+
+impl LedgerReader {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        LedgerReader { db }
+    }
+
+    fn get(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        self.db
+            .get_cf(cf(&self.db, cf_name), key)
+            .map_err(|source| ReadError::Db {
+                cf: cf_name,
+                key: keys::display_key(key),
+                source,
+            })
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<T>, ReadError> {
+        match self.get(cf_name, key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| ReadError::corrupt(cf_name, key, e)),
+        }
+    }
+
+    fn get_string(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<String>, ReadError> {
+        match self.get(cf_name, key)? {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|e| ReadError::corrupt(cf_name, key, e)),
+        }
+    }
+
+    /// The chain head, `None` before genesis.
+    pub fn head(&self) -> Result<Option<Head>, ReadError> {
+        self.get_json(CF_SM_META, KEY_HEAD)
+    }
+
+    /// The ledger entry at `seq`.
+    pub fn entry(&self, seq: u64) -> Result<Option<Entry>, ReadError> {
+        let key = u64_key(seq);
+        match self.get(CF_LEDGER, &key)? {
+            None => Ok(None),
+            Some(v) => decode_entry(&key, &v).map(Some),
+        }
+    }
+
+    /// Up to `limit` entries from `from_seq` on, in order.
+    pub fn entries(&self, from_seq: u64, limit: usize) -> Result<Vec<Entry>, ReadError> {
+        let from = u64_key(from_seq);
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf(&self.db, CF_LEDGER), mode).take(limit) {
+            let (k, v) = item.map_err(|source| ReadError::Db {
+                cf: CF_LEDGER,
+                key: format!("{from_seq}.."),
+                source,
+            })?;
+            out.push(decode_entry(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn order(&self, order_id: &str) -> Result<Option<Order>, ReadError> {
+        self.get_json(CF_ORDERS, order_id.as_bytes())
+    }
+
+    /// The sequence numbers of an order's entries, oldest first (empty for
+    /// an unknown order), found by following `order_prev_seq` links back
+    /// from the order's last entry.
+    pub fn order_history(&self, order_id: &str) -> Result<Vec<u64>, ReadError> {
+        let Some(order) = self.order(order_id)? else {
+            return Ok(Vec::new());
+        };
+        let mut seqs = Vec::new();
+        let mut seq = order.last_seq;
+        loop {
+            let key = u64_key(seq);
+            let entry = self
+                .entry(seq)?
+                .ok_or_else(|| ReadError::corrupt(CF_LEDGER, &key, format!("missing, order {order_id} links to it")))?;
+            if entry.order_id != order_id {
+                let why = format!("order {order_id} links to it but it concerns order {:?}", entry.order_id);
+                return Err(ReadError::corrupt(CF_LEDGER, &key, why));
+            }
+            seqs.push(seq);
+            // 0 ends the chain: entry 0 is genesis, which concerns no order.
+            if entry.order_prev_seq == 0 {
+                break;
+            }
+            if entry.order_prev_seq >= seq {
+                let why = format!("order_prev_seq {} does not go back", entry.order_prev_seq);
+                return Err(ReadError::corrupt(CF_LEDGER, &key, why));
+            }
+            seq = entry.order_prev_seq;
+        }
+        seqs.reverse();
+        Ok(seqs)
+    }
+
+    /// The order an external reference belongs to.
+    pub fn order_by_ref(&self, channel: &str, external_id: &str) -> Result<Option<String>, ReadError> {
+        self.get_string(CF_REFS, &ref_key(channel, external_id))
+    }
+
+    pub fn party(&self, party_id: &str) -> Result<Option<Party>, ReadError> {
+        self.get_json(CF_PARTIES, party_id.as_bytes())
+    }
+
+    /// The party a public key is enrolled under.
+    pub fn party_by_key(&self, public_key: &[u8]) -> Result<Option<String>, ReadError> {
+        self.get_string(CF_PARTY_KEYS, public_key)
+    }
+
+    /// The ledger sequence number of an applied command, by command id.
+    pub fn command_seq(&self, command_id: &[u8; 32]) -> Result<Option<u64>, ReadError> {
+        match self.get(CF_COMMANDS, command_id)? {
+            None => Ok(None),
+            Some(v) => decode_u64_key(&v)
+                .map(Some)
+                .ok_or_else(|| ReadError::corrupt(CF_COMMANDS, command_id, "value is not a u64")),
+        }
+    }
+
+    /// The raft log index of the last applied entry.
+    pub fn last_applied(&self) -> Result<Option<u64>, ReadError> {
+        Ok(self.last_applied_log_id()?.map(|id| id.index))
+    }
+
+    /// The raft log id of the last applied entry.
+    pub fn last_applied_log_id(&self) -> Result<Option<LogIdOf<TypeConfig>>, ReadError> {
+        self.get_json(CF_SM_META, KEY_LAST_APPLIED)
+    }
+
+    /// The last applied membership (the default before any was applied).
+    pub fn membership(&self) -> Result<StoredMembershipOf<TypeConfig>, ReadError> {
+        Ok(self.get_json(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default())
+    }
+}
+
+/// Decodes a `ledger` record and checks it is the entry its key names and
+/// that its hash matches its contents.
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, ReadError> {
+    let seq = decode_u64_key(key).ok_or_else(|| ReadError::corrupt(CF_LEDGER, key, "key is not a u64"))?;
+    let p = pb::LedgerEntry::decode(value).map_err(|e| ReadError::corrupt(CF_LEDGER, key, e))?;
+    let e = Entry::from_pb(&p).map_err(|e| ReadError::corrupt(CF_LEDGER, key, e))?;
+    if e.seq != seq {
+        return Err(ReadError::corrupt(CF_LEDGER, key, format!("holds entry {}", e.seq)));
+    }
+    if e.compute_hash() != e.hash {
+        return Err(ReadError::corrupt(CF_LEDGER, key, "hash does not match its contents"));
+    }
+    Ok(e)
+}
+
+/// For the rules' pure functions, which cannot take an error: a failed read
+/// panics with the record it failed on. The state machine does not use this
+/// impl; it stops with an error instead (see `state_machine::CheckedView`).
+impl StateView for LedgerReader {
+    fn party(&self, party_id: &str) -> Option<Party> {
+        LedgerReader::party(self, party_id).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
+    fn order(&self, order_id: &str) -> Option<Order> {
+        LedgerReader::order(self, order_id).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
+    fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
+        LedgerReader::order_by_ref(self, channel, external_id)
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
+    fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
+        LedgerReader::party_by_key(self, public_key).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
+    fn has_genesis(&self) -> bool {
+        self.head()
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+            .is_some()
+    }
+}

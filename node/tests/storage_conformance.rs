@@ -1,0 +1,342 @@
+//! The RocksDB storage against openraft's conformance suite, and against its
+//! own promises: the same chain as the in-memory reference `MemState`,
+//! exactly-once for resent commands, snapshots that carry the whole state,
+//! and durability across a reopen.
+
+use std::collections::BTreeSet;
+
+use arbor_node::raft::{Request, Response, TypeConfig};
+use arbor_node::storage::{self, LedgerReader, LogStore, StateMachineStore};
+use arbor_proto::ledger::sign_command;
+use arbor_proto::pb::{self, command::Body};
+use arbor_proto::rules::MemState;
+use ed25519_dalek::SigningKey;
+use openraft::alias::{EntryOf, LogIdOf};
+use openraft::entry::RaftEntry;
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{Membership, RaftLogReader, RaftSnapshotBuilder, StorageError, Vote};
+use prost::Message;
+use tempfile::TempDir;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let (log, sm) = storage::open(dir.path()).expect("open storage");
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test]
+async fn openraft_conformance_suite() {
+    Suite::test_all(Builder).await.expect("conformance suite");
+}
+
+// ---- commands ----
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_bytes(&[n; 32])
+}
+
+fn public(n: u8) -> Vec<u8> {
+    key(n).verifying_key().to_bytes().to_vec()
+}
+
+fn genesis(cluster_id: &str) -> Vec<u8> {
+    let cmd = pb::Command {
+        nonce: 1,
+        body: Some(Body::Genesis(pb::Genesis {
+            cluster_id: cluster_id.into(),
+            operators: vec![pb::GenesisOperator {
+                party_id: "ops".into(),
+                public_key: public(1),
+            }],
+        })),
+    };
+    pb::SignedCommand {
+        command: cmd.encode_to_vec(),
+        signer: String::new(),
+        signature: vec![],
+    }
+    .encode_to_vec()
+}
+
+fn signed(k: u8, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
+    let cmd = pb::Command { nonce, body: Some(body) };
+    sign_command(&key(k), signer, &cmd).encode_to_vec()
+}
+
+fn enroll(party_id: &str, k: u8, role: pb::Role, kind: pb::NodeKind) -> Body {
+    Body::EnrollParty(pb::EnrollParty {
+        party_id: party_id.into(),
+        role: role as i32,
+        kind: kind as i32,
+        public_key: public(k),
+    })
+}
+
+fn register(order_id: &str, channel: &str, external_id: &str) -> Body {
+    Body::RegisterOrder(pb::RegisterOrder {
+        order_id: order_id.into(),
+        external_refs: vec![pb::ExternalRef {
+            channel: channel.into(),
+            external_id: external_id.into(),
+        }],
+        lines: vec![pb::OrderLine {
+            sku: "sku-1".into(),
+            quantity: 2,
+            unit_price: 500,
+        }],
+        currency: "EUR".into(),
+        total: 1000,
+        destination_region: "eu-west".into(),
+    })
+}
+
+fn claim(order_id: &str) -> Body {
+    Body::ClaimOrder(pb::ClaimOrder {
+        order_id: order_id.into(),
+        price_version: 1,
+        total: 1000,
+    })
+}
+
+/// (command, time_ms, genesis): genesis, enrolments, a registration, two
+/// claims (accepted, then already_owned), a refused command, a rejected
+/// registration and a stamp earlier than its predecessor.
+fn script() -> Vec<(Vec<u8>, u64, bool)> {
+    vec![
+        (genesis("test"), 1_000, true),
+        (signed(1, "ops", 1, enroll("shop", 2, pb::Role::Channel, pb::NodeKind::Unspecified)), 1_001, false),
+        (signed(1, "ops", 2, enroll("store-1", 3, pb::Role::Node, pb::NodeKind::Store)), 1_002, false),
+        (signed(1, "ops", 3, enroll("store-2", 4, pb::Role::Node, pb::NodeKind::Warehouse)), 1_003, false),
+        (signed(2, "shop", 1, register("o-1", "web", "1001")), 1_004, false),
+        (signed(3, "store-1", 1, claim("o-1")), 1_005, false),
+        (signed(4, "store-2", 1, claim("o-1")), 1_006, false),
+        (signed(9, "ghost", 1, claim("o-1")), 1_007, false),
+        (signed(2, "shop", 2, register("o-2", "web", "1001")), 900, false),
+    ]
+}
+
+// ---- raft log entries ----
+
+fn log_id(index: u64) -> LogIdOf<TypeConfig> {
+    LogIdOf::<TypeConfig>::new(LeaderId { term: 1, node_id: 1 }, index)
+}
+
+fn normal(index: u64, command: Vec<u8>, time_ms: u64, genesis: bool) -> EntryOf<TypeConfig> {
+    EntryOf::<TypeConfig>::new_normal(
+        log_id(index),
+        Request {
+            command,
+            time_ms,
+            genesis,
+        },
+    )
+}
+
+fn membership(index: u64) -> EntryOf<TypeConfig> {
+    let nodes: BTreeSet<u64> = [1, 2, 3].into();
+    EntryOf::<TypeConfig>::new_membership(log_id(index), Membership::new_with_defaults(vec![nodes], []))
+}
+
+/// Applies a blank and a membership entry, then the script; returns the
+/// responses of the script's commands and the last log index used.
+fn apply_script(sm: &StateMachineStore) -> (Vec<Response>, u64) {
+    assert_eq!(sm.apply_entry(&EntryOf::<TypeConfig>::new_blank(log_id(1))).unwrap(), Response::Noop);
+    assert_eq!(sm.apply_entry(&membership(2)).unwrap(), Response::Noop);
+    let mut index = 2;
+    let responses = script()
+        .into_iter()
+        .map(|(cmd, t, g)| {
+            index += 1;
+            sm.apply_entry(&normal(index, cmd, t, g)).unwrap()
+        })
+        .collect();
+    (responses, index)
+}
+
+fn open(dir: &TempDir) -> (LogStore, StateMachineStore) {
+    storage::open(dir.path()).expect("open storage")
+}
+
+/// Everything the API can read, for comparing two stores.
+fn dump(r: &LedgerReader) -> String {
+    let mut out = format!("head {:?}\napplied {:?}\n", r.head().unwrap(), r.last_applied().unwrap());
+    for e in r.entries(0, 1000).unwrap() {
+        out += &format!("{e:?}\n");
+    }
+    for id in ["o-1", "o-2", "o-3"] {
+        out += &format!("{:?} {:?}\n", r.order(id).unwrap(), r.order_history(id).unwrap());
+    }
+    for p in ["ops", "shop", "store-1", "store-2", "ghost"] {
+        out += &format!("{:?}\n", r.party(p).unwrap());
+    }
+    for k in 1..=9 {
+        out += &format!("{:?}\n", r.party_by_key(&public(k)).unwrap());
+    }
+    out += &format!("{:?}\n", r.order_by_ref("web", "1001").unwrap());
+    out
+}
+
+#[test]
+fn state_machine_matches_the_in_memory_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, sm) = open(&dir);
+    let (responses, last_index) = apply_script(&sm);
+
+    let mut mem = MemState::default();
+    for (cmd, t, g) in script() {
+        mem.apply(&cmd, t, g);
+    }
+
+    let r = sm.reader();
+    let entries = r.entries(0, 1000).unwrap();
+    assert_eq!(entries.len(), 8, "the refused command is not appended");
+    assert_eq!(entries, mem.entries, "byte-identical chain");
+    assert_eq!(r.head().unwrap(), mem.head());
+    assert_eq!(r.last_applied().unwrap(), Some(last_index));
+    for (id, order) in &mem.orders {
+        assert_eq!(r.order(id).unwrap().as_ref(), Some(order));
+        let expected: Vec<u64> = mem.entries.iter().filter(|e| &e.order_id == id).map(|e| e.seq).collect();
+        assert_eq!(r.order_history(id).unwrap(), expected);
+    }
+    assert_eq!(r.order_history("o-1").unwrap(), vec![4, 5, 6, 7]);
+    for (id, party) in &mem.parties {
+        assert_eq!(r.party(id).unwrap().as_ref(), Some(party));
+        assert_eq!(r.party_by_key(&party.public_key).unwrap().as_deref(), Some(id.as_str()));
+    }
+    assert_eq!(r.order_by_ref("web", "1001").unwrap().as_deref(), Some("o-1"));
+    assert_eq!(r.order("o-2").unwrap(), None);
+
+    // Responses: appended entries carry their seq and hash; the ghost is refused.
+    let appended: Vec<(u64, [u8; 32])> = responses
+        .iter()
+        .filter_map(|resp| match resp {
+            Response::Appended { seq, hash, .. } => Some((*seq, *hash)),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<(u64, [u8; 32])> = mem.entries.iter().map(|e| (e.seq, e.hash)).collect();
+    assert_eq!(appended, expected);
+    match &responses[6] {
+        Response::Appended { outcome, .. } => assert_eq!((outcome.accepted, outcome.code.as_str()), (false, "already_owned")),
+        other => panic!("second claim: {other:?}"),
+    }
+    match &responses[7] {
+        Response::Refused { code, .. } => assert_eq!(code, "unknown_signer"),
+        other => panic!("ghost claim: {other:?}"),
+    }
+    assert_eq!(entries[7].time_ms, 1_006, "time never goes backwards");
+}
+
+#[tokio::test]
+async fn duplicate_resend_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(&dir);
+    let (responses, last_index) = apply_script(&sm);
+    let r = sm.reader();
+    let before = r.entries(0, 1000).unwrap();
+
+    let first_claim = script()[5].0.clone();
+    let again = sm.apply_entry(&normal(last_index + 1, first_claim.clone(), 5_000, false)).unwrap();
+    let Response::Appended { seq, outcome, hash } = &responses[5] else {
+        panic!("first claim was not appended: {:?}", responses[5]);
+    };
+    assert_eq!(
+        again,
+        Response::Duplicate {
+            seq: *seq,
+            outcome: outcome.clone(),
+            hash: *hash
+        }
+    );
+
+    // Through the trait too, without a responder.
+    let item: Result<_, std::io::Error> = Ok((normal(last_index + 2, first_claim, 6_000, false), None));
+    sm.apply(futures::stream::iter(vec![item])).await.unwrap();
+
+    assert_eq!(r.entries(0, 1000).unwrap(), before);
+    assert_eq!(r.head().unwrap(), before.last().map(|e| e.head()));
+    assert_eq!(r.last_applied().unwrap(), Some(last_index + 2));
+}
+
+#[tokio::test]
+async fn snapshot_carries_the_whole_state() {
+    let a_dir = tempfile::tempdir().unwrap();
+    let (_a_log, mut a) = open(&a_dir);
+    let (_, last_index) = apply_script(&a);
+    let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(snap.meta.last_log_id, Some(log_id(last_index)));
+    assert_eq!(snap.meta.last_membership.log_id(), &Some(log_id(2)));
+
+    // A store with other state: the snapshot replaces all of it.
+    let b_dir = tempfile::tempdir().unwrap();
+    let (_b_log, mut b) = open(&b_dir);
+    b.apply_entry(&normal(1, signed(7, "x", 1, claim("zz")), 1, false)).unwrap();
+    b.apply_entry(&normal(2, genesis("other"), 7, true)).unwrap();
+    assert!(b.reader().head().unwrap().is_some());
+
+    // A corrupted snapshot is refused and leaves the state alone.
+    let before = dump(&b.reader());
+    let mut bad = snap.snapshot.get_ref().clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    let err = b.install_snapshot(&snap.meta, std::io::Cursor::new(bad)).await;
+    assert!(err.is_err(), "corrupted snapshot installed");
+    assert_eq!(dump(&b.reader()), before);
+
+    b.install_snapshot(&snap.meta, snap.snapshot.clone()).await.unwrap();
+    assert_eq!(dump(&b.reader()), dump(&a.reader()));
+    assert_eq!(b.applied_state().await.unwrap(), a.applied_state().await.unwrap());
+    let current = b.get_current_snapshot().await.unwrap().expect("current snapshot");
+    assert_eq!(current.meta, snap.meta);
+
+    // Both go on identically: the dedupe index and the head came over too.
+    let next = [
+        (signed(2, "shop", 3, register("o-3", "web", "1002")), 2_000),
+        (script()[5].0.clone(), 2_001),
+    ];
+    for (i, (cmd, t)) in next.into_iter().enumerate() {
+        let entry = normal(last_index + 1 + i as u64, cmd, t, false);
+        assert_eq!(a.apply_entry(&entry).unwrap(), b.apply_entry(&entry).unwrap());
+    }
+    assert_eq!(dump(&b.reader()), dump(&a.reader()));
+}
+
+#[tokio::test]
+async fn reopen_keeps_log_vote_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (expected_state, snapshot_meta) = {
+        let (mut log, mut sm) = open(&dir);
+        let entries: Vec<_> = (1..=5).map(|i| EntryOf::<TypeConfig>::new_blank(log_id(i))).collect();
+        log.append(entries, IOFlushed::noop()).await.unwrap();
+        log.save_vote(&Vote::new(3, 1)).await.unwrap();
+        log.save_committed(Some(log_id(4))).await.unwrap();
+        log.purge(log_id(1)).await.unwrap();
+        apply_script(&sm);
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        (dump(&sm.reader()), snap.meta)
+    };
+
+    let (mut log, mut sm) = open(&dir);
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1)));
+    assert_eq!(state.last_log_id, Some(log_id(5)));
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(4)));
+    let got: Vec<u64> = log
+        .try_get_log_entries(0..10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(got, vec![2, 3, 4, 5]);
+    assert_eq!(dump(&sm.reader()), expected_state);
+    let current = sm.get_current_snapshot().await.unwrap().expect("current snapshot");
+    assert_eq!(current.meta, snapshot_meta);
+}

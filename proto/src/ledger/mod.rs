@@ -1,0 +1,16 @@
+//! The ledger format: entries, their canonical hash, signatures and command ids.
+//!
+//! Byte layouts here are normative and specified in `docs/ledger-format.md`.
+//! Every multi-byte integer is big-endian; every variable-length field is
+//! preceded by its length as a big-endian u64 (see [`encode`]).
+
+mod encode;
+mod entry;
+mod sign;
+
+pub use encode::Preimage;
+pub use entry::{Entry, Head, HASH_LEN, ZERO_HASH};
+pub use sign::{
+    command_id, sign_admin, sign_command, signing_bytes, verify_admin, verify_command,
+    SignatureError, ADMIN_DOMAIN, COMMAND_DOMAIN, COMMAND_ID_DOMAIN,
+};

@@ -1,0 +1,20 @@
+//! arbor-proto: everything two parties must agree on.
+//!
+//! - [`pb`]: the generated protobuf messages and gRPC services (`arbor.v1`).
+//! - [`ledger`]: the entry format, canonical hashing, command signing and ids.
+//! - [`rules`]: the deterministic arbitration state machine.
+//!
+//! `ledger` and `rules` are the pure core: no I/O, no async, no clock, no
+//! randomness. Replicas apply commands with them and auditors replay exports
+//! with them, so the two cannot disagree.
+
+#![forbid(unsafe_code)]
+
+pub mod ledger;
+pub mod rules;
+
+/// Generated code for `proto/arbor/v1/arbor.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("arbor.v1");
+}

@@ -1,0 +1,100 @@
+//! An in-memory state and chain: the reference implementation of applying
+//! commands, used by property tests and by offline replay.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{apply, Effect, Order, Party, Refusal, StateView};
+use crate::ledger::{command_id, Entry, Head};
+
+/// What applying one command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Appended as a new entry.
+    Appended(Entry),
+    /// A resend of the command at this sequence number: nothing appended.
+    Duplicate(u64),
+    /// Refused: nothing appended.
+    Refused(Refusal),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MemState {
+    pub parties: BTreeMap<String, Party>,
+    pub keys: HashMap<Vec<u8>, String>,
+    pub orders: BTreeMap<String, Order>,
+    pub refs: HashMap<(String, String), String>,
+    pub commands: HashMap<[u8; 32], u64>,
+    pub entries: Vec<Entry>,
+}
+
+impl StateView for MemState {
+    fn party(&self, party_id: &str) -> Option<Party> {
+        self.parties.get(party_id).cloned()
+    }
+    fn order(&self, order_id: &str) -> Option<Order> {
+        self.orders.get(order_id).cloned()
+    }
+    fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
+        self.refs.get(&(channel.to_string(), external_id.to_string())).cloned()
+    }
+    fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
+        self.keys.get(public_key).cloned()
+    }
+    fn has_genesis(&self) -> bool {
+        !self.entries.is_empty()
+    }
+}
+
+impl MemState {
+    pub fn head(&self) -> Option<Head> {
+        self.entries.last().map(|e| e.head())
+    }
+
+    /// Applies a committed command stamped `time_ms`, exactly as a replica does.
+    pub fn apply(&mut self, command: &[u8], time_ms: u64, allow_genesis: bool) -> Applied {
+        let id = match super::decode(command) {
+            Ok(a) => command_id(&a.envelope.signer, &a.envelope.command),
+            Err(r) => return Applied::Refused(r),
+        };
+        if let Some(seq) = self.commands.get(&id) {
+            return Applied::Duplicate(*seq);
+        }
+        let head = self.head();
+        let seq = head.map(|h| h.seq + 1).unwrap_or(0);
+        let d = match apply(self, command, seq, allow_genesis) {
+            Ok(d) => d,
+            Err(r) => return Applied::Refused(r),
+        };
+        let entry = Entry::next(
+            head.as_ref(),
+            time_ms,
+            command.to_vec(),
+            d.accepted,
+            d.code,
+            d.message,
+            d.order_id,
+            d.order_prev_seq,
+        );
+        for e in d.effects {
+            self.put(e);
+        }
+        self.commands.insert(id, seq);
+        self.entries.push(entry.clone());
+        Applied::Appended(entry)
+    }
+
+    fn put(&mut self, e: Effect) {
+        match e {
+            Effect::PutParty(p) => {
+                self.keys.insert(p.public_key.clone(), p.party_id.clone());
+                self.parties.insert(p.party_id.clone(), p);
+            }
+            Effect::PutOrder(o) => {
+                self.orders.insert(o.order_id.clone(), o);
+            }
+            Effect::PutRef { channel, external_id, order_id } => {
+                self.refs.insert((channel, external_id), order_id);
+            }
+        }
+    }
+}

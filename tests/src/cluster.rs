@@ -1,0 +1,567 @@
+//! `TestCluster`: real `arbor-node` processes on OS-assigned ports in a temp dir.
+//!
+//! Shaped after etcd's integration `cluster.go` and TiKV's `test_raftstore`:
+//! the test drives replicas (kill, stop, restart, add) and waits on observable
+//! conditions with deadlines; [`TestCluster::check_invariants`] runs every
+//! invariant of [`crate::invariants`] against what the replicas serve. On a
+//! failing test the harness prints each replica's log tail (set
+//! `ARBOR_KEEP_TEST_DIRS=1` to keep the data dirs too). Dropping the cluster
+//! kills every replica.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use arbor_client::{Client, Identity};
+use arbor_proto::pb;
+use futures::StreamExt;
+use tempfile::TempDir;
+
+use crate::acks::{Acks, Submitter};
+use crate::bins::node_bin;
+use crate::fixtures::sample_order;
+use crate::invariants;
+use crate::ports::free_port;
+use crate::replica::Process;
+use crate::wait::{self, TIMEOUT};
+
+/// Party id of the operator key named in genesis.
+pub const OPERATOR: &str = "operator";
+
+/// Per-call timeout of the clients the harness hands out.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a replica gets to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Flags every replica of the cluster is started with.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--snapshot-every N`
+    pub snapshot_every: Option<u64>,
+    /// `--keep-logs N`
+    pub keep_logs: Option<u64>,
+}
+
+struct Replica {
+    addr: String,
+    process: Process,
+}
+
+/// What [`TestCluster::check_invariants`] verified: the chain and its replayed state.
+pub struct Audit {
+    pub chain: Vec<pb::LedgerEntry>,
+    pub state: arbor_proto::rules::MemState,
+}
+
+pub struct TestCluster {
+    dir: TempDir,
+    bin: PathBuf,
+    opts: Options,
+    operator: Identity,
+    replicas: BTreeMap<u64, Replica>,
+    acks: Acks,
+}
+
+/// The endpoint string a client is given for a replica address.
+pub fn endpoint(addr: &str) -> String {
+    addr.to_string()
+}
+
+impl TestCluster {
+    /// Starts `n` voters and waits until they form a cluster: one leader, `n`
+    /// voting members, genesis applied everywhere.
+    pub async fn voters(n: u64) -> TestCluster {
+        TestCluster::start(n, Options::default()).await
+    }
+
+    /// As [`TestCluster::voters`], with extra flags for every replica.
+    pub async fn start(n: u64, opts: Options) -> TestCluster {
+        assert!(n >= 1, "a cluster needs at least one replica");
+        let bin = node_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("arbor-cluster-")
+            .tempdir()
+            .expect("create temp dir");
+        let operator = Identity::generate(OPERATOR);
+        let mut c = TestCluster {
+            dir,
+            bin,
+            opts,
+            operator,
+            replicas: BTreeMap::new(),
+            acks: Acks::default(),
+        };
+        let members: Vec<(u64, String)> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        for (id, addr) in &members {
+            let mut extra = Vec::new();
+            if *id == 1 {
+                extra.push("--bootstrap".to_string());
+                for (m, a) in &members {
+                    extra.push("--member".into());
+                    extra.push(format!("{m}={a}"));
+                }
+                extra.push("--operator".into());
+                extra.push(format!("{OPERATOR}={}", c.operator.public_key_hex()));
+            }
+            c.spawn(*id, addr.clone(), extra);
+        }
+        for id in 1..=n {
+            c.wait_ready(id).await;
+        }
+        c.wait_formed(n as usize).await;
+        c
+    }
+
+    fn spawn(&mut self, id: u64, addr: String, extra: Vec<String>) {
+        let home = self.dir.path().join(format!("n{id}"));
+        std::fs::create_dir_all(&home).expect("create replica dir");
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            home.join("data").display().to_string(),
+        ];
+        args.extend(extra);
+        if let Some(n) = self.opts.snapshot_every {
+            args.extend(["--snapshot-every".into(), n.to_string()]);
+        }
+        if let Some(n) = self.opts.keep_logs {
+            args.extend(["--keep-logs".into(), n.to_string()]);
+        }
+        let mut process = Process::new(format!("replica {id}"), &self.bin, args, home.join("log.txt"));
+        process.start();
+        self.replicas.insert(id, Replica { addr, process });
+    }
+
+    fn replica(&self, id: u64) -> &Replica {
+        self.replicas
+            .get(&id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+    }
+
+    // ---------------------------------------------------------------------
+    // Accessors
+    // ---------------------------------------------------------------------
+
+    /// The cluster's temp dir (replica `N` lives in `nN/`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The operator named in genesis.
+    pub fn operator(&self) -> &Identity {
+        &self.operator
+    }
+
+    /// Every replica id ever started.
+    pub fn ids(&self) -> Vec<u64> {
+        self.replicas.keys().copied().collect()
+    }
+
+    /// Ids of the replicas running now (not killed or stopped).
+    pub fn running(&self) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .filter(|(_, r)| r.process.is_started())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.replica(id).addr
+    }
+
+    /// The client endpoint of one replica.
+    pub fn endpoint(&self, id: u64) -> String {
+        endpoint(self.addr(id))
+    }
+
+    /// Endpoints of the running replicas.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.running().into_iter().map(|id| self.endpoint(id)).collect()
+    }
+
+    /// Every acknowledgement recorded by this cluster's submitters.
+    pub fn acks(&self) -> &Acks {
+        &self.acks
+    }
+
+    /// A client over every running replica.
+    pub async fn client(&self) -> Client {
+        self.client_for(&self.running()).await
+    }
+
+    /// A client that knows only the given replicas.
+    pub async fn client_for(&self, ids: &[u64]) -> Client {
+        let eps: Vec<String> = ids.iter().map(|id| self.endpoint(*id)).collect();
+        Client::connect(&eps)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {eps:?}: {e}"))
+            .with_timeout(CLIENT_TIMEOUT)
+    }
+
+    /// A recording client over every running replica.
+    pub async fn submitter(&self) -> Submitter {
+        Submitter::new(self.client().await, self.acks.clone())
+    }
+
+    /// A recording client that knows only the given replicas.
+    pub async fn submitter_for(&self, ids: &[u64]) -> Submitter {
+        Submitter::new(self.client_for(ids).await, self.acks.clone())
+    }
+
+    /// The last `lines` of replica `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        self.replica(id).process.log_tail(lines)
+    }
+
+    // ---------------------------------------------------------------------
+    // Status and waiting
+    // ---------------------------------------------------------------------
+
+    /// Replica `id`'s own view (never forwarded).
+    pub async fn status(&self, id: u64) -> Result<pb::LocalStatusReply, String> {
+        Client::local_status(&self.endpoint(id))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The view of every running replica.
+    pub async fn statuses(&self) -> Vec<(u64, Result<pb::LocalStatusReply, String>)> {
+        let ids = self.running();
+        let all = futures::future::join_all(ids.iter().map(|id| self.status(*id))).await;
+        ids.into_iter().zip(all).collect()
+    }
+
+    /// Panics if a replica the harness started has exited on its own.
+    pub fn assert_alive(&self) {
+        for (id, r) in &self.replicas {
+            if let Some(st) = r.process.exited() {
+                panic!(
+                    "replica {id} exited unexpectedly ({st}); log tail:\n{}",
+                    r.process.log_tail(60)
+                );
+            }
+        }
+    }
+
+    /// Polls `probe` until it returns `Ok` (see [`wait::wait_until`]), failing
+    /// fast if a replica crashes meanwhile.
+    pub async fn wait_until<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl AsyncFnMut() -> Result<T, String>,
+    ) -> T {
+        wait::wait_until(what, timeout, async || {
+            self.assert_alive();
+            probe().await
+        })
+        .await
+    }
+
+    /// Waits until replica `id` answers `LocalStatus`.
+    pub async fn wait_ready(&self, id: u64) -> pb::LocalStatusReply {
+        self.wait_until(&format!("replica {id} to answer"), TIMEOUT, async || self.status(id).await)
+            .await
+    }
+
+    /// Waits until exactly one running replica leads and every running
+    /// replica agrees on it and its term. Returns the leader's id.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        self.wait_until("one leader every replica agrees on", timeout, async || {
+            let sts = self.statuses().await;
+            let mut views = Vec::new();
+            for (id, st) in &sts {
+                match st {
+                    Ok(s) => views.push((*id, s.clone())),
+                    Err(e) => return Err(format!("replica {id}: {e}")),
+                }
+            }
+            let leaders: Vec<&(u64, pb::LocalStatusReply)> =
+                views.iter().filter(|(_, s)| s.state == "Leader").collect();
+            let [(leader, ls)] = leaders.as_slice() else {
+                return Err(format!("leaders: {:?}", leaders.iter().map(|(id, _)| id).collect::<Vec<_>>()));
+            };
+            for (id, s) in &views {
+                if s.leader_id != *leader || s.term != ls.term {
+                    return Err(format!(
+                        "replica {id} ({}) sees leader {} in term {}; replica {leader} leads term {}",
+                        s.state, s.leader_id, s.term, ls.term
+                    ));
+                }
+            }
+            Ok(*leader)
+        })
+        .await
+    }
+
+    /// The running replicas other than the current leader.
+    pub async fn followers(&self) -> Vec<u64> {
+        let leader = self.wait_leader(TIMEOUT).await;
+        self.running().into_iter().filter(|id| *id != leader).collect()
+    }
+
+    async fn wait_formed(&self, n: usize) {
+        let leader = self.wait_leader(TIMEOUT).await;
+        self.wait_until(&format!("{n} voters"), TIMEOUT, async || {
+            let s = self.status(leader).await?;
+            let voters = s.members.iter().filter(|m| m.voter).count();
+            if voters == n {
+                Ok(())
+            } else {
+                Err(format!("members {:?}", s.members))
+            }
+        })
+        .await;
+        self.wait_converged(TIMEOUT).await;
+    }
+
+    /// Waits until every running replica has a ledger with the same head.
+    /// Returns the head's sequence number.
+    pub async fn wait_converged(&self, timeout: Duration) -> u64 {
+        self.wait_until("every running replica at the same chain head", timeout, async || {
+            let mut heads = BTreeMap::new();
+            for (id, st) in self.statuses().await {
+                let s = st.map_err(|e| format!("replica {id}: {e}"))?;
+                if !s.has_entries {
+                    return Err(format!("replica {id} has no entries"));
+                }
+                heads.insert(id, (s.head_seq, s.head_hash));
+            }
+            let first = heads.values().next().cloned().ok_or("no replica is running")?;
+            if heads.values().all(|h| *h == first) {
+                Ok(first.0)
+            } else {
+                let seqs: BTreeMap<u64, u64> = heads.iter().map(|(id, h)| (*id, h.0)).collect();
+                Err(format!("heads differ: {seqs:?}"))
+            }
+        })
+        .await
+    }
+
+    /// Waits until every running replica has applied ledger entry `seq`.
+    pub async fn wait_applied(&self, seq: u64, timeout: Duration) {
+        self.wait_until(&format!("every running replica to apply entry {seq}"), timeout, async || {
+            for (id, st) in self.statuses().await {
+                let s = st.map_err(|e| format!("replica {id}: {e}"))?;
+                if !s.has_entries || s.head_seq < seq {
+                    return Err(format!("replica {id} is at {}", s.head_seq));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The chain head the leader reports (waits for a leader).
+    pub async fn head_seq(&self) -> u64 {
+        let leader = self.wait_leader(TIMEOUT).await;
+        let s = self.status(leader).await.expect("leader status");
+        assert!(s.has_entries, "leader {leader} has no entries");
+        s.head_seq
+    }
+
+    // ---------------------------------------------------------------------
+    // Faults and membership
+    // ---------------------------------------------------------------------
+
+    /// SIGKILL: replica `id` crashes.
+    pub fn kill(&self, id: u64) {
+        let r = self.replica(id);
+        assert!(r.process.is_started(), "replica {id} is not running");
+        r.process.kill();
+    }
+
+    /// SIGTERM and wait for a clean exit (status 0).
+    pub async fn stop(&self, id: u64) -> ExitStatus {
+        let r = self.replica(id);
+        assert!(r.process.is_started(), "replica {id} is not running");
+        let st = r.process.stop(STOP_TIMEOUT).await;
+        assert!(
+            st.success(),
+            "replica {id} did not exit cleanly after SIGTERM ({st}); log tail:\n{}",
+            r.process.log_tail(40)
+        );
+        st
+    }
+
+    /// Starts a killed or stopped replica again with the same arguments and
+    /// waits until it answers.
+    pub async fn restart(&mut self, id: u64) {
+        let r = self.replicas.get_mut(&id).unwrap_or_else(|| panic!("no replica {id}"));
+        r.process.start();
+        self.wait_ready(id).await;
+    }
+
+    /// SIGSTOP: replica `id` hangs (neither answers nor crashes).
+    pub fn pause(&self, id: u64) {
+        self.replica(id).process.pause();
+    }
+
+    /// SIGCONT after [`TestCluster::pause`].
+    pub fn resume(&self, id: u64) {
+        self.replica(id).process.resume();
+    }
+
+    /// Starts a new empty replica and adds it through the client API
+    /// (operator-signed `AddNode`). Returns its id once the cluster has
+    /// accepted it.
+    pub async fn add_replica(&mut self) -> u64 {
+        let id = self.replicas.keys().max().copied().unwrap_or(0) + 1;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let existing = self.running();
+        self.spawn(id, addr.clone(), Vec::new());
+        self.wait_ready(id).await;
+        let client = self.client_for(&existing).await.with_timeout(Duration::from_secs(150));
+        let reply = client
+            .add_node(&self.operator, id, &addr)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("add node {id} at {addr}: {e}; its log:\n{}", self.log_tail(id, 40))
+            });
+        assert!(
+            reply.members.iter().any(|m| m.node_id == id),
+            "add node {id}: reply lists members {:?}",
+            reply.members
+        );
+        id
+    }
+
+    // ---------------------------------------------------------------------
+    // Parties and orders
+    // ---------------------------------------------------------------------
+
+    /// Enrols a party with a fresh key (operator-signed). Panics unless accepted.
+    pub async fn enroll(&self, party_id: &str, role: pb::Role, kind: pb::NodeKind) -> Identity {
+        let id = Identity::generate(party_id);
+        let cmd = self
+            .operator
+            .enroll_party(party_id, role, kind, &id.public_key());
+        self.submitter()
+            .await
+            .submit_accepted(&format!("enrol {party_id}"), cmd)
+            .await;
+        id
+    }
+
+    pub async fn enroll_channel(&self, party_id: &str) -> Identity {
+        self.enroll(party_id, pb::Role::Channel, pb::NodeKind::Unspecified)
+            .await
+    }
+
+    pub async fn enroll_node(&self, party_id: &str) -> Identity {
+        self.enroll(party_id, pb::Role::Node, pb::NodeKind::Store)
+            .await
+    }
+
+    /// Registers [`sample_order`] `order_id`. Panics unless accepted.
+    pub async fn register_order(&self, channel: &Identity, order_id: &str) -> pb::SubmitReply {
+        self.submitter()
+            .await
+            .submit_accepted(
+                &format!("register {order_id}"),
+                channel.register_order(sample_order(order_id)),
+            )
+            .await
+    }
+
+    /// Registers many sample orders, `concurrency` in flight. Panics unless all are accepted.
+    pub async fn register_orders(&self, channel: &Identity, order_ids: &[String], concurrency: usize) {
+        let sub = self.submitter().await;
+        let results: Vec<()> = futures::stream::iter(order_ids.iter().cloned())
+            .map(|id| {
+                let cmd = channel.register_order(sample_order(&id));
+                let sub = sub.clone();
+                async move {
+                    sub.submit_accepted(&format!("register {id}"), cmd).await;
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        assert_eq!(results.len(), order_ids.len());
+    }
+
+    // ---------------------------------------------------------------------
+    // Invariants
+    // ---------------------------------------------------------------------
+
+    /// Replica `id`'s whole chain, read locally from that replica.
+    pub async fn chain_of(&self, id: u64) -> Result<Vec<pb::LedgerEntry>, String> {
+        let ep = self.endpoint(id);
+        let mut out: Vec<pb::LedgerEntry> = Vec::new();
+        loop {
+            let from = out.last().map(|e| e.seq + 1).unwrap_or(0);
+            let r = Client::local_entries(&ep, from, 1000)
+                .await
+                .map_err(|e| format!("replica {id}: entries from {from}: {e}"))?;
+            if r.empty {
+                return Ok(out);
+            }
+            let done = r.entries.is_empty() || r.entries.last().map(|e| e.seq) >= Some(r.head_seq);
+            out.extend(r.entries);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Invariant: every running replica holds the same chain. Waits for equal
+    /// heads first. Returns the chain.
+    pub async fn check_identical_chains(&self) -> Vec<pb::LedgerEntry> {
+        self.wait_converged(TIMEOUT).await;
+        let mut chains = Vec::new();
+        for id in self.running() {
+            let chain = self.chain_of(id).await.unwrap_or_else(|e| panic!("{e}"));
+            chains.push((id, chain));
+        }
+        if let Err(e) = invariants::check_identical(&chains) {
+            panic!("invariant violated: identical chains: {e}");
+        }
+        chains.swap_remove(0).1
+    }
+
+    /// Runs every invariant against the running replicas; panics naming the
+    /// first violation. Returns the verified chain and its replayed state.
+    pub async fn check_invariants(&self) -> Audit {
+        let chain = self.check_identical_chains().await;
+        let fail = |what: &str, e: String| -> ! { panic!("invariant violated: {what}: {e}") };
+        let entries = invariants::check_links(&chain).unwrap_or_else(|e| fail("hash chain", e));
+        let state = invariants::check_replay(&entries).unwrap_or_else(|e| fail("replay", e));
+        invariants::check_signatures(&entries, &state).unwrap_or_else(|e| fail("signatures", e));
+        invariants::check_single_owner(&entries, &state).unwrap_or_else(|e| fail("single owner", e));
+        invariants::check_acknowledged(&entries, &self.acks.snapshot())
+            .unwrap_or_else(|e| fail("acknowledged entries", e));
+        Audit { chain, state }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for r in self.replicas.values() {
+            r.process.kill();
+        }
+        if std::thread::panicking() {
+            for (id, r) in &self.replicas {
+                eprintln!(
+                    "----- replica {id} ({}) log tail: {} -----\n{}",
+                    r.addr,
+                    r.process.log_path().display(),
+                    r.process.log_tail(60)
+                );
+            }
+            if std::env::var_os("ARBOR_KEEP_TEST_DIRS").is_some() {
+                self.dir.disable_cleanup(true);
+                eprintln!("----- kept {} -----", self.dir.path().display());
+            }
+        }
+    }
+}

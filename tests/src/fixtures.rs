@@ -1,0 +1,65 @@
+//! Test data: orders and commands built by hand (including broken ones).
+
+use arbor_proto::ledger;
+use arbor_proto::pb;
+use ed25519_dalek::SigningKey;
+use prost::Message;
+
+/// The channel name used in external references.
+pub const CHANNEL_NAME: &str = "meituan";
+
+/// Total of [`sample_order`]: 2 x 1250 + 1 x 500.
+pub const SAMPLE_TOTAL: i64 = 3000;
+
+/// A valid order: two lines, total 3000 CNY, one external reference
+/// `meituan/ext-<order_id>`.
+pub fn sample_order(order_id: &str) -> pb::RegisterOrder {
+    sample_order_with_ref(order_id, CHANNEL_NAME, &format!("ext-{order_id}"))
+}
+
+pub fn sample_order_with_ref(order_id: &str, channel: &str, external_id: &str) -> pb::RegisterOrder {
+    pb::RegisterOrder {
+        order_id: order_id.to_string(),
+        external_refs: vec![pb::ExternalRef {
+            channel: channel.to_string(),
+            external_id: external_id.to_string(),
+        }],
+        lines: vec![
+            pb::OrderLine {
+                sku: "sku-tea-500g".into(),
+                quantity: 2,
+                unit_price: 1250,
+            },
+            pb::OrderLine {
+                sku: "sku-cup".into(),
+                quantity: 1,
+                unit_price: 500,
+            },
+        ],
+        currency: "CNY".into(),
+        total: SAMPLE_TOTAL,
+        destination_region: "CN-31".into(),
+    }
+}
+
+/// A fresh ed25519 key (not enrolled anywhere).
+pub fn random_key() -> SigningKey {
+    SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+}
+
+/// The decoded command inside an envelope.
+pub fn command_of(env: &pb::SignedCommand) -> pb::Command {
+    pb::Command::decode(env.command.as_slice()).expect("command decodes")
+}
+
+/// Signs `cmd` as `signer` with `key`, which need not be the key enrolled for `signer`.
+pub fn sign_with(key: &SigningKey, signer: &str, cmd: &pb::Command) -> pb::SignedCommand {
+    ledger::sign_command(key, signer, cmd)
+}
+
+/// The signer's name, the command bytes and the body of an encoded envelope.
+pub fn decode_envelope(bytes: &[u8]) -> (pb::SignedCommand, pb::Command) {
+    let env = pb::SignedCommand::decode(bytes).expect("envelope decodes");
+    let cmd = command_of(&env);
+    (env, cmd)
+}

@@ -1,0 +1,26 @@
+//! arbor-tests: a harness that runs real `arbor-node` processes, and the
+//! cluster tests in `tests/` that use it.
+//!
+//! Build the binaries first: `cargo build --workspace --bins`, then
+//! `cargo test -p arbor-tests`. The harness finds `arbor-node` and `arbor`
+//! next to the test executable (or at `ARBOR_NODE_BIN` / `ARBOR_BIN`).
+//!
+//! - [`cluster::TestCluster`]: start voters, wait for a leader, kill, stop,
+//!   restart, add replicas, submit with recorded acknowledgements, and
+//!   [`cluster::TestCluster::check_invariants`].
+//! - [`invariants`]: the invariants as pure functions over a chain.
+//! - [`replica::Process`]: one child process with its log file.
+//! - [`ports`], [`wait`], [`bins`], [`fixtures`]: the small pieces.
+
+pub mod acks;
+pub mod bins;
+pub mod cluster;
+pub mod fixtures;
+pub mod invariants;
+pub mod ports;
+pub mod replica;
+pub mod wait;
+
+pub use acks::{Ack, Acks, Submitter};
+pub use cluster::{Audit, Options, TestCluster, OPERATOR};
+pub use wait::{wait_until, TIMEOUT};
