@@ -1,0 +1,30 @@
+//! arbor-client: the Rust client library for an arbor cluster, and the `arbor` CLI.
+//!
+//! - [`Identity`]: a party id and its ed25519 key; reads and writes key files,
+//!   and signs commands.
+//! - [`Client`]: talks to the cluster over gRPC and hides leader changes
+//!   (retries with backoff, follows leader hints, resends identical bytes).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), arbor_client::ClientError> {
+//! use arbor_client::{Client, Identity};
+//! let node = Identity::load("store-17.key".as_ref())?;
+//! let client = Client::connect(&["127.0.0.1:7101,127.0.0.1:7102".to_string()]).await?;
+//! let reply = client.submit(node.claim_order("o-1", 1, 2598)).await?;
+//! let outcome = reply.outcome.unwrap_or_default();
+//! println!("seq {}: {}", reply.seq, outcome.code);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod endpoints;
+mod error;
+mod identity;
+
+pub use arbor_proto::pb;
+pub use client::{Client, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
+pub use endpoints::parse_endpoints;
+pub use error::{code_name, ClientError};
+pub use identity::Identity;

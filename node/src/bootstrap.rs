@@ -7,6 +7,7 @@
 //! a restart does not re-add a member an operator has since removed. Every
 //! step is idempotent: a crash at any point is resumed on the next start.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,7 +97,7 @@ impl Bootstrap {
             let rx = self.raft.metrics();
             let mut rx = rx;
             let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
-            if self.raft.metrics().borrow().running_state.is_err() {
+            if self.raft.metrics().borrow_watched().running_state.is_err() {
                 return Err("raft stopped".into());
             }
         }
@@ -104,7 +105,7 @@ impl Bootstrap {
 
     /// One pass; true when everything is done.
     async fn step(&self) -> Result<bool, String> {
-        if self.reader.head().is_none() {
+        if self.reader.head().map_err(|e| e.to_string())?.is_none() {
             let req = Request {
                 command: genesis_command(&self.cluster_id, &self.operators),
                 time_ms: now_ms(),
@@ -116,7 +117,7 @@ impl Bootstrap {
                 other => warn!(?other, "genesis not appended"),
             }
         }
-        let voters: BTreeSet<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let voters: BTreeSet<NodeId> = self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect();
         let mut all = true;
         for (id, addr) in &self.members {
             if voters.contains(id) {

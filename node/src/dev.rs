@@ -5,6 +5,7 @@
 //! bootstrapped. The ports chosen on first start are kept in `dev.json` so a
 //! restart on the same directory finds the same membership and resumes.
 
+use openraft::async_runtime::WatchReceiver;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,10 +144,10 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
 async fn wait_ready(nodes: &[NodeHandle]) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let m = nodes[0].raft.metrics().borrow().clone();
+        let m = nodes[0].raft.metrics().borrow_watched().clone();
         let voters = m.membership_config.membership().voter_ids().count();
         let leader = m.current_leader.is_some();
-        let genesis = nodes.iter().all(|n| n.reader.head().is_some());
+        let genesis = nodes.iter().all(|n| matches!(n.reader.head(), Ok(Some(_))));
         if voters == nodes.len() && leader && genesis {
             return Ok(());
         }

@@ -23,7 +23,10 @@ fn locate(env: &str, name: &str) -> PathBuf {
         return p;
     }
     let exe = std::env::current_exe().expect("current_exe");
-    let mut dir = exe.parent().expect("test executable has a parent dir").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent dir")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }

@@ -135,7 +135,12 @@ impl TestCluster {
         if let Some(n) = self.opts.keep_logs {
             args.extend(["--keep-logs".into(), n.to_string()]);
         }
-        let mut process = Process::new(format!("replica {id}"), &self.bin, args, home.join("log.txt"));
+        let mut process = Process::new(
+            format!("replica {id}"),
+            &self.bin,
+            args,
+            home.join("log.txt"),
+        );
         process.start();
         self.replicas.insert(id, Replica { addr, process });
     }
@@ -185,7 +190,10 @@ impl TestCluster {
 
     /// Endpoints of the running replicas.
     pub fn endpoints(&self) -> Vec<String> {
-        self.running().into_iter().map(|id| self.endpoint(id)).collect()
+        self.running()
+            .into_iter()
+            .map(|id| self.endpoint(id))
+            .collect()
     }
 
     /// Every acknowledgement recorded by this cluster's submitters.
@@ -269,8 +277,10 @@ impl TestCluster {
 
     /// Waits until replica `id` answers `LocalStatus`.
     pub async fn wait_ready(&self, id: u64) -> pb::LocalStatusReply {
-        self.wait_until(&format!("replica {id} to answer"), TIMEOUT, async || self.status(id).await)
-            .await
+        self.wait_until(&format!("replica {id} to answer"), TIMEOUT, async || {
+            self.status(id).await
+        })
+        .await
     }
 
     /// Waits until exactly one running replica leads and every running
@@ -306,7 +316,10 @@ impl TestCluster {
     /// The running replicas other than the current leader.
     pub async fn followers(&self) -> Vec<u64> {
         let leader = self.wait_leader(TIMEOUT).await;
-        self.running().into_iter().filter(|id| *id != leader).collect()
+        self.running()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect()
     }
 
     async fn wait_formed(&self, n: usize) {
@@ -327,37 +340,49 @@ impl TestCluster {
     /// Waits until every running replica has a ledger with the same head.
     /// Returns the head's sequence number.
     pub async fn wait_converged(&self, timeout: Duration) -> u64 {
-        self.wait_until("every running replica at the same chain head", timeout, async || {
-            let mut heads = BTreeMap::new();
-            for (id, st) in self.statuses().await {
-                let s = st.map_err(|e| format!("replica {id}: {e}"))?;
-                if !s.has_entries {
-                    return Err(format!("replica {id} has no entries"));
+        self.wait_until(
+            "every running replica at the same chain head",
+            timeout,
+            async || {
+                let mut heads = BTreeMap::new();
+                for (id, st) in self.statuses().await {
+                    let s = st.map_err(|e| format!("replica {id}: {e}"))?;
+                    if !s.has_entries {
+                        return Err(format!("replica {id} has no entries"));
+                    }
+                    heads.insert(id, (s.head_seq, s.head_hash));
                 }
-                heads.insert(id, (s.head_seq, s.head_hash));
-            }
-            let first = heads.values().next().cloned().ok_or("no replica is running")?;
-            if heads.values().all(|h| *h == first) {
-                Ok(first.0)
-            } else {
-                let seqs: BTreeMap<u64, u64> = heads.iter().map(|(id, h)| (*id, h.0)).collect();
-                Err(format!("heads differ: {seqs:?}"))
-            }
-        })
+                let first = heads
+                    .values()
+                    .next()
+                    .cloned()
+                    .ok_or("no replica is running")?;
+                if heads.values().all(|h| *h == first) {
+                    Ok(first.0)
+                } else {
+                    let seqs: BTreeMap<u64, u64> = heads.iter().map(|(id, h)| (*id, h.0)).collect();
+                    Err(format!("heads differ: {seqs:?}"))
+                }
+            },
+        )
         .await
     }
 
     /// Waits until every running replica has applied ledger entry `seq`.
     pub async fn wait_applied(&self, seq: u64, timeout: Duration) {
-        self.wait_until(&format!("every running replica to apply entry {seq}"), timeout, async || {
-            for (id, st) in self.statuses().await {
-                let s = st.map_err(|e| format!("replica {id}: {e}"))?;
-                if !s.has_entries || s.head_seq < seq {
-                    return Err(format!("replica {id} is at {}", s.head_seq));
+        self.wait_until(
+            &format!("every running replica to apply entry {seq}"),
+            timeout,
+            async || {
+                for (id, st) in self.statuses().await {
+                    let s = st.map_err(|e| format!("replica {id}: {e}"))?;
+                    if !s.has_entries || s.head_seq < seq {
+                        return Err(format!("replica {id} is at {}", s.head_seq));
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -396,7 +421,10 @@ impl TestCluster {
     /// Starts a killed or stopped replica again with the same arguments and
     /// waits until it answers.
     pub async fn restart(&mut self, id: u64) {
-        let r = self.replicas.get_mut(&id).unwrap_or_else(|| panic!("no replica {id}"));
+        let r = self
+            .replicas
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no replica {id}"));
         r.process.start();
         self.wait_ready(id).await;
     }
@@ -420,12 +448,18 @@ impl TestCluster {
         let existing = self.running();
         self.spawn(id, addr.clone(), Vec::new());
         self.wait_ready(id).await;
-        let client = self.client_for(&existing).await.with_timeout(Duration::from_secs(150));
+        let client = self
+            .client_for(&existing)
+            .await
+            .with_timeout(Duration::from_secs(150));
         let reply = client
             .add_node(&self.operator, id, &addr)
             .await
             .unwrap_or_else(|e| {
-                panic!("add node {id} at {addr}: {e}; its log:\n{}", self.log_tail(id, 40))
+                panic!(
+                    "add node {id} at {addr}: {e}; its log:\n{}",
+                    self.log_tail(id, 40)
+                )
             });
         assert!(
             reply.members.iter().any(|m| m.node_id == id),
@@ -474,7 +508,12 @@ impl TestCluster {
     }
 
     /// Registers many sample orders, `concurrency` in flight. Panics unless all are accepted.
-    pub async fn register_orders(&self, channel: &Identity, order_ids: &[String], concurrency: usize) {
+    pub async fn register_orders(
+        &self,
+        channel: &Identity,
+        order_ids: &[String],
+        concurrency: usize,
+    ) {
         let sub = self.submitter().await;
         let results: Vec<()> = futures::stream::iter(order_ids.iter().cloned())
             .map(|id| {
@@ -537,7 +576,8 @@ impl TestCluster {
         let entries = invariants::check_links(&chain).unwrap_or_else(|e| fail("hash chain", e));
         let state = invariants::check_replay(&entries).unwrap_or_else(|e| fail("replay", e));
         invariants::check_signatures(&entries, &state).unwrap_or_else(|e| fail("signatures", e));
-        invariants::check_single_owner(&entries, &state).unwrap_or_else(|e| fail("single owner", e));
+        invariants::check_single_owner(&entries, &state)
+            .unwrap_or_else(|e| fail("single owner", e));
         invariants::check_acknowledged(&entries, &self.acks.snapshot())
             .unwrap_or_else(|e| fail("acknowledged entries", e));
         Audit { chain, state }

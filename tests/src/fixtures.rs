@@ -17,7 +17,11 @@ pub fn sample_order(order_id: &str) -> pb::RegisterOrder {
     sample_order_with_ref(order_id, CHANNEL_NAME, &format!("ext-{order_id}"))
 }
 
-pub fn sample_order_with_ref(order_id: &str, channel: &str, external_id: &str) -> pb::RegisterOrder {
+pub fn sample_order_with_ref(
+    order_id: &str,
+    channel: &str,
+    external_id: &str,
+) -> pb::RegisterOrder {
     pb::RegisterOrder {
         order_id: order_id.to_string(),
         external_refs: vec![pb::ExternalRef {

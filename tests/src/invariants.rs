@@ -84,7 +84,10 @@ pub fn check_replay(entries: &[Entry]) -> Result<MemState, String> {
         let before = state.entries.len();
         let result = state.apply(&e.command, e.time_ms, i == 0);
         if state.entries.len() != before + 1 {
-            return Err(format!("entry {}: replay does not append it: {result:?}", e.seq));
+            return Err(format!(
+                "entry {}: replay does not append it: {result:?}",
+                e.seq
+            ));
         }
         let r = state.entries.last().expect("just appended");
         if r != e {
@@ -100,9 +103,14 @@ fn diff(stored: &Entry, replayed: &Entry) -> String {
         d.push(format!("seq {} vs replayed {}", stored.seq, replayed.seq));
     }
     if stored.time_ms != replayed.time_ms {
-        d.push(format!("time {} vs replayed {}", stored.time_ms, replayed.time_ms));
+        d.push(format!(
+            "time {} vs replayed {}",
+            stored.time_ms, replayed.time_ms
+        ));
     }
-    if (stored.accepted, &stored.code, &stored.message) != (replayed.accepted, &replayed.code, &replayed.message) {
+    if (stored.accepted, &stored.code, &stored.message)
+        != (replayed.accepted, &replayed.code, &replayed.message)
+    {
         d.push(format!(
             "outcome {} {:?} vs replayed {} {:?}",
             stored.code, stored.message, replayed.code, replayed.message
@@ -247,7 +255,10 @@ mod tests {
     }
 
     fn cmd(nonce: u64, body: Body) -> pb::Command {
-        pb::Command { nonce, body: Some(body) }
+        pb::Command {
+            nonce,
+            body: Some(body),
+        }
     }
 
     fn enroll(id: &str, role: pb::Role, kind: pb::NodeKind, k: &SigningKey) -> Body {
@@ -285,12 +296,37 @@ mod tests {
             signer: String::new(),
             signature: Vec::new(),
         };
-        let cmds = vec![
+        let cmds = [
             genesis,
-            sign_command(&op, "operator", &cmd(1, enroll("shop", pb::Role::Channel, pb::NodeKind::Unspecified, &ch))),
-            sign_command(&op, "operator", &cmd(2, enroll("store-a", pb::Role::Node, pb::NodeKind::Store, &a))),
-            sign_command(&op, "operator", &cmd(3, enroll("store-b", pb::Role::Node, pb::NodeKind::Store, &b))),
-            sign_command(&ch, "shop", &cmd(4, Body::RegisterOrder(sample_order("o-1")))),
+            sign_command(
+                &op,
+                "operator",
+                &cmd(
+                    1,
+                    enroll("shop", pb::Role::Channel, pb::NodeKind::Unspecified, &ch),
+                ),
+            ),
+            sign_command(
+                &op,
+                "operator",
+                &cmd(
+                    2,
+                    enroll("store-a", pb::Role::Node, pb::NodeKind::Store, &a),
+                ),
+            ),
+            sign_command(
+                &op,
+                "operator",
+                &cmd(
+                    3,
+                    enroll("store-b", pb::Role::Node, pb::NodeKind::Store, &b),
+                ),
+            ),
+            sign_command(
+                &ch,
+                "shop",
+                &cmd(4, Body::RegisterOrder(sample_order("o-1"))),
+            ),
             sign_command(&a, "store-a", &cmd(5, claim("o-1"))),
             sign_command(&b, "store-b", &cmd(6, claim("o-1"))),
         ];

@@ -10,11 +10,13 @@
 //!   [`cluster::TestCluster::check_invariants`].
 //! - [`invariants`]: the invariants as pure functions over a chain.
 //! - [`replica::Process`]: one child process with its log file.
+//! - [`dev::DevCluster`]: `arbor-node dev` and the `arbor` CLI, for end-to-end tests.
 //! - [`ports`], [`wait`], [`bins`], [`fixtures`]: the small pieces.
 
 pub mod acks;
 pub mod bins;
 pub mod cluster;
+pub mod dev;
 pub mod fixtures;
 pub mod invariants;
 pub mod ports;

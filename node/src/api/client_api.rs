@@ -6,13 +6,14 @@
 //! nothing refused is ever appended; the state machine repeats the
 //! deterministic part of it at apply time.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arbor_proto::ledger::verify_admin;
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_server::Arbor;
-use arbor_proto::rules::{self, StateView};
+use arbor_proto::rules;
 use openraft::{BasicNode, ChangeMembers, ReadPolicy};
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -92,7 +93,7 @@ impl ArborApi {
             }
         };
         match resp {
-            RaftResponse::Appended { seq, outcome, hash } | RaftResponse::Duplicate { seq, outcome, hash } => {
+            RaftResponse::Appended { seq, ref outcome, hash } | RaftResponse::Duplicate { seq, ref outcome, hash } => {
                 let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
                 Ok(pb::SubmitReply {
                     seq,
@@ -117,6 +118,7 @@ impl ArborApi {
         let party = self
             .reader
             .party(&env.signer)
+            .map_err(status::internal)?
             .ok_or_else(|| Status::unauthenticated(format!("unknown party {:?}: no key is enrolled under that id", env.signer)))?;
         if party.role != pb::Role::Operator as i32 {
             return Err(Status::permission_denied(format!(
@@ -135,7 +137,7 @@ impl ArborApi {
     }
 
     fn members(&self) -> Vec<pb::Member> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         membership
@@ -148,15 +150,15 @@ impl ArborApi {
             .collect()
     }
 
-    pub fn local_status(&self) -> pb::LocalStatusReply {
-        let m = self.raft.metrics().borrow().clone();
+    pub fn local_status(&self) -> Result<pb::LocalStatusReply, Status> {
+        let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let leader_addr = m
             .current_leader
             .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
             .unwrap_or_default();
-        let head = self.reader.head();
-        pb::LocalStatusReply {
+        let head = self.reader.head().map_err(status::internal)?;
+        Ok(pb::LocalStatusReply {
             node_id: self.id,
             addr: self.addr.clone(),
             state: format!("{:?}", m.state),
@@ -171,7 +173,7 @@ impl ArborApi {
             members: self.members(),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()).unwrap_or(0),
             purged_index: m.purged.as_ref().map(|l| l.index()).unwrap_or(0),
-        }
+        })
     }
 }
 
@@ -205,6 +207,7 @@ impl Arbor for ArborApi {
         let order_id = self
             .reader
             .order_by_ref(&r.channel, &r.external_id)
+            .map_err(status::internal)?
             .ok_or_else(|| status::not_found(format!("no order has external reference {}/{}", r.channel, r.external_id)))?;
         self.order_view(&order_id).map(Response::new)
     }
@@ -220,6 +223,7 @@ impl Arbor for ArborApi {
         let p = self
             .reader
             .party(id)
+            .map_err(status::internal)?
             .ok_or_else(|| status::not_found(format!("party {id} is not enrolled")))?;
         Ok(Response::new(p.to_pb()))
     }
@@ -237,7 +241,7 @@ impl Arbor for ArborApi {
             n => n.min(MAX_ENTRIES),
         };
         let entries = self.reader.entries(r.from_seq, limit as usize).map_err(status::internal)?;
-        let head = self.reader.head();
+        let head = self.reader.head().map_err(status::internal)?;
         Ok(Response::new(pb::GetEntriesReply {
             entries: entries.iter().map(|e| e.to_pb()).collect(),
             head_seq: head.map(|h| h.seq).unwrap_or(0),
@@ -246,11 +250,11 @@ impl Arbor for ArborApi {
     }
 
     async fn local_status(&self, _req: Request<pb::LocalStatusRequest>) -> Result<Response<pb::LocalStatusReply>, Status> {
-        Ok(Response::new(ArborApi::local_status(self)))
+        ArborApi::local_status(self).map(Response::new)
     }
 
     async fn cluster_status(&self, _req: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusReply>, Status> {
-        let me = ArborApi::local_status(self);
+        let me = ArborApi::local_status(self)?;
         let members = me.members.clone();
         let mut replicas = Vec::new();
         let mut unreachable = Vec::new();
@@ -262,8 +266,9 @@ impl Arbor for ArborApi {
             let peers = self.peers.clone();
             let m = m.clone();
             calls.push(tokio::spawn(async move {
-                let res = async {
-                    let mut c = peers.client(&m.addr)?;
+                let addr = m.addr.clone();
+                let res = async move {
+                    let mut c = peers.client(&addr)?;
                     let mut r = Request::new(pb::LocalStatusRequest {});
                     r.set_timeout(Duration::from_secs(2));
                     c.local_status(r).await.map(|r| r.into_inner())

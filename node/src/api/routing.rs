@@ -3,6 +3,7 @@
 //! forwarded once is never forwarded again: it is answered `UNAVAILABLE` with
 //! the leader's address, and the client library retries there.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,7 @@ impl Peers {
 }
 
 pub fn leader(raft: &Raft) -> Leader {
-    let m = raft.metrics().borrow().clone();
+    let m = raft.metrics().borrow_watched().clone();
     if m.state == ServerState::Leader {
         return Leader::Me;
     }

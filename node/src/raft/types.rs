@@ -52,7 +52,24 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig>;
+pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "command({} bytes, t={}{})", self.command.len(), self.time_ms, if self.genesis { ", genesis" } else { "" })
+    }
+}
+
+impl std::fmt::Display for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Response::Noop => write!(f, "noop"),
+            Response::Appended { seq, outcome, .. } => write!(f, "appended {seq} {}", outcome.code),
+            Response::Duplicate { seq, outcome, .. } => write!(f, "duplicate of {seq} {}", outcome.code),
+            Response::Refused { code, .. } => write!(f, "refused {code}"),
+        }
+    }
+}
 
 /// Serde helper: bytes as a lowercase hex string (the raft log and raft RPCs are JSON).
 pub mod hex_bytes {

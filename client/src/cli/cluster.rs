@@ -1,0 +1,195 @@
+//! `arbor cluster`: health and membership.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use arbor_client::pb;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::{kv, render, short_hash, Reply, Table};
+use super::{operator_key, Ctx};
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Show the leader, the term and every replica's state and chain head
+    #[command(
+        long_about = "Show the leader, the term, and one row per replica: id, address, raft state, \
+voter or learner, last applied log index, and the sequence number and hash prefix of \
+its chain head. Replicas that did not answer are listed with the error. Identical \
+head seq and hash on all replicas mean their chains agree up to there.\n\n\
+Example:\n  arbor cluster status"
+    )]
+    Status,
+    /// Add a replica to the cluster (operator-signed)
+    #[command(
+        long_about = "Add a replica to the cluster (operator-signed). The new replica must already \
+be running at ADDR (host:port of its gRPC listener); it joins as a learner, catches up, \
+and is then promoted to voter.\n\n\
+Example:\n  arbor cluster add-node 4 10.0.0.14:7101 --key operator.key"
+    )]
+    AddNode {
+        /// Raft node id of the new replica (unique in the cluster)
+        #[arg(value_name = "ID")]
+        node_id: u64,
+        /// host:port the replica listens on
+        #[arg(value_name = "ADDR")]
+        addr: String,
+        /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
+        #[arg(long, value_name = "OPKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Remove a replica from the cluster (operator-signed)
+    #[command(
+        long_about = "Remove a replica from the cluster (operator-signed). Its data is kept on its disk.\n\n\
+Example:\n  arbor cluster remove-node 4 --key operator.key"
+    )]
+    RemoveNode {
+        /// Raft node id of the replica to remove
+        #[arg(value_name = "ID")]
+        node_id: u64,
+        /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
+        #[arg(long, value_name = "OPKEY")]
+        key: Option<PathBuf>,
+    },
+}
+
+pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
+    match cmd {
+        ClusterCmd::Status => {
+            let s = ctx.client().await?.cluster_status().await?;
+            Ok(Reply::new(show_status(ctx, &s)))
+        }
+        ClusterCmd::AddNode { node_id, addr, key } => {
+            let op = operator_key(key)?;
+            let r = ctx.client().await?.add_node(&op, node_id, &addr).await?;
+            Ok(Reply::new(show_admin(ctx, &r)))
+        }
+        ClusterCmd::RemoveNode { node_id, key } => {
+            let op = operator_key(key)?;
+            let r = ctx.client().await?.remove_node(&op, node_id).await?;
+            Ok(Reply::new(show_admin(ctx, &r)))
+        }
+    }
+}
+
+fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
+    members
+        .iter()
+        .map(|m| json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter}))
+        .collect()
+}
+
+fn role(voter: Option<bool>) -> String {
+    match voter {
+        Some(true) => "voter".into(),
+        Some(false) => "learner".into(),
+        None => "-".into(),
+    }
+}
+
+fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
+    let leader_addr = s
+        .members
+        .iter()
+        .find(|m| m.node_id == s.leader_id)
+        .map(|m| m.addr.clone())
+        .unwrap_or_default();
+    let replicas: Vec<_> = s
+        .replicas
+        .iter()
+        .map(|r| {
+            json!({
+                "node_id": r.node_id,
+                "addr": r.addr,
+                "state": r.state,
+                "term": r.term,
+                "leader_id": r.leader_id,
+                "last_applied": r.last_applied,
+                "last_log": r.last_log,
+                "has_entries": r.has_entries,
+                "head_seq": r.has_entries.then_some(r.head_seq),
+                "head_hash": hex::encode(&r.head_hash),
+            })
+        })
+        .collect();
+    let json = json!({
+        "leader_id": s.leader_id,
+        "leader_addr": leader_addr,
+        "term": s.term,
+        "members": members_json(&s.members),
+        "replicas": replicas,
+        "unreachable": s.unreachable,
+    });
+    render(ctx.format, json, || {
+        let leader = if s.leader_id == 0 {
+            "none known".to_string()
+        } else if leader_addr.is_empty() {
+            s.leader_id.to_string()
+        } else {
+            format!("{} ({leader_addr})", s.leader_id)
+        };
+        let mut out = kv(&[("leader", leader), ("term", s.term.to_string())]);
+        out.push('\n');
+        let mut rows: Vec<&pb::LocalStatusReply> = s.replicas.iter().collect();
+        rows.sort_by_key(|r| r.node_id);
+        let mut t = Table::new(&[
+            "ID",
+            "ADDR",
+            "STATE",
+            "MEMBER",
+            "APPLIED",
+            "HEAD SEQ",
+            "HEAD HASH",
+        ]);
+        for r in rows {
+            let voter = s
+                .members
+                .iter()
+                .find(|m| m.node_id == r.node_id)
+                .map(|m| m.voter);
+            let (seq, hash) = if r.has_entries {
+                (r.head_seq.to_string(), short_hash(&r.head_hash))
+            } else {
+                ("-".into(), "-".into())
+            };
+            t.row(vec![
+                r.node_id.to_string(),
+                r.addr.clone(),
+                r.state.clone(),
+                role(voter),
+                r.last_applied.to_string(),
+                seq,
+                hash,
+            ]);
+        }
+        out.push_str(&t.render());
+        if !s.unreachable.is_empty() {
+            out.push_str("\nunreachable:\n");
+            for u in &s.unreachable {
+                out.push_str(&format!("  {}\n", u.replace('\n', " ")));
+            }
+        }
+        out
+    })
+}
+
+fn show_admin(ctx: &Ctx, r: &pb::AdminReply) -> String {
+    let json = json!({ "message": r.message, "members": members_json(&r.members) });
+    render(ctx.format, json, || {
+        let mut out = format!("{}\n", r.message);
+        if !r.members.is_empty() {
+            let mut t = Table::new(&["ID", "ADDR", "MEMBER"]);
+            for m in &r.members {
+                t.row(vec![
+                    m.node_id.to_string(),
+                    m.addr.clone(),
+                    role(Some(m.voter)),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&t.render());
+        }
+        out
+    })
+}

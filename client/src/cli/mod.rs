@@ -1,0 +1,241 @@
+//! The `arbor` command line: argument definitions and dispatch.
+//!
+//! Each command returns a [`Reply`] already rendered in the chosen format;
+//! `main` prints it and turns it into the exit code (0 ok, 1 error, 2 the
+//! cluster recorded the command as rejected).
+
+mod cluster;
+mod keys;
+mod ledger;
+mod order;
+mod output;
+mod party;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use arbor_client::{Client, Identity};
+use clap::{Args, Parser, Subcommand};
+
+pub use output::{Format, Reply};
+
+pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  error: bad arguments, unreadable key or file, cluster unreachable, command refused
+  2  the command was committed but its outcome is `rejected` (recorded in the ledger)
+
+Errors are printed as one line starting with `error:` on stderr.";
+
+/// Command line client for arbor, the replicated order arbitration ledger.
+#[derive(Parser)]
+#[command(
+    name = "arbor",
+    version,
+    arg_required_else_help = true,
+    long_about = "Command line client for arbor, the replicated, hash-chained order arbitration ledger.\n\n\
+Signs commands with a party's key file and submits them to any replica; leader changes \
+and unreachable replicas are retried transparently until --timeout.\n\n\
+Example (against `arbor-node dev`):\n  \
+source arbor-data/dev.env\n  \
+arbor keys generate --party store-17 --out store-17.key\n  \
+arbor party enroll --role node --kind store --public-key-file store-17.key\n  \
+arbor cluster status",
+    after_long_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct Global {
+    /// Replica addresses, comma-separated (host:port or http://host:port)
+    #[arg(long, global = true, help_heading = "Global options", env = "ARBOR_ENDPOINTS", value_name = "LIST", default_value = DEFAULT_ENDPOINTS)]
+    pub endpoints: String,
+    /// Output format
+    #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Give up on the cluster after this many seconds (retries included)
+    #[arg(long, global = true, help_heading = "Global options", value_name = "SECS", default_value = "15", value_parser = parse_secs)]
+    pub timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Generate and inspect key files
+    #[command(subcommand, arg_required_else_help = true)]
+    Keys(keys::KeysCmd),
+    /// Enrol and look up parties
+    #[command(subcommand, arg_required_else_help = true)]
+    Party(party::PartyCmd),
+    /// Register, claim and look up orders
+    #[command(subcommand, arg_required_else_help = true)]
+    Order(order::OrderCmd),
+    /// Read ledger entries
+    #[command(subcommand, arg_required_else_help = true)]
+    Ledger(ledger::LedgerCmd),
+    /// Cluster status and membership
+    #[command(subcommand, arg_required_else_help = true)]
+    Cluster(cluster::ClusterCmd),
+}
+
+/// What every command may need: where the cluster is and how to print.
+pub struct Ctx {
+    pub endpoints: String,
+    pub format: Format,
+    pub timeout: Duration,
+}
+
+impl Ctx {
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(std::slice::from_ref(&self.endpoints))
+            .await?
+            .with_timeout(self.timeout))
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Reply> {
+    let ctx = Ctx {
+        endpoints: cli.global.endpoints,
+        format: cli.global.output,
+        timeout: cli.global.timeout,
+    };
+    match cli.command {
+        Command::Keys(c) => keys::run(ctx.format, c),
+        Command::Party(c) => party::run(&ctx, c).await,
+        Command::Order(c) => order::run(&ctx, c).await,
+        Command::Ledger(c) => ledger::run(&ctx, c).await,
+        Command::Cluster(c) => cluster::run(&ctx, c).await,
+    }
+}
+
+/// The key of a party command: `--key`, which clap already fills from `ARBOR_KEY`.
+fn signing_key(key: Option<PathBuf>) -> Result<Identity> {
+    match key {
+        Some(p) => Ok(Identity::load(&p)?),
+        None => bail!("no key given: pass --key FILE or set ARBOR_KEY"),
+    }
+}
+
+/// The key of an operator command: `--key`, else `ARBOR_OPERATOR_KEY`, else `ARBOR_KEY`.
+fn operator_key(key: Option<PathBuf>) -> Result<Identity> {
+    let from_env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match key
+        .or_else(|| from_env("ARBOR_OPERATOR_KEY"))
+        .or_else(|| from_env("ARBOR_KEY"))
+    {
+        Some(p) => Ok(Identity::load(&p)?),
+        None => bail!("no operator key given: pass --key FILE or set ARBOR_OPERATOR_KEY"),
+    }
+}
+
+fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "{s:?} must be more than 0 and at most 86400 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A clap error as one line: the first paragraph of its message, whitespace collapsed.
+pub fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default();
+    let first = first.trim().strip_prefix("error:").unwrap_or(first).trim();
+    let line = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{line} (see --help)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_has_help_with_an_example() {
+        fn walk(cmd: &clap::Command, path: String) {
+            let subs: Vec<_> = cmd.get_subcommands().collect();
+            if subs.is_empty() {
+                assert!(cmd.get_about().is_some(), "{path} has no about");
+                let long = cmd
+                    .get_long_about()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                assert!(long.contains("Example"), "{path} has no example");
+            }
+            for s in subs {
+                walk(s, format!("{path} {}", s.get_name()));
+            }
+        }
+        walk(&Cli::command(), "arbor".into());
+    }
+
+    #[test]
+    fn parse_errors_are_one_line() {
+        let e = Cli::try_parse_from(["arbor", "keys", "generate", "--out", "x"])
+            .err()
+            .unwrap();
+        let line = clap_error_line(&e);
+        assert!(!line.contains('\n'));
+        assert!(line.contains("--party"), "{line}");
+
+        let e = Cli::try_parse_from(["arbor", "party", "enroll", "--role", "boss", "--id", "x"])
+            .err()
+            .unwrap();
+        let line = clap_error_line(&e);
+        assert!(line.contains("boss") && line.contains("operator"), "{line}");
+    }
+
+    #[test]
+    fn globals_and_timeout() {
+        let cli = Cli::try_parse_from([
+            "arbor",
+            "order",
+            "get",
+            "o-1",
+            "--timeout",
+            "0.5",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.timeout, Duration::from_millis(500));
+        assert_eq!(cli.global.output, Format::Json);
+        assert!(Cli::try_parse_from(["arbor", "order", "get", "o-1", "--timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["arbor", "order", "get", "o-1", "--timeout", "x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "arbor",
+            "order",
+            "claim",
+            "o-1",
+            "--price-version",
+            "1",
+            "--total",
+            "-5",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Order(order::OrderCmd::Claim { total: -5, .. })
+        ));
+    }
+}

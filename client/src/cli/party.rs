@@ -1,0 +1,205 @@
+//! `arbor party`: enrol and look up parties.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use arbor_client::pb;
+use clap::{Subcommand, ValueEnum};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::output::{kind_name, kv, render, role_name, submit_reply, Reply};
+use super::{operator_key, Ctx};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Operator,
+    Channel,
+    Node,
+    Auditor,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KindArg {
+    Store,
+    Warehouse,
+    #[value(name = "3pl")]
+    ThreePl,
+    Carrier,
+}
+
+#[derive(Subcommand)]
+pub enum PartyCmd {
+    /// Enrol a party's public key with a role (operator-signed)
+    #[command(
+        long_about = "Enrol a party's public key with a role (operator-signed).\n\n\
+Roles: operator, channel (registers orders), node (claims and fulfils orders; needs \
+--kind), auditor. The public key comes from --public-key HEX or from the party's key \
+file (--public-key-file; only its public half is read, and --id defaults to its party id).\n\n\
+Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
+Example:\n  arbor party enroll --key operator.key --role node --kind store --public-key-file store-17.key"
+    )]
+    Enroll {
+        /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
+        #[arg(long, value_name = "OPKEY")]
+        key: Option<PathBuf>,
+        /// Party id to enrol [default: the party id in --public-key-file]
+        #[arg(long, value_name = "PARTY")]
+        id: Option<String>,
+        /// Role the party gets
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Kind of fulfilment node; required with --role node, refused otherwise
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// The party's ed25519 public key, 64 hex characters
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "public_key_file",
+            conflicts_with = "public_key_file"
+        )]
+        public_key: Option<String>,
+        /// The party's key file (as written by `arbor keys generate`)
+        #[arg(long, value_name = "KEYFILE")]
+        public_key_file: Option<PathBuf>,
+    },
+    /// Show an enrolled party
+    #[command(
+        long_about = "Show an enrolled party: role, kind, public key and the ledger entry that enrolled it.\n\n\
+Example:\n  arbor party get store-17"
+    )]
+    Get {
+        /// Party id
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+/// The public half of a key file; the secret, if present, is not read.
+#[derive(Deserialize)]
+struct PublicKeyFile {
+    party_id: String,
+    public_key: String,
+}
+
+pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
+    match cmd {
+        PartyCmd::Enroll {
+            key,
+            id,
+            role,
+            kind,
+            public_key,
+            public_key_file,
+        } => {
+            let (party_id, public_key) = match (public_key, public_key_file) {
+                (Some(hex), _) => {
+                    let Some(id) = id else {
+                        bail!("--id is required with --public-key")
+                    };
+                    (id, parse_public_key(&hex).context("--public-key")?)
+                }
+                (None, Some(file)) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read key file {}", file.display()))?;
+                    let f: PublicKeyFile = serde_json::from_str(&text).with_context(|| {
+                        format!("key file {} is not a valid key file", file.display())
+                    })?;
+                    let pk = parse_public_key(&f.public_key)
+                        .with_context(|| format!("key file {}: public_key", file.display()))?;
+                    match id {
+                        Some(id) if id != f.party_id => bail!(
+                            "--id {id:?} differs from the party id {:?} in {}; the party would sign as {:?}",
+                            f.party_id,
+                            file.display(),
+                            f.party_id
+                        ),
+                        _ => (f.party_id, pk),
+                    }
+                }
+                (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
+            };
+            let (role, kind) = match (role, kind) {
+                (RoleArg::Node, None) => {
+                    bail!("--role node needs --kind store|warehouse|3pl|carrier")
+                }
+                (RoleArg::Node, Some(k)) => (pb::Role::Node, kind_pb(k)),
+                (r, Some(_)) => bail!(
+                    "--kind applies to --role node only, not {}",
+                    role_name(role_pb(r) as i32)
+                ),
+                (r, None) => (role_pb(r), pb::NodeKind::Unspecified),
+            };
+            let operator = operator_key(key)?;
+            let cmd = operator.enroll_party(&party_id, role, kind, &public_key);
+            let reply = ctx.client().await?.submit(cmd).await?;
+            Ok(submit_reply(ctx.format, &reply))
+        }
+        PartyCmd::Get { id } => {
+            let p = ctx.client().await?.get_party(&id).await?;
+            let json = json!({
+                "party_id": p.party_id,
+                "role": role_name(p.role),
+                "kind": (p.kind != 0).then(|| kind_name(p.kind)),
+                "public_key": hex::encode(&p.public_key),
+                "enrolled_seq": p.enrolled_seq,
+            });
+            Ok(Reply::new(render(ctx.format, json, || {
+                let mut pairs = vec![("party", p.party_id.clone()), ("role", role_name(p.role))];
+                if p.kind != 0 {
+                    pairs.push(("kind", kind_name(p.kind)));
+                }
+                pairs.push(("public key", hex::encode(&p.public_key)));
+                pairs.push(("enrolled", format!("seq {}", p.enrolled_seq)));
+                kv(&pairs)
+            })))
+        }
+    }
+}
+
+fn parse_public_key(s: &str) -> Result<[u8; 32]> {
+    let bytes = hex::decode(s.trim()).map_err(|e| anyhow::anyhow!("not hex: {e}"))?;
+    let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+        anyhow::anyhow!("{} bytes, expected 32 (64 hex characters)", b.len())
+    })?;
+    ed25519_dalek::VerifyingKey::from_bytes(&key)
+        .map_err(|_| anyhow::anyhow!("not a valid ed25519 public key"))?;
+    Ok(key)
+}
+
+fn role_pb(r: RoleArg) -> pb::Role {
+    match r {
+        RoleArg::Operator => pb::Role::Operator,
+        RoleArg::Channel => pb::Role::Channel,
+        RoleArg::Node => pb::Role::Node,
+        RoleArg::Auditor => pb::Role::Auditor,
+    }
+}
+
+fn kind_pb(k: KindArg) -> pb::NodeKind {
+    match k {
+        KindArg::Store => pb::NodeKind::Store,
+        KindArg::Warehouse => pb::NodeKind::Warehouse,
+        KindArg::ThreePl => pb::NodeKind::ThreePl,
+        KindArg::Carrier => pb::NodeKind::Carrier,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_key_parsing() {
+        let id = arbor_client::Identity::generate("p");
+        assert_eq!(
+            parse_public_key(&id.public_key_hex()).unwrap(),
+            id.public_key()
+        );
+        assert!(format!("{:#}", parse_public_key("zz").unwrap_err()).contains("not hex"));
+        assert!(
+            format!("{:#}", parse_public_key("abcd").unwrap_err()).contains("2 bytes, expected 32")
+        );
+    }
+}

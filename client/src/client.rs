@@ -1,0 +1,463 @@
+//! The cluster client: one lazy channel per endpoint, and a retry loop that
+//! hides leader changes.
+//!
+//! Replicas forward writes and linearizable reads to the leader themselves. A
+//! call still fails transiently while an election runs, while a replica is down,
+//! or when a forwarded request meets a second hop: the server then answers
+//! `UNAVAILABLE`, possibly with the leader's address in `x-arbor-leader`. The
+//! loop retries such failures — at the hinted leader if there is one, else at
+//! the next endpoint — with exponential backoff until the call's deadline.
+//! Answers that retrying cannot change (`INVALID_ARGUMENT`, `NOT_FOUND`,
+//! `PERMISSION_DENIED`, ...) are returned at once.
+//!
+//! Resending a `SignedCommand` is safe: the cluster applies identical bytes
+//! once and answers a resend with the original outcome, so `submit` retries
+//! the very same bytes and never re-signs.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arbor_proto::pb;
+use arbor_proto::pb::arbor_client::ArborClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::endpoints::{lazy_channel, parse_endpoints, uri};
+use crate::error::ClientError;
+use crate::identity::Identity;
+
+/// Metadata key with the leader's `host:port` on `UNAVAILABLE` answers.
+pub const LEADER_HEADER: &str = "x-arbor-leader";
+/// Overall deadline of one call, retries included, unless [`Client::with_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deadline of one attempt against one replica.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// A handle on an arbor cluster. Cheap to clone; clones share channels.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    timeout: Duration,
+}
+
+struct Inner {
+    /// As configured, in order.
+    endpoints: Vec<String>,
+    /// One per endpoint, same order.
+    channels: Vec<Channel>,
+    /// Leaders named in hints that are not among `endpoints`, by URI.
+    hinted: Mutex<HashMap<String, Channel>>,
+    /// Index of the endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+}
+
+/// Where the next attempt goes.
+enum Target {
+    Configured(usize),
+    Hinted(String, Channel),
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port` or `http://host:port`; items may
+    /// be comma-separated lists). Connects lazily: this never fails because a
+    /// replica is down, only when the list is empty or malformed.
+    pub async fn connect(endpoints: &[String]) -> Result<Client, ClientError> {
+        let endpoints = parse_endpoints(endpoints)?;
+        let channels = endpoints
+            .iter()
+            .map(|e| lazy_channel(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                channels,
+                hinted: Mutex::new(HashMap::new()),
+                preferred: AtomicUsize::new(0),
+            }),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Sets the overall deadline of each call, retries included (default 15 s).
+    pub fn with_timeout(mut self, total: Duration) -> Client {
+        self.timeout = total;
+        self
+    }
+
+    /// The configured endpoints, as written (split and trimmed).
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// Proposes a signed command and waits for its outcome. A rejected outcome
+    /// is `Ok` (check `outcome.accepted`); `duplicate` is set when the cluster
+    /// had already applied these exact bytes.
+    pub async fn submit(&self, cmd: pb::SignedCommand) -> Result<pb::SubmitReply, ClientError> {
+        self.call(|mut c| {
+            let cmd = cmd.clone();
+            async move { c.submit(cmd).await }
+        })
+        .await
+    }
+
+    /// An order by id (linearizable).
+    pub async fn get_order(&self, order_id: &str) -> Result<pb::OrderView, ClientError> {
+        let req = pb::GetOrderRequest {
+            order_id: order_id.to_string(),
+            local: false,
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.get_order(req).await }
+        })
+        .await
+    }
+
+    /// The order that a channel's external reference belongs to (linearizable).
+    pub async fn resolve_ref(
+        &self,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<pb::OrderView, ClientError> {
+        let req = pb::ResolveRefRequest {
+            channel: channel.to_string(),
+            external_id: external_id.to_string(),
+            local: false,
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.resolve_ref(req).await }
+        })
+        .await
+    }
+
+    /// An enrolled party (linearizable).
+    pub async fn get_party(&self, party_id: &str) -> Result<pb::PartyView, ClientError> {
+        let req = pb::GetPartyRequest {
+            party_id: party_id.to_string(),
+            local: false,
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.get_party(req).await }
+        })
+        .await
+    }
+
+    /// Ledger entries from `from_seq` on, at most `limit` (0: server default), linearizable.
+    pub async fn get_entries(
+        &self,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<pb::GetEntriesReply, ClientError> {
+        let req = pb::GetEntriesRequest {
+            from_seq,
+            limit,
+            local: false,
+        };
+        self.call(|mut c| async move { c.get_entries(req).await })
+            .await
+    }
+
+    /// The cluster's membership and every reachable replica's own status.
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusReply, ClientError> {
+        self.call(|mut c| async move { c.cluster_status(pb::ClusterStatusRequest {}).await })
+            .await
+    }
+
+    /// Adds replica `node_id` listening at `addr` (operator-signed).
+    pub async fn add_node(
+        &self,
+        operator: &Identity,
+        node_id: u64,
+        addr: &str,
+    ) -> Result<pb::AdminReply, ClientError> {
+        // Signed once: retries resend the same bytes.
+        let cmd = operator.sign_admin(pb::admin_command::Body::AddNode(pb::AddNode {
+            node_id,
+            addr: addr.to_string(),
+        }));
+        self.call(|mut c| {
+            let cmd = cmd.clone();
+            async move { c.add_node(cmd).await }
+        })
+        .await
+    }
+
+    /// Removes replica `node_id` from the cluster (operator-signed).
+    pub async fn remove_node(
+        &self,
+        operator: &Identity,
+        node_id: u64,
+    ) -> Result<pb::AdminReply, ClientError> {
+        let cmd = operator.sign_admin(pb::admin_command::Body::RemoveNode(pb::RemoveNode {
+            node_id,
+        }));
+        self.call(|mut c| {
+            let cmd = cmd.clone();
+            async move { c.remove_node(cmd).await }
+        })
+        .await
+    }
+
+    /// The status of the replica at `endpoint` itself; one attempt, never elsewhere.
+    pub async fn local_status(endpoint: &str) -> Result<pb::LocalStatusReply, ClientError> {
+        call_one(endpoint, |mut c| async move {
+            c.local_status(pb::LocalStatusRequest {}).await
+        })
+        .await
+    }
+
+    /// Ledger entries as stored on the replica at `endpoint` (possibly stale).
+    pub async fn local_entries(
+        endpoint: &str,
+        from_seq: u64,
+        limit: u32,
+    ) -> Result<pb::GetEntriesReply, ClientError> {
+        let req = pb::GetEntriesRequest {
+            from_seq,
+            limit,
+            local: true,
+        };
+        call_one(endpoint, |mut c| async move { c.get_entries(req).await }).await
+    }
+
+    /// An order as the replica at `endpoint` sees it (possibly stale).
+    pub async fn local_order(endpoint: &str, order_id: &str) -> Result<pb::OrderView, ClientError> {
+        let req = pb::GetOrderRequest {
+            order_id: order_id.to_string(),
+            local: true,
+        };
+        call_one(endpoint, |mut c| async move { c.get_order(req).await }).await
+    }
+
+    /// Runs `f` against the cluster until it answers or the deadline passes.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(ArborClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let inner = &self.inner;
+        let n = inner.endpoints.len();
+        let deadline = Instant::now() + self.timeout;
+        let mut idx = inner.preferred.load(Ordering::Relaxed) % n;
+        let mut target = Target::Configured(idx);
+        let mut backoff = BACKOFF_START;
+        let mut followed_hint = false;
+
+        loop {
+            let (name, channel) = match &target {
+                Target::Configured(i) => (inner.endpoints[*i].clone(), inner.channels[*i].clone()),
+                Target::Hinted(addr, ch) => (addr.clone(), ch.clone()),
+            };
+            let per_attempt =
+                ATTEMPT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            let status = match tokio::time::timeout(per_attempt, f(ArborClient::new(channel))).await
+            {
+                Ok(Ok(reply)) => {
+                    if let Target::Configured(i) = target {
+                        inner.preferred.store(i, Ordering::Relaxed);
+                    }
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!(
+                    "no answer within {} ms",
+                    per_attempt.as_millis()
+                )),
+            };
+            if !retryable(&status) {
+                return Err(ClientError::from_status(&status));
+            }
+            let last = format!("{name}: {}", describe(&status));
+            let exhausted = || {
+                ClientError::Unavailable(format!(
+                    "no answer within {} ms; last error from {last}",
+                    self.timeout.as_millis()
+                ))
+            };
+
+            // Pick the next target: the hinted leader if it is somewhere new, else the next endpoint.
+            let hint = leader_hint(&status).filter(|h| uri(h) != uri(&name));
+            let hinted = hint.is_some();
+            target = match hint {
+                Some(h) => match inner.endpoints.iter().position(|e| uri(e) == uri(&h)) {
+                    Some(i) => {
+                        idx = i;
+                        Target::Configured(i)
+                    }
+                    None => match self.hinted_channel(&h) {
+                        Some(ch) => Target::Hinted(h, ch),
+                        None => {
+                            idx = (idx + 1) % n;
+                            Target::Configured(idx)
+                        }
+                    },
+                },
+                None => {
+                    idx = (idx + 1) % n;
+                    Target::Configured(idx)
+                }
+            };
+
+            // Follow a fresh hint at once; otherwise (or on a second hint in a row) back off.
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(exhausted());
+            }
+            if hinted && !followed_hint {
+                followed_hint = true;
+                continue;
+            }
+            followed_hint = false;
+            if now + backoff >= deadline {
+                return Err(exhausted());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// A channel to a hinted leader outside the configured list, made once.
+    fn hinted_channel(&self, addr: &str) -> Option<Channel> {
+        let mut map = self.inner.hinted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(&uri(addr)) {
+            return Some(ch.clone());
+        }
+        let ch = lazy_channel(addr).ok()?;
+        map.insert(uri(addr), ch.clone());
+        Some(ch)
+    }
+}
+
+/// One attempt against one replica; transport failures become `Unavailable`.
+async fn call_one<T, F, Fut>(endpoint: &str, f: F) -> Result<T, ClientError>
+where
+    F: FnOnce(ArborClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let channel = lazy_channel(endpoint)?;
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, f(ArborClient::new(channel))).await {
+        Ok(Ok(reply)) => Ok(reply.into_inner()),
+        Ok(Err(s)) if s.source().is_some() => Err(ClientError::Unavailable(format!(
+            "{endpoint}: {}",
+            describe(&s)
+        ))),
+        Ok(Err(s)) => Err(ClientError::from_status(&s)),
+        Err(_) => Err(ClientError::Unavailable(format!(
+            "{endpoint}: no answer within {} ms",
+            ATTEMPT_TIMEOUT.as_millis()
+        ))),
+    }
+}
+
+/// Whether another attempt (here or elsewhere) could succeed.
+fn retryable(s: &Status) -> bool {
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => true,
+        // Made on this side from a transport failure (the status has a source),
+        // not an answer from a server.
+        Code::Unknown | Code::Internal => s.source().is_some(),
+        _ => false,
+    }
+}
+
+/// The leader address a server put in its `UNAVAILABLE` answer, if any.
+fn leader_hint(s: &Status) -> Option<String> {
+    let v = s.metadata().get(LEADER_HEADER)?.to_str().ok()?.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// The status message followed by any transport causes not already in it.
+fn describe(s: &Status) -> String {
+    let mut out = s.message().to_string();
+    let mut src = s.source();
+    while let Some(e) = src {
+        let m = e.to_string();
+        if !m.is_empty() && !out.contains(&m) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&m);
+        }
+        src = e.source();
+    }
+    if out.is_empty() {
+        out = crate::error::code_name(s.code()).to_string();
+    }
+    out.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_errors_are_retried() {
+        assert!(retryable(&Status::unavailable("no leader")));
+        assert!(retryable(&Status::deadline_exceeded("slow")));
+        for code in [
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::AlreadyExists,
+            Code::Internal,
+            Code::Unknown,
+        ] {
+            assert!(!retryable(&Status::new(code, "x")), "{code:?}");
+        }
+        let transport = Status::from_error(Box::new(std::io::Error::other("broken pipe")));
+        assert_eq!(transport.code(), Code::Unknown);
+        assert!(retryable(&transport));
+    }
+
+    #[test]
+    fn leader_hint_is_read_from_metadata() {
+        let mut s = Status::unavailable("not the leader");
+        assert_eq!(leader_hint(&s), None);
+        s.metadata_mut()
+            .insert(LEADER_HEADER, "127.0.0.1:7102".parse().unwrap());
+        assert_eq!(leader_hint(&s).as_deref(), Some("127.0.0.1:7102"));
+    }
+
+    #[tokio::test]
+    async fn connect_needs_endpoints_but_no_server() {
+        let err = Client::connect(&[]).await.err().unwrap();
+        assert!(matches!(err, ClientError::InvalidInput(_)));
+        let c = Client::connect(&["127.0.0.1:1,127.0.0.1:2".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(c.endpoints(), ["127.0.0.1:1", "127.0.0.1:2"]);
+    }
+
+    #[tokio::test]
+    async fn unreachable_cluster_fails_within_the_deadline() {
+        let c = Client::connect(&["127.0.0.1:1,127.0.0.1:2".to_string()])
+            .await
+            .unwrap()
+            .with_timeout(Duration::from_millis(800));
+        let started = std::time::Instant::now();
+        let err = c.get_order("o-1").await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(matches!(err, ClientError::Unavailable(_)), "{err}");
+        assert_eq!(err.code(), Some(Code::Unavailable));
+        assert!(!err.to_string().contains('\n'));
+
+        let err = Client::local_status("127.0.0.1:1").await.unwrap_err();
+        assert!(matches!(err, ClientError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
+    }
+}

@@ -1,0 +1,186 @@
+//! The `arbor` binary without a server: key files, argument errors, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn arbor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(args)
+        .env_remove("ARBOR_ENDPOINTS")
+        .env_remove("ARBOR_KEY")
+        .env_remove("ARBOR_OPERATOR_KEY")
+        .output()
+        .expect("run arbor")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Asserts exit code 1 and exactly one `error:` line on stderr; returns it.
+fn one_error_line(o: &Output) -> String {
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    err
+}
+
+/// A local port that nothing listens on.
+fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn keys_generate_then_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("store-17.key");
+    let key_s = key.to_str().unwrap();
+
+    let o = arbor(&["keys", "generate", "--party", "store-17", "--out", key_s]);
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.contains("store-17"), "{text}");
+
+    let o = arbor(&["keys", "show", key_s, "--output", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["party_id"], "store-17");
+    let pk = v["public_key"].as_str().unwrap();
+    assert_eq!(pk.len(), 64);
+    assert!(text.contains(pk), "generate printed the public key: {text}");
+    let file = std::fs::read_to_string(&key).unwrap();
+    assert!(!stdout(&o).contains(&file[file.find("secret_key").unwrap() + 14..][..64]));
+
+    // The node's dev mode and the library read the same file.
+    let id = arbor_client::Identity::load(&key).unwrap();
+    assert_eq!(id.public_key_hex(), pk);
+
+    // Never overwritten.
+    let o = arbor(&["keys", "generate", "--party", "other", "--out", key_s]);
+    let err = one_error_line(&o);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(
+        arbor_client::Identity::load(&key).unwrap().party_id,
+        "store-17"
+    );
+}
+
+#[test]
+fn keys_show_of_a_damaged_file_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("damaged.key");
+    std::fs::write(&key, "{\"party_id\": \"x\"").unwrap();
+    let err = one_error_line(&arbor(&["keys", "show", key.to_str().unwrap()]));
+    assert!(err.contains("damaged.key"), "{err}");
+}
+
+#[test]
+fn unreachable_cluster_fails_within_the_timeout() {
+    let endpoints = format!("127.0.0.1:{},127.0.0.1:{}", unused_port(), unused_port());
+    let started = Instant::now();
+    let o = arbor(&[
+        "order",
+        "get",
+        "X",
+        "--endpoints",
+        &endpoints,
+        "--timeout",
+        "1",
+    ]);
+    let elapsed = started.elapsed();
+    let err = one_error_line(&o);
+    assert!(err.contains("unavailable"), "{err}");
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
+}
+
+#[test]
+fn argument_errors_exit_1_with_one_line() {
+    let err = one_error_line(&arbor(&["order", "claim", "o-1", "--total", "5"]));
+    assert!(err.contains("--price-version"), "{err}");
+    let err = one_error_line(&arbor(&["order", "frobnicate"]));
+    assert!(err.contains("frobnicate"), "{err}");
+    let err = one_error_line(&arbor(&["order", "get", "X", "--endpoints", " , "]));
+    assert!(err.contains("no endpoints"), "{err}");
+    let err = one_error_line(&arbor(&[
+        "order",
+        "claim",
+        "o-1",
+        "--price-version",
+        "1",
+        "--total",
+        "5",
+    ]));
+    assert!(err.contains("ARBOR_KEY"), "{err}");
+}
+
+#[test]
+fn register_with_a_bad_order_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("meituan.key");
+    arbor_client::Identity::generate("meituan")
+        .save(&key)
+        .unwrap();
+    let order = dir.path().join("order-with-typo.json");
+    std::fs::write(&order, r#"{"order_id": "o-1", "totl": 5}"#).unwrap();
+    let args = [
+        "order",
+        "register",
+        "--key",
+        key.to_str().unwrap(),
+        "--file",
+        order.to_str().unwrap(),
+    ];
+    let err = one_error_line(&arbor(&args));
+    assert!(
+        err.contains("order-with-typo.json") && err.contains("totl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["keys", "generate", "--help"],
+        &["party", "enroll", "--help"],
+        &["order", "register", "--help"],
+        &["ledger", "entries", "--help"],
+        &["cluster", "status", "--help"],
+    ] {
+        let o = arbor(args);
+        assert!(o.status.success(), "{args:?}");
+        assert!(stdout(&o).contains("Usage"), "{args:?}");
+    }
+    assert!(stdout(&arbor(&["--help"])).contains("Exit codes"));
+    assert!(!arbor(&[]).status.success());
+}
+
+#[test]
+fn party_enroll_checks_arguments_before_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = dir.path().join("op.key");
+    arbor_client::Identity::generate("operator")
+        .save(&op)
+        .unwrap();
+    let node = dir.path().join("n.key");
+    arbor_client::Identity::generate("store-1")
+        .save(&node)
+        .unwrap();
+    let (op, node) = (op.to_str().unwrap(), node.to_str().unwrap());
+    let base = ["party", "enroll", "--key", op, "--public-key-file", node];
+
+    let err = one_error_line(&arbor(&[&base[..], &["--role", "node"]].concat()));
+    assert!(err.contains("--kind"), "{err}");
+    let err = one_error_line(&arbor(
+        &[&base[..], &["--role", "channel", "--kind", "store"]].concat(),
+    ));
+    assert!(err.contains("--kind"), "{err}");
+    let err = one_error_line(&arbor(
+        &[&base[..], &["--role", "channel", "--id", "other"]].concat(),
+    ));
+    assert!(err.contains("store-1"), "{err}");
+    assert!(Path::new(node).exists());
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run every check CI runs: formatting, clippy, unit and property tests,
+# storage conformance, and the cluster tests against real arbor-node processes.
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_prereqs
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> build (binaries are used by the cluster tests)"
+cargo build --workspace --bins
+echo "==> clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> tests"
+# Cluster tests start three or more real replicas each; two at a time fit a 2-core machine.
+cargo test --workspace --no-fail-fast -- --test-threads=2

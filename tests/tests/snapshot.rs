@@ -1,0 +1,64 @@
+//! A replica that joins after the log was purged catches up by snapshot.
+
+use arbor_client::Client;
+use arbor_tests::{Options, TestCluster, TIMEOUT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_replica_catches_up_by_snapshot() {
+    let mut c = TestCluster::start(
+        3,
+        Options {
+            snapshot_every: Some(20),
+            keep_logs: Some(0),
+        },
+    )
+    .await;
+    let channel = c.enroll_channel("shop").await;
+    let ids: Vec<String> = (0..100).map(|i| format!("o-{i}")).collect();
+    c.register_orders(&channel, &ids, 16).await;
+
+    // The log the newcomer would need is gone: only a snapshot can bring it up.
+    let leader = c.wait_leader(TIMEOUT).await;
+    c.wait_until(
+        "the leader to snapshot and purge its log",
+        TIMEOUT,
+        async || {
+            let s = c.status(leader).await?;
+            if s.snapshot_index > 0 && s.purged_index > 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "snapshot_index {} purged_index {}",
+                    s.snapshot_index, s.purged_index
+                ))
+            }
+        },
+    )
+    .await;
+
+    let newcomer = c.add_replica().await;
+    assert_eq!(newcomer, 4);
+    let audit = c.check_invariants().await;
+    assert_eq!(audit.chain.len(), 102, "genesis + enrolment + 100 orders");
+
+    let s = c.status(newcomer).await.expect("newcomer answers");
+    assert!(
+        s.snapshot_index > 0,
+        "replica {newcomer} caught up without installing a snapshot: {s:?}"
+    );
+    assert!(
+        s.members.iter().any(|m| m.node_id == newcomer && m.voter),
+        "replica {newcomer} is not a voter: {:?}",
+        s.members
+    );
+    let o = Client::local_order(&c.endpoint(newcomer), "o-42")
+        .await
+        .expect("newcomer serves state from the snapshot");
+    assert_eq!(o.registered_by, "shop");
+
+    // And it follows new writes by log.
+    let more: Vec<String> = (100..110).map(|i| format!("o-{i}")).collect();
+    c.register_orders(&channel, &more, 4).await;
+    let audit = c.check_invariants().await;
+    assert_eq!(audit.chain.len(), 112);
+}
