@@ -7,7 +7,9 @@ ensure_prereqs
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> build (binaries are used by the cluster tests)"
-cargo build --workspace --bins
+# Always the whole workspace with all targets: the same feature set for every
+# step, so RocksDB's C++ is compiled once, not once per feature combination.
+cargo build --workspace --all-targets
 echo "==> clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> tests"
