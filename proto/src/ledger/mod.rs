@@ -6,6 +6,7 @@
 
 mod encode;
 mod entry;
+pub mod merkle;
 mod sign;
 
 pub use encode::Preimage;
