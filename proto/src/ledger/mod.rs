@@ -4,6 +4,7 @@
 //! Every multi-byte integer is big-endian; every variable-length field is
 //! preceded by its length as a big-endian u64 (see [`encode`]).
 
+pub mod checkpoint;
 mod encode;
 mod entry;
 pub mod merkle;
