@@ -136,6 +136,7 @@ pub fn role_name(role: i32) -> String {
         Ok(pb::Role::Channel) => "channel".into(),
         Ok(pb::Role::Node) => "node".into(),
         Ok(pb::Role::Auditor) => "auditor".into(),
+        Ok(pb::Role::Replica) => "replica".into(),
         Ok(pb::Role::Unspecified) => "unspecified".into(),
         Err(_) => format!("unknown ({role})"),
     }

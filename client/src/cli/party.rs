@@ -17,6 +17,8 @@ pub enum RoleArg {
     Channel,
     Node,
     Auditor,
+    /// A replica's checkpoint-signing identity (see `arbor cluster identities`)
+    Replica,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -174,6 +176,7 @@ fn role_pb(r: RoleArg) -> pb::Role {
         RoleArg::Channel => pb::Role::Channel,
         RoleArg::Node => pb::Role::Node,
         RoleArg::Auditor => pb::Role::Auditor,
+        RoleArg::Replica => pb::Role::Replica,
     }
 }
 

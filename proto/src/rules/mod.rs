@@ -158,6 +158,7 @@ pub fn role_name(r: pb::Role) -> &'static str {
         pb::Role::Channel => "channel",
         pb::Role::Node => "node",
         pb::Role::Auditor => "auditor",
+        pb::Role::Replica => "replica",
     }
 }
 
