@@ -132,6 +132,36 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::AdminReply>, Status> {
         Err(Status::unimplemented("mock"))
     }
+    async fn get_checkpoint(
+        &self,
+        _: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn cosign_checkpoint(
+        &self,
+        _: Request<pb::CosignRequest>,
+    ) -> Result<Response<pb::CosignReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn get_inclusion_proof(
+        &self,
+        _: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProofReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn get_consistency_proof(
+        &self,
+        _: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProofReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn get_replica_identity(
+        &self,
+        _: Request<pb::ReplicaIdentityRequest>,
+    ) -> Result<Response<pb::ReplicaIdentity>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
 }
 
 /// Serves `mock` on a fresh local port; returns "127.0.0.1:PORT".

@@ -31,7 +31,7 @@ struct KeyFile {
     secret_key: String,
 }
 
-fn load_or_create_operator(path: &Path) -> anyhow::Result<[u8; 32]> {
+fn load_or_create_operator(path: &Path) -> anyhow::Result<SigningKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)?;
         let k: KeyFile = serde_json::from_str(&text)
@@ -40,7 +40,7 @@ fn load_or_create_operator(path: &Path) -> anyhow::Result<[u8; 32]> {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| anyhow::anyhow!("operator key {}: secret_key is not 32 hex bytes", path.display()))?;
-        return Ok(SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+        return Ok(SigningKey::from_bytes(&seed));
     }
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let file = KeyFile {
@@ -58,7 +58,7 @@ fn load_or_create_operator(path: &Path) -> anyhow::Result<[u8; 32]> {
     let mut f = opts.open(path)?;
     f.write_all(format!("{}\n", serde_json::to_string_pretty(&file)?).as_bytes())?;
     f.sync_all()?;
-    Ok(key.verifying_key().to_bytes())
+    Ok(key)
 }
 
 fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
@@ -86,7 +86,8 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     let data_dir = data_dir.canonicalize()?;
     let ports = ports(&data_dir, base_port)?;
     let key_path = data_dir.join("operator.key");
-    let op_pub = load_or_create_operator(&key_path)?;
+    let op_key = load_or_create_operator(&key_path)?;
+    let op_pub = op_key.verifying_key().to_bytes();
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let members: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
 
@@ -113,6 +114,7 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     }
 
     wait_ready(&nodes).await?;
+    enroll_replicas(&nodes, &op_key).await?;
     let endpoints = addrs.join(",");
     let env_path = data_dir.join("dev.env");
     std::fs::write(
@@ -156,6 +158,35 @@ async fn wait_ready(nodes: &[NodeHandle]) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Enrols each replica's checkpoint-signing key (role replica) with the
+/// operator key, once, so that checkpoints can be verified from the ledger.
+async fn enroll_replicas(nodes: &[NodeHandle], op: &SigningKey) -> anyhow::Result<()> {
+    use arbor_proto::pb;
+    let mut client = pb::arbor_client::ArborClient::connect(format!("http://{}", nodes[0].addr)).await?;
+    for n in nodes {
+        if n.reader.party(&n.identity.name)?.is_some() {
+            continue;
+        }
+        let cmd = pb::Command {
+            nonce: rand::random(),
+            body: Some(pb::command::Body::EnrollParty(pb::EnrollParty {
+                party_id: n.identity.name.clone(),
+                role: pb::Role::Replica as i32,
+                kind: pb::NodeKind::Unspecified as i32,
+                public_key: n.identity.public_key().to_vec(),
+            })),
+        };
+        let reply = client
+            .submit(arbor_proto::ledger::sign_command(op, OPERATOR_PARTY, &cmd))
+            .await
+            .map_err(|s| anyhow::anyhow!("enrol {}: {}", n.identity.name, s.message()))?
+            .into_inner();
+        let accepted = reply.outcome.as_ref().map(|o| o.accepted).unwrap_or(false);
+        anyhow::ensure!(accepted, "enrol {}: {:?}", n.identity.name, reply.outcome);
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

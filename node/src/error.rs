@@ -25,6 +25,8 @@ pub enum NodeError {
     Raft(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error("replica identity: {0}")]
+    Identity(String),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
 }

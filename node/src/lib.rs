@@ -9,6 +9,8 @@ pub mod bootstrap;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod identity;
+pub mod proofs;
 pub mod raft;
 pub mod storage;
 
@@ -38,6 +40,8 @@ pub struct NodeHandle {
     pub addr: SocketAddr,
     pub raft: Raft,
     pub reader: LedgerReader,
+    /// This replica's checkpoint-signing identity.
+    pub identity: identity::ReplicaIdentity,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -99,12 +103,16 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+    let identity = identity::ReplicaIdentity::load_or_create(&config.data_dir.join("identity.key"), config.id)
+        .map_err(NodeError::Identity)?;
     let api = ArborApi {
         id: config.id,
         addr: addr.clone(),
         raft: raft.clone(),
         reader: reader.clone(),
         peers: Peers::default(),
+        identity: identity.clone(),
+        leaves: proofs::LeafCache::new(reader.clone()),
     };
     let raft_api = RaftApi { raft: raft.clone() };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -145,6 +153,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         addr: bound,
         raft,
         reader,
+        identity,
         stop: Some(stop_tx),
         server: Some(server),
     })

@@ -21,6 +21,8 @@ use tonic::{Request, Response, Status};
 use super::routing::{self, route, Peers};
 use super::status;
 use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
+use crate::identity::ReplicaIdentity;
+use crate::proofs::LeafCache;
 use crate::storage::LedgerReader;
 
 /// Admin commands older or newer than this (by the replica's clock) are refused.
@@ -42,6 +44,8 @@ pub struct ArborApi {
     pub raft: Raft,
     pub reader: LedgerReader,
     pub peers: Peers,
+    pub identity: ReplicaIdentity,
+    pub leaves: LeafCache,
 }
 
 impl ArborApi {
@@ -360,6 +364,42 @@ impl Arbor for ArborApi {
         Ok(Response::new(pb::AdminReply {
             message: format!("node {} removed", rm.node_id),
             members: self.members(),
+        }))
+    }
+
+    async fn get_checkpoint(&self, req: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::CheckpointReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_checkpoint(r).await }).await? {
+            return Ok(r);
+        }
+        self.linearize().await?;
+        self.checkpoint().await.map(Response::new)
+    }
+
+    async fn cosign_checkpoint(&self, req: Request<pb::CosignRequest>) -> Result<Response<pb::CosignReply>, Status> {
+        self.cosign(req.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_inclusion_proof(&self, req: Request<pb::InclusionProofRequest>) -> Result<Response<pb::InclusionProofReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_inclusion_proof(r).await }).await? {
+            return Ok(r);
+        }
+        self.linearize().await?;
+        self.inclusion(req.get_ref()).map(Response::new)
+    }
+
+    async fn get_consistency_proof(&self, req: Request<pb::ConsistencyProofRequest>) -> Result<Response<pb::ConsistencyProofReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_consistency_proof(r).await }).await? {
+            return Ok(r);
+        }
+        self.linearize().await?;
+        self.consistency(req.get_ref()).map(Response::new)
+    }
+
+    async fn get_replica_identity(&self, _req: Request<pb::ReplicaIdentityRequest>) -> Result<Response<pb::ReplicaIdentity>, Status> {
+        Ok(Response::new(pb::ReplicaIdentity {
+            node_id: self.id,
+            name: self.identity.name.clone(),
+            public_key: self.identity.public_key().to_vec(),
         }))
     }
 }

@@ -1,0 +1,174 @@
+//! Audit endpoints: quorum-cosigned checkpoints and Merkle proofs.
+//!
+//! The leader builds a checkpoint of its applied ledger, signs it with its
+//! replica identity and asks every other voter to cosign. A cosigner signs
+//! only if its own chain has the same root at that size, so a quorum of
+//! signatures means a quorum of replicas hold that exact ledger.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use arbor_proto::ledger::checkpoint::Checkpoint;
+use arbor_proto::pb;
+use openraft::async_runtime::WatchReceiver;
+use tonic::{Request, Status};
+
+use super::client_api::{now_ms, ArborApi};
+use super::status;
+
+impl ArborApi {
+    fn size(&self) -> Result<u64, Status> {
+        let head = self.reader.head().map_err(status::internal)?;
+        head.map(|h| h.seq + 1)
+            .ok_or_else(|| Status::failed_precondition("ledger has no entries yet"))
+    }
+
+    /// Builds and cosigns a checkpoint of the current ledger (leader only).
+    pub(super) async fn checkpoint(&self) -> Result<pb::CheckpointReply, Status> {
+        let size = self.size()?;
+        let root = self.leaves.root(size).map_err(status::internal)?;
+        let origin = self.leaves.origin().map_err(status::internal)?;
+        let cp = Checkpoint {
+            origin: origin.clone(),
+            size,
+            root,
+            time_ms: now_ms(),
+        };
+        let mut lines = vec![cp.sign_line(&self.identity.name, &self.identity.key)];
+        let mut signed_by = vec![self.identity.name.clone()];
+
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let quorum = voters.len() / 2 + 1;
+        let mut calls = Vec::new();
+        for id in voters.iter().filter(|id| **id != self.id) {
+            let Some(node) = membership.get_node(id) else { continue };
+            let peers = self.peers.clone();
+            let addr = node.addr.clone();
+            let req = pb::CosignRequest {
+                origin: origin.clone(),
+                size,
+                root: root.to_vec(),
+                time_ms: cp.time_ms,
+            };
+            calls.push(tokio::spawn(async move {
+                let mut c = peers.client(&addr)?;
+                let mut r = Request::new(req);
+                r.set_timeout(Duration::from_secs(5));
+                c.cosign_checkpoint(r).await.map(|r| r.into_inner())
+            }));
+        }
+        let mut refusals = Vec::new();
+        for c in calls {
+            match c.await {
+                Ok(Ok(reply)) => {
+                    signed_by.push(reply.name);
+                    lines.push(reply.signature_line);
+                }
+                Ok(Err(e)) => refusals.push(e.message().to_string()),
+                Err(e) => refusals.push(e.to_string()),
+            }
+        }
+        if signed_by.len() < quorum {
+            return Err(status::unavailable(
+                format!(
+                    "only {} of {} replicas cosigned the checkpoint at size {size} ({} needed): {}",
+                    signed_by.len(),
+                    voters.len(),
+                    quorum,
+                    refusals.join("; ")
+                ),
+                None,
+            ));
+        }
+        Ok(pb::CheckpointReply {
+            note: cp.note(&lines),
+            size,
+            root: root.to_vec(),
+            signed_by,
+        })
+    }
+
+    /// Signs a checkpoint if this replica's own chain agrees with it.
+    pub(super) async fn cosign(&self, req: pb::CosignRequest) -> Result<pb::CosignReply, Status> {
+        // The leader may be slightly ahead: wait (briefly) until we have applied that far.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let have = self.reader.head().map_err(status::internal)?.map(|h| h.seq + 1).unwrap_or(0);
+            if have >= req.size {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Status::failed_precondition(format!(
+                    "replica {} has {have} entries, fewer than the checkpoint's {}",
+                    self.id, req.size
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let origin = self.leaves.origin().map_err(status::internal)?;
+        if origin != req.origin {
+            return Err(Status::failed_precondition(format!(
+                "checkpoint origin {:?} is not this ledger's {origin:?}",
+                req.origin
+            )));
+        }
+        let root = self.leaves.root(req.size).map_err(status::internal)?;
+        if root.as_slice() != req.root.as_slice() {
+            return Err(Status::failed_precondition(format!(
+                "replica {} has a different root at size {}: refusing to cosign",
+                self.id, req.size
+            )));
+        }
+        let cp = Checkpoint {
+            origin,
+            size: req.size,
+            root,
+            time_ms: req.time_ms,
+        };
+        Ok(pb::CosignReply {
+            name: self.identity.name.clone(),
+            signature_line: cp.sign_line(&self.identity.name, &self.identity.key),
+        })
+    }
+
+    pub(super) fn inclusion(&self, req: &pb::InclusionProofRequest) -> Result<pb::InclusionProofReply, Status> {
+        let current = self.size()?;
+        let size = if req.tree_size == 0 { current } else { req.tree_size };
+        if size > current {
+            return Err(status::invalid(format!("tree size {size} is larger than the ledger ({current})")));
+        }
+        if req.seq >= size {
+            return Err(status::invalid(format!("entry {} is not in a tree of size {size}", req.seq)));
+        }
+        let entry = self
+            .reader
+            .entry(req.seq)
+            .map_err(status::internal)?
+            .ok_or_else(|| status::not_found(format!("entry {} not found", req.seq)))?;
+        let path = self.leaves.inclusion(req.seq, size).map_err(status::internal)?;
+        Ok(pb::InclusionProofReply {
+            entry: Some(entry.to_pb()),
+            tree_size: size,
+            path: path.iter().map(|h| h.to_vec()).collect(),
+        })
+    }
+
+    pub(super) fn consistency(&self, req: &pb::ConsistencyProofRequest) -> Result<pb::ConsistencyProofReply, Status> {
+        let current = self.size()?;
+        let new = if req.new_size == 0 { current } else { req.new_size };
+        if new > current || req.old_size > new {
+            return Err(status::invalid(format!(
+                "need old size <= new size <= {current} (got {} and {new})",
+                req.old_size
+            )));
+        }
+        let path = self.leaves.consistency(req.old_size, new).map_err(status::internal)?;
+        Ok(pb::ConsistencyProofReply {
+            old_size: req.old_size,
+            new_size: new,
+            path: path.iter().map(|h| h.to_vec()).collect(),
+        })
+    }
+}
