@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arbor_client::{Client, Identity};
@@ -47,6 +48,8 @@ pub struct Options {
 struct Replica {
     addr: String,
     process: Process,
+    /// SIGSTOPped by [`TestCluster::pause`]: alive but unresponsive.
+    paused: AtomicBool,
 }
 
 /// What [`TestCluster::check_invariants`] verified: the chain and its replayed state.
@@ -142,7 +145,14 @@ impl TestCluster {
             home.join("log.txt"),
         );
         process.start();
-        self.replicas.insert(id, Replica { addr, process });
+        self.replicas.insert(
+            id,
+            Replica {
+                addr,
+                process,
+                paused: AtomicBool::new(false),
+            },
+        );
     }
 
     fn replica(&self, id: u64) -> &Replica {
@@ -170,11 +180,11 @@ impl TestCluster {
         self.replicas.keys().copied().collect()
     }
 
-    /// Ids of the replicas running now (not killed or stopped).
+    /// Ids of the replicas running now (not killed, stopped or paused).
     pub fn running(&self) -> Vec<u64> {
         self.replicas
             .iter()
-            .filter(|(_, r)| r.process.is_started())
+            .filter(|(_, r)| r.process.is_started() && !r.paused.load(Ordering::SeqCst))
             .map(|(id, _)| *id)
             .collect()
     }
@@ -403,12 +413,16 @@ impl TestCluster {
         let r = self.replica(id);
         assert!(r.process.is_started(), "replica {id} is not running");
         r.process.kill();
+        r.paused.store(false, Ordering::SeqCst);
     }
 
     /// SIGTERM and wait for a clean exit (status 0).
     pub async fn stop(&self, id: u64) -> ExitStatus {
         let r = self.replica(id);
         assert!(r.process.is_started(), "replica {id} is not running");
+        if r.paused.swap(false, Ordering::SeqCst) {
+            r.process.resume();
+        }
         let st = r.process.stop(STOP_TIMEOUT).await;
         assert!(
             st.success(),
@@ -429,14 +443,20 @@ impl TestCluster {
         self.wait_ready(id).await;
     }
 
-    /// SIGSTOP: replica `id` hangs (neither answers nor crashes).
+    /// SIGSTOP: replica `id` hangs (neither answers nor crashes), as if cut
+    /// off from the network. It no longer counts as running until resumed.
     pub fn pause(&self, id: u64) {
-        self.replica(id).process.pause();
+        let r = self.replica(id);
+        assert!(r.process.is_started(), "replica {id} is not running");
+        r.process.pause();
+        r.paused.store(true, Ordering::SeqCst);
     }
 
     /// SIGCONT after [`TestCluster::pause`].
     pub fn resume(&self, id: u64) {
-        self.replica(id).process.resume();
+        let r = self.replica(id);
+        r.process.resume();
+        r.paused.store(false, Ordering::SeqCst);
     }
 
     /// Starts a new empty replica and adds it through the client API

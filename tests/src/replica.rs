@@ -63,6 +63,8 @@ impl Process {
         let err = log.try_clone().expect("clone log file");
         let mut cmd = Command::new(&self.bin);
         clean_env(&mut cmd);
+        // Plain logs: they are read in files, not terminals.
+        cmd.env("NO_COLOR", "1");
         cmd.args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))

@@ -188,3 +188,60 @@ async fn full_stop_and_restart_keeps_the_chain() {
     assert_eq!(r.seq, before.len() as u64);
     c.check_invariants().await;
 }
+
+/// A leader that hangs (SIGSTOP, as if cut off) is replaced; writes go on;
+/// when it wakes up it follows the new leader and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_leader_is_replaced_and_rejoins() {
+    let c = TestCluster::voters(3).await;
+    let channel = c.enroll_channel("shop").await;
+    let old_leader = c.wait_leader(TIMEOUT).await;
+    c.pause(old_leader);
+
+    let new_leader = c.wait_leader(TIMEOUT).await;
+    assert_ne!(new_leader, old_leader);
+    let ids: Vec<String> = (0..20).map(|i| format!("o-{i}")).collect();
+    c.register_orders(&channel, &ids, 4).await;
+
+    c.resume(old_leader);
+    c.wait_leader(TIMEOUT).await;
+    let audit = c.check_invariants().await;
+    assert_eq!(audit.chain.len(), 22, "genesis + enrolment + 20 orders");
+}
+
+/// With two of three replicas down nothing commits: the write fails
+/// `UNAVAILABLE`. Once they are back, resending the very same bytes applies
+/// the command exactly once, whether or not the first attempt got in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_writes_fail_and_a_resend_applies_once() {
+    let mut c = TestCluster::voters(3).await;
+    let channel = c.enroll_channel("shop").await;
+    let head = c.head_seq().await;
+    let followers = c.followers().await;
+    for f in &followers {
+        c.kill(*f);
+    }
+
+    let cmd = channel.register_order(sample_order("o-1"));
+    let short = c.submitter().await.with_timeout(Duration::from_secs(3));
+    let err = short
+        .submit(cmd.clone())
+        .await
+        .expect_err("a write without a quorum was acknowledged");
+    assert_eq!(err.code(), Some(tonic::Code::Unavailable), "{err}");
+
+    for f in &followers {
+        c.restart(*f).await;
+    }
+    c.wait_leader(TIMEOUT).await;
+    let sub = c.submitter().await;
+    let first = sub
+        .submit_accepted("resend after quorum is back", cmd.clone())
+        .await;
+    assert_eq!(first.seq, head + 1);
+    let again = sub.submit(cmd).await.expect("second resend");
+    assert!(again.duplicate);
+    assert_eq!(again.seq, first.seq);
+    let audit = c.check_invariants().await;
+    assert_eq!(audit.chain.len() as u64, head + 2);
+}
