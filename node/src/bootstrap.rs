@@ -66,10 +66,22 @@ impl Bootstrap {
         if done.exists() {
             return Ok(());
         }
-        let initialized = self.raft.is_initialized().await.map_err(|e| e.to_string())?;
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| e.to_string())?;
         if !initialized {
-            let me = BTreeMap::from([(self.id, BasicNode { addr: self.addr.clone() })]);
-            self.raft.initialize(me).await.map_err(|e| format!("initialize: {e}"))?;
+            let me = BTreeMap::from([(
+                self.id,
+                BasicNode {
+                    addr: self.addr.clone(),
+                },
+            )]);
+            self.raft
+                .initialize(me)
+                .await
+                .map_err(|e| format!("initialize: {e}"))?;
             info!(node = self.id, "initialised a new cluster");
         }
         tokio::spawn(async move {
@@ -111,13 +123,24 @@ impl Bootstrap {
                 time_ms: now_ms(),
                 genesis: true,
             };
-            let resp = self.raft.client_write(req).await.map_err(|e| format!("genesis: {e}"))?;
+            let resp = self
+                .raft
+                .client_write(req)
+                .await
+                .map_err(|e| format!("genesis: {e}"))?;
             match resp.response() {
                 Response::Appended { seq, .. } => info!(seq, "genesis entry appended"),
                 other => warn!(?other, "genesis not appended"),
             }
         }
-        let voters: BTreeSet<NodeId> = self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect();
+        let voters: BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         let mut all = true;
         for (id, addr) in &self.members {
             if voters.contains(id) {
@@ -125,7 +148,12 @@ impl Bootstrap {
             }
             all = false;
             let node = BasicNode { addr: addr.clone() };
-            match tokio::time::timeout(Duration::from_secs(30), self.raft.add_learner(*id, node, true)).await {
+            match tokio::time::timeout(
+                Duration::from_secs(30),
+                self.raft.add_learner(*id, node, true),
+            )
+            .await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(format!("add learner {id}: {e}")),
                 Err(_) => return Err(format!("member {id} at {addr} has not caught up yet")),

@@ -80,7 +80,9 @@ impl NodeConfig {
     }
 
     pub fn advertise_addr(&self) -> String {
-        self.advertise.clone().unwrap_or_else(|| self.listen.clone())
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.clone())
     }
 
     pub fn parsed_members(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
@@ -94,10 +96,14 @@ impl NodeConfig {
                 .parse()
                 .map_err(|_| ConfigError::Invalid(format!("member {m:?}: id is not a number")))?;
             if id == 0 {
-                return Err(ConfigError::Invalid(format!("member {m:?}: id must be > 0")));
+                return Err(ConfigError::Invalid(format!(
+                    "member {m:?}: id must be > 0"
+                )));
             }
             if out.insert(id, addr.trim().to_string()).is_some() {
-                return Err(ConfigError::Invalid(format!("member id {id} is listed twice")));
+                return Err(ConfigError::Invalid(format!(
+                    "member id {id} is listed twice"
+                )));
             }
         }
         Ok(out)
@@ -107,11 +113,12 @@ impl NodeConfig {
         self.operators
             .iter()
             .map(|o| {
-                let (party, hexkey) = o
-                    .split_once('=')
-                    .ok_or_else(|| ConfigError::Invalid(format!("operator {o:?} is not PARTY=PUBLIC_KEY_HEX")))?;
-                let bytes = hex::decode(hexkey.trim())
-                    .map_err(|_| ConfigError::Invalid(format!("operator {party}: public key is not hex")))?;
+                let (party, hexkey) = o.split_once('=').ok_or_else(|| {
+                    ConfigError::Invalid(format!("operator {o:?} is not PARTY=PUBLIC_KEY_HEX"))
+                })?;
+                let bytes = hex::decode(hexkey.trim()).map_err(|_| {
+                    ConfigError::Invalid(format!("operator {party}: public key is not hex"))
+                })?;
                 let public_key: [u8; 32] = bytes.try_into().map_err(|_| {
                     ConfigError::Invalid(format!("operator {party}: public key is not 32 bytes"))
                 })?;
@@ -130,7 +137,10 @@ impl NodeConfig {
             return bad("id must be > 0".into());
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!("listen {:?} is not HOST:PORT with a numeric IP", self.listen));
+            return bad(format!(
+                "listen {:?} is not HOST:PORT with a numeric IP",
+                self.listen
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data-dir is empty".into());
@@ -139,7 +149,9 @@ impl NodeConfig {
             return bad("election-timeout-min-ms must be greater than heartbeat-ms (> 0)".into());
         }
         if self.election_timeout_max_ms <= self.election_timeout_min_ms {
-            return bad("election-timeout-max-ms must be greater than election-timeout-min-ms".into());
+            return bad(
+                "election-timeout-max-ms must be greater than election-timeout-min-ms".into(),
+            );
         }
         if self.snapshot_every == 0 {
             return bad("snapshot-every must be > 0".into());
@@ -148,10 +160,16 @@ impl NodeConfig {
         let operators = self.parsed_operators()?;
         if self.bootstrap {
             if operators.is_empty() {
-                return bad("bootstrap needs at least one operator key (--operator PARTY=PUBLIC_KEY_HEX)".into());
+                return bad(
+                    "bootstrap needs at least one operator key (--operator PARTY=PUBLIC_KEY_HEX)"
+                        .into(),
+                );
             }
             if !members.is_empty() && !members.contains_key(&self.id) {
-                return bad(format!("members must include this replica's id {}", self.id));
+                return bad(format!(
+                    "members must include this replica's id {}",
+                    self.id
+                ));
             }
         }
         Ok(())
@@ -175,7 +193,11 @@ mod tests {
     fn file_values_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "id = 2\nmembers = [\"1=127.0.0.1:1\", \"2=127.0.0.1:2\"]\n").unwrap();
+        std::fs::write(
+            &p,
+            "id = 2\nmembers = [\"1=127.0.0.1:1\", \"2=127.0.0.1:2\"]\n",
+        )
+        .unwrap();
         let c = NodeConfig::from_file(&p).unwrap();
         assert_eq!(c.id, 2);
         assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
@@ -198,6 +220,10 @@ mod tests {
             members: vec!["x=1".into()],
             ..NodeConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("not a number"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not a number"));
     }
 }

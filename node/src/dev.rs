@@ -34,12 +34,21 @@ struct KeyFile {
 fn load_or_create_operator(path: &Path) -> anyhow::Result<SigningKey> {
     if path.exists() {
         let text = std::fs::read_to_string(path)?;
-        let k: KeyFile = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("operator key {} is not a valid key file: {e}", path.display()))?;
+        let k: KeyFile = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "operator key {} is not a valid key file: {e}",
+                path.display()
+            )
+        })?;
         let seed: [u8; 32] = hex::decode(&k.secret_key)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| anyhow::anyhow!("operator key {}: secret_key is not 32 hex bytes", path.display()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "operator key {}: secret_key is not 32 hex bytes",
+                    path.display()
+                )
+            })?;
         return Ok(SigningKey::from_bytes(&seed));
     }
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
@@ -71,7 +80,10 @@ fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
         }
         return Ok(s.ports);
     }
-    anyhow::ensure!(base_port > 0 && base_port < u16::MAX - 2, "--base-port must leave room for three ports");
+    anyhow::ensure!(
+        base_port > 0 && base_port < u16::MAX - 2,
+        "--base-port must leave room for three ports"
+    );
     let s = DevState {
         ports: [base_port, base_port + 1, base_port + 2],
     };
@@ -89,7 +101,11 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     let op_key = load_or_create_operator(&key_path)?;
     let op_pub = op_key.verifying_key().to_bytes();
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let members: Vec<String> = addrs.iter().enumerate().map(|(i, a)| format!("{}={a}", i + 1)).collect();
+    let members: Vec<String> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
 
     let mut nodes: Vec<NodeHandle> = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -124,11 +140,17 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
             key_path.display()
         ),
     )?;
-    println!("arbor dev cluster is up: 3 replicas, data in {}", data_dir.display());
+    println!(
+        "arbor dev cluster is up: 3 replicas, data in {}",
+        data_dir.display()
+    );
     for (i, a) in addrs.iter().enumerate() {
         println!("  replica {} at {a}", i + 1);
     }
-    println!("operator key: {} (party id \"{OPERATOR_PARTY}\")", key_path.display());
+    println!(
+        "operator key: {} (party id \"{OPERATOR_PARTY}\")",
+        key_path.display()
+    );
     println!("environment:  source {}", env_path.display());
     println!("then try:     arbor cluster status");
     println!("stop with Ctrl-C; start again on the same directory to resume");
@@ -164,7 +186,8 @@ async fn wait_ready(nodes: &[NodeHandle]) -> anyhow::Result<()> {
 /// operator key, once, so that checkpoints can be verified from the ledger.
 async fn enroll_replicas(nodes: &[NodeHandle], op: &SigningKey) -> anyhow::Result<()> {
     use arbor_proto::pb;
-    let mut client = pb::arbor_client::ArborClient::connect(format!("http://{}", nodes[0].addr)).await?;
+    let mut client =
+        pb::arbor_client::ArborClient::connect(format!("http://{}", nodes[0].addr)).await?;
     for n in nodes {
         if n.reader.party(&n.identity.name)?.is_some() {
             continue;

@@ -28,7 +28,12 @@ pub struct ReplicaIdentity {
 
 impl std::fmt::Debug for ReplicaIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReplicaIdentity({}, {})", self.name, hex::encode(self.public_key()))
+        write!(
+            f,
+            "ReplicaIdentity({}, {})",
+            self.name,
+            hex::encode(self.public_key())
+        )
     }
 }
 
@@ -45,16 +50,20 @@ impl ReplicaIdentity {
     pub fn load_or_create(path: &Path, node_id: u64) -> Result<ReplicaIdentity, String> {
         let name = Self::name_for(node_id);
         if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-            let k: KeyFile =
-                serde_json::from_str(&text).map_err(|e| format!("{} is not a valid key file: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            let k: KeyFile = serde_json::from_str(&text)
+                .map_err(|e| format!("{} is not a valid key file: {e}", path.display()))?;
             let seed: [u8; 32] = hex::decode(&k.secret_key)
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| format!("{}: secret_key is not 32 hex bytes", path.display()))?;
             let key = SigningKey::from_bytes(&seed);
             if hex::encode(key.verifying_key().to_bytes()) != k.public_key {
-                return Err(format!("{}: public_key does not match secret_key", path.display()));
+                return Err(format!(
+                    "{}: public_key does not match secret_key",
+                    path.display()
+                ));
             }
             if k.party_id != name {
                 return Err(format!(
@@ -78,7 +87,9 @@ impl ReplicaIdentity {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        let mut f = opts
+            .open(path)
+            .map_err(|e| format!("create {}: {e}", path.display()))?;
         let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())?;
         f.write_all(format!("{text}\n").as_bytes())
             .and_then(|_| f.sync_all())

@@ -71,7 +71,9 @@ fn raft_config(c: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> {
         install_snapshot_timeout: 60_000,
         ..Default::default()
     };
-    cfg.validate().map(Arc::new).map_err(|e| NodeError::Raft(e.to_string()))
+    cfg.validate()
+        .map(Arc::new)
+        .map_err(|e| NodeError::Raft(e.to_string()))
 }
 
 /// Starts one replica as configured and returns once it is serving.
@@ -97,14 +99,22 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         None => bound.to_string(),
     };
 
-    let (log_store, sm) = storage::open(&config.data_dir.join("db")).map_err(|e| NodeError::Storage(e.to_string()))?;
+    let (log_store, sm) = storage::open(&config.data_dir.join("db"))
+        .map_err(|e| NodeError::Storage(e.to_string()))?;
     let reader = sm.reader();
-    let raft = Raft::new(config.id, raft_config(&config)?, Network::default(), log_store, sm)
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        config.id,
+        raft_config(&config)?,
+        Network::default(),
+        log_store,
+        sm,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-    let identity = identity::ReplicaIdentity::load_or_create(&config.data_dir.join("identity.key"), config.id)
-        .map_err(NodeError::Identity)?;
+    let identity =
+        identity::ReplicaIdentity::load_or_create(&config.data_dir.join("identity.key"), config.id)
+            .map_err(NodeError::Identity)?;
     let api = ArborApi {
         id: config.id,
         addr: addr.clone(),

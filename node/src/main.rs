@@ -32,11 +32,13 @@ enum Cmd {
     /// Run one replica (the default when no subcommand is given)
     Run(RunArgs),
     /// Start a complete local three-replica cluster in this process
-    #[command(long_about = "Start a complete local three-replica cluster in this process.\n\n\
+    #[command(
+        long_about = "Start a complete local three-replica cluster in this process.\n\n\
 Replicas listen on 127.0.0.1 at --base-port, +1, +2. On first start an operator key is generated\n\
 at DIR/operator.key and the cluster is bootstrapped; DIR/dev.env exports ARBOR_ENDPOINTS and\n\
 ARBOR_OPERATOR_KEY for the arbor CLI. Started again on the same directory it resumes with all data.\n\
-Stops cleanly on Ctrl-C or SIGTERM.")]
+Stops cleanly on Ctrl-C or SIGTERM."
+    )]
     Dev(DevArgs),
 }
 
@@ -134,7 +136,10 @@ impl RunArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

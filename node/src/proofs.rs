@@ -39,11 +39,17 @@ impl LeafCache {
             let from = leaves.len() as u64;
             let batch = self.reader.entries(from, 4096).map_err(|e| e.to_string())?;
             if batch.is_empty() {
-                return Err(format!("ledger has {from} entries, fewer than the {size} asked for"));
+                return Err(format!(
+                    "ledger has {from} entries, fewer than the {size} asked for"
+                ));
             }
             for e in batch {
                 if e.seq != leaves.len() as u64 {
-                    return Err(format!("ledger entry {} found where {} was expected", e.seq, leaves.len()));
+                    return Err(format!(
+                        "ledger entry {} found where {} was expected",
+                        e.seq,
+                        leaves.len()
+                    ));
                 }
                 leaves.push(merkle::leaf_hash(&e.hash));
             }
@@ -53,17 +59,28 @@ impl LeafCache {
 
     pub fn root(&self, size: u64) -> Result<Hash, String> {
         self.fill(size)?;
-        Ok(merkle::root(self.leaves.read().expect("leaf cache poisoned").as_slice(), size))
+        Ok(merkle::root(
+            self.leaves.read().expect("leaf cache poisoned").as_slice(),
+            size,
+        ))
     }
 
     pub fn inclusion(&self, seq: u64, size: u64) -> Result<Vec<Hash>, String> {
         self.fill(size)?;
-        merkle::inclusion_proof(self.leaves.read().expect("leaf cache poisoned").as_slice(), seq, size)
+        merkle::inclusion_proof(
+            self.leaves.read().expect("leaf cache poisoned").as_slice(),
+            seq,
+            size,
+        )
     }
 
     pub fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, String> {
         self.fill(new)?;
-        merkle::consistency_proof(self.leaves.read().expect("leaf cache poisoned").as_slice(), old, new)
+        merkle::consistency_proof(
+            self.leaves.read().expect("leaf cache poisoned").as_slice(),
+            old,
+            new,
+        )
     }
 
     /// The checkpoint origin: `arbor/<cluster id of the genesis entry>`.
@@ -73,7 +90,8 @@ impl LeafCache {
             .entry(0)
             .map_err(|e| e.to_string())?
             .ok_or("ledger has no genesis entry yet")?;
-        let env = pb::SignedCommand::decode(genesis.command.as_slice()).map_err(|e| e.to_string())?;
+        let env =
+            pb::SignedCommand::decode(genesis.command.as_slice()).map_err(|e| e.to_string())?;
         let cmd = pb::Command::decode(env.command.as_slice()).map_err(|e| e.to_string())?;
         match cmd.body {
             Some(pb::command::Body::Genesis(g)) => Ok(format!("arbor/{}", g.cluster_id)),

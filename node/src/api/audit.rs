@@ -43,7 +43,9 @@ impl ArborApi {
         let quorum = voters.len() / 2 + 1;
         let mut calls = Vec::new();
         for id in voters.iter().filter(|id| **id != self.id) {
-            let Some(node) = membership.get_node(id) else { continue };
+            let Some(node) = membership.get_node(id) else {
+                continue;
+            };
             let peers = self.peers.clone();
             let addr = node.addr.clone();
             let req = pb::CosignRequest {
@@ -95,7 +97,12 @@ impl ArborApi {
         // The leader may be slightly ahead: wait (briefly) until we have applied that far.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
-            let have = self.reader.head().map_err(status::internal)?.map(|h| h.seq + 1).unwrap_or(0);
+            let have = self
+                .reader
+                .head()
+                .map_err(status::internal)?
+                .map(|h| h.seq + 1)
+                .unwrap_or(0);
             if have >= req.size {
                 break;
             }
@@ -133,21 +140,36 @@ impl ArborApi {
         })
     }
 
-    pub(super) fn inclusion(&self, req: &pb::InclusionProofRequest) -> Result<pb::InclusionProofReply, Status> {
+    pub(super) fn inclusion(
+        &self,
+        req: &pb::InclusionProofRequest,
+    ) -> Result<pb::InclusionProofReply, Status> {
         let current = self.size()?;
-        let size = if req.tree_size == 0 { current } else { req.tree_size };
+        let size = if req.tree_size == 0 {
+            current
+        } else {
+            req.tree_size
+        };
         if size > current {
-            return Err(status::invalid(format!("tree size {size} is larger than the ledger ({current})")));
+            return Err(status::invalid(format!(
+                "tree size {size} is larger than the ledger ({current})"
+            )));
         }
         if req.seq >= size {
-            return Err(status::invalid(format!("entry {} is not in a tree of size {size}", req.seq)));
+            return Err(status::invalid(format!(
+                "entry {} is not in a tree of size {size}",
+                req.seq
+            )));
         }
         let entry = self
             .reader
             .entry(req.seq)
             .map_err(status::internal)?
             .ok_or_else(|| status::not_found(format!("entry {} not found", req.seq)))?;
-        let path = self.leaves.inclusion(req.seq, size).map_err(status::internal)?;
+        let path = self
+            .leaves
+            .inclusion(req.seq, size)
+            .map_err(status::internal)?;
         Ok(pb::InclusionProofReply {
             entry: Some(entry.to_pb()),
             tree_size: size,
@@ -155,16 +177,26 @@ impl ArborApi {
         })
     }
 
-    pub(super) fn consistency(&self, req: &pb::ConsistencyProofRequest) -> Result<pb::ConsistencyProofReply, Status> {
+    pub(super) fn consistency(
+        &self,
+        req: &pb::ConsistencyProofRequest,
+    ) -> Result<pb::ConsistencyProofReply, Status> {
         let current = self.size()?;
-        let new = if req.new_size == 0 { current } else { req.new_size };
+        let new = if req.new_size == 0 {
+            current
+        } else {
+            req.new_size
+        };
         if new > current || req.old_size > new {
             return Err(status::invalid(format!(
                 "need old size <= new size <= {current} (got {} and {new})",
                 req.old_size
             )));
         }
-        let path = self.leaves.consistency(req.old_size, new).map_err(status::internal)?;
+        let path = self
+            .leaves
+            .consistency(req.old_size, new)
+            .map_err(status::internal)?;
         Ok(pb::ConsistencyProofReply {
             old_size: req.old_size,
             new_size: new,

@@ -20,9 +20,9 @@ use tonic::{Request, Response, Status};
 
 use super::routing::{self, route, Peers};
 use super::status;
-use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
 use crate::identity::ReplicaIdentity;
 use crate::proofs::LeafCache;
+use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
 use crate::storage::LedgerReader;
 
 /// Admin commands older or newer than this (by the replica's clock) are refused.
@@ -55,8 +55,14 @@ impl ArborApi {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let hint = e.forward_to_leader().and_then(|f| f.leader_node.as_ref()).map(|n| n.addr.clone());
-                Err(status::unavailable(format!("read could not be linearized: {e}"), hint.as_deref()))
+                let hint = e
+                    .forward_to_leader()
+                    .and_then(|f| f.leader_node.as_ref())
+                    .map(|n| n.addr.clone());
+                Err(status::unavailable(
+                    format!("read could not be linearized: {e}"),
+                    hint.as_deref(),
+                ))
             }
         }
     }
@@ -67,7 +73,10 @@ impl ArborApi {
             .order(order_id)
             .map_err(status::internal)?
             .ok_or_else(|| status::not_found(format!("order {order_id} is not registered")))?;
-        let history = self.reader.order_history(order_id).map_err(status::internal)?;
+        let history = self
+            .reader
+            .order_history(order_id)
+            .map_err(status::internal)?;
         Ok(order.to_pb(history))
     }
 
@@ -88,16 +97,30 @@ impl ArborApi {
                         // Leadership moved while proposing: the new leader decides.
                         // A resend is safe, the command id deduplicates it.
                         let addr = n.addr.clone();
-                        return routing::forward(&self.peers, &addr, env, |mut c, r| async move { c.submit(r).await })
-                            .await
-                            .map(|r| r.into_inner());
+                        return routing::forward(&self.peers, &addr, env, |mut c, r| async move {
+                            c.submit(r).await
+                        })
+                        .await
+                        .map(|r| r.into_inner());
                     }
                 }
-                return Err(status::unavailable(format!("command not committed: {e}"), None));
+                return Err(status::unavailable(
+                    format!("command not committed: {e}"),
+                    None,
+                ));
             }
         };
         match resp {
-            RaftResponse::Appended { seq, ref outcome, hash } | RaftResponse::Duplicate { seq, ref outcome, hash } => {
+            RaftResponse::Appended {
+                seq,
+                ref outcome,
+                hash,
+            }
+            | RaftResponse::Duplicate {
+                seq,
+                ref outcome,
+                hash,
+            } => {
                 let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
                 Ok(pb::SubmitReply {
                     seq,
@@ -123,21 +146,28 @@ impl ArborApi {
             .reader
             .party(&env.signer)
             .map_err(status::internal)?
-            .ok_or_else(|| Status::unauthenticated(format!("unknown party {:?}: no key is enrolled under that id", env.signer)))?;
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "unknown party {:?}: no key is enrolled under that id",
+                    env.signer
+                ))
+            })?;
         if party.role != pb::Role::Operator as i32 {
             return Err(Status::permission_denied(format!(
                 "party {:?} is not an operator; membership changes need an operator key",
                 env.signer
             )));
         }
-        verify_admin(env, &party.public_key).map_err(|e| Status::unauthenticated(format!("bad signature: {e}")))?;
+        verify_admin(env, &party.public_key)
+            .map_err(|e| Status::unauthenticated(format!("bad signature: {e}")))?;
         let now = now_ms();
         if cmd.issued_at_ms.abs_diff(now) > ADMIN_WINDOW_MS {
             return Err(status::invalid(
                 "admin command was issued more than 5 minutes from this replica's clock (replayed or clock skew)",
             ));
         }
-        cmd.body.ok_or_else(|| status::invalid("admin command has no body"))
+        cmd.body
+            .ok_or_else(|| status::invalid("admin command has no body"))
     }
 
     fn members(&self) -> Vec<pb::Member> {
@@ -183,16 +213,30 @@ impl ArborApi {
 
 #[tonic::async_trait]
 impl Arbor for ArborApi {
-    async fn submit(&self, req: Request<pb::SignedCommand>) -> Result<Response<pb::SubmitReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.submit(r).await }).await? {
+    async fn submit(
+        &self,
+        req: Request<pb::SignedCommand>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+            c.submit(r).await
+        })
+        .await?
+        {
             return Ok(r);
         }
         self.propose(req.into_inner()).await.map(Response::new)
     }
 
-    async fn get_order(&self, req: Request<pb::GetOrderRequest>) -> Result<Response<pb::OrderView>, Status> {
+    async fn get_order(
+        &self,
+        req: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::OrderView>, Status> {
         if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_order(r).await }).await? {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.get_order(r).await
+            })
+            .await?
+            {
                 return Ok(r);
             }
             self.linearize().await?;
@@ -200,9 +244,16 @@ impl Arbor for ArborApi {
         self.order_view(&req.get_ref().order_id).map(Response::new)
     }
 
-    async fn resolve_ref(&self, req: Request<pb::ResolveRefRequest>) -> Result<Response<pb::OrderView>, Status> {
+    async fn resolve_ref(
+        &self,
+        req: Request<pb::ResolveRefRequest>,
+    ) -> Result<Response<pb::OrderView>, Status> {
         if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.resolve_ref(r).await }).await? {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.resolve_ref(r).await
+            })
+            .await?
+            {
                 return Ok(r);
             }
             self.linearize().await?;
@@ -212,13 +263,25 @@ impl Arbor for ArborApi {
             .reader
             .order_by_ref(&r.channel, &r.external_id)
             .map_err(status::internal)?
-            .ok_or_else(|| status::not_found(format!("no order has external reference {}/{}", r.channel, r.external_id)))?;
+            .ok_or_else(|| {
+                status::not_found(format!(
+                    "no order has external reference {}/{}",
+                    r.channel, r.external_id
+                ))
+            })?;
         self.order_view(&order_id).map(Response::new)
     }
 
-    async fn get_party(&self, req: Request<pb::GetPartyRequest>) -> Result<Response<pb::PartyView>, Status> {
+    async fn get_party(
+        &self,
+        req: Request<pb::GetPartyRequest>,
+    ) -> Result<Response<pb::PartyView>, Status> {
         if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_party(r).await }).await? {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.get_party(r).await
+            })
+            .await?
+            {
                 return Ok(r);
             }
             self.linearize().await?;
@@ -232,9 +295,16 @@ impl Arbor for ArborApi {
         Ok(Response::new(p.to_pb()))
     }
 
-    async fn get_entries(&self, req: Request<pb::GetEntriesRequest>) -> Result<Response<pb::GetEntriesReply>, Status> {
+    async fn get_entries(
+        &self,
+        req: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesReply>, Status> {
         if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_entries(r).await }).await? {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.get_entries(r).await
+            })
+            .await?
+            {
                 return Ok(r);
             }
             self.linearize().await?;
@@ -244,7 +314,10 @@ impl Arbor for ArborApi {
             0 => DEFAULT_ENTRIES,
             n => n.min(MAX_ENTRIES),
         };
-        let entries = self.reader.entries(r.from_seq, limit as usize).map_err(status::internal)?;
+        let entries = self
+            .reader
+            .entries(r.from_seq, limit as usize)
+            .map_err(status::internal)?;
         let head = self.reader.head().map_err(status::internal)?;
         Ok(Response::new(pb::GetEntriesReply {
             entries: entries.iter().map(|e| e.to_pb()).collect(),
@@ -253,11 +326,17 @@ impl Arbor for ArborApi {
         }))
     }
 
-    async fn local_status(&self, _req: Request<pb::LocalStatusRequest>) -> Result<Response<pb::LocalStatusReply>, Status> {
+    async fn local_status(
+        &self,
+        _req: Request<pb::LocalStatusRequest>,
+    ) -> Result<Response<pb::LocalStatusReply>, Status> {
         ArborApi::local_status(self).map(Response::new)
     }
 
-    async fn cluster_status(&self, _req: Request<pb::ClusterStatusRequest>) -> Result<Response<pb::ClusterStatusReply>, Status> {
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusReply>, Status> {
         let me = ArborApi::local_status(self)?;
         let members = me.members.clone();
         let mut replicas = Vec::new();
@@ -284,7 +363,9 @@ impl Arbor for ArborApi {
         for c in calls {
             match c.await {
                 Ok((_, Ok(Ok(r)))) => replicas.push(r),
-                Ok((m, Ok(Err(e)))) => unreachable.push(format!("{} {}: {}", m.node_id, m.addr, e.message())),
+                Ok((m, Ok(Err(e)))) => {
+                    unreachable.push(format!("{} {}: {}", m.node_id, m.addr, e.message()))
+                }
                 Ok((m, Err(_))) => unreachable.push(format!("{} {}: timed out", m.node_id, m.addr)),
                 Err(e) => unreachable.push(format!("status task failed: {e}")),
             }
@@ -299,8 +380,15 @@ impl Arbor for ArborApi {
         }))
     }
 
-    async fn add_node(&self, req: Request<pb::SignedAdmin>) -> Result<Response<pb::AdminReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.add_node(r).await }).await? {
+    async fn add_node(
+        &self,
+        req: Request<pb::SignedAdmin>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+            c.add_node(r).await
+        })
+        .await?
+        {
             return Ok(r);
         }
         let body = self.admit_admin(req.get_ref())?;
@@ -313,7 +401,11 @@ impl Arbor for ArborApi {
                 add.node_id, add.addr
             )));
         }
-        if self.members().iter().any(|m| m.node_id == add.node_id && m.voter) {
+        if self
+            .members()
+            .iter()
+            .any(|m| m.node_id == add.node_id && m.voter)
+        {
             return Ok(Response::new(pb::AdminReply {
                 message: format!("node {} is already a voter", add.node_id),
                 members: self.members(),
@@ -321,14 +413,37 @@ impl Arbor for ArborApi {
         }
         // Add as a learner first and wait until it has caught up (by log or
         // snapshot), so promoting it never stalls commits.
-        let node = BasicNode { addr: add.addr.clone() };
-        match tokio::time::timeout(Duration::from_secs(120), self.raft.add_learner(add.node_id, node, true)).await {
-            Err(_) => return Err(status::unavailable(format!("node {} at {} did not catch up within 120 s", add.node_id, add.addr), None)),
-            Ok(Err(e)) => return Err(status::unavailable(format!("add learner {}: {e}", add.node_id), None)),
+        let node = BasicNode {
+            addr: add.addr.clone(),
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(120),
+            self.raft.add_learner(add.node_id, node, true),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(status::unavailable(
+                    format!(
+                        "node {} at {} did not catch up within 120 s",
+                        add.node_id, add.addr
+                    ),
+                    None,
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(status::unavailable(
+                    format!("add learner {}: {e}", add.node_id),
+                    None,
+                ))
+            }
             Ok(Ok(_)) => {}
         }
         self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([add.node_id])), false)
+            .change_membership(
+                ChangeMembers::AddVoterIds(BTreeSet::from([add.node_id])),
+                false,
+            )
             .await
             .map_err(|e| status::unavailable(format!("promote node {}: {e}", add.node_id), None))?;
         Ok(Response::new(pb::AdminReply {
@@ -337,17 +452,29 @@ impl Arbor for ArborApi {
         }))
     }
 
-    async fn remove_node(&self, req: Request<pb::SignedAdmin>) -> Result<Response<pb::AdminReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.remove_node(r).await }).await? {
+    async fn remove_node(
+        &self,
+        req: Request<pb::SignedAdmin>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+            c.remove_node(r).await
+        })
+        .await?
+        {
             return Ok(r);
         }
         let body = self.admit_admin(req.get_ref())?;
         let pb::admin_command::Body::RemoveNode(rm) = body else {
-            return Err(status::invalid("RemoveNode needs a remove_node admin command"));
+            return Err(status::invalid(
+                "RemoveNode needs a remove_node admin command",
+            ));
         };
         let members = self.members();
         let Some(m) = members.iter().find(|m| m.node_id == rm.node_id) else {
-            return Err(status::not_found(format!("node {} is not a member", rm.node_id)));
+            return Err(status::not_found(format!(
+                "node {} is not a member",
+                rm.node_id
+            )));
         };
         let change = if m.voter {
             if members.iter().filter(|m| m.voter).count() <= 1 {
@@ -367,35 +494,62 @@ impl Arbor for ArborApi {
         }))
     }
 
-    async fn get_checkpoint(&self, req: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::CheckpointReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_checkpoint(r).await }).await? {
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+            c.get_checkpoint(r).await
+        })
+        .await?
+        {
             return Ok(r);
         }
         self.linearize().await?;
         self.checkpoint().await.map(Response::new)
     }
 
-    async fn cosign_checkpoint(&self, req: Request<pb::CosignRequest>) -> Result<Response<pb::CosignReply>, Status> {
+    async fn cosign_checkpoint(
+        &self,
+        req: Request<pb::CosignRequest>,
+    ) -> Result<Response<pb::CosignReply>, Status> {
         self.cosign(req.into_inner()).await.map(Response::new)
     }
 
-    async fn get_inclusion_proof(&self, req: Request<pb::InclusionProofRequest>) -> Result<Response<pb::InclusionProofReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_inclusion_proof(r).await }).await? {
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProofReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+            c.get_inclusion_proof(r).await
+        })
+        .await?
+        {
             return Ok(r);
         }
         self.linearize().await?;
         self.inclusion(req.get_ref()).map(Response::new)
     }
 
-    async fn get_consistency_proof(&self, req: Request<pb::ConsistencyProofRequest>) -> Result<Response<pb::ConsistencyProofReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move { c.get_consistency_proof(r).await }).await? {
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProofReply>, Status> {
+        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+            c.get_consistency_proof(r).await
+        })
+        .await?
+        {
             return Ok(r);
         }
         self.linearize().await?;
         self.consistency(req.get_ref()).map(Response::new)
     }
 
-    async fn get_replica_identity(&self, _req: Request<pb::ReplicaIdentityRequest>) -> Result<Response<pb::ReplicaIdentity>, Status> {
+    async fn get_replica_identity(
+        &self,
+        _req: Request<pb::ReplicaIdentityRequest>,
+    ) -> Result<Response<pb::ReplicaIdentity>, Status> {
         Ok(Response::new(pb::ReplicaIdentity {
             node_id: self.id,
             name: self.identity.name.clone(),

@@ -14,17 +14,25 @@ pub struct RaftApi {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&p.data).map_err(|e| Status::invalid_argument(format!("raft payload does not decode: {e}")))
+    serde_json::from_slice(&p.data)
+        .map_err(|e| Status::invalid_argument(format!("raft payload does not decode: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
-    let data = serde_json::to_vec(v).map_err(|e| Status::internal(format!("raft reply does not encode: {e}")))?;
-    Ok(Response::new(pb::RaftPayload { data, blob: Vec::new() }))
+    let data = serde_json::to_vec(v)
+        .map_err(|e| Status::internal(format!("raft reply does not encode: {e}")))?;
+    Ok(Response::new(pb::RaftPayload {
+        data,
+        blob: Vec::new(),
+    }))
 }
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftApi {
-    async fn append_entries(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
         let resp = self
             .raft
@@ -34,7 +42,10 @@ impl pb::raft_server::Raft for RaftApi {
         encode(&resp)
     }
 
-    async fn vote(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn vote(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
         let resp = self
             .raft
@@ -44,7 +55,10 @@ impl pb::raft_server::Raft for RaftApi {
         encode(&resp)
     }
 
-    async fn install_snapshot(&self, req: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<pb::RaftPayload>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
         let payload = req.into_inner();
         let (vote, meta): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>) = decode(&payload)?;
         let snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>> = openraft::Snapshot {

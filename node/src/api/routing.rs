@@ -57,7 +57,10 @@ pub fn leader(raft: &Raft) -> Leader {
     }
     match m.current_leader {
         Some(id) => match m.membership_config.membership().get_node(&id) {
-            Some(n) => Leader::Other { id, addr: n.addr.clone() },
+            Some(n) => Leader::Other {
+                id,
+                addr: n.addr.clone(),
+            },
             None => Leader::Unknown,
         },
         None => Leader::Unknown,
@@ -94,29 +97,50 @@ where
 {
     match wait_leader(raft, Duration::from_secs(3)).await {
         Leader::Me => Ok(None),
-        Leader::Unknown => Err(status::unavailable("no leader elected yet; retry shortly", None)),
+        Leader::Unknown => Err(status::unavailable(
+            "no leader elected yet; retry shortly",
+            None,
+        )),
         Leader::Other { addr, .. } => {
             if req.metadata().get(FORWARDED_HEADER).is_some() {
-                return Err(status::unavailable("this replica is not the leader", Some(&addr)));
+                return Err(status::unavailable(
+                    "this replica is not the leader",
+                    Some(&addr),
+                ));
             }
-            forward(peers, &addr, req.get_ref().clone(), call).await.map(Some)
+            forward(peers, &addr, req.get_ref().clone(), call)
+                .await
+                .map(Some)
         }
     }
 }
 
 /// Sends `body` to the replica at `addr`, marked as forwarded.
-pub async fn forward<Req, T, F, Fut>(peers: &Peers, addr: &str, body: Req, call: F) -> Result<Response<T>, Status>
+pub async fn forward<Req, T, F, Fut>(
+    peers: &Peers,
+    addr: &str,
+    body: Req,
+    call: F,
+) -> Result<Response<T>, Status>
 where
     F: FnOnce(ArborClient<Channel>, Request<Req>) -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
     let client = peers.client(addr)?;
     let mut fwd = Request::new(body);
-    fwd.metadata_mut().insert(FORWARDED_HEADER, "1".parse().expect("static header"));
+    fwd.metadata_mut()
+        .insert(FORWARDED_HEADER, "1".parse().expect("static header"));
     fwd.set_timeout(Duration::from_secs(30));
     call(client, fwd).await.map_err(|s| {
-        if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) && !s.metadata().contains_key(status::LEADER_HEADER) {
-            status::unavailable(format!("leader at {addr} did not answer: {}", s.message()), Some(addr))
+        if matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ) && !s.metadata().contains_key(status::LEADER_HEADER)
+        {
+            status::unavailable(
+                format!("leader at {addr} did not answer: {}", s.message()),
+                Some(addr),
+            )
         } else {
             s
         }

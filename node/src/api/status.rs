@@ -12,7 +12,9 @@ pub const FORWARDED_HEADER: &str = "x-arbor-forwarded";
 pub fn refusal(r: &Refusal) -> Status {
     let code = match r {
         Refusal::Malformed(_) | Refusal::GenesisNotAllowed => Code::InvalidArgument,
-        Refusal::Unsigned | Refusal::UnknownSigner(_) | Refusal::BadSignature(_) => Code::Unauthenticated,
+        Refusal::Unsigned | Refusal::UnknownSigner(_) | Refusal::BadSignature(_) => {
+            Code::Unauthenticated
+        }
         Refusal::WrongRole { .. } => Code::PermissionDenied,
         Refusal::NoGenesis => Code::FailedPrecondition,
     };

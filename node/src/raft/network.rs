@@ -14,7 +14,9 @@ use arbor_proto::pb;
 use arbor_proto::pb::raft_client::RaftClient;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
 use tonic::transport::{Channel, Endpoint};
@@ -78,7 +80,12 @@ impl PeerClient {
     }
 
     fn status_error(&self, rpc: &str, s: tonic::Status) -> RPCError<TypeConfig> {
-        let msg = format!("{rpc} to node {} at {}: {}", self.target, self.addr, s.message());
+        let msg = format!(
+            "{rpc} to node {} at {}: {}",
+            self.target,
+            self.addr,
+            s.message()
+        );
         match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
                 unreachable(msg)
@@ -87,14 +94,22 @@ impl PeerClient {
         }
     }
 
-    async fn call<Req, Resp>(&self, rpc: &'static str, req: &Req, ttl: Duration) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp>(
+        &self,
+        rpc: &'static str,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
     {
         let mut client = self.client().map_err(unreachable)?;
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut request = tonic::Request::new(pb::RaftPayload { data, blob: Vec::new() });
+        let mut request = tonic::Request::new(pb::RaftPayload {
+            data,
+            blob: Vec::new(),
+        });
         request.set_timeout(ttl);
         let reply = match rpc {
             "append_entries" => client.append_entries(request).await,
@@ -102,7 +117,8 @@ impl PeerClient {
             _ => unreachable!("unknown raft rpc {rpc}"),
         }
         .map_err(|s| self.status_error(rpc, s))?;
-        serde_json::from_slice(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        serde_json::from_slice(&reply.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 
@@ -135,7 +151,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self
             .client()
             .map_err(|m| StreamingError::Unreachable(Unreachable::from_string(m)))?;
-        let data = serde_json::to_vec(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
+        let data =
+            serde_json::to_vec(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
         let blob = snapshot.snapshot.into_inner();
         let mut request = tonic::Request::new(pb::RaftPayload { data, blob });
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));

@@ -29,9 +29,17 @@ pub enum Response {
     /// Blank or membership entry: nothing for the ledger.
     Noop,
     /// A new ledger entry was appended.
-    Appended { seq: u64, outcome: Outcome, hash: [u8; 32] },
+    Appended {
+        seq: u64,
+        outcome: Outcome,
+        hash: [u8; 32],
+    },
     /// A resend of a command already in the ledger at `seq`: its original outcome.
-    Duplicate { seq: u64, outcome: Outcome, hash: [u8; 32] },
+    Duplicate {
+        seq: u64,
+        outcome: Outcome,
+        hash: [u8; 32],
+    },
     /// Refused by the deterministic checks at apply time: nothing appended.
     Refused { code: String, message: String },
 }
@@ -56,7 +64,13 @@ pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "command({} bytes, t={}{})", self.command.len(), self.time_ms, if self.genesis { ", genesis" } else { "" })
+        write!(
+            f,
+            "command({} bytes, t={}{})",
+            self.command.len(),
+            self.time_ms,
+            if self.genesis { ", genesis" } else { "" }
+        )
     }
 }
 
@@ -65,7 +79,9 @@ impl std::fmt::Display for Response {
         match self {
             Response::Noop => write!(f, "noop"),
             Response::Appended { seq, outcome, .. } => write!(f, "appended {seq} {}", outcome.code),
-            Response::Duplicate { seq, outcome, .. } => write!(f, "duplicate of {seq} {}", outcome.code),
+            Response::Duplicate { seq, outcome, .. } => {
+                write!(f, "duplicate of {seq} {}", outcome.code)
+            }
             Response::Refused { code, .. } => write!(f, "refused {code}"),
         }
     }

@@ -88,7 +88,10 @@ impl Checkpoint {
     /// Parses the note text (the part before the blank line).
     pub fn parse_body(text: &str) -> Result<Checkpoint, String> {
         let mut lines = text.split('\n');
-        let origin = lines.next().filter(|l| !l.is_empty()).ok_or("checkpoint has no origin line")?;
+        let origin = lines
+            .next()
+            .filter(|l| !l.is_empty())
+            .ok_or("checkpoint has no origin line")?;
         let size = lines
             .next()
             .ok_or("checkpoint has no size line")?
@@ -127,7 +130,9 @@ pub struct VerifiedNote {
 /// signers are ignored (as C2SP prescribes), a known key with a bad signature
 /// is an error. Fails unless at least `quorum` known keys signed.
 pub fn verify_note(note: &str, keys: &[NoteKey], quorum: usize) -> Result<VerifiedNote, String> {
-    let split = note.find("\n\n").ok_or("signed note has no blank line before its signatures")?;
+    let split = note
+        .find("\n\n")
+        .ok_or("signed note has no blank line before its signatures")?;
     let body = &note[..split + 1];
     let checkpoint = Checkpoint::parse_body(body)?;
     if checkpoint.body() != body {
@@ -139,15 +144,20 @@ pub fn verify_note(note: &str, keys: &[NoteKey], quorum: usize) -> Result<Verifi
             .strip_prefix(DASH)
             .and_then(|r| r.strip_prefix(' '))
             .ok_or_else(|| format!("signature line {line:?} does not start with an em dash"))?;
-        let (name, b64) = rest.rsplit_once(' ').ok_or("signature line has no signature")?;
-        let blob = B64.decode(b64).map_err(|_| format!("signature of {name} is not base64"))?;
+        let (name, b64) = rest
+            .rsplit_once(' ')
+            .ok_or("signature line has no signature")?;
+        let blob = B64
+            .decode(b64)
+            .map_err(|_| format!("signature of {name} is not base64"))?;
         if blob.len() != 68 {
             continue; // not an ed25519 signature: not ours to check
         }
         let Some(key) = keys.iter().find(|k| k.name == name && k.id() == blob[..4]) else {
             continue;
         };
-        let vk = VerifyingKey::from_bytes(&key.public_key).map_err(|_| format!("key {name} is not a valid ed25519 key"))?;
+        let vk = VerifyingKey::from_bytes(&key.public_key)
+            .map_err(|_| format!("key {name} is not a valid ed25519 key"))?;
         let sig = Signature::from_bytes(blob[4..].try_into().expect("68 - 4 = 64"));
         vk.verify_strict(body.as_bytes(), &sig)
             .map_err(|_| format!("checkpoint signature of {name} does not verify"))?;
@@ -162,7 +172,10 @@ pub fn verify_note(note: &str, keys: &[NoteKey], quorum: usize) -> Result<Verifi
             quorum
         ));
     }
-    Ok(VerifiedNote { checkpoint, signed_by })
+    Ok(VerifiedNote {
+        checkpoint,
+        signed_by,
+    })
 }
 
 #[cfg(test)]
@@ -179,7 +192,9 @@ mod tests {
     }
 
     fn keys() -> Vec<(String, SigningKey)> {
-        (1..=3).map(|i| (format!("replica-{i}"), SigningKey::from_bytes(&[i; 32]))).collect()
+        (1..=3)
+            .map(|i| (format!("replica-{i}"), SigningKey::from_bytes(&[i; 32])))
+            .collect()
     }
 
     fn known() -> Vec<NoteKey> {
@@ -201,7 +216,9 @@ mod tests {
         let v = verify_note(&note, &known(), 2).unwrap();
         assert_eq!(v.checkpoint, c);
         assert_eq!(v.signed_by, vec!["replica-1", "replica-2"]);
-        assert!(verify_note(&note, &known(), 3).unwrap_err().contains("2 valid signature"));
+        assert!(verify_note(&note, &known(), 3)
+            .unwrap_err()
+            .contains("2 valid signature"));
     }
 
     #[test]
@@ -210,7 +227,9 @@ mod tests {
         let (n, k) = &keys()[0];
         let note = c.note(&[c.sign_line(n, k)]);
         let altered = note.replacen("\n42\n", "\n43\n", 1);
-        assert!(verify_note(&altered, &known(), 1).unwrap_err().contains("does not verify"));
+        assert!(verify_note(&altered, &known(), 1)
+            .unwrap_err()
+            .contains("does not verify"));
         // Signed by a key that claims a known name.
         let impostor = SigningKey::from_bytes(&[9; 32]);
         let forged = c.note(&[c.sign_line(n, &impostor)]);

@@ -127,15 +127,24 @@ impl Entry {
     /// Checks this entry's own hash and its link to `prev` (None for sequence 0).
     pub fn verify_link(&self, prev: Option<&Head>) -> Result<(), String> {
         match prev {
-            None if self.seq != 0 => return Err(format!("entry {}: chain must start at 0", self.seq)),
+            None if self.seq != 0 => {
+                return Err(format!("entry {}: chain must start at 0", self.seq))
+            }
             None if self.prev_hash != ZERO_HASH => {
                 return Err("entry 0: prev_hash must be zero".into())
             }
             Some(p) if self.seq != p.seq + 1 => {
-                return Err(format!("entry {}: expected sequence {}", self.seq, p.seq + 1))
+                return Err(format!(
+                    "entry {}: expected sequence {}",
+                    self.seq,
+                    p.seq + 1
+                ))
             }
             Some(p) if self.prev_hash != p.hash => {
-                return Err(format!("entry {}: prev_hash does not match entry {}", self.seq, p.seq))
+                return Err(format!(
+                    "entry {}: prev_hash does not match entry {}",
+                    self.seq, p.seq
+                ))
             }
             Some(p) if self.time_ms < p.time_ms => {
                 return Err(format!("entry {}: time goes backwards", self.seq))
@@ -143,7 +152,10 @@ impl Entry {
             _ => {}
         }
         if self.compute_hash() != self.hash {
-            return Err(format!("entry {}: hash does not match its contents", self.seq));
+            return Err(format!(
+                "entry {}: hash does not match its contents",
+                self.seq
+            ));
         }
         Ok(())
     }
@@ -182,7 +194,16 @@ mod tests {
 
     #[test]
     fn hash_covers_every_field() {
-        let e = Entry::next(None, 5, vec![1, 2, 3], true, "accepted".into(), "m".into(), "o".into(), 0);
+        let e = Entry::next(
+            None,
+            5,
+            vec![1, 2, 3],
+            true,
+            "accepted".into(),
+            "m".into(),
+            "o".into(),
+            0,
+        );
         let mut variants = vec![e.clone(); 8];
         variants[0].seq = 1;
         variants[1].time_ms = 6;
@@ -202,8 +223,26 @@ mod tests {
 
     #[test]
     fn length_prefix_prevents_field_shifting() {
-        let a = Entry::next(None, 1, vec![], true, "ab".into(), "c".into(), String::new(), 0);
-        let b = Entry::next(None, 1, vec![], true, "a".into(), "bc".into(), String::new(), 0);
+        let a = Entry::next(
+            None,
+            1,
+            vec![],
+            true,
+            "ab".into(),
+            "c".into(),
+            String::new(),
+            0,
+        );
+        let b = Entry::next(
+            None,
+            1,
+            vec![],
+            true,
+            "a".into(),
+            "bc".into(),
+            String::new(),
+            0,
+        );
         assert_ne!(a.hash, b.hash);
     }
 

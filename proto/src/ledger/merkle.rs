@@ -62,7 +62,10 @@ pub fn subtree_root(src: &(impl LeafSource + ?Sized), start: u64, n: u64) -> Has
         1 => src.leaf(start),
         _ => {
             let k = split(n);
-            node_hash(&subtree_root(src, start, k), &subtree_root(src, start + k, n - k))
+            node_hash(
+                &subtree_root(src, start, k),
+                &subtree_root(src, start + k, n - k),
+            )
         }
     }
 }
@@ -73,7 +76,11 @@ pub fn root(src: &(impl LeafSource + ?Sized), n: u64) -> Hash {
 }
 
 /// Inclusion proof of leaf `index` in the tree of size `size` (RFC 6962 PATH).
-pub fn inclusion_proof(src: &(impl LeafSource + ?Sized), index: u64, size: u64) -> Result<Vec<Hash>, String> {
+pub fn inclusion_proof(
+    src: &(impl LeafSource + ?Sized),
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, String> {
     if index >= size {
         return Err(format!("leaf {index} is not in a tree of size {size}"));
     }
@@ -97,7 +104,11 @@ fn path(src: &(impl LeafSource + ?Sized), m: u64, start: u64, n: u64, out: &mut 
 }
 
 /// Consistency proof between trees of size `old` and `new` (RFC 6962 PROOF).
-pub fn consistency_proof(src: &(impl LeafSource + ?Sized), old: u64, new: u64) -> Result<Vec<Hash>, String> {
+pub fn consistency_proof(
+    src: &(impl LeafSource + ?Sized),
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>, String> {
     if old > new {
         return Err(format!("old size {old} is larger than new size {new}"));
     }
@@ -109,7 +120,14 @@ pub fn consistency_proof(src: &(impl LeafSource + ?Sized), old: u64, new: u64) -
     Ok(out)
 }
 
-fn subproof(src: &(impl LeafSource + ?Sized), m: u64, start: u64, n: u64, complete: bool, out: &mut Vec<Hash>) {
+fn subproof(
+    src: &(impl LeafSource + ?Sized),
+    m: u64,
+    start: u64,
+    n: u64,
+    complete: bool,
+    out: &mut Vec<Hash>,
+) {
     if m == n {
         if !complete {
             out.push(subtree_root(src, start, n));
@@ -127,7 +145,13 @@ fn subproof(src: &(impl LeafSource + ?Sized), m: u64, start: u64, n: u64, comple
 }
 
 /// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> Result<(), String> {
+pub fn verify_inclusion(
+    leaf: &Hash,
+    index: u64,
+    size: u64,
+    proof: &[Hash],
+    root: &Hash,
+) -> Result<(), String> {
     if index >= size {
         return Err(format!("leaf {index} is not in a tree of size {size}"));
     }
@@ -161,7 +185,13 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root
 }
 
 /// Verifies a consistency proof (RFC 9162 §2.1.4.2).
-pub fn verify_consistency(old: u64, new: u64, old_root: &Hash, new_root: &Hash, proof: &[Hash]) -> Result<(), String> {
+pub fn verify_consistency(
+    old: u64,
+    new: u64,
+    old_root: &Hash,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> Result<(), String> {
     if old > new {
         return Err(format!("old size {old} is larger than new size {new}"));
     }
@@ -272,7 +302,12 @@ mod tests {
             "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
         ];
         for (n, want) in expected.iter().enumerate() {
-            assert_eq!(hex::encode(root(&l, n as u64 + 1)), *want, "root of {} leaves", n + 1);
+            assert_eq!(
+                hex::encode(root(&l, n as u64 + 1)),
+                *want,
+                "root of {} leaves",
+                n + 1
+            );
         }
     }
 

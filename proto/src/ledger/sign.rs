@@ -35,7 +35,10 @@ pub fn signing_bytes(domain: &[u8], payload: &[u8]) -> Vec<u8> {
 /// Encodes and signs `cmd` as party `signer`.
 pub fn sign_command(key: &SigningKey, signer: &str, cmd: &pb::Command) -> pb::SignedCommand {
     let command = cmd.encode_to_vec();
-    let signature = key.sign(&signing_bytes(COMMAND_DOMAIN, &command)).to_bytes().to_vec();
+    let signature = key
+        .sign(&signing_bytes(COMMAND_DOMAIN, &command))
+        .to_bytes()
+        .to_vec();
     pb::SignedCommand {
         command,
         signer: signer.to_string(),
@@ -46,7 +49,10 @@ pub fn sign_command(key: &SigningKey, signer: &str, cmd: &pb::Command) -> pb::Si
 /// Encodes and signs an admin command as operator `signer`.
 pub fn sign_admin(key: &SigningKey, signer: &str, cmd: &pb::AdminCommand) -> pb::SignedAdmin {
     let admin = cmd.encode_to_vec();
-    let signature = key.sign(&signing_bytes(ADMIN_DOMAIN, &admin)).to_bytes().to_vec();
+    let signature = key
+        .sign(&signing_bytes(ADMIN_DOMAIN, &admin))
+        .to_bytes()
+        .to_vec();
     pb::SignedAdmin {
         admin,
         signer: signer.to_string(),
@@ -54,24 +60,48 @@ pub fn sign_admin(key: &SigningKey, signer: &str, cmd: &pb::AdminCommand) -> pb:
     }
 }
 
-fn verify(domain: &[u8], payload: &[u8], signer: &str, public_key: &[u8], sig: &[u8]) -> Result<(), SignatureError> {
+fn verify(
+    domain: &[u8],
+    payload: &[u8],
+    signer: &str,
+    public_key: &[u8],
+    sig: &[u8],
+) -> Result<(), SignatureError> {
     let key: [u8; 32] = public_key
         .try_into()
         .map_err(|_| SignatureError::BadKey(signer.to_string()))?;
-    let key = VerifyingKey::from_bytes(&key).map_err(|_| SignatureError::BadKey(signer.to_string()))?;
-    let sig: [u8; 64] = sig.try_into().map_err(|_| SignatureError::BadLength(sig.len()))?;
-    key.verify_strict(&signing_bytes(domain, payload), &Signature::from_bytes(&sig))
-        .map_err(|_| SignatureError::Invalid(signer.to_string()))
+    let key =
+        VerifyingKey::from_bytes(&key).map_err(|_| SignatureError::BadKey(signer.to_string()))?;
+    let sig: [u8; 64] = sig
+        .try_into()
+        .map_err(|_| SignatureError::BadLength(sig.len()))?;
+    key.verify_strict(
+        &signing_bytes(domain, payload),
+        &Signature::from_bytes(&sig),
+    )
+    .map_err(|_| SignatureError::Invalid(signer.to_string()))
 }
 
 /// Verifies a command envelope against the signer's enrolled public key.
 pub fn verify_command(env: &pb::SignedCommand, public_key: &[u8]) -> Result<(), SignatureError> {
-    verify(COMMAND_DOMAIN, &env.command, &env.signer, public_key, &env.signature)
+    verify(
+        COMMAND_DOMAIN,
+        &env.command,
+        &env.signer,
+        public_key,
+        &env.signature,
+    )
 }
 
 /// Verifies an admin envelope against the signer's enrolled public key.
 pub fn verify_admin(env: &pb::SignedAdmin, public_key: &[u8]) -> Result<(), SignatureError> {
-    verify(ADMIN_DOMAIN, &env.admin, &env.signer, public_key, &env.signature)
+    verify(
+        ADMIN_DOMAIN,
+        &env.admin,
+        &env.signer,
+        public_key,
+        &env.signature,
+    )
 }
 
 /// The identity of a command for exactly-once: SHA-256 over the signer and the
@@ -94,27 +124,42 @@ mod tests {
     #[test]
     fn signed_command_verifies_and_tampering_is_refused() {
         let k = key(7);
-        let cmd = pb::Command { nonce: 1, body: None };
+        let cmd = pb::Command {
+            nonce: 1,
+            body: None,
+        };
         let env = sign_command(&k, "ops", &cmd);
         let pk = k.verifying_key().to_bytes();
         assert_eq!(verify_command(&env, &pk), Ok(()));
 
         let mut bad = env.clone();
         bad.command.push(0);
-        assert!(matches!(verify_command(&bad, &pk), Err(SignatureError::Invalid(_))));
+        assert!(matches!(
+            verify_command(&bad, &pk),
+            Err(SignatureError::Invalid(_))
+        ));
 
         let other = key(8).verifying_key().to_bytes();
-        assert!(matches!(verify_command(&env, &other), Err(SignatureError::Invalid(_))));
+        assert!(matches!(
+            verify_command(&env, &other),
+            Err(SignatureError::Invalid(_))
+        ));
 
         let mut short = env.clone();
         short.signature.truncate(10);
-        assert_eq!(verify_command(&short, &pk), Err(SignatureError::BadLength(10)));
+        assert_eq!(
+            verify_command(&short, &pk),
+            Err(SignatureError::BadLength(10))
+        );
     }
 
     #[test]
     fn admin_and_command_domains_do_not_mix() {
         let k = key(9);
-        let cmd = pb::Command { nonce: 3, body: None };
+        let cmd = pb::Command {
+            nonce: 3,
+            body: None,
+        };
         let env = sign_command(&k, "ops", &cmd);
         let as_admin = pb::SignedAdmin {
             admin: env.command.clone(),

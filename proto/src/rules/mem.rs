@@ -35,7 +35,9 @@ impl StateView for MemState {
         self.orders.get(order_id).cloned()
     }
     fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
-        self.refs.get(&(channel.to_string(), external_id.to_string())).cloned()
+        self.refs
+            .get(&(channel.to_string(), external_id.to_string()))
+            .cloned()
     }
     fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
         self.keys.get(public_key).cloned()
@@ -92,7 +94,11 @@ impl MemState {
             Effect::PutOrder(o) => {
                 self.orders.insert(o.order_id.clone(), o);
             }
-            Effect::PutRef { channel, external_id, order_id } => {
+            Effect::PutRef {
+                channel,
+                external_id,
+                order_id,
+            } => {
                 self.refs.insert((channel, external_id), order_id);
             }
         }

@@ -44,7 +44,11 @@ pub trait StateView {
 pub enum Effect {
     PutParty(Party),
     PutOrder(Order),
-    PutRef { channel: String, external_id: String, order_id: String },
+    PutRef {
+        channel: String,
+        external_id: String,
+        order_id: String,
+    },
 }
 
 /// A command that is recorded in the ledger, with what it changes.
@@ -174,7 +178,11 @@ pub fn kind_name(k: pb::NodeKind) -> &'static str {
 
 /// Checks the signer is enrolled with the role the command needs.
 /// Genesis is only admitted when `allow_genesis` (the replica's own bootstrap).
-pub fn authorize(view: &impl StateView, a: &Admitted, allow_genesis: bool) -> Result<Option<Party>, Refusal> {
+pub fn authorize(
+    view: &impl StateView,
+    a: &Admitted,
+    allow_genesis: bool,
+) -> Result<Option<Party>, Refusal> {
     let is_genesis = matches!(a.command.body, Some(pb::command::Body::Genesis(_)));
     if is_genesis {
         return if allow_genesis && !view.has_genesis() {
@@ -222,7 +230,12 @@ pub fn admit(view: &impl StateView, bytes: &[u8]) -> Result<Admitted, Refusal> {
 
 /// What the state machine does with a committed command, given its sequence
 /// number if it is appended. Signatures were checked at admission.
-pub fn apply(view: &impl StateView, bytes: &[u8], seq: u64, allow_genesis: bool) -> Result<Decision, Refusal> {
+pub fn apply(
+    view: &impl StateView,
+    bytes: &[u8],
+    seq: u64,
+    allow_genesis: bool,
+) -> Result<Decision, Refusal> {
     let a = decode(bytes)?;
     authorize(view, &a, allow_genesis)?;
     Ok(decide(view, &a.envelope.signer, &a.command, seq))

@@ -40,10 +40,25 @@ fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
 }
 
 fn signed(k: &SigningKey, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
-    sign_command(k, signer, &pb::Command { nonce, body: Some(body) }).encode_to_vec()
+    sign_command(
+        k,
+        signer,
+        &pb::Command {
+            nonce,
+            body: Some(body),
+        },
+    )
+    .encode_to_vec()
 }
 
-fn enroll(op: &SigningKey, nonce: u64, id: &str, role: pb::Role, kind: pb::NodeKind, k: &SigningKey) -> Vec<u8> {
+fn enroll(
+    op: &SigningKey,
+    nonce: u64,
+    id: &str,
+    role: pb::Role,
+    kind: pb::NodeKind,
+    k: &SigningKey,
+) -> Vec<u8> {
     signed(
         op,
         "ops",
@@ -75,7 +90,14 @@ fn order(id: &str, ext: &str, price: i64) -> pb::RegisterOrder {
     }
 }
 
-fn claim(k: &SigningKey, node: &str, nonce: u64, order_id: &str, version: u64, total: i64) -> Vec<u8> {
+fn claim(
+    k: &SigningKey,
+    node: &str,
+    nonce: u64,
+    order_id: &str,
+    version: u64,
+    total: i64,
+) -> Vec<u8> {
     signed(
         k,
         node,
@@ -93,12 +115,37 @@ fn setup(nodes: u8) -> (MemState, SigningKey, SigningKey, Vec<SigningKey>) {
     let op = key(1);
     let ch = key(2);
     let mut s = MemState::default();
-    assert!(matches!(s.apply(&genesis(&op), 10, true), Applied::Appended(_)));
-    s.apply(&enroll(&op, 1, "shop", pb::Role::Channel, pb::NodeKind::Unspecified, &ch), 11, false);
+    assert!(matches!(
+        s.apply(&genesis(&op), 10, true),
+        Applied::Appended(_)
+    ));
+    s.apply(
+        &enroll(
+            &op,
+            1,
+            "shop",
+            pb::Role::Channel,
+            pb::NodeKind::Unspecified,
+            &ch,
+        ),
+        11,
+        false,
+    );
     let mut keys = Vec::new();
     for i in 0..nodes {
         let k = key(10 + i);
-        s.apply(&enroll(&op, 100 + i as u64, &format!("n{i}"), pb::Role::Node, pb::NodeKind::Store, &k), 12, false);
+        s.apply(
+            &enroll(
+                &op,
+                100 + i as u64,
+                &format!("n{i}"),
+                pb::Role::Node,
+                pb::NodeKind::Store,
+                &k,
+            ),
+            12,
+            false,
+        );
         keys.push(k);
     }
     (s, op, ch, keys)
@@ -114,7 +161,11 @@ fn appended(a: Applied) -> Entry {
 #[test]
 fn first_claim_wins_and_later_claims_name_the_owner() {
     let (mut s, _, ch, nodes) = setup(2);
-    let e = appended(s.apply(&signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 500))), 20, false));
+    let e = appended(s.apply(
+        &signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 500))),
+        20,
+        false,
+    ));
     assert!(e.accepted);
     let first = appended(s.apply(&claim(&nodes[0], "n0", 1, "o1", 1, 1000), 21, false));
     assert!(first.accepted);
@@ -131,10 +182,18 @@ fn first_claim_wins_and_later_claims_name_the_owner() {
 #[test]
 fn a_claim_quoting_another_price_is_rejected_naming_the_locked_one() {
     let (mut s, _, ch, nodes) = setup(1);
-    s.apply(&signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 500))), 20, false);
+    s.apply(
+        &signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 500))),
+        20,
+        false,
+    );
     let e = appended(s.apply(&claim(&nodes[0], "n0", 1, "o1", 1, 999), 21, false));
     assert_eq!(e.code, "price_mismatch");
-    assert!(e.message.contains("version 1 total 1000 CNY"), "{}", e.message);
+    assert!(
+        e.message.contains("version 1 total 1000 CNY"),
+        "{}",
+        e.message
+    );
     let e = appended(s.apply(&claim(&nodes[0], "n0", 2, "o1", 2, 1000), 22, false));
     assert_eq!(e.code, "price_mismatch");
     assert!(s.orders["o1"].owner.is_none());
@@ -143,12 +202,24 @@ fn a_claim_quoting_another_price_is_rejected_naming_the_locked_one() {
 #[test]
 fn an_external_reference_belongs_to_one_order() {
     let (mut s, _, ch, _) = setup(0);
-    s.apply(&signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 500))), 20, false);
-    let dup = appended(s.apply(&signed(&ch, "shop", 2, Body::RegisterOrder(order("o2", "m-1", 500))), 21, false));
+    s.apply(
+        &signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 500))),
+        20,
+        false,
+    );
+    let dup = appended(s.apply(
+        &signed(&ch, "shop", 2, Body::RegisterOrder(order("o2", "m-1", 500))),
+        21,
+        false,
+    ));
     assert_eq!(dup.code, "external_ref_taken");
     assert!(dup.message.contains("belongs to order o1"));
     assert!(!s.orders.contains_key("o2"));
-    let again = appended(s.apply(&signed(&ch, "shop", 3, Body::RegisterOrder(order("o1", "m-2", 500))), 22, false));
+    let again = appended(s.apply(
+        &signed(&ch, "shop", 3, Body::RegisterOrder(order("o1", "m-2", 500))),
+        22,
+        false,
+    ));
     assert_eq!(again.code, "duplicate_order");
     assert_eq!(s.order_by_ref("meituan", "m-1").as_deref(), Some("o1"));
     assert_eq!(s.order_by_ref("meituan", "m-2"), None);
@@ -172,11 +243,31 @@ fn refusals_append_nothing() {
         (vec![0xff, 0x01, 0x02], "malformed"),
         (genesis_nonce(&op, 5), "genesis_not_allowed"),
         // A node may not register orders.
-        (signed(&nodes[0], "n0", 1, Body::RegisterOrder(order("o9", "m-9", 5))), "wrong_role"),
-        (signed(&key(99), "ghost", 1, Body::RegisterOrder(order("o9", "m-9", 5))), "unknown_signer"),
+        (
+            signed(
+                &nodes[0],
+                "n0",
+                1,
+                Body::RegisterOrder(order("o9", "m-9", 5)),
+            ),
+            "wrong_role",
+        ),
+        (
+            signed(
+                &key(99),
+                "ghost",
+                1,
+                Body::RegisterOrder(order("o9", "m-9", 5)),
+            ),
+            "unknown_signer",
+        ),
         (
             pb::SignedCommand {
-                command: pb::Command { nonce: 1, body: Some(Body::RegisterOrder(order("o9", "m-9", 5))) }.encode_to_vec(),
+                command: pb::Command {
+                    nonce: 1,
+                    body: Some(Body::RegisterOrder(order("o9", "m-9", 5))),
+                }
+                .encode_to_vec(),
                 signer: "shop".into(),
                 signature: vec![],
             }
@@ -191,7 +282,20 @@ fn refusals_append_nothing() {
             },
             "malformed",
         ),
-        (signed(&op, "ops", 1, Body::EnrollParty(pb::EnrollParty { party_id: "x".into(), role: 3, kind: 0, public_key: vec![1; 32] })), "malformed"),
+        (
+            signed(
+                &op,
+                "ops",
+                1,
+                Body::EnrollParty(pb::EnrollParty {
+                    party_id: "x".into(),
+                    role: 3,
+                    kind: 0,
+                    public_key: vec![1; 32],
+                }),
+            ),
+            "malformed",
+        ),
     ];
     for (bytes, code) in cases {
         match s.apply(&bytes, 50, false) {
@@ -208,27 +312,49 @@ fn admission_checks_the_signature() {
     let good = signed(&ch, "shop", 1, Body::RegisterOrder(order("o1", "m-1", 5)));
     assert!(admit(&s, &good).is_ok());
     // Signed by another key under the channel's name.
-    let forged = signed(&key(77), "shop", 1, Body::RegisterOrder(order("o1", "m-1", 5)));
+    let forged = signed(
+        &key(77),
+        "shop",
+        1,
+        Body::RegisterOrder(order("o1", "m-1", 5)),
+    );
     assert_eq!(admit(&s, &forged).unwrap_err().code(), "bad_signature");
     // One flipped byte in the command.
     let mut env = pb::SignedCommand::decode(good.as_slice()).unwrap();
     let mut cmd = pb::Command::decode(env.command.as_slice()).unwrap();
     cmd.nonce ^= 1;
     env.command = cmd.encode_to_vec();
-    assert_eq!(admit(&s, &env.encode_to_vec()).unwrap_err().code(), "bad_signature");
+    assert_eq!(
+        admit(&s, &env.encode_to_vec()).unwrap_err().code(),
+        "bad_signature"
+    );
 }
 
 #[derive(Clone, Debug)]
 enum Op {
-    Register { order: u8, ext: u8, price: u8 },
-    Claim { node: u8, order: u8, version: u8, price: u8 },
+    Register {
+        order: u8,
+        ext: u8,
+        price: u8,
+    },
+    Claim {
+        node: u8,
+        order: u8,
+        version: u8,
+        price: u8,
+    },
     Resend(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u8..6, 0u8..8, 1u8..4).prop_map(|(order, ext, price)| Op::Register { order, ext, price }),
-        (0u8..4, 0u8..6, 0u8..3, 1u8..4).prop_map(|(node, order, version, price)| Op::Claim { node, order, version, price }),
+        (0u8..4, 0u8..6, 0u8..3, 1u8..4).prop_map(|(node, order, version, price)| Op::Claim {
+            node,
+            order,
+            version,
+            price
+        }),
         (0usize..64).prop_map(Op::Resend),
     ]
 }
@@ -239,10 +365,22 @@ fn run(ops: &[Op]) -> MemState {
     for (i, o) in ops.iter().enumerate() {
         let t = 100 + (i as u64 * 7) % 13; // clock jitters: time must still never go backwards
         let bytes = match o {
-            Op::Register { order: n, ext, price } => {
-                signed(&ch, "shop", i as u64, Body::RegisterOrder(order(&format!("o{n}"), &format!("m-{ext}"), *price as i64)))
-            }
-            Op::Claim { node, order, version, price } => claim(
+            Op::Register {
+                order: n,
+                ext,
+                price,
+            } => signed(
+                &ch,
+                "shop",
+                i as u64,
+                Body::RegisterOrder(order(&format!("o{n}"), &format!("m-{ext}"), *price as i64)),
+            ),
+            Op::Claim {
+                node,
+                order,
+                version,
+                price,
+            } => claim(
                 &nodes[*node as usize],
                 &format!("n{node}"),
                 i as u64,

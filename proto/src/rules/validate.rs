@@ -25,7 +25,9 @@ fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "_-.:@/".contains(*c)))
     {
-        return Err(bad(format!("{what} {id:?} contains {c:?}; allowed: letters, digits, _ - . : @ /")));
+        return Err(bad(format!(
+            "{what} {id:?} contains {c:?}; allowed: letters, digits, _ - . : @ /"
+        )));
     }
     Ok(())
 }
@@ -58,12 +60,16 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
         }
         Some(Body::EnrollParty(e)) => {
             check_id("party id", &e.party_id)?;
-            let role = pb::Role::try_from(e.role).map_err(|_| bad(format!("unknown role {}", e.role)))?;
-            let kind = pb::NodeKind::try_from(e.kind).map_err(|_| bad(format!("unknown node kind {}", e.kind)))?;
+            let role =
+                pb::Role::try_from(e.role).map_err(|_| bad(format!("unknown role {}", e.role)))?;
+            let kind = pb::NodeKind::try_from(e.kind)
+                .map_err(|_| bad(format!("unknown node kind {}", e.kind)))?;
             match (role, kind) {
                 (pb::Role::Unspecified, _) => return Err(bad("role is not set")),
                 (pb::Role::Node, pb::NodeKind::Unspecified) => {
-                    return Err(bad("a node party needs a kind: store, warehouse, 3pl or carrier"))
+                    return Err(bad(
+                        "a node party needs a kind: store, warehouse, 3pl or carrier",
+                    ))
                 }
                 (pb::Role::Node, _) => {}
                 (_, pb::NodeKind::Unspecified) => {}
@@ -77,7 +83,9 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 return Err(bad("order has no external reference"));
             }
             if r.external_refs.len() > MAX_REFS {
-                return Err(bad(format!("order has more than {MAX_REFS} external references")));
+                return Err(bad(format!(
+                    "order has more than {MAX_REFS} external references"
+                )));
             }
             for (i, x) in r.external_refs.iter().enumerate() {
                 check_id("external reference channel", &x.channel)?;
@@ -86,7 +94,10 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                     .iter()
                     .any(|y| y.channel == x.channel && y.external_id == x.external_id)
                 {
-                    return Err(bad(format!("external reference {}/{} is listed twice", x.channel, x.external_id)));
+                    return Err(bad(format!(
+                        "external reference {}/{} is listed twice",
+                        x.channel, x.external_id
+                    )));
                 }
             }
             if r.lines.is_empty() {
@@ -107,7 +118,9 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 let amount = (l.quantity as i64)
                     .checked_mul(l.unit_price)
                     .ok_or_else(|| bad(format!("line {} amount overflows", i + 1)))?;
-                sum = sum.checked_add(amount).ok_or_else(|| bad("order total overflows"))?;
+                sum = sum
+                    .checked_add(amount)
+                    .ok_or_else(|| bad("order total overflows"))?;
             }
             if sum != r.total {
                 return Err(bad(format!(
@@ -116,7 +129,10 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 )));
             }
             if r.currency.len() != 3 || !r.currency.chars().all(|c| c.is_ascii_uppercase()) {
-                return Err(bad(format!("currency {:?} is not a 3-letter ISO 4217 code", r.currency)));
+                return Err(bad(format!(
+                    "currency {:?} is not a 3-letter ISO 4217 code",
+                    r.currency
+                )));
             }
             check_id("destination region", &r.destination_region)
         }

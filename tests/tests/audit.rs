@@ -1,0 +1,172 @@
+//! Checkpoints and proofs served by a real cluster, verified without trusting
+//! the replica that answered.
+
+use arbor_proto::ledger::checkpoint::{verify_note, NoteKey};
+use arbor_proto::ledger::merkle::{self, Hash};
+use arbor_proto::pb;
+use arbor_proto::pb::arbor_client::ArborClient;
+use arbor_tests::{TestCluster, TIMEOUT};
+
+fn hash(b: &[u8]) -> Hash {
+    b.try_into().expect("32-byte hash")
+}
+
+/// Each replica's identity, fetched from the replica itself, then enrolled by
+/// the operator with role replica (as an operator would after checking it).
+async fn enroll_replicas(c: &TestCluster) -> Vec<NoteKey> {
+    let mut keys = Vec::new();
+    for id in c.ids() {
+        let mut rc = ArborClient::connect(format!("http://{}", c.endpoint(id)))
+            .await
+            .expect("connect");
+        let ident = rc
+            .get_replica_identity(pb::ReplicaIdentityRequest {})
+            .await
+            .expect("identity")
+            .into_inner();
+        assert_eq!(ident.node_id, id);
+        assert_eq!(ident.name, format!("arbor-replica-{id}"));
+        let submitter = c.submitter().await;
+        submitter
+            .submit_accepted(
+                "enrol replica",
+                c.operator().enroll_party(
+                    &ident.name,
+                    pb::Role::Replica,
+                    pb::NodeKind::Unspecified,
+                    &ident.public_key,
+                ),
+            )
+            .await;
+        keys.push(NoteKey {
+            name: ident.name,
+            public_key: hash(&ident.public_key),
+        });
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_quorum_cosigned_and_proofs_verify() {
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    let keys = enroll_replicas(&c).await;
+    let channel = c.enroll_channel("shop").await;
+    for i in 0..10 {
+        c.register_order(&channel, &format!("ord-{i}")).await;
+    }
+
+    let mut client = ArborClient::connect(format!("http://{}", c.endpoint(c.ids()[1])))
+        .await
+        .expect("connect");
+    let old = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    // All three replicas cosign; a quorum (2 of 3) is what verification needs.
+    let v = verify_note(&old.note, &keys, 2).expect("checkpoint verifies");
+    assert_eq!(v.signed_by.len(), 3, "signers {:?}", v.signed_by);
+    assert_eq!(v.checkpoint.size, old.size);
+    assert!(v.checkpoint.origin.starts_with("arbor/"));
+
+    // The root is the RFC 6962 root over the entry hashes of the chain itself.
+    let chain = c.chain_of(1).await.expect("chain");
+    let leaves: Vec<Hash> = chain.iter().map(|e| merkle::leaf_hash(&e.hash)).collect();
+    assert_eq!(merkle::root(&leaves, old.size), v.checkpoint.root);
+
+    // Inclusion of every entry against the checkpoint root.
+    for seq in 0..old.size {
+        let p = client
+            .get_inclusion_proof(pb::InclusionProofRequest {
+                seq,
+                tree_size: old.size,
+            })
+            .await
+            .expect("inclusion proof")
+            .into_inner();
+        let e = p.entry.expect("entry");
+        let path: Vec<Hash> = p.path.iter().map(|h| hash(h)).collect();
+        assert!(path.len() <= 64 - (old.size.leading_zeros() as usize) + 1);
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&e.hash),
+            seq,
+            old.size,
+            &path,
+            &v.checkpoint.root,
+        )
+        .unwrap_or_else(|err| panic!("entry {seq}: {err}"));
+        // A proof for one entry does not prove another.
+        if seq > 0 {
+            let other = merkle::leaf_hash(&chain[seq as usize - 1].hash);
+            assert!(
+                merkle::verify_inclusion(&other, seq, old.size, &path, &v.checkpoint.root).is_err()
+            );
+        }
+    }
+
+    // More writes, a new checkpoint, and a consistency proof between the two.
+    for i in 10..15 {
+        c.register_order(&channel, &format!("ord-{i}")).await;
+    }
+    let new = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .expect("checkpoint")
+        .into_inner();
+    let nv = verify_note(&new.note, &keys, 2).expect("new checkpoint verifies");
+    assert!(nv.checkpoint.size > v.checkpoint.size);
+    let p = client
+        .get_consistency_proof(pb::ConsistencyProofRequest {
+            old_size: old.size,
+            new_size: new.size,
+        })
+        .await
+        .expect("consistency proof")
+        .into_inner();
+    let path: Vec<Hash> = p.path.iter().map(|h| hash(h)).collect();
+    merkle::verify_consistency(
+        old.size,
+        new.size,
+        &v.checkpoint.root,
+        &nv.checkpoint.root,
+        &path,
+    )
+    .expect("consistency verifies");
+
+    // A forged note fails: a size the replicas never signed.
+    let forged = old.note.replacen(
+        &format!("\n{}\n", old.size),
+        &format!("\n{}\n", old.size + 1),
+        1,
+    );
+    assert!(verify_note(&forged, &keys, 2).is_err());
+
+    // Bad requests are refused with a clear error.
+    let err = client
+        .get_inclusion_proof(pb::InclusionProofRequest {
+            seq: new.size + 5,
+            tree_size: 0,
+        })
+        .await
+        .expect_err("out of range");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // With one replica down, the other two still make a quorum.
+    let down = c.ids()[2];
+    c.kill(down);
+    let live = ArborClient::connect(format!("http://{}", c.endpoint(c.ids()[0])))
+        .await
+        .expect("connect");
+    let cp = c
+        .wait_until("checkpoint with one replica down", TIMEOUT, async || {
+            let mut live = live.clone();
+            live.get_checkpoint(pb::GetCheckpointRequest {})
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|e| e.message().to_string())
+        })
+        .await;
+    let v = verify_note(&cp.note, &keys, 2).expect("quorum of two");
+    assert_eq!(v.signed_by.len(), 2);
+}
