@@ -24,9 +24,10 @@ pub struct Outcome {
 }
 
 /// What applying one raft log entry produced.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Blank or membership entry: nothing for the ledger.
+    #[default]
     Noop,
     /// A new ledger entry was appended.
     Appended {
@@ -42,12 +43,6 @@ pub enum Response {
     },
     /// Refused by the deterministic checks at apply time: nothing appended.
     Refused { code: String, message: String },
-}
-
-impl Default for Response {
-    fn default() -> Self {
-        Response::Noop
-    }
 }
 
 openraft::declare_raft_types!(
