@@ -23,7 +23,9 @@ use tempfile::TempDir;
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
+    async fn build(
+        &self,
+    ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("create temp dir");
         let (log, sm) = storage::open(dir.path()).expect("open storage");
         Ok((dir, log, sm))
@@ -65,7 +67,10 @@ fn genesis(cluster_id: &str) -> Vec<u8> {
 }
 
 fn signed(k: u8, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
-    let cmd = pb::Command { nonce, body: Some(body) };
+    let cmd = pb::Command {
+        nonce,
+        body: Some(body),
+    };
     sign_command(&key(k), signer, &cmd).encode_to_vec()
 }
 
@@ -110,21 +115,62 @@ fn claim(order_id: &str) -> Body {
 fn script() -> Vec<(Vec<u8>, u64, bool)> {
     vec![
         (genesis("test"), 1_000, true),
-        (signed(1, "ops", 1, enroll("shop", 2, pb::Role::Channel, pb::NodeKind::Unspecified)), 1_001, false),
-        (signed(1, "ops", 2, enroll("store-1", 3, pb::Role::Node, pb::NodeKind::Store)), 1_002, false),
-        (signed(1, "ops", 3, enroll("store-2", 4, pb::Role::Node, pb::NodeKind::Warehouse)), 1_003, false),
-        (signed(2, "shop", 1, register("o-1", "web", "1001")), 1_004, false),
+        (
+            signed(
+                1,
+                "ops",
+                1,
+                enroll("shop", 2, pb::Role::Channel, pb::NodeKind::Unspecified),
+            ),
+            1_001,
+            false,
+        ),
+        (
+            signed(
+                1,
+                "ops",
+                2,
+                enroll("store-1", 3, pb::Role::Node, pb::NodeKind::Store),
+            ),
+            1_002,
+            false,
+        ),
+        (
+            signed(
+                1,
+                "ops",
+                3,
+                enroll("store-2", 4, pb::Role::Node, pb::NodeKind::Warehouse),
+            ),
+            1_003,
+            false,
+        ),
+        (
+            signed(2, "shop", 1, register("o-1", "web", "1001")),
+            1_004,
+            false,
+        ),
         (signed(3, "store-1", 1, claim("o-1")), 1_005, false),
         (signed(4, "store-2", 1, claim("o-1")), 1_006, false),
         (signed(9, "ghost", 1, claim("o-1")), 1_007, false),
-        (signed(2, "shop", 2, register("o-2", "web", "1001")), 900, false),
+        (
+            signed(2, "shop", 2, register("o-2", "web", "1001")),
+            900,
+            false,
+        ),
     ]
 }
 
 // ---- raft log entries ----
 
 fn log_id(index: u64) -> LogIdOf<TypeConfig> {
-    LogIdOf::<TypeConfig>::new(LeaderId { term: 1, node_id: 1 }, index)
+    LogIdOf::<TypeConfig>::new(
+        LeaderId {
+            term: 1,
+            node_id: 1,
+        },
+        index,
+    )
 }
 
 fn normal(index: u64, command: Vec<u8>, time_ms: u64, genesis: bool) -> EntryOf<TypeConfig> {
@@ -140,13 +186,20 @@ fn normal(index: u64, command: Vec<u8>, time_ms: u64, genesis: bool) -> EntryOf<
 
 fn membership(index: u64) -> EntryOf<TypeConfig> {
     let nodes: BTreeSet<u64> = [1, 2, 3].into();
-    EntryOf::<TypeConfig>::new_membership(log_id(index), Membership::new_with_defaults(vec![nodes], []))
+    EntryOf::<TypeConfig>::new_membership(
+        log_id(index),
+        Membership::new_with_defaults(vec![nodes], []),
+    )
 }
 
 /// Applies a blank and a membership entry, then the script; returns the
 /// responses of the script's commands and the last log index used.
 fn apply_script(sm: &StateMachineStore) -> (Vec<Response>, u64) {
-    assert_eq!(sm.apply_entry(&EntryOf::<TypeConfig>::new_blank(log_id(1))).unwrap(), Response::Noop);
+    assert_eq!(
+        sm.apply_entry(&EntryOf::<TypeConfig>::new_blank(log_id(1)))
+            .unwrap(),
+        Response::Noop
+    );
     assert_eq!(sm.apply_entry(&membership(2)).unwrap(), Response::Noop);
     let mut index = 2;
     let responses = script()
@@ -165,12 +218,20 @@ fn open(dir: &TempDir) -> (LogStore, StateMachineStore) {
 
 /// Everything the API can read, for comparing two stores.
 fn dump(r: &LedgerReader) -> String {
-    let mut out = format!("head {:?}\napplied {:?}\n", r.head().unwrap(), r.last_applied().unwrap());
+    let mut out = format!(
+        "head {:?}\napplied {:?}\n",
+        r.head().unwrap(),
+        r.last_applied().unwrap()
+    );
     for e in r.entries(0, 1000).unwrap() {
         out += &format!("{e:?}\n");
     }
     for id in ["o-1", "o-2", "o-3"] {
-        out += &format!("{:?} {:?}\n", r.order(id).unwrap(), r.order_history(id).unwrap());
+        out += &format!(
+            "{:?} {:?}\n",
+            r.order(id).unwrap(),
+            r.order_history(id).unwrap()
+        );
     }
     for p in ["ops", "shop", "store-1", "store-2", "ghost"] {
         out += &format!("{:?}\n", r.party(p).unwrap());
@@ -201,15 +262,26 @@ fn state_machine_matches_the_in_memory_reference() {
     assert_eq!(r.last_applied().unwrap(), Some(last_index));
     for (id, order) in &mem.orders {
         assert_eq!(r.order(id).unwrap().as_ref(), Some(order));
-        let expected: Vec<u64> = mem.entries.iter().filter(|e| &e.order_id == id).map(|e| e.seq).collect();
+        let expected: Vec<u64> = mem
+            .entries
+            .iter()
+            .filter(|e| &e.order_id == id)
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(r.order_history(id).unwrap(), expected);
     }
     assert_eq!(r.order_history("o-1").unwrap(), vec![4, 5, 6, 7]);
     for (id, party) in &mem.parties {
         assert_eq!(r.party(id).unwrap().as_ref(), Some(party));
-        assert_eq!(r.party_by_key(&party.public_key).unwrap().as_deref(), Some(id.as_str()));
+        assert_eq!(
+            r.party_by_key(&party.public_key).unwrap().as_deref(),
+            Some(id.as_str())
+        );
     }
-    assert_eq!(r.order_by_ref("web", "1001").unwrap().as_deref(), Some("o-1"));
+    assert_eq!(
+        r.order_by_ref("web", "1001").unwrap().as_deref(),
+        Some("o-1")
+    );
     assert_eq!(r.order("o-2").unwrap(), None);
 
     // Responses: appended entries carry their seq and hash; the ghost is refused.
@@ -223,7 +295,10 @@ fn state_machine_matches_the_in_memory_reference() {
     let expected: Vec<(u64, [u8; 32])> = mem.entries.iter().map(|e| (e.seq, e.hash)).collect();
     assert_eq!(appended, expected);
     match &responses[6] {
-        Response::Appended { outcome, .. } => assert_eq!((outcome.accepted, outcome.code.as_str()), (false, "already_owned")),
+        Response::Appended { outcome, .. } => assert_eq!(
+            (outcome.accepted, outcome.code.as_str()),
+            (false, "already_owned")
+        ),
         other => panic!("second claim: {other:?}"),
     }
     match &responses[7] {
@@ -242,7 +317,9 @@ async fn duplicate_resend_appends_nothing() {
     let before = r.entries(0, 1000).unwrap();
 
     let first_claim = script()[5].0.clone();
-    let again = sm.apply_entry(&normal(last_index + 1, first_claim.clone(), 5_000, false)).unwrap();
+    let again = sm
+        .apply_entry(&normal(last_index + 1, first_claim.clone(), 5_000, false))
+        .unwrap();
     let Response::Appended { seq, outcome, hash } = &responses[5] else {
         panic!("first claim was not appended: {:?}", responses[5]);
     };
@@ -256,7 +333,8 @@ async fn duplicate_resend_appends_nothing() {
     );
 
     // Through the trait too, without a responder.
-    let item: Result<_, std::io::Error> = Ok((normal(last_index + 2, first_claim, 6_000, false), None));
+    let item: Result<_, std::io::Error> =
+        Ok((normal(last_index + 2, first_claim, 6_000, false), None));
     sm.apply(futures::stream::iter(vec![item])).await.unwrap();
 
     assert_eq!(r.entries(0, 1000).unwrap(), before);
@@ -269,15 +347,22 @@ async fn snapshot_carries_the_whole_state() {
     let a_dir = tempfile::tempdir().unwrap();
     let (_a_log, mut a) = open(&a_dir);
     let (_, last_index) = apply_script(&a);
-    let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     assert_eq!(snap.meta.last_log_id, Some(log_id(last_index)));
     assert_eq!(snap.meta.last_membership.log_id(), &Some(log_id(2)));
 
     // A store with other state: the snapshot replaces all of it.
     let b_dir = tempfile::tempdir().unwrap();
     let (_b_log, mut b) = open(&b_dir);
-    b.apply_entry(&normal(1, signed(7, "x", 1, claim("zz")), 1, false)).unwrap();
-    b.apply_entry(&normal(2, genesis("other"), 7, true)).unwrap();
+    b.apply_entry(&normal(1, signed(7, "x", 1, claim("zz")), 1, false))
+        .unwrap();
+    b.apply_entry(&normal(2, genesis("other"), 7, true))
+        .unwrap();
     assert!(b.reader().head().unwrap().is_some());
 
     // A corrupted snapshot is refused and leaves the state alone.
@@ -285,14 +370,25 @@ async fn snapshot_carries_the_whole_state() {
     let mut bad = snap.snapshot.get_ref().clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
-    let err = b.install_snapshot(&snap.meta, std::io::Cursor::new(bad)).await;
+    let err = b
+        .install_snapshot(&snap.meta, std::io::Cursor::new(bad))
+        .await;
     assert!(err.is_err(), "corrupted snapshot installed");
     assert_eq!(dump(&b.reader()), before);
 
-    b.install_snapshot(&snap.meta, snap.snapshot.clone()).await.unwrap();
+    b.install_snapshot(&snap.meta, snap.snapshot.clone())
+        .await
+        .unwrap();
     assert_eq!(dump(&b.reader()), dump(&a.reader()));
-    assert_eq!(b.applied_state().await.unwrap(), a.applied_state().await.unwrap());
-    let current = b.get_current_snapshot().await.unwrap().expect("current snapshot");
+    assert_eq!(
+        b.applied_state().await.unwrap(),
+        a.applied_state().await.unwrap()
+    );
+    let current = b
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("current snapshot");
     assert_eq!(current.meta, snap.meta);
 
     // Both go on identically: the dedupe index and the head came over too.
@@ -302,7 +398,10 @@ async fn snapshot_carries_the_whole_state() {
     ];
     for (i, (cmd, t)) in next.into_iter().enumerate() {
         let entry = normal(last_index + 1 + i as u64, cmd, t, false);
-        assert_eq!(a.apply_entry(&entry).unwrap(), b.apply_entry(&entry).unwrap());
+        assert_eq!(
+            a.apply_entry(&entry).unwrap(),
+            b.apply_entry(&entry).unwrap()
+        );
     }
     assert_eq!(dump(&b.reader()), dump(&a.reader()));
 }
@@ -312,13 +411,20 @@ async fn reopen_keeps_log_vote_and_state() {
     let dir = tempfile::tempdir().unwrap();
     let (expected_state, snapshot_meta) = {
         let (mut log, mut sm) = open(&dir);
-        let entries: Vec<_> = (1..=5).map(|i| EntryOf::<TypeConfig>::new_blank(log_id(i))).collect();
+        let entries: Vec<_> = (1..=5)
+            .map(|i| EntryOf::<TypeConfig>::new_blank(log_id(i)))
+            .collect();
         log.append(entries, IOFlushed::noop()).await.unwrap();
         log.save_vote(&Vote::new(3, 1)).await.unwrap();
         log.save_committed(Some(log_id(4))).await.unwrap();
         log.purge(log_id(1)).await.unwrap();
         apply_script(&sm);
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         (dump(&sm.reader()), snap.meta)
     };
 
@@ -337,6 +443,10 @@ async fn reopen_keeps_log_vote_and_state() {
         .collect();
     assert_eq!(got, vec![2, 3, 4, 5]);
     assert_eq!(dump(&sm.reader()), expected_state);
-    let current = sm.get_current_snapshot().await.unwrap().expect("current snapshot");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("current snapshot");
     assert_eq!(current.meta, snapshot_meta);
 }

@@ -64,7 +64,8 @@ impl LogStore {
 
     fn put_meta(&self, key: &[u8], value: &impl Serialize, sync: bool) -> io::Result<()> {
         let name = keys::display_key(key);
-        let bytes = serde_json::to_vec(value).map_err(|e| io_err(format_args!("encode {name}"), e))?;
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| io_err(format_args!("encode {name}"), e))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf(&self.db, CF_RAFT_META), key, bytes);
         self.write(batch, sync, &format!("write {CF_RAFT_META}/{name}"))
@@ -168,7 +169,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(KEY_COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = LogEntry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -212,7 +217,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let bytes = serde_json::to_vec(&log_id).map_err(|e| io_err("encode last purged log id", e))?;
+        let bytes =
+            serde_json::to_vec(&log_id).map_err(|e| io_err("encode last purged log id", e))?;
         let log = cf(&self.db, CF_LOG);
         let mut batch = WriteBatch::default();
         // The last purged id goes in the same atomic batch as the deletion,

@@ -83,10 +83,11 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
         o.set_compression_type(DBCompressionType::Lz4);
         ColumnFamilyDescriptor::new(*name, o)
     });
-    let db = DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(|source| StorageError::Open {
-        path: db_path.clone(),
-        source,
-    })?;
+    let db =
+        DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(|source| StorageError::Open {
+            path: db_path.clone(),
+            source,
+        })?;
     let db = Arc::new(db);
     Ok((
         LogStore::new(db.clone()),

@@ -71,7 +71,11 @@ impl LedgerReader {
             })
     }
 
-    fn get_json<T: DeserializeOwned>(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<T>, ReadError> {
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, ReadError> {
         match self.get(cf_name, key)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
@@ -108,7 +112,11 @@ impl LedgerReader {
         let from = u64_key(from_seq);
         let mode = IteratorMode::From(&from, Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf(&self.db, CF_LEDGER), mode).take(limit) {
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_LEDGER), mode)
+            .take(limit)
+        {
             let (k, v) = item.map_err(|source| ReadError::Db {
                 cf: CF_LEDGER,
                 key: format!("{from_seq}.."),
@@ -134,11 +142,18 @@ impl LedgerReader {
         let mut seq = order.last_seq;
         loop {
             let key = u64_key(seq);
-            let entry = self
-                .entry(seq)?
-                .ok_or_else(|| ReadError::corrupt(CF_LEDGER, &key, format!("missing, order {order_id} links to it")))?;
+            let entry = self.entry(seq)?.ok_or_else(|| {
+                ReadError::corrupt(
+                    CF_LEDGER,
+                    &key,
+                    format!("missing, order {order_id} links to it"),
+                )
+            })?;
             if entry.order_id != order_id {
-                let why = format!("order {order_id} links to it but it concerns order {:?}", entry.order_id);
+                let why = format!(
+                    "order {order_id} links to it but it concerns order {:?}",
+                    entry.order_id
+                );
                 return Err(ReadError::corrupt(CF_LEDGER, &key, why));
             }
             seqs.push(seq);
@@ -157,7 +172,11 @@ impl LedgerReader {
     }
 
     /// The order an external reference belongs to.
-    pub fn order_by_ref(&self, channel: &str, external_id: &str) -> Result<Option<String>, ReadError> {
+    pub fn order_by_ref(
+        &self,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<String>, ReadError> {
         self.get_string(CF_REFS, &ref_key(channel, external_id))
     }
 
@@ -192,21 +211,32 @@ impl LedgerReader {
 
     /// The last applied membership (the default before any was applied).
     pub fn membership(&self) -> Result<StoredMembershipOf<TypeConfig>, ReadError> {
-        Ok(self.get_json(CF_SM_META, KEY_MEMBERSHIP)?.unwrap_or_default())
+        Ok(self
+            .get_json(CF_SM_META, KEY_MEMBERSHIP)?
+            .unwrap_or_default())
     }
 }
 
 /// Decodes a `ledger` record and checks it is the entry its key names and
 /// that its hash matches its contents.
 fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, ReadError> {
-    let seq = decode_u64_key(key).ok_or_else(|| ReadError::corrupt(CF_LEDGER, key, "key is not a u64"))?;
+    let seq = decode_u64_key(key)
+        .ok_or_else(|| ReadError::corrupt(CF_LEDGER, key, "key is not a u64"))?;
     let p = pb::LedgerEntry::decode(value).map_err(|e| ReadError::corrupt(CF_LEDGER, key, e))?;
     let e = Entry::from_pb(&p).map_err(|e| ReadError::corrupt(CF_LEDGER, key, e))?;
     if e.seq != seq {
-        return Err(ReadError::corrupt(CF_LEDGER, key, format!("holds entry {}", e.seq)));
+        return Err(ReadError::corrupt(
+            CF_LEDGER,
+            key,
+            format!("holds entry {}", e.seq),
+        ));
     }
     if e.compute_hash() != e.hash {
-        return Err(ReadError::corrupt(CF_LEDGER, key, "hash does not match its contents"));
+        return Err(ReadError::corrupt(
+            CF_LEDGER,
+            key,
+            "hash does not match its contents",
+        ));
     }
     Ok(e)
 }
@@ -216,21 +246,90 @@ fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, ReadError> {
 /// impl; it stops with an error instead (see `state_machine::CheckedView`).
 impl StateView for LedgerReader {
     fn party(&self, party_id: &str) -> Option<Party> {
-        LedgerReader::party(self, party_id).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+        LedgerReader::party(self, party_id)
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
     }
     fn order(&self, order_id: &str) -> Option<Order> {
-        LedgerReader::order(self, order_id).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+        LedgerReader::order(self, order_id)
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
     }
     fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
         LedgerReader::order_by_ref(self, channel, external_id)
             .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
     }
     fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
-        LedgerReader::party_by_key(self, public_key).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+        LedgerReader::party_by_key(self, public_key)
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
     }
     fn has_genesis(&self) -> bool {
         self.head()
             .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
             .is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::open;
+
+    #[test]
+    fn corrupted_records_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let db = sm.db.clone();
+        db.put_cf(cf(&db, CF_ORDERS), b"o-1", b"{not json").unwrap();
+        db.put_cf(cf(&db, CF_LEDGER), u64_key(3), b"\xff\xff")
+            .unwrap();
+        db.put_cf(cf(&db, CF_SM_META), KEY_HEAD, b"[]").unwrap();
+        let r = sm.reader();
+
+        let e = r.order("o-1").unwrap_err().to_string();
+        assert!(e.starts_with("orders/o-1 is corrupted"), "{e}");
+        let e = r.entry(3).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ledger/0x0000000000000003 is corrupted"),
+            "{e}"
+        );
+        assert!(r.entries(0, 10).is_err());
+        assert!(r.head().is_err());
+
+        // The state machine stops instead of deciding on a corrupted head.
+        use arbor_proto::pb::command::Body;
+        use openraft::entry::RaftEntry;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let genesis = pb::Command {
+            nonce: 1,
+            body: Some(Body::Genesis(pb::Genesis {
+                cluster_id: "test".into(),
+                operators: vec![pb::GenesisOperator {
+                    party_id: "ops".into(),
+                    public_key: key.verifying_key().to_bytes().to_vec(),
+                }],
+            })),
+        };
+        let command = pb::SignedCommand {
+            command: genesis.encode_to_vec(),
+            signer: String::new(),
+            signature: vec![],
+        }
+        .encode_to_vec();
+        let request = crate::raft::Request {
+            command,
+            time_ms: 1,
+            genesis: true,
+        };
+        let leader = openraft::impls::leader_id_adv::LeaderId {
+            term: 1,
+            node_id: 1,
+        };
+        let entry = openraft::Entry::new_normal(openraft::LogId::new(leader, 1), request);
+        let e = sm.apply_entry(&entry).unwrap_err().to_string();
+        assert!(e.contains("sm_meta/head is corrupted"), "{e}");
+        assert_eq!(
+            r.last_applied().unwrap(),
+            None,
+            "nothing of the entry was written"
+        );
     }
 }

@@ -85,12 +85,14 @@ impl SnapshotFiles {
             }
         }
         let tmp = self.dir.join("current.tmp");
-        let mut f = File::create(&tmp).map_err(|e| io_err(format_args!("create {}", tmp.display()), e))?;
+        let mut f =
+            File::create(&tmp).map_err(|e| io_err(format_args!("create {}", tmp.display()), e))?;
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .map_err(|e| io_err(format_args!("write {}", tmp.display()), e))?;
         drop(f);
-        fs::rename(&tmp, &current).map_err(|e| io_err(format_args!("rename {}", tmp.display()), e))?;
+        fs::rename(&tmp, &current)
+            .map_err(|e| io_err(format_args!("rename {}", tmp.display()), e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io_err(format_args!("sync {}", self.dir.display()), e))
@@ -105,7 +107,8 @@ impl SnapshotFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(format_args!("read {}", path.display()), e)),
         };
-        let parsed = parse(&bytes).map_err(|e| io_err(format_args!("snapshot {}", path.display()), e))?;
+        let parsed =
+            parse(&bytes).map_err(|e| io_err(format_args!("snapshot {}", path.display()), e))?;
         Ok(Some((parsed.meta, bytes)))
     }
 }
@@ -121,7 +124,8 @@ fn read_meta(path: &Path) -> io::Result<Meta> {
     let len = u32::from_be_bytes(head[8..].try_into().expect("4 bytes")) as usize;
     let mut meta = vec![0u8; len];
     f.read_exact(&mut meta)?;
-    serde_json::from_slice(&meta).map_err(|e| io_err(format_args!("{} metadata", path.display()), e))
+    serde_json::from_slice(&meta)
+        .map_err(|e| io_err(format_args!("{} metadata", path.display()), e))
 }
 
 struct Parsed<'a> {
@@ -144,7 +148,8 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, String> {
         pos: MAGIC.len(),
     };
     let meta_bytes = r.field()?;
-    let meta: Meta = serde_json::from_slice(meta_bytes).map_err(|e| format!("metadata does not decode: {e}"))?;
+    let meta: Meta =
+        serde_json::from_slice(meta_bytes).map_err(|e| format!("metadata does not decode: {e}"))?;
     let mut records = Vec::new();
     loop {
         let tag = r.take(1)?[0];
@@ -160,10 +165,16 @@ fn parse(bytes: &[u8]) -> Result<Parsed<'_>, String> {
     }
     let count = u64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
     if count != records.len() as u64 {
-        return Err(format!("record count says {count}, found {}", records.len()));
+        return Err(format!(
+            "record count says {count}, found {}",
+            records.len()
+        ));
     }
     if r.pos != body.len() {
-        return Err(format!("{} trailing bytes after the end marker", body.len() - r.pos));
+        return Err(format!(
+            "{} trailing bytes after the end marker",
+            body.len() - r.pos
+        ));
     }
     Ok(Parsed { meta, records })
 }
@@ -200,16 +211,23 @@ fn put_field(out: &mut Vec<u8>, b: &[u8]) -> io::Result<()> {
 fn build(db: &DB) -> io::Result<(Meta, Vec<u8>)> {
     let snap = db.snapshot();
     let read_json = |key: &[u8]| -> io::Result<Option<Vec<u8>>> {
-        snap.get_cf(cf(db, CF_SM_META), key)
-            .map_err(|e| io_err(format_args!("read {CF_SM_META}/{}", keys::display_key(key)), e))
+        snap.get_cf(cf(db, CF_SM_META), key).map_err(|e| {
+            io_err(
+                format_args!("read {CF_SM_META}/{}", keys::display_key(key)),
+                e,
+            )
+        })
     };
     let last_log_id: Option<LogIdOf<TypeConfig>> = match read_json(KEY_LAST_APPLIED)? {
         None => None,
-        Some(v) => serde_json::from_slice(&v).map_err(|e| io_err("sm_meta/last_applied is corrupted", e))?,
+        Some(v) => serde_json::from_slice(&v)
+            .map_err(|e| io_err("sm_meta/last_applied is corrupted", e))?,
     };
     let last_membership: StoredMembershipOf<TypeConfig> = match read_json(KEY_MEMBERSHIP)? {
         None => Default::default(),
-        Some(v) => serde_json::from_slice(&v).map_err(|e| io_err("sm_meta/membership is corrupted", e))?,
+        Some(v) => {
+            serde_json::from_slice(&v).map_err(|e| io_err("sm_meta/membership is corrupted", e))?
+        }
     };
     let meta = SnapshotMeta {
         last_log_id,
@@ -217,7 +235,10 @@ fn build(db: &DB) -> io::Result<(Meta, Vec<u8>)> {
     };
 
     let mut out = MAGIC.to_vec();
-    put_field(&mut out, &serde_json::to_vec(&meta).map_err(|e| io_err("encode snapshot metadata", e))?)?;
+    put_field(
+        &mut out,
+        &serde_json::to_vec(&meta).map_err(|e| io_err("encode snapshot metadata", e))?,
+    )?;
     let mut count = 0u64;
     for (i, name) in STATE_MACHINE_CFS.iter().enumerate() {
         for item in snap.iterator_cf(cf(db, name), IteratorMode::Start) {
@@ -241,7 +262,10 @@ pub(super) fn install(sm: &StateMachineStore, meta: &Meta, bytes: Vec<u8>) -> io
     if parsed.meta != *meta {
         return Err(io_err(
             "install snapshot",
-            format_args!("data is of snapshot {} but metadata says {}", parsed.meta, meta),
+            format_args!(
+                "data is of snapshot {} but metadata says {}",
+                parsed.meta, meta
+            ),
         ));
     }
     let db = &sm.db;
@@ -257,10 +281,15 @@ pub(super) fn install(sm: &StateMachineStore, meta: &Meta, bytes: Vec<u8>) -> io
         Some(id) => batch.put_cf(meta_cf, KEY_LAST_APPLIED, serde_json::to_vec(id)?),
         None => batch.delete_cf(meta_cf, KEY_LAST_APPLIED),
     }
-    batch.put_cf(meta_cf, KEY_MEMBERSHIP, serde_json::to_vec(&meta.last_membership)?);
+    batch.put_cf(
+        meta_cf,
+        KEY_MEMBERSHIP,
+        serde_json::to_vec(&meta.last_membership)?,
+    );
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
-    db.write_opt(batch, &opts).map_err(|e| io_err("install snapshot", e))?;
+    db.write_opt(batch, &opts)
+        .map_err(|e| io_err("install snapshot", e))?;
     tracing::info!(snapshot = %meta, records = parsed.records.len(), "snapshot installed");
     sm.snapshots.save(meta, &bytes, false)
 }
@@ -279,7 +308,9 @@ fn clear(db: &DB, batch: &mut WriteBatch, name: &str) -> io::Result<()> {
 }
 
 /// The persisted current snapshot, if any.
-pub(super) fn current(sm: &StateMachineStore) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotData>>> {
+pub(super) fn current(
+    sm: &StateMachineStore,
+) -> io::Result<Option<SnapshotOf<TypeConfig, SnapshotData>>> {
     Ok(sm.snapshots.load()?.map(|(meta, bytes)| Snapshot {
         meta,
         snapshot: Cursor::new(bytes),

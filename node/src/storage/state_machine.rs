@@ -36,8 +36,8 @@ use serde::Serialize;
 use super::keys::*;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
 use super::{cf, io_err, LedgerReader, ReadError};
-use crate::raft::{Request, Response, TypeConfig};
 use crate::raft::types::Outcome;
+use crate::raft::{Request, Response, TypeConfig};
 
 type LogEntry = EntryOf<TypeConfig>;
 
@@ -68,22 +68,35 @@ impl StateMachineStore {
     /// directly to see the responses.
     pub fn apply_entry(&self, entry: &LogEntry) -> io::Result<Response> {
         let mut batch = WriteBatch::default();
-        put_json(&self.db, &mut batch, CF_SM_META, KEY_LAST_APPLIED, &entry.log_id)?;
+        put_json(
+            &self.db,
+            &mut batch,
+            CF_SM_META,
+            KEY_LAST_APPLIED,
+            &entry.log_id,
+        )?;
         let response = match &entry.payload {
             EntryPayload::Blank => Response::Noop,
             EntryPayload::Membership(m) => {
-                let stored: StoredMembershipOf<TypeConfig> = StoredMembership::new(Some(entry.log_id), m.clone());
+                let stored: StoredMembershipOf<TypeConfig> =
+                    StoredMembership::new(Some(entry.log_id), m.clone());
                 put_json(&self.db, &mut batch, CF_SM_META, KEY_MEMBERSHIP, &stored)?;
                 Response::Noop
             }
-            EntryPayload::Normal(req) => self
-                .apply_request(req, &mut batch)
-                .map_err(|e| io_err(format_args!("apply raft log entry {}", entry.log_id.index), e))?,
+            EntryPayload::Normal(req) => self.apply_request(req, &mut batch).map_err(|e| {
+                io_err(
+                    format_args!("apply raft log entry {}", entry.log_id.index),
+                    e,
+                )
+            })?,
         };
         // Unsynced on purpose: see the module doc.
-        self.db
-            .write(batch)
-            .map_err(|e| io_err(format_args!("write applied entry {}", entry.log_id.index), e))?;
+        self.db.write(batch).map_err(|e| {
+            io_err(
+                format_args!("write applied entry {}", entry.log_id.index),
+                e,
+            )
+        })?;
         Ok(response)
     }
 
@@ -94,10 +107,12 @@ impl StateMachineStore {
             Err(r) => return Ok(refused(&r)),
         };
         if let Some(seq) = self.reader.command_seq(&id)? {
-            let original = self
-                .reader
-                .entry(seq)?
-                .ok_or_else(|| ApplyError::Missing(format!("command id {} maps to missing entry {seq}", hex::encode(id))))?;
+            let original = self.reader.entry(seq)?.ok_or_else(|| {
+                ApplyError::Missing(format!(
+                    "command id {} maps to missing entry {seq}",
+                    hex::encode(id)
+                ))
+            })?;
             return Ok(Response::Duplicate {
                 seq,
                 outcome: outcome(&original),
@@ -129,7 +144,11 @@ impl StateMachineStore {
             put_effect(&self.db, batch, effect)?;
         }
         batch.put_cf(cf(&self.db, CF_COMMANDS), id, u64_key(seq));
-        batch.put_cf(cf(&self.db, CF_LEDGER), u64_key(seq), entry.to_pb().encode_to_vec());
+        batch.put_cf(
+            cf(&self.db, CF_LEDGER),
+            u64_key(seq),
+            entry.to_pb().encode_to_vec(),
+        );
         put_json(&self.db, batch, CF_SM_META, KEY_HEAD, &entry.head())?;
         tracing::debug!(seq, code = %entry.code, "ledger entry appended");
         Ok(Response::Appended {
@@ -167,7 +186,13 @@ fn outcome(e: &Entry) -> Outcome {
     }
 }
 
-fn put_json(db: &DB, batch: &mut WriteBatch, cf_name: &str, key: &[u8], value: &impl Serialize) -> io::Result<()> {
+fn put_json(
+    db: &DB,
+    batch: &mut WriteBatch,
+    cf_name: &str,
+    key: &[u8],
+    value: &impl Serialize,
+) -> io::Result<()> {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| io_err(format_args!("encode {cf_name}/{}", display_key(key)), e))?;
     batch.put_cf(cf(db, cf_name), key, bytes);
@@ -187,7 +212,11 @@ fn put_effect(db: &DB, batch: &mut WriteBatch, effect: Effect) -> io::Result<()>
             external_id,
             order_id,
         } => {
-            batch.put_cf(cf(db, CF_REFS), ref_key(&channel, &external_id), order_id.as_bytes());
+            batch.put_cf(
+                cf(db, CF_REFS),
+                ref_key(&channel, &external_id),
+                order_id.as_bytes(),
+            );
             Ok(())
         }
     }
@@ -243,9 +272,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = StateMachineStore;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
-        let last = self.reader.last_applied_log_id().map_err(|e| io_err("read applied state", e))?;
-        let membership = self.reader.membership().map_err(|e| io_err("read applied state", e))?;
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
+        let last = self
+            .reader
+            .last_applied_log_id()
+            .map_err(|e| io_err("read applied state", e))?;
+        let membership = self
+            .reader
+            .membership()
+            .map_err(|e| io_err("read applied state", e))?;
         Ok((last, membership))
     }
 
@@ -275,7 +312,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot::install(self, meta, snapshot.into_inner())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
         snapshot::current(self)
     }
 }
