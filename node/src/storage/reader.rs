@@ -267,3 +267,69 @@ impl StateView for LedgerReader {
             .is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::open;
+
+    #[test]
+    fn corrupted_records_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let db = sm.db.clone();
+        db.put_cf(cf(&db, CF_ORDERS), b"o-1", b"{not json").unwrap();
+        db.put_cf(cf(&db, CF_LEDGER), u64_key(3), b"\xff\xff")
+            .unwrap();
+        db.put_cf(cf(&db, CF_SM_META), KEY_HEAD, b"[]").unwrap();
+        let r = sm.reader();
+
+        let e = r.order("o-1").unwrap_err().to_string();
+        assert!(e.starts_with("orders/o-1 is corrupted"), "{e}");
+        let e = r.entry(3).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ledger/0x0000000000000003 is corrupted"),
+            "{e}"
+        );
+        assert!(r.entries(0, 10).is_err());
+        assert!(r.head().is_err());
+
+        // The state machine stops instead of deciding on a corrupted head.
+        use arbor_proto::pb::command::Body;
+        use openraft::entry::RaftEntry;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let genesis = pb::Command {
+            nonce: 1,
+            body: Some(Body::Genesis(pb::Genesis {
+                cluster_id: "test".into(),
+                operators: vec![pb::GenesisOperator {
+                    party_id: "ops".into(),
+                    public_key: key.verifying_key().to_bytes().to_vec(),
+                }],
+            })),
+        };
+        let command = pb::SignedCommand {
+            command: genesis.encode_to_vec(),
+            signer: String::new(),
+            signature: vec![],
+        }
+        .encode_to_vec();
+        let request = crate::raft::Request {
+            command,
+            time_ms: 1,
+            genesis: true,
+        };
+        let leader = openraft::impls::leader_id_adv::LeaderId {
+            term: 1,
+            node_id: 1,
+        };
+        let entry = openraft::Entry::new_normal(openraft::LogId::new(leader, 1), request);
+        let e = sm.apply_entry(&entry).unwrap_err().to_string();
+        assert!(e.contains("sm_meta/head is corrupted"), "{e}");
+        assert_eq!(
+            r.last_applied().unwrap(),
+            None,
+            "nothing of the entry was written"
+        );
+    }
+}
