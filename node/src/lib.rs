@@ -99,8 +99,8 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         None => bound.to_string(),
     };
 
-    let (log_store, sm) = storage::open(&config.data_dir)
-        .map_err(|e| NodeError::Storage(e.to_string()))?;
+    let (log_store, sm) =
+        storage::open(&config.data_dir).map_err(|e| NodeError::Storage(e.to_string()))?;
     let reader = sm.reader();
     let raft = Raft::new(
         config.id,
