@@ -6,7 +6,6 @@
 //! restart on the same directory finds the same membership and resumes.
 
 use openraft::async_runtime::WatchReceiver;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,51 +22,13 @@ struct DevState {
     ports: [u16; 3],
 }
 
-/// The key file format shared with `arbor keys generate`.
-#[derive(Serialize, Deserialize)]
-struct KeyFile {
-    party_id: String,
-    public_key: String,
-    secret_key: String,
-}
-
 fn load_or_create_operator(path: &Path) -> anyhow::Result<SigningKey> {
-    if path.exists() {
-        let text = std::fs::read_to_string(path)?;
-        let k: KeyFile = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "operator key {} is not a valid key file: {e}",
-                path.display()
-            )
-        })?;
-        let seed: [u8; 32] = hex::decode(&k.secret_key)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "operator key {}: secret_key is not 32 hex bytes",
-                    path.display()
-                )
-            })?;
-        return Ok(SigningKey::from_bytes(&seed));
-    }
-    let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let file = KeyFile {
-        party_id: OPERATOR_PARTY.into(),
-        public_key: hex::encode(key.verifying_key().to_bytes()),
-        secret_key: hex::encode(key.to_bytes()),
+    let key = if path.exists() {
+        crate::identity::load_key_file(path).map(|(_, k)| k)
+    } else {
+        crate::identity::create_key_file(path, OPERATOR_PARTY)
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(format!("{}\n", serde_json::to_string_pretty(&file)?).as_bytes())?;
-    f.sync_all()?;
-    Ok(key)
+    key.map_err(|e| anyhow::anyhow!("operator key: {e}"))
 }
 
 fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
