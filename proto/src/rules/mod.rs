@@ -18,7 +18,7 @@ mod state;
 mod validate;
 
 pub use decide::decide;
-pub use mem::MemState;
+pub use mem::{Applied, MemState};
 pub use state::{Order, OrderStatus, Party};
 pub use validate::{validate_command, MAX_ID_LEN};
 
