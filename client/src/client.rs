@@ -239,7 +239,7 @@ impl Client {
     }
 
     /// Runs `f` against the cluster until it answers or the deadline passes.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
         F: Fn(ArborClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -338,7 +338,7 @@ impl Client {
 }
 
 /// One attempt against one replica; transport failures become `Unavailable`.
-async fn call_one<T, F, Fut>(endpoint: &str, f: F) -> Result<T, ClientError>
+pub(crate) async fn call_one<T, F, Fut>(endpoint: &str, f: F) -> Result<T, ClientError>
 where
     F: FnOnce(ArborClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,

@@ -4,6 +4,8 @@
 //!   and signs commands.
 //! - [`Client`]: talks to the cluster over gRPC and hides leader changes
 //!   (retries with backoff, follows leader hints, resends identical bytes).
+//! - [`audit`]: checkpoints, Merkle proofs and exports, and the checks that
+//!   never trust the replica that answered.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arbor_client::ClientError> {
@@ -18,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod client;
 mod endpoints;
 mod error;

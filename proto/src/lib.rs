@@ -3,6 +3,7 @@
 //! - [`pb`]: the generated protobuf messages and gRPC services (`arbor.v1`).
 //! - [`ledger`]: the entry format, canonical hashing, command signing and ids.
 //! - [`rules`]: the deterministic arbitration state machine.
+//! - [`audit`]: the export file and the offline verifier built on the two above.
 //!
 //! `ledger` and `rules` are the pure core: no I/O, no async, no clock, no
 //! randomness. Replicas apply commands with them and auditors replay exports
@@ -10,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod ledger;
 pub mod rules;
 

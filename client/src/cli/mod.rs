@@ -4,6 +4,7 @@
 //! `main` prints it and turns it into the exit code (0 ok, 1 error, 2 the
 //! cluster recorded the command as rejected).
 
+mod audit;
 mod cluster;
 mod keys;
 mod ledger;
@@ -82,6 +83,9 @@ pub enum Command {
     /// Cluster status and membership
     #[command(subcommand, arg_required_else_help = true)]
     Cluster(cluster::ClusterCmd),
+    /// Export the ledger and verify exports offline
+    #[command(subcommand, arg_required_else_help = true)]
+    Audit(audit::AuditCmd),
 }
 
 /// What every command may need: where the cluster is and how to print.
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         Command::Order(c) => order::run(&ctx, c).await,
         Command::Ledger(c) => ledger::run(&ctx, c).await,
         Command::Cluster(c) => cluster::run(&ctx, c).await,
+        Command::Audit(c) => audit::run(&ctx, c).await,
     }
 }
 

@@ -1,0 +1,389 @@
+//! The main thread's side of [`super::verify_export`]: reading, hashing,
+//! replaying, queueing signatures; and the checks after the last entry.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ed25519_dalek::VerifyingKey;
+use prost::Message;
+
+use super::export::{hashes, ExportHeader, ExportReader};
+use super::sigs::SigBatch;
+use super::verify::{CheckpointSummary, Summary};
+use super::{AuditError, Frontier};
+use crate::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
+use crate::ledger::merkle::{leaf_hash, verify_consistency, Hash};
+use crate::ledger::{Entry, Head};
+use crate::pb;
+use crate::rules::{Applied, MemState};
+
+/// The main thread's pass over the entries.
+pub(crate) struct Walk<'a> {
+    replay: bool,
+    expected: u64,
+    total: u64,
+    prev: Option<Head>,
+    frontier: Frontier,
+    state: MemState,
+    keys: HashMap<String, (Arc<str>, VerifyingKey)>,
+    cluster_id: Option<String>,
+    accepted: u64,
+    rejected: u64,
+    signatures: u64,
+    head_hash: Hash,
+    batch_size: usize,
+    batch: SigBatch,
+    tx: Option<SyncSender<SigBatch>>,
+    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+}
+
+impl<'a> Walk<'a> {
+    pub(crate) fn new(
+        h: &ExportHeader,
+        frontier: Frontier,
+        replay: bool,
+        batch_size: usize,
+        tx: SyncSender<SigBatch>,
+        progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    ) -> Walk<'a> {
+        Walk {
+            replay,
+            expected: h.from_seq,
+            total: h.entry_count,
+            prev: None,
+            frontier,
+            state: MemState::default(),
+            keys: HashMap::new(),
+            cluster_id: None,
+            accepted: 0,
+            rejected: 0,
+            signatures: 0,
+            head_hash: [0; 32],
+            batch_size,
+            batch: SigBatch::with_capacity(batch_size),
+            tx: Some(tx),
+            progress,
+        }
+    }
+
+    pub(crate) fn run<R: Read>(
+        &mut self,
+        reader: &mut ExportReader<R>,
+        stop: &AtomicBool,
+    ) -> Result<(), AuditError> {
+        const EVERY: u64 = 8192;
+        let mut done = 0u64;
+        let mut next_report = EVERY;
+        while let Some((offset, e)) = reader.next_entry()? {
+            self.entry(&e).map_err(|what| AuditError::Entry {
+                seq: self.expected,
+                offset: Some(offset),
+                what,
+            })?;
+            self.expected += 1;
+            done += 1;
+            if done == next_report {
+                next_report += EVERY;
+                if stop.load(Ordering::Relaxed) {
+                    // A worker found a bad signature; it is the error to report.
+                    return Ok(());
+                }
+                if let Some(p) = self.progress.as_mut() {
+                    p(done, self.total);
+                }
+            }
+        }
+        if let Some(p) = self.progress.as_mut() {
+            p(done, self.total);
+        }
+        Ok(())
+    }
+
+    /// All checks of one entry that the main thread makes.
+    fn entry(&mut self, e: &Entry) -> Result<(), String> {
+        if e.seq != self.expected {
+            return Err(format!(
+                "found entry {} where entry {} belongs (an entry is missing, duplicated or out of order)",
+                e.seq, self.expected
+            ));
+        }
+        match &self.prev {
+            // A range that starts after genesis: its first link cannot be checked.
+            None if e.seq > 0 => {
+                if e.compute_hash() != e.hash {
+                    return Err("hash does not match its contents".into());
+                }
+            }
+            prev => e
+                .verify_link(prev.as_ref())
+                .map_err(|m| strip_entry(&m, e.seq))?,
+        }
+        if self.replay {
+            self.replay(e)?;
+        }
+        self.frontier.push(leaf_hash(&e.hash));
+        if e.accepted {
+            self.accepted += 1;
+        } else {
+            self.rejected += 1;
+        }
+        self.prev = Some(e.head());
+        self.head_hash = e.hash;
+        Ok(())
+    }
+
+    /// Applies the entry's command to the replayed state and compares.
+    fn replay(&mut self, e: &Entry) -> Result<(), String> {
+        match self.state.apply(&e.command, e.time_ms, e.seq == 0) {
+            Applied::Appended(mine) if &mine == e => {}
+            Applied::Appended(mine) => return Err(mismatch(e, &mine)),
+            Applied::Duplicate(s) => {
+                return Err(format!(
+                    "its command was already applied at entry {s}; a resend is never appended again"
+                ))
+            }
+            Applied::Refused(r) => {
+                return Err(format!("the rules refuse its command ({}): {r}", r.code()))
+            }
+        }
+        // Only the head matters to the replay; keep memory flat.
+        if self.state.entries.len() > 1 {
+            self.state.entries.swap_remove(0);
+        }
+        let env = pb::SignedCommand::decode(e.command.as_slice())
+            .map_err(|err| format!("command envelope does not decode: {err}"))?;
+        if e.seq == 0 {
+            let cmd = pb::Command::decode(env.command.as_slice())
+                .map_err(|err| format!("genesis command does not decode: {err}"))?;
+            if let Some(pb::command::Body::Genesis(g)) = cmd.body {
+                self.cluster_id = Some(g.cluster_id);
+            }
+            return Ok(());
+        }
+        self.signature(e.seq, &env)
+    }
+
+    /// Queues the command's signature with the key the replay authorized it under.
+    fn signature(&mut self, seq: u64, env: &pb::SignedCommand) -> Result<(), String> {
+        let sig: &[u8; 64] = env.signature.as_slice().try_into().map_err(|_| {
+            format!(
+                "command signature is {} bytes, expected 64",
+                env.signature.len()
+            )
+        })?;
+        if !self.keys.contains_key(&env.signer) {
+            let party = self
+                .state
+                .parties
+                .get(&env.signer)
+                .ok_or_else(|| format!("signer {} is not enrolled", env.signer))?;
+            let key = <[u8; 32]>::try_from(party.public_key.as_slice())
+                .ok()
+                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+                .filter(|k| !k.is_weak())
+                .ok_or_else(|| {
+                    format!(
+                        "the key enrolled for {} is not a usable ed25519 key",
+                        env.signer
+                    )
+                })?;
+            self.keys
+                .insert(env.signer.clone(), (Arc::from(env.signer.as_str()), key));
+        }
+        let (name, key) = &self.keys[&env.signer];
+        self.batch.push(seq, name.clone(), *key, sig, &env.command);
+        self.signatures += 1;
+        if self.batch.len() >= self.batch_size {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if self.batch.len() == 0 {
+            return;
+        }
+        let b = std::mem::replace(&mut self.batch, SigBatch::with_capacity(self.batch_size));
+        if let Some(tx) = &self.tx {
+            // A send fails only when every worker is gone, i.e. panicked: join reports it.
+            let _ = tx.send(b);
+        }
+    }
+
+    /// Sends the last batch and closes the channel, so the workers finish.
+    pub(crate) fn close(&mut self) {
+        self.flush();
+        self.tx = None;
+    }
+
+    /// The checks after the last entry: Merkle root and checkpoint signatures.
+    pub(crate) fn finish(
+        self,
+        h: &ExportHeader,
+        cp: Checkpoint,
+        started: Instant,
+    ) -> Result<Summary, AuditError> {
+        let size = h.to_seq + 1;
+        let root = self.frontier.root();
+        let what_root = if h.from_seq == 0 {
+            format!("the Merkle root over entries 0..={}", h.to_seq)
+        } else {
+            format!(
+                "the Merkle root over entries 0..={} (computed from the header's prefix and the exported entries)",
+                h.to_seq
+            )
+        };
+        if size == cp.size {
+            if root != cp.root {
+                return Err(AuditError::Checkpoint(format!(
+                    "{what_root} is {}, the checkpoint's root is {}",
+                    hex::encode(root),
+                    hex::encode(cp.root)
+                )));
+            }
+        } else {
+            verify_consistency(size, cp.size, &root, &cp.root, &hashes(&h.consistency)).map_err(
+                |e| {
+                    AuditError::Checkpoint(format!(
+                        "{what_root} is not consistent with the checkpoint of size {}: {e}",
+                        cp.size
+                    ))
+                },
+            )?;
+        }
+
+        let mut notes = Vec::new();
+        let mut summary_cp = CheckpointSummary {
+            origin: cp.origin.clone(),
+            size: cp.size,
+            root: cp.root,
+            time_ms: cp.time_ms,
+            signed_by: Vec::new(),
+            replicas: 0,
+            quorum: 0,
+            signatures_verified: false,
+        };
+        if self.replay {
+            let cluster = self.cluster_id.clone().unwrap_or_default();
+            let origin = format!("arbor/{cluster}");
+            if cp.origin != origin {
+                return Err(AuditError::Checkpoint(format!(
+                    "origin is {:?}, but the genesis entry names cluster {cluster:?} (origin {origin:?})",
+                    cp.origin
+                )));
+            }
+            let keys = self.replica_keys(cp.size);
+            if keys.is_empty() {
+                return Err(AuditError::Checkpoint(format!(
+                    "no replica key is enrolled in entries 0..={}, so no signature on it can count",
+                    h.to_seq
+                )));
+            }
+            let quorum = keys.len() / 2 + 1;
+            let v = verify_note(&h.checkpoint, &keys, quorum).map_err(AuditError::Checkpoint)?;
+            summary_cp.signed_by = v.signed_by;
+            summary_cp.replicas = keys.len();
+            summary_cp.quorum = quorum;
+            summary_cp.signatures_verified = true;
+            if size < cp.size {
+                notes.push(format!(
+                    "the export ends at entry {} before the checkpoint's size {}: replicas enrolled in entries {}..{} are not known, the quorum counts the {} enrolled before",
+                    h.to_seq, cp.size, size, cp.size, keys.len()
+                ));
+            }
+        } else {
+            notes.push(format!(
+                "the export starts at entry {}, not at genesis: command signatures and the replay of the rules were skipped (the keys and state they need are in earlier entries)",
+                h.from_seq
+            ));
+            notes.push(
+                "checkpoint signatures were not verified: the replica keys are enrolled before the exported range"
+                    .into(),
+            );
+        }
+        Ok(Summary {
+            from_seq: h.from_seq,
+            to_seq: h.to_seq,
+            entries: h.entry_count,
+            accepted: self.accepted,
+            rejected: self.rejected,
+            parties: self.state.parties.len(),
+            orders: self.state.orders.len(),
+            signatures: self.signatures,
+            replayed: self.replay,
+            cluster_id: self.cluster_id,
+            head_hash: self.head_hash,
+            checkpoint: summary_cp,
+            complete: self.replay,
+            notes,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Replica parties enrolled before entry `size`, as note keys.
+    fn replica_keys(&self, size: u64) -> Vec<NoteKey> {
+        self.state
+            .parties
+            .values()
+            .filter(|p| p.role == pb::Role::Replica as i32 && p.enrolled_seq < size)
+            .filter_map(|p| {
+                Some(NoteKey {
+                    name: p.party_id.clone(),
+                    public_key: p.public_key.as_slice().try_into().ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `verify_link`'s messages start with "entry N: "; the caller adds that itself.
+fn strip_entry(msg: &str, seq: u64) -> String {
+    let prefix = format!("entry {seq}: ");
+    msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
+}
+
+fn outcome(e: &Entry) -> String {
+    match (e.accepted, e.message.is_empty()) {
+        (true, _) => "accepted".into(),
+        (false, true) => format!("rejected ({})", e.code),
+        (false, false) => format!("rejected ({}: {})", e.code, e.message),
+    }
+}
+
+/// Says how the replayed entry differs from the recorded one.
+fn mismatch(recorded: &Entry, replayed: &Entry) -> String {
+    let what = if recorded.accepted != replayed.accepted || recorded.code != replayed.code {
+        format!(
+            "the rules decide {} but the ledger records {}",
+            outcome(replayed),
+            outcome(recorded)
+        )
+    } else if recorded.message != replayed.message {
+        format!(
+            "the rules give the reason {:?} but the ledger records {:?}",
+            replayed.message, recorded.message
+        )
+    } else if recorded.order_id != replayed.order_id {
+        format!(
+            "the rules link it to order {:?} but the ledger records order {:?}",
+            replayed.order_id, recorded.order_id
+        )
+    } else if recorded.order_prev_seq != replayed.order_prev_seq {
+        format!(
+            "the order's previous entry is {} by the rules but {} in the ledger",
+            replayed.order_prev_seq, recorded.order_prev_seq
+        )
+    } else if recorded.time_ms != replayed.time_ms {
+        format!(
+            "time is {} by the rules but {} in the ledger",
+            replayed.time_ms, recorded.time_ms
+        )
+    } else {
+        "the replayed entry's hash differs from the recorded one".into()
+    };
+    format!("replay does not reproduce the entry: {what}")
+}
