@@ -60,7 +60,7 @@ pub fn schedule(
     let mut targets = Vec::with_capacity(dups);
     while targets.len() < dups {
         let take = (dups - targets.len()).min(orders);
-        targets.extend(rand::seq::index::sample(&mut rng, orders, take).into_iter());
+        targets.extend(rand::seq::index::sample(&mut rng, orders, take));
     }
     let window = in_flight.max(1) as u64 * SPACING;
     for order in targets {
