@@ -3,8 +3,9 @@
 # three-replica cluster (three separate `arbor-node run` processes on
 # 127.0.0.1, free ports, a temp data dir), run `arbor bench --output json`
 # against it with this script's arguments, stop the cluster, and print ONE
-# JSON line on stdout: the bench report plus the script's command line and the
-# machine. Everything else (build output, progress) goes to stderr.
+# JSON line on stdout: the bench report plus the script's command line, the
+# machine, and the CPU seconds each replica and the client spent during the
+# bench. Everything else (build output, progress) goes to stderr.
 #
 #   scripts/bench.sh                         # defaults: 20000 orders, 8 nodes, 256 in flight, 20% duplicates
 #   scripts/bench.sh --orders 5000 --in-flight 16
@@ -104,9 +105,31 @@ for _ in $(seq 1 600); do
 done
 [ -n "$ready" ] || { echo "error: the cluster did not form within 120 s" >&2; exit 1; }
 
+# CPU seconds (user + system) of each replica and of the bench client, over the
+# whole `arbor bench` run (registering, claiming and verifying).
+tck="$(getconf CLK_TCK)"
+replica_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# `times` must run in this shell (not in a $(...) subshell) to see its children.
+children_secs() {
+  times >"$work/times"
+  tail -n 1 "$work/times" | awk 'function s(x, a) { split(x, a, "m"); sub("s", "", a[2]); return a[1] * 60 + a[2] }
+    { printf "%.3f", s($1) + s($2) }'
+}
+before=()
+for pid in "${pids[@]}"; do before+=("$(replica_ticks "$pid")"); done
+children_secs >"$work/client.before"
+
 echo "==> arbor bench $*" >&2
 rc=0
 report="$("$bin/arbor" --endpoints "$endpoints" --output json bench --key "$work/operator.key" "$@")" || rc=$?
+cpu="{"
+for i in 1 2 3; do
+  t="$(replica_ticks "${pids[$((i - 1))]}")"
+  cpu+="$(awk -v a="${before[$((i - 1))]}" -v b="$t" -v h="$tck" -v n="$i" -v ad="$(addr "$i")" \
+    'BEGIN { printf "\"replica_%s\": {\"addr\": \"%s\", \"seconds\": %.2f}, ", n, ad, (b - a) / h }')"
+done
+children_secs >"$work/client.after"
+cpu+="$(awk -v a="$(cat "$work/client.before")" -v b="$(cat "$work/client.after")" 'BEGIN { printf "\"arbor_bench\": %.2f}", b - a }')"
 if [ "$rc" != 0 ]; then
   [ -z "$report" ] || echo "$report" >&2
   echo "error: arbor bench failed (exit $rc)" >&2
@@ -116,7 +139,7 @@ fi
 # One line: the report (pretty-printed by arbor; no string spans lines) with
 # the script's command line and the machine in front.
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
-cpu="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
+model="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
 one_line="$(sed -e 's/^ *//' <<<"$report" | tr -d '\n')"
-printf '{"script_command": %s, "machine": {"cpus": %s, "cpu": %s}, %s\n' \
-  "$(json_str "$script_cmd")" "$(nproc)" "$(json_str "$cpu")" "${one_line#\{}"
+printf '{"script_command": %s, "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, %s\n' \
+  "$(json_str "$script_cmd")" "$(nproc)" "$(json_str "$model")" "$cpu" "${one_line#\{}"
