@@ -5,6 +5,7 @@
 //! cluster recorded the command as rejected).
 
 mod audit;
+mod bench;
 mod cluster;
 mod keys;
 mod ledger;
@@ -86,6 +87,23 @@ pub enum Command {
     /// Export the ledger and verify exports offline
     #[command(subcommand, arg_required_else_help = true)]
     Audit(audit::AuditCmd),
+    /// Claims benchmark against a running cluster (throughput, latency, single owner)
+    #[command(
+        long_about = "Claims benchmark against a running cluster: throughput, latency, and a check that \
+every order ends with exactly one owner.\n\n\
+The operator key enrols a fresh channel and --nodes fresh fulfilment nodes (under a random \
+run id, so runs can repeat on one cluster). The channel registers --orders orders (not timed), \
+then the nodes claim them with --in-flight claims outstanding; a --duplicates share of the \
+claims is a second node racing for an order already claimed, which must be rejected \
+`already_owned`. Every claim is its own signed command, signed before the clock starts. \
+Reports claims/s over the claims phase, latency (submit to reply) p50/p90/p99/max in ms, \
+and accepted and rejected counts by code. Then every order is read back: if one has no \
+owner, or its owner is not the node whose claim was acknowledged as accepted, the report \
+is printed and the command exits 1. Progress goes to stderr. scripts/bench.sh runs it \
+against a fresh local three-replica cluster.\n\n\
+Example:\n  arbor bench --key operator.key --orders 20000 --in-flight 256 --duplicates 0.2 --output json"
+    )]
+    Bench(bench::BenchArgs),
 }
 
 /// What every command may need: where the cluster is and how to print.
@@ -116,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         Command::Ledger(c) => ledger::run(&ctx, c).await,
         Command::Cluster(c) => cluster::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,
+        Command::Bench(a) => bench::run(&ctx, a).await,
     }
 }
 

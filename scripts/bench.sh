@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# The claims benchmark, reproducibly: build release, start a fresh
+# three-replica cluster (three separate `arbor-node run` processes on
+# 127.0.0.1, free ports, a temp data dir), run `arbor bench --output json`
+# against it with this script's arguments, stop the cluster, and print ONE
+# JSON line on stdout: the bench report plus the script's command line, the
+# machine, and the CPU seconds each replica and the client spent during the
+# bench. Everything else (build output, progress) goes to stderr.
+#
+#   scripts/bench.sh                         # defaults: 20000 orders, 8 nodes, 256 in flight, 20% duplicates
+#   scripts/bench.sh --orders 5000 --in-flight 16
+#
+# Environment:
+#   ARBOR_BENCH_BIN_DIR=DIR  use arbor-node and arbor from DIR, skip the build
+#   ARBOR_BENCH_KEEP=1       keep the temp dir (replica logs and data) afterwards
+#   ARBOR_LOG                replica log filter (default info,openraft=warn)
+# See docs/performance.md for figures and how to read them.
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+script_cmd="scripts/bench.sh $*"
+work="$(mktemp -d "${TMPDIR:-/tmp}/arbor-bench-XXXXXX")"
+pids=()
+
+cleanup() {
+  local rc=$?
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$rc" != 0 ]; then
+    for i in 1 2 3; do
+      if [ -f "$work/n$i.log" ]; then
+        echo "----- replica $i log tail ($work/n$i.log) -----" >&2
+        tail -n 20 "$work/n$i.log" >&2
+      fi
+    done
+  fi
+  if [ "${ARBOR_BENCH_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then
+    echo "bench.sh: kept $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -n "${ARBOR_BENCH_BIN_DIR:-}" ]; then
+  bin="$ARBOR_BENCH_BIN_DIR"
+else
+  ensure_prereqs
+  echo "==> cargo build --release --workspace --bins (the first build compiles RocksDB: ~15 min on 2 cores)" >&2
+  cargo build --release --workspace --bins >&2
+  # A private copy: another build sharing the target dir cannot swap them mid-run.
+  bin="$work/bin"
+  mkdir -p "$bin"
+  cp "$CARGO_TARGET_DIR/release/arbor-node" "$CARGO_TARGET_DIR/release/arbor" "$bin/"
+fi
+for b in arbor-node arbor; do
+  [ -x "$bin/$b" ] || { echo "error: $bin/$b is not an executable" >&2; exit 1; }
+done
+
+# Settings from the caller's environment must not leak into the replicas or the CLI.
+for v in $(env | grep -o '^ARBOR_[A-Z_]*' | grep -v -e '^ARBOR_LOG$' -e '^ARBOR_BENCH_'); do
+  unset "$v"
+done
+
+# Three free ports: nothing answers on them now.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ports=()
+while [ "${#ports[@]}" -lt 3 ]; do
+  p=$((20000 + RANDOM % 40000))
+  if port_free "$p" && [[ " ${ports[*]} " != *" $p "* ]]; then ports+=("$p"); fi
+done
+addr() { echo "127.0.0.1:${ports[$(($1 - 1))]}"; }
+endpoints="$(addr 1),$(addr 2),$(addr 3)"
+
+"$bin/arbor" keys generate --party operator --out "$work/operator.key" >/dev/null
+op_pub="$(grep -o '"public_key": *"[0-9a-f]*"' "$work/operator.key" | grep -o '[0-9a-f]\{64\}')"
+
+echo "==> starting 3 replicas on $endpoints (data in $work)" >&2
+for i in 1 2 3; do
+  args=(run --id "$i" --listen "$(addr "$i")" --data-dir "$work/n$i")
+  if [ "$i" = 1 ]; then
+    args+=(--bootstrap --member "1=$(addr 1)" --member "2=$(addr 2)" --member "3=$(addr 3)"
+      --operator "operator=$op_pub")
+  fi
+  "$bin/arbor-node" "${args[@]}" >"$work/n$i.log" 2>&1 &
+  pids+=($!)
+done
+
+# Ready: one leader, three voters, and genesis applied on every replica.
+ready=""
+for _ in $(seq 1 600); do
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "error: a replica exited during start-up" >&2; exit 1; }
+  done
+  if st="$("$bin/arbor" --endpoints "$endpoints" --timeout 2 --output json cluster status 2>/dev/null)" &&
+    [ "$(grep -c '"state": "Leader"' <<<"$st")" = 1 ] &&
+    [ "$(grep -c '"voter": true' <<<"$st")" = 3 ] &&
+    [ "$(grep -c '"has_entries": true' <<<"$st")" = 3 ]; then
+    ready=1
+    break
+  fi
+  sleep 0.2
+done
+[ -n "$ready" ] || { echo "error: the cluster did not form within 120 s" >&2; exit 1; }
+
+# CPU seconds (user + system) of each replica and of the bench client, over the
+# whole `arbor bench` run (registering, claiming and verifying).
+tck="$(getconf CLK_TCK)"
+replica_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# `times` must run in this shell (not in a $(...) subshell) to see its children.
+children_secs() {
+  times >"$work/times"
+  tail -n 1 "$work/times" | awk 'function s(x, a) { split(x, a, "m"); sub("s", "", a[2]); return a[1] * 60 + a[2] }
+    { printf "%.3f", s($1) + s($2) }'
+}
+before=()
+for pid in "${pids[@]}"; do before+=("$(replica_ticks "$pid")"); done
+children_secs >"$work/client.before"
+
+echo "==> arbor bench $*" >&2
+rc=0
+report="$("$bin/arbor" --endpoints "$endpoints" --output json bench --key "$work/operator.key" "$@")" || rc=$?
+cpu="{"
+for i in 1 2 3; do
+  t="$(replica_ticks "${pids[$((i - 1))]}")"
+  cpu+="$(awk -v a="${before[$((i - 1))]}" -v b="$t" -v h="$tck" -v n="$i" -v ad="$(addr "$i")" \
+    'BEGIN { printf "\"replica_%s\": {\"addr\": \"%s\", \"seconds\": %.2f}, ", n, ad, (b - a) / h }')"
+done
+children_secs >"$work/client.after"
+cpu+="$(awk -v a="$(cat "$work/client.before")" -v b="$(cat "$work/client.after")" 'BEGIN { printf "\"arbor_bench\": %.2f}", b - a }')"
+if [ "$rc" != 0 ]; then
+  [ -z "$report" ] || echo "$report" >&2
+  echo "error: arbor bench failed (exit $rc)" >&2
+  exit "$rc"
+fi
+
+# One line: the report (pretty-printed by arbor; no string spans lines) with
+# the script's command line and the machine in front.
+json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
+model="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
+one_line="$(sed -e 's/^ *//' <<<"$report" | tr -d '\n')"
+printf '{"script_command": %s, "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, %s\n' \
+  "$(json_str "$script_cmd")" "$(nproc)" "$(json_str "$model")" "$cpu" "${one_line#\{}"
