@@ -8,7 +8,13 @@ set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbor-target}"
 
 have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
+  # On Debian/Ubuntu ask dpkg: libclang-cpp (often preinstalled) is not enough,
+  # bindgen needs libclang itself and clang's builtin headers (libclang-dev).
+  if command -v dpkg >/dev/null 2>&1; then
+    dpkg -s libclang-dev >/dev/null 2>&1
+  else
+    ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib*/libclang.so* /usr/lib*/*/libclang-[0-9]*.so* >/dev/null 2>&1
+  fi
 }
 
 ensure_prereqs() {
