@@ -11,13 +11,17 @@ use clap::{Args, Parser, Subcommand};
     name = "arbor-node",
     version,
     about = "A replica of the arbor order arbitration ledger",
-    long_about = "A replica of the arbor order arbitration ledger: openraft consensus, RocksDB storage, gRPC.\n\n\
-Run one replica:   arbor-node run --id 1 --listen 127.0.0.1:7101 --data-dir data/1 \\\n\
-                     --bootstrap --member 1=127.0.0.1:7101 --member 2=127.0.0.1:7102 --member 3=127.0.0.1:7103 \\\n\
-                     --operator operator=<PUBLIC_KEY_HEX>\n\
-Local cluster:     arbor-node dev\n\n\
-Settings come from defaults < --config FILE (TOML) < ARBOR_* environment < flags.\n\
-See docs/arbor-node.example.toml and docs/operations.md.",
+    long_about = concat!(
+        "A replica of the arbor order arbitration ledger: openraft consensus, RocksDB storage, gRPC.\n\n",
+        "Run one replica (the bootstrap one; the others need only --id, --listen, --data-dir):\n",
+        "  arbor-node run --id 1 --listen 127.0.0.1:7101 --data-dir data/1 \\\n",
+        "    --bootstrap --member 1=127.0.0.1:7101 --member 2=127.0.0.1:7102 --member 3=127.0.0.1:7103 \\\n",
+        "    --operator operator=<PUBLIC_KEY_HEX>\n",
+        "Local three-replica cluster:\n",
+        "  arbor-node dev\n\n",
+        "Settings come from defaults < --config FILE (TOML) < ARBOR_* environment < flags.\n",
+        "See docs/arbor-node.example.toml and docs/operations.md."
+    ),
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
