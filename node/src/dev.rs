@@ -23,12 +23,9 @@ struct DevState {
 }
 
 fn load_or_create_operator(path: &Path) -> anyhow::Result<SigningKey> {
-    let key = if path.exists() {
-        crate::identity::load_key_file(path).map(|(_, k)| k)
-    } else {
-        crate::identity::create_key_file(path, OPERATOR_PARTY)
-    };
-    key.map_err(|e| anyhow::anyhow!("operator key: {e}"))
+    crate::identity::load_or_create_key_file(path, OPERATOR_PARTY)
+        .map(|id| id.key)
+        .map_err(|e| anyhow::anyhow!("operator key: {e}"))
 }
 
 fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
