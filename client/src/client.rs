@@ -151,6 +151,45 @@ impl Client {
         .await
     }
 
+    /// A node's capability profile in force (linearizable).
+    pub async fn get_profile(&self, node: &str) -> Result<pb::ProfileView, ClientError> {
+        let req = pb::GetProfileRequest {
+            node: node.to_string(),
+            local: false,
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.get_profile(req).await }
+        })
+        .await
+    }
+
+    /// One page of orders matching the filter (linearizable). Continue with
+    /// `after = reply.next` until it is empty.
+    pub async fn list_orders(
+        &self,
+        filter: pb::ListOrdersRequest,
+    ) -> Result<pb::ListOrdersReply, ClientError> {
+        self.call(|mut c| {
+            let req = filter.clone();
+            async move { c.list_orders(req).await }
+        })
+        .await
+    }
+
+    /// A node's counters and capacity (linearizable).
+    pub async fn node_stats(&self, node: &str) -> Result<pb::NodeStatsView, ClientError> {
+        let req = pb::GetNodeStatsRequest {
+            node: node.to_string(),
+            local: false,
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.get_node_stats(req).await }
+        })
+        .await
+    }
+
     /// Ledger entries from `from_seq` on, at most `limit` (0: server default), linearizable.
     pub async fn get_entries(
         &self,

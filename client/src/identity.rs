@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arbor_proto::ledger::{sign_admin, sign_command};
 use arbor_proto::pb;
+use arbor_proto::pb::command::Body;
 use ed25519_dalek::SigningKey;
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -167,6 +168,178 @@ impl Identity {
             order_id: order_id.to_string(),
             price_version,
             total,
+        }))
+    }
+
+    /// An operator command replacing a party's key (also reinstates a revoked party).
+    pub fn rotate_key(&self, party_id: &str, public_key: &[u8]) -> pb::SignedCommand {
+        self.sign(Body::RotateKey(pb::RotateKey {
+            party_id: party_id.to_string(),
+            public_key: public_key.to_vec(),
+        }))
+    }
+
+    /// An operator command revoking a party's key.
+    pub fn revoke_key(&self, party_id: &str, reason: &str) -> pb::SignedCommand {
+        self.sign(Body::RevokeKey(pb::RevokeKey {
+            party_id: party_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// A node publishing its own capability profile (the next version).
+    pub fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
+        self.sign(Body::PublishProfile(profile))
+    }
+
+    /// A channel amending the price of an order it registered.
+    pub fn amend_price(
+        &self,
+        order_id: &str,
+        base_version: u64,
+        lines: Vec<pb::OrderLine>,
+        reason: &str,
+    ) -> pb::SignedCommand {
+        let total = lines.iter().map(|l| l.quantity as i64 * l.unit_price).sum();
+        self.sign(Body::AmendPrice(pb::AmendPrice {
+            order_id: order_id.to_string(),
+            base_version,
+            lines,
+            total,
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// A channel cancelling an order it registered.
+    pub fn cancel_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.sign(Body::CancelOrder(pb::CancelOrder {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The owner giving an order back.
+    pub fn release_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.sign(Body::ReleaseOrder(pb::ReleaseOrder {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The owner offering custody to another node, open for `expires_in_ms`.
+    pub fn offer_handoff(&self, order_id: &str, to: &str, expires_in_ms: u64) -> pb::SignedCommand {
+        self.sign(Body::OfferHandoff(pb::OfferHandoff {
+            order_id: order_id.to_string(),
+            to: to.to_string(),
+            expires_in_ms,
+        }))
+    }
+
+    /// The receiver accepting the offer made at entry `offer_seq`.
+    pub fn accept_handoff(
+        &self,
+        order_id: &str,
+        offer_seq: u64,
+        damaged: bool,
+        note: &str,
+    ) -> pb::SignedCommand {
+        self.sign(Body::AcceptHandoff(pb::AcceptHandoff {
+            order_id: order_id.to_string(),
+            offer_seq,
+            damaged,
+            note: note.to_string(),
+        }))
+    }
+
+    /// The receiver declining the offer made at entry `offer_seq`.
+    pub fn decline_handoff(
+        &self,
+        order_id: &str,
+        offer_seq: u64,
+        reason: &str,
+    ) -> pb::SignedCommand {
+        self.sign(Body::DeclineHandoff(pb::DeclineHandoff {
+            order_id: order_id.to_string(),
+            offer_seq,
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The owner reporting `picked` or `packed`.
+    pub fn report_milestone(&self, order_id: &str, milestone: pb::Milestone) -> pb::SignedCommand {
+        self.sign(Body::ReportMilestone(pb::ReportMilestone {
+            order_id: order_id.to_string(),
+            milestone: milestone as i32,
+            ..Default::default()
+        }))
+    }
+
+    /// The owner reporting the hand-off to a carrier.
+    pub fn report_shipped(
+        &self,
+        order_id: &str,
+        carrier: &str,
+        tracking_id: &str,
+    ) -> pb::SignedCommand {
+        self.sign(Body::ReportMilestone(pb::ReportMilestone {
+            order_id: order_id.to_string(),
+            milestone: pb::Milestone::Shipped as i32,
+            carrier: carrier.to_string(),
+            tracking_id: tracking_id.to_string(),
+            ..Default::default()
+        }))
+    }
+
+    /// The owner reporting delivery, with a proof-of-delivery reference ("" if none).
+    pub fn report_delivered(&self, order_id: &str, proof_of_delivery: &str) -> pb::SignedCommand {
+        self.sign(Body::ReportMilestone(pb::ReportMilestone {
+            order_id: order_id.to_string(),
+            milestone: pb::Milestone::Delivered as i32,
+            proof_of_delivery: proof_of_delivery.to_string(),
+            ..Default::default()
+        }))
+    }
+
+    /// The owner or the registering channel reporting an exception.
+    pub fn report_exception(
+        &self,
+        order_id: &str,
+        kind: pb::ExceptionKind,
+        note: &str,
+    ) -> pb::SignedCommand {
+        self.sign(Body::ReportException(pb::ReportException {
+            order_id: order_id.to_string(),
+            kind: kind as i32,
+            note: note.to_string(),
+        }))
+    }
+
+    /// The channel requesting a return of a delivered order.
+    pub fn request_return(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.sign(Body::RequestReturn(pb::RequestReturn {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// A node that handles returns claiming one.
+    pub fn claim_return(&self, order_id: &str) -> pb::SignedCommand {
+        self.sign(Body::ClaimReturn(pb::ClaimReturn {
+            order_id: order_id.to_string(),
+        }))
+    }
+
+    /// The return node reporting the goods received and the refund.
+    pub fn receive_return(
+        &self,
+        order_id: &str,
+        refund: i64,
+        price_version: u64,
+    ) -> pb::SignedCommand {
+        self.sign(Body::ReceiveReturn(pb::ReceiveReturn {
+            order_id: order_id.to_string(),
+            refund,
+            price_version,
         }))
     }
 

@@ -78,8 +78,28 @@ impl Arbor for Ledger {
             role: pb::Role::Replica as i32,
             kind: 0,
             public_key: key.verifying_key().to_bytes().to_vec(),
-            enrolled_seq: 7 + i as u64,
+            enrolled_seq: 11 + i as u64,
+            key_seq: 11 + i as u64,
+            revoked: false,
         }))
+    }
+    async fn get_profile(
+        &self,
+        _: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::ProfileView>, Status> {
+        unimplemented()
+    }
+    async fn list_orders(
+        &self,
+        _: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersReply>, Status> {
+        unimplemented()
+    }
+    async fn get_node_stats(
+        &self,
+        _: Request<pb::GetNodeStatsRequest>,
+    ) -> Result<Response<pb::NodeStatsView>, Status> {
+        unimplemented()
     }
     async fn get_entries(
         &self,

@@ -98,6 +98,24 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::PartyView>, Status> {
         Err(Status::unimplemented("mock"))
     }
+    async fn get_profile(
+        &self,
+        _: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::ProfileView>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn list_orders(
+        &self,
+        _: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn get_node_stats(
+        &self,
+        _: Request<pb::GetNodeStatsRequest>,
+    ) -> Result<Response<pb::NodeStatsView>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn get_entries(
         &self,
         _: Request<pb::GetEntriesRequest>,

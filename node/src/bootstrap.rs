@@ -31,12 +31,17 @@ pub struct Bootstrap {
     pub reader: LedgerReader,
     pub data_dir: PathBuf,
     pub cluster_id: String,
+    pub lease_grace_ms: u64,
     pub operators: Vec<OperatorKey>,
     pub members: BTreeMap<NodeId, String>,
 }
 
 /// The genesis command: unsigned, naming the operator keys.
-pub fn genesis_command(cluster_id: &str, operators: &[OperatorKey]) -> Vec<u8> {
+pub fn genesis_command(
+    cluster_id: &str,
+    lease_grace_ms: u64,
+    operators: &[OperatorKey],
+) -> Vec<u8> {
     let cmd = pb::Command {
         nonce: 0,
         body: Some(pb::command::Body::Genesis(pb::Genesis {
@@ -48,6 +53,7 @@ pub fn genesis_command(cluster_id: &str, operators: &[OperatorKey]) -> Vec<u8> {
                     public_key: o.public_key.to_vec(),
                 })
                 .collect(),
+            lease_grace_ms,
         })),
     };
     pb::SignedCommand {
@@ -119,9 +125,10 @@ impl Bootstrap {
     async fn step(&self) -> Result<bool, String> {
         if self.reader.head().map_err(|e| e.to_string())?.is_none() {
             let req = Request {
-                command: genesis_command(&self.cluster_id, &self.operators),
+                command: genesis_command(&self.cluster_id, self.lease_grace_ms, &self.operators),
                 time_ms: now_ms(),
                 genesis: true,
+                verified_key: Vec::new(),
             };
             let resp = self
                 .raft

@@ -30,6 +30,9 @@ pub struct NodeConfig {
     pub operators: Vec<String>,
     /// Cluster name recorded in the genesis entry.
     pub cluster_id: String,
+    /// Lease grace recorded in the genesis entry (ms): added to a node's
+    /// declared dispatch time before its ownership of an order lapses.
+    pub lease_grace_ms: u64,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -50,6 +53,7 @@ impl Default for NodeConfig {
             members: Vec::new(),
             operators: Vec::new(),
             cluster_id: "arbor".into(),
+            lease_grace_ms: 300_000,
             heartbeat_ms: 100,
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,

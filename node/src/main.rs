@@ -32,6 +32,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Cmd {
     /// Run one replica (the default when no subcommand is given)
     Run(RunArgs),
@@ -85,6 +86,10 @@ struct RunArgs {
     /// Cluster name recorded in the genesis entry
     #[arg(long, env = "ARBOR_CLUSTER_ID")]
     cluster_id: Option<String>,
+    /// Lease grace in ms recorded in the genesis entry: added to a node's
+    /// declared dispatch time before its ownership of an unshipped order lapses
+    #[arg(long, env = "ARBOR_LEASE_GRACE_MS")]
+    lease_grace_ms: Option<u64>,
     /// Build a snapshot every N raft log entries
     #[arg(long, env = "ARBOR_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
@@ -125,6 +130,9 @@ impl RunArgs {
         }
         if let Some(v) = self.cluster_id {
             c.cluster_id = v;
+        }
+        if let Some(v) = self.lease_grace_ms {
+            c.lease_grace_ms = v;
         }
         if let Some(v) = self.snapshot_every {
             c.snapshot_every = v;

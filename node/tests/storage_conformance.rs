@@ -56,6 +56,7 @@ fn genesis(cluster_id: &str) -> Vec<u8> {
                 party_id: "ops".into(),
                 public_key: public(1),
             }],
+            lease_grace_ms: 60_000,
         })),
     };
     pb::SignedCommand {
@@ -98,6 +99,16 @@ fn register(order_id: &str, channel: &str, external_id: &str) -> Body {
         currency: "EUR".into(),
         total: 1000,
         destination_region: "eu-west".into(),
+        ..Default::default()
+    })
+}
+
+fn profile() -> Body {
+    Body::PublishProfile(pb::PublishProfile {
+        regions: vec!["eu-west".into()],
+        max_open_orders: 10,
+        dispatch_time_ms: 3_600_000,
+        ..Default::default()
     })
 }
 
@@ -109,7 +120,7 @@ fn claim(order_id: &str) -> Body {
     })
 }
 
-/// (command, time_ms, genesis): genesis, enrolments, a registration, two
+/// (command, time_ms, genesis): genesis, enrolments, profiles, a registration, two
 /// claims (accepted, then already_owned), a refused command, a rejected
 /// registration and a stamp earlier than its predecessor.
 fn script() -> Vec<(Vec<u8>, u64, bool)> {
@@ -145,6 +156,8 @@ fn script() -> Vec<(Vec<u8>, u64, bool)> {
             1_003,
             false,
         ),
+        (signed(3, "store-1", 2, profile()), 1_003, false),
+        (signed(4, "store-2", 2, profile()), 1_003, false),
         (
             signed(2, "shop", 1, register("o-1", "web", "1001")),
             1_004,
@@ -180,6 +193,7 @@ fn normal(index: u64, command: Vec<u8>, time_ms: u64, genesis: bool) -> EntryOf<
             command,
             time_ms,
             genesis,
+            verified_key: Vec::new(),
         },
     )
 }
@@ -256,7 +270,7 @@ fn state_machine_matches_the_in_memory_reference() {
 
     let r = sm.reader();
     let entries = r.entries(0, 1000).unwrap();
-    assert_eq!(entries.len(), 8, "the refused command is not appended");
+    assert_eq!(entries.len(), 10, "the refused command is not appended");
     assert_eq!(entries, mem.entries, "byte-identical chain");
     assert_eq!(r.head().unwrap(), mem.head());
     assert_eq!(r.last_applied().unwrap(), Some(last_index));
@@ -270,7 +284,7 @@ fn state_machine_matches_the_in_memory_reference() {
             .collect();
         assert_eq!(r.order_history(id).unwrap(), expected);
     }
-    assert_eq!(r.order_history("o-1").unwrap(), vec![4, 5, 6, 7]);
+    assert_eq!(r.order_history("o-1").unwrap(), vec![6, 7, 8, 9]);
     for (id, party) in &mem.parties {
         assert_eq!(r.party(id).unwrap().as_ref(), Some(party));
         assert_eq!(
@@ -294,18 +308,18 @@ fn state_machine_matches_the_in_memory_reference() {
         .collect();
     let expected: Vec<(u64, [u8; 32])> = mem.entries.iter().map(|e| (e.seq, e.hash)).collect();
     assert_eq!(appended, expected);
-    match &responses[6] {
+    match &responses[8] {
         Response::Appended { outcome, .. } => assert_eq!(
             (outcome.accepted, outcome.code.as_str()),
             (false, "already_owned")
         ),
         other => panic!("second claim: {other:?}"),
     }
-    match &responses[7] {
+    match &responses[9] {
         Response::Refused { code, .. } => assert_eq!(code, "unknown_signer"),
         other => panic!("ghost claim: {other:?}"),
     }
-    assert_eq!(entries[7].time_ms, 1_006, "time never goes backwards");
+    assert_eq!(entries[9].time_ms, 1_006, "time never goes backwards");
 }
 
 #[tokio::test]
@@ -316,12 +330,12 @@ async fn duplicate_resend_appends_nothing() {
     let r = sm.reader();
     let before = r.entries(0, 1000).unwrap();
 
-    let first_claim = script()[5].0.clone();
+    let first_claim = script()[7].0.clone();
     let again = sm
         .apply_entry(&normal(last_index + 1, first_claim.clone(), 5_000, false))
         .unwrap();
-    let Response::Appended { seq, outcome, hash } = &responses[5] else {
-        panic!("first claim was not appended: {:?}", responses[5]);
+    let Response::Appended { seq, outcome, hash } = &responses[7] else {
+        panic!("first claim was not appended: {:?}", responses[7]);
     };
     assert_eq!(
         again,
@@ -394,7 +408,7 @@ async fn snapshot_carries_the_whole_state() {
     // Both go on identically: the dedupe index and the head came over too.
     let next = [
         (signed(2, "shop", 3, register("o-3", "web", "1002")), 2_000),
-        (script()[5].0.clone(), 2_001),
+        (script()[7].0.clone(), 2_001),
     ];
     for (i, (cmd, t)) in next.into_iter().enumerate() {
         let entry = normal(last_index + 1 + i as u64, cmd, t, false);

@@ -21,7 +21,7 @@ use tempfile::TempDir;
 
 use crate::acks::{Acks, Submitter};
 use crate::bins::node_bin;
-use crate::fixtures::sample_order;
+use crate::fixtures::{sample_order, sample_profile};
 use crate::invariants;
 use crate::ports::free_port;
 use crate::replica::Process;
@@ -43,6 +43,8 @@ pub struct Options {
     pub snapshot_every: Option<u64>,
     /// `--keep-logs N`
     pub keep_logs: Option<u64>,
+    /// `--lease-grace-ms N` (recorded in genesis by the bootstrap replica)
+    pub lease_grace_ms: Option<u64>,
 }
 
 struct Replica {
@@ -137,6 +139,9 @@ impl TestCluster {
         }
         if let Some(n) = self.opts.keep_logs {
             args.extend(["--keep-logs".into(), n.to_string()]);
+        }
+        if let Some(n) = self.opts.lease_grace_ms {
+            args.extend(["--lease-grace-ms".into(), n.to_string()]);
         }
         let mut process = Process::new(
             format!("replica {id}"),
@@ -511,9 +516,29 @@ impl TestCluster {
             .await
     }
 
+    /// Enrols a store node and publishes [`sample_profile`] for it, so it
+    /// may claim sample orders. Panics unless both are accepted.
     pub async fn enroll_node(&self, party_id: &str) -> Identity {
-        self.enroll(party_id, pb::Role::Node, pb::NodeKind::Store)
+        self.enroll_node_with(party_id, pb::NodeKind::Store, sample_profile())
             .await
+    }
+
+    /// Enrols a node of `kind` and publishes `profile` for it.
+    pub async fn enroll_node_with(
+        &self,
+        party_id: &str,
+        kind: pb::NodeKind,
+        profile: pb::PublishProfile,
+    ) -> Identity {
+        let id = self.enroll(party_id, pb::Role::Node, kind).await;
+        self.submitter()
+            .await
+            .submit_accepted(
+                &format!("profile of {party_id}"),
+                id.publish_profile(profile),
+            )
+            .await;
+        id
     }
 
     /// Registers [`sample_order`] `order_id`. Panics unless accepted.

@@ -42,8 +42,27 @@ pub fn sample_order_with_ref(
         ],
         currency: "CNY".into(),
         total: SAMPLE_TOTAL,
-        destination_region: "CN-31".into(),
+        destination_region: SAMPLE_REGION.into(),
+        ..Default::default()
     }
+}
+
+/// The region every sample order goes to.
+pub const SAMPLE_REGION: &str = "CN-31";
+
+/// A capability profile serving [`SAMPLE_REGION`], room for 100,000 open
+/// orders, dispatch within an hour.
+pub fn sample_profile() -> pb::PublishProfile {
+    pb::PublishProfile {
+        regions: vec![SAMPLE_REGION.into()],
+        max_open_orders: 100_000,
+        dispatch_time_ms: 3_600_000,
+        ..Default::default()
+    }
+}
+
+pub fn sample_profile_body() -> pb::command::Body {
+    pb::command::Body::PublishProfile(sample_profile())
 }
 
 /// A fresh ed25519 key (not enrolled anywhere).

@@ -13,8 +13,6 @@
 //!   the first accepted claim, every `already_owned` names that owner.
 //! - [`check_acknowledged`]: every acknowledged `(seq, hash)` is in the chain.
 
-use std::collections::BTreeMap;
-
 use arbor_proto::ledger::{verify_command, Entry, Head};
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;
@@ -132,76 +130,78 @@ fn diff(stored: &Entry, replayed: &Entry) -> String {
 }
 
 /// Every entry but genesis carries a signature that verifies against the key
-/// enrolled (earlier in the chain) for its signer. `state` is the replayed
-/// state (keys are never rotated in this protocol version).
-pub fn check_signatures(entries: &[Entry], state: &MemState) -> Result<(), String> {
+/// its signer had at that point of the chain (replayed step by step, so
+/// rotated keys are judged by the key in force, and a revoked key signs
+/// nothing after its revocation). The replayed `state` is not needed.
+pub fn check_signatures(entries: &[Entry], _state: &MemState) -> Result<(), String> {
+    let mut s = MemState::default();
     for e in entries {
         let (env, cmd) = decode_envelope(&e.command);
         if e.seq == 0 {
             if !matches!(cmd.body, Some(Body::Genesis(_))) {
                 return Err("entry 0 is not the genesis command".into());
             }
-            continue;
+        } else {
+            if matches!(cmd.body, Some(Body::Genesis(_))) {
+                return Err(format!("entry {}: a second genesis", e.seq));
+            }
+            let party = s.parties.get(&env.signer).ok_or_else(|| {
+                format!(
+                    "entry {}: signer {:?} is not enrolled before it",
+                    e.seq, env.signer
+                )
+            })?;
+            if party.revoked {
+                return Err(format!(
+                    "entry {}: signer {} has a revoked key",
+                    e.seq, env.signer
+                ));
+            }
+            verify_command(&env, &party.public_key)
+                .map_err(|err| format!("entry {}: {err}", e.seq))?;
         }
-        if matches!(cmd.body, Some(Body::Genesis(_))) {
-            return Err(format!("entry {}: a second genesis", e.seq));
-        }
-        let party = state
-            .parties
-            .get(&env.signer)
-            .ok_or_else(|| format!("entry {}: signer {:?} is not enrolled", e.seq, env.signer))?;
-        if party.enrolled_seq >= e.seq {
-            return Err(format!(
-                "entry {}: signer {} was enrolled only at entry {}",
-                e.seq, env.signer, party.enrolled_seq
-            ));
-        }
-        verify_command(&env, &party.public_key).map_err(|err| format!("entry {}: {err}", e.seq))?;
+        s.apply(&e.command, e.time_ms, e.seq == 0);
     }
     Ok(())
 }
 
-/// At most one accepted claim per order; the owner in the replayed state is
-/// the signer of that claim (the first accepted one in log order); every claim
-/// rejected as `already_owned` comes after it and names that owner.
-pub fn check_single_owner(entries: &[Entry], state: &MemState) -> Result<(), String> {
-    let mut winner: BTreeMap<String, (u64, String)> = BTreeMap::new();
+/// Never two owners: replaying step by step, a claim is only accepted on an
+/// order nobody owns (or whose owner's lease ran out by the entry's time),
+/// and every claim rejected as `already_owned` names the owner at that point.
+pub fn check_single_owner(entries: &[Entry], _state: &MemState) -> Result<(), String> {
+    let mut s = MemState::default();
     for e in entries {
         let (env, cmd) = decode_envelope(&e.command);
-        let Some(Body::ClaimOrder(c)) = cmd.body else {
-            continue;
-        };
-        if e.accepted {
-            if let Some((seq, owner)) = winner.get(&c.order_id) {
-                return Err(format!(
-                    "order {} has two accepted claims: entry {seq} by {owner} and entry {} by {}",
-                    c.order_id, e.seq, env.signer
-                ));
-            }
-            winner.insert(c.order_id.clone(), (e.seq, env.signer.clone()));
-        } else if e.code == "already_owned" {
-            let Some((seq, owner)) = winner.get(&c.order_id) else {
-                return Err(format!(
-                    "entry {}: claim on {} rejected as already_owned but no claim was accepted before it",
-                    e.seq, c.order_id
-                ));
-            };
-            if !e.message.contains(owner.as_str()) {
-                return Err(format!(
-                    "entry {}: already_owned message {:?} does not name the owner {owner} (entry {seq})",
-                    e.seq, e.message
-                ));
+        if let Some(Body::ClaimOrder(c)) = &cmd.body {
+            let owner = s.orders.get(&c.order_id).and_then(|o| {
+                o.owner
+                    .clone()
+                    .filter(|_| !o.lease_lapsed(e.time_ms))
+                    .map(|w| (w, o.claimed_seq))
+            });
+            if e.accepted {
+                if let Some((owner, seq)) = owner {
+                    return Err(format!(
+                        "order {} has two owners: entry {} accepted a claim by {} while {owner} owned it (since entry {seq})",
+                        c.order_id, e.seq, env.signer
+                    ));
+                }
+            } else if e.code == "already_owned" {
+                let Some((owner, seq)) = owner else {
+                    return Err(format!(
+                        "entry {}: claim on {} rejected as already_owned but nobody owned it",
+                        e.seq, c.order_id
+                    ));
+                };
+                if !e.message.contains(owner.as_str()) {
+                    return Err(format!(
+                        "entry {}: already_owned message {:?} does not name the owner {owner} (entry {seq})",
+                        e.seq, e.message
+                    ));
+                }
             }
         }
-    }
-    for (id, order) in &state.orders {
-        let expected = winner.get(id);
-        let actual = order.owner.as_ref().map(|o| (order.claimed_seq, o.clone()));
-        if expected.cloned() != actual {
-            return Err(format!(
-                "order {id}: state says owner {actual:?}, the first accepted claim is {expected:?}"
-            ));
-        }
+        s.apply(&e.command, e.time_ms, e.seq == 0);
     }
     Ok(())
 }
@@ -240,7 +240,7 @@ pub fn check_acknowledged(entries: &[Entry], acks: &[Ack]) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{sample_order, SAMPLE_TOTAL};
+    use crate::fixtures::{sample_order, sample_profile_body, SAMPLE_TOTAL};
     use arbor_proto::ledger::sign_command;
     use ed25519_dalek::SigningKey;
     use prost::Message;
@@ -278,7 +278,7 @@ mod tests {
         })
     }
 
-    /// genesis, enrol channel and two nodes, register o-1, claim by a (accepted), claim by b (already_owned).
+    /// genesis, enrol channel and two nodes, their profiles, register o-1, claim by a (accepted), claim by b (already_owned).
     fn fixture() -> Fixture {
         let (op, ch, a, b) = (key(1), key(2), key(3), key(4));
         let genesis = pb::SignedCommand {
@@ -286,6 +286,7 @@ mod tests {
                 0,
                 Body::Genesis(pb::Genesis {
                     cluster_id: "t".into(),
+                    lease_grace_ms: 0,
                     operators: vec![pb::GenesisOperator {
                         party_id: "operator".into(),
                         public_key: op.verifying_key().to_bytes().to_vec(),
@@ -322,13 +323,15 @@ mod tests {
                     enroll("store-b", pb::Role::Node, pb::NodeKind::Store, &b),
                 ),
             ),
+            sign_command(&a, "store-a", &cmd(4, sample_profile_body())),
+            sign_command(&b, "store-b", &cmd(5, sample_profile_body())),
             sign_command(
                 &ch,
                 "shop",
-                &cmd(4, Body::RegisterOrder(sample_order("o-1"))),
+                &cmd(6, Body::RegisterOrder(sample_order("o-1"))),
             ),
-            sign_command(&a, "store-a", &cmd(5, claim("o-1"))),
-            sign_command(&b, "store-b", &cmd(6, claim("o-1"))),
+            sign_command(&a, "store-a", &cmd(7, claim("o-1"))),
+            sign_command(&b, "store-b", &cmd(8, claim("o-1"))),
         ];
         let mut state = MemState::default();
         for (i, c) in cmds.iter().enumerate() {
@@ -367,7 +370,7 @@ mod tests {
     #[test]
     fn a_good_chain_passes_every_check() {
         let f = fixture();
-        assert_eq!(f.entries[6].code, "already_owned");
+        assert_eq!(f.entries[8].code, "already_owned");
         let chain = to_pb(&f.entries);
         check_identical(&[(1, chain.clone()), (2, chain.clone())]).unwrap();
         let entries = check_links(&chain).unwrap();
@@ -377,7 +380,7 @@ mod tests {
         let acks: Vec<Ack> = entries.iter().map(ack).collect();
         check_acknowledged(&entries, &acks).unwrap();
         assert_eq!(state.orders["o-1"].owner.as_deref(), Some("store-a"));
-        assert_eq!(f.state.entries.len(), 7);
+        assert_eq!(f.state.entries.len(), 9);
     }
 
     #[test]
@@ -405,40 +408,40 @@ mod tests {
     fn a_rewritten_outcome_fails_replay_even_with_valid_hashes() {
         let f = fixture();
         let mut entries = f.entries.clone();
-        entries[6].accepted = true;
-        entries[6].code = "accepted".into();
-        entries[6].message.clear();
+        entries[8].accepted = true;
+        entries[8].code = "accepted".into();
+        entries[8].message.clear();
         relink(&mut entries);
         let chain = to_pb(&entries);
         let entries = check_links(&chain).unwrap();
         let err = check_replay(&entries).unwrap_err();
-        assert!(err.contains("entry 6") && err.contains("outcome"), "{err}");
+        assert!(err.contains("entry 8") && err.contains("outcome"), "{err}");
     }
 
     #[test]
     fn a_forged_signature_is_found() {
         let f = fixture();
         let mut entries = f.entries.clone();
-        let (mut env, _) = decode_envelope(&entries[5].command);
+        let (mut env, _) = decode_envelope(&entries[7].command);
         env.signature[0] ^= 1;
-        entries[5].command = env.encode_to_vec();
+        entries[7].command = env.encode_to_vec();
         relink(&mut entries);
         let state = check_replay(&entries).unwrap();
         let err = check_signatures(&entries, &state).unwrap_err();
-        assert!(err.contains("entry 5") && err.contains("store-a"), "{err}");
+        assert!(err.contains("entry 7") && err.contains("store-a"), "{err}");
     }
 
     #[test]
     fn two_accepted_claims_are_found() {
         let f = fixture();
         let mut entries = f.entries.clone();
-        entries[6].accepted = true;
-        entries[6].code = "accepted".into();
+        entries[8].accepted = true;
+        entries[8].code = "accepted".into();
         let err = check_single_owner(&entries, &f.state).unwrap_err();
-        assert!(err.contains("two accepted claims"), "{err}");
+        assert!(err.contains("two owners"), "{err}");
 
         let mut entries = f.entries.clone();
-        entries[6].message = "order o-1 is owned by someone".into();
+        entries[8].message = "order o-1 is owned by someone".into();
         let err = check_single_owner(&entries, &f.state).unwrap_err();
         assert!(err.contains("does not name the owner"), "{err}");
     }
@@ -446,13 +449,13 @@ mod tests {
     #[test]
     fn a_lost_acknowledgement_is_found() {
         let f = fixture();
-        let mut gone = ack(&f.entries[6]);
-        gone.seq = 7;
+        let mut gone = ack(&f.entries[8]);
+        gone.seq = 9;
         let err = check_acknowledged(&f.entries, &[gone]).unwrap_err();
-        assert!(err.contains("entry 7") && err.contains("missing"), "{err}");
-        let mut replaced = ack(&f.entries[5]);
+        assert!(err.contains("entry 9") && err.contains("missing"), "{err}");
+        let mut replaced = ack(&f.entries[7]);
         replaced.hash[0] ^= 1;
         let err = check_acknowledged(&f.entries, &[replaced]).unwrap_err();
-        assert!(err.contains("entry 5"), "{err}");
+        assert!(err.contains("entry 7"), "{err}");
     }
 }

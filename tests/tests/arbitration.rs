@@ -334,6 +334,7 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
             party_id: "mallory".into(),
             public_key: random_key().verifying_key().to_bytes().to_vec(),
         }],
+        lease_grace_ms: 0,
     });
 
     let mut cases: Vec<(&str, pb::SignedCommand, Code, Vec<&str>)> = Vec::new();

@@ -5,6 +5,7 @@ use arbor_proto::ledger::checkpoint::{verify_note, NoteKey};
 use arbor_proto::ledger::merkle::{self, Hash};
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_client::ArborClient;
+use arbor_tests::fixtures::SAMPLE_TOTAL;
 use arbor_tests::{TestCluster, TIMEOUT};
 
 fn hash(b: &[u8]) -> Hash {
@@ -198,6 +199,40 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
             .await
             .expect("claim b");
     }
+
+    // The rest of the protocol, so the export (and the committed test vector)
+    // exercises it: wh-b's key is rotated and the new key signs a claim, a
+    // handoff to store-a and the milestones.
+    let node_b = {
+        let fresh = arbor_client::Identity::generate("wh-b");
+        s.submit_accepted(
+            "rotate wh-b",
+            c.operator().rotate_key("wh-b", &fresh.public_key()),
+        )
+        .await;
+        fresh
+    };
+    c.register_order(&channel, "ord-4").await;
+    s.submit_accepted("claim ord-4", node_b.claim_order("ord-4", 1, SAMPLE_TOTAL))
+        .await;
+    let offer = s
+        .submit_accepted(
+            "offer ord-4",
+            node_b.offer_handoff("ord-4", "store-a", 600_000),
+        )
+        .await;
+    s.submit_accepted(
+        "accept ord-4",
+        node_a.accept_handoff("ord-4", offer.seq, false, ""),
+    )
+    .await;
+    s.submit_accepted(
+        "ship ord-4",
+        node_a.report_shipped("ord-4", "sf-express", "SF1"),
+    )
+    .await;
+    s.submit_accepted("deliver ord-4", node_a.report_delivered("ord-4", "pod-1"))
+        .await;
 
     let client = c.client().await;
     let (bytes, exported) = client

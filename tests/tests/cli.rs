@@ -80,6 +80,33 @@ async fn newcomer_path_with_the_dev_cluster() {
         .ok();
     }
 
+    // Nodes claim only within a published capability profile.
+    let profile_file = tmp.path().join("profile.toml");
+    std::fs::write(
+        &profile_file,
+        "regions = [\"CN-31\"]\nmax-open-orders = 10\ndispatch-time-ms = 3600000\n",
+    )
+    .expect("write profile.toml");
+    for store in ["store-a", "store-b"] {
+        dev.cli(&[
+            "profile",
+            "publish",
+            "--key",
+            &key(store),
+            "--file",
+            &profile_file.display().to_string(),
+        ])
+        .await
+        .ok();
+    }
+    let shown = dev
+        .cli(&["profile", "show", "store-a", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["version"], 1, "{shown}");
+    assert_eq!(shown["regions"][0], "CN-31", "{shown}");
+
     let order = serde_json::json!({
         "order_id": "o-cli-1",
         "external_refs": [{"channel": "meituan", "external_id": "meituan_20251207152344_8892"}],
@@ -143,11 +170,87 @@ async fn newcomer_path_with_the_dev_cluster() {
     };
     assert_eq!(owner_of(&dev).await.as_deref(), Some("store-a"));
 
+    // The lifecycle through the CLI: hand the order to store-b, which ships
+    // and delivers it.
+    let offer = dev
+        .cli(&[
+            "order",
+            "offer",
+            "o-cli-1",
+            "--to",
+            "store-b",
+            "--key",
+            &key("store-a"),
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let offer_seq = offer["seq"].as_u64().expect("offer seq").to_string();
+    dev.cli(&[
+        "order",
+        "accept",
+        "o-cli-1",
+        "--offer-seq",
+        &offer_seq,
+        "--key",
+        &key("store-b"),
+    ])
+    .await
+    .ok();
+    assert_eq!(owner_of(&dev).await.as_deref(), Some("store-b"));
+    // store-a no longer owns it: its milestone is rejected (exit 2).
+    let late = dev
+        .cli(&[
+            "order",
+            "milestone",
+            "o-cli-1",
+            "packed",
+            "--key",
+            &key("store-a"),
+        ])
+        .await;
+    assert_eq!(late.code, Some(2), "{late}");
+    assert!(late.text().contains("not_owner"), "{late}");
+    for m in [
+        vec!["packed"],
+        vec!["shipped", "--carrier", "sf-express", "--tracking-id", "SF1"],
+        vec!["delivered", "--proof-of-delivery", "pod-1"],
+    ] {
+        let mut args = vec!["order", "milestone", "o-cli-1"];
+        args.extend(m);
+        let k = key("store-b");
+        args.extend(["--key", k.as_str()]);
+        dev.cli(&args).await.ok();
+    }
+    let got = dev
+        .cli(&["order", "get", "o-cli-1", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(got["status"], "delivered", "{got}");
+    assert_eq!(got["tracking_id"], "SF1", "{got}");
+    let stats = dev
+        .cli(&["node", "stats", "store-b", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(stats["handoffs_in"], 1, "{stats}");
+    assert_eq!(stats["shipped"], 1, "{stats}");
+    assert_eq!(stats["open_orders"], 0, "{stats}");
+    let listed = dev
+        .cli(&["order", "list", "--status", "delivered", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed["orders"][0]["order_id"], "o-cli-1", "{listed}");
+
     dev.stop().await;
     dev.restart().await;
     assert_eq!(
         owner_of(&dev).await.as_deref(),
-        Some("store-a"),
+        Some("store-b"),
         "owner lost across a dev restart"
     );
     dev.stop().await;

@@ -10,6 +10,7 @@ async fn late_replica_catches_up_by_snapshot() {
         Options {
             snapshot_every: Some(20),
             keep_logs: Some(0),
+            ..Default::default()
         },
     )
     .await;

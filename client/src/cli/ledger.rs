@@ -43,20 +43,33 @@ fn command_summary(bytes: &[u8]) -> (String, String) {
     let Ok(env) = pb::SignedCommand::decode(bytes) else {
         return ("?".into(), "undecodable".into());
     };
-    let kind = match pb::Command::decode(env.command.as_slice()).map(|c| c.body) {
-        Ok(Some(pb::command::Body::Genesis(_))) => "genesis",
-        Ok(Some(pb::command::Body::EnrollParty(_))) => "enroll_party",
-        Ok(Some(pb::command::Body::RegisterOrder(_))) => "register_order",
-        Ok(Some(pb::command::Body::ClaimOrder(_))) => "claim_order",
-        Ok(None) => "empty",
-        Err(_) => "undecodable",
+    let kind = match pb::Command::decode(env.command.as_slice()) {
+        Ok(c) if c.body.is_none() => "empty".to_string(),
+        Ok(c) => snake_case(arbor_proto::rules::command_name(&c)),
+        Err(_) => "undecodable".to_string(),
     };
     let signer = if env.signer.is_empty() {
         "-".into()
     } else {
         env.signer
     };
-    (signer, kind.into())
+    (signer, kind)
+}
+
+/// `ClaimOrder` -> `claim_order`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 fn show_entries(ctx: &Ctx, r: &pb::GetEntriesReply) -> String {

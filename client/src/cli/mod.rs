@@ -12,6 +12,7 @@ mod ledger;
 mod order;
 mod output;
 mod party;
+mod profile;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +79,12 @@ pub enum Command {
     /// Register, claim and look up orders
     #[command(subcommand, arg_required_else_help = true)]
     Order(order::OrderCmd),
+    /// Publish and show node capability profiles
+    #[command(subcommand, arg_required_else_help = true)]
+    Profile(profile::ProfileCmd),
+    /// Fulfilment node statistics
+    #[command(subcommand, arg_required_else_help = true)]
+    Node(profile::NodeCmd),
     /// Read ledger entries
     #[command(subcommand, arg_required_else_help = true)]
     Ledger(ledger::LedgerCmd),
@@ -131,6 +138,8 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         Command::Keys(c) => keys::run(ctx.format, c),
         Command::Party(c) => party::run(&ctx, c).await,
         Command::Order(c) => order::run(&ctx, c).await,
+        Command::Profile(c) => profile::run(&ctx, c).await,
+        Command::Node(c) => profile::run_node(&ctx, c).await,
         Command::Ledger(c) => ledger::run(&ctx, c).await,
         Command::Cluster(c) => cluster::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,

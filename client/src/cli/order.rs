@@ -16,11 +16,15 @@ pub enum OrderCmd {
     /// Register an order from a JSON file (channel-signed)
     #[command(
         long_about = "Register an order from a JSON file (channel-signed). This locks its price at version 1.\n\n\
-The file holds one JSON object; every field is required and unknown fields are an error:\n\n  \
+The file holds one JSON object; unknown fields are an error, and every field shown is \
+required except `requirements` (cold_chain, hazmat, category: what a claiming node's profile \
+must offer) and `promised_delivery_ms` (Unix ms):\n\n  \
 {\n    \"order_id\": \"o-20251207-0001\",\n    \
 \"external_refs\": [{\"channel\": \"meituan\", \"external_id\": \"meituan_20251207152344_8892\"}],\n    \
 \"lines\": [{\"sku\": \"tea-500g\", \"quantity\": 2, \"unit_price\": 1299}],\n    \
-\"currency\": \"CNY\",\n    \"total\": 2598,\n    \"destination_region\": \"cn-sh\"\n  }\n\n\
+\"currency\": \"CNY\",\n    \"total\": 2598,\n    \"destination_region\": \"cn-sh\",\n    \
+\"requirements\": {\"cold_chain\": false, \"hazmat\": false, \"category\": \"tea\"},\n    \
+\"promised_delivery_ms\": 1765180800000\n  }\n\n\
 Prices are in minor units (fen, cents). Prints `seq N: accepted` or \
 `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
 Example:\n  arbor order register --key meituan.key --file order.json"
@@ -67,6 +71,203 @@ Example:\n  arbor order get o-20251207-0001"
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
     },
+    /// List orders by state, owner, region, or claimable by a node
+    #[command(
+        long_about = "List orders, filtered by state, owner, destination region, and \"claimable by \
+node N\" (open or lapsed, eligible by N's profile in force, N below capacity). Pages of \
+--limit orders in id order; the last line says how to continue (--after).\n\n\
+Example:\n  arbor order list --claimable-by store-17 --region CN-31"
+    )]
+    List {
+        /// open, claimed, picked, packed, shipped, delivered, cancelled, return_requested, return_claimed, returned
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        /// Only orders this node owns
+        #[arg(long, value_name = "NODE")]
+        owner: Option<String>,
+        /// Only orders to this destination region
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+        /// Only orders this node may claim now
+        #[arg(long, value_name = "NODE")]
+        claimable_by: Option<String>,
+        /// Continue after this order id
+        #[arg(long, value_name = "ORDER_ID")]
+        after: Option<String>,
+        /// Orders per page (at most 1000)
+        #[arg(long, default_value = "100")]
+        limit: u32,
+    },
+    /// Amend an order's price (channel-signed, bumps the price version)
+    #[command(
+        long_about = "Amend an order's price (signed by the channel that registered it), with a reason. \
+The new lines replace the old ones and the price version goes up by one; claims, milestones \
+and refunds quoting an older version are rejected naming the current one. --base-version \
+must be the current version, so two amendments cannot silently overwrite each other.\n\n\
+Example:\n  arbor order amend-price o-1 --base-version 1 --line tea-500g:2:1199 --reason \"coupon\" --key meituan.key"
+    )]
+    AmendPrice {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// The price version being amended (the current one)
+        #[arg(long, value_name = "N")]
+        base_version: u64,
+        /// A line as SKU:QUANTITY:UNIT_PRICE (repeat for each line)
+        #[arg(long = "line", value_name = "SKU:QTY:PRICE", required = true, value_parser = parse_line)]
+        lines: Vec<pb::OrderLine>,
+        /// Why the price changes (recorded in the ledger)
+        #[arg(long)]
+        reason: String,
+        /// Channel key file
+        #[arg(long, env = "ARBOR_KEY", value_name = "CHANNELKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Cancel an order that has not shipped (channel-signed)
+    #[command(
+        long_about = "Cancel an order that has not shipped (signed by the channel that \
+registered it). Nothing can happen to a cancelled order afterwards.\n\n\
+Example:\n  arbor order cancel o-1 --reason \"customer cancelled\" --key meituan.key"
+    )]
+    Cancel {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "CHANNELKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Give an owned order back: it is open again (owner-signed)
+    #[command(
+        long_about = "Give an owned, unshipped order back, with a reason (signed by the \
+owner). The order is open again and the release is counted in the node's statistics.\n\n\
+Example:\n  arbor order release o-1 --reason \"out of stock\" --key store-17.key"
+    )]
+    Release {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Offer custody of an owned order to another node (owner-signed)
+    #[command(
+        long_about = "Offer custody of an owned, unshipped order to another node (signed \
+by the owner). Custody moves only when the receiver accepts (`arbor order accept`); until then, \
+and if it declines or the offer expires, the sender keeps it. Prints the offer's sequence \
+number, which the receiver names when it answers.\n\n\
+Example:\n  arbor order offer o-1 --to wh-shanghai --expires-in 3600 --key store-17.key"
+    )]
+    Offer {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// The receiving node's party id
+        #[arg(long, value_name = "NODE")]
+        to: String,
+        /// Seconds until the offer expires
+        #[arg(long, value_name = "SECS", default_value = "3600")]
+        expires_in: u64,
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Accept a handoff offer: custody and ownership move to you (receiver-signed)
+    #[command(
+        long_about = "Accept the handoff offer made at entry --offer-seq (signed by the \
+receiver, who must be eligible for the order like a claimant). --damaged and --note record \
+exceptions seen at acceptance, such as visible damage.\n\n\
+Example:\n  arbor order accept o-1 --offer-seq 42 --damaged --note \"box crushed\" --key wh-shanghai.key"
+    )]
+    Accept {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(long, value_name = "SEQ")]
+        offer_seq: u64,
+        /// Visible damage noted at acceptance
+        #[arg(long)]
+        damaged: bool,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Decline a handoff offer (receiver-signed)
+    #[command(
+        long_about = "Decline the handoff offer made at entry --offer-seq (signed by the \
+receiver). The sender keeps the order.\n\n\
+Example:\n  arbor order decline o-1 --offer-seq 42 --reason \"no space\" --key wh-shanghai.key"
+    )]
+    Decline {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(long, value_name = "SEQ")]
+        offer_seq: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Report a milestone: picked, packed, shipped, delivered (owner-signed)
+    #[command(
+        long_about = "Report a milestone of an owned order (signed by the owner). \
+Milestones only move forward: picked, packed, shipped (needs --carrier and --tracking-id; \
+ends the lease), delivered (only after shipped; --proof-of-delivery names the proof, without \
+it custody stays with the carrier).\n\n\
+Example:\n  arbor order milestone o-1 shipped --carrier sf-express --tracking-id SF1234 --key store-17.key"
+    )]
+    Milestone {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(value_enum)]
+        milestone: MilestoneArg,
+        #[arg(long, default_value = "")]
+        carrier: String,
+        #[arg(long, default_value = "")]
+        tracking_id: String,
+        #[arg(long, default_value = "")]
+        proof_of_delivery: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Report an exception: damaged, lost, delayed (owner or channel)
+    #[command(
+        long_about = "Report an exception on an order (signed by its owner or by the \
+channel that registered it). Exceptions are recorded; they do not change the lifecycle.\n\n\
+Example:\n  arbor order exception o-1 delayed --note \"truck broke down\" --key store-17.key"
+    )]
+    Exception {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(value_enum)]
+        kind: ExceptionArg,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
+        key: Option<PathBuf>,
+    },
+    /// Returns: request (channel), claim (a node handling returns), receive (with the refund)
+    #[command(
+        long_about = "Returns of delivered orders. `request`: the registering channel asks \
+for a return. `claim`: a node whose profile handles returns for the order's region takes it. \
+`receive`: that node reports the goods received and the refund, which must quote the current \
+price version and may not exceed the total paid at it.\n\n\
+Example:\n  arbor order return o-1 receive --refund 3000 --price-version 1 --key wh-returns.key"
+    )]
+    Return {
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        #[arg(value_enum)]
+        step: ReturnStep,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// receive: the refund in minor units
+        #[arg(long, default_value = "0")]
+        refund: i64,
+        /// receive: the price version the refund is computed at
+        #[arg(long, default_value = "0")]
+        price_version: u64,
+        #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
+        key: Option<PathBuf>,
+    },
     /// Find the order a channel's external reference belongs to
     #[command(
         long_about = "Find the order a channel's external reference belongs to and show it \
@@ -83,8 +284,168 @@ Example:\n  arbor order resolve meituan meituan_20251207152344_8892"
     },
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MilestoneArg {
+    Picked,
+    Packed,
+    Shipped,
+    Delivered,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ExceptionArg {
+    Damaged,
+    Lost,
+    Delayed,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ReturnStep {
+    Request,
+    Claim,
+    Receive,
+}
+
+/// `SKU:QUANTITY:UNIT_PRICE`.
+fn parse_line(s: &str) -> std::result::Result<pb::OrderLine, String> {
+    let parts: Vec<&str> = s.rsplitn(3, ':').collect();
+    let [price, qty, sku] = parts[..] else {
+        return Err(format!("{s:?} is not SKU:QUANTITY:UNIT_PRICE"));
+    };
+    Ok(pb::OrderLine {
+        sku: sku.to_string(),
+        quantity: qty
+            .parse()
+            .map_err(|_| format!("quantity {qty:?} is not a positive integer"))?,
+        unit_price: price
+            .parse()
+            .map_err(|_| format!("unit price {price:?} is not an integer (minor units)"))?,
+    })
+}
+
 pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
     match cmd {
+        OrderCmd::List {
+            status,
+            owner,
+            region,
+            claimable_by,
+            after,
+            limit,
+        } => {
+            let reply = ctx
+                .client()
+                .await?
+                .list_orders(pb::ListOrdersRequest {
+                    status: status.unwrap_or_default(),
+                    owner: owner.unwrap_or_default(),
+                    region: region.unwrap_or_default(),
+                    claimable_by: claimable_by.unwrap_or_default(),
+                    after: after.unwrap_or_default(),
+                    limit,
+                    local: false,
+                })
+                .await?;
+            Ok(Reply::new(list_orders(ctx, &reply)))
+        }
+        OrderCmd::AmendPrice {
+            order_id,
+            base_version,
+            lines,
+            reason,
+            key,
+        } => {
+            let cmd = signing_key(key)?.amend_price(&order_id, base_version, lines, &reason);
+            submit(ctx, cmd).await
+        }
+        OrderCmd::Cancel {
+            order_id,
+            reason,
+            key,
+        } => submit(ctx, signing_key(key)?.cancel_order(&order_id, &reason)).await,
+        OrderCmd::Release {
+            order_id,
+            reason,
+            key,
+        } => submit(ctx, signing_key(key)?.release_order(&order_id, &reason)).await,
+        OrderCmd::Offer {
+            order_id,
+            to,
+            expires_in,
+            key,
+        } => {
+            let ms = expires_in.saturating_mul(1000);
+            submit(ctx, signing_key(key)?.offer_handoff(&order_id, &to, ms)).await
+        }
+        OrderCmd::Accept {
+            order_id,
+            offer_seq,
+            damaged,
+            note,
+            key,
+        } => {
+            let cmd = signing_key(key)?.accept_handoff(&order_id, offer_seq, damaged, &note);
+            submit(ctx, cmd).await
+        }
+        OrderCmd::Decline {
+            order_id,
+            offer_seq,
+            reason,
+            key,
+        } => {
+            let cmd = signing_key(key)?.decline_handoff(&order_id, offer_seq, &reason);
+            submit(ctx, cmd).await
+        }
+        OrderCmd::Milestone {
+            order_id,
+            milestone,
+            carrier,
+            tracking_id,
+            proof_of_delivery,
+            key,
+        } => {
+            let id = signing_key(key)?;
+            let cmd = match milestone {
+                MilestoneArg::Picked => id.report_milestone(&order_id, pb::Milestone::Picked),
+                MilestoneArg::Packed => id.report_milestone(&order_id, pb::Milestone::Packed),
+                MilestoneArg::Shipped => id.report_shipped(&order_id, &carrier, &tracking_id),
+                MilestoneArg::Delivered => id.report_delivered(&order_id, &proof_of_delivery),
+            };
+            submit(ctx, cmd).await
+        }
+        OrderCmd::Exception {
+            order_id,
+            kind,
+            note,
+            key,
+        } => {
+            let kind = match kind {
+                ExceptionArg::Damaged => pb::ExceptionKind::Damaged,
+                ExceptionArg::Lost => pb::ExceptionKind::Lost,
+                ExceptionArg::Delayed => pb::ExceptionKind::Delayed,
+            };
+            submit(
+                ctx,
+                signing_key(key)?.report_exception(&order_id, kind, &note),
+            )
+            .await
+        }
+        OrderCmd::Return {
+            order_id,
+            step,
+            reason,
+            refund,
+            price_version,
+            key,
+        } => {
+            let id = signing_key(key)?;
+            let cmd = match step {
+                ReturnStep::Request => id.request_return(&order_id, &reason),
+                ReturnStep::Claim => id.claim_return(&order_id),
+                ReturnStep::Receive => id.receive_return(&order_id, refund, price_version),
+            };
+            submit(ctx, cmd).await
+        }
         OrderCmd::Register { key, file } => {
             let order = load_order_file(&file)?;
             let channel = signing_key(key)?;
@@ -127,18 +488,94 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
     }
 }
 
-fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
+async fn submit(ctx: &Ctx, cmd: pb::SignedCommand) -> Result<Reply> {
+    let reply = ctx.client().await?.submit(cmd).await?;
+    Ok(submit_reply(ctx.format, &reply))
+}
+
+fn list_orders(ctx: &Ctx, r: &pb::ListOrdersReply) -> String {
     let json = json!({
+        "orders": r.orders.iter().map(order_json).collect::<Vec<_>>(),
+        "next": r.next,
+    });
+    render(ctx.format, json, || {
+        let mut t = Table::new(&[
+            "ORDER",
+            "STATUS",
+            "OWNER",
+            "REGION",
+            "PRICE",
+            "LEASE DEADLINE",
+        ]);
+        for o in &r.orders {
+            t.row(vec![
+                o.order_id.clone(),
+                status_text(o),
+                dash(&o.owner),
+                o.destination_region.clone(),
+                format!("v{} {} {}", o.price_version, o.total, o.currency),
+                deadline_text(o),
+            ]);
+        }
+        let mut out = t.render();
+        if !r.next.is_empty() {
+            out.push_str(&format!("more: --after {}\n", r.next));
+        }
+        out
+    })
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn status_text(o: &pb::OrderView) -> String {
+    if o.lease_lapsed {
+        format!("{} (lease lapsed)", o.status)
+    } else {
+        o.status.clone()
+    }
+}
+
+fn deadline_text(o: &pb::OrderView) -> String {
+    if o.lease_deadline_ms == 0 {
+        "-".into()
+    } else {
+        format!("{} ms", o.lease_deadline_ms)
+    }
+}
+
+fn order_json(o: &pb::OrderView) -> serde_json::Value {
+    let req = o.requirements.clone().unwrap_or_default();
+    json!({
         "order_id": o.order_id,
         "status": o.status,
         "owner": o.owner,
+        "custodian": o.custodian,
         "price_version": o.price_version,
         "currency": o.currency,
         "total": o.total,
         "destination_region": o.destination_region,
+        "requirements": {"cold_chain": req.cold_chain, "hazmat": req.hazmat, "category": req.category},
+        "promised_delivery_ms": o.promised_delivery_ms,
         "registered_by": o.registered_by,
         "registered_seq": o.registered_seq,
         "claimed_seq": o.claimed_seq,
+        "lease_deadline_ms": o.lease_deadline_ms,
+        "lease_lapsed": o.lease_lapsed,
+        "claim_profile_version": o.claim_profile_version,
+        "offer": o.offer.as_ref().map(|f| json!({"to": f.to, "offer_seq": f.offer_seq, "expires_ms": f.expires_ms})),
+        "carrier": o.carrier,
+        "tracking_id": o.tracking_id,
+        "proof_of_delivery": o.proof_of_delivery,
+        "last_lapsed_owner": o.last_lapsed_owner,
+        "return_node": o.return_node,
+        "refund": o.refund,
+        "exceptions": o.exceptions,
         "external_refs": o.external_refs.iter()
             .map(|r| json!({"channel": r.channel, "external_id": r.external_id}))
             .collect::<Vec<_>>(),
@@ -146,7 +583,11 @@ fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
             .map(|l| json!({"sku": l.sku, "quantity": l.quantity, "unit_price": l.unit_price}))
             .collect::<Vec<_>>(),
         "history": o.history,
-    });
+    })
+}
+
+fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
+    let json = order_json(o);
     render(ctx.format, json, || {
         let owner = if o.owner.is_empty() {
             "-".to_string()
@@ -159,10 +600,23 @@ fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
             .map(|r| format!("{}/{}", r.channel, r.external_id))
             .collect();
         let history: Vec<String> = o.history.iter().map(u64::to_string).collect();
-        let mut out = kv(&[
+        let req = o.requirements.clone().unwrap_or_default();
+        let mut needs: Vec<String> = Vec::new();
+        if req.cold_chain {
+            needs.push("cold chain".into());
+        }
+        if req.hazmat {
+            needs.push("hazmat".into());
+        }
+        if !req.category.is_empty() {
+            needs.push(format!("category {}", req.category));
+        }
+        let mut rows = vec![
             ("order", o.order_id.clone()),
-            ("status", o.status.clone()),
+            ("status", status_text(o)),
             ("owner", owner),
+            ("custodian", dash(&o.custodian)),
+            ("lease deadline", deadline_text(o)),
             (
                 "price",
                 format!(
@@ -176,8 +630,44 @@ fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
                 format!("seq {} by {}", o.registered_seq, o.registered_by),
             ),
             ("refs", refs.join(", ")),
-            ("history", format!("seq {}", history.join(", "))),
-        ]);
+            (
+                "requires",
+                if needs.is_empty() {
+                    "-".into()
+                } else {
+                    needs.join(", ")
+                },
+            ),
+        ];
+        if let Some(f) = &o.offer {
+            rows.push((
+                "offer",
+                format!(
+                    "to {} (seq {}, expires {} ms)",
+                    f.to, f.offer_seq, f.expires_ms
+                ),
+            ));
+        }
+        if !o.carrier.is_empty() {
+            rows.push((
+                "shipped",
+                format!("{} tracking {}", o.carrier, o.tracking_id),
+            ));
+        }
+        if !o.proof_of_delivery.is_empty() {
+            rows.push(("delivery proof", o.proof_of_delivery.clone()));
+        }
+        if !o.last_lapsed_owner.is_empty() {
+            rows.push(("lapsed owner", o.last_lapsed_owner.clone()));
+        }
+        if !o.return_node.is_empty() {
+            rows.push(("return", format!("{} refund {}", o.return_node, o.refund)));
+        }
+        if !o.exceptions.is_empty() {
+            rows.push(("exceptions", o.exceptions.join("; ")));
+        }
+        rows.push(("history", format!("seq {}", history.join(", "))));
+        let mut out = kv(&rows);
         let mut t = Table::new(&["SKU", "QTY", "UNIT PRICE", "AMOUNT"]);
         for l in &o.lines {
             let amount = i128::from(l.quantity) * i128::from(l.unit_price);
@@ -204,6 +694,21 @@ struct OrderFile {
     currency: String,
     total: i64,
     destination_region: String,
+    #[serde(default)]
+    requirements: Option<RequirementsFile>,
+    #[serde(default)]
+    promised_delivery_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequirementsFile {
+    #[serde(default)]
+    cold_chain: bool,
+    #[serde(default)]
+    hazmat: bool,
+    #[serde(default)]
+    category: String,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +751,12 @@ fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::Error> {
         currency: f.currency,
         total: f.total,
         destination_region: f.destination_region,
+        requirements: f.requirements.map(|r| pb::Requirements {
+            cold_chain: r.cold_chain,
+            hazmat: r.hazmat,
+            category: r.category,
+        }),
+        promised_delivery_ms: f.promised_delivery_ms,
     })
 }
 

@@ -17,7 +17,7 @@ pub enum RoleArg {
     Channel,
     Node,
     Auditor,
-    /// A replica's checkpoint-signing identity (see `arbor cluster identities`)
+    /// A replica's checkpoint-signing identity (enrolled by `arbor-node dev` or by an operator)
     Replica,
 }
 
@@ -66,6 +66,52 @@ Example:\n  arbor party enroll --key operator.key --role node --kind store --pub
         #[arg(long, value_name = "KEYFILE")]
         public_key_file: Option<PathBuf>,
     },
+    /// Replace a party's key (operator-signed); also reinstates a revoked party
+    #[command(
+        long_about = "Replace a party's key (operator-signed). From this entry on, commands signed \
+with the old key are refused; entries it signed before stay valid (verifiers judge each entry \
+by the key in force at its position). Keys are never reused. Rotating a revoked party's key \
+reinstates it. The new key comes from --public-key HEX or a key file made with \
+`arbor keys generate --party SAME_ID`.\n\n\
+Example:\n  arbor party rotate-key store-17 --public-key-file store-17-new.key --key operator.key"
+    )]
+    RotateKey {
+        /// Party id
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The new ed25519 public key, 64 hex characters
+        #[arg(
+            long,
+            value_name = "HEX",
+            required_unless_present = "public_key_file",
+            conflicts_with = "public_key_file"
+        )]
+        public_key: Option<String>,
+        /// A key file holding the new key
+        #[arg(long, value_name = "KEYFILE")]
+        public_key_file: Option<PathBuf>,
+        /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
+        #[arg(long, value_name = "OPKEY")]
+        key: Option<PathBuf>,
+    },
+    /// Revoke a party's key (operator-signed): it signs nothing from now on
+    #[command(
+        long_about = "Revoke a party's key (operator-signed), with a reason. Commands it signs \
+afterwards are refused and never reach the ledger; its earlier entries stay valid. The last \
+operator whose key is not revoked cannot be revoked. `arbor party rotate-key` reinstates the \
+party with a new key.\n\n\
+Example:\n  arbor party revoke store-17 --reason \"key leaked\" --key operator.key"
+    )]
+    Revoke {
+        /// Party id
+        #[arg(value_name = "ID")]
+        id: String,
+        #[arg(long)]
+        reason: String,
+        /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
+        #[arg(long, value_name = "OPKEY")]
+        key: Option<PathBuf>,
+    },
     /// Show an enrolled party
     #[command(
         long_about = "Show an enrolled party: role, kind, public key and the ledger entry that enrolled it.\n\n\
@@ -103,21 +149,13 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                     (id, parse_public_key(&hex).context("--public-key")?)
                 }
                 (None, Some(file)) => {
-                    let text = std::fs::read_to_string(&file)
-                        .with_context(|| format!("cannot read key file {}", file.display()))?;
-                    let f: PublicKeyFile = serde_json::from_str(&text).with_context(|| {
-                        format!("key file {} is not a valid key file", file.display())
-                    })?;
-                    let pk = parse_public_key(&f.public_key)
-                        .with_context(|| format!("key file {}: public_key", file.display()))?;
+                    let (file_id, pk) = read_public_key_file(&file)?;
                     match id {
-                        Some(id) if id != f.party_id => bail!(
-                            "--id {id:?} differs from the party id {:?} in {}; the party would sign as {:?}",
-                            f.party_id,
+                        Some(id) if id != file_id => bail!(
+                            "--id {id:?} differs from the party id {file_id:?} in {}; the party would sign as {file_id:?}",
                             file.display(),
-                            f.party_id
                         ),
-                        _ => (f.party_id, pk),
+                        _ => (file_id, pk),
                     }
                 }
                 (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
@@ -138,6 +176,35 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))
         }
+        PartyCmd::RotateKey {
+            id,
+            public_key,
+            public_key_file,
+            key,
+        } => {
+            let pk = match (public_key, public_key_file) {
+                (Some(hex), _) => parse_public_key(&hex).context("--public-key")?,
+                (None, Some(file)) => {
+                    let (file_id, pk) = read_public_key_file(&file)?;
+                    if file_id != id {
+                        bail!(
+                            "{} holds a key for party {file_id:?}, not {id:?}; generate it with --party {id}",
+                            file.display()
+                        );
+                    }
+                    pk
+                }
+                (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
+            };
+            let cmd = operator_key(key)?.rotate_key(&id, &pk);
+            let reply = ctx.client().await?.submit(cmd).await?;
+            Ok(submit_reply(ctx.format, &reply))
+        }
+        PartyCmd::Revoke { id, reason, key } => {
+            let cmd = operator_key(key)?.revoke_key(&id, &reason);
+            let reply = ctx.client().await?.submit(cmd).await?;
+            Ok(submit_reply(ctx.format, &reply))
+        }
         PartyCmd::Get { id } => {
             let p = ctx.client().await?.get_party(&id).await?;
             let json = json!({
@@ -146,6 +213,8 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                 "kind": (p.kind != 0).then(|| kind_name(p.kind)),
                 "public_key": hex::encode(&p.public_key),
                 "enrolled_seq": p.enrolled_seq,
+                "key_seq": p.key_seq,
+                "revoked": p.revoked,
             });
             Ok(Reply::new(render(ctx.format, json, || {
                 let mut pairs = vec![("party", p.party_id.clone()), ("role", role_name(p.role))];
@@ -154,10 +223,25 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                 }
                 pairs.push(("public key", hex::encode(&p.public_key)));
                 pairs.push(("enrolled", format!("seq {}", p.enrolled_seq)));
+                pairs.push(("key set", format!("seq {}", p.key_seq)));
+                if p.revoked {
+                    pairs.push(("revoked", "yes: signs nothing until rotated".into()));
+                }
                 kv(&pairs)
             })))
         }
     }
+}
+
+/// The party id and public key of a key file (its secret is not used).
+fn read_public_key_file(file: &std::path::Path) -> Result<(String, [u8; 32])> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read key file {}", file.display()))?;
+    let f: PublicKeyFile = serde_json::from_str(&text)
+        .with_context(|| format!("key file {} is not a valid key file", file.display()))?;
+    let pk = parse_public_key(&f.public_key)
+        .with_context(|| format!("key file {}: public_key", file.display()))?;
+    Ok((f.party_id, pk))
 }
 
 fn parse_public_key(s: &str) -> Result<[u8; 32]> {

@@ -77,17 +77,23 @@ impl ArborApi {
             .reader
             .order_history(order_id)
             .map_err(status::internal)?;
-        Ok(order.to_pb(history))
+        Ok(order.to_pb(history, now_ms()))
     }
 
     /// Proposes a command on this (leader) replica and waits for its outcome.
     async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
         let bytes = env.encode_to_vec();
-        rules::admit(&self.reader, &bytes).map_err(|r| status::refusal(&r))?;
+        // A resend of an applied command gets its original outcome, even if
+        // the signer's key has changed since (admission would refuse it).
+        if let Some(reply) = self.applied_before(&env)? {
+            return Ok(reply);
+        }
+        let (_, key) = rules::admit(&self.reader, &bytes).map_err(|r| status::refusal(&r))?;
         let req = RaftRequest {
             command: bytes,
             time_ms: now_ms(),
             genesis: false,
+            verified_key: key.unwrap_or_default(),
         };
         let resp = match self.raft.client_write(req).await {
             Ok(r) => r.response().clone(),
@@ -138,6 +144,27 @@ impl ArborApi {
         }
     }
 
+    /// The original reply if this exact command is already in the ledger.
+    fn applied_before(&self, env: &pb::SignedCommand) -> Result<Option<pb::SubmitReply>, Status> {
+        let id = arbor_proto::ledger::command_id(&env.signer, &env.command);
+        let Some(seq) = self.reader.command_seq(&id).map_err(status::internal)? else {
+            return Ok(None);
+        };
+        let Some(e) = self.reader.entry(seq).map_err(status::internal)? else {
+            return Ok(None);
+        };
+        Ok(Some(pb::SubmitReply {
+            seq,
+            outcome: Some(pb::Outcome {
+                accepted: e.accepted,
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            entry_hash: e.hash.to_vec(),
+            duplicate: true,
+        }))
+    }
+
     /// Checks an admin envelope: operator signer, valid signature, fresh.
     fn admit_admin(&self, env: &pb::SignedAdmin) -> Result<pb::admin_command::Body, Status> {
         let cmd = pb::AdminCommand::decode(env.admin.as_slice())
@@ -155,6 +182,12 @@ impl ArborApi {
         if party.role != pb::Role::Operator as i32 {
             return Err(Status::permission_denied(format!(
                 "party {:?} is not an operator; membership changes need an operator key",
+                env.signer
+            )));
+        }
+        if party.revoked {
+            return Err(Status::permission_denied(format!(
+                "the key of operator {:?} is revoked",
                 env.signer
             )));
         }
@@ -293,6 +326,141 @@ impl Arbor for ArborApi {
             .map_err(status::internal)?
             .ok_or_else(|| status::not_found(format!("party {id} is not enrolled")))?;
         Ok(Response::new(p.to_pb()))
+    }
+
+    async fn get_profile(
+        &self,
+        req: Request<pb::GetProfileRequest>,
+    ) -> Result<Response<pb::ProfileView>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.get_profile(r).await
+            })
+            .await?
+            {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let node = &req.get_ref().node;
+        let p = self
+            .reader
+            .profile(node)
+            .map_err(status::internal)?
+            .ok_or_else(|| {
+                status::not_found(format!(
+                    "node {node} has not published a capability profile"
+                ))
+            })?;
+        Ok(Response::new(p.to_pb()))
+    }
+
+    async fn list_orders(
+        &self,
+        req: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersReply>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.list_orders(r).await
+            })
+            .await?
+            {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let q = req.into_inner();
+        let status = match q.status.as_str() {
+            "" => None,
+            s => Some(rules::OrderStatus::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown status {s:?}; one of open, claimed, picked, packed, shipped, delivered, cancelled, return_requested, return_claimed, returned"
+                ))
+            })?),
+        };
+        if !q.claimable_by.is_empty() {
+            match self
+                .reader
+                .party(&q.claimable_by)
+                .map_err(status::internal)?
+            {
+                Some(p) if p.role == pb::Role::Node as i32 => {}
+                Some(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "{} is not a fulfillment node",
+                        q.claimable_by
+                    )))
+                }
+                None => {
+                    return Err(status::not_found(format!(
+                        "party {} is not enrolled",
+                        q.claimable_by
+                    )))
+                }
+            }
+        }
+        let limit = match q.limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let now = now_ms();
+        let reader = &self.reader;
+        let (orders, next) = reader
+            .scan_orders(&q.after, limit, 100_000, |o| {
+                let effective_open = o.status == rules::OrderStatus::Open || o.lease_lapsed(now);
+                status.is_none_or(|s| {
+                    s == o.status || (s == rules::OrderStatus::Open && effective_open)
+                }) && (q.owner.is_empty()
+                    || (o.owner.as_deref() == Some(q.owner.as_str()) && !o.lease_lapsed(now)))
+                    && (q.region.is_empty() || o.destination_region == q.region)
+                    && (q.claimable_by.is_empty()
+                        || rules::claimable_by(reader, &q.claimable_by, o, now))
+            })
+            .map_err(status::internal)?;
+        let mut views = Vec::with_capacity(orders.len());
+        for o in orders {
+            let history = reader
+                .order_history(&o.order_id)
+                .map_err(status::internal)?;
+            views.push(o.to_pb(history, now));
+        }
+        Ok(Response::new(pb::ListOrdersReply {
+            orders: views,
+            next: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn get_node_stats(
+        &self,
+        req: Request<pb::GetNodeStatsRequest>,
+    ) -> Result<Response<pb::NodeStatsView>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.get_node_stats(r).await
+            })
+            .await?
+            {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let node = &req.get_ref().node;
+        match self.reader.party(node).map_err(status::internal)? {
+            Some(p) if p.role == pb::Role::Node as i32 => {}
+            Some(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "{node} is not a fulfillment node"
+                )))
+            }
+            None => return Err(status::not_found(format!("party {node} is not enrolled"))),
+        }
+        let stats = self
+            .reader
+            .stats(node)
+            .map_err(status::internal)?
+            .unwrap_or_default();
+        let profile = self.reader.profile(node).map_err(status::internal)?;
+        Ok(Response::new(stats.to_pb(node, profile.as_ref())))
     }
 
     async fn get_entries(

@@ -15,8 +15,10 @@ pub fn refusal(r: &Refusal) -> Status {
         Refusal::Unsigned | Refusal::UnknownSigner(_) | Refusal::BadSignature(_) => {
             Code::Unauthenticated
         }
-        Refusal::WrongRole { .. } => Code::PermissionDenied,
+        Refusal::WrongRole { .. } | Refusal::RevokedKey(_) => Code::PermissionDenied,
         Refusal::NoGenesis => Code::FailedPrecondition,
+        // Admitted under a key that changed before commit: sign again.
+        Refusal::KeyChanged(_) => Code::Aborted,
     };
     Status::new(code, format!("{} ({})", r, r.code()))
 }
@@ -26,8 +28,9 @@ pub fn refused(code: &str, message: &str) -> Status {
     let c = match code {
         "malformed" | "genesis_not_allowed" => Code::InvalidArgument,
         "unsigned" | "unknown_signer" | "bad_signature" => Code::Unauthenticated,
-        "wrong_role" => Code::PermissionDenied,
+        "wrong_role" | "revoked_key" => Code::PermissionDenied,
         "no_genesis" => Code::FailedPrecondition,
+        "key_changed" => Code::Aborted,
         _ => Code::Internal,
     };
     Status::new(c, format!("{message} ({code})"))

@@ -13,6 +13,11 @@ pub struct Request {
     /// Set only on the bootstrap replica's genesis proposal.
     #[serde(default)]
     pub genesis: bool,
+    /// The signer's public key the leader verified the signature against at
+    /// admission (empty for genesis). Applying refuses the command if the
+    /// signer's key in force differs by then (rotated or revoked meanwhile).
+    #[serde(default, with = "hex_bytes")]
+    pub verified_key: Vec<u8>,
 }
 
 /// The outcome recorded in an entry.

@@ -13,7 +13,9 @@
 //! | `parties` | party id (UTF-8) | `rules::Party`, serde_json |
 //! | `party_keys` | public key (32 raw bytes) | party id (UTF-8) |
 //! | `commands` | command id (32 bytes) | ledger seq, u64 big-endian |
-//! | `sm_meta` | `head`, `last_applied`, `membership` | serde_json |
+//! | `sm_meta` | `head`, `last_applied`, `membership`, `config` | serde_json |
+//! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json |
+//! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
 //! comparator, so iterating `raft_log` or `ledger` walks them in order.
@@ -36,11 +38,15 @@ pub const CF_PARTY_KEYS: &str = "party_keys";
 pub const CF_COMMANDS: &str = "commands";
 /// The state machine's own state: chain head, last applied log id, membership.
 pub const CF_SM_META: &str = "sm_meta";
+/// A node's capability profile in force.
+pub const CF_PROFILES: &str = "profiles";
+/// A node's counters (open orders for capacity, claims, lapses, ...).
+pub const CF_STATS: &str = "node_stats";
 
 /// The column families that make up the state machine, i.e. what a snapshot
 /// carries. A snapshot record's tag is `1 +` the index in this list, so the
 /// order is part of the snapshot format: append only, never reorder.
-pub const STATE_MACHINE_CFS: [&str; 7] = [
+pub const STATE_MACHINE_CFS: [&str; 9] = [
     CF_LEDGER,
     CF_ORDERS,
     CF_REFS,
@@ -48,10 +54,12 @@ pub const STATE_MACHINE_CFS: [&str; 7] = [
     CF_PARTY_KEYS,
     CF_COMMANDS,
     CF_SM_META,
+    CF_PROFILES,
+    CF_STATS,
 ];
 
 /// Every column family the database is opened with.
-pub const ALL_CFS: [&str; 9] = [
+pub const ALL_CFS: [&str; 11] = [
     CF_LOG,
     CF_RAFT_META,
     CF_LEDGER,
@@ -61,6 +69,8 @@ pub const ALL_CFS: [&str; 9] = [
     CF_PARTY_KEYS,
     CF_COMMANDS,
     CF_SM_META,
+    CF_PROFILES,
+    CF_STATS,
 ];
 
 // Keys of `raft_meta`.
@@ -72,6 +82,8 @@ pub const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub const KEY_HEAD: &[u8] = b"head";
 pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
+/// The cluster configuration genesis fixed (`rules::ClusterConfig`).
+pub const KEY_CONFIG: &[u8] = b"config";
 
 /// A raft log index or ledger sequence number as a key.
 pub fn u64_key(n: u64) -> [u8; 8] {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arbor_proto::ledger::{Entry, Head};
 use arbor_proto::pb;
-use arbor_proto::rules::{Order, Party, StateView};
+use arbor_proto::rules::{ClusterConfig, NodeStats, Order, Party, Profile, StateView};
 use openraft::alias::{LogIdOf, StoredMembershipOf};
 use prost::Message;
 use rocksdb::{Direction, IteratorMode, DB};
@@ -184,6 +184,59 @@ impl LedgerReader {
         self.get_json(CF_PARTIES, party_id.as_bytes())
     }
 
+    /// A node's capability profile in force.
+    pub fn profile(&self, node: &str) -> Result<Option<Profile>, ReadError> {
+        self.get_json(CF_PROFILES, node.as_bytes())
+    }
+
+    pub fn stats(&self, node: &str) -> Result<Option<NodeStats>, ReadError> {
+        self.get_json(CF_STATS, node.as_bytes())
+    }
+
+    /// The configuration genesis fixed (`None` before genesis).
+    pub fn config(&self) -> Result<Option<ClusterConfig>, ReadError> {
+        self.get_json(CF_SM_META, KEY_CONFIG)
+    }
+
+    /// Orders in id order after `after` (exclusive; "" from the start) that
+    /// `keep` selects, up to `limit`, scanning at most `scan_limit` records.
+    /// Returns the orders and the id to continue after (None at the end).
+    pub fn scan_orders(
+        &self,
+        after: &str,
+        limit: usize,
+        scan_limit: usize,
+        mut keep: impl FnMut(&Order) -> bool,
+    ) -> Result<(Vec<Order>, Option<String>), ReadError> {
+        let mode = IteratorMode::From(after.as_bytes(), Direction::Forward);
+        let mut out = Vec::new();
+        let mut last = None;
+        for (scanned, item) in self
+            .db
+            .iterator_cf(super::cf(&self.db, CF_ORDERS), mode)
+            .enumerate()
+        {
+            let (k, v) = item.map_err(|source| ReadError::Db {
+                cf: CF_ORDERS,
+                key: format!("{after}.."),
+                source,
+            })?;
+            if k.as_ref() == after.as_bytes() {
+                continue;
+            }
+            if out.len() >= limit || scanned >= scan_limit {
+                return Ok((out, last));
+            }
+            let order: Order =
+                serde_json::from_slice(&v).map_err(|e| ReadError::corrupt(CF_ORDERS, &k, e))?;
+            last = Some(order.order_id.clone());
+            if keep(&order) {
+                out.push(order);
+            }
+        }
+        Ok((out, None))
+    }
+
     /// The party a public key is enrolled under.
     pub fn party_by_key(&self, public_key: &[u8]) -> Result<Option<String>, ReadError> {
         self.get_string(CF_PARTY_KEYS, public_key)
@@ -266,6 +319,16 @@ impl StateView for LedgerReader {
             .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
             .is_some()
     }
+    fn profile(&self, node: &str) -> Option<Profile> {
+        LedgerReader::profile(self, node)
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
+    fn stats(&self, node: &str) -> Option<NodeStats> {
+        LedgerReader::stats(self, node).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
+    fn config(&self) -> Option<ClusterConfig> {
+        LedgerReader::config(self).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +369,7 @@ mod tests {
                     party_id: "ops".into(),
                     public_key: key.verifying_key().to_bytes().to_vec(),
                 }],
+                lease_grace_ms: 0,
             })),
         };
         let command = pb::SignedCommand {
@@ -318,6 +382,7 @@ mod tests {
             command,
             time_ms: 1,
             genesis: true,
+            verified_key: Vec::new(),
         };
         let leader = openraft::impls::leader_id_adv::LeaderId {
             term: 1,

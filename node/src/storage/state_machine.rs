@@ -24,7 +24,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arbor_proto::ledger::{command_id, Entry};
-use arbor_proto::rules::{self, Effect, Order, Party, Refusal, StateView};
+use arbor_proto::rules::{
+    self, ClusterConfig, Effect, NodeStats, Order, Party, Profile, Refusal, StateView,
+};
 use futures::{Stream, StreamExt};
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -122,8 +124,11 @@ impl StateMachineStore {
 
         let head = self.reader.head()?;
         let seq = head.map(|h| h.seq + 1).unwrap_or(0);
+        let time_ms = arbor_proto::ledger::entry_time(head.as_ref(), req.time_ms);
         let view = CheckedView::new(&self.reader);
-        let decision = rules::apply(&view, &req.command, seq, req.genesis);
+        // Empty: not recorded (genesis, tests): the key is not compared.
+        let verified_key = (!req.verified_key.is_empty()).then_some(req.verified_key.as_slice());
+        let decision = rules::apply(&view, &req.command, seq, time_ms, req.genesis, verified_key);
         view.finish()?;
         let d = match decision {
             Ok(d) => d,
@@ -132,7 +137,7 @@ impl StateMachineStore {
 
         let entry = Entry::next(
             head.as_ref(),
-            req.time_ms,
+            time_ms,
             req.command.clone(),
             d.accepted,
             d.code,
@@ -219,6 +224,9 @@ fn put_effect(db: &DB, batch: &mut WriteBatch, effect: Effect) -> io::Result<()>
             );
             Ok(())
         }
+        Effect::PutProfile(p) => put_json(db, batch, CF_PROFILES, p.node.as_bytes(), &p),
+        Effect::PutStats { node, stats } => put_json(db, batch, CF_STATS, node.as_bytes(), &stats),
+        Effect::PutConfig(c) => put_json(db, batch, CF_SM_META, KEY_CONFIG, &c),
     }
 }
 
@@ -265,6 +273,15 @@ impl StateView for CheckedView<'_> {
     }
     fn has_genesis(&self) -> bool {
         self.keep(self.reader.head()).is_some()
+    }
+    fn profile(&self, node: &str) -> Option<Profile> {
+        self.keep(self.reader.profile(node))
+    }
+    fn stats(&self, node: &str) -> Option<NodeStats> {
+        self.keep(self.reader.stats(node))
+    }
+    fn config(&self) -> Option<ClusterConfig> {
+        self.keep(self.reader.config())
     }
 }
 

@@ -54,6 +54,7 @@ enum Op {
     Enroll(String, pb::Role, pb::NodeKind, [u8; 32]),
     Register { order: u64, ext: u64 },
     Claim { node: usize, order: u64, total: i64 },
+    Profile(usize),
 }
 
 fn price(order: u64) -> i64 {
@@ -111,6 +112,9 @@ impl Synth {
                 k.verifying_key().to_bytes(),
             ));
         }
+        for i in 0..self.nodes.len() {
+            ops.push(Op::Profile(i));
+        }
         for (name, k) in &self.replicas {
             ops.push(Op::Enroll(
                 name.clone(),
@@ -157,7 +161,7 @@ impl Synth {
             }
             order += 1;
         }
-        ops.truncate(n.max(3 + (nodes + self.replicas.len()) as u64) as usize);
+        ops.truncate(n.max(3 + (2 * nodes + self.replicas.len()) as u64) as usize);
         ops
     }
 
@@ -203,6 +207,16 @@ impl Synth {
                 &self.channel,
                 "shop".to_string(),
                 Body::RegisterOrder(register(*order, *ext)),
+            ),
+            Op::Profile(node) => (
+                &self.nodes[*node],
+                format!("n{node}"),
+                Body::PublishProfile(pb::PublishProfile {
+                    regions: vec![REGION.into()],
+                    max_open_orders: u32::MAX,
+                    dispatch_time_ms: 3_600_000,
+                    ..Default::default()
+                }),
             ),
             Op::Claim { node, order, total } => (
                 &self.nodes[*node],
@@ -319,6 +333,7 @@ pub fn genesis(op: &SigningKey) -> Vec<u8> {
                 party_id: "ops".into(),
                 public_key: op.verifying_key().to_bytes().to_vec(),
             }],
+            lease_grace_ms: 0,
         })),
     };
     pb::SignedCommand {
@@ -344,6 +359,9 @@ fn register(order: u64, ext: u64) -> pb::RegisterOrder {
         }],
         currency: "CNY".into(),
         total: 2 * p,
-        destination_region: "cn-sh".into(),
+        destination_region: REGION.into(),
+        ..Default::default()
     }
 }
+
+const REGION: &str = "cn-sh";

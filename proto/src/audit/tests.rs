@@ -475,18 +475,19 @@ fn a_checkpoint_signed_by_too_few_replicas_is_refused() {
 
 #[test]
 fn only_replicas_enrolled_before_the_checkpoint_count() {
-    // Replicas are enrolled at entries 7, 8, 9. A checkpoint of size 9 knows two.
+    // Replicas are enrolled at entries 11, 12, 13 (after 4 nodes and their
+    // profiles). A checkpoint of size 13 knows two.
     let s = chain();
-    let cp = s.checkpoint(9);
+    let cp = s.checkpoint(13);
     let note = s.note(&cp, &[0, 2]);
-    let err = verify(&s.export_with(&s.entries[..9], 0, 8, 9, &note)).unwrap_err();
+    let err = verify(&s.export_with(&s.entries[..13], 0, 12, 13, &note)).unwrap_err();
     assert!(
         err.to_string()
             .contains("1 valid signature(s) from known replicas, 2 needed"),
         "{err}"
     );
     let note = s.note(&cp, &[0, 1]);
-    let sum = verify(&s.export_with(&s.entries[..9], 0, 8, 9, &note)).unwrap();
+    let sum = verify(&s.export_with(&s.entries[..13], 0, 12, 13, &note)).unwrap();
     assert_eq!((sum.checkpoint.replicas, sum.checkpoint.quorum), (2, 2));
 }
 

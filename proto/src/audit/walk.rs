@@ -29,7 +29,8 @@ pub(crate) struct Walk<'a> {
     prev: Option<Head>,
     frontier: Frontier,
     state: MemState,
-    keys: HashMap<String, (Arc<str>, VerifyingKey)>,
+    /// Signer -> (entry that set its key, name, key): refreshed when a rotation moves `key_seq`.
+    keys: HashMap<String, (u64, Arc<str>, VerifyingKey)>,
     cluster_id: Option<String>,
     accepted: u64,
     rejected: u64,
@@ -138,6 +139,15 @@ impl<'a> Walk<'a> {
 
     /// Applies the entry's command to the replayed state and compares.
     fn replay(&mut self, e: &Entry) -> Result<(), String> {
+        // The signer's key as it stands before this entry: an entry that
+        // rotates its own signer's key is signed with the old one.
+        let env = pb::SignedCommand::decode(e.command.as_slice())
+            .map_err(|err| format!("command envelope does not decode: {err}"))?;
+        let key = if e.seq == 0 {
+            None
+        } else {
+            self.signer_key(&env.signer)?
+        };
         match self.state.apply(&e.command, e.time_ms, e.seq == 0) {
             Applied::Appended(mine) if &mine == e => {}
             Applied::Appended(mine) => return Err(mismatch(e, &mine)),
@@ -154,8 +164,6 @@ impl<'a> Walk<'a> {
         if self.state.entries.len() > 1 {
             self.state.entries.swap_remove(0);
         }
-        let env = pb::SignedCommand::decode(e.command.as_slice())
-            .map_err(|err| format!("command envelope does not decode: {err}"))?;
         if e.seq == 0 {
             let cmd = pb::Command::decode(env.command.as_slice())
                 .map_err(|err| format!("genesis command does not decode: {err}"))?;
@@ -164,38 +172,46 @@ impl<'a> Walk<'a> {
             }
             return Ok(());
         }
-        self.signature(e.seq, &env)
+        let (name, key) = key.ok_or_else(|| format!("signer {} is not enrolled", env.signer))?;
+        self.signature(e.seq, &env, name, key)
+    }
+
+    /// The key in force for `signer` in the replayed state (None if not enrolled).
+    fn signer_key(&mut self, signer: &str) -> Result<Option<(Arc<str>, VerifyingKey)>, String> {
+        let Some(party) = self.state.parties.get(signer) else {
+            return Ok(None);
+        };
+        if let Some((seq, name, key)) = self.keys.get(signer) {
+            if *seq == party.key_seq {
+                return Ok(Some((name.clone(), *key)));
+            }
+        }
+        let key = <[u8; 32]>::try_from(party.public_key.as_slice())
+            .ok()
+            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+            .filter(|k| !k.is_weak())
+            .ok_or_else(|| format!("the key enrolled for {signer} is not a usable ed25519 key"))?;
+        let name: Arc<str> = Arc::from(signer);
+        self.keys
+            .insert(signer.to_string(), (party.key_seq, name.clone(), key));
+        Ok(Some((name, key)))
     }
 
     /// Queues the command's signature with the key the replay authorized it under.
-    fn signature(&mut self, seq: u64, env: &pb::SignedCommand) -> Result<(), String> {
+    fn signature(
+        &mut self,
+        seq: u64,
+        env: &pb::SignedCommand,
+        name: Arc<str>,
+        key: VerifyingKey,
+    ) -> Result<(), String> {
         let sig: &[u8; 64] = env.signature.as_slice().try_into().map_err(|_| {
             format!(
                 "command signature is {} bytes, expected 64",
                 env.signature.len()
             )
         })?;
-        if !self.keys.contains_key(&env.signer) {
-            let party = self
-                .state
-                .parties
-                .get(&env.signer)
-                .ok_or_else(|| format!("signer {} is not enrolled", env.signer))?;
-            let key = <[u8; 32]>::try_from(party.public_key.as_slice())
-                .ok()
-                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-                .filter(|k| !k.is_weak())
-                .ok_or_else(|| {
-                    format!(
-                        "the key enrolled for {} is not a usable ed25519 key",
-                        env.signer
-                    )
-                })?;
-            self.keys
-                .insert(env.signer.clone(), (Arc::from(env.signer.as_str()), key));
-        }
-        let (name, key) = &self.keys[&env.signer];
-        self.batch.push(seq, name.clone(), *key, sig, &env.command);
+        self.batch.push(seq, name, key, sig, &env.command);
         self.signatures += 1;
         if self.batch.len() >= self.batch_size {
             self.flush();
@@ -329,7 +345,7 @@ impl<'a> Walk<'a> {
         self.state
             .parties
             .values()
-            .filter(|p| p.role == pb::Role::Replica as i32 && p.enrolled_seq < size)
+            .filter(|p| p.role == pb::Role::Replica as i32 && p.enrolled_seq < size && !p.revoked)
             .filter_map(|p| {
                 Some(NoteKey {
                     name: p.party_id.clone(),

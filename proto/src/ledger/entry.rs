@@ -25,6 +25,12 @@ pub struct Entry {
     pub hash: [u8; HASH_LEN],
 }
 
+/// The time an entry following `head` is stamped with, given the leader's
+/// stamp: never earlier than its predecessor's.
+pub fn entry_time(head: Option<&Head>, time_ms: u64) -> u64 {
+    head.map_or(time_ms, |h| time_ms.max(h.time_ms))
+}
+
 impl Entry {
     /// Builds the entry that follows `head` and computes its hash.
     #[allow(clippy::too_many_arguments)]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{apply, Effect, Order, Party, Refusal, StateView};
+use super::{apply, ClusterConfig, Effect, NodeStats, Order, Party, Profile, Refusal, StateView};
 use crate::ledger::{command_id, Entry, Head};
 
 /// What applying one command did.
@@ -24,6 +24,9 @@ pub struct MemState {
     pub orders: BTreeMap<String, Order>,
     pub refs: HashMap<(String, String), String>,
     pub commands: HashMap<[u8; 32], u64>,
+    pub profiles: BTreeMap<String, Profile>,
+    pub stats: BTreeMap<String, NodeStats>,
+    pub config: Option<ClusterConfig>,
     pub entries: Vec<Entry>,
 }
 
@@ -45,6 +48,15 @@ impl StateView for MemState {
     fn has_genesis(&self) -> bool {
         !self.entries.is_empty()
     }
+    fn profile(&self, node: &str) -> Option<Profile> {
+        self.profiles.get(node).cloned()
+    }
+    fn stats(&self, node: &str) -> Option<NodeStats> {
+        self.stats.get(node).cloned()
+    }
+    fn config(&self) -> Option<ClusterConfig> {
+        self.config.clone()
+    }
 }
 
 impl MemState {
@@ -63,7 +75,8 @@ impl MemState {
         }
         let head = self.head();
         let seq = head.map(|h| h.seq + 1).unwrap_or(0);
-        let d = match apply(self, command, seq, allow_genesis) {
+        let time_ms = crate::ledger::entry_time(head.as_ref(), time_ms);
+        let d = match apply(self, command, seq, time_ms, allow_genesis, None) {
             Ok(d) => d,
             Err(r) => return Applied::Refused(r),
         };
@@ -101,6 +114,13 @@ impl MemState {
             } => {
                 self.refs.insert((channel, external_id), order_id);
             }
+            Effect::PutProfile(p) => {
+                self.profiles.insert(p.node.clone(), p);
+            }
+            Effect::PutStats { node, stats } => {
+                self.stats.insert(node, stats);
+            }
+            Effect::PutConfig(c) => self.config = Some(c),
         }
     }
 }

@@ -17,9 +17,12 @@ mod mem;
 mod state;
 mod validate;
 
-pub use decide::decide;
+pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use mem::{Applied, MemState};
-pub use state::{Order, OrderStatus, Party};
+pub use state::{
+    lines_from_pb, lines_to_pb, ClusterConfig, Lease, Line, NodeStats, Offer, Order, OrderStatus,
+    Party, Profile, Requirements,
+};
 pub use validate::{validate_command, MAX_ID_LEN};
 
 use prost::Message;
@@ -37,9 +40,16 @@ pub trait StateView {
     fn party_by_key(&self, public_key: &[u8]) -> Option<String>;
     /// Whether the genesis entry has been applied.
     fn has_genesis(&self) -> bool;
+    /// A node's capability profile in force (its latest version).
+    fn profile(&self, node: &str) -> Option<Profile>;
+    /// A node's counters; `None` before anything was counted.
+    fn stats(&self, node: &str) -> Option<NodeStats>;
+    /// The cluster configuration genesis fixed (`None` before genesis).
+    fn config(&self) -> Option<ClusterConfig>;
 }
 
 /// A state change produced by an accepted (or rejected) command.
+#[allow(clippy::large_enum_variant)] // short-lived, a handful per entry
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     PutParty(Party),
@@ -49,6 +59,12 @@ pub enum Effect {
         external_id: String,
         order_id: String,
     },
+    PutProfile(Profile),
+    PutStats {
+        node: String,
+        stats: NodeStats,
+    },
+    PutConfig(ClusterConfig),
 }
 
 /// A command that is recorded in the ledger, with what it changes.
@@ -102,8 +118,12 @@ pub enum Refusal {
         signer: String,
         role: &'static str,
         command: &'static str,
-        needed: &'static str,
+        needed: String,
     },
+    #[error("the key of party {0:?} is revoked: it signs nothing until an operator rotates it")]
+    RevokedKey(String),
+    #[error("party {0:?} changed its key before the command was committed: sign it again with the key in force")]
+    KeyChanged(String),
     #[error("bad signature: {0}")]
     BadSignature(#[from] SignatureError),
     #[error("cluster has no genesis entry yet")]
@@ -120,6 +140,8 @@ impl Refusal {
             Refusal::Unsigned => "unsigned",
             Refusal::UnknownSigner(_) => "unknown_signer",
             Refusal::WrongRole { .. } => "wrong_role",
+            Refusal::RevokedKey(_) => "revoked_key",
+            Refusal::KeyChanged(_) => "key_changed",
             Refusal::BadSignature(_) => "bad_signature",
             Refusal::NoGenesis => "no_genesis",
             Refusal::GenesisNotAllowed => "genesis_not_allowed",
@@ -144,14 +166,37 @@ pub fn decode(bytes: &[u8]) -> Result<Admitted, Refusal> {
     Ok(Admitted { envelope, command })
 }
 
-/// The role a command body requires of its signer.
-pub fn required_role(cmd: &pb::Command) -> Option<(pb::Role, &'static str)> {
+/// The roles a command body allows its signer to have, and the command's name.
+pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static str)> {
     use pb::command::Body;
-    match cmd.body.as_ref()? {
-        Body::Genesis(_) => None,
-        Body::EnrollParty(_) => Some((pb::Role::Operator, "EnrollParty")),
-        Body::RegisterOrder(_) => Some((pb::Role::Channel, "RegisterOrder")),
-        Body::ClaimOrder(_) => Some((pb::Role::Node, "ClaimOrder")),
+    use pb::Role::{Channel, Node, Operator};
+    Some(match cmd.body.as_ref()? {
+        Body::Genesis(_) => return None,
+        Body::EnrollParty(_) => (&[Operator], "EnrollParty"),
+        Body::RotateKey(_) => (&[Operator], "RotateKey"),
+        Body::RevokeKey(_) => (&[Operator], "RevokeKey"),
+        Body::RegisterOrder(_) => (&[Channel], "RegisterOrder"),
+        Body::AmendPrice(_) => (&[Channel], "AmendPrice"),
+        Body::CancelOrder(_) => (&[Channel], "CancelOrder"),
+        Body::RequestReturn(_) => (&[Channel], "RequestReturn"),
+        Body::ClaimOrder(_) => (&[Node], "ClaimOrder"),
+        Body::PublishProfile(_) => (&[Node], "PublishProfile"),
+        Body::ReleaseOrder(_) => (&[Node], "ReleaseOrder"),
+        Body::OfferHandoff(_) => (&[Node], "OfferHandoff"),
+        Body::AcceptHandoff(_) => (&[Node], "AcceptHandoff"),
+        Body::DeclineHandoff(_) => (&[Node], "DeclineHandoff"),
+        Body::ReportMilestone(_) => (&[Node], "ReportMilestone"),
+        Body::ClaimReturn(_) => (&[Node], "ClaimReturn"),
+        Body::ReceiveReturn(_) => (&[Node], "ReceiveReturn"),
+        Body::ReportException(_) => (&[Node, Channel], "ReportException"),
+    })
+}
+
+/// The command's name, for messages and listings ("" when it has no body).
+pub fn command_name(cmd: &pb::Command) -> &'static str {
+    match cmd.body {
+        Some(pb::command::Body::Genesis(_)) => "Genesis",
+        _ => required_role(cmd).map(|(_, name)| name).unwrap_or(""),
     }
 }
 
@@ -200,13 +245,20 @@ pub fn authorize(
     let party = view
         .party(&a.envelope.signer)
         .ok_or_else(|| Refusal::UnknownSigner(a.envelope.signer.clone()))?;
-    if let Some((needed, command)) = required_role(&a.command) {
-        if party.role != needed as i32 {
+    if party.revoked {
+        return Err(Refusal::RevokedKey(party.party_id));
+    }
+    if let Some((allowed, command)) = required_role(&a.command) {
+        if !allowed.iter().any(|r| party.role == *r as i32) {
             return Err(Refusal::WrongRole {
                 signer: party.party_id.clone(),
                 role: role_name(pb::Role::try_from(party.role).unwrap_or(pb::Role::Unspecified)),
                 command,
-                needed: role_name(needed),
+                needed: allowed
+                    .iter()
+                    .map(|r| role_name(*r))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             });
         }
     }
@@ -218,28 +270,49 @@ pub fn check_signature(a: &Admitted, party: &Party) -> Result<(), Refusal> {
     ledger::verify_command(&a.envelope, &party.public_key).map_err(Refusal::from)
 }
 
-/// Everything a replica does before proposing: decode, validate, authorize, verify.
-pub fn admit(view: &impl StateView, bytes: &[u8]) -> Result<Admitted, Refusal> {
+/// Everything a replica does before proposing: decode, validate, authorize,
+/// verify. Returns the command and the key its signature was verified
+/// against (`None` for genesis), which the proposal carries to [`apply`].
+pub fn admit(view: &impl StateView, bytes: &[u8]) -> Result<(Admitted, Option<Vec<u8>>), Refusal> {
     let a = decode(bytes)?;
     let party = authorize(view, &a, false)?;
-    if let Some(p) = party {
-        check_signature(&a, &p)?;
-    }
-    Ok(a)
+    let key = match party {
+        Some(p) => {
+            check_signature(&a, &p)?;
+            Some(p.public_key)
+        }
+        None => None,
+    };
+    Ok((a, key))
 }
 
-/// What the state machine does with a committed command, given its sequence
-/// number if it is appended. Signatures were checked at admission.
+/// What the state machine does with a committed command appended at `seq`
+/// with (already monotonic) leader time `time_ms`.
+///
+/// Signatures were checked at admission against `verified_key`; if the
+/// signer's key changed (rotated, revoked) between admission and commit the
+/// command is refused here, so every appended entry is signed with the key
+/// in force at its position in the ledger. `None` skips that comparison
+/// (offline replay, which checks every signature itself).
 pub fn apply(
     view: &impl StateView,
     bytes: &[u8],
     seq: u64,
+    time_ms: u64,
     allow_genesis: bool,
+    verified_key: Option<&[u8]>,
 ) -> Result<Decision, Refusal> {
     let a = decode(bytes)?;
-    authorize(view, &a, allow_genesis)?;
-    Ok(decide(view, &a.envelope.signer, &a.command, seq))
+    let party = authorize(view, &a, allow_genesis)?;
+    if let (Some(p), Some(k)) = (&party, verified_key) {
+        if p.public_key != k {
+            return Err(Refusal::KeyChanged(p.party_id.clone()));
+        }
+    }
+    Ok(decide(view, &a.envelope.signer, &a.command, seq, time_ms))
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_protocol;

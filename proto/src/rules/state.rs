@@ -1,4 +1,5 @@
-//! The records the rules keep: parties and orders.
+//! The records the rules keep: parties, profiles, node statistics, orders and
+//! the cluster configuration fixed at genesis.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +13,15 @@ pub struct Party {
     pub role: i32,
     /// `pb::NodeKind` as i32.
     pub kind: i32,
+    /// The key in force. Keys a party held before stay reserved to it.
     pub public_key: Vec<u8>,
     pub enrolled_seq: u64,
+    /// The entry that set `public_key` (the enrolment or the last rotation).
+    #[serde(default)]
+    pub key_seq: u64,
+    /// The key was revoked: nothing it signs is admitted until a rotation.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 impl Party {
@@ -24,14 +32,104 @@ impl Party {
             kind: self.kind,
             public_key: self.public_key.clone(),
             enrolled_seq: self.enrolled_seq,
+            revoked: self.revoked,
+            key_seq: self.key_seq,
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What genesis fixed for the whole cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub cluster_id: String,
+    /// Added to the declared dispatch time to give a lease deadline.
+    pub lease_grace_ms: u64,
+    /// Operators whose key is not revoked (the last one cannot be revoked).
+    pub active_operators: u64,
+}
+
+/// A node's capability profile, as published (the latest version).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    pub node: String,
+    pub version: u64,
+    pub published_seq: u64,
+    pub regions: Vec<String>,
+    pub max_open_orders: u32,
+    pub dispatch_time_ms: u64,
+    pub handles_returns: bool,
+    pub cold_chain: bool,
+    pub hazmat: bool,
+    pub categories: Vec<String>,
+}
+
+impl Profile {
+    pub fn to_pb(&self) -> pb::ProfileView {
+        pb::ProfileView {
+            node: self.node.clone(),
+            version: self.version,
+            published_seq: self.published_seq,
+            profile: Some(pb::PublishProfile {
+                regions: self.regions.clone(),
+                max_open_orders: self.max_open_orders,
+                dispatch_time_ms: self.dispatch_time_ms,
+                handles_returns: self.handles_returns,
+                cold_chain: self.cold_chain,
+                hazmat: self.hazmat,
+                categories: self.categories.clone(),
+            }),
+        }
+    }
+}
+
+/// Counters kept per node; `open_orders` is what capacity is checked against.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// Orders this node owns that have not shipped (claimed or received by
+    /// handoff). A lapsed lease is taken off when the lapse is recorded.
+    pub open_orders: u64,
+    pub claims: u64,
+    pub releases: u64,
+    pub lapses: u64,
+    pub handoffs_out: u64,
+    pub handoffs_in: u64,
+    pub shipped: u64,
+    pub late_shipments: u64,
+    pub delivered: u64,
+}
+
+impl NodeStats {
+    pub fn to_pb(&self, node: &str, profile: Option<&Profile>) -> pb::NodeStatsView {
+        pb::NodeStatsView {
+            node: node.to_string(),
+            open_orders: self.open_orders,
+            capacity: profile.map(|p| p.max_open_orders).unwrap_or(0),
+            claims: self.claims,
+            releases: self.releases,
+            lapses: self.lapses,
+            handoffs_out: self.handoffs_out,
+            handoffs_in: self.handoffs_in,
+            shipped: self.shipped,
+            late_shipments: self.late_shipments,
+            delivered: self.delivered,
+            profile_version: profile.map(|p| p.version).unwrap_or(0),
+        }
+    }
+}
+
+/// Where an order is in its life. Milestones only move forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum OrderStatus {
     Open,
     Claimed,
+    Picked,
+    Packed,
+    Shipped,
+    Delivered,
+    Cancelled,
+    ReturnRequested,
+    ReturnClaimed,
+    Returned,
 }
 
 impl OrderStatus {
@@ -39,7 +137,41 @@ impl OrderStatus {
         match self {
             OrderStatus::Open => "open",
             OrderStatus::Claimed => "claimed",
+            OrderStatus::Picked => "picked",
+            OrderStatus::Packed => "packed",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::ReturnRequested => "return_requested",
+            OrderStatus::ReturnClaimed => "return_claimed",
+            OrderStatus::Returned => "returned",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<OrderStatus> {
+        use OrderStatus::*;
+        [
+            Open,
+            Claimed,
+            Picked,
+            Packed,
+            Shipped,
+            Delivered,
+            Cancelled,
+            ReturnRequested,
+            ReturnClaimed,
+            Returned,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Owned and not yet handed to the carrier: a lease runs.
+    pub fn is_leased(&self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Claimed | OrderStatus::Picked | OrderStatus::Packed
+        )
     }
 }
 
@@ -48,6 +180,32 @@ pub struct Line {
     pub sku: String,
     pub quantity: u32,
     pub unit_price: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirements {
+    pub cold_chain: bool,
+    pub hazmat: bool,
+    pub category: String,
+}
+
+/// The owner's lease: it lapses at `deadline_ms` unless the order shipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// When the lease started (claim or accepted handoff), leader time.
+    pub start_ms: u64,
+    pub deadline_ms: u64,
+    /// The owner's profile version in force when the lease started.
+    pub profile_version: u64,
+    pub dispatch_time_ms: u64,
+}
+
+/// A handoff offered and not yet accepted or declined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub to: String,
+    pub offer_seq: u64,
+    pub expires_ms: u64,
 }
 
 /// An order as the rules see it.
@@ -60,18 +218,39 @@ pub struct Order {
     pub currency: String,
     pub total: i64,
     pub destination_region: String,
+    pub requirements: Requirements,
+    pub promised_delivery_ms: u64,
     pub price_version: u64,
     pub status: OrderStatus,
+    /// The node responsible for fulfilling it (claimant or accepted receiver).
     pub owner: Option<String>,
+    /// Who holds the goods: the owner until shipped, then the carrier.
+    pub custodian: Option<String>,
     pub registered_by: String,
     pub registered_seq: u64,
+    /// The entry that made the current owner the owner (claim or acceptance).
     pub claimed_seq: u64,
+    pub lease: Option<Lease>,
+    pub offer: Option<Offer>,
+    pub carrier: String,
+    pub tracking_id: String,
+    pub proof_of_delivery: String,
+    pub last_lapsed_owner: String,
+    pub return_node: String,
+    pub refund: i64,
+    /// (kind, reporting party, entry) of every exception reported.
+    pub exceptions: Vec<(String, String, u64)>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
 }
 
 impl Order {
-    pub fn to_pb(&self, history: Vec<u64>) -> pb::OrderView {
+    /// Whether the lease has run out at `now_ms` (and so the owner no longer owns it).
+    pub fn lease_lapsed(&self, now_ms: u64) -> bool {
+        self.status.is_leased() && self.lease.as_ref().is_some_and(|l| now_ms > l.deadline_ms)
+    }
+
+    pub fn to_pb(&self, history: Vec<u64>, now_ms: u64) -> pb::OrderView {
         pb::OrderView {
             order_id: self.order_id.clone(),
             external_refs: self
@@ -82,15 +261,7 @@ impl Order {
                     external_id: e.clone(),
                 })
                 .collect(),
-            lines: self
-                .lines
-                .iter()
-                .map(|l| pb::OrderLine {
-                    sku: l.sku.clone(),
-                    quantity: l.quantity,
-                    unit_price: l.unit_price,
-                })
-                .collect(),
+            lines: lines_to_pb(&self.lines),
             currency: self.currency.clone(),
             total: self.total,
             destination_region: self.destination_region.clone(),
@@ -101,6 +272,57 @@ impl Order {
             registered_seq: self.registered_seq,
             claimed_seq: self.claimed_seq,
             history,
+            requirements: Some(pb::Requirements {
+                cold_chain: self.requirements.cold_chain,
+                hazmat: self.requirements.hazmat,
+                category: self.requirements.category.clone(),
+            }),
+            promised_delivery_ms: self.promised_delivery_ms,
+            custodian: self.custodian.clone().unwrap_or_default(),
+            lease_deadline_ms: match (&self.lease, self.status.is_leased()) {
+                (Some(l), true) => l.deadline_ms,
+                _ => 0,
+            },
+            lease_lapsed: self.lease_lapsed(now_ms),
+            claim_profile_version: self.lease.as_ref().map(|l| l.profile_version).unwrap_or(0),
+            offer: self.offer.as_ref().map(|o| pb::PendingOffer {
+                to: o.to.clone(),
+                offer_seq: o.offer_seq,
+                expires_ms: o.expires_ms,
+            }),
+            carrier: self.carrier.clone(),
+            tracking_id: self.tracking_id.clone(),
+            proof_of_delivery: self.proof_of_delivery.clone(),
+            last_lapsed_owner: self.last_lapsed_owner.clone(),
+            return_node: self.return_node.clone(),
+            refund: self.refund,
+            exceptions: self
+                .exceptions
+                .iter()
+                .map(|(k, by, seq)| format!("{k} by {by} at {seq}"))
+                .collect(),
         }
     }
+}
+
+pub fn lines_to_pb(lines: &[Line]) -> Vec<pb::OrderLine> {
+    lines
+        .iter()
+        .map(|l| pb::OrderLine {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+            unit_price: l.unit_price,
+        })
+        .collect()
+}
+
+pub fn lines_from_pb(lines: &[pb::OrderLine]) -> Vec<Line> {
+    lines
+        .iter()
+        .map(|l| Line {
+            sku: l.sku.clone(),
+            quantity: l.quantity,
+            unit_price: l.unit_price,
+        })
+        .collect()
 }

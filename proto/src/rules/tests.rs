@@ -12,19 +12,20 @@ use super::*;
 use crate::ledger::{sign_command, Entry};
 use crate::pb::command::Body;
 
-fn key(seed: u8) -> SigningKey {
+pub(super) fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
-fn genesis(op: &SigningKey) -> Vec<u8> {
+pub(super) fn genesis(op: &SigningKey) -> Vec<u8> {
     genesis_nonce(op, 0)
 }
 
-fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
+pub(super) fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
     let cmd = pb::Command {
         nonce,
         body: Some(Body::Genesis(pb::Genesis {
             cluster_id: "test".into(),
+            lease_grace_ms: 1_000,
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),
                 public_key: op.verifying_key().to_bytes().to_vec(),
@@ -39,7 +40,7 @@ fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn signed(k: &SigningKey, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
+pub(super) fn signed(k: &SigningKey, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
     sign_command(
         k,
         signer,
@@ -51,7 +52,7 @@ fn signed(k: &SigningKey, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn enroll(
+pub(super) fn enroll(
     op: &SigningKey,
     nonce: u64,
     id: &str,
@@ -72,7 +73,7 @@ fn enroll(
     )
 }
 
-fn order(id: &str, ext: &str, price: i64) -> pb::RegisterOrder {
+pub(super) fn order(id: &str, ext: &str, price: i64) -> pb::RegisterOrder {
     pb::RegisterOrder {
         order_id: id.into(),
         external_refs: vec![pb::ExternalRef {
@@ -87,10 +88,11 @@ fn order(id: &str, ext: &str, price: i64) -> pb::RegisterOrder {
         currency: "CNY".into(),
         total: 2 * price,
         destination_region: "cn-sh".into(),
+        ..Default::default()
     }
 }
 
-fn claim(
+pub(super) fn claim(
     k: &SigningKey,
     node: &str,
     nonce: u64,
@@ -111,7 +113,7 @@ fn claim(
 }
 
 /// A state with genesis, a channel "shop" and nodes "n0".."n{nodes-1}".
-fn setup(nodes: u8) -> (MemState, SigningKey, SigningKey, Vec<SigningKey>) {
+pub(super) fn setup(nodes: u8) -> (MemState, SigningKey, SigningKey, Vec<SigningKey>) {
     let op = key(1);
     let ch = key(2);
     let mut s = MemState::default();
@@ -146,12 +148,29 @@ fn setup(nodes: u8) -> (MemState, SigningKey, SigningKey, Vec<SigningKey>) {
             12,
             false,
         );
+        let profile = appended(s.apply(
+            &signed(&k, &format!("n{i}"), 1, Body::PublishProfile(profile())),
+            12,
+            false,
+        ));
+        assert!(profile.accepted, "{profile:?}");
         keys.push(k);
     }
     (s, op, ch, keys)
 }
 
-fn appended(a: Applied) -> Entry {
+/// The profile every test node publishes: serves cn-sh, 100 open orders,
+/// dispatch within an hour.
+pub(super) fn profile() -> pb::PublishProfile {
+    pb::PublishProfile {
+        regions: vec!["cn-sh".into()],
+        max_open_orders: 100,
+        dispatch_time_ms: 3_600_000,
+        ..Default::default()
+    }
+}
+
+pub(super) fn appended(a: Applied) -> Entry {
     match a {
         Applied::Appended(e) => e,
         other => panic!("expected an appended entry, got {other:?}"),

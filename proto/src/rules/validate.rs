@@ -52,9 +52,18 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             if g.operators.is_empty() {
                 return Err(bad("genesis names no operator"));
             }
-            for op in &g.operators {
+            for (i, op) in g.operators.iter().enumerate() {
                 check_id("operator party id", &op.party_id)?;
                 check_public_key(&op.public_key)?;
+                if g.operators[..i]
+                    .iter()
+                    .any(|o| o.party_id == op.party_id || o.public_key == op.public_key)
+                {
+                    return Err(bad(format!(
+                        "genesis lists operator {} (or its key) twice",
+                        op.party_id
+                    )));
+                }
             }
             Ok(())
         }
@@ -100,41 +109,20 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                     )));
                 }
             }
-            if r.lines.is_empty() {
-                return Err(bad("order has no lines"));
-            }
-            if r.lines.len() > MAX_LINES {
-                return Err(bad(format!("order has more than {MAX_LINES} lines")));
-            }
-            let mut sum: i64 = 0;
-            for (i, l) in r.lines.iter().enumerate() {
-                check_id(&format!("line {} sku", i + 1), &l.sku)?;
-                if l.quantity == 0 {
-                    return Err(bad(format!("line {} has quantity 0", i + 1)));
-                }
-                if l.unit_price < 0 {
-                    return Err(bad(format!("line {} has a negative unit price", i + 1)));
-                }
-                let amount = (l.quantity as i64)
-                    .checked_mul(l.unit_price)
-                    .ok_or_else(|| bad(format!("line {} amount overflows", i + 1)))?;
-                sum = sum
-                    .checked_add(amount)
-                    .ok_or_else(|| bad("order total overflows"))?;
-            }
-            if sum != r.total {
-                return Err(bad(format!(
-                    "total {} does not equal the sum of the lines {}",
-                    r.total, sum
-                )));
-            }
+            check_lines(&r.lines, r.total)?;
             if r.currency.len() != 3 || !r.currency.chars().all(|c| c.is_ascii_uppercase()) {
                 return Err(bad(format!(
                     "currency {:?} is not a 3-letter ISO 4217 code",
                     r.currency
                 )));
             }
-            check_id("destination region", &r.destination_region)
+            check_id("destination region", &r.destination_region)?;
+            if let Some(req) = &r.requirements {
+                if !req.category.is_empty() {
+                    check_id("required category", &req.category)?;
+                }
+            }
+            Ok(())
         }
         Some(Body::ClaimOrder(c)) => {
             check_id("order id", &c.order_id)?;
@@ -143,5 +131,193 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             }
             Ok(())
         }
+        Some(Body::RotateKey(r)) => {
+            check_id("party id", &r.party_id)?;
+            check_public_key(&r.public_key)
+        }
+        Some(Body::RevokeKey(r)) => {
+            check_id("party id", &r.party_id)?;
+            check_text("reason", &r.reason, true)
+        }
+        Some(Body::PublishProfile(p)) => {
+            check_id_list("region", &p.regions, true)?;
+            check_id_list("category", &p.categories, false)?;
+            if p.max_open_orders == 0 {
+                return Err(bad(
+                    "max open orders is 0: a node must be able to hold one order",
+                ));
+            }
+            if p.dispatch_time_ms == 0 || p.dispatch_time_ms > MAX_DISPATCH_MS {
+                return Err(bad(format!(
+                    "dispatch time {} ms is outside 1 ms .. 30 days",
+                    p.dispatch_time_ms
+                )));
+            }
+            Ok(())
+        }
+        Some(Body::AmendPrice(a)) => {
+            check_id("order id", &a.order_id)?;
+            if a.base_version == 0 {
+                return Err(bad("base price version is 0; versions start at 1"));
+            }
+            check_lines(&a.lines, a.total)?;
+            check_text("reason", &a.reason, true)
+        }
+        Some(Body::CancelOrder(c)) => {
+            check_id("order id", &c.order_id)?;
+            check_text("reason", &c.reason, false)
+        }
+        Some(Body::ReleaseOrder(r)) => {
+            check_id("order id", &r.order_id)?;
+            check_text("reason", &r.reason, true)
+        }
+        Some(Body::OfferHandoff(o)) => {
+            check_id("order id", &o.order_id)?;
+            check_id("receiving node", &o.to)?;
+            if o.expires_in_ms == 0 || o.expires_in_ms > MAX_OFFER_MS {
+                return Err(bad(format!(
+                    "offer expiry {} ms is outside 1 ms .. 7 days",
+                    o.expires_in_ms
+                )));
+            }
+            Ok(())
+        }
+        Some(Body::AcceptHandoff(a)) => {
+            check_id("order id", &a.order_id)?;
+            check_offer_seq(a.offer_seq)?;
+            check_text("note", &a.note, false)
+        }
+        Some(Body::DeclineHandoff(d)) => {
+            check_id("order id", &d.order_id)?;
+            check_offer_seq(d.offer_seq)?;
+            check_text("reason", &d.reason, false)
+        }
+        Some(Body::ReportMilestone(m)) => {
+            check_id("order id", &m.order_id)?;
+            let milestone = pb::Milestone::try_from(m.milestone)
+                .map_err(|_| bad(format!("unknown milestone {}", m.milestone)))?;
+            let shipped = milestone == pb::Milestone::Shipped;
+            match milestone {
+                pb::Milestone::Unspecified => return Err(bad("milestone is not set")),
+                pb::Milestone::Shipped => {
+                    check_id("carrier", &m.carrier)?;
+                    check_text("tracking id", &m.tracking_id, true)?;
+                }
+                _ => {}
+            }
+            if !shipped && (!m.carrier.is_empty() || !m.tracking_id.is_empty()) {
+                return Err(bad(
+                    "carrier and tracking id belong to the shipped milestone only",
+                ));
+            }
+            if milestone != pb::Milestone::Delivered && !m.proof_of_delivery.is_empty() {
+                return Err(bad(
+                    "proof of delivery belongs to the delivered milestone only",
+                ));
+            }
+            check_text("proof of delivery", &m.proof_of_delivery, false)?;
+            if m.price_version == 0 && m.total != 0 {
+                return Err(bad("a total is quoted without its price version"));
+            }
+            Ok(())
+        }
+        Some(Body::ReportException(e)) => {
+            check_id("order id", &e.order_id)?;
+            match pb::ExceptionKind::try_from(e.kind) {
+                Ok(pb::ExceptionKind::Unspecified) => Err(bad("exception kind is not set")),
+                Ok(_) => check_text("note", &e.note, false),
+                Err(_) => Err(bad(format!("unknown exception kind {}", e.kind))),
+            }
+        }
+        Some(Body::RequestReturn(r)) => {
+            check_id("order id", &r.order_id)?;
+            check_text("reason", &r.reason, false)
+        }
+        Some(Body::ClaimReturn(c)) => check_id("order id", &c.order_id),
+        Some(Body::ReceiveReturn(r)) => {
+            check_id("order id", &r.order_id)?;
+            if r.refund < 0 {
+                return Err(bad(format!("refund {} is negative", r.refund)));
+            }
+            if r.price_version == 0 {
+                return Err(bad("price version is 0; versions start at 1"));
+            }
+            Ok(())
+        }
     }
+}
+
+const MAX_TEXT: usize = 1024;
+const MAX_LIST: usize = 256;
+const MAX_DISPATCH_MS: u64 = 30 * 24 * 3600 * 1000;
+const MAX_OFFER_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Free text (reasons, notes): at most 1 KiB, no control characters.
+fn check_text(what: &str, text: &str, required: bool) -> Result<(), Refusal> {
+    if required && text.trim().is_empty() {
+        return Err(bad(format!("{what} is empty")));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(bad(format!("{what} is longer than {MAX_TEXT} bytes")));
+    }
+    if text.chars().any(|c| c.is_control()) {
+        return Err(bad(format!("{what} contains a control character")));
+    }
+    Ok(())
+}
+
+fn check_id_list(what: &str, ids: &[String], required: bool) -> Result<(), Refusal> {
+    if required && ids.is_empty() {
+        return Err(bad(format!("no {what} is listed")));
+    }
+    if ids.len() > MAX_LIST {
+        return Err(bad(format!("more than {MAX_LIST} {what}s are listed")));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        check_id(what, id)?;
+        if ids[..i].contains(id) {
+            return Err(bad(format!("{what} {id} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+fn check_offer_seq(seq: u64) -> Result<(), Refusal> {
+    if seq == 0 {
+        return Err(bad("offer seq is 0: name the entry of the offer"));
+    }
+    Ok(())
+}
+
+/// Order lines and their total: quantities and prices in range, the total
+/// the exact sum.
+fn check_lines(lines: &[pb::OrderLine], total: i64) -> Result<(), Refusal> {
+    if lines.is_empty() {
+        return Err(bad("order has no lines"));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(bad(format!("order has more than {MAX_LINES} lines")));
+    }
+    let mut sum: i64 = 0;
+    for (i, l) in lines.iter().enumerate() {
+        check_id(&format!("line {} sku", i + 1), &l.sku)?;
+        if l.quantity == 0 {
+            return Err(bad(format!("line {} has quantity 0", i + 1)));
+        }
+        if l.unit_price < 0 {
+            return Err(bad(format!("line {} has a negative unit price", i + 1)));
+        }
+        let amount = (l.quantity as i64)
+            .checked_mul(l.unit_price)
+            .ok_or_else(|| bad(format!("line {} amount overflows", i + 1)))?;
+        sum = sum
+            .checked_add(amount)
+            .ok_or_else(|| bad("order total overflows"))?;
+    }
+    if sum != total {
+        return Err(bad(format!(
+            "total {total} does not equal the sum of the lines {sum}"
+        )));
+    }
+    Ok(())
 }

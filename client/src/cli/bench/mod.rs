@@ -119,7 +119,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<Reply> {
         .map(|i| Identity::generate(&format!("bench-{run_id}-node-{i}")))
         .collect();
     progress(&format!(
-        "run {run_id}: enrolling 1 channel and {nodes} nodes"
+        "run {run_id}: enrolling 1 channel and {nodes} nodes (with profiles)"
     ));
     let mut enrolments = vec![operator.enroll_party(
         &channel.party_id,
@@ -141,6 +141,22 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<Reply> {
         let o = r.outcome.unwrap_or_default();
         if !o.accepted {
             bail!("enrolment rejected ({}): {}", o.code, o.message);
+        }
+    }
+    // Each node publishes a profile serving the orders' region with room
+    // for every order, so claims are decided on ownership and price alone.
+    let profiles = node_ids.iter().map(|n| {
+        client.submit(n.publish_profile(pb::PublishProfile {
+            regions: vec![REGION.into()],
+            max_open_orders: u32::MAX,
+            dispatch_time_ms: 24 * 3_600_000,
+            ..Default::default()
+        }))
+    });
+    for r in futures::future::try_join_all(profiles).await? {
+        let o = r.outcome.unwrap_or_default();
+        if !o.accepted {
+            bail!("profile rejected ({}): {}", o.code, o.message);
         }
     }
 
@@ -421,9 +437,13 @@ fn sample_order(order_id: &str, channel: &str, j: usize) -> pb::RegisterOrder {
         }],
         currency: "CNY".into(),
         total: order_total(j),
-        destination_region: "cn-sh".into(),
+        destination_region: REGION.into(),
+        ..Default::default()
     }
 }
+
+/// The destination region of every bench order, served by every bench node.
+const REGION: &str = "cn-sh";
 
 fn order_line(j: usize) -> (u32, i64) {
     (1 + (j % 3) as u32, 1000 + (j % 500) as i64)
