@@ -95,6 +95,12 @@ impl Arbor for Ledger {
     ) -> Result<Response<pb::ListOrdersReply>, Status> {
         unimplemented()
     }
+    async fn preview_ruling(
+        &self,
+        _: Request<pb::PreviewRulingRequest>,
+    ) -> Result<Response<pb::Ruling>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn get_node_stats(
         &self,
         _: Request<pb::GetNodeStatsRequest>,

@@ -110,6 +110,12 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::ListOrdersReply>, Status> {
         Err(Status::unimplemented("mock"))
     }
+    async fn preview_ruling(
+        &self,
+        _: Request<pb::PreviewRulingRequest>,
+    ) -> Result<Response<pb::Ruling>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn get_node_stats(
         &self,
         _: Request<pb::GetNodeStatsRequest>,

@@ -430,6 +430,46 @@ impl Arbor for ArborApi {
         }))
     }
 
+    async fn preview_ruling(
+        &self,
+        req: Request<pb::PreviewRulingRequest>,
+    ) -> Result<Response<pb::Ruling>, Status> {
+        if !req.get_ref().local {
+            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
+                c.preview_ruling(r).await
+            })
+            .await?
+            {
+                return Ok(r);
+            }
+            self.linearize().await?;
+        }
+        let q = req.into_inner();
+        let order = self
+            .reader
+            .order(&q.order_id)
+            .map_err(status::internal)?
+            .ok_or_else(|| status::not_found(format!("order {} is not registered", q.order_id)))?;
+        let dispute = order
+            .disputes
+            .iter()
+            .find(|d| d.seq == q.dispute_seq)
+            .ok_or_else(|| {
+                status::not_found(format!(
+                    "order {} has no dispute opened at entry {}",
+                    q.order_id, q.dispute_seq
+                ))
+            })?;
+        let r = rules::rule_on(&order, dispute);
+        Ok(Response::new(pb::Ruling {
+            liable: r.liable,
+            rule: r.rule.to_string(),
+            evidence: r.evidence,
+            explanation: r.explanation,
+            resolved_seq: dispute.ruling.as_ref().map(|x| x.seq).unwrap_or(0),
+        }))
+    }
+
     async fn get_node_stats(
         &self,
         req: Request<pb::GetNodeStatsRequest>,

@@ -9,9 +9,10 @@
 
 use std::collections::BTreeMap;
 
+use super::disputes::rule_on;
 use super::state::{
-    lines_from_pb, ClusterConfig, Lease, NodeStats, Offer, Order, OrderStatus, Party, Profile,
-    Requirements,
+    lines_from_pb, ClusterConfig, Dispute, Event, EventKind, Lease, NodeStats, Offer, Order,
+    OrderStatus, Party, Profile, Requirements, RulingRecord,
 };
 use super::{role_name, Decision, Effect, StateView};
 use crate::pb;
@@ -62,6 +63,8 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         Body::RequestReturn(c) => &c.order_id,
         Body::ClaimReturn(c) => &c.order_id,
         Body::ReceiveReturn(c) => &c.order_id,
+        Body::OpenDispute(c) => &c.order_id,
+        Body::ResolveDispute(c) => &c.order_id,
         Body::Genesis(_)
         | Body::EnrollParty(_)
         | Body::RotateKey(_)
@@ -315,6 +318,8 @@ fn register(view: &impl StateView, signer: &str, r: &pb::RegisterOrder, seq: u64
         return_node: String::new(),
         refund: 0,
         exceptions: Vec::new(),
+        events: Vec::new(),
+        disputes: Vec::new(),
         last_seq: seq,
     };
     let mut effects: Vec<Effect> = r
@@ -388,6 +393,8 @@ fn on_order(
         Body::RequestReturn(_) => o.request_return(),
         Body::ClaimReturn(_) => o.claim_return(),
         Body::ReceiveReturn(c) => o.receive_return(c),
+        Body::OpenDispute(c) => o.open_dispute(c),
+        Body::ResolveDispute(c) => o.resolve_dispute(c),
         _ => rej("malformed", "not an order command".into()),
     };
     let order_id = o.order.order_id.clone();
@@ -396,7 +403,28 @@ fn on_order(
             if let Some(note) = &o.lapse_note {
                 message = format!("{message} ({note})");
             }
-            Decision::reject(code, message, order_id)
+            let mut d = Decision::reject(code, message, order_id);
+            // Some rejections are evidence for the responsibility rules.
+            let fact = match (code, body) {
+                ("price_mismatch" | "stale_price_version", _) => Some(EventKind::WrongPrice {
+                    party: signer.to_string(),
+                }),
+                ("not_owner", Body::ReportMilestone(_)) => {
+                    Some(EventKind::MilestoneWithoutOwnership {
+                        party: signer.to_string(),
+                    })
+                }
+                _ => None,
+            };
+            if let (Some(kind), Some(mut stored)) = (fact, view.order(&d.order_id)) {
+                stored.events.push(Event {
+                    seq,
+                    time_ms: now,
+                    kind,
+                });
+                d.effects.push(Effect::PutOrder(stored));
+            }
+            d
         }
         Ok(()) => {
             let mut effects = vec![Effect::PutOrder(o.order)];
@@ -446,7 +474,19 @@ impl<V: StateView> OnOrder<'_, V> {
         self.order.custodian = None;
         self.order.offer = None;
         self.order.claimed_seq = 0;
+        self.event(EventKind::Lapsed {
+            node: owner.clone(),
+            deadline_ms: lease.deadline_ms,
+        });
         self.order.last_lapsed_owner = owner;
+    }
+
+    fn event(&mut self, kind: EventKind) {
+        self.order.events.push(Event {
+            seq: self.seq,
+            time_ms: self.now,
+            kind,
+        });
     }
 
     fn status(&self) -> &'static str {
@@ -596,6 +636,11 @@ impl<V: StateView> OnOrder<'_, V> {
         self.order.status = OrderStatus::Claimed;
         self.take_on(signer, &profile);
         self.stats_mut(signer).claims += 1;
+        self.event(EventKind::Claimed {
+            node: signer.to_string(),
+            profile_version: profile.version,
+            dispatch_time_ms: profile.dispatch_time_ms,
+        });
         Ok(())
     }
 
@@ -648,6 +693,7 @@ impl<V: StateView> OnOrder<'_, V> {
         self.drop_owner_count();
         self.order.status = OrderStatus::Cancelled;
         self.order.offer = None;
+        self.event(EventKind::Cancelled);
         Ok(())
     }
 
@@ -657,6 +703,9 @@ impl<V: StateView> OnOrder<'_, V> {
         self.drop_owner_count();
         let signer = self.signer;
         self.stats_mut(signer).releases += 1;
+        self.event(EventKind::Released {
+            node: signer.to_string(),
+        });
         self.order.status = OrderStatus::Open;
         self.order.owner = None;
         self.order.custodian = None;
@@ -760,6 +809,13 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         self.take_on(signer, &profile);
         self.stats_mut(signer).handoffs_in += 1;
+        self.event(EventKind::HandedOff {
+            from: sender,
+            to: signer.to_string(),
+            damaged: a.damaged,
+            profile_version: profile.version,
+            dispatch_time_ms: profile.dispatch_time_ms,
+        });
         if a.damaged {
             self.order.exceptions.push((
                 "damage_noted_at_handoff".into(),
@@ -834,6 +890,10 @@ impl<V: StateView> OnOrder<'_, V> {
                 self.order.carrier = m.carrier.clone();
                 self.order.tracking_id = m.tracking_id.clone();
                 self.order.custodian = Some(m.carrier.clone());
+                self.event(EventKind::Shipped {
+                    node: signer.to_string(),
+                    carrier: m.carrier.clone(),
+                });
             }
             Delivered => {
                 self.stats_mut(signer).delivered += 1;
@@ -842,6 +902,10 @@ impl<V: StateView> OnOrder<'_, V> {
                     // Delivered with proof: nobody in the chain holds it any more.
                     self.order.custodian = None;
                 }
+                self.event(EventKind::Delivered {
+                    node: signer.to_string(),
+                    proof: !m.proof_of_delivery.is_empty(),
+                });
             }
             _ => {}
         }
@@ -986,6 +1050,88 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         self.order.status = OrderStatus::Returned;
         self.order.refund = r.refund;
+        Ok(())
+    }
+}
+
+impl<V: StateView> OnOrder<'_, V> {
+    fn open_dispute(&mut self, d: &pb::OpenDispute) -> Result<(), Reject> {
+        if d.incident_ms > self.now {
+            return rej(
+                "incident_in_future",
+                format!(
+                    "incident time {} is after this entry's time {}",
+                    d.incident_ms, self.now
+                ),
+            );
+        }
+        let kind = match pb::IncidentKind::try_from(d.kind) {
+            Ok(pb::IncidentKind::Lost) => "lost",
+            Ok(pb::IncidentKind::Damaged) => "damaged",
+            Ok(pb::IncidentKind::Late) => "late",
+            Ok(pb::IncidentKind::DuplicateProcessing) => "duplicate_processing",
+            Ok(pb::IncidentKind::PriceMismatch) => "price_mismatch",
+            _ => return rej("malformed", "incident kind is not set".into()),
+        };
+        self.order.disputes.push(Dispute {
+            seq: self.seq,
+            kind: kind.into(),
+            incident_ms: d.incident_ms,
+            opened_by: self.signer.to_string(),
+            ruling: None,
+        });
+        Ok(())
+    }
+
+    fn resolve_dispute(&mut self, r: &pb::ResolveDispute) -> Result<(), Reject> {
+        let id = self.order.order_id.clone();
+        let Some(i) = self
+            .order
+            .disputes
+            .iter()
+            .position(|d| d.seq == r.dispute_seq)
+        else {
+            return rej(
+                "unknown_dispute",
+                format!(
+                    "order {id} has no dispute opened at entry {}",
+                    r.dispute_seq
+                ),
+            );
+        };
+        let dispute = &self.order.disputes[i];
+        if let Some(done) = &dispute.ruling {
+            return rej(
+                "already_resolved",
+                format!(
+                    "the dispute of entry {} was resolved at entry {}",
+                    r.dispute_seq, done.seq
+                ),
+            );
+        }
+        let computed = rule_on(&self.order, dispute);
+        if computed.liable != r.liable || computed.rule != r.rule || computed.evidence != r.evidence
+        {
+            return rej(
+                "ruling_mismatch",
+                format!(
+                    "the rules find {} liable under {} on evidence {:?} ({}); the ruling says {} under {} on {:?}",
+                    if computed.liable.is_empty() { "nobody" } else { &computed.liable },
+                    computed.rule,
+                    computed.evidence,
+                    computed.explanation,
+                    if r.liable.is_empty() { "nobody" } else { &r.liable },
+                    r.rule,
+                    r.evidence
+                ),
+            );
+        }
+        self.order.disputes[i].ruling = Some(RulingRecord {
+            liable: computed.liable,
+            rule: computed.rule.to_string(),
+            evidence: computed.evidence,
+            seq: self.seq,
+        });
         Ok(())
     }
 }

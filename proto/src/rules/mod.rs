@@ -13,15 +13,17 @@
 //! all again.
 
 mod decide;
+mod disputes;
 mod mem;
 mod state;
 mod validate;
 
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
+pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
 pub use state::{
-    lines_from_pb, lines_to_pb, ClusterConfig, Lease, Line, NodeStats, Offer, Order, OrderStatus,
-    Party, Profile, Requirements,
+    lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Lease, Line, NodeStats,
+    Offer, Order, OrderStatus, Party, Profile, Requirements, RulingRecord,
 };
 pub use validate::{validate_command, MAX_ID_LEN};
 
@@ -169,7 +171,7 @@ pub fn decode(bytes: &[u8]) -> Result<Admitted, Refusal> {
 /// The roles a command body allows its signer to have, and the command's name.
 pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static str)> {
     use pb::command::Body;
-    use pb::Role::{Channel, Node, Operator};
+    use pb::Role::{Auditor, Channel, Node, Operator};
     Some(match cmd.body.as_ref()? {
         Body::Genesis(_) => return None,
         Body::EnrollParty(_) => (&[Operator], "EnrollParty"),
@@ -189,6 +191,8 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::ClaimReturn(_) => (&[Node], "ClaimReturn"),
         Body::ReceiveReturn(_) => (&[Node], "ReceiveReturn"),
         Body::ReportException(_) => (&[Node, Channel], "ReportException"),
+        Body::OpenDispute(_) => (&[Operator, Channel, Node, Auditor], "OpenDispute"),
+        Body::ResolveDispute(_) => (&[Auditor], "ResolveDispute"),
     })
 }
 

@@ -208,6 +208,79 @@ pub struct Offer {
     pub expires_ms: u64,
 }
 
+/// A fact about an order that the responsibility rules use, with the
+/// entry it comes from (the evidence).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A node claimed the order (custody and a lease start).
+    Claimed {
+        node: String,
+        profile_version: u64,
+        dispatch_time_ms: u64,
+    },
+    /// A countersigned handoff was accepted (custody and a lease start).
+    HandedOff {
+        from: String,
+        to: String,
+        damaged: bool,
+        profile_version: u64,
+        dispatch_time_ms: u64,
+    },
+    Released {
+        node: String,
+    },
+    /// The owner's lease ran out (recorded by entry `seq`).
+    Lapsed {
+        node: String,
+        deadline_ms: u64,
+    },
+    /// Handed to the carrier.
+    Shipped {
+        node: String,
+        carrier: String,
+    },
+    Delivered {
+        node: String,
+        proof: bool,
+    },
+    Cancelled,
+    /// A rejected command quoted another price (or amended a stale version).
+    WrongPrice {
+        party: String,
+    },
+    /// A rejected milestone reported by a node that did not own the order.
+    MilestoneWithoutOwnership {
+        party: String,
+    },
+}
+
+/// A dispute opened on an order, and its ruling once resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    /// The entry that opened it (its id).
+    pub seq: u64,
+    /// lost, damaged, late, duplicate_processing, price_mismatch
+    pub kind: String,
+    pub incident_ms: u64,
+    pub opened_by: String,
+    pub ruling: Option<RulingRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulingRecord {
+    pub liable: String,
+    pub rule: String,
+    pub evidence: Vec<u64>,
+    pub seq: u64,
+}
+
 /// An order as the rules see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
@@ -240,6 +313,11 @@ pub struct Order {
     pub refund: i64,
     /// (kind, reporting party, entry) of every exception reported.
     pub exceptions: Vec<(String, String, u64)>,
+    /// Custody and evidence facts, oldest first (see [`EventKind`]).
+    #[serde(default)]
+    pub events: Vec<Event>,
+    #[serde(default)]
+    pub disputes: Vec<Dispute>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
 }
@@ -300,6 +378,24 @@ impl Order {
                 .exceptions
                 .iter()
                 .map(|(k, by, seq)| format!("{k} by {by} at {seq}"))
+                .collect(),
+            disputes: self
+                .disputes
+                .iter()
+                .map(|d| pb::DisputeView {
+                    seq: d.seq,
+                    kind: d.kind.clone(),
+                    incident_ms: d.incident_ms,
+                    opened_by: d.opened_by.clone(),
+                    resolved: d.ruling.is_some(),
+                    ruling: d.ruling.as_ref().map(|r| pb::Ruling {
+                        liable: r.liable.clone(),
+                        rule: r.rule.clone(),
+                        evidence: r.evidence.clone(),
+                        explanation: String::new(),
+                        resolved_seq: r.seq,
+                    }),
+                })
                 .collect(),
         }
     }

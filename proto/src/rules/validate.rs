@@ -234,6 +234,32 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             check_text("reason", &r.reason, false)
         }
         Some(Body::ClaimReturn(c)) => check_id("order id", &c.order_id),
+        Some(Body::OpenDispute(d)) => {
+            check_id("order id", &d.order_id)?;
+            match pb::IncidentKind::try_from(d.kind) {
+                Ok(pb::IncidentKind::Unspecified) => return Err(bad("incident kind is not set")),
+                Ok(_) => {}
+                Err(_) => return Err(bad(format!("unknown incident kind {}", d.kind))),
+            }
+            if d.incident_ms == 0 {
+                return Err(bad("incident time is not set"));
+            }
+            check_text("statement", &d.statement, false)
+        }
+        Some(Body::ResolveDispute(r)) => {
+            check_id("order id", &r.order_id)?;
+            if r.dispute_seq == 0 {
+                return Err(bad("dispute seq is 0: name the entry that opened it"));
+            }
+            if !r.liable.is_empty() {
+                check_id("liable party", &r.liable)?;
+            }
+            check_id("rule", &r.rule)?;
+            if r.evidence.len() > MAX_LIST {
+                return Err(bad(format!("more than {MAX_LIST} evidence entries")));
+            }
+            Ok(())
+        }
         Some(Body::ReceiveReturn(r)) => {
             check_id("order id", &r.order_id)?;
             if r.refund < 0 {

@@ -1,0 +1,295 @@
+//! The responsibility rules: who is liable for an incident on an order,
+//! computed from the order's recorded facts alone (docs/disputes.md).
+//!
+//! Every ruling names the liable party ("" when nobody in the chain is),
+//! the rule applied and the ledger entries that are its evidence. The same
+//! order and dispute always give the same ruling, so anyone replaying the
+//! ledger reproduces it, and the state machine rejects a `ResolveDispute`
+//! that says anything else.
+
+use super::state::{Dispute, EventKind, Order};
+
+/// A computed ruling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ruling {
+    pub liable: String,
+    pub rule: &'static str,
+    pub evidence: Vec<u64>,
+    pub explanation: String,
+}
+
+fn ruling(liable: &str, rule: &'static str, evidence: Vec<u64>, explanation: String) -> Ruling {
+    Ruling {
+        liable: liable.to_string(),
+        rule,
+        evidence,
+        explanation,
+    }
+}
+
+/// Who held the goods at `t`, by which entry, and whether that custody
+/// began with a clean countersigned acceptance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Custody {
+    holder: String,
+    seq: u64,
+    how: How,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    Claim,
+    CleanAcceptance,
+    DamagedAcceptance,
+    Carrier,
+    CarrierNoProof,
+}
+
+/// Custody at time `t`: the last custody-moving fact at or before `t`.
+/// Nobody holds an open, released or lapsed order, nor one delivered with
+/// proof; a delivery without proof leaves it with the carrier.
+fn custody_at(order: &Order, t: u64) -> Option<Custody> {
+    let mut c: Option<Custody> = None;
+    for e in order.events.iter().filter(|e| e.time_ms <= t) {
+        c = match &e.kind {
+            EventKind::Claimed { node, .. } => Some(Custody {
+                holder: node.clone(),
+                seq: e.seq,
+                how: How::Claim,
+            }),
+            EventKind::HandedOff { to, damaged, .. } => Some(Custody {
+                holder: to.clone(),
+                seq: e.seq,
+                how: if *damaged {
+                    How::DamagedAcceptance
+                } else {
+                    How::CleanAcceptance
+                },
+            }),
+            EventKind::Released { .. } | EventKind::Lapsed { .. } => None,
+            EventKind::Shipped { carrier, .. } => Some(Custody {
+                holder: carrier.clone(),
+                seq: e.seq,
+                how: How::Carrier,
+            }),
+            EventKind::Delivered { proof: true, .. } => None,
+            EventKind::Delivered { proof: false, .. } => c.map(|prev| Custody {
+                seq: e.seq,
+                how: How::CarrierNoProof,
+                ..prev
+            }),
+            EventKind::Cancelled
+            | EventKind::WrongPrice { .. }
+            | EventKind::MilestoneWithoutOwnership { .. } => c,
+        };
+    }
+    c
+}
+
+/// The ruling the rules give for `dispute` on `order`.
+pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
+    let t = dispute.incident_ms;
+    match dispute.kind.as_str() {
+        "lost" => custodian_rule(order, t, "lost"),
+        "damaged" => damaged(order, t),
+        "late" => late(order),
+        "duplicate_processing" => first_fact(
+            order,
+            |k| match k {
+                EventKind::MilestoneWithoutOwnership { party } => Some(party.clone()),
+                _ => None,
+            },
+            "milestone_without_ownership",
+            "reported a milestone on an order it did not own",
+        ),
+        "price_mismatch" => first_fact(
+            order,
+            |k| match k {
+                EventKind::WrongPrice { party } => Some(party.clone()),
+                _ => None,
+            },
+            "wrong_price_quoted",
+            "quoted a price other than the order's current price version",
+        ),
+        other => ruling("", "no_rule", Vec::new(), format!("no rule for {other}")),
+    }
+}
+
+/// Liability stays with whoever held the goods at the incident.
+fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
+    match custody_at(order, t) {
+        None => ruling(
+            "",
+            "no_custodian",
+            Vec::new(),
+            format!("nobody in the chain held order {} at {t}", order.order_id),
+        ),
+        Some(c) => {
+            let (rule, why) = match c.how {
+                How::Claim => ("custodian_at_incident", "held it by its claim"),
+                How::CleanAcceptance => (
+                    "clean_acceptance",
+                    "accepted it in good condition (a clean, countersigned handoff)",
+                ),
+                How::DamagedAcceptance => (
+                    "custodian_at_incident",
+                    "held it since a countersigned handoff",
+                ),
+                How::Carrier => ("custodian_at_incident", "held it as the carrier"),
+                How::CarrierNoProof => (
+                    "delivered_without_proof",
+                    "reported delivery without proof of delivery, so custody stays with the carrier",
+                ),
+            };
+            let mut evidence = vec![c.seq];
+            if c.how == How::CarrierNoProof {
+                if let Some(s) = order
+                    .events
+                    .iter()
+                    .rev()
+                    .find(|e| e.seq < c.seq && matches!(e.kind, EventKind::Shipped { .. }))
+                {
+                    evidence.insert(0, s.seq);
+                }
+            }
+            ruling(
+                &c.holder,
+                rule,
+                evidence,
+                format!("order {} {what} at {t}: {} {why}", order.order_id, c.holder),
+            )
+        }
+    }
+}
+
+/// Damage noted at a countersigned acceptance points to the previous
+/// custodian; otherwise the custodian at the incident is liable.
+fn damaged(order: &Order, t: u64) -> Ruling {
+    // Damage noted at any acceptance happened before it, whenever it was reported.
+    let noted = order
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::HandedOff { damaged: true, .. }));
+    if let Some(e) = noted {
+        if let EventKind::HandedOff { from, to, .. } = &e.kind {
+            return ruling(
+                from,
+                "damage_noted_at_acceptance",
+                vec![e.seq],
+                format!(
+                    "{to} noted damage when it accepted order {} from {from}, so it arrived damaged",
+                    order.order_id
+                ),
+            );
+        }
+    }
+    custodian_rule(order, t, "was damaged")
+}
+
+/// A lapse is the lapsed owner's; otherwise late when the hand-off to the
+/// carrier came after the lease start plus the declared dispatch time of
+/// the profile version in force.
+fn late(order: &Order) -> Ruling {
+    let lapse = order.events.iter().find_map(|e| match &e.kind {
+        EventKind::Lapsed { node, deadline_ms } => Some((e.seq, node.clone(), *deadline_ms)),
+        _ => None,
+    });
+    if let Some((seq, node, deadline)) = lapse {
+        let start = lease_start_before(order, seq, &node);
+        let mut evidence: Vec<u64> = start.iter().map(|(s, _, _)| *s).collect();
+        evidence.push(seq);
+        return ruling(
+            &node,
+            "lease_lapsed",
+            evidence,
+            format!(
+                "{node} did not ship order {} by its lease deadline {deadline}",
+                order.order_id
+            ),
+        );
+    }
+    let shipped = order.events.iter().find_map(|e| match &e.kind {
+        EventKind::Shipped { node, .. } => Some((e.seq, e.time_ms, node.clone())),
+        _ => None,
+    });
+    let Some((ship_seq, ship_ms, node)) = shipped else {
+        return ruling(
+            "",
+            "no_breach",
+            Vec::new(),
+            format!(
+                "order {} has not shipped and no lease lapsed",
+                order.order_id
+            ),
+        );
+    };
+    match lease_start_before(order, ship_seq, &node) {
+        Some((start_seq, start_ms, dispatch)) if ship_ms > start_ms.saturating_add(dispatch) => ruling(
+            &node,
+            "late_dispatch",
+            vec![start_seq, ship_seq],
+            format!(
+                "{node} took order {} on at {start_ms} and handed it to the carrier at {ship_ms}, after its declared dispatch time of {dispatch} ms",
+                order.order_id
+            ),
+        ),
+        _ => ruling(
+            "",
+            "no_breach",
+            vec![ship_seq],
+            format!(
+                "order {} was handed to the carrier within the declared dispatch time",
+                order.order_id
+            ),
+        ),
+    }
+}
+
+/// The claim or acceptance that began `node`'s lease before entry `before`:
+/// (entry, time, declared dispatch time of the profile version in force).
+fn lease_start_before(order: &Order, before: u64, node: &str) -> Option<(u64, u64, u64)> {
+    order
+        .events
+        .iter()
+        .rev()
+        .filter(|e| e.seq < before)
+        .find_map(|e| match &e.kind {
+            EventKind::Claimed {
+                node: n,
+                dispatch_time_ms,
+                ..
+            } if n == node => Some((e.seq, e.time_ms, *dispatch_time_ms)),
+            EventKind::HandedOff {
+                to,
+                dispatch_time_ms,
+                ..
+            } if to == node => Some((e.seq, e.time_ms, *dispatch_time_ms)),
+            _ => None,
+        })
+}
+
+fn first_fact(
+    order: &Order,
+    party_of: impl Fn(&EventKind) -> Option<String>,
+    rule: &'static str,
+    what: &str,
+) -> Ruling {
+    match order
+        .events
+        .iter()
+        .find_map(|e| party_of(&e.kind).map(|p| (e.seq, p)))
+    {
+        Some((seq, party)) => ruling(
+            &party,
+            rule,
+            vec![seq],
+            format!("{party} {what} (entry {seq})"),
+        ),
+        None => ruling(
+            "",
+            "no_breach",
+            Vec::new(),
+            format!("the ledger shows no such act on order {}", order.order_id),
+        ),
+    }
+}
