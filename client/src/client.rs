@@ -277,6 +277,25 @@ impl Client {
         call_one(endpoint, |mut c| async move { c.get_order(req).await }).await
     }
 
+    /// The overall deadline of each call.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The endpoint that answered last (calls start there).
+    pub(crate) fn preferred(&self) -> usize {
+        self.inner.preferred.load(Ordering::Relaxed) % self.inner.endpoints.len()
+    }
+
+    /// Configured endpoint `i` (modulo their count) and its channel.
+    pub(crate) fn endpoint_channel(&self, i: usize) -> (String, Channel) {
+        let i = i % self.inner.endpoints.len();
+        (
+            self.inner.endpoints[i].clone(),
+            self.inner.channels[i].clone(),
+        )
+    }
+
     /// Runs `f` against the cluster until it answers or the deadline passes.
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
@@ -415,7 +434,7 @@ fn leader_hint(s: &Status) -> Option<String> {
 }
 
 /// The status message followed by any transport causes not already in it.
-fn describe(s: &Status) -> String {
+pub(crate) fn describe(s: &Status) -> String {
     let mut out = s.message().to_string();
     let mut src = s.source();
     while let Some(e) = src {

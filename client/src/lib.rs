@@ -4,6 +4,8 @@
 //!   and signs commands.
 //! - [`Client`]: talks to the cluster over gRPC and hides leader changes
 //!   (retries with backoff, follows leader hints, resends identical bytes).
+//! - [`watch`]: [`Client::watch`], the live entry feed that resumes on
+//!   another replica after a disconnect, never missing or repeating an entry.
 //! - [`audit`]: checkpoints, Merkle proofs and exports, and the checks that
 //!   never trust the replica that answered.
 //!
@@ -25,9 +27,11 @@ mod client;
 mod endpoints;
 mod error;
 mod identity;
+pub mod watch;
 
 pub use arbor_proto::pb;
 pub use client::{Client, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
 pub use endpoints::parse_endpoints;
 pub use error::{code_name, ClientError};
 pub use identity::Identity;
+pub use watch::WatchStream;

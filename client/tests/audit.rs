@@ -220,6 +220,16 @@ impl Arbor for Ledger {
             public_key: key.verifying_key().to_bytes().to_vec(),
         }))
     }
+
+    type WatchEntriesStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LedgerEntry, Status>> + Send>>;
+
+    async fn watch_entries(
+        &self,
+        _: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchEntriesStream>, Status> {
+        unimplemented()
+    }
 }
 
 async fn serve(ledger: Ledger) -> String {

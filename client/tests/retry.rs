@@ -186,6 +186,16 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::ReplicaIdentity>, Status> {
         Err(Status::unimplemented("mock"))
     }
+
+    type WatchEntriesStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LedgerEntry, Status>> + Send>>;
+
+    async fn watch_entries(
+        &self,
+        _: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchEntriesStream>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
 }
 
 /// Serves `mock` on a fresh local port; returns "127.0.0.1:PORT".

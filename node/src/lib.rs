@@ -102,6 +102,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let (log_store, sm) =
         storage::open(&config.data_dir).map_err(|e| NodeError::Storage(e.to_string()))?;
     let reader = sm.reader();
+    let applied = sm.applied_head();
     let raft = Raft::new(
         config.id,
         raft_config(&config)?,
@@ -123,6 +124,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         peers: Peers::default(),
         identity: identity.clone(),
         leaves: proofs::LeafCache::new(reader.clone()),
+        applied,
     };
     let raft_api = RaftApi { raft: raft.clone() };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -39,7 +39,7 @@ pub async fn run(ctx: &Ctx, cmd: LedgerCmd) -> Result<Reply> {
 }
 
 /// Signer and command kind, read from the entry's signed command bytes.
-fn command_summary(bytes: &[u8]) -> (String, String) {
+pub(super) fn command_summary(bytes: &[u8]) -> (String, String) {
     let Ok(env) = pb::SignedCommand::decode(bytes) else {
         return ("?".into(), "undecodable".into());
     };

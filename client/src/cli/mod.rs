@@ -13,6 +13,7 @@ mod order;
 mod output;
 mod party;
 mod profile;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -111,6 +112,22 @@ against a fresh local three-replica cluster.\n\n\
 Example:\n  arbor bench --key operator.key --orders 20000 --in-flight 256 --duplicates 0.2 --output json"
     )]
     Bench(bench::BenchArgs),
+    /// Follow the ledger live: one line per entry as it is committed, until Ctrl-C
+    #[command(
+        long_about = "Follow the ledger live: print one line per ledger entry as it is committed, \
+in sequence order, until Ctrl-C. Each line shows the sequence number, leader timestamp (UTC), \
+outcome code, the order concerned, the kind of command and its signer, and a prefix of the \
+entry hash. With --output json each line is one JSON object with every field in full \
+(the fields of `arbor ledger entries --output json`).\n\n\
+Without --from only entries committed from now on are shown; --from SEQ starts at that \
+sequence number (0: the whole ledger, then live). Any replica serves the feed. When the \
+replica being read dies or restarts, the watch resumes on another endpoint right after \
+the last entry printed: no entry is missed or printed twice, and every entry's hash and \
+link to the previous one is checked. It gives up (exit code 1) when no replica has served \
+the feed for --timeout seconds.\n\n\
+Examples:\n  arbor watch\n  arbor watch --from 0 --output json | jq -c 'select(.accepted | not)'"
+    )]
+    Watch(watch::WatchArgs),
 }
 
 /// What every command may need: where the cluster is and how to print.
@@ -144,6 +161,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         Command::Cluster(c) => cluster::run(&ctx, c).await,
         Command::Audit(c) => audit::run(&ctx, c).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
+        Command::Watch(a) => watch::run(&ctx, a).await,
     }
 }
 

@@ -23,7 +23,7 @@ use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::proofs::LeafCache;
 use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
-use crate::storage::LedgerReader;
+use crate::storage::{AppliedHead, LedgerReader};
 
 /// Admin commands older or newer than this (by the replica's clock) are refused.
 const ADMIN_WINDOW_MS: u64 = 5 * 60 * 1000;
@@ -46,6 +46,8 @@ pub struct ArborApi {
     pub peers: Peers,
     pub identity: ReplicaIdentity,
     pub leaves: LeafCache,
+    /// The state machine's applied head, for the live feed (`watch.rs`).
+    pub applied: AppliedHead,
 }
 
 impl ArborApi {
@@ -763,5 +765,15 @@ impl Arbor for ArborApi {
             name: self.identity.name.clone(),
             public_key: self.identity.public_key().to_vec(),
         }))
+    }
+
+    type WatchEntriesStream = super::watch::EntryStream;
+
+    /// Served here from this replica's applied state; never forwarded.
+    async fn watch_entries(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchEntriesStream>, Status> {
+        self.watch(req.into_inner()).map(Response::new)
     }
 }

@@ -7,6 +7,7 @@ pub mod client_api;
 pub mod raft_api;
 pub mod routing;
 pub mod status;
+pub mod watch;
 
 pub use client_api::ArborApi;
 pub use raft_api::RaftApi;

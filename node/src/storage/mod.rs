@@ -28,6 +28,7 @@
 //! On disk: `<dir>/db` is the RocksDB, `<dir>/snapshots/` the snapshot files.
 //! [`keys`] owns every column family name and key encoding.
 
+mod feed;
 pub mod keys;
 mod log_store;
 mod reader;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
 
+pub use feed::AppliedHead;
 pub use log_store::LogStore;
 pub use reader::{LedgerReader, ReadError};
 pub use snapshot::SnapshotData;

@@ -35,6 +35,7 @@ use prost::Message;
 use rocksdb::{WriteBatch, DB};
 use serde::Serialize;
 
+use super::feed::{AppliedHead, HeadPublisher};
 use super::keys::*;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
 use super::{cf, io_err, LedgerReader, ReadError};
@@ -49,15 +50,25 @@ pub struct StateMachineStore {
     pub(super) db: Arc<DB>,
     reader: LedgerReader,
     pub(super) snapshots: Arc<SnapshotFiles>,
+    /// Announces each applied entry to the live feed (see `feed.rs`).
+    head_feed: Arc<HeadPublisher>,
 }
 
 impl StateMachineStore {
     pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Self {
+        let reader = LedgerReader::new(db.clone());
+        let next_seq = next_seq(&reader);
         StateMachineStore {
-            reader: LedgerReader::new(db.clone()),
+            reader,
             db,
             snapshots: Arc::new(SnapshotFiles::new(snapshot_dir)),
+            head_feed: Arc::new(HeadPublisher::new(next_seq)),
         }
+    }
+
+    /// The applied head as the state machine publishes it, for the live feed.
+    pub fn applied_head(&self) -> AppliedHead {
+        self.head_feed.subscribe()
     }
 
     /// A read-only view of the applied state, for the API.
@@ -99,6 +110,9 @@ impl StateMachineStore {
                 e,
             )
         })?;
+        if let Response::Appended { seq, .. } = &response {
+            self.head_feed.publish(seq + 1);
+        }
         Ok(response)
     }
 
@@ -161,6 +175,18 @@ impl StateMachineStore {
             outcome: outcome(&entry),
             hash: entry.hash,
         })
+    }
+}
+
+/// The sequence number after the applied head (0 before genesis; 0 too if
+/// the head cannot be read, which only delays watchers until the next entry).
+fn next_seq(reader: &LedgerReader) -> u64 {
+    match reader.head() {
+        Ok(h) => h.map_or(0, |h| h.seq + 1),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the chain head for the live feed");
+            0
+        }
     }
 }
 
@@ -326,7 +352,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        snapshot::install(self, meta, snapshot.into_inner())
+        snapshot::install(self, meta, snapshot.into_inner())?;
+        self.head_feed.publish(next_seq(&self.reader));
+        Ok(())
     }
 
     async fn get_current_snapshot(
