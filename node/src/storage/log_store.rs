@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::keys::{self, CF_LOG, CF_RAFT_META, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE};
 use super::{cf, io_err};
-use crate::raft::TypeConfig;
+use crate::raft::{codec, TypeConfig};
 
 type LogEntry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
@@ -78,7 +78,7 @@ impl LogStore {
                 "key is not a u64",
             )
         })?;
-        let entry: LogEntry = serde_json::from_slice(value)
+        let entry: LogEntry = codec::decode(value)
             .map_err(|e| io_err(format_args!("{CF_LOG}/{index} is corrupted"), e))?;
         if entry.log_id.index != index {
             return Err(io_err(
@@ -180,11 +180,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = cf(&self.db, CF_LOG);
         let mut batch = WriteBatch::default();
+        let mut bytes = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
-            let bytes = serde_json::to_vec(&entry)
+            bytes.clear();
+            codec::encode_into(&mut bytes, &entry)
                 .map_err(|e| io_err(format_args!("encode raft log entry {index}"), e))?;
-            batch.put_cf(log, keys::u64_key(index), bytes);
+            batch.put_cf(log, keys::u64_key(index), &bytes);
         }
         // Synced before the callback: openraft counts the entries as
         // persisted (and may vote or commit on them) once it is called.
