@@ -123,6 +123,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         peers: Peers::default(),
         identity: identity.clone(),
         leaves: proofs::LeafCache::new(reader.clone()),
+        admission: api::admission::Admission::start(),
     };
     let raft_api = RaftApi { raft: raft.clone() };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -18,6 +18,7 @@ use openraft::{BasicNode, ChangeMembers, ReadPolicy};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::admission::Admission;
 use super::routing::{self, route, Peers};
 use super::status;
 use crate::identity::ReplicaIdentity;
@@ -46,6 +47,7 @@ pub struct ArborApi {
     pub peers: Peers,
     pub identity: ReplicaIdentity,
     pub leaves: LeafCache,
+    pub admission: Admission,
 }
 
 impl ArborApi {
@@ -83,7 +85,16 @@ impl ArborApi {
     /// Proposes a command on this (leader) replica and waits for its outcome.
     async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
         let bytes = env.encode_to_vec();
-        rules::admit(&self.reader, &bytes).map_err(|r| status::refusal(&r))?;
+        // What `rules::admit` does, with the signature checked in a batch.
+        let admitted = rules::decode(&bytes).map_err(|r| status::refusal(&r))?;
+        if let Some(party) =
+            rules::authorize(&self.reader, &admitted, false).map_err(|r| status::refusal(&r))?
+        {
+            self.admission
+                .check_signature(admitted, party)
+                .await
+                .map_err(|r| status::refusal(&r))?;
+        }
         let req = RaftRequest {
             command: bytes,
             time_ms: now_ms(),
