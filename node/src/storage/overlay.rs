@@ -10,6 +10,12 @@
 //! later) sees the pending writes without knowing what kind of record they
 //! are. Iterating reads (`LedgerReader::entries`) see RocksDB only; the
 //! state machine does not use them while deciding.
+//!
+//! The overlay also remembers what such a reader read from RocksDB (the
+//! signer's party record, read for every command of a batch, comes from
+//! memory after the first time). That is safe because nothing else writes
+//! the state machine's column families while it applies a stream, and the
+//! overlay is emptied whenever its batch is written.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +45,16 @@ impl Overlay {
         cfs.entry(cf_name)
             .or_default()
             .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    }
+
+    /// Remembers what RocksDB holds for a key the overlay does not know, so
+    /// that reading it again in the same batch does not go to RocksDB.
+    pub(crate) fn remember(&self, cf_name: &'static str, key: &[u8], value: Option<&[u8]>) {
+        let mut cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
+        let values = cfs.entry(cf_name).or_default();
+        if !values.contains_key(key) {
+            values.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        }
     }
 
     fn clear(&self) {

@@ -80,13 +80,18 @@ impl LedgerReader {
         if let Some(pending) = self.overlay.as_ref().and_then(|o| o.get(cf_name, key)) {
             return Ok(pending);
         }
-        self.db
+        let value = self
+            .db
             .get_cf(cf(&self.db, cf_name), key)
             .map_err(|source| ReadError::Db {
                 cf: cf_name,
                 key: keys::display_key(key),
                 source,
-            })
+            })?;
+        if let Some(o) = &self.overlay {
+            o.remember(cf_name, key, value.as_deref());
+        }
+        Ok(value)
     }
 
     fn get_json<T: DeserializeOwned>(
