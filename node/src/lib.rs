@@ -125,6 +125,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         identity: identity.clone(),
         leaves: proofs::LeafCache::new(reader.clone()),
         applied,
+        admission: api::admission::Admission::start(),
     };
     let raft_api = RaftApi { raft: raft.clone() };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -18,6 +18,7 @@ use openraft::{BasicNode, ChangeMembers, ReadPolicy};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::admission::Admission;
 use super::routing::{self, route, Peers};
 use super::status;
 use crate::identity::ReplicaIdentity;
@@ -48,6 +49,7 @@ pub struct ArborApi {
     pub leaves: LeafCache,
     /// The state machine's applied head, for the live feed (`watch.rs`).
     pub applied: AppliedHead,
+    pub admission: Admission,
 }
 
 impl ArborApi {
@@ -90,7 +92,18 @@ impl ArborApi {
         if let Some(reply) = self.applied_before(&env)? {
             return Ok(reply);
         }
-        let (_, key) = rules::admit(&self.reader, &bytes).map_err(|r| status::refusal(&r))?;
+        // What `rules::admit` does, with the signature checked in a batch.
+        let admitted = rules::decode(&bytes).map_err(|r| status::refusal(&r))?;
+        let mut key = None;
+        if let Some(party) =
+            rules::authorize(&self.reader, &admitted, false).map_err(|r| status::refusal(&r))?
+        {
+            key = Some(party.public_key.clone());
+            self.admission
+                .check_signature(admitted, party)
+                .await
+                .map_err(|r| status::refusal(&r))?;
+        }
         let req = RaftRequest {
             command: bytes,
             time_ms: now_ms(),
@@ -462,13 +475,23 @@ impl Arbor for ArborApi {
                     q.order_id, q.dispute_seq
                 ))
             })?;
+        // A resolved dispute answers the ruling the ledger recorded.
+        if let Some(done) = &dispute.ruling {
+            return Ok(Response::new(pb::Ruling {
+                liable: done.liable.clone(),
+                rule: done.rule.clone(),
+                evidence: done.evidence.clone(),
+                explanation: format!("resolved at entry {}", done.seq),
+                resolved_seq: done.seq,
+            }));
+        }
         let r = rules::rule_on(&order, dispute);
         Ok(Response::new(pb::Ruling {
             liable: r.liable,
             rule: r.rule.to_string(),
             evidence: r.evidence,
             explanation: r.explanation,
-            resolved_seq: dispute.ruling.as_ref().map(|x| x.seq).unwrap_or(0),
+            resolved_seq: 0,
         }))
     }
 

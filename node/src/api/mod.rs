@@ -2,6 +2,7 @@
 //! (`arbor.v1.Raft`), served on the same listener. Errors become status codes
 //! only in `status.rs`.
 
+pub mod admission;
 mod audit;
 pub mod client_api;
 pub mod raft_api;

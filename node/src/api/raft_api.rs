@@ -7,6 +7,7 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use tonic::{Request, Response, Status};
 
+use crate::raft::codec;
 use crate::raft::{Raft, TypeConfig};
 
 pub struct RaftApi {
@@ -14,12 +15,12 @@ pub struct RaftApi {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&p.data)
+    codec::decode(&p.data)
         .map_err(|e| Status::invalid_argument(format!("raft payload does not decode: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
-    let data = serde_json::to_vec(v)
+    let data = codec::encode(v)
         .map_err(|e| Status::internal(format!("raft reply does not encode: {e}")))?;
     Ok(Response::new(pb::RaftPayload {
         data,

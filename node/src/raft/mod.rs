@@ -1,5 +1,6 @@
 //! openraft wiring: type configuration and the gRPC network client.
 
+pub mod codec;
 pub mod network;
 pub mod types;
 

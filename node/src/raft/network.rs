@@ -2,8 +2,9 @@
 //!
 //! One tonic `Channel` per peer address, created lazily and reused for every
 //! RPC (a channel multiplexes HTTP/2 streams and reconnects by itself). Raft
-//! messages travel as JSON inside `RaftPayload` (they never leave the
-//! cluster); snapshot data travels as raw bytes beside it.
+//! messages travel bincode-encoded (see [`super::codec`]) inside
+//! `RaftPayload.data` (they never leave the cluster); snapshot data travels
+//! as raw bytes beside it.
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -21,6 +22,7 @@ use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
 use tonic::transport::{Channel, Endpoint};
 
+use super::codec;
 use super::types::{NodeId, TypeConfig};
 
 /// Largest raft message (and snapshot) accepted on the wire.
@@ -105,7 +107,7 @@ impl PeerClient {
         Resp: serde::de::DeserializeOwned,
     {
         let mut client = self.client().map_err(unreachable)?;
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(pb::RaftPayload {
             data,
             blob: Vec::new(),
@@ -117,7 +119,7 @@ impl PeerClient {
             _ => unreachable!("unknown raft rpc {rpc}"),
         }
         .map_err(|s| self.status_error(rpc, s))?;
-        serde_json::from_slice(&reply.into_inner().data)
+        codec::decode(&reply.into_inner().data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
@@ -151,8 +153,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self
             .client()
             .map_err(|m| StreamingError::Unreachable(Unreachable::from_string(m)))?;
-        let data =
-            serde_json::to_vec(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
+        let data = codec::encode(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
         let blob = snapshot.snapshot.into_inner();
         let mut request = tonic::Request::new(pb::RaftPayload { data, blob });
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
@@ -165,7 +166,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             ))
         })?;
         let resp: SnapshotResponse<TypeConfig> =
-            serde_json::from_slice(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
+            codec::decode(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
         Ok(resp)
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The exact `SignedCommand` bytes.
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "super::codec::bytes")]
     pub command: Vec<u8>,
     /// The leader's wall clock when it proposed the command (ms since the Unix epoch).
     pub time_ms: u64,
@@ -16,7 +16,7 @@ pub struct Request {
     /// The signer's public key the leader verified the signature against at
     /// admission (empty for genesis). Applying refuses the command if the
     /// signer's key in force differs by then (rotated or revoked meanwhile).
-    #[serde(default, with = "hex_bytes")]
+    #[serde(with = "super::codec::bytes")]
     pub verified_key: Vec<u8>,
 }
 
@@ -87,7 +87,9 @@ impl std::fmt::Display for Response {
     }
 }
 
-/// Serde helper: bytes as a lowercase hex string (the raft log and raft RPCs are JSON).
+/// Serde helper: bytes as a lowercase hex string, for fields meant to be
+/// read by people in JSON (the raft log and raft RPCs are bincode, see
+/// [`super::codec`]; plain bytes there are best carried with `codec::bytes`).
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 

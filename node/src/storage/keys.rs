@@ -5,7 +5,7 @@
 //!
 //! | column family | key | value |
 //! |---|---|---|
-//! | `raft_log` | log index, u64 big-endian | raft log entry, serde_json |
+//! | `raft_log` | log index, u64 big-endian | raft log entry, bincode (`raft::codec`) |
 //! | `raft_meta` | `vote`, `committed`, `last_purged` | serde_json |
 //! | `ledger` | ledger seq, u64 big-endian | `pb::LedgerEntry`, protobuf |
 //! | `orders` | order id (UTF-8) | `rules::Order`, serde_json |

@@ -10,11 +10,20 @@
 //!
 //! The store does blocking RocksDB calls inside its async methods; each is a
 //! single batch or point read, short enough not to need a blocking pool.
+//!
+//! The last [`CACHE_ENTRIES`] appended entries are also kept in memory
+//! ([`TailCache`]): the leader reads every new entry back once per follower
+//! (replication) and once to apply it, and a follower once to apply it; the
+//! cache answers those reads without a RocksDB iterator and a decode. It only
+//! ever holds a contiguous run of entries ending at the last one appended,
+//! and truncation and purging remove from it what they remove from RocksDB,
+//! so it never answers anything RocksDB would not.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
@@ -25,21 +34,84 @@ use serde::Serialize;
 
 use super::keys::{self, CF_LOG, CF_RAFT_META, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE};
 use super::{cf, io_err};
-use crate::raft::TypeConfig;
+use crate::raft::{codec, TypeConfig};
 
 type LogEntry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 
+/// Entries kept in memory after they are appended.
+const CACHE_ENTRIES: usize = 8192;
+
 /// The raft log storage; also its own log reader. Cheap to clone.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    cache: Arc<Mutex<TailCache>>,
+}
+
+/// A contiguous run of the newest log entries, by index.
+#[derive(Default)]
+struct TailCache {
+    entries: BTreeMap<u64, LogEntry>,
+}
+
+impl TailCache {
+    /// Records entries just written to RocksDB.
+    fn appended(&mut self, entries: Vec<LogEntry>) {
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            return;
+        };
+        // Appending overwrites from `first` on; a gap means the run ended.
+        self.entries.split_off(&first);
+        if self
+            .entries
+            .keys()
+            .next_back()
+            .is_some_and(|last| last + 1 != first)
+        {
+            self.entries.clear();
+        }
+        for e in entries {
+            self.entries.insert(e.log_id.index, e);
+        }
+        while self.entries.len() > CACHE_ENTRIES {
+            self.entries.pop_first();
+        }
+    }
+
+    /// The entries of `range` (which starts at `start`), if the cache holds
+    /// every index of it; `None` sends the reader to RocksDB.
+    fn get(&self, range: &impl RangeBounds<u64>, start: u64) -> Option<Vec<LogEntry>> {
+        let first = *self.entries.keys().next()?;
+        let last = *self.entries.keys().next_back()?;
+        let end = match range.end_bound() {
+            Bound::Included(n) => n.checked_add(1)?,
+            Bound::Excluded(n) => *n,
+            Bound::Unbounded => return None,
+        };
+        if start < first || end > last + 1 || start >= end {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|(_, e)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        LogStore { db }
+        LogStore {
+            db,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, TailCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write(&self, batch: WriteBatch, sync: bool, what: &str) -> io::Result<()> {
@@ -78,7 +150,7 @@ impl LogStore {
                 "key is not a u64",
             )
         })?;
-        let entry: LogEntry = serde_json::from_slice(value)
+        let entry: LogEntry = codec::decode(value)
             .map_err(|e| io_err(format_args!("{CF_LOG}/{index} is corrupted"), e))?;
         if entry.log_id.index != index {
             return Err(io_err(
@@ -113,6 +185,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             },
             Bound::Unbounded => 0,
         };
+        if let Some(cached) = self.cache().get(&range, start) {
+            return Ok(cached);
+        }
         let from = keys::u64_key(start);
         let mode = IteratorMode::From(&from, Direction::Forward);
         let mut out = Vec::new();
@@ -180,20 +255,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let log = cf(&self.db, CF_LOG);
         let mut batch = WriteBatch::default();
-        for entry in entries {
+        let mut bytes = Vec::new();
+        let entries: Vec<LogEntry> = entries.into_iter().collect();
+        for entry in &entries {
             let index = entry.log_id.index;
-            let bytes = serde_json::to_vec(&entry)
+            bytes.clear();
+            codec::encode_into(&mut bytes, entry)
                 .map_err(|e| io_err(format_args!("encode raft log entry {index}"), e))?;
-            batch.put_cf(log, keys::u64_key(index), bytes);
+            batch.put_cf(log, keys::u64_key(index), &bytes);
         }
         // Synced before the callback: openraft counts the entries as
         // persisted (and may vote or commit on them) once it is called.
+        // Cached after the write: until then a read of them goes to RocksDB.
         match self.write(batch, true, "append raft log entries") {
             Ok(()) => {
+                self.cache().appended(entries);
                 callback.io_completed(Ok(()));
                 Ok(())
             }
             Err(e) => {
+                self.cache().entries.clear();
                 callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
                 Err(e)
             }
@@ -213,6 +294,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The range end is exclusive; index u64::MAX is deleted on its own.
         batch.delete_range_cf(log, keys::u64_key(from), keys::u64_key(u64::MAX));
         batch.delete_cf(log, keys::u64_key(u64::MAX));
+        // Dropped from the cache first: a reader must not get them from it
+        // once they may be gone from RocksDB.
+        self.cache().entries.split_off(&from);
         self.write(batch, true, "truncate raft log")
     }
 
@@ -226,6 +310,54 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.put_cf(cf(&self.db, CF_RAFT_META), KEY_LAST_PURGED, bytes);
         batch.delete_range_cf(log, keys::u64_key(0), keys::u64_key(log_id.index));
         batch.delete_cf(log, keys::u64_key(log_id.index));
+        {
+            // Keep what is after the purged id (the run stays contiguous).
+            let mut cache = self.cache();
+            cache.entries = match log_id.index.checked_add(1) {
+                Some(next) => cache.entries.split_off(&next),
+                None => BTreeMap::new(),
+            };
+        }
         self.write(batch, true, "purge raft log")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::entry::RaftEntry;
+
+    fn entry(index: u64) -> LogEntry {
+        let leader = openraft::impls::leader_id_adv::LeaderId {
+            term: 1,
+            node_id: 1,
+        };
+        openraft::Entry::new_blank(openraft::LogId::new(leader, index))
+    }
+
+    fn indexes(v: Option<Vec<LogEntry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn the_tail_cache_answers_only_what_it_holds_entirely() {
+        let mut c = TailCache::default();
+        assert_eq!(indexes(c.get(&(1..3), 1)), None);
+        c.appended((5..10).map(entry).collect());
+        assert_eq!(indexes(c.get(&(5..8), 5)), Some(vec![5, 6, 7]));
+        assert_eq!(indexes(c.get(&(7..=9), 7)), Some(vec![7, 8, 9]));
+        assert_eq!(indexes(c.get(&(4..8), 4)), None, "starts before the cache");
+        assert_eq!(indexes(c.get(&(8..11), 8)), None, "ends after the cache");
+        assert_eq!(indexes(c.get(&(8..), 8)), None);
+        // Overwriting from 7 on drops 7..10; a gap starts a new run.
+        c.appended((7..8).map(entry).collect());
+        assert_eq!(indexes(c.get(&(5..8), 5)), Some(vec![5, 6, 7]));
+        assert_eq!(indexes(c.get(&(5..9), 5)), None);
+        c.appended((20..21).map(entry).collect());
+        assert_eq!(indexes(c.get(&(5..6), 5)), None);
+        assert_eq!(indexes(c.get(&(20..21), 20)), Some(vec![20]));
+        c.appended((21..21 + CACHE_ENTRIES as u64).map(entry).collect());
+        assert_eq!(c.entries.len(), CACHE_ENTRIES);
+        assert_eq!(indexes(c.get(&(20..22), 20)), None, "evicted");
     }
 }

@@ -12,13 +12,15 @@
 //! - **The log is synced, the state machine is not.** [`LogStore`] syncs
 //!   every append, truncation, purge and vote before reporting it done
 //!   (openraft's durability contract). [`StateMachineStore`] writes each
-//!   applied entry as one unsynced atomic batch: if the machine crashes, the
-//!   lost tail of applied state is re-applied from the synced raft log
+//!   `apply` call (a stream of committed entries) as one unsynced atomic
+//!   batch, and answers the clients only after it: if the machine crashes,
+//!   the lost tail of applied state is re-applied from the synced raft log
 //!   (openraft re-applies from `last_applied` up to the saved `committed`).
-//! - **Applied one entry at a time.** The rules of the next command must see
-//!   the previous command's effects, so each entry is written before the next
-//!   one is decided; reads go straight to RocksDB through [`LedgerReader`],
-//!   which the gRPC API shares.
+//! - **Decided one entry at a time, written in batches.** The rules of the
+//!   next command must see the previous command's effects: the state machine
+//!   decides through a [`LedgerReader`] that reads its pending batch (an
+//!   in-memory overlay keyed by column family and key) before RocksDB. The
+//!   gRPC API shares a plain reader of what is written.
 //! - **Snapshots are files.** A snapshot is a framed dump of the state
 //!   machine column families read under one RocksDB snapshot, persisted as
 //!   `<dir>/snapshots/current` (see [`snapshot`] for the format). Installing
@@ -31,6 +33,7 @@
 mod feed;
 pub mod keys;
 mod log_store;
+mod overlay;
 mod reader;
 pub mod snapshot;
 mod state_machine;

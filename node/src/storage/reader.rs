@@ -2,8 +2,10 @@
 //! machine (the rules decide against it) and the gRPC API.
 //!
 //! Every read goes straight to RocksDB, so a reader always sees what the
-//! state machine has applied so far (not a linearizable read: the API asks
-//! raft for that first). A record that does not decode, or a ledger entry
+//! state machine has written so far (not a linearizable read: the API asks
+//! raft for that first). The state machine's own reader also sees the writes
+//! of the batch it is building (see [`super::overlay`]): every point read
+//! goes through [`LedgerReader::get`], which asks the overlay first. A record that does not decode, or a ledger entry
 //! whose stored hash or sequence does not match its contents, is a
 //! [`ReadError::Corrupt`] naming the column family and key: never data that
 //! is silently wrong.
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use super::cf;
 use super::keys::{self, *};
+use super::overlay::Overlay;
 use crate::raft::TypeConfig;
 
 /// A failed or corrupted read of one record.
@@ -54,21 +57,41 @@ impl ReadError {
 #[derive(Clone)]
 pub struct LedgerReader {
     db: Arc<DB>,
+    /// Writes not yet in RocksDB, read first (the state machine's reader only).
+    overlay: Option<Arc<Overlay>>,
 }
 
 impl LedgerReader {
     pub(crate) fn new(db: Arc<DB>) -> Self {
-        LedgerReader { db }
+        LedgerReader { db, overlay: None }
     }
 
+    /// This reader, seeing `overlay`'s pending writes over RocksDB.
+    pub(crate) fn with_overlay(&self, overlay: Arc<Overlay>) -> Self {
+        LedgerReader {
+            db: self.db.clone(),
+            overlay: Some(overlay),
+        }
+    }
+
+    /// The one point read every typed read goes through: the overlay's
+    /// pending value if it has one, else RocksDB's.
     fn get(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
-        self.db
+        if let Some(pending) = self.overlay.as_ref().and_then(|o| o.get(cf_name, key)) {
+            return Ok(pending);
+        }
+        let value = self
+            .db
             .get_cf(cf(&self.db, cf_name), key)
             .map_err(|source| ReadError::Db {
                 cf: cf_name,
                 key: keys::display_key(key),
                 source,
-            })
+            })?;
+        if let Some(o) = &self.overlay {
+            o.remember(cf_name, key, value.as_deref());
+        }
+        Ok(value)
     }
 
     fn get_json<T: DeserializeOwned>(

@@ -8,12 +8,22 @@
 //! becomes the next ledger entry, written with its effects, its command id,
 //! the new head and the last applied log id in one atomic batch.
 //!
-//! Entries are applied one at a time: the next command is decided against
-//! RocksDB after the previous batch is written, so it sees its effects.
-//! The batches are written unsynced: the raft log below is synced, so an
-//! applied entry lost in a crash is applied again from the log on restart
-//! (and any later synced write — a log append, a vote — makes it durable,
-//! since everything shares one write-ahead log).
+//! Each `apply` call (one stream of committed entries) is written as ONE
+//! RocksDB write batch, in chunks of at most [`MAX_BATCH_WRITES`] writes.
+//! The next command must see the previous commands' effects, so every write
+//! also goes into an in-memory overlay that the deciding reader consults
+//! before RocksDB (see [`super::overlay`]); [`put_effect`] is the one place
+//! that maps an effect to writes, so new kinds of records flow through it.
+//! Responses are handed to the waiting clients only after the batch holding
+//! their entry is written.
+//!
+//! The batches are written unsynced. That loses nothing acknowledged: an
+//! entry is applied only once it is committed, i.e. in the synced raft log of
+//! a majority, so an applied entry lost in a crash is applied again from the
+//! log on restart (openraft re-applies after `last_applied`, which is in the
+//! same batch as the entries it covers). Any later synced write (a log
+//! append, a vote) makes it durable too, since everything shares one
+//! write-ahead log.
 //!
 //! A failed or corrupted read while deciding stops the state machine with an
 //! error (openraft treats it as fatal) rather than deciding on wrong data.
@@ -32,17 +42,22 @@ use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMember
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, StoredMembership};
 use prost::Message;
-use rocksdb::{WriteBatch, DB};
+use rocksdb::DB;
 use serde::Serialize;
 
 use super::feed::{AppliedHead, HeadPublisher};
 use super::keys::*;
+use super::overlay::PendingWrites;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
-use super::{cf, io_err, LedgerReader, ReadError};
+use super::{io_err, LedgerReader, ReadError};
 use crate::raft::types::Outcome;
 use crate::raft::{Request, Response, TypeConfig};
 
 type LogEntry = EntryOf<TypeConfig>;
+
+/// Writes per RocksDB batch before it is written and its clients answered
+/// (an entry is ~5 writes; the leader commits a few hundred at a time).
+const MAX_BATCH_WRITES: usize = 4096;
 
 /// The state machine store. Cheap to clone; clones share the database.
 #[derive(Clone)]
@@ -71,123 +86,128 @@ impl StateMachineStore {
         self.head_feed.subscribe()
     }
 
+    /// Tells the live feed about everything written so far.
+    fn publish_head(&self) {
+        self.head_feed.publish(next_seq(&self.reader));
+    }
+
     /// A read-only view of the applied state, for the API.
     pub fn reader(&self) -> LedgerReader {
         self.reader.clone()
     }
 
-    /// Applies one committed raft log entry and returns what it produced.
-    /// [`RaftStateMachine::apply`] calls this for every entry; tests call it
-    /// directly to see the responses.
+    /// Applies one committed raft log entry, writes it and returns what it
+    /// produced. Tests call this directly to see the responses;
+    /// [`RaftStateMachine::apply`] batches many entries per write instead.
     pub fn apply_entry(&self, entry: &LogEntry) -> io::Result<Response> {
-        let mut batch = WriteBatch::default();
-        put_json(
-            &self.db,
-            &mut batch,
-            CF_SM_META,
-            KEY_LAST_APPLIED,
-            &entry.log_id,
-        )?;
+        let mut w = PendingWrites::new(self.db.clone());
+        let reader = self.reader.with_overlay(w.overlay());
+        let response = self.decide_entry(&reader, &mut w, entry)?;
+        write_pending(&mut w, &entry.log_id)?;
+        self.publish_head();
+        Ok(response)
+    }
+
+    /// Decides one committed entry against `reader` (which sees `w`) and
+    /// adds its writes to `w`, except the last applied log id, which
+    /// [`write_pending`] adds once per batch.
+    fn decide_entry(
+        &self,
+        reader: &LedgerReader,
+        w: &mut PendingWrites,
+        entry: &LogEntry,
+    ) -> io::Result<Response> {
         let response = match &entry.payload {
             EntryPayload::Blank => Response::Noop,
             EntryPayload::Membership(m) => {
                 let stored: StoredMembershipOf<TypeConfig> =
                     StoredMembership::new(Some(entry.log_id), m.clone());
-                put_json(&self.db, &mut batch, CF_SM_META, KEY_MEMBERSHIP, &stored)?;
+                put_json(w, CF_SM_META, KEY_MEMBERSHIP, &stored)?;
                 Response::Noop
             }
-            EntryPayload::Normal(req) => self.apply_request(req, &mut batch).map_err(|e| {
+            EntryPayload::Normal(req) => apply_request(reader, w, req).map_err(|e| {
                 io_err(
                     format_args!("apply raft log entry {}", entry.log_id.index),
                     e,
                 )
             })?,
         };
-        // Unsynced on purpose: see the module doc.
-        self.db.write(batch).map_err(|e| {
-            io_err(
-                format_args!("write applied entry {}", entry.log_id.index),
-                e,
-            )
-        })?;
-        if let Response::Appended { seq, .. } = &response {
-            self.head_feed.publish(seq + 1);
-        }
         Ok(response)
-    }
-
-    /// Decides one command and adds its writes to `batch`.
-    fn apply_request(&self, req: &Request, batch: &mut WriteBatch) -> Result<Response, ApplyError> {
-        let id = match rules::decode(&req.command) {
-            Ok(a) => command_id(&a.envelope.signer, &a.envelope.command),
-            Err(r) => return Ok(refused(&r)),
-        };
-        if let Some(seq) = self.reader.command_seq(&id)? {
-            let original = self.reader.entry(seq)?.ok_or_else(|| {
-                ApplyError::Missing(format!(
-                    "command id {} maps to missing entry {seq}",
-                    hex::encode(id)
-                ))
-            })?;
-            return Ok(Response::Duplicate {
-                seq,
-                outcome: outcome(&original),
-                hash: original.hash,
-            });
-        }
-
-        let head = self.reader.head()?;
-        let seq = head.map(|h| h.seq + 1).unwrap_or(0);
-        let time_ms = arbor_proto::ledger::entry_time(head.as_ref(), req.time_ms);
-        let view = CheckedView::new(&self.reader);
-        // Empty: not recorded (genesis, tests): the key is not compared.
-        let verified_key = (!req.verified_key.is_empty()).then_some(req.verified_key.as_slice());
-        let decision = rules::apply(&view, &req.command, seq, time_ms, req.genesis, verified_key);
-        view.finish()?;
-        let d = match decision {
-            Ok(d) => d,
-            Err(r) => return Ok(refused(&r)),
-        };
-
-        let entry = Entry::next(
-            head.as_ref(),
-            time_ms,
-            req.command.clone(),
-            d.accepted,
-            d.code,
-            d.message,
-            d.order_id,
-            d.order_prev_seq,
-        );
-        for effect in d.effects {
-            put_effect(&self.db, batch, effect)?;
-        }
-        batch.put_cf(cf(&self.db, CF_COMMANDS), id, u64_key(seq));
-        batch.put_cf(
-            cf(&self.db, CF_LEDGER),
-            u64_key(seq),
-            entry.to_pb().encode_to_vec(),
-        );
-        put_json(&self.db, batch, CF_SM_META, KEY_HEAD, &entry.head())?;
-        tracing::debug!(seq, code = %entry.code, "ledger entry appended");
-        Ok(Response::Appended {
-            seq,
-            outcome: outcome(&entry),
-            hash: entry.hash,
-        })
     }
 }
 
-/// The sequence number after the applied head (0 before genesis; 0 too if
-/// the head cannot be read, which only delays watchers until the next entry).
-fn next_seq(reader: &LedgerReader) -> u64 {
-    match reader.head() {
-        Ok(h) => h.map_or(0, |h| h.seq + 1),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the chain head for the live feed");
-            0
-        }
+/// Records `last` (the last entry decided into `w`) as the last applied log
+/// id and writes the pending batch.
+fn write_pending(w: &mut PendingWrites, last: &LogIdOf<TypeConfig>) -> io::Result<()> {
+    put_json(w, CF_SM_META, KEY_LAST_APPLIED, last)?;
+    // Unsynced on purpose: see the module doc.
+    w.write().map_err(|e| {
+        io_err(
+            format_args!("write applied entries up to {}", last.index),
+            e,
+        )
+    })
+}
+
+/// Decides one command against `reader` and adds its writes to `w`.
+fn apply_request(
+    reader: &LedgerReader,
+    w: &mut PendingWrites,
+    req: &Request,
+) -> Result<Response, ApplyError> {
+    let id = match rules::decode(&req.command) {
+        Ok(a) => command_id(&a.envelope.signer, &a.envelope.command),
+        Err(r) => return Ok(refused(&r)),
+    };
+    if let Some(seq) = reader.command_seq(&id)? {
+        let original = reader.entry(seq)?.ok_or_else(|| {
+            ApplyError::Missing(format!(
+                "command id {} maps to missing entry {seq}",
+                hex::encode(id)
+            ))
+        })?;
+        return Ok(Response::Duplicate {
+            seq,
+            outcome: outcome(&original),
+            hash: original.hash,
+        });
     }
+
+    let head = reader.head()?;
+    let seq = head.map(|h| h.seq + 1).unwrap_or(0);
+    let time_ms = arbor_proto::ledger::entry_time(head.as_ref(), req.time_ms);
+    let view = CheckedView::new(reader);
+    // Empty: not recorded (genesis, tests): the key is not compared.
+    let verified_key = (!req.verified_key.is_empty()).then_some(req.verified_key.as_slice());
+    let decision = rules::apply(&view, &req.command, seq, time_ms, req.genesis, verified_key);
+    view.finish()?;
+    let d = match decision {
+        Ok(d) => d,
+        Err(r) => return Ok(refused(&r)),
+    };
+
+    let entry = Entry::next(
+        head.as_ref(),
+        time_ms,
+        req.command.clone(),
+        d.accepted,
+        d.code,
+        d.message,
+        d.order_id,
+        d.order_prev_seq,
+    );
+    for effect in d.effects {
+        put_effect(w, effect)?;
+    }
+    w.put(CF_COMMANDS, &id, &u64_key(seq));
+    w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
+    put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
+    tracing::debug!(seq, code = %entry.code, "ledger entry appended");
+    Ok(Response::Appended {
+        seq,
+        outcome: outcome(&entry),
+        hash: entry.hash,
+    })
 }
 
 /// Why applying a command stopped: the state could not be read or written.
@@ -218,41 +238,41 @@ fn outcome(e: &Entry) -> Outcome {
 }
 
 fn put_json(
-    db: &DB,
-    batch: &mut WriteBatch,
-    cf_name: &str,
+    w: &mut PendingWrites,
+    cf_name: &'static str,
     key: &[u8],
     value: &impl Serialize,
 ) -> io::Result<()> {
     let bytes = serde_json::to_vec(value)
         .map_err(|e| io_err(format_args!("encode {cf_name}/{}", display_key(key)), e))?;
-    batch.put_cf(cf(db, cf_name), key, bytes);
+    w.put(cf_name, key, &bytes);
     Ok(())
 }
 
-/// Writes one effect of a decision, as `MemState::put` does.
-fn put_effect(db: &DB, batch: &mut WriteBatch, effect: Effect) -> io::Result<()> {
+/// Writes one effect of a decision, as `MemState::put` does. The one place
+/// that maps an effect to records.
+fn put_effect(w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
     match effect {
         Effect::PutParty(p) => {
-            batch.put_cf(cf(db, CF_PARTY_KEYS), &p.public_key, p.party_id.as_bytes());
-            put_json(db, batch, CF_PARTIES, p.party_id.as_bytes(), &p)
+            w.put(CF_PARTY_KEYS, &p.public_key, p.party_id.as_bytes());
+            put_json(w, CF_PARTIES, p.party_id.as_bytes(), &p)
         }
-        Effect::PutOrder(o) => put_json(db, batch, CF_ORDERS, o.order_id.as_bytes(), &o),
+        Effect::PutOrder(o) => put_json(w, CF_ORDERS, o.order_id.as_bytes(), &o),
         Effect::PutRef {
             channel,
             external_id,
             order_id,
         } => {
-            batch.put_cf(
-                cf(db, CF_REFS),
-                ref_key(&channel, &external_id),
+            w.put(
+                CF_REFS,
+                &ref_key(&channel, &external_id),
                 order_id.as_bytes(),
             );
             Ok(())
         }
-        Effect::PutProfile(p) => put_json(db, batch, CF_PROFILES, p.node.as_bytes(), &p),
-        Effect::PutStats { node, stats } => put_json(db, batch, CF_STATS, node.as_bytes(), &stats),
-        Effect::PutConfig(c) => put_json(db, batch, CF_SM_META, KEY_CONFIG, &c),
+        Effect::PutProfile(p) => put_json(w, CF_PROFILES, p.node.as_bytes(), &p),
+        Effect::PutStats { node, stats } => put_json(w, CF_STATS, node.as_bytes(), &stats),
+        Effect::PutConfig(c) => put_json(w, CF_SM_META, KEY_CONFIG, &c),
     }
 }
 
@@ -311,6 +331,18 @@ impl StateView for CheckedView<'_> {
     }
 }
 
+/// The sequence number after the applied head (0 before genesis; 0 too if
+/// the head cannot be read, which only delays watchers until the next entry).
+fn next_seq(reader: &LedgerReader) -> u64 {
+    match reader.head() {
+        Ok(h) => h.map_or(0, |h| h.seq + 1),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the chain head for the live feed");
+            0
+        }
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = StateMachineStore;
@@ -333,12 +365,33 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let mut w = PendingWrites::new(self.db.clone());
+        let reader = self.reader.with_overlay(w.overlay());
+        let mut replies = Vec::new();
+        let mut last = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let response = self.apply_entry(&entry)?;
+            let response = self.decide_entry(&reader, &mut w, &entry)?;
+            last = Some(entry.log_id);
             if let Some(responder) = responder {
-                responder.send(response);
+                replies.push((responder, response));
             }
+            if w.len() >= MAX_BATCH_WRITES {
+                write_pending(&mut w, &entry.log_id)?;
+                self.publish_head();
+                last = None;
+                for (responder, response) in replies.drain(..) {
+                    responder.send(response);
+                }
+            }
+        }
+        if let Some(last) = last {
+            write_pending(&mut w, &last)?;
+            self.publish_head();
+        }
+        // Only now is every entry of the stream written.
+        for (responder, response) in replies {
+            responder.send(response);
         }
         Ok(())
     }
@@ -353,7 +406,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         snapshot::install(self, meta, snapshot.into_inner())?;
-        self.head_feed.publish(next_seq(&self.reader));
+        self.publish_head();
         Ok(())
     }
 

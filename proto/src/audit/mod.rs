@@ -34,6 +34,7 @@ mod walk;
 
 pub use export::{ExportHeader, ExportReader, ExportTrailer, ExportWriter, EXPORT_MAGIC};
 pub use frontier::Frontier;
+pub use sigs::r_is_strict;
 pub use verify::{verify_export, CheckpointSummary, Summary, VerifyOptions};
 
 use std::fmt;

@@ -12,9 +12,11 @@
 //!
 //! What remains different: a key holder can craft an `R` with a torsion
 //! component that `verify_strict` refuses and that a batch equation accepts
-//! with probability 1/8 per try. Replicas check every command with
-//! `verify_strict` at admission, so no honest ledger holds such a signature,
-//! and making one needs the signer's private key.
+//! with probability 1/8 per try (1/2 with a component of order 2). Replicas
+//! check commands at admission the same way (batches with these pre-checks,
+//! `verify_strict` alone or on failure; see THREAT_MODEL.md), so such a
+//! signature can only reach a ledger with that small chance per try, and
+//! making one needs the signer's private key.
 
 use std::sync::Arc;
 
@@ -52,7 +54,7 @@ const SMALL_ORDER_Y: [[u8; 32]; 5] = [
 
 /// Whether `R` is canonically encoded (y < p) and not a small-order point,
 /// as `verify_strict` requires.
-pub(crate) fn r_is_strict(r: &[u8; 32]) -> bool {
+pub fn r_is_strict(r: &[u8; 32]) -> bool {
     let mut y = *r;
     y[31] &= 0x7f;
     let at_least_p = y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed;

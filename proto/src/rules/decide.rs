@@ -379,7 +379,12 @@ fn on_order(
         stats: BTreeMap::new(),
         lapse_note: None,
     };
-    o.record_lapse();
+    // Disputes change no custody: they neither record a lapse nor depend on
+    // one being recorded, so a preview from the stored state and the
+    // resolution agree.
+    if !matches!(body, Body::OpenDispute(_) | Body::ResolveDispute(_)) {
+        o.record_lapse();
+    }
     let result = match body {
         Body::ClaimOrder(c) => o.claim(c),
         Body::AmendPrice(c) => o.amend_price(c),

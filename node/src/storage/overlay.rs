@@ -1,0 +1,148 @@
+//! Writes decided but not yet in RocksDB, readable before they are.
+//!
+//! The state machine applies a whole stream of committed entries as ONE
+//! RocksDB write batch. Each entry must still be decided against the effects
+//! of the entries before it, so every write goes both into the batch and into
+//! an [`Overlay`]: a map of (column family, key) to the pending value (or
+//! deletion). A [`LedgerReader`](super::LedgerReader) made with
+//! [`with_overlay`](super::LedgerReader::with_overlay) looks a key up there
+//! first and in RocksDB second, so every point read it offers (and any added
+//! later) sees the pending writes without knowing what kind of record they
+//! are. Iterating reads (`LedgerReader::entries`) see RocksDB only; the
+//! state machine does not use them while deciding.
+//!
+//! The overlay also remembers what such a reader read from RocksDB (the
+//! signer's party record, read for every command of a batch, comes from
+//! memory after the first time). That is safe because nothing else writes
+//! the state machine's column families while it applies a stream, and the
+//! overlay is emptied whenever its batch is written.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rocksdb::{WriteBatch, DB};
+
+use super::cf;
+
+type Values = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Pending values by column family and key; `None` is a pending deletion.
+#[derive(Default)]
+pub struct Overlay {
+    cfs: Mutex<HashMap<&'static str, Values>>,
+}
+
+impl Overlay {
+    /// `Some(pending value)` if the key was written or deleted, `None` if the
+    /// overlay does not know it (read RocksDB).
+    pub(crate) fn get(&self, cf_name: &str, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
+        cfs.get(cf_name)?.get(key).cloned()
+    }
+
+    fn set(&self, cf_name: &'static str, key: &[u8], value: Option<&[u8]>) {
+        let mut cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
+        cfs.entry(cf_name)
+            .or_default()
+            .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+    }
+
+    /// Remembers what RocksDB holds for a key the overlay does not know, so
+    /// that reading it again in the same batch does not go to RocksDB.
+    pub(crate) fn remember(&self, cf_name: &'static str, key: &[u8], value: Option<&[u8]>) {
+        let mut cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
+        let values = cfs.entry(cf_name).or_default();
+        if !values.contains_key(key) {
+            values.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        }
+    }
+
+    fn clear(&self) {
+        self.cfs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A RocksDB write batch plus the overlay that makes it readable.
+pub(crate) struct PendingWrites {
+    db: Arc<DB>,
+    batch: WriteBatch,
+    overlay: Arc<Overlay>,
+}
+
+impl PendingWrites {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        PendingWrites {
+            db,
+            batch: WriteBatch::default(),
+            overlay: Arc::new(Overlay::default()),
+        }
+    }
+
+    /// The overlay, to read the pending writes through a `LedgerReader`.
+    pub(crate) fn overlay(&self) -> Arc<Overlay> {
+        self.overlay.clone()
+    }
+
+    pub(crate) fn put(&mut self, cf_name: &'static str, key: &[u8], value: &[u8]) {
+        self.batch.put_cf(cf(&self.db, cf_name), key, value);
+        self.overlay.set(cf_name, key, Some(value));
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn delete(&mut self, cf_name: &'static str, key: &[u8]) {
+        self.batch.delete_cf(cf(&self.db, cf_name), key);
+        self.overlay.set(cf_name, key, None);
+    }
+
+    /// Number of writes pending.
+    pub(crate) fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Writes the batch (unsynced) and empties the overlay.
+    pub(crate) fn write(&mut self) -> Result<(), rocksdb::Error> {
+        let batch = std::mem::take(&mut self.batch);
+        let r = self.db.write(batch);
+        self.overlay.clear();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::keys::{CF_ORDERS, CF_REFS};
+    use crate::storage::open;
+
+    #[test]
+    fn pending_writes_are_read_before_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let db = sm.db.clone();
+        db.put_cf(cf(&db, CF_REFS), b"gone\x00", b"o-9").unwrap();
+        let mut w = PendingWrites::new(db.clone());
+        let r = sm.reader().with_overlay(w.overlay());
+        w.put(CF_REFS, b"web\x001", b"o-1");
+        w.delete(CF_REFS, b"gone\x00");
+        assert_eq!(r.order_by_ref("web", "1").unwrap().as_deref(), Some("o-1"));
+        assert_eq!(
+            sm.reader().order_by_ref("web", "1").unwrap(),
+            None,
+            "not in RocksDB yet"
+        );
+        assert_eq!(r.order_by_ref("gone", "").unwrap(), None);
+        assert_eq!(w.overlay.get(CF_REFS, b"gone\x00"), Some(None));
+        assert_eq!(
+            w.overlay.get(CF_ORDERS, b"gone\x00"),
+            None,
+            "per column family"
+        );
+        w.write().unwrap();
+        assert_eq!(w.len(), 0);
+        assert_eq!(
+            sm.reader().order_by_ref("web", "1").unwrap().as_deref(),
+            Some("o-1")
+        );
+        assert_eq!(db.get_cf(cf(&db, CF_REFS), b"gone\x00").unwrap(), None);
+    }
+}
