@@ -703,6 +703,11 @@ impl<V: StateView> OnOrder<'_, V> {
     }
 
     fn release(&mut self) -> Result<(), Reject> {
+        // The owner whose lease just lapsed gives it up: the lapse recorded by
+        // this entry already returned the order and freed its capacity.
+        if self.lapse_note.is_some() && self.order.last_lapsed_owner == self.signer {
+            return Ok(());
+        }
         self.owner_only()?;
         self.leased()?;
         self.drop_owner_count();

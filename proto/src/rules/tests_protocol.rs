@@ -305,6 +305,49 @@ fn a_lapse_is_not_recorded_by_a_rejected_command_but_seen_by_it() {
 }
 
 #[test]
+fn a_lapsed_owner_frees_its_capacity_by_releasing() {
+    let mut w = World::new(1);
+    w.publish(
+        0,
+        13,
+        pb::PublishProfile {
+            max_open_orders: 1,
+            ..profile()
+        },
+    );
+    w.register("o1", 20);
+    w.register("o2", 21);
+    assert!(w.claim(0, "o1", 100).accepted);
+    let late = 100 + HOUR + GRACE + 1;
+    // Still counted against its capacity until the lapse is recorded.
+    rejected(&w.claim(0, "o2", late), "at_capacity", "1 open orders");
+    let release = w.node(
+        0,
+        late + 1,
+        Body::ReleaseOrder(pb::ReleaseOrder {
+            order_id: "o1".into(),
+            reason: "too late, giving it back".into(),
+        }),
+    );
+    assert!(release.accepted, "{release:?}");
+    assert!(
+        release.message.contains("lease of n0 lapsed"),
+        "{}",
+        release.message
+    );
+    assert_eq!(
+        (
+            w.stats(0).lapses,
+            w.stats(0).releases,
+            w.stats(0).open_orders
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(w.s.orders["o1"].status, OrderStatus::Open);
+    assert!(w.claim(0, "o2", late + 2).accepted);
+}
+
+#[test]
 fn shipping_ends_the_lease() {
     let mut w = World::new(2);
     w.register("o1", 20);
