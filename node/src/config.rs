@@ -20,6 +20,10 @@ pub struct NodeConfig {
     pub listen: String,
     /// Address other replicas and clients use to reach this one; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Local IP that connections to other replicas leave from (multi-homed
+    /// hosts; the test harness gives each replica its own loopback address
+    /// so that it can cut links between replicas). Default: chosen by the OS.
+    pub source_ip: Option<String>,
     /// Directory holding this replica's RocksDB and snapshots.
     pub data_dir: PathBuf,
     /// Initialise a new cluster from this replica (first start only).
@@ -48,6 +52,7 @@ impl Default for NodeConfig {
             id: 1,
             listen: "127.0.0.1:7101".into(),
             advertise: None,
+            source_ip: None,
             data_dir: PathBuf::from("arbor-data/node-1"),
             bootstrap: false,
             members: Vec::new(),
@@ -134,9 +139,22 @@ impl NodeConfig {
             .collect()
     }
 
+    /// `source-ip` parsed.
+    pub fn parsed_source_ip(&self) -> Result<Option<std::net::IpAddr>, ConfigError> {
+        self.source_ip
+            .as_deref()
+            .map(|s| {
+                s.trim().parse().map_err(|_| {
+                    ConfigError::Invalid(format!("source-ip {s:?} is not an IP address"))
+                })
+            })
+            .transpose()
+    }
+
     /// Checks the configuration is usable; the message names the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        self.parsed_source_ip()?;
         if self.id == 0 {
             return bad("id must be > 0".into());
         }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod identity;
+pub mod net;
 pub mod proofs;
 pub mod raft;
 pub mod storage;
@@ -106,7 +107,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let raft = Raft::new(
         config.id,
         raft_config(&config)?,
-        Network::default(),
+        Network::new(config.parsed_source_ip()?),
         log_store,
         sm,
     )
@@ -121,7 +122,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         addr: addr.clone(),
         raft: raft.clone(),
         reader: reader.clone(),
-        peers: Peers::default(),
+        peers: Peers::new(config.parsed_source_ip()?),
         identity: identity.clone(),
         leaves: proofs::LeafCache::new(reader.clone()),
         applied,

@@ -90,6 +90,9 @@ struct RunArgs {
     /// declared dispatch time before its ownership of an unshipped order lapses
     #[arg(long, env = "ARBOR_LEASE_GRACE_MS")]
     lease_grace_ms: Option<u64>,
+    /// Local IP for connections to other replicas (default: chosen by the OS)
+    #[arg(long, env = "ARBOR_SOURCE_IP", value_name = "IP")]
+    source_ip: Option<String>,
     /// Build a snapshot every N raft log entries
     #[arg(long, env = "ARBOR_SNAPSHOT_EVERY")]
     snapshot_every: Option<u64>,
@@ -115,6 +118,9 @@ impl RunArgs {
         }
         if let Some(v) = self.advertise {
             c.advertise = Some(v);
+        }
+        if let Some(v) = self.source_ip {
+            c.source_ip = Some(v);
         }
         if let Some(v) = self.data_dir {
             c.data_dir = v;

@@ -24,6 +24,7 @@ use crate::bins::node_bin;
 use crate::fixtures::{sample_order, sample_profile};
 use crate::invariants;
 use crate::ports::free_port;
+use crate::proxy::{self, Proxy};
 use crate::replica::Process;
 use crate::wait::{self, TIMEOUT};
 
@@ -45,10 +46,15 @@ pub struct Options {
     pub keep_logs: Option<u64>,
     /// `--lease-grace-ms N` (recorded in genesis by the bootstrap replica)
     pub lease_grace_ms: Option<u64>,
+    /// Put a TCP proxy in front of every replica (and give each its own
+    /// source address) so that [`TestCluster::partition`] can cut links.
+    pub partitionable: bool,
 }
 
 struct Replica {
+    /// The address the replica advertises (its proxy's, when partitionable).
     addr: String,
+    proxy: Option<Proxy>,
     process: Process,
     /// SIGSTOPped by [`TestCluster::pause`]: alive but unresponsive.
     paused: AtomicBool,
@@ -67,6 +73,13 @@ pub struct TestCluster {
     operator: Identity,
     replicas: BTreeMap<u64, Replica>,
     acks: Acks,
+}
+
+/// Where a replica listens and what it advertises.
+struct Address {
+    listen: String,
+    advertised: String,
+    proxy: Option<Proxy>,
 }
 
 /// The endpoint string a client is given for a replica address.
@@ -98,12 +111,17 @@ impl TestCluster {
             replicas: BTreeMap::new(),
             acks: Acks::default(),
         };
-        let members: Vec<(u64, String)> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        let mut addrs = Vec::new();
+        for id in 1..=n {
+            addrs.push((id, c.new_address().await));
+        }
+        let members: Vec<(u64, String)> = addrs
+            .iter()
+            .map(|(id, a)| (*id, a.advertised.clone()))
             .collect();
-        for (id, addr) in &members {
+        for (id, address) in addrs {
             let mut extra = Vec::new();
-            if *id == 1 {
+            if id == 1 {
                 extra.push("--bootstrap".to_string());
                 for (m, a) in &members {
                     extra.push("--member".into());
@@ -112,7 +130,7 @@ impl TestCluster {
                 extra.push("--operator".into());
                 extra.push(format!("{OPERATOR}={}", c.operator.public_key_hex()));
             }
-            c.spawn(*id, addr.clone(), extra);
+            c.spawn(id, address, extra);
         }
         for id in 1..=n {
             c.wait_ready(id).await;
@@ -121,7 +139,26 @@ impl TestCluster {
         c
     }
 
-    fn spawn(&mut self, id: u64, addr: String, extra: Vec<String>) {
+    /// A fresh listen address, and the proxy in front of it when the
+    /// cluster is partitionable.
+    async fn new_address(&self) -> Address {
+        let listen = format!("127.0.0.1:{}", free_port());
+        if !self.opts.partitionable {
+            return Address {
+                advertised: listen.clone(),
+                listen,
+                proxy: None,
+            };
+        }
+        let proxy = Proxy::start(listen.parse().expect("listen address")).await;
+        Address {
+            advertised: proxy.addr.to_string(),
+            listen,
+            proxy: Some(proxy),
+        }
+    }
+
+    fn spawn(&mut self, id: u64, address: Address, extra: Vec<String>) {
         let home = self.dir.path().join(format!("n{id}"));
         std::fs::create_dir_all(&home).expect("create replica dir");
         let mut args: Vec<String> = vec![
@@ -129,11 +166,21 @@ impl TestCluster {
             "--id".into(),
             id.to_string(),
             "--listen".into(),
-            addr.clone(),
+            address.listen.clone(),
             "--data-dir".into(),
             home.join("data").display().to_string(),
         ];
+        if address.proxy.is_some() {
+            args.extend([
+                "--advertise".into(),
+                address.advertised.clone(),
+                "--source-ip".into(),
+                proxy::source_ip(id).to_string(),
+            ]);
+        }
         args.extend(extra);
+        let addr = address.advertised;
+        let proxy = address.proxy;
         if let Some(n) = self.opts.snapshot_every {
             args.extend(["--snapshot-every".into(), n.to_string()]);
         }
@@ -154,6 +201,7 @@ impl TestCluster {
             id,
             Replica {
                 addr,
+                proxy,
                 process,
                 paused: AtomicBool::new(false),
             },
@@ -469,9 +517,10 @@ impl TestCluster {
     /// accepted it.
     pub async fn add_replica(&mut self) -> u64 {
         let id = self.replicas.keys().max().copied().unwrap_or(0) + 1;
-        let addr = format!("127.0.0.1:{}", free_port());
+        let address = self.new_address().await;
+        let addr = address.advertised.clone();
         let existing = self.running();
-        self.spawn(id, addr.clone(), Vec::new());
+        self.spawn(id, address, Vec::new());
         self.wait_ready(id).await;
         let client = self
             .client_for(&existing)
@@ -492,6 +541,37 @@ impl TestCluster {
             reply.members
         );
         id
+    }
+
+    /// Cuts every link between the replicas in `group` and the others (both
+    /// directions; open connections are cut too). Clients still reach every
+    /// replica. Needs [`Options::partitionable`].
+    pub fn partition(&self, group: &[u64]) {
+        for (a, ra) in &self.replicas {
+            for (b, rb) in &self.replicas {
+                if group.contains(a) && !group.contains(b) {
+                    let (pa, pb) = (
+                        ra.proxy
+                            .as_ref()
+                            .expect("partition needs Options::partitionable"),
+                        rb.proxy
+                            .as_ref()
+                            .expect("partition needs Options::partitionable"),
+                    );
+                    pa.block(proxy::source_ip(*b));
+                    pb.block(proxy::source_ip(*a));
+                }
+            }
+        }
+    }
+
+    /// Restores every link cut by [`TestCluster::partition`].
+    pub fn heal(&self) {
+        for r in self.replicas.values() {
+            if let Some(p) = &r.proxy {
+                p.unblock_all();
+            }
+        }
     }
 
     // ---------------------------------------------------------------------

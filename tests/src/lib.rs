@@ -20,6 +20,7 @@ pub mod dev;
 pub mod fixtures;
 pub mod invariants;
 pub mod ports;
+pub mod proxy;
 pub mod replica;
 pub mod wait;
 

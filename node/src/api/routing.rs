@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arbor_proto::pb::arbor_client::ArborClient;
 use openraft::ServerState;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::status::{self, FORWARDED_HEADER};
@@ -29,19 +29,24 @@ pub enum Leader {
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    source_ip: Option<std::net::IpAddr>,
 }
 
 impl Peers {
+    /// Connections leave from `source_ip` when set (see `NodeConfig::source_ip`).
+    pub fn new(source_ip: Option<std::net::IpAddr>) -> Peers {
+        Peers {
+            channels: Arc::default(),
+            source_ip,
+        }
+    }
+
     pub fn client(&self, addr: &str) -> Result<ArborClient<Channel>, Status> {
         let mut map = self.channels.lock().expect("peer map poisoned");
         let ch = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| status::internal(format!("bad peer address {addr}: {e}")))?
-                    .connect_timeout(Duration::from_secs(2))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let c = crate::net::peer_channel(addr, self.source_ip).map_err(status::internal)?;
                 map.insert(addr.to_string(), c.clone());
                 c
             }

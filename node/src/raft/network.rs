@@ -20,7 +20,7 @@ use openraft::raft::{
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, OptionalSend};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::codec;
 use super::types::{NodeId, TypeConfig};
@@ -32,19 +32,24 @@ pub const MAX_RAFT_MESSAGE: usize = 1 << 30;
 #[derive(Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    source_ip: Option<std::net::IpAddr>,
 }
 
 impl Network {
+    /// Connections leave from `source_ip` when set (see `NodeConfig::source_ip`).
+    pub fn new(source_ip: Option<std::net::IpAddr>) -> Network {
+        Network {
+            channels: Arc::default(),
+            source_ip,
+        }
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut map = self.channels.lock().expect("channel map poisoned");
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let c = crate::net::peer_channel(addr, self.source_ip)?;
         map.insert(addr.to_string(), c.clone());
         Ok(c)
     }
