@@ -288,6 +288,31 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
     assert!(!text.contains("FAILED"), "{text}");
     assert!(text.contains("[proof ok] held by wh-east from"), "{text}");
 
+    // Once a party's key is rotated, the entries it signed before are left
+    // to the offline verifier (the export below checks them).
+    let new_key = Identity::generate("store-sh");
+    sub.submit_accepted(
+        "rotate store-sh",
+        c.operator().rotate_key("store-sh", &new_key.public_key()),
+    )
+    .await;
+    let trace = cli(args(&["audit", "trace", ORDER, "--output", "json"]))
+        .await
+        .ok()
+        .json();
+    let entries = trace["entries"].as_array().expect("entries");
+    let claim_entry = entries.iter().find(|e| e["seq"] == claim.seq).unwrap();
+    assert_eq!(
+        claim_entry["signature"]["status"], "key_rotated",
+        "{claim_entry}"
+    );
+    assert_eq!(trace["all_proofs_ok"], true);
+    let text = cli(args(&["audit", "trace", ORDER])).await.ok().stdout;
+    assert!(
+        text.contains("claimed by store-sh at price version 1, total 3000 — accepted; key rotated since; verified offline by `arbor audit verify`"),
+        "{text}"
+    );
+
     // The export verifies offline; its replay re-checks both rulings.
     let (bytes, exported) = client
         .export(Vec::new(), 0, None, |_, _| {})

@@ -278,6 +278,7 @@ rules compute, and an auditor resolves it with --resolve.\n\n\
 Example:\n  arbor order dispute ord-1001 --kind damaged --incident-ms 1765121024123 --statement \"box crushed on arrival\" --key meituan.key"
     )]
     Dispute {
+        /// Canonical order id
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// What happened

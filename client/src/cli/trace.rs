@@ -98,7 +98,7 @@ impl Step {
     }
 
     fn accepted(&self) -> bool {
-        self.proof_ok() && self.entry.as_ref().is_some_and(|e| e.accepted)
+        self.entry.as_ref().is_some_and(|e| e.accepted)
     }
 
     fn time_ms(&self) -> u64 {
@@ -780,4 +780,125 @@ fn trace_text(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(seq: u64, signer: &str, accepted: bool, message: &str, body: Body) -> Step {
+        Step {
+            seq,
+            proof: Ok(()),
+            entry: Some(Entry {
+                seq,
+                time_ms: 1000 + seq,
+                command: Vec::new(),
+                accepted,
+                code: if accepted {
+                    "accepted"
+                } else {
+                    "already_owned"
+                }
+                .into(),
+                message: message.into(),
+                order_id: "o-1".into(),
+                order_prev_seq: 0,
+                prev_hash: [0; 32],
+                hash: [0; 32],
+            }),
+            signer: signer.into(),
+            kind: "x".into(),
+            body: Some(body),
+            signature: Sig::Verified { key_seq: 0 },
+        }
+    }
+
+    fn claim() -> Body {
+        Body::ClaimOrder(pb::ClaimOrder {
+            order_id: "o-1".into(),
+            price_version: 1,
+            total: 3000,
+        })
+    }
+
+    fn milestone(m: pb::Milestone, carrier: &str, pod: &str) -> Body {
+        Body::ReportMilestone(pb::ReportMilestone {
+            order_id: "o-1".into(),
+            milestone: m as i32,
+            carrier: carrier.into(),
+            tracking_id: "T1".into(),
+            proof_of_delivery: pod.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn custody_follows_claims_releases_lapses_shipping_and_delivery() {
+        let release = Body::ReleaseOrder(pb::ReleaseOrder {
+            order_id: "o-1".into(),
+            reason: "no stock".into(),
+        });
+        let lapse = "lease of n2 lapsed at 1999 (owner since entry 4, dispatch time 1 ms of profile v1 + grace)";
+        let steps = vec![
+            step(2, "n1", true, "", claim()),
+            step(3, "n1", true, "", release),
+            step(4, "n2", true, "", claim()),
+            step(5, "n9", false, "order o-1 is owned by n2", claim()),
+            step(6, "n3", true, lapse, claim()),
+            step(
+                7,
+                "n3",
+                true,
+                "",
+                milestone(pb::Milestone::Shipped, "sf", ""),
+            ),
+            step(
+                8,
+                "n3",
+                true,
+                "",
+                milestone(pb::Milestone::Delivered, "", ""),
+            ),
+            step(
+                9,
+                "n3",
+                true,
+                "",
+                milestone(pb::Milestone::Delivered, "", "pod/1"),
+            ),
+        ];
+        let view = pb::OrderView::default();
+        let c = custody(&view, &steps);
+        let got: Vec<(&str, u64, Option<u64>)> = c
+            .iter()
+            .map(|i| (i.holder.as_str(), i.from_seq, i.to.map(|t| t.0)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("n1", 2, Some(3)),
+                ("n2", 4, Some(6)),
+                ("n3", 6, Some(7)),
+                ("sf", 7, Some(9)),
+            ]
+        );
+        assert_eq!(c[0].ended_by, "released");
+        assert!(
+            c[1].ended_by.starts_with("lease lapsed"),
+            "{}",
+            c[1].ended_by
+        );
+        assert!(c[3].notes[0].contains("without proof"), "{:?}", c[3].notes);
+        assert_eq!(steps[4].lapse(), Some(lapse));
+        assert_eq!(steps[3].lapse(), None);
+
+        // A proof failure marks the entry and the intervals it bounds.
+        let mut bad = steps;
+        bad[2].proof = Err("path does not lead to the root".into());
+        let c = custody(&view, &bad);
+        assert!(interval_proofs_ok(&c[0], &bad));
+        assert!(!interval_proofs_ok(&c[1], &bad));
+        assert_eq!(bad[2].mark(), "[proof FAILED]");
+    }
 }
