@@ -190,6 +190,29 @@ impl Client {
         .await
     }
 
+    /// The ruling the responsibility rules compute now for the dispute opened
+    /// at entry `dispute_seq` of `order_id` (linearizable): liable party, rule,
+    /// evidence entries and a one-sentence explanation. `resolved_seq` is the
+    /// `ResolveDispute` entry once the dispute is resolved, else 0. An auditor
+    /// resolves it by signing exactly this ruling
+    /// ([`Identity::resolve_dispute`]).
+    pub async fn preview_ruling(
+        &self,
+        order_id: &str,
+        dispute_seq: u64,
+    ) -> Result<pb::Ruling, ClientError> {
+        let req = pb::PreviewRulingRequest {
+            order_id: order_id.to_string(),
+            dispute_seq,
+            local: false,
+        };
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.preview_ruling(req).await }
+        })
+        .await
+    }
+
     /// Ledger entries from `from_seq` on, at most `limit` (0: server default), linearizable.
     pub async fn get_entries(
         &self,

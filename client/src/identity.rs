@@ -343,6 +343,44 @@ impl Identity {
         }))
     }
 
+    /// Any enrolled party opening a dispute on an order: what happened
+    /// (`kind`) and when (`incident_ms`, Unix ms, not after the entry's time).
+    pub fn open_dispute(
+        &self,
+        order_id: &str,
+        kind: pb::IncidentKind,
+        incident_ms: u64,
+        statement: &str,
+    ) -> pb::SignedCommand {
+        self.sign(Body::OpenDispute(pb::OpenDispute {
+            order_id: order_id.to_string(),
+            kind: kind as i32,
+            incident_ms,
+            statement: statement.to_string(),
+        }))
+    }
+
+    /// An auditor resolving the dispute opened at entry `dispute_seq`. The
+    /// ruling must be the one the responsibility rules compute (see
+    /// [`Client::preview_ruling`](crate::Client::preview_ruling)); any other
+    /// is rejected `ruling_mismatch`. `liable` is "" when nobody is.
+    pub fn resolve_dispute(
+        &self,
+        order_id: &str,
+        dispute_seq: u64,
+        liable: &str,
+        rule: &str,
+        evidence: Vec<u64>,
+    ) -> pb::SignedCommand {
+        self.sign(Body::ResolveDispute(pb::ResolveDispute {
+            order_id: order_id.to_string(),
+            dispute_seq,
+            liable: liable.to_string(),
+            rule: rule.to_string(),
+            evidence,
+        }))
+    }
+
     /// An operator membership command, stamped with the current time
     /// (replicas refuse admin commands more than 5 minutes off their clock).
     pub fn sign_admin(&self, body: pb::admin_command::Body) -> pb::SignedAdmin {
@@ -495,6 +533,32 @@ mod tests {
         verify_admin(&adm, &id.public_key()).unwrap();
         let cmd = pb::AdminCommand::decode(adm.admin.as_slice()).unwrap();
         assert!(cmd.issued_at_ms > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn dispute_commands_carry_their_fields() {
+        let id = Identity::generate("aud");
+        let open = id.open_dispute("o-1", pb::IncidentKind::Damaged, 1234, "box crushed");
+        verify_command(&open, &id.public_key()).unwrap();
+        match pb::Command::decode(open.command.as_slice()).unwrap().body {
+            Some(Body::OpenDispute(d)) => {
+                assert_eq!(d.order_id, "o-1");
+                assert_eq!(d.kind, pb::IncidentKind::Damaged as i32);
+                assert_eq!((d.incident_ms, d.statement.as_str()), (1234, "box crushed"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let res = id.resolve_dispute("o-1", 9, "store-1", "damage_noted_at_acceptance", vec![7]);
+        match pb::Command::decode(res.command.as_slice()).unwrap().body {
+            Some(Body::ResolveDispute(r)) => {
+                assert_eq!((r.dispute_seq, r.liable.as_str()), (9, "store-1"));
+                assert_eq!(
+                    (r.rule.as_str(), r.evidence),
+                    ("damage_noted_at_acceptance", vec![7])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

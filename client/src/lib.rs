@@ -8,6 +8,14 @@
 //!   another replica after a disconnect, never missing or repeating an entry.
 //! - [`audit`]: checkpoints, Merkle proofs and exports, and the checks that
 //!   never trust the replica that answered.
+//! - Disputes: [`Identity::open_dispute`], [`Client::preview_ruling`] (the
+//!   ruling the responsibility rules compute) and [`Identity::resolve_dispute`].
+//!
+//! A complete fulfillment node — follow the ledger with [`Client::watch`],
+//! claim each new order it may serve at the locked price, report picked,
+//! packed and shipped, and shrug off rejections such as `already_owned` — is
+//! the example `client/examples/fulfillment_node.rs`
+//! (`cargo run --example fulfillment_node -- --endpoints ... --key node.key`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arbor_client::ClientError> {

@@ -16,6 +16,26 @@ pub fn cli_bin() -> PathBuf {
     locate("ARBOR_BIN", "arbor")
 }
 
+/// A compiled example of the workspace (`target/<profile>/examples/NAME`),
+/// built by `cargo build --workspace --all-targets` (and by `cargo test`).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe
+        .parent()
+        .expect("test executable has a parent dir")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join("examples").join(name);
+    assert!(
+        p.is_file(),
+        "example {name} not found at {}: run `cargo build --workspace --all-targets` first",
+        p.display()
+    );
+    p
+}
+
 fn locate(env: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);

@@ -621,6 +621,34 @@ impl TestCluster {
         id
     }
 
+    /// Fetches each replica's checkpoint-signing identity from the replica
+    /// itself and enrols it (role replica, operator-signed), so that
+    /// checkpoints can be verified against keys the ledger holds
+    /// (`arbor audit checkpoint|trace`, exports). Returns the replica names.
+    pub async fn enroll_replicas(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for id in self.ids() {
+            let ident = Client::get_replica_identity(&self.endpoint(id))
+                .await
+                .unwrap_or_else(|e| panic!("replica {id} identity: {e}"));
+            assert_eq!(ident.name, format!("arbor-replica-{id}"));
+            self.submitter()
+                .await
+                .submit_accepted(
+                    &format!("enrol {}", ident.name),
+                    self.operator.enroll_party(
+                        &ident.name,
+                        pb::Role::Replica,
+                        pb::NodeKind::Unspecified,
+                        &ident.public_key,
+                    ),
+                )
+                .await;
+            names.push(ident.name);
+        }
+        names
+    }
+
     /// Registers [`sample_order`] `order_id`. Panics unless accepted.
     pub async fn register_order(&self, channel: &Identity, order_id: &str) -> pb::SubmitReply {
         self.submitter()

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
             let _ = out
                 .write_all(reply.text.as_bytes())
                 .and_then(|_| out.flush());
-            if reply.rejected {
+            if let Some(e) = &reply.failed {
+                fail(e)
+            } else if reply.rejected {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS

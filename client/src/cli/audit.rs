@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arbor_client::audit::{note_signers, verify_checkpoint, verify_export, Summary, VerifyOptions};
 use arbor_client::pb;
+use arbor_client::Client;
 use arbor_proto::audit::synth::Synth;
-use arbor_proto::ledger::checkpoint::{verify_note, NoteKey};
+use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -67,6 +68,56 @@ nothing, export and verify.\n\n\
 Example:\n  arbor audit checkpoint"
     )]
     Checkpoint,
+    /// One order's custody timeline, every entry proven in the cosigned ledger
+    #[command(
+        long_about = "Trace one order: every entry of its history, fetched with an inclusion proof \
+against the cluster's current checkpoint, whose signatures are first checked against the \
+replica keys enrolled in the ledger (as `arbor audit checkpoint` does). Each entry's hash \
+is checked against its contents, its signed command is decoded to say who did what when \
+(registration, claims with the quoted price version, handoff offers and the acceptances or \
+declines that answer them, milestones with carrier, tracking id and proof of delivery, \
+price amendments, lease lapses, exceptions, returns, disputes and rulings) with its \
+outcome, and its signature is verified with the signer's key when that key was already \
+in force at the entry (otherwise: \"key rotated since; verified offline by `arbor audit \
+verify`\"). A handoff shows both signatures: the offer signed by the sender, the \
+acceptance by the receiver.\n\n\
+Then the custody intervals: who held the goods from which entry to which (claim or \
+accepted handoff -> the node, shipped -> the carrier; release, lapse or delivery with \
+proof end custody), and the order's disputes.\n\n\
+Every line is marked [proof ok] or [proof FAILED]. Exits 1 if any proof or signature \
+fails (after printing the timeline).\n\n\
+Examples:\n  arbor audit trace ord-1001\n  arbor audit trace ord-1001 --output json | jq '.custody[] | {holder, from_seq, to_seq}'"
+    )]
+    Trace {
+        /// Canonical order id
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+    },
+    /// Preview the ruling on an order's dispute; --resolve signs and submits it
+    #[command(
+        long_about = "Show the ruling the responsibility rules compute now for a dispute on ORDER \
+(PreviewRuling): the liable party (or nobody), the rule applied, the evidence entries \
+it rests on and a one-sentence explanation. Without --dispute, the order's only open \
+dispute is used; if it has several, they are listed. \n\n\
+With --resolve, the auditor key given by --key signs a ResolveDispute carrying exactly \
+the previewed ruling and submits it; the outcome is printed, and a rejected outcome \
+(e.g. ruling_mismatch if the ledger changed in between) exits with code 2.\n\n\
+Examples:\n  arbor audit dispute ord-1001\n  arbor audit dispute ord-1001 --dispute 42 --resolve --key auditor.key"
+    )]
+    Dispute {
+        /// Canonical order id
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// The entry that opened the dispute [default: the order's only open dispute]
+        #[arg(long, value_name = "SEQ")]
+        dispute: Option<u64>,
+        /// Sign and submit the previewed ruling (needs --key)
+        #[arg(long)]
+        resolve: bool,
+        /// Auditor key file (with --resolve)
+        #[arg(long, env = "ARBOR_KEY", value_name = "AUDITORKEY")]
+        key: Option<PathBuf>,
+    },
     /// Measure offline verification speed on a synthetic ledger
     #[command(
         long_about = "Build a synthetic ledger of N entries in memory (fixed keys, accepted and \
@@ -92,6 +143,13 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<Reply> {
         AuditCmd::Export { out, from, to } => export(ctx, &out, from, to).await,
         AuditCmd::Verify { file, threads } => verify(ctx, &file, threads),
         AuditCmd::Checkpoint => checkpoint(ctx).await,
+        AuditCmd::Trace { order_id } => super::trace::trace(ctx, &order_id).await,
+        AuditCmd::Dispute {
+            order_id,
+            dispute,
+            resolve,
+            key,
+        } => super::dispute::dispute(ctx, &order_id, dispute, resolve, key).await,
         AuditCmd::BenchVerify {
             entries,
             runs,
@@ -313,8 +371,21 @@ fn show_summary(ctx: &Ctx, file: &str, s: &Summary) -> String {
     })
 }
 
-async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
-    let client = ctx.client().await?;
+/// A checkpoint whose signatures were checked against the replica keys the
+/// ledger enrols, with a quorum of them.
+pub(super) struct TrustedCheckpoint {
+    pub reply: pb::CheckpointReply,
+    pub checkpoint: Checkpoint,
+    /// Replicas whose signatures verified.
+    pub signed_by: Vec<String>,
+    pub keys: Vec<NoteKey>,
+    pub quorum: usize,
+}
+
+/// Fetches the cluster's current checkpoint and verifies it against the
+/// replica keys enrolled in the ledger (read with GetParty for the note's
+/// signers and the cluster's members), needing more than half of them.
+pub(super) async fn trusted_checkpoint(client: &Client) -> Result<TrustedCheckpoint> {
     let reply = client.get_checkpoint().await?;
     let cp = verify_note(&reply.note, &[], 0)
         .map_err(|e| anyhow::anyhow!("the checkpoint served is malformed: {e}"))?
@@ -352,12 +423,30 @@ async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
     }
     let quorum = keys.len() / 2 + 1;
     let v = verify_checkpoint(&reply, &keys, quorum)?;
+    Ok(TrustedCheckpoint {
+        reply,
+        checkpoint: v.checkpoint,
+        signed_by: v.signed_by,
+        keys,
+        quorum,
+    })
+}
+
+async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
+    let client = ctx.client().await?;
+    let TrustedCheckpoint {
+        reply,
+        checkpoint: cp,
+        signed_by,
+        keys,
+        quorum,
+    } = trusted_checkpoint(&client).await?;
     let json = json!({
         "origin": cp.origin,
         "size": cp.size,
         "root": hex::encode(cp.root),
         "time_ms": cp.time_ms,
-        "signed_by": v.signed_by,
+        "signed_by": signed_by,
         "replicas": keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
         "quorum": quorum,
         "note": reply.note,
@@ -372,7 +461,7 @@ async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
                 "signed by",
                 format!(
                     "{} (quorum {} of {} replica keys found)",
-                    v.signed_by.join(", "),
+                    signed_by.join(", "),
                     quorum,
                     keys.len()
                 ),

@@ -57,7 +57,7 @@ pub(super) fn command_summary(bytes: &[u8]) -> (String, String) {
 }
 
 /// `ClaimOrder` -> `claim_order`.
-fn snake_case(name: &str) -> String {
+pub(super) fn snake_case(name: &str) -> String {
     let mut out = String::new();
     for (i, ch) in name.chars().enumerate() {
         if ch.is_ascii_uppercase() {

@@ -7,12 +7,14 @@
 mod audit;
 mod bench;
 mod cluster;
+mod dispute;
 mod keys;
 mod ledger;
 mod order;
 mod output;
 mod party;
 mod profile;
+mod trace;
 mod watch;
 
 use std::path::PathBuf;
@@ -92,7 +94,7 @@ pub enum Command {
     /// Cluster status and membership
     #[command(subcommand, arg_required_else_help = true)]
     Cluster(cluster::ClusterCmd),
-    /// Export the ledger and verify exports offline
+    /// Export and verify the ledger, trace an order, rule on disputes
     #[command(subcommand, arg_required_else_help = true)]
     Audit(audit::AuditCmd),
     /// Claims benchmark against a running cluster (throughput, latency, single owner)

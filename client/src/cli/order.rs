@@ -268,6 +268,31 @@ Example:\n  arbor order return o-1 receive --refund 3000 --price-version 1 --key
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
     },
+    /// Open a dispute on an order: lost, damaged, late, ... (any enrolled party)
+    #[command(
+        long_about = "Open a dispute on an order (signed by any enrolled party: operator, channel, \
+node or auditor), naming what happened and when: --incident-ms is the incident time in Unix \
+milliseconds and may not be later than the entry's own time. Prints the dispute's sequence \
+number; `arbor audit dispute ORDER --dispute SEQ` previews the ruling the responsibility \
+rules compute, and an auditor resolves it with --resolve.\n\n\
+Example:\n  arbor order dispute ord-1001 --kind damaged --incident-ms 1765121024123 --statement \"box crushed on arrival\" --key meituan.key"
+    )]
+    Dispute {
+        /// Canonical order id
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// What happened
+        #[arg(long, value_enum)]
+        kind: IncidentArg,
+        /// When it happened (Unix ms)
+        #[arg(long, value_name = "MS")]
+        incident_ms: u64,
+        /// What the party says happened (recorded in the ledger)
+        #[arg(long, default_value = "")]
+        statement: String,
+        #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
+        key: Option<PathBuf>,
+    },
     /// Find the order a channel's external reference belongs to
     #[command(
         long_about = "Find the order a channel's external reference belongs to and show it \
@@ -297,6 +322,27 @@ pub enum ExceptionArg {
     Damaged,
     Lost,
     Delayed,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum IncidentArg {
+    Lost,
+    Damaged,
+    Late,
+    DuplicateProcessing,
+    PriceMismatch,
+}
+
+impl IncidentArg {
+    fn to_pb(self) -> pb::IncidentKind {
+        match self {
+            IncidentArg::Lost => pb::IncidentKind::Lost,
+            IncidentArg::Damaged => pb::IncidentKind::Damaged,
+            IncidentArg::Late => pb::IncidentKind::Late,
+            IncidentArg::DuplicateProcessing => pb::IncidentKind::DuplicateProcessing,
+            IncidentArg::PriceMismatch => pb::IncidentKind::PriceMismatch,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -411,6 +457,17 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 MilestoneArg::Shipped => id.report_shipped(&order_id, &carrier, &tracking_id),
                 MilestoneArg::Delivered => id.report_delivered(&order_id, &proof_of_delivery),
             };
+            submit(ctx, cmd).await
+        }
+        OrderCmd::Dispute {
+            order_id,
+            kind,
+            incident_ms,
+            statement,
+            key,
+        } => {
+            let cmd =
+                signing_key(key)?.open_dispute(&order_id, kind.to_pb(), incident_ms, &statement);
             submit(ctx, cmd).await
         }
         OrderCmd::Exception {

@@ -8,6 +8,9 @@ pub struct Reply {
     pub text: String,
     /// The cluster recorded the command as rejected: exit code 2.
     pub rejected: bool,
+    /// Printed after `text` as the one-line error, exit code 1 (a check that
+    /// failed after its report was made, e.g. a proof in `arbor audit trace`).
+    pub failed: Option<String>,
 }
 
 impl Reply {
@@ -15,6 +18,7 @@ impl Reply {
         Reply {
             text,
             rejected: false,
+            failed: None,
         }
     }
 }
@@ -127,6 +131,7 @@ pub fn submit_reply(format: Format, r: &pb::SubmitReply) -> Reply {
     Reply {
         text,
         rejected: !o.accepted,
+        failed: None,
     }
 }
 

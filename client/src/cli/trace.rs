@@ -1,0 +1,904 @@
+//! `arbor audit trace ORDER`: one order's custody timeline, every entry
+//! proven to be in the quorum-cosigned ledger.
+//!
+//! For each entry of the order's history: an inclusion proof against a
+//! checkpoint whose signatures were checked against the replica keys the
+//! ledger enrols (see [`trusted_checkpoint`]), the entry's own hash, its
+//! signed command decoded (who did what), and its signature checked against
+//! the signer's key — when that key is the one the party had then (it was
+//! set before the entry). From the accepted entries it derives who held the
+//! goods when (the same custody the responsibility rules use).
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use arbor_client::audit::verify_inclusion;
+use arbor_client::{pb, Client};
+use arbor_proto::ledger::{verify_command, Entry};
+use pb::command::Body;
+use prost::Message;
+use serde_json::{json, Value};
+
+use super::audit::{trusted_checkpoint, TrustedCheckpoint};
+use super::ledger::snake_case;
+use super::output::{render, utc, Reply};
+use super::Ctx;
+
+/// Said of an entry signed with a key the party has since replaced.
+pub const KEY_ROTATED: &str = "key rotated since; verified offline by `arbor audit verify`";
+
+/// One entry of the order's history, as checked.
+struct Step {
+    seq: u64,
+    /// `Ok` when the inclusion proof and the entry's hash verified.
+    proof: Result<(), String>,
+    /// The entry (verified if `proof` is `Ok`; as served otherwise).
+    entry: Option<Entry>,
+    signer: String,
+    kind: String,
+    body: Option<Body>,
+    signature: Sig,
+}
+
+#[derive(Clone, Debug)]
+enum Sig {
+    /// Verified with the key the party has had since entry `key_seq`.
+    Verified {
+        key_seq: u64,
+    },
+    /// The party's key was set at or after this entry.
+    Rotated {
+        key_seq: u64,
+    },
+    Failed(String),
+}
+
+impl Sig {
+    fn ok(&self) -> bool {
+        !matches!(self, Sig::Failed(_))
+    }
+
+    fn status(&self) -> &'static str {
+        match self {
+            Sig::Verified { .. } => "verified",
+            Sig::Rotated { .. } => "key_rotated",
+            Sig::Failed(_) => "failed",
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Sig::Verified { key_seq } => format!("signature verified (key of seq {key_seq})"),
+            Sig::Rotated { .. } => KEY_ROTATED.to_string(),
+            Sig::Failed(why) => format!("signature FAILED: {why}"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Sig::Verified { key_seq } | Sig::Rotated { key_seq } => {
+                json!({"status": self.status(), "key_seq": key_seq, "text": self.text()})
+            }
+            Sig::Failed(why) => json!({"status": "failed", "error": why, "text": self.text()}),
+        }
+    }
+}
+
+impl Step {
+    fn proof_ok(&self) -> bool {
+        self.proof.is_ok()
+    }
+
+    fn mark(&self) -> &'static str {
+        if self.proof_ok() {
+            "[proof ok]"
+        } else {
+            "[proof FAILED]"
+        }
+    }
+
+    fn accepted(&self) -> bool {
+        self.entry.as_ref().is_some_and(|e| e.accepted)
+    }
+
+    fn time_ms(&self) -> u64 {
+        self.entry.as_ref().map(|e| e.time_ms).unwrap_or(0)
+    }
+
+    fn message(&self) -> &str {
+        self.entry
+            .as_ref()
+            .map(|e| e.message.as_str())
+            .unwrap_or("")
+    }
+
+    /// The lapse an accepted entry records ("lease of X lapsed at ..."), if any.
+    fn lapse(&self) -> Option<&str> {
+        let m = self.message();
+        (self.accepted() && m.starts_with("lease of ") && m.contains(" lapsed at ")).then_some(m)
+    }
+
+    fn outcome(&self) -> String {
+        match &self.entry {
+            None => "-".into(),
+            Some(e) if e.accepted => "accepted".into(),
+            Some(e) if e.message.is_empty() => format!("rejected ({})", e.code),
+            Some(e) => format!("rejected ({}): {}", e.code, e.message),
+        }
+    }
+}
+
+/// A span of custody: who held the goods between two entries.
+struct Interval {
+    holder: String,
+    from_seq: u64,
+    from_ms: u64,
+    started_by: String,
+    to: Option<(u64, u64)>,
+    ended_by: String,
+    notes: Vec<String>,
+}
+
+pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
+    let client = ctx.client().await?;
+    let order = client.get_order(order_id).await?;
+    // Fetched after the order, so it covers every entry of its history.
+    let tc = trusted_checkpoint(&client).await?;
+    let mut parties: HashMap<String, Result<pb::PartyView, String>> = HashMap::new();
+    let mut steps = Vec::with_capacity(order.history.len());
+    for &seq in &order.history {
+        steps.push(check_entry(&client, &tc, order_id, seq, &mut parties).await);
+    }
+    let custody = custody(&order, &steps);
+    let failures: Vec<String> = steps
+        .iter()
+        .filter_map(|s| match (&s.proof, &s.signature) {
+            (Err(e), _) => Some(format!("entry {}: proof failed: {e}", s.seq)),
+            (Ok(()), Sig::Failed(e)) => Some(format!("entry {}: signature failed: {e}", s.seq)),
+            _ => None,
+        })
+        .collect();
+
+    let json = trace_json(&order, &tc, &steps, &custody);
+    let text = render(ctx.format, json, || {
+        trace_text(&order, &tc, &steps, &custody)
+    });
+    let mut reply = Reply::new(text);
+    if !failures.is_empty() {
+        reply.failed = Some(format!(
+            "{} of {} entries of order {order_id} failed verification; first: {}",
+            failures.len(),
+            steps.len(),
+            failures[0]
+        ));
+    }
+    Ok(reply)
+}
+
+/// Fetches entry `seq` with its inclusion proof and checks everything it can.
+async fn check_entry(
+    client: &Client,
+    tc: &TrustedCheckpoint,
+    order_id: &str,
+    seq: u64,
+    parties: &mut HashMap<String, Result<pb::PartyView, String>>,
+) -> Step {
+    let size = tc.checkpoint.size;
+    let mut step = Step {
+        seq,
+        proof: Ok(()),
+        entry: None,
+        signer: String::new(),
+        kind: "?".into(),
+        body: None,
+        signature: Sig::Failed("not checked".into()),
+    };
+    if seq >= size {
+        step.proof = Err(format!(
+            "entry {seq} is not covered by the checkpoint of size {size}"
+        ));
+        return step;
+    }
+    match client.get_inclusion_proof(seq, size).await {
+        Err(e) => step.proof = Err(format!("no inclusion proof: {e}")),
+        Ok(reply) => match verify_inclusion(&reply, seq, size, &tc.checkpoint.root) {
+            Ok(e) => {
+                if e.order_id != order_id {
+                    step.proof = Err(format!(
+                        "entry {seq} concerns order {:?}, not {order_id}",
+                        e.order_id
+                    ));
+                }
+                step.entry = Some(e);
+            }
+            Err(err) => {
+                step.proof = Err(err.to_string());
+                step.entry = reply.entry.as_ref().and_then(|p| Entry::from_pb(p).ok());
+            }
+        },
+    }
+    let Some(entry) = &step.entry else {
+        return step;
+    };
+    let env = match pb::SignedCommand::decode(entry.command.as_slice()) {
+        Ok(env) => env,
+        Err(e) => {
+            step.signature = Sig::Failed(format!("the command envelope does not decode: {e}"));
+            return step;
+        }
+    };
+    step.signer = env.signer.clone();
+    match pb::Command::decode(env.command.as_slice()) {
+        Ok(cmd) => {
+            step.kind = snake_case(arbor_proto::rules::command_name(&cmd));
+            step.body = cmd.body;
+        }
+        Err(e) => step.kind = format!("undecodable ({e})"),
+    }
+    if !parties.contains_key(&env.signer) {
+        let p = client
+            .get_party(&env.signer)
+            .await
+            .map_err(|e| e.to_string());
+        parties.insert(env.signer.clone(), p);
+    }
+    step.signature = match &parties[&env.signer] {
+        Err(e) => Sig::Failed(format!("signer {} cannot be read: {e}", env.signer)),
+        Ok(p) if p.key_seq >= seq => Sig::Rotated { key_seq: p.key_seq },
+        Ok(p) => match verify_command(&env, &p.public_key) {
+            Ok(()) => Sig::Verified { key_seq: p.key_seq },
+            Err(e) => Sig::Failed(format!(
+                "does not verify with the key {} has had since entry {}: {e}",
+                env.signer, p.key_seq
+            )),
+        },
+    };
+    step
+}
+
+fn offer_of(steps: &[Step], offer_seq: u64) -> Option<&Step> {
+    steps.iter().find(|s| s.seq == offer_seq)
+}
+
+/// What the entry says, in one sentence, and its fields as JSON.
+fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
+    let by = &step.signer;
+    let Some(body) = &step.body else {
+        return (format!("{} by {by}", step.kind), json!({}));
+    };
+    let hand = |offer_seq: u64| -> (String, Value) {
+        match offer_of(steps, offer_seq) {
+            Some(o) => (
+                format!(
+                    "offer seq {offer_seq} signed by {} ({}, {})",
+                    o.signer,
+                    o.signature.text(),
+                    o.mark()
+                ),
+                json!({"seq": offer_seq, "signer": o.signer, "signature": o.signature.json(), "proof_ok": o.proof_ok()}),
+            ),
+            None => (
+                format!("offer seq {offer_seq} (not in this order's history)"),
+                json!({"seq": offer_seq}),
+            ),
+        }
+    };
+    match body {
+        Body::RegisterOrder(r) => (
+            format!(
+                "registered by {by}: {} line(s), total {} {} locked at price version 1, to {}",
+                r.lines.len(),
+                r.total,
+                r.currency,
+                r.destination_region
+            ),
+            json!({"total": r.total, "currency": r.currency, "region": r.destination_region,
+                   "external_refs": r.external_refs.iter().map(|x| format!("{}/{}", x.channel, x.external_id)).collect::<Vec<_>>()}),
+        ),
+        Body::ClaimOrder(c) => (
+            format!(
+                "claimed by {by} at price version {}, total {}",
+                c.price_version, c.total
+            ),
+            json!({"owner": by, "price_version": c.price_version, "total": c.total}),
+        ),
+        Body::AmendPrice(a) => (
+            format!(
+                "price amended by {by}: version {} -> {}, total {} ({})",
+                a.base_version,
+                a.base_version + 1,
+                a.total,
+                a.reason
+            ),
+            json!({"base_version": a.base_version, "version": a.base_version + 1, "total": a.total, "reason": a.reason}),
+        ),
+        Body::CancelOrder(c) => (
+            format!("cancelled by {by}: {}", c.reason),
+            json!({"reason": c.reason}),
+        ),
+        Body::ReleaseOrder(r) => (
+            format!("released by {by}: {}", r.reason),
+            json!({"reason": r.reason}),
+        ),
+        Body::OfferHandoff(o) => (
+            format!(
+                "handoff offered by {by} to {} (offer seq {}, open {} s)",
+                o.to,
+                step.seq,
+                o.expires_in_ms / 1000
+            ),
+            json!({"from": by, "to": o.to, "offer_seq": step.seq, "expires_in_ms": o.expires_in_ms}),
+        ),
+        Body::AcceptHandoff(a) => {
+            let (offer, offer_json) = hand(a.offer_seq);
+            let noted = match (a.damaged, a.note.is_empty()) {
+                (true, true) => ", damage noted".to_string(),
+                (true, false) => format!(", damage noted: {}", a.note),
+                (false, true) => String::new(),
+                (false, false) => format!(", noted: {}", a.note),
+            };
+            (
+                format!("handoff accepted by {by}{noted}; {offer}"),
+                json!({"receiver": by, "offer_seq": a.offer_seq, "offer": offer_json, "damaged": a.damaged, "note": a.note}),
+            )
+        }
+        Body::DeclineHandoff(d) => {
+            let (offer, offer_json) = hand(d.offer_seq);
+            (
+                format!("handoff declined by {by} ({}); {offer}", d.reason),
+                json!({"receiver": by, "offer_seq": d.offer_seq, "offer": offer_json, "reason": d.reason}),
+            )
+        }
+        Body::ReportMilestone(m) => {
+            let name = match pb::Milestone::try_from(m.milestone) {
+                Ok(pb::Milestone::Picked) => "picked",
+                Ok(pb::Milestone::Packed) => "packed",
+                Ok(pb::Milestone::Shipped) => "shipped",
+                Ok(pb::Milestone::Delivered) => "delivered",
+                _ => "unknown milestone",
+            };
+            let mut text = format!("{name} reported by {by}");
+            match name {
+                "shipped" => text.push_str(&format!(
+                    ": handed to carrier {}, tracking {}",
+                    m.carrier, m.tracking_id
+                )),
+                "delivered" if m.proof_of_delivery.is_empty() => {
+                    text.push_str(": no proof of delivery (custody stays with the carrier)")
+                }
+                "delivered" => {
+                    text.push_str(&format!(": proof of delivery {}", m.proof_of_delivery))
+                }
+                _ => {}
+            }
+            if m.price_version != 0 {
+                text.push_str(&format!(
+                    " (quoting price version {}, total {})",
+                    m.price_version, m.total
+                ));
+            }
+            (
+                text,
+                json!({"milestone": name, "carrier": m.carrier, "tracking_id": m.tracking_id,
+                       "proof_of_delivery": m.proof_of_delivery, "price_version": m.price_version, "total": m.total}),
+            )
+        }
+        Body::ReportException(x) => {
+            let kind = match pb::ExceptionKind::try_from(x.kind) {
+                Ok(pb::ExceptionKind::Damaged) => "damaged",
+                Ok(pb::ExceptionKind::Lost) => "lost",
+                Ok(pb::ExceptionKind::Delayed) => "delayed",
+                _ => "unknown",
+            };
+            (
+                format!("exception {kind} reported by {by}: {}", x.note),
+                json!({"exception": kind, "note": x.note}),
+            )
+        }
+        Body::RequestReturn(r) => (
+            format!("return requested by {by}: {}", r.reason),
+            json!({"reason": r.reason}),
+        ),
+        Body::ClaimReturn(_) => (format!("return claimed by {by}"), json!({})),
+        Body::ReceiveReturn(r) => (
+            format!(
+                "return received by {by}: refund {} at price version {}",
+                r.refund, r.price_version
+            ),
+            json!({"refund": r.refund, "price_version": r.price_version}),
+        ),
+        Body::OpenDispute(d) => {
+            let kind = incident_name(d.kind);
+            (
+                format!(
+                    "dispute opened by {by}: {kind}, incident at {} ({}){}",
+                    utc(d.incident_ms),
+                    d.incident_ms,
+                    if d.statement.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", d.statement)
+                    }
+                ),
+                json!({"dispute_seq": step.seq, "incident": kind, "incident_ms": d.incident_ms, "statement": d.statement}),
+            )
+        }
+        Body::ResolveDispute(r) => {
+            let liable = if r.liable.is_empty() {
+                "nobody".to_string()
+            } else {
+                r.liable.clone()
+            };
+            let ev: Vec<String> = r.evidence.iter().map(u64::to_string).collect();
+            (
+                format!(
+                    "ruling by {by} on dispute seq {}: {liable} liable by rule {} (evidence seq {})",
+                    r.dispute_seq,
+                    r.rule,
+                    ev.join(", ")
+                ),
+                json!({"dispute_seq": r.dispute_seq, "liable": r.liable, "rule": r.rule, "evidence": r.evidence}),
+            )
+        }
+        _ => (format!("{} by {by}", step.kind), json!({})),
+    }
+}
+
+pub fn incident_name(kind: i32) -> &'static str {
+    match pb::IncidentKind::try_from(kind) {
+        Ok(pb::IncidentKind::Lost) => "lost",
+        Ok(pb::IncidentKind::Damaged) => "damaged",
+        Ok(pb::IncidentKind::Late) => "late",
+        Ok(pb::IncidentKind::DuplicateProcessing) => "duplicate_processing",
+        Ok(pb::IncidentKind::PriceMismatch) => "price_mismatch",
+        _ => "unknown",
+    }
+}
+
+/// Who held the goods when, from the accepted entries: a claim or an accepted
+/// handoff gives custody to the signer, shipping to the carrier; a release,
+/// a recorded lapse or a delivery with proof ends it. The same facts the
+/// responsibility rules use (docs/disputes.md).
+fn custody(order: &pb::OrderView, steps: &[Step]) -> Vec<Interval> {
+    let mut out: Vec<Interval> = Vec::new();
+    let close = |out: &mut Vec<Interval>, s: &Step, why: String| {
+        if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
+            cur.to = Some((s.seq, s.time_ms()));
+            cur.ended_by = why;
+        }
+    };
+    let open = |out: &mut Vec<Interval>, s: &Step, holder: &str, how: String| {
+        out.push(Interval {
+            holder: holder.to_string(),
+            from_seq: s.seq,
+            from_ms: s.time_ms(),
+            started_by: how,
+            to: None,
+            ended_by: String::new(),
+            notes: Vec::new(),
+        });
+    };
+    for s in steps.iter().filter(|s| s.accepted()) {
+        if let Some(m) = s.lapse() {
+            close(&mut out, s, format!("lease lapsed (recorded here: {m})"));
+        }
+        match &s.body {
+            Some(Body::ClaimOrder(_)) => {
+                close(&mut out, s, format!("claimed by {}", s.signer));
+                open(&mut out, s, &s.signer, "claim".into());
+            }
+            Some(Body::AcceptHandoff(a)) => {
+                let from = offer_of(steps, a.offer_seq)
+                    .map(|o| o.signer.clone())
+                    .unwrap_or_default();
+                close(
+                    &mut out,
+                    s,
+                    format!("handed off to {} (offer seq {})", s.signer, a.offer_seq),
+                );
+                let mut how = format!("accepted handoff from {from} (offer seq {})", a.offer_seq);
+                if a.damaged {
+                    how.push_str(", damage noted");
+                }
+                open(&mut out, s, &s.signer, how);
+            }
+            Some(Body::ReleaseOrder(_)) => close(&mut out, s, "released".into()),
+            Some(Body::ReportMilestone(m)) => match pb::Milestone::try_from(m.milestone) {
+                Ok(pb::Milestone::Shipped) => {
+                    close(&mut out, s, format!("shipped with {}", m.carrier));
+                    open(
+                        &mut out,
+                        s,
+                        &m.carrier,
+                        format!("shipped by {}, tracking {}", s.signer, m.tracking_id),
+                    );
+                }
+                Ok(pb::Milestone::Delivered) if !m.proof_of_delivery.is_empty() => close(
+                    &mut out,
+                    s,
+                    format!("delivered (proof {})", m.proof_of_delivery),
+                ),
+                Ok(pb::Milestone::Delivered) => {
+                    if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
+                        cur.notes.push(format!(
+                            "delivery reported at seq {} without proof: custody stays with {}",
+                            s.seq, cur.holder
+                        ));
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
+        if order.lease_lapsed {
+            cur.notes.push(format!(
+                "lease deadline {} has passed; the next command on the order records the lapse",
+                utc(order.lease_deadline_ms)
+            ));
+        }
+        if order.custodian != cur.holder {
+            cur.notes.push(format!(
+                "the order's view names custodian {:?}",
+                order.custodian
+            ));
+        }
+    } else if !order.custodian.is_empty() {
+        out.push(Interval {
+            holder: order.custodian.clone(),
+            from_seq: 0,
+            from_ms: 0,
+            started_by: "?".into(),
+            to: None,
+            ended_by: String::new(),
+            notes: vec![
+                "the order's view names this custodian; no entry here gives it custody".into(),
+            ],
+        });
+    }
+    out
+}
+
+fn interval_proofs_ok(i: &Interval, steps: &[Step]) -> bool {
+    let ok = |seq: u64| steps.iter().any(|s| s.seq == seq && s.proof_ok());
+    ok(i.from_seq) && i.to.is_none_or(|(seq, _)| ok(seq))
+}
+
+fn trace_json(
+    order: &pb::OrderView,
+    tc: &TrustedCheckpoint,
+    steps: &[Step],
+    custody: &[Interval],
+) -> Value {
+    let entries: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            let (summary, details) = describe(s, steps);
+            let e = s.entry.as_ref();
+            json!({
+                "seq": s.seq,
+                "time_ms": s.time_ms(),
+                "time": utc(s.time_ms()),
+                "signer": s.signer,
+                "command_kind": s.kind,
+                "summary": summary,
+                "details": details,
+                "accepted": e.map(|e| e.accepted),
+                "code": e.map(|e| e.code.clone()),
+                "message": e.map(|e| e.message.clone()),
+                "lapse": s.lapse(),
+                "hash": e.map(|e| hex::encode(e.hash)),
+                "proof": match &s.proof { Ok(()) => json!({"ok": true}), Err(m) => json!({"ok": false, "error": m}) },
+                "signature": s.signature.json(),
+            })
+        })
+        .collect();
+    let custody: Vec<Value> = custody
+        .iter()
+        .map(|i| {
+            json!({
+                "holder": i.holder,
+                "from_seq": i.from_seq,
+                "from_ms": i.from_ms,
+                "from_time": utc(i.from_ms),
+                "started_by": i.started_by,
+                "to_seq": i.to.map(|t| t.0),
+                "to_ms": i.to.map(|t| t.1),
+                "to_time": i.to.map(|t| utc(t.1)),
+                "ended_by": i.to.map(|_| i.ended_by.clone()),
+                "notes": i.notes,
+                "proofs_ok": interval_proofs_ok(i, steps),
+            })
+        })
+        .collect();
+    let disputes: Vec<Value> = order
+        .disputes
+        .iter()
+        .map(|d| {
+            json!({
+                "seq": d.seq,
+                "kind": d.kind,
+                "incident_ms": d.incident_ms,
+                "opened_by": d.opened_by,
+                "resolved": d.resolved,
+                "ruling": d.ruling.as_ref().map(|r| json!({
+                    "liable": r.liable, "rule": r.rule, "evidence": r.evidence, "resolved_seq": r.resolved_seq,
+                })),
+            })
+        })
+        .collect();
+    let cp = &tc.checkpoint;
+    json!({
+        "order_id": order.order_id,
+        "status": order.status,
+        "owner": order.owner,
+        "custodian": order.custodian,
+        "price_version": order.price_version,
+        "total": order.total,
+        "currency": order.currency,
+        "lease_deadline_ms": order.lease_deadline_ms,
+        "lease_lapsed": order.lease_lapsed,
+        "last_lapsed_owner": order.last_lapsed_owner,
+        "checkpoint": {
+            "origin": cp.origin,
+            "size": cp.size,
+            "root": hex::encode(cp.root),
+            "time_ms": cp.time_ms,
+            "signed_by": tc.signed_by,
+            "replicas": tc.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
+            "quorum": tc.quorum,
+        },
+        "history": order.history,
+        "entries": entries,
+        "custody": custody,
+        "disputes": disputes,
+        "proofs_verified": steps.iter().filter(|s| s.proof_ok()).count(),
+        "all_proofs_ok": steps.iter().all(Step::proof_ok),
+        "all_signatures_ok": steps.iter().all(|s| s.signature.ok()),
+    })
+}
+
+fn trace_text(
+    order: &pb::OrderView,
+    tc: &TrustedCheckpoint,
+    steps: &[Step],
+    custody: &[Interval],
+) -> String {
+    let cp = &tc.checkpoint;
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "order {}: {}, owner {}, custodian {}, price version {} total {} {}\n",
+        order.order_id,
+        order.status,
+        dash(&order.owner),
+        dash(&order.custodian),
+        order.price_version,
+        order.total,
+        order.currency
+    ));
+    if order.lease_deadline_ms != 0 {
+        out.push_str(&format!(
+            "lease deadline {}{}\n",
+            utc(order.lease_deadline_ms),
+            if order.lease_lapsed { " (passed)" } else { "" }
+        ));
+    }
+    if !order.last_lapsed_owner.is_empty() {
+        out.push_str(&format!("last lapsed owner {}\n", order.last_lapsed_owner));
+    }
+    let ok = steps.iter().filter(|s| s.proof_ok()).count();
+    out.push_str(&format!(
+        "checkpoint {} size {} root {}, cosigned by {} (quorum {} of {} replica keys)\n",
+        cp.origin,
+        cp.size,
+        hex::encode(cp.root),
+        tc.signed_by.join(", "),
+        tc.quorum,
+        tc.keys.len()
+    ));
+    out.push_str(&format!(
+        "proofs: {ok} of {} entries included in that checkpoint\n\ntimeline\n",
+        steps.len()
+    ));
+    for s in steps {
+        let (summary, _) = describe(s, steps);
+        out.push_str(&format!(
+            "{} seq {} {} {} — {}; {}\n",
+            s.mark(),
+            s.seq,
+            utc(s.time_ms()),
+            summary,
+            s.outcome(),
+            s.signature.text()
+        ));
+        if let Some(m) = s.lapse() {
+            out.push_str(&format!("    lapse: {m}\n"));
+        }
+        if let Err(e) = &s.proof {
+            out.push_str(&format!("    proof: {e}\n"));
+        }
+    }
+    out.push_str("\ncustody\n");
+    if custody.is_empty() {
+        out.push_str("  nobody has held the order\n");
+    }
+    for i in custody {
+        let mark = if interval_proofs_ok(i, steps) {
+            "[proof ok]"
+        } else {
+            "[proof FAILED]"
+        };
+        let to = match i.to {
+            Some((seq, ms)) => format!("to {} (seq {seq}): {}", utc(ms), i.ended_by),
+            None => "to now (still held)".to_string(),
+        };
+        out.push_str(&format!(
+            "{mark} held by {} from {} (seq {}, {}) {to}\n",
+            i.holder,
+            utc(i.from_ms),
+            i.from_seq,
+            i.started_by
+        ));
+        for n in &i.notes {
+            out.push_str(&format!("    note: {n}\n"));
+        }
+    }
+    if !order.disputes.is_empty() {
+        out.push_str("\ndisputes\n");
+        for d in &order.disputes {
+            let state = match &d.ruling {
+                Some(r) if d.resolved => format!(
+                    "resolved at seq {}: {} liable by rule {}",
+                    r.resolved_seq,
+                    if r.liable.is_empty() {
+                        "nobody"
+                    } else {
+                        &r.liable
+                    },
+                    r.rule
+                ),
+                _ => format!(
+                    "open (preview: arbor audit dispute {} --dispute {})",
+                    order.order_id, d.seq
+                ),
+            };
+            out.push_str(&format!(
+                "  seq {} {} by {}, incident {}: {state}\n",
+                d.seq,
+                d.kind,
+                d.opened_by,
+                utc(d.incident_ms)
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(seq: u64, signer: &str, accepted: bool, message: &str, body: Body) -> Step {
+        Step {
+            seq,
+            proof: Ok(()),
+            entry: Some(Entry {
+                seq,
+                time_ms: 1000 + seq,
+                command: Vec::new(),
+                accepted,
+                code: if accepted {
+                    "accepted"
+                } else {
+                    "already_owned"
+                }
+                .into(),
+                message: message.into(),
+                order_id: "o-1".into(),
+                order_prev_seq: 0,
+                prev_hash: [0; 32],
+                hash: [0; 32],
+            }),
+            signer: signer.into(),
+            kind: "x".into(),
+            body: Some(body),
+            signature: Sig::Verified { key_seq: 0 },
+        }
+    }
+
+    fn claim() -> Body {
+        Body::ClaimOrder(pb::ClaimOrder {
+            order_id: "o-1".into(),
+            price_version: 1,
+            total: 3000,
+        })
+    }
+
+    fn milestone(m: pb::Milestone, carrier: &str, pod: &str) -> Body {
+        Body::ReportMilestone(pb::ReportMilestone {
+            order_id: "o-1".into(),
+            milestone: m as i32,
+            carrier: carrier.into(),
+            tracking_id: "T1".into(),
+            proof_of_delivery: pod.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn custody_follows_claims_releases_lapses_shipping_and_delivery() {
+        let release = Body::ReleaseOrder(pb::ReleaseOrder {
+            order_id: "o-1".into(),
+            reason: "no stock".into(),
+        });
+        let lapse = "lease of n2 lapsed at 1999 (owner since entry 4, dispatch time 1 ms of profile v1 + grace)";
+        let steps = vec![
+            step(2, "n1", true, "", claim()),
+            step(3, "n1", true, "", release),
+            step(4, "n2", true, "", claim()),
+            step(5, "n9", false, "order o-1 is owned by n2", claim()),
+            step(6, "n3", true, lapse, claim()),
+            step(
+                7,
+                "n3",
+                true,
+                "",
+                milestone(pb::Milestone::Shipped, "sf", ""),
+            ),
+            step(
+                8,
+                "n3",
+                true,
+                "",
+                milestone(pb::Milestone::Delivered, "", ""),
+            ),
+            step(
+                9,
+                "n3",
+                true,
+                "",
+                milestone(pb::Milestone::Delivered, "", "pod/1"),
+            ),
+        ];
+        let view = pb::OrderView::default();
+        let c = custody(&view, &steps);
+        let got: Vec<(&str, u64, Option<u64>)> = c
+            .iter()
+            .map(|i| (i.holder.as_str(), i.from_seq, i.to.map(|t| t.0)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("n1", 2, Some(3)),
+                ("n2", 4, Some(6)),
+                ("n3", 6, Some(7)),
+                ("sf", 7, Some(9)),
+            ]
+        );
+        assert_eq!(c[0].ended_by, "released");
+        assert!(
+            c[1].ended_by.starts_with("lease lapsed"),
+            "{}",
+            c[1].ended_by
+        );
+        assert!(c[3].notes[0].contains("without proof"), "{:?}", c[3].notes);
+        assert_eq!(steps[4].lapse(), Some(lapse));
+        assert_eq!(steps[3].lapse(), None);
+
+        // A proof failure marks the entry and the intervals it bounds.
+        let mut bad = steps;
+        bad[2].proof = Err("path does not lead to the root".into());
+        let c = custody(&view, &bad);
+        assert!(interval_proofs_ok(&c[0], &bad));
+        assert!(!interval_proofs_ok(&c[1], &bad));
+        assert_eq!(bad[2].mark(), "[proof FAILED]");
+    }
+}

@@ -1,0 +1,84 @@
+//! The fulfillment-node example (`client/examples/fulfillment_node.rs`), run
+//! as the compiled binary against a real cluster: it follows the ledger,
+//! claims what it may and ships it.
+
+use std::time::Duration;
+
+use arbor_tests::bins::example_bin;
+use arbor_tests::{TestCluster, TIMEOUT};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_node_claims_and_ships_new_orders() {
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    let channel = c.enroll_channel("shop").await;
+    let node = c.enroll_node("store-example").await;
+    let rival = c.enroll_node("store-rival").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("store-example.key");
+    node.save(&key).expect("save key");
+
+    // One order before the node starts (found by reading from entry 0), one
+    // taken by another node first (skipped), and one after it started.
+    c.register_order(&channel, "o-ex-1").await;
+    c.register_order(&channel, "o-ex-taken").await;
+    c.submitter()
+        .await
+        .submit_accepted(
+            "rival claim",
+            rival.claim_order("o-ex-taken", 1, arbor_tests::fixtures::SAMPLE_TOTAL),
+        )
+        .await;
+
+    let mut cmd = tokio::process::Command::new(example_bin("fulfillment_node"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ARBOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "--endpoints",
+        &c.endpoints().join(","),
+        "--key",
+        &key.display().to_string(),
+        "--max",
+        "2",
+        "--from",
+        "0",
+        "--carrier",
+        "sf-express",
+    ])
+    .kill_on_drop(true)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the example");
+
+    c.register_order(&channel, "o-ex-2").await;
+
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the example exits after --max 2 orders")
+        .expect("example output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "example failed: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("done: shipped 2 order(s)"), "{stdout}");
+    assert!(stdout.contains("o-ex-taken: skipped"), "{stdout}");
+
+    let client = c.client().await;
+    for id in ["o-ex-1", "o-ex-2"] {
+        let o = client.get_order(id).await.expect("order");
+        assert_eq!(o.owner, "store-example", "{id}: {o:?}\n{stdout}");
+        assert_eq!(o.status, "shipped", "{id}: {o:?}\n{stdout}");
+        assert_eq!(o.carrier, "sf-express");
+        assert_eq!(o.tracking_id, format!("TRK-{id}"));
+    }
+    let taken = client.get_order("o-ex-taken").await.expect("order");
+    assert_eq!(taken.owner, "store-rival");
+    c.check_invariants().await;
+}
