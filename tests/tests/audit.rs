@@ -233,8 +233,59 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
     .await;
     s.submit_accepted("deliver ord-4", node_a.report_delivered("ord-4", "pod-1"))
         .await;
-
+    // A dispute and its ruling, so the export carries one for the replay to
+    // re-check: ord-4 reported lost while store-a held it.
+    let auditor = c
+        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
+        .await;
     let client = c.client().await;
+    let held = client
+        .get_entries(offer.seq + 1, 1)
+        .await
+        .expect("acceptance entry")
+        .entries[0]
+        .time_ms;
+    let opened = s
+        .submit_accepted(
+            "open dispute",
+            channel.open_dispute("ord-4", pb::IncidentKind::Lost, held, "never arrived"),
+        )
+        .await;
+    let ruling = client
+        .preview_ruling("ord-4", opened.seq)
+        .await
+        .expect("preview");
+    // Entries are stamped in ms: if the shipment shares the acceptance's
+    // millisecond, the carrier already held it at that time.
+    let shipped_at = client
+        .get_entries(offer.seq + 2, 1)
+        .await
+        .expect("shipped entry")
+        .entries[0]
+        .time_ms;
+    let expected = if shipped_at > held {
+        ("store-a", "clean_acceptance")
+    } else {
+        ("sf-express", "custodian_at_incident")
+    };
+    assert_eq!(
+        (ruling.liable.as_str(), ruling.rule.as_str()),
+        expected,
+        "{}",
+        ruling.explanation
+    );
+    s.submit_accepted(
+        "resolve dispute",
+        auditor.resolve_dispute(
+            "ord-4",
+            opened.seq,
+            &ruling.liable,
+            &ruling.rule,
+            ruling.evidence.clone(),
+        ),
+    )
+    .await;
+
     let (bytes, exported) = client
         .export(Vec::new(), 0, None, |_, _| {})
         .await
