@@ -56,6 +56,27 @@ pub(super) fn command_summary(bytes: &[u8]) -> (String, String) {
     (signer, kind)
 }
 
+/// One ledger entry as JSON, as `ledger entries` and `watch` print it.
+pub fn entry_json(e: &pb::LedgerEntry) -> serde_json::Value {
+    let o = e.outcome.clone().unwrap_or_default();
+    let (signer, command) = command_summary(&e.command);
+    json!({
+        "seq": e.seq,
+        "time_ms": e.time_ms,
+        "time": utc(e.time_ms),
+        "accepted": o.accepted,
+        "code": o.code,
+        "message": o.message,
+        "order_id": e.order_id,
+        "order_prev_seq": e.order_prev_seq,
+        "signer": signer,
+        "command_kind": command,
+        "command": hex::encode(&e.command),
+        "prev_hash": hex::encode(&e.prev_hash),
+        "hash": hex::encode(&e.hash),
+    })
+}
+
 /// `ClaimOrder` -> `claim_order`.
 pub(super) fn snake_case(name: &str) -> String {
     let mut out = String::new();
@@ -73,29 +94,7 @@ pub(super) fn snake_case(name: &str) -> String {
 }
 
 fn show_entries(ctx: &Ctx, r: &pb::GetEntriesReply) -> String {
-    let entries: Vec<_> = r
-        .entries
-        .iter()
-        .map(|e| {
-            let o = e.outcome.clone().unwrap_or_default();
-            let (signer, command) = command_summary(&e.command);
-            json!({
-                "seq": e.seq,
-                "time_ms": e.time_ms,
-                "time": utc(e.time_ms),
-                "accepted": o.accepted,
-                "code": o.code,
-                "message": o.message,
-                "order_id": e.order_id,
-                "order_prev_seq": e.order_prev_seq,
-                "signer": signer,
-                "command_kind": command,
-                "command": hex::encode(&e.command),
-                "prev_hash": hex::encode(&e.prev_hash),
-                "hash": hex::encode(&e.hash),
-            })
-        })
-        .collect();
+    let entries: Vec<_> = r.entries.iter().map(entry_json).collect();
     let json = json!({ "entries": entries, "head_seq": r.head_seq, "empty": r.empty });
     render(ctx.format, json, || {
         if r.empty {

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use arbor_client::pb;
 use clap::Args;
 use futures::StreamExt;
-use serde_json::json;
 
 use super::ledger::command_summary;
 use super::output::{short_hash, utc, Format, Reply};
@@ -95,21 +94,7 @@ pub fn line(format: Format, e: &pb::LedgerEntry) -> String {
     let (signer, command) = command_summary(&e.command);
     match format {
         Format::Json => {
-            let j = json!({
-                "seq": e.seq,
-                "time_ms": e.time_ms,
-                "time": utc(e.time_ms),
-                "accepted": o.accepted,
-                "code": o.code,
-                "message": o.message,
-                "order_id": e.order_id,
-                "order_prev_seq": e.order_prev_seq,
-                "signer": signer,
-                "command_kind": command,
-                "command": hex::encode(&e.command),
-                "prev_hash": hex::encode(&e.prev_hash),
-                "hash": hex::encode(&e.hash),
-            });
+            let j = super::ledger::entry_json(e);
             format!("{j}\n")
         }
         Format::Table => {

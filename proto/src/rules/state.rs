@@ -148,22 +148,21 @@ impl OrderStatus {
         }
     }
 
+    pub const ALL: [OrderStatus; 10] = [
+        OrderStatus::Open,
+        OrderStatus::Claimed,
+        OrderStatus::Picked,
+        OrderStatus::Packed,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::ReturnRequested,
+        OrderStatus::ReturnClaimed,
+        OrderStatus::Returned,
+    ];
+
     pub fn parse(s: &str) -> Option<OrderStatus> {
-        use OrderStatus::*;
-        [
-            Open,
-            Claimed,
-            Picked,
-            Packed,
-            Shipped,
-            Delivered,
-            Cancelled,
-            ReturnRequested,
-            ReturnClaimed,
-            Returned,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     /// Owned and not yet handed to the carrier: a lease runs.
