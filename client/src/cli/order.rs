@@ -8,7 +8,7 @@ use clap::Subcommand;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::output::{kv, render, submit_reply, Reply, Table};
+use super::output::{kv, render, submit_reply, utc, Reply, Table};
 use super::{signing_key, Ctx};
 
 #[derive(Subcommand)]
@@ -602,7 +602,7 @@ fn deadline_text(o: &pb::OrderView) -> String {
     if o.lease_deadline_ms == 0 {
         "-".into()
     } else {
-        format!("{} ms", o.lease_deadline_ms)
+        utc(o.lease_deadline_ms)
     }
 }
 

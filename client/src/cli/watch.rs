@@ -83,7 +83,7 @@ fn header() -> String {
 fn row(cells: &[String; 7]) -> String {
     let [seq, time, outcome, order, command, signer, hash] = cells;
     format!(
-        "{seq:>7}  {time:<24}  {outcome:<16}  {order:<20}  {command:<14}  {signer:<16}  {hash}\n"
+        "{seq:>7}  {time:<24}  {outcome:<16}  {order:<20}  {command:<16}  {signer:<16}  {hash}\n"
     )
 }
 
