@@ -339,3 +339,21 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
 fn hex_root(root: &Hash) -> String {
     root.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A checkpoint is only served when a quorum of its cosignatures come from
+/// replica keys the ledger enrols (what an auditor can check); before the
+/// replica identities are enrolled the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_need_replica_keys_enrolled_in_the_ledger() {
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    let client = c.client().await;
+    let err = client
+        .get_checkpoint()
+        .await
+        .expect_err("no replica key is enrolled yet");
+    assert!(err.to_string().contains("enrol each replica"), "{err}");
+    enroll_replicas(&c).await;
+    let cp = client.get_checkpoint().await.expect("checkpoint");
+    assert!(cp.signed_by.len() >= 2, "{:?}", cp.signed_by);
+}

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arbor_proto::ledger::checkpoint::Checkpoint;
+use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use arbor_proto::pb;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Status};
@@ -84,11 +84,43 @@ impl ArborApi {
                 None,
             ));
         }
+        // Count only signatures an auditor can check: by replica keys the
+        // ledger enrols and has not revoked (as `arbor audit verify` does).
+        let note = cp.note(&lines);
+        let mut keys = Vec::new();
+        for name in &signed_by {
+            let Some(p) = self.reader.party(name).map_err(status::internal)? else {
+                continue;
+            };
+            if p.role != pb::Role::Replica as i32 || p.revoked {
+                continue;
+            }
+            if let Ok(public_key) = <[u8; 32]>::try_from(p.public_key.as_slice()) {
+                keys.push(NoteKey {
+                    name: name.clone(),
+                    public_key,
+                });
+            }
+        }
+        if keys.len() < quorum {
+            return Err(Status::failed_precondition(format!(
+                "only {} of the replicas that cosigned the checkpoint have an identity key enrolled in the ledger ({quorum} needed): enrol each replica's identity key (docs/operations.md)",
+                keys.len()
+            )));
+        }
+        let verified = verify_note(&note, &keys, quorum).map_err(|e| {
+            status::unavailable(
+                format!(
+                    "the checkpoint at size {size} is not cosigned by a quorum of replica keys enrolled in the ledger ({e}); enrol each replica's identity key (docs/operations.md)"
+                ),
+                None,
+            )
+        })?;
         Ok(pb::CheckpointReply {
-            note: cp.note(&lines),
+            note,
             size,
             root: root.to_vec(),
-            signed_by,
+            signed_by: verified.signed_by,
         })
     }
 
