@@ -37,6 +37,11 @@ pub struct NodeConfig {
     /// Lease grace recorded in the genesis entry (ms): added to a node's
     /// declared dispatch time before its ownership of an order lapses.
     pub lease_grace_ms: u64,
+    /// Every this many ms the leader records the lapse of orders whose lease
+    /// has run out (signed with its replica identity, which must be enrolled).
+    /// 0 turns the sweep off: lapses are then recorded only by the next
+    /// command on the order.
+    pub lapse_sweep_ms: u64,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -59,6 +64,7 @@ impl Default for NodeConfig {
             operators: Vec::new(),
             cluster_id: "arbor".into(),
             lease_grace_ms: 300_000,
+            lapse_sweep_ms: 1_000,
             heartbeat_ms: 100,
             election_timeout_min_ms: 600,
             election_timeout_max_ms: 1200,

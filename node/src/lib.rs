@@ -14,6 +14,7 @@ pub mod net;
 pub mod proofs;
 pub mod raft;
 pub mod storage;
+pub mod sweep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -161,6 +162,15 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         .start()
         .await
         .map_err(NodeError::Bootstrap)?;
+    }
+
+    if config.lapse_sweep_ms > 0 {
+        sweep::spawn(
+            raft.clone(),
+            reader.clone(),
+            identity.clone(),
+            std::time::Duration::from_millis(config.lapse_sweep_ms),
+        );
     }
 
     Ok(NodeHandle {

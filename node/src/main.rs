@@ -90,6 +90,10 @@ struct RunArgs {
     /// declared dispatch time before its ownership of an unshipped order lapses
     #[arg(long, env = "ARBOR_LEASE_GRACE_MS")]
     lease_grace_ms: Option<u64>,
+    /// Every N ms the leader records lapsed leases (RecordLapse, signed by its
+    /// enrolled replica identity); 0 = off
+    #[arg(long, env = "ARBOR_LAPSE_SWEEP_MS")]
+    lapse_sweep_ms: Option<u64>,
     /// Local IP for connections to other replicas (default: chosen by the OS)
     #[arg(long, env = "ARBOR_SOURCE_IP", value_name = "IP")]
     source_ip: Option<String>,
@@ -139,6 +143,9 @@ impl RunArgs {
         }
         if let Some(v) = self.lease_grace_ms {
             c.lease_grace_ms = v;
+        }
+        if let Some(v) = self.lapse_sweep_ms {
+            c.lapse_sweep_ms = v;
         }
         if let Some(v) = self.snapshot_every {
             c.snapshot_every = v;

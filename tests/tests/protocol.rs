@@ -349,3 +349,72 @@ fn assert_refused(err: &ClientError, code: Code, name: &str) {
         other => panic!("expected a {code:?} status, got {other}"),
     }
 }
+
+/// With the replica identities enrolled, the leader's lease sweep records a
+/// lapse on its own (a `RecordLapse` entry signed by the leader's replica
+/// key): the old owner's counters and capacity reflect it without any other
+/// command on the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_sweep_records_a_lapse_by_itself() {
+    let c = TestCluster::start(
+        3,
+        Options {
+            lease_grace_ms: Some(100),
+            ..Default::default()
+        },
+    )
+    .await;
+    c.enroll_replicas().await;
+    let channel = c.enroll_channel("shop").await;
+    let slow = c
+        .enroll_node_with(
+            "store-slow",
+            pb::NodeKind::Store,
+            pb::PublishProfile {
+                dispatch_time_ms: 200,
+                max_open_orders: 1,
+                ..sample_profile()
+            },
+        )
+        .await;
+    c.register_order(&channel, "o-swept").await;
+    let s = c.submitter().await;
+    s.submit_accepted("claim", slow.claim_order("o-swept", 1, SAMPLE_TOTAL))
+        .await;
+    let client = c.client().await;
+    let stats = c
+        .wait_until("the sweep to record the lapse", TIMEOUT, async || {
+            let st = client
+                .node_stats("store-slow")
+                .await
+                .map_err(|e| e.to_string())?;
+            if st.lapses == 1 {
+                Ok(st)
+            } else {
+                Err(format!("lapses {}", st.lapses))
+            }
+        })
+        .await;
+    assert_eq!(stats.open_orders, 0, "capacity freed");
+    let order = client.get_order("o-swept").await.expect("order");
+    assert_eq!((order.status.as_str(), order.owner.as_str()), ("open", ""));
+    assert_eq!(order.last_lapsed_owner, "store-slow");
+    // The entry that recorded it: a RecordLapse signed by a replica key.
+    let last = *order.history.last().expect("history");
+    let entry = client.get_entries(last, 1).await.expect("entry").entries[0].clone();
+    let env =
+        <pb::SignedCommand as prost::Message>::decode(entry.command.as_slice()).expect("envelope");
+    assert!(env.signer.starts_with("arbor-replica-"), "{}", env.signer);
+    let outcome = entry.outcome.unwrap_or_default();
+    assert!(outcome.accepted, "{outcome:?}");
+    assert!(
+        outcome.message.contains("lease of store-slow lapsed"),
+        "{}",
+        outcome.message
+    );
+    // Its capacity is free again: it may claim another order.
+    c.register_order(&channel, "o-next").await;
+    s.submit_accepted("claim next", slow.claim_order("o-next", 1, SAMPLE_TOTAL))
+        .await;
+    c.check_invariants().await;
+}

@@ -65,6 +65,7 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         Body::ReceiveReturn(c) => &c.order_id,
         Body::OpenDispute(c) => &c.order_id,
         Body::ResolveDispute(c) => &c.order_id,
+        Body::RecordLapse(c) => &c.order_id,
         Body::Genesis(_)
         | Body::EnrollParty(_)
         | Body::RotateKey(_)
@@ -400,6 +401,7 @@ fn on_order(
         Body::ReceiveReturn(c) => o.receive_return(c),
         Body::OpenDispute(c) => o.open_dispute(c),
         Body::ResolveDispute(c) => o.resolve_dispute(c),
+        Body::RecordLapse(_) => o.lapse_recorded(),
         _ => rej("malformed", "not an order command".into()),
     };
     let order_id = o.order.order_id.clone();
@@ -1065,6 +1067,24 @@ impl<V: StateView> OnOrder<'_, V> {
 }
 
 impl<V: StateView> OnOrder<'_, V> {
+    /// `RecordLapse`: accepted only when this entry recorded a lapse.
+    fn lapse_recorded(&mut self) -> Result<(), Reject> {
+        if self.lapse_note.is_some() {
+            return Ok(());
+        }
+        let o = &self.order;
+        let deadline = o
+            .lease
+            .as_ref()
+            .filter(|_| o.status.is_leased())
+            .map(|l| format!("its lease runs until {}", l.deadline_ms))
+            .unwrap_or_else(|| format!("it is {} with no lease running", o.status.as_str()));
+        rej(
+            "not_lapsed",
+            format!("order {} has nothing to lapse: {deadline}", o.order_id),
+        )
+    }
+
     fn open_dispute(&mut self, d: &pb::OpenDispute) -> Result<(), Reject> {
         if d.incident_ms > self.now {
             return rej(

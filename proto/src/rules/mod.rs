@@ -171,7 +171,7 @@ pub fn decode(bytes: &[u8]) -> Result<Admitted, Refusal> {
 /// The roles a command body allows its signer to have, and the command's name.
 pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static str)> {
     use pb::command::Body;
-    use pb::Role::{Auditor, Channel, Node, Operator};
+    use pb::Role::{Auditor, Channel, Node, Operator, Replica};
     Some(match cmd.body.as_ref()? {
         Body::Genesis(_) => return None,
         Body::EnrollParty(_) => (&[Operator], "EnrollParty"),
@@ -193,6 +193,7 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::ReportException(_) => (&[Node, Channel], "ReportException"),
         Body::OpenDispute(_) => (&[Operator, Channel, Node, Auditor], "OpenDispute"),
         Body::ResolveDispute(_) => (&[Auditor], "ResolveDispute"),
+        Body::RecordLapse(_) => (&[Replica], "RecordLapse"),
     })
 }
 

@@ -1617,3 +1617,59 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
     );
     rejected(&e, "incident_in_future", "10000");
 }
+
+#[test]
+fn record_lapse_is_accepted_only_for_a_lapsed_lease_and_only_from_a_replica() {
+    let mut w = World::new(1);
+    let rk = key(85);
+    assert!(
+        w.operator(
+            14,
+            Body::EnrollParty(pb::EnrollParty {
+                party_id: "arbor-replica-1".into(),
+                role: pb::Role::Replica as i32,
+                kind: 0,
+                public_key: rk.verifying_key().to_bytes().to_vec(),
+            }),
+        )
+        .accepted
+    );
+    w.register("o1", 20);
+    assert!(w.claim(0, "o1", 100).accepted);
+    let sweep = |nonce: u64| {
+        signed(
+            &rk,
+            "arbor-replica-1",
+            nonce,
+            Body::RecordLapse(pb::RecordLapse {
+                order_id: "o1".into(),
+            }),
+        )
+    };
+    let early = appended(w.s.apply(&sweep(1), 200, false));
+    rejected(&early, "not_lapsed", "its lease runs until");
+    let late = 100 + HOUR + GRACE + 1;
+    let e = appended(w.s.apply(&sweep(2), late, false));
+    assert!(e.accepted, "{e:?}");
+    assert!(e.message.contains("lease of n0 lapsed"), "{}", e.message);
+    assert_eq!((w.stats(0).lapses, w.stats(0).open_orders), (1, 0));
+    assert_eq!(w.s.orders["o1"].owner, None);
+    rejected(
+        &appended(w.s.apply(&sweep(3), late + 1, false)),
+        "not_lapsed",
+        "open",
+    );
+    // Nodes do not sweep.
+    let bytes = signed(
+        &w.nodes[0],
+        "n0",
+        9,
+        Body::RecordLapse(pb::RecordLapse {
+            order_id: "o1".into(),
+        }),
+    );
+    match w.s.apply(&bytes, late + 2, false) {
+        Applied::Refused(r) => assert_eq!(r.code(), "wrong_role"),
+        other => panic!("{other:?}"),
+    }
+}

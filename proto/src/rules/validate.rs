@@ -234,6 +234,7 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             check_text("reason", &r.reason, false)
         }
         Some(Body::ClaimReturn(c)) => check_id("order id", &c.order_id),
+        Some(Body::RecordLapse(c)) => check_id("order id", &c.order_id),
         Some(Body::OpenDispute(d)) => {
             check_id("order id", &d.order_id)?;
             match pb::IncidentKind::try_from(d.kind) {
