@@ -54,17 +54,8 @@ Example:\n  arbor party enroll --key operator.key --role node --kind store --pub
         /// Kind of fulfilment node; required with --role node, refused otherwise
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
-        /// The party's ed25519 public key, 64 hex characters
-        #[arg(
-            long,
-            value_name = "HEX",
-            required_unless_present = "public_key_file",
-            conflicts_with = "public_key_file"
-        )]
-        public_key: Option<String>,
-        /// The party's key file (as written by `arbor keys generate`)
-        #[arg(long, value_name = "KEYFILE")]
-        public_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        new_key: PublicKeyArgs,
     },
     /// Replace a party's key (operator-signed); also reinstates a revoked party
     #[command(
@@ -79,17 +70,8 @@ Example:\n  arbor party rotate-key store-17 --public-key-file store-17-new.key -
         /// Party id
         #[arg(value_name = "ID")]
         id: String,
-        /// The new ed25519 public key, 64 hex characters
-        #[arg(
-            long,
-            value_name = "HEX",
-            required_unless_present = "public_key_file",
-            conflicts_with = "public_key_file"
-        )]
-        public_key: Option<String>,
-        /// A key file holding the new key
-        #[arg(long, value_name = "KEYFILE")]
-        public_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        new_key: PublicKeyArgs,
         /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
         #[arg(long, value_name = "OPKEY")]
         key: Option<PathBuf>,
@@ -124,6 +106,48 @@ Example:\n  arbor party get store-17"
     },
 }
 
+/// A party's public key: given in hex, or read from its key file.
+#[derive(clap::Args)]
+pub struct PublicKeyArgs {
+    /// The party's ed25519 public key, 64 hex characters
+    #[arg(
+        long,
+        value_name = "HEX",
+        required_unless_present = "public_key_file",
+        conflicts_with = "public_key_file"
+    )]
+    public_key: Option<String>,
+    /// The party's key file (as written by `arbor keys generate`; only its public half is read)
+    #[arg(long, value_name = "KEYFILE")]
+    public_key_file: Option<PathBuf>,
+}
+
+impl PublicKeyArgs {
+    /// The party id and key: `id` if given (it must match a key file's party
+    /// id), else the key file's party id.
+    fn resolve(self, id: Option<String>) -> Result<(String, [u8; 32])> {
+        match (self.public_key, self.public_key_file) {
+            (Some(hex), _) => {
+                let Some(id) = id else {
+                    bail!("--id is required with --public-key")
+                };
+                Ok((id, parse_public_key(&hex).context("--public-key")?))
+            }
+            (None, Some(file)) => {
+                let (file_id, pk) = read_public_key_file(&file)?;
+                match id {
+                    Some(id) if id != file_id => bail!(
+                        "party {id:?} differs from the party id {file_id:?} in {}; the party would sign as {file_id:?} (generate its key with --party {id})",
+                        file.display(),
+                    ),
+                    _ => Ok((file_id, pk)),
+                }
+            }
+            (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
+        }
+    }
+}
+
 /// The public half of a key file; the secret, if present, is not read.
 #[derive(Deserialize)]
 struct PublicKeyFile {
@@ -138,28 +162,9 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
             id,
             role,
             kind,
-            public_key,
-            public_key_file,
+            new_key,
         } => {
-            let (party_id, public_key) = match (public_key, public_key_file) {
-                (Some(hex), _) => {
-                    let Some(id) = id else {
-                        bail!("--id is required with --public-key")
-                    };
-                    (id, parse_public_key(&hex).context("--public-key")?)
-                }
-                (None, Some(file)) => {
-                    let (file_id, pk) = read_public_key_file(&file)?;
-                    match id {
-                        Some(id) if id != file_id => bail!(
-                            "--id {id:?} differs from the party id {file_id:?} in {}; the party would sign as {file_id:?}",
-                            file.display(),
-                        ),
-                        _ => (file_id, pk),
-                    }
-                }
-                (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
-            };
+            let (party_id, public_key) = new_key.resolve(id)?;
             let (role, kind) = match (role, kind) {
                 (RoleArg::Node, None) => {
                     bail!("--role node needs --kind store|warehouse|3pl|carrier")
@@ -176,26 +181,8 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))
         }
-        PartyCmd::RotateKey {
-            id,
-            public_key,
-            public_key_file,
-            key,
-        } => {
-            let pk = match (public_key, public_key_file) {
-                (Some(hex), _) => parse_public_key(&hex).context("--public-key")?,
-                (None, Some(file)) => {
-                    let (file_id, pk) = read_public_key_file(&file)?;
-                    if file_id != id {
-                        bail!(
-                            "{} holds a key for party {file_id:?}, not {id:?}; generate it with --party {id}",
-                            file.display()
-                        );
-                    }
-                    pk
-                }
-                (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
-            };
+        PartyCmd::RotateKey { id, new_key, key } => {
+            let (id, pk) = new_key.resolve(Some(id))?;
             let cmd = operator_key(key)?.rotate_key(&id, &pk);
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))

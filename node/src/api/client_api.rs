@@ -87,23 +87,17 @@ impl ArborApi {
     /// Proposes a command on this (leader) replica and waits for its outcome.
     async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
         let bytes = env.encode_to_vec();
-        // A resend of an applied command gets its original outcome, even if
-        // the signer's key has changed since (admission would refuse it).
-        if let Some(reply) = self.applied_before(&env)? {
-            return Ok(reply);
-        }
-        // What `rules::admit` does, with the signature checked in a batch.
-        let admitted = rules::decode(&bytes).map_err(|r| status::refusal(&r))?;
-        let mut key = None;
-        if let Some(party) =
-            rules::authorize(&self.reader, &admitted, false).map_err(|r| status::refusal(&r))?
-        {
-            key = Some(party.public_key.clone());
-            self.admission
-                .check_signature(admitted, party)
-                .await
-                .map_err(|r| status::refusal(&r))?;
-        }
+        let key = match self.admit(&bytes).await {
+            Ok(key) => key,
+            // A resend of an applied command gets its original outcome even
+            // if admission now refuses it (the signer's key changed since).
+            // Looked up only on refusal: admitted resends are answered by the
+            // state machine's own deduplication, off the hot path's reads.
+            Err(refusal) => match self.applied_before(&env)? {
+                Some(reply) => return Ok(reply),
+                None => return Err(status::refusal(&refusal)),
+            },
+        };
         let req = RaftRequest {
             command: bytes,
             time_ms: now_ms(),
@@ -157,6 +151,18 @@ impl ArborApi {
             RaftResponse::Refused { code, message } => Err(status::refused(&code, &message)),
             RaftResponse::Noop => Err(status::internal("state machine returned no outcome")),
         }
+    }
+
+    /// What `rules::admit` does, with the signature checked in a batch:
+    /// the key the signature was verified against (`None` for genesis).
+    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, rules::Refusal> {
+        let admitted = rules::decode(bytes)?;
+        let Some(party) = rules::authorize(&self.reader, &admitted, false)? else {
+            return Ok(None);
+        };
+        let key = party.public_key.clone();
+        self.admission.check_signature(admitted, party).await?;
+        Ok(Some(key))
     }
 
     /// The original reply if this exact command is already in the ledger.
