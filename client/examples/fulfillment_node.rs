@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use arbor_client::pb::command::Body;
-use arbor_client::{pb, Client, ClientError, Identity};
+use arbor_client::{pb, Client, ClientError, Commands, Identity};
 use futures::StreamExt;
 use prost::Message;
 

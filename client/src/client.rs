@@ -29,7 +29,7 @@ use tonic::{Code, Status};
 
 use crate::endpoints::{lazy_channel, parse_endpoints, uri};
 use crate::error::ClientError;
-use crate::identity::Identity;
+use arbor_proto::identity::Identity;
 
 /// Metadata key with the leader's `host:port` on `UNAVAILABLE` answers.
 pub const LEADER_HEADER: &str = "x-arbor-leader";
@@ -195,7 +195,7 @@ impl Client {
     /// evidence entries and a one-sentence explanation. `resolved_seq` is the
     /// `ResolveDispute` entry once the dispute is resolved, else 0. An auditor
     /// resolves it by signing exactly this ruling
-    /// ([`Identity::resolve_dispute`]).
+    /// ([`Commands::resolve_dispute`](crate::Commands::resolve_dispute)).
     pub async fn preview_ruling(
         &self,
         order_id: &str,

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use arbor_proto::identity::KeyFileError;
 use tonic::Code;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,15 @@ impl ClientError {
         ClientError::Status {
             code: s.code(),
             message: s.message().to_string(),
+        }
+    }
+}
+
+impl From<KeyFileError> for ClientError {
+    fn from(e: KeyFileError) -> ClientError {
+        match e {
+            KeyFileError::Io { path, source } => ClientError::Io { path, source },
+            KeyFileError::Invalid(msg) => ClientError::Key(msg),
         }
     }
 }

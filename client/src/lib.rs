@@ -1,15 +1,17 @@
 //! arbor-client: the Rust client library for an arbor cluster, and the `arbor` CLI.
 //!
-//! - [`Identity`]: a party id and its ed25519 key; reads and writes key files,
-//!   and signs commands.
+//! - [`Identity`]: a party id and its ed25519 key; reads and writes key files
+//!   (the format is `arbor_proto::identity`'s, shared with the replica).
+//! - [`Commands`]: the signed commands an [`Identity`] builds
+//!   (`claim_order`, `offer_handoff`, `open_dispute`, ...).
 //! - [`Client`]: talks to the cluster over gRPC and hides leader changes
 //!   (retries with backoff, follows leader hints, resends identical bytes).
 //! - [`watch`]: [`Client::watch`], the live entry feed that resumes on
 //!   another replica after a disconnect, never missing or repeating an entry.
 //! - [`audit`]: checkpoints, Merkle proofs and exports, and the checks that
 //!   never trust the replica that answered.
-//! - Disputes: [`Identity::open_dispute`], [`Client::preview_ruling`] (the
-//!   ruling the responsibility rules compute) and [`Identity::resolve_dispute`].
+//! - Disputes: [`Commands::open_dispute`], [`Client::preview_ruling`] (the
+//!   ruling the responsibility rules compute) and [`Commands::resolve_dispute`].
 //!
 //! A complete fulfillment node — follow the ledger with [`Client::watch`],
 //! claim each new order it may serve at the locked price, report picked,
@@ -19,7 +21,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arbor_client::ClientError> {
-//! use arbor_client::{Client, Identity};
+//! use arbor_client::{Client, Commands, Identity};
 //! let node = Identity::load("store-17.key".as_ref())?;
 //! let client = Client::connect(&["127.0.0.1:7101,127.0.0.1:7102".to_string()]).await?;
 //! let reply = client.submit(node.claim_order("o-1", 1, 2598)).await?;
@@ -32,14 +34,15 @@
 
 pub mod audit;
 mod client;
+mod commands;
 mod endpoints;
 mod error;
-mod identity;
 pub mod watch;
 
+pub use arbor_proto::identity::{Identity, KeyFileError};
 pub use arbor_proto::pb;
 pub use client::{Client, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
+pub use commands::Commands;
 pub use endpoints::parse_endpoints;
 pub use error::{code_name, ClientError};
-pub use identity::Identity;
 pub use watch::WatchStream;

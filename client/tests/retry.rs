@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arbor_client::pb::arbor_server::{Arbor, ArborServer};
-use arbor_client::{pb, Client, ClientError, Identity, LEADER_HEADER};
+use arbor_client::{pb, Client, ClientError, Commands, Identity, LEADER_HEADER};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 

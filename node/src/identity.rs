@@ -1,14 +1,14 @@
 //! The replica's own ed25519 identity, used to sign checkpoints.
 //!
 //! Kept in `DATA_DIR/identity.key` (mode 0600) in the key-file format of
-//! `arbor keys generate` (read and written by `arbor_client::Identity`, so
+//! `arbor keys generate` (read and written by `arbor_proto::identity`, so
 //! there is one implementation of it), with party id
 //! `arbor-replica-<node id>`: an operator enrols that public key with role
 //! `replica`, which puts it in the ledger where auditors find it.
 
 use std::path::Path;
 
-use arbor_client::Identity;
+use arbor_proto::identity::Identity;
 use ed25519_dalek::SigningKey;
 
 #[derive(Clone)]

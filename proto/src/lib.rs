@@ -4,6 +4,8 @@
 //! - [`ledger`]: the entry format, canonical hashing, command signing and ids.
 //! - [`rules`]: the deterministic arbitration state machine.
 //! - [`audit`]: the export file and the offline verifier built on the two above.
+//! - [`identity`]: a party's key file and the signing it does, one format for
+//!   client keys, the dev operator key and each replica's own key.
 //!
 //! `ledger` and `rules` are the pure core: no I/O, no async, no clock, no
 //! randomness. Replicas apply commands with them and auditors replay exports
@@ -12,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod identity;
 pub mod ledger;
 pub mod rules;
 

@@ -14,7 +14,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arbor_client::{Client, Identity};
+use arbor_client::{Client, Commands, Identity};
 use arbor_proto::pb;
 use futures::StreamExt;
 use tempfile::TempDir;

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use arbor_client::{ClientError, Identity};
+use arbor_client::{ClientError, Commands, Identity};
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;
 use arbor_tests::fixtures::{

@@ -1,6 +1,7 @@
 //! Checkpoints and proofs served by a real cluster, verified without trusting
 //! the replica that answered.
 
+use arbor_client::Commands;
 use arbor_proto::ledger::checkpoint::{verify_note, NoteKey};
 use arbor_proto::ledger::merkle::{self, Hash};
 use arbor_proto::pb;

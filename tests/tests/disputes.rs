@@ -5,6 +5,7 @@
 //! export whose replay re-checks the rulings.
 
 use arbor_client::audit::{verify_export, VerifyOptions};
+use arbor_client::Commands;
 use arbor_client::Identity;
 use arbor_proto::pb;
 use arbor_tests::dev::run_cli;

@@ -1,6 +1,6 @@
 //! Bootstrap, election and where writes may enter the cluster.
 
-use arbor_client::{Client, Identity};
+use arbor_client::{Client, Commands, Identity};
 use arbor_proto::ledger::ZERO_HASH;
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbor_client::Client;
+use arbor_client::Commands;
 use arbor_tests::fixtures::{sample_order, SAMPLE_TOTAL};
 use arbor_tests::{TestCluster, TIMEOUT};
 

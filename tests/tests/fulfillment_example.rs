@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use arbor_client::Commands;
 use arbor_tests::bins::example_bin;
 use arbor_tests::{TestCluster, TIMEOUT};
 

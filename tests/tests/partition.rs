@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use arbor_client::Commands;
 use arbor_tests::fixtures::sample_order;
 use arbor_tests::{Options, TestCluster, TIMEOUT};
 

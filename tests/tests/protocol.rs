@@ -2,7 +2,7 @@
 //! lapse by leader time, a handoff chain store -> warehouse -> 3PL, key
 //! rotation and revocation, and the reads (order list, node stats).
 
-use arbor_client::{pb, ClientError, Identity};
+use arbor_client::{pb, ClientError, Commands, Identity};
 use arbor_tests::fixtures::{sample_profile, SAMPLE_REGION, SAMPLE_TOTAL};
 use arbor_tests::{Options, TestCluster, TIMEOUT};
 use tonic::Code;

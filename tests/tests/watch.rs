@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arbor_client::{pb, WatchStream};
+use arbor_client::{pb, Commands, WatchStream};
 use arbor_tests::bins::cli_bin;
 use arbor_tests::fixtures::sample_order;
 use arbor_tests::invariants::check_links;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use arbor_client::{pb, Client};
+use arbor_client::{pb, Client, Commands};
 use serde_json::{json, Value};
 
 use super::ledger::command_summary;

@@ -145,6 +145,7 @@ fn show_entries(ctx: &Ctx, r: &pb::GetEntriesReply) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arbor_client::Commands;
 
     #[test]
     fn summary_reads_signer_and_kind() {

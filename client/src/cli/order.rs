@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use arbor_client::pb;
+use arbor_client::Commands;
 use clap::Subcommand;
 use serde::Deserialize;
 use serde_json::json;

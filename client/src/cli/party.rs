@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use arbor_client::pb;
+use arbor_client::Commands;
 use clap::{Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::json;

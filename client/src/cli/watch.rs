@@ -119,6 +119,7 @@ pub fn line(format: Format, e: &pb::LedgerEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arbor_client::Commands;
     use prost::Message;
 
     fn entry() -> pb::LedgerEntry {

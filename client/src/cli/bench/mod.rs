@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arbor_client::{pb, Client, ClientError, Identity};
+use arbor_client::{pb, Client, ClientError, Commands, Identity};
 use clap::Args;
 use futures::StreamExt;
 use rand::RngCore;

@@ -1,0 +1,311 @@
+//! The signed commands a party builds from its [`Identity`]: one method per
+//! command of `proto/arbor/v1/arbor.proto`, each filling in the message and
+//! signing it with a fresh nonce ([`Identity::sign`]).
+//!
+//! [`Identity`] itself (the key file, the party id, the signing primitive)
+//! is `arbor_proto::identity::Identity`, shared with the replica, which
+//! reads and writes its own key in the same format. These methods are the
+//! client's: bring them into scope with `use arbor_client::Commands`.
+
+use arbor_proto::identity::Identity;
+use arbor_proto::pb;
+use arbor_proto::pb::command::Body;
+
+mod sealed {
+    /// Only [`Identity`](super::Identity) builds commands.
+    pub trait Sealed {
+        fn identity(&self) -> &super::Identity;
+    }
+
+    impl Sealed for super::Identity {
+        fn identity(&self) -> &super::Identity {
+            self
+        }
+    }
+}
+
+/// Command builders on [`Identity`]: `id.claim_order("o-1", 1, 2598)` is the
+/// signed `ClaimOrder` ready for [`Client::submit`](crate::Client::submit).
+pub trait Commands: sealed::Sealed {
+    /// An operator command enrolling a party. `kind` must be
+    /// [`pb::NodeKind::Unspecified`] unless `role` is [`pb::Role::Node`].
+    fn enroll_party(
+        &self,
+        party_id: &str,
+        role: pb::Role,
+        kind: pb::NodeKind,
+        public_key: &[u8],
+    ) -> pb::SignedCommand {
+        self.identity().sign(Body::EnrollParty(pb::EnrollParty {
+            party_id: party_id.to_string(),
+            role: role as i32,
+            kind: kind as i32,
+            public_key: public_key.to_vec(),
+        }))
+    }
+
+    /// A channel command registering an order.
+    fn register_order(&self, order: pb::RegisterOrder) -> pb::SignedCommand {
+        self.identity().sign(Body::RegisterOrder(order))
+    }
+
+    /// A node command claiming an order at the quoted price.
+    fn claim_order(&self, order_id: &str, price_version: u64, total: i64) -> pb::SignedCommand {
+        self.identity().sign(Body::ClaimOrder(pb::ClaimOrder {
+            order_id: order_id.to_string(),
+            price_version,
+            total,
+        }))
+    }
+
+    /// An operator command replacing a party's key (also reinstates a revoked party).
+    fn rotate_key(&self, party_id: &str, public_key: &[u8]) -> pb::SignedCommand {
+        self.identity().sign(Body::RotateKey(pb::RotateKey {
+            party_id: party_id.to_string(),
+            public_key: public_key.to_vec(),
+        }))
+    }
+
+    /// An operator command revoking a party's key.
+    fn revoke_key(&self, party_id: &str, reason: &str) -> pb::SignedCommand {
+        self.identity().sign(Body::RevokeKey(pb::RevokeKey {
+            party_id: party_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// A node publishing its own capability profile (the next version).
+    fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
+        self.identity().sign(Body::PublishProfile(profile))
+    }
+
+    /// A channel amending the price of an order it registered.
+    fn amend_price(
+        &self,
+        order_id: &str,
+        base_version: u64,
+        lines: Vec<pb::OrderLine>,
+        reason: &str,
+    ) -> pb::SignedCommand {
+        let total = lines.iter().map(|l| l.quantity as i64 * l.unit_price).sum();
+        self.identity().sign(Body::AmendPrice(pb::AmendPrice {
+            order_id: order_id.to_string(),
+            base_version,
+            lines,
+            total,
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// A channel cancelling an order it registered.
+    fn cancel_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.identity().sign(Body::CancelOrder(pb::CancelOrder {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The owner giving an order back.
+    fn release_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.identity().sign(Body::ReleaseOrder(pb::ReleaseOrder {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The owner offering custody to another node, open for `expires_in_ms`.
+    fn offer_handoff(&self, order_id: &str, to: &str, expires_in_ms: u64) -> pb::SignedCommand {
+        self.identity().sign(Body::OfferHandoff(pb::OfferHandoff {
+            order_id: order_id.to_string(),
+            to: to.to_string(),
+            expires_in_ms,
+        }))
+    }
+
+    /// The receiver accepting the offer made at entry `offer_seq`.
+    fn accept_handoff(
+        &self,
+        order_id: &str,
+        offer_seq: u64,
+        damaged: bool,
+        note: &str,
+    ) -> pb::SignedCommand {
+        self.identity().sign(Body::AcceptHandoff(pb::AcceptHandoff {
+            order_id: order_id.to_string(),
+            offer_seq,
+            damaged,
+            note: note.to_string(),
+        }))
+    }
+
+    /// The receiver declining the offer made at entry `offer_seq`.
+    fn decline_handoff(&self, order_id: &str, offer_seq: u64, reason: &str) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::DeclineHandoff(pb::DeclineHandoff {
+                order_id: order_id.to_string(),
+                offer_seq,
+                reason: reason.to_string(),
+            }))
+    }
+
+    /// The owner reporting `picked` or `packed`.
+    fn report_milestone(&self, order_id: &str, milestone: pb::Milestone) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::ReportMilestone(pb::ReportMilestone {
+                order_id: order_id.to_string(),
+                milestone: milestone as i32,
+                ..Default::default()
+            }))
+    }
+
+    /// The owner reporting the hand-off to a carrier.
+    fn report_shipped(
+        &self,
+        order_id: &str,
+        carrier: &str,
+        tracking_id: &str,
+    ) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::ReportMilestone(pb::ReportMilestone {
+                order_id: order_id.to_string(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: carrier.to_string(),
+                tracking_id: tracking_id.to_string(),
+                ..Default::default()
+            }))
+    }
+
+    /// The owner reporting delivery, with a proof-of-delivery reference ("" if none).
+    fn report_delivered(&self, order_id: &str, proof_of_delivery: &str) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::ReportMilestone(pb::ReportMilestone {
+                order_id: order_id.to_string(),
+                milestone: pb::Milestone::Delivered as i32,
+                proof_of_delivery: proof_of_delivery.to_string(),
+                ..Default::default()
+            }))
+    }
+
+    /// The owner or the registering channel reporting an exception.
+    fn report_exception(
+        &self,
+        order_id: &str,
+        kind: pb::ExceptionKind,
+        note: &str,
+    ) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::ReportException(pb::ReportException {
+                order_id: order_id.to_string(),
+                kind: kind as i32,
+                note: note.to_string(),
+            }))
+    }
+
+    /// The channel requesting a return of a delivered order.
+    fn request_return(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.identity().sign(Body::RequestReturn(pb::RequestReturn {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// A node that handles returns claiming one.
+    fn claim_return(&self, order_id: &str) -> pb::SignedCommand {
+        self.identity().sign(Body::ClaimReturn(pb::ClaimReturn {
+            order_id: order_id.to_string(),
+        }))
+    }
+
+    /// The return node reporting the goods received and the refund.
+    fn receive_return(&self, order_id: &str, refund: i64, price_version: u64) -> pb::SignedCommand {
+        self.identity().sign(Body::ReceiveReturn(pb::ReceiveReturn {
+            order_id: order_id.to_string(),
+            refund,
+            price_version,
+        }))
+    }
+
+    /// Any enrolled party opening a dispute on an order: what happened
+    /// (`kind`) and when (`incident_ms`, Unix ms, not after the entry's time).
+    fn open_dispute(
+        &self,
+        order_id: &str,
+        kind: pb::IncidentKind,
+        incident_ms: u64,
+        statement: &str,
+    ) -> pb::SignedCommand {
+        self.identity().sign(Body::OpenDispute(pb::OpenDispute {
+            order_id: order_id.to_string(),
+            kind: kind as i32,
+            incident_ms,
+            statement: statement.to_string(),
+        }))
+    }
+
+    /// An auditor resolving the dispute opened at entry `dispute_seq`. The
+    /// ruling must be the one the responsibility rules compute (see
+    /// [`Client::preview_ruling`](crate::Client::preview_ruling)); any other
+    /// is rejected `ruling_mismatch`. `liable` is "" when nobody is.
+    fn resolve_dispute(
+        &self,
+        order_id: &str,
+        dispute_seq: u64,
+        liable: &str,
+        rule: &str,
+        evidence: Vec<u64>,
+    ) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::ResolveDispute(pb::ResolveDispute {
+                order_id: order_id.to_string(),
+                dispute_seq,
+                liable: liable.to_string(),
+                rule: rule.to_string(),
+                evidence,
+            }))
+    }
+}
+
+impl Commands for Identity {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arbor_proto::ledger::verify_command;
+    use prost::Message;
+
+    #[test]
+    fn claims_carry_their_fields() {
+        let id = Identity::generate("node-1");
+        let a = id.claim_order("o-1", 1, 2598);
+        assert_eq!(a.signer, "node-1");
+        verify_command(&a, &id.public_key()).unwrap();
+        let cmd = pb::Command::decode(a.command.as_slice()).unwrap();
+        assert!(matches!(cmd.body, Some(Body::ClaimOrder(ref c)) if c.total == 2598));
+    }
+
+    #[test]
+    fn dispute_commands_carry_their_fields() {
+        let id = Identity::generate("aud");
+        let open = id.open_dispute("o-1", pb::IncidentKind::Damaged, 1234, "box crushed");
+        verify_command(&open, &id.public_key()).unwrap();
+        match pb::Command::decode(open.command.as_slice()).unwrap().body {
+            Some(Body::OpenDispute(d)) => {
+                assert_eq!(d.order_id, "o-1");
+                assert_eq!(d.kind, pb::IncidentKind::Damaged as i32);
+                assert_eq!((d.incident_ms, d.statement.as_str()), (1234, "box crushed"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let res = id.resolve_dispute("o-1", 9, "store-1", "damage_noted_at_acceptance", vec![7]);
+        match pb::Command::decode(res.command.as_slice()).unwrap().body {
+            Some(Body::ResolveDispute(r)) => {
+                assert_eq!((r.dispute_seq, r.liable.as_str()), (9, "store-1"));
+                assert_eq!(
+                    (r.rule.as_str(), r.evidence),
+                    ("damage_noted_at_acceptance", vec![7])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
