@@ -1,4 +1,5 @@
-//! arbor-client: the Rust client library for an arbor cluster, and the `arbor` CLI.
+//! arbor-client: the Rust client library for an arbor cluster (the `arbor` CLI
+//! is built on it, in `client/cli/`).
 //!
 //! - [`Identity`]: a party id and its ed25519 key; reads and writes key files
 //!   (the format is `arbor_proto::identity`'s, shared with the replica).

@@ -1,4 +1,7 @@
-//! The `arbor` command line: argument definitions and dispatch.
+//! `arbor`: the command line client. Argument definitions, dispatch, the
+//! runtime, printing and exit codes live here; each command is a module
+//! beside this file, built on the `arbor-client` library (which knows
+//! nothing of clap or anyhow).
 //!
 //! Each command returns a [`Reply`] already rendered in the chosen format;
 //! `main` prints it and turns it into the exit code (0 ok, 1 error, 2 the
@@ -17,14 +20,17 @@ mod profile;
 mod trace;
 mod watch;
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use arbor_client::{Client, Identity};
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
-pub use output::{Format, Reply};
+use output::{Format, Reply};
 
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
 
@@ -130,6 +136,73 @@ the feed for --timeout seconds.\n\n\
 Examples:\n  arbor watch\n  arbor watch --from 0 --output json | jq -c 'select(.accepted | not)'"
     )]
     Watch(watch::WatchArgs),
+}
+
+fn main() -> ExitCode {
+    let args = match Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    ExitCode::from(1)
+                }
+                _ => fail(&clap_error_line(&e)),
+            };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(args)) {
+        Ok(reply) => {
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`arbor ledger entries | head`) is not an error.
+            let _ = out
+                .write_all(reply.text.as_bytes())
+                .and_then(|_| out.flush());
+            if let Some(e) = &reply.failed {
+                fail(e)
+            } else if reply.rejected {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => fail(&chain(&e)),
+    }
+}
+
+/// The error and its causes joined by `: `, skipping causes already in the text
+/// (library errors often print their source too).
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    msg
+}
+
+/// Prints one `error:` line on stderr and exits with code 1.
+fn fail(msg: &str) -> ExitCode {
+    let line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("error: {line}");
+    ExitCode::from(1)
 }
 
 /// What every command may need: where the cluster is and how to print.

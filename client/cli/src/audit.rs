@@ -123,7 +123,7 @@ Examples:\n  arbor audit dispute ord-1001\n  arbor audit dispute ord-1001 --disp
         long_about = "Build a synthetic ledger of N entries in memory (fixed keys, accepted and \
 rejected claims, a checkpoint signed by the replicas), export it to memory and verify it, \
 printing entries per second. No server needed. Build with --release for real figures.\n\n\
-Example:\n  cargo run --release -p arbor-client --bin arbor -- audit bench-verify --entries 200000"
+Example:\n  cargo run --release -p arbor-cli --bin arbor -- audit bench-verify --entries 200000"
     )]
     BenchVerify {
         /// Entries in the synthetic ledger
