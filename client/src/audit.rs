@@ -1,6 +1,10 @@
 //! Audit calls: cosigned checkpoints, Merkle proofs, replica identities, and
 //! exporting the ledger to a file.
 //!
+//! [`Client::trusted_checkpoint`] fetches the current checkpoint and checks
+//! its signatures against the replica keys the ledger enrols; custody over
+//! an order's verified entries is `arbor_proto::rules::custody`.
+//!
 //! The calls go through the same retry loop as every other call (the server
 //! routes them to the leader). Their answers are *claims*: check them with
 //! [`verify_checkpoint`], [`verify_inclusion`] and [`verify_consistency`]
@@ -22,7 +26,7 @@
 use std::io::Write;
 
 use arbor_proto::audit::{ExportHeader, ExportWriter, Frontier};
-use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint};
+use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use arbor_proto::ledger::merkle::{self, leaf_hash, Hash};
 use arbor_proto::pb;
 
@@ -65,6 +69,37 @@ pub struct Exported {
     pub signed_by: Vec<String>,
 }
 
+/// A checkpoint whose signatures were checked against the replica keys the
+/// ledger enrols, with a quorum of them (see [`Client::trusted_checkpoint`]).
+#[derive(Clone, Debug)]
+pub struct TrustedCheckpoint {
+    pub reply: pb::CheckpointReply,
+    pub checkpoint: Checkpoint,
+    /// Replicas whose signatures verified.
+    pub signed_by: Vec<String>,
+    /// The replica keys found enrolled before the checkpoint's size.
+    pub keys: Vec<NoteKey>,
+    /// More than half of `keys`.
+    pub quorum: usize,
+}
+
+/// Why no checkpoint could be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the checkpoint served is malformed: {0}")]
+    Malformed(String),
+    #[error(
+        "checkpoint: none of {} is enrolled as a replica before entry {size}, so no signature can be checked",
+        names.join(", ")
+    )]
+    NoReplicaKeys { names: Vec<String>, size: u64 },
+    /// Too few of the replica keys signed it (or the reply contradicts its note).
+    #[error(transparent)]
+    Unverified(#[from] AuditError),
+}
+
 fn hash32(b: &[u8], what: &str) -> Result<Hash, ExportError> {
     b.try_into()
         .map_err(|_| ExportError::Inconsistent(format!("{what} is {} bytes, expected 32", b.len())))
@@ -75,6 +110,57 @@ impl Client {
     pub async fn get_checkpoint(&self) -> Result<pb::CheckpointReply, ClientError> {
         self.call(|mut c| async move { c.get_checkpoint(pb::GetCheckpointRequest {}).await })
             .await
+    }
+
+    /// Fetches the cluster's current checkpoint and verifies it against the
+    /// replica keys enrolled in the ledger (read with GetParty for the note's
+    /// signers and the cluster's members, `arbor-replica-<id>`), needing
+    /// more than half of the keys found. The keys come from the cluster
+    /// itself; for a check that trusts nothing, export and verify.
+    pub async fn trusted_checkpoint(&self) -> Result<TrustedCheckpoint, CheckpointError> {
+        let reply = self.get_checkpoint().await?;
+        let cp = verify_note(&reply.note, &[], 0)
+            .map_err(CheckpointError::Malformed)?
+            .checkpoint;
+        // Candidate replica identities: the note's signers and every member's name.
+        let mut names = note_signers(&reply.note);
+        if let Ok(status) = self.cluster_status().await {
+            for m in status.members {
+                let n = format!("arbor-replica-{}", m.node_id);
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        for name in &names {
+            let Ok(p) = self.get_party(name).await else {
+                continue;
+            };
+            if p.role == pb::Role::Replica as i32 && p.enrolled_seq < cp.size {
+                if let Ok(public_key) = p.public_key.as_slice().try_into() {
+                    keys.push(NoteKey {
+                        name: name.clone(),
+                        public_key,
+                    });
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Err(CheckpointError::NoReplicaKeys {
+                names,
+                size: cp.size,
+            });
+        }
+        let quorum = keys.len() / 2 + 1;
+        let v = verify_checkpoint(&reply, &keys, quorum)?;
+        Ok(TrustedCheckpoint {
+            reply,
+            checkpoint: v.checkpoint,
+            signed_by: v.signed_by,
+            keys,
+            quorum,
+        })
     }
 
     /// The inclusion proof of entry `seq` in the tree of `tree_size` entries

@@ -7,11 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arbor_client::audit::{note_signers, verify_checkpoint, verify_export, Summary, VerifyOptions};
-use arbor_client::pb;
-use arbor_client::Client;
+use arbor_client::audit::{verify_export, Summary, TrustedCheckpoint, VerifyOptions};
 use arbor_proto::audit::synth::Synth;
-use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -371,67 +368,6 @@ fn show_summary(ctx: &Ctx, file: &str, s: &Summary) -> String {
     })
 }
 
-/// A checkpoint whose signatures were checked against the replica keys the
-/// ledger enrols, with a quorum of them.
-pub(super) struct TrustedCheckpoint {
-    pub reply: pb::CheckpointReply,
-    pub checkpoint: Checkpoint,
-    /// Replicas whose signatures verified.
-    pub signed_by: Vec<String>,
-    pub keys: Vec<NoteKey>,
-    pub quorum: usize,
-}
-
-/// Fetches the cluster's current checkpoint and verifies it against the
-/// replica keys enrolled in the ledger (read with GetParty for the note's
-/// signers and the cluster's members), needing more than half of them.
-pub(super) async fn trusted_checkpoint(client: &Client) -> Result<TrustedCheckpoint> {
-    let reply = client.get_checkpoint().await?;
-    let cp = verify_note(&reply.note, &[], 0)
-        .map_err(|e| anyhow::anyhow!("the checkpoint served is malformed: {e}"))?
-        .checkpoint;
-    // Candidate replica identities: the note's signers and every member's name.
-    let mut names = note_signers(&reply.note);
-    if let Ok(status) = client.cluster_status().await {
-        for m in status.members {
-            let n = format!("arbor-replica-{}", m.node_id);
-            if !names.contains(&n) {
-                names.push(n);
-            }
-        }
-    }
-    let mut keys = Vec::new();
-    for name in &names {
-        let Ok(p) = client.get_party(name).await else {
-            continue;
-        };
-        if p.role == pb::Role::Replica as i32 && p.enrolled_seq < cp.size {
-            if let Ok(public_key) = p.public_key.as_slice().try_into() {
-                keys.push(NoteKey {
-                    name: name.clone(),
-                    public_key,
-                });
-            }
-        }
-    }
-    if keys.is_empty() {
-        bail!(
-            "checkpoint: none of {} is enrolled as a replica before entry {}, so no signature can be checked",
-            names.join(", "),
-            cp.size
-        );
-    }
-    let quorum = keys.len() / 2 + 1;
-    let v = verify_checkpoint(&reply, &keys, quorum)?;
-    Ok(TrustedCheckpoint {
-        reply,
-        checkpoint: v.checkpoint,
-        signed_by: v.signed_by,
-        keys,
-        quorum,
-    })
-}
-
 async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
     let client = ctx.client().await?;
     let TrustedCheckpoint {
@@ -440,7 +376,7 @@ async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
         signed_by,
         keys,
         quorum,
-    } = trusted_checkpoint(&client).await?;
+    } = client.trusted_checkpoint().await?;
     let json = json!({
         "origin": cp.origin,
         "size": cp.size,

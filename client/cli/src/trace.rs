@@ -3,23 +3,26 @@
 //!
 //! For each entry of the order's history: an inclusion proof against a
 //! checkpoint whose signatures were checked against the replica keys the
-//! ledger enrols (see [`trusted_checkpoint`]), the entry's own hash, its
+//! ledger enrols ([`Client::trusted_checkpoint`]), the entry's own hash, its
 //! signed command decoded (who did what), and its signature checked against
 //! the signer's key — when that key is the one the party had then (it was
-//! set before the entry). From the accepted entries it derives who held the
-//! goods when (the same custody the responsibility rules use).
+//! set before the entry). Who held the goods when, and which entry recorded
+//! a lapse, is computed by `arbor_proto::rules::custody` from the entries'
+//! outcomes and commands (the custody the responsibility rules use); this
+//! module renders it.
 
 use std::collections::HashMap;
 
 use anyhow::Result;
-use arbor_client::audit::verify_inclusion;
+use arbor_client::audit::{verify_inclusion, TrustedCheckpoint};
 use arbor_client::{pb, Client};
 use arbor_proto::ledger::{verify_command, Entry};
+use arbor_proto::rules::custody::{self, How, OrderEntry};
+use arbor_proto::rules::EventKind;
 use pb::command::Body;
 use prost::Message;
 use serde_json::{json, Value};
 
-use super::audit::{trusted_checkpoint, TrustedCheckpoint};
 use super::ledger::snake_case;
 use super::output::{render, utc, Reply};
 use super::Ctx;
@@ -112,10 +115,21 @@ impl Step {
             .unwrap_or("")
     }
 
-    /// The lapse an accepted entry records ("lease of X lapsed at ..."), if any.
+    /// The entry as the custody computation reads it.
+    fn view(&self) -> OrderEntry<'_> {
+        OrderEntry {
+            seq: self.seq,
+            time_ms: self.time_ms(),
+            signer: &self.signer,
+            accepted: self.accepted(),
+            message: self.message(),
+            body: self.body.as_ref(),
+        }
+    }
+
+    /// The lapse this entry recorded (its message, the rules' note), if any.
     fn lapse(&self) -> Option<&str> {
-        let m = self.message();
-        (self.accepted() && m.starts_with("lease of ") && m.contains(" lapsed at ")).then_some(m)
+        self.view().lapse().map(|_| self.message())
     }
 
     fn outcome(&self) -> String {
@@ -128,7 +142,7 @@ impl Step {
     }
 }
 
-/// A span of custody: who held the goods between two entries.
+/// A span of custody as shown: who held the goods between two entries.
 struct Interval {
     holder: String,
     from_seq: u64,
@@ -143,7 +157,7 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
     let client = ctx.client().await?;
     let order = client.get_order(order_id).await?;
     // Fetched after the order, so it covers every entry of its history.
-    let tc = trusted_checkpoint(&client).await?;
+    let tc = client.trusted_checkpoint().await?;
     let mut parties: HashMap<String, Result<pb::PartyView, String>> = HashMap::new();
     let mut steps = Vec::with_capacity(order.history.len());
     for &seq in &order.history {
@@ -256,8 +270,8 @@ async fn check_entry(
     step
 }
 
-fn offer_of(steps: &[Step], offer_seq: u64) -> Option<&Step> {
-    steps.iter().find(|s| s.seq == offer_seq)
+fn step_at(steps: &[Step], seq: u64) -> Option<&Step> {
+    steps.iter().find(|s| s.seq == seq)
 }
 
 /// What the entry says, in one sentence, and its fields as JSON.
@@ -267,7 +281,7 @@ fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
         return (format!("{} by {by}", step.kind), json!({}));
     };
     let hand = |offer_seq: u64| -> (String, Value) {
-        match offer_of(steps, offer_seq) {
+        match step_at(steps, offer_seq) {
             Some(o) => (
                 format!(
                     "offer seq {offer_seq} signed by {} ({}, {})",
@@ -295,13 +309,24 @@ fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
             json!({"total": r.total, "currency": r.currency, "region": r.destination_region,
                    "external_refs": r.external_refs.iter().map(|x| format!("{}/{}", x.channel, x.external_id)).collect::<Vec<_>>()}),
         ),
-        Body::ClaimOrder(c) => (
-            format!(
-                "claimed by {by} at price version {}, total {}",
-                c.price_version, c.total
-            ),
-            json!({"owner": by, "price_version": c.price_version, "total": c.total}),
-        ),
+        Body::ClaimOrder(c) => {
+            // Only an accepted claim makes its signer the owner.
+            let mut details =
+                json!({"claimant": by, "price_version": c.price_version, "total": c.total});
+            let verb = if step.accepted() {
+                details["owner"] = json!(by);
+                "claimed"
+            } else {
+                "claim"
+            };
+            (
+                format!(
+                    "{verb} by {by} at price version {}, total {}",
+                    c.price_version, c.total
+                ),
+                details,
+            )
+        }
         Body::AmendPrice(a) => (
             format!(
                 "price amended by {by}: version {} -> {}, total {} ({})",
@@ -455,82 +480,14 @@ pub fn incident_name(kind: i32) -> &'static str {
     }
 }
 
-/// Who held the goods when, from the accepted entries: a claim or an accepted
-/// handoff gives custody to the signer, shipping to the carrier; a release,
-/// a recorded lapse or a delivery with proof ends it. The same facts the
-/// responsibility rules use (docs/disputes.md).
+/// Who held the goods when ([`custody::intervals`] over the entries), in
+/// words, with what the order's view says beside it.
 fn custody(order: &pb::OrderView, steps: &[Step]) -> Vec<Interval> {
-    let mut out: Vec<Interval> = Vec::new();
-    let close = |out: &mut Vec<Interval>, s: &Step, why: String| {
-        if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
-            cur.to = Some((s.seq, s.time_ms()));
-            cur.ended_by = why;
-        }
-    };
-    let open = |out: &mut Vec<Interval>, s: &Step, holder: &str, how: String| {
-        out.push(Interval {
-            holder: holder.to_string(),
-            from_seq: s.seq,
-            from_ms: s.time_ms(),
-            started_by: how,
-            to: None,
-            ended_by: String::new(),
-            notes: Vec::new(),
-        });
-    };
-    for s in steps.iter().filter(|s| s.accepted()) {
-        if let Some(m) = s.lapse() {
-            close(&mut out, s, format!("lease lapsed (recorded here: {m})"));
-        }
-        match &s.body {
-            Some(Body::ClaimOrder(_)) => {
-                close(&mut out, s, format!("claimed by {}", s.signer));
-                open(&mut out, s, &s.signer, "claim".into());
-            }
-            Some(Body::AcceptHandoff(a)) => {
-                let from = offer_of(steps, a.offer_seq)
-                    .map(|o| o.signer.clone())
-                    .unwrap_or_default();
-                close(
-                    &mut out,
-                    s,
-                    format!("handed off to {} (offer seq {})", s.signer, a.offer_seq),
-                );
-                let mut how = format!("accepted handoff from {from} (offer seq {})", a.offer_seq);
-                if a.damaged {
-                    how.push_str(", damage noted");
-                }
-                open(&mut out, s, &s.signer, how);
-            }
-            Some(Body::ReleaseOrder(_)) => close(&mut out, s, "released".into()),
-            Some(Body::ReportMilestone(m)) => match pb::Milestone::try_from(m.milestone) {
-                Ok(pb::Milestone::Shipped) => {
-                    close(&mut out, s, format!("shipped with {}", m.carrier));
-                    open(
-                        &mut out,
-                        s,
-                        &m.carrier,
-                        format!("shipped by {}, tracking {}", s.signer, m.tracking_id),
-                    );
-                }
-                Ok(pb::Milestone::Delivered) if !m.proof_of_delivery.is_empty() => close(
-                    &mut out,
-                    s,
-                    format!("delivered (proof {})", m.proof_of_delivery),
-                ),
-                Ok(pb::Milestone::Delivered) => {
-                    if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
-                        cur.notes.push(format!(
-                            "delivery reported at seq {} without proof: custody stays with {}",
-                            s.seq, cur.holder
-                        ));
-                    }
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-    }
+    let views: Vec<OrderEntry<'_>> = steps.iter().map(Step::view).collect();
+    let mut out: Vec<Interval> = custody::intervals(&views)
+        .iter()
+        .map(|i| shown(i, steps))
+        .collect();
     if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
         if order.lease_lapsed {
             cur.notes.push(format!(
@@ -558,6 +515,66 @@ fn custody(order: &pb::OrderView, steps: &[Step]) -> Vec<Interval> {
         });
     }
     out
+}
+
+/// One computed interval in words: how it began and ended, from the entries.
+fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
+    let started = step_at(steps, i.from_seq);
+    let started_by = match (i.how, started.and_then(|s| s.body.as_ref())) {
+        (How::Claim, _) => "claim".to_string(),
+        (How::CleanAcceptance | How::DamagedAcceptance, Some(Body::AcceptHandoff(a))) => {
+            let from = step_at(steps, a.offer_seq)
+                .map(|o| o.signer.as_str())
+                .unwrap_or_default();
+            let mut how = format!("accepted handoff from {from} (offer seq {})", a.offer_seq);
+            if i.how == How::DamagedAcceptance {
+                how.push_str(", damage noted");
+            }
+            how
+        }
+        (How::Carrier | How::CarrierNoProof, Some(Body::ReportMilestone(m))) => {
+            let by = started.map(|s| s.signer.as_str()).unwrap_or_default();
+            format!("shipped by {by}, tracking {}", m.tracking_id)
+        }
+        _ => "?".to_string(),
+    };
+    let ended_by = i.end.as_ref().map(|e| {
+        let at = step_at(steps, e.seq);
+        match (&e.fact, at.and_then(|s| s.body.as_ref())) {
+            (EventKind::Lapsed { .. }, _) => format!(
+                "lease lapsed (recorded here: {})",
+                at.map(Step::message).unwrap_or_default()
+            ),
+            (EventKind::Released { .. }, _) => "released".to_string(),
+            (EventKind::HandedOff { to, .. }, Some(Body::AcceptHandoff(a))) => {
+                format!("handed off to {to} (offer seq {})", a.offer_seq)
+            }
+            (EventKind::Shipped { carrier, .. }, _) => format!("shipped with {carrier}"),
+            (EventKind::Delivered { .. }, Some(Body::ReportMilestone(m))) => {
+                format!("delivered (proof {})", m.proof_of_delivery)
+            }
+            (EventKind::Claimed { node, .. }, _) => format!("claimed by {node}"),
+            (fact, _) => format!("{fact:?}"),
+        }
+    });
+    Interval {
+        holder: i.holder.clone(),
+        from_seq: i.from_seq,
+        from_ms: i.from_ms,
+        started_by,
+        to: i.end.as_ref().map(|e| (e.seq, e.time_ms)),
+        ended_by: ended_by.unwrap_or_default(),
+        notes: i
+            .deliveries_without_proof
+            .iter()
+            .map(|seq| {
+                format!(
+                    "delivery reported at seq {seq} without proof: custody stays with {}",
+                    i.holder
+                )
+            })
+            .collect(),
+    }
 }
 
 fn interval_proofs_ok(i: &Interval, steps: &[Step]) -> bool {
@@ -900,5 +917,39 @@ mod tests {
         assert!(interval_proofs_ok(&c[0], &bad));
         assert!(!interval_proofs_ok(&c[1], &bad));
         assert_eq!(bad[2].mark(), "[proof FAILED]");
+    }
+
+    #[test]
+    fn a_rejected_claim_never_names_its_signer_owner() {
+        let steps = vec![
+            step(2, "n1", true, "", claim()),
+            step(
+                3,
+                "n9",
+                false,
+                "order o-1 is owned by n1 (since entry 2)",
+                claim(),
+            ),
+        ];
+        let (text, details) = describe(&steps[1], &steps);
+        assert!(text.starts_with("claim by n9 "), "{text}");
+        assert_eq!(details["claimant"], "n9");
+        assert!(details.get("owner").is_none(), "{details}");
+        let (text, details) = describe(&steps[0], &steps);
+        assert!(text.starts_with("claimed by n1 "), "{text}");
+        assert_eq!(details["owner"], "n1");
+
+        let view = pb::OrderView {
+            owner: "n1".into(),
+            custodian: "n1".into(),
+            ..Default::default()
+        };
+        let c = custody(&view, &steps);
+        let got: Vec<(&str, u64, Option<u64>)> = c
+            .iter()
+            .map(|i| (i.holder.as_str(), i.from_seq, i.to.map(|t| t.0)))
+            .collect();
+        assert_eq!(got, [("n1", 2, None)]);
+        assert!(c[0].notes.is_empty(), "{:?}", c[0].notes);
     }
 }

@@ -7,7 +7,7 @@
 //! ledger reproduces it, and the state machine rejects a `ResolveDispute`
 //! that says anything else.
 
-use super::state::{Dispute, EventKind, Order};
+use super::state::{Dispute, Event, EventKind, Order};
 
 /// A computed ruling.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,60 +30,72 @@ fn ruling(liable: &str, rule: &'static str, evidence: Vec<u64>, explanation: Str
 /// Who held the goods at `t`, by which entry, and whether that custody
 /// began with a clean countersigned acceptance.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Custody {
-    holder: String,
-    seq: u64,
-    how: How,
+pub(super) struct Custody {
+    pub(super) holder: String,
+    pub(super) seq: u64,
+    pub(super) how: How,
 }
 
+/// How a holder came to hold an order's goods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum How {
+pub enum How {
+    /// By its claim.
     Claim,
+    /// By a countersigned handoff accepted without damage noted.
     CleanAcceptance,
+    /// By a countersigned handoff accepted with damage noted.
     DamagedAcceptance,
+    /// As the carrier, since the owner reported it shipped.
     Carrier,
+    /// Still the carrier: delivery was reported without proof of delivery.
     CarrierNoProof,
 }
 
 /// Custody at time `t`: the last custody-moving fact at or before `t`.
-/// Nobody holds an open, released or lapsed order, nor one delivered with
-/// proof; a delivery without proof leaves it with the carrier.
 fn custody_at(order: &Order, t: u64) -> Option<Custody> {
-    let mut c: Option<Custody> = None;
-    for e in order.events.iter().filter(|e| e.time_ms <= t) {
-        c = match &e.kind {
-            EventKind::Claimed { node, .. } => Some(Custody {
-                holder: node.clone(),
-                seq: e.seq,
-                how: How::Claim,
-            }),
-            EventKind::HandedOff { to, damaged, .. } => Some(Custody {
-                holder: to.clone(),
-                seq: e.seq,
-                how: if *damaged {
-                    How::DamagedAcceptance
-                } else {
-                    How::CleanAcceptance
-                },
-            }),
-            EventKind::Released { .. } | EventKind::Lapsed { .. } => None,
-            EventKind::Shipped { carrier, .. } => Some(Custody {
-                holder: carrier.clone(),
-                seq: e.seq,
-                how: How::Carrier,
-            }),
-            EventKind::Delivered { proof: true, .. } => None,
-            EventKind::Delivered { proof: false, .. } => c.map(|prev| Custody {
-                seq: e.seq,
-                how: How::CarrierNoProof,
-                ..prev
-            }),
-            EventKind::Cancelled
-            | EventKind::WrongPrice { .. }
-            | EventKind::MilestoneWithoutOwnership { .. } => c,
-        };
+    order
+        .events
+        .iter()
+        .filter(|e| e.time_ms <= t)
+        .fold(None, custody_after)
+}
+
+/// Custody after fact `e`, given custody `c` before it. Nobody holds an
+/// open, released or lapsed order, nor one delivered with proof; a delivery
+/// without proof leaves it with the carrier. Also laid out as intervals over
+/// an order's entries for auditors (`custody.rs`).
+pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
+    match &e.kind {
+        EventKind::Claimed { node, .. } => Some(Custody {
+            holder: node.clone(),
+            seq: e.seq,
+            how: How::Claim,
+        }),
+        EventKind::HandedOff { to, damaged, .. } => Some(Custody {
+            holder: to.clone(),
+            seq: e.seq,
+            how: if *damaged {
+                How::DamagedAcceptance
+            } else {
+                How::CleanAcceptance
+            },
+        }),
+        EventKind::Released { .. } | EventKind::Lapsed { .. } => None,
+        EventKind::Shipped { carrier, .. } => Some(Custody {
+            holder: carrier.clone(),
+            seq: e.seq,
+            how: How::Carrier,
+        }),
+        EventKind::Delivered { proof: true, .. } => None,
+        EventKind::Delivered { proof: false, .. } => c.map(|prev| Custody {
+            seq: e.seq,
+            how: How::CarrierNoProof,
+            ..prev
+        }),
+        EventKind::Cancelled
+        | EventKind::WrongPrice { .. }
+        | EventKind::MilestoneWithoutOwnership { .. } => c,
     }
-    c
 }
 
 /// The ruling the rules give for `dispute` on `order`.

@@ -12,6 +12,7 @@
 //! ([`check_signature`]), not on every apply; the offline verifier checks them
 //! all again.
 
+pub mod custody;
 mod decide;
 mod disputes;
 mod mem;

@@ -1,0 +1,610 @@
+//! Who held an order's goods when, laid out over the order's ledger entries:
+//! the custody the responsibility rules judge by ([`super::disputes`]), as
+//! intervals an auditor can check entry by entry (`arbor audit trace`).
+//!
+//! Everything here is computed from the entries alone — their outcome and
+//! their decoded command — so anyone holding an order's entries (verified
+//! against a checkpoint) gets the same intervals without trusting a
+//! replica's view of the order. Only accepted entries move custody: a
+//! rejected claim never makes its signer a holder. A lease lapse is the one
+//! fact a command does not carry: the rules record it with the first
+//! accepted command on the order after the deadline and name it in that
+//! entry's message, in the wording of [`LapseNote`].
+
+use std::fmt;
+
+pub use super::disputes::How;
+use super::disputes::{custody_after, Custody};
+use super::state::{Event, EventKind};
+use crate::pb;
+use crate::pb::command::Body;
+
+/// One entry of an order's history, as an auditor has it.
+#[derive(Clone, Copy, Debug)]
+pub struct OrderEntry<'a> {
+    pub seq: u64,
+    /// The entry's (leader) time.
+    pub time_ms: u64,
+    /// The party that signed the command.
+    pub signer: &'a str,
+    pub accepted: bool,
+    /// The outcome's message (where an accepted entry names a lapse).
+    pub message: &'a str,
+    /// The decoded command (`None` if it does not decode).
+    pub body: Option<&'a Body>,
+}
+
+impl OrderEntry<'_> {
+    /// The lapse this entry recorded, if any: only an accepted entry records
+    /// one, and its message is then exactly the rules' [`LapseNote`].
+    pub fn lapse(&self) -> Option<LapseNote> {
+        if !self.accepted {
+            return None;
+        }
+        LapseNote::parse(self.message)
+    }
+}
+
+/// The note the rules write into the entry that records a lapsed lease:
+/// `lease of OWNER lapsed at DEADLINE (owner since entry SEQ, dispatch time
+/// MS ms of profile vN + grace)`. [`fmt::Display`] gives that text back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LapseNote {
+    /// The owner whose lease lapsed.
+    pub owner: String,
+    pub deadline_ms: u64,
+    /// The entry that began the lease (claim or accepted handoff).
+    pub since_seq: u64,
+    pub dispatch_time_ms: u64,
+    pub profile_version: u64,
+}
+
+impl LapseNote {
+    /// Reads a note back; `None` unless `message` is a whole lapse note.
+    pub fn parse(message: &str) -> Option<LapseNote> {
+        let rest = message
+            .strip_prefix("lease of ")?
+            .strip_suffix(" + grace)")?;
+        let (owner, rest) = rest.rsplit_once(" lapsed at ")?;
+        let (deadline, rest) = rest.split_once(" (owner since entry ")?;
+        let (since, rest) = rest.split_once(", dispatch time ")?;
+        let (dispatch, version) = rest.split_once(" ms of profile v")?;
+        let num = |s: &str| -> Option<u64> {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse().ok())
+                .flatten()
+        };
+        if owner.is_empty() {
+            return None;
+        }
+        Some(LapseNote {
+            owner: owner.to_string(),
+            deadline_ms: num(deadline)?,
+            since_seq: num(since)?,
+            dispatch_time_ms: num(dispatch)?,
+            profile_version: num(version)?,
+        })
+    }
+}
+
+impl fmt::Display for LapseNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lease of {} lapsed at {} (owner since entry {}, dispatch time {} ms of profile v{} + grace)",
+            self.owner, self.deadline_ms, self.since_seq, self.dispatch_time_ms, self.profile_version
+        )
+    }
+}
+
+/// A span of custody: one holder from the entry that gave it the goods to
+/// the entry that took them away (`end` is `None` while it still holds them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interval {
+    pub holder: String,
+    /// How it came to hold them ([`How::Claim`], an acceptance, or [`How::Carrier`]).
+    pub how: How,
+    pub from_seq: u64,
+    pub from_ms: u64,
+    pub end: Option<End>,
+    /// Entries that reported delivery without proof while it held them
+    /// (custody stays with the carrier).
+    pub deliveries_without_proof: Vec<u64>,
+}
+
+/// The entry that ended an interval, and the fact it recorded there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct End {
+    pub seq: u64,
+    pub time_ms: u64,
+    /// [`EventKind::Lapsed`], [`EventKind::Released`],
+    /// [`EventKind::HandedOff`], [`EventKind::Shipped`] or
+    /// [`EventKind::Delivered`] with proof.
+    pub fact: EventKind,
+}
+
+/// Who held the order's goods when, from its entries oldest first.
+pub fn intervals(entries: &[OrderEntry<'_>]) -> Vec<Interval> {
+    let mut out: Vec<Interval> = Vec::new();
+    let mut cur: Option<Custody> = None;
+    for e in facts(entries) {
+        let next = custody_after(cur.clone(), &e);
+        if next == cur {
+            continue;
+        }
+        match &next {
+            Some(n) if n.how == How::CarrierNoProof => {
+                if let Some(open) = out.last_mut().filter(|i| i.end.is_none()) {
+                    open.deliveries_without_proof.push(e.seq);
+                }
+            }
+            _ => {
+                if let Some(open) = out.last_mut().filter(|i| i.end.is_none()) {
+                    open.end = Some(End {
+                        seq: e.seq,
+                        time_ms: e.time_ms,
+                        fact: e.kind.clone(),
+                    });
+                }
+                if let Some(n) = &next {
+                    out.push(Interval {
+                        holder: n.holder.clone(),
+                        how: n.how,
+                        from_seq: e.seq,
+                        from_ms: e.time_ms,
+                        end: None,
+                        deliveries_without_proof: Vec::new(),
+                    });
+                }
+            }
+        }
+        cur = next;
+    }
+    out
+}
+
+/// The custody facts the accepted entries recorded, as the rules store them
+/// with the order (`Order::events`), in entry order: a lapse first, then
+/// what the command itself did. The profile version and dispatch time of a
+/// lease start are not in the entries and are left 0 (custody does not use
+/// them).
+fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| e.accepted) {
+        let mut push = |kind| {
+            out.push(Event {
+                seq: e.seq,
+                time_ms: e.time_ms,
+                kind,
+            })
+        };
+        let lapse = e.lapse();
+        if let Some(l) = &lapse {
+            push(EventKind::Lapsed {
+                node: l.owner.clone(),
+                deadline_ms: l.deadline_ms,
+            });
+        }
+        let node = e.signer.to_string();
+        match e.body {
+            Some(Body::ClaimOrder(_)) => push(EventKind::Claimed {
+                node,
+                profile_version: 0,
+                dispatch_time_ms: 0,
+            }),
+            Some(Body::AcceptHandoff(a)) => push(EventKind::HandedOff {
+                from: entries
+                    .iter()
+                    .find(|o| o.seq == a.offer_seq)
+                    .map(|o| o.signer.to_string())
+                    .unwrap_or_default(),
+                to: node,
+                damaged: a.damaged,
+                profile_version: 0,
+                dispatch_time_ms: 0,
+            }),
+            // The lapsed owner giving the order back only confirms the lapse.
+            Some(Body::ReleaseOrder(_)) if lapse.as_ref().is_some_and(|l| l.owner == node) => {}
+            Some(Body::ReleaseOrder(_)) => push(EventKind::Released { node }),
+            Some(Body::CancelOrder(_)) => push(EventKind::Cancelled),
+            Some(Body::ReportMilestone(m)) => match pb::Milestone::try_from(m.milestone) {
+                Ok(pb::Milestone::Shipped) => push(EventKind::Shipped {
+                    node,
+                    carrier: m.carrier.clone(),
+                }),
+                Ok(pb::Milestone::Delivered) => push(EventKind::Delivered {
+                    node,
+                    proof: !m.proof_of_delivery.is_empty(),
+                }),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use prost::Message;
+
+    use super::*;
+    use crate::ledger::{sign_command, Entry};
+    use crate::rules::{Applied, MemState};
+
+    const HOUR: u64 = 3_600_000;
+    const GRACE: u64 = 1_000;
+
+    /// A ledger in memory with an operator, channel "shop" and nodes n0..n2.
+    struct World {
+        s: MemState,
+        keys: Vec<(String, SigningKey)>,
+        nonce: u64,
+    }
+
+    impl World {
+        fn new() -> World {
+            let op = SigningKey::from_bytes(&[1; 32]);
+            let mut w = World {
+                s: MemState::default(),
+                keys: vec![("ops".into(), op.clone())],
+                nonce: 0,
+            };
+            let genesis = pb::SignedCommand {
+                command: pb::Command {
+                    nonce: 0,
+                    body: Some(Body::Genesis(pb::Genesis {
+                        cluster_id: "test".into(),
+                        lease_grace_ms: GRACE,
+                        operators: vec![pb::GenesisOperator {
+                            party_id: "ops".into(),
+                            public_key: op.verifying_key().to_bytes().to_vec(),
+                        }],
+                    })),
+                }
+                .encode_to_vec(),
+                ..Default::default()
+            };
+            assert!(matches!(
+                w.s.apply(&genesis.encode_to_vec(), 10, true),
+                Applied::Appended(_)
+            ));
+            let mut parties = vec![("shop".to_string(), pb::Role::Channel, 2u8)];
+            for i in 0..3u8 {
+                parties.push((format!("n{i}"), pb::Role::Node, 10 + i));
+            }
+            for (id, role, seed) in parties {
+                let k = SigningKey::from_bytes(&[seed; 32]);
+                let kind = if role == pb::Role::Node {
+                    pb::NodeKind::Store
+                } else {
+                    pb::NodeKind::Unspecified
+                };
+                let e = w.run(
+                    "ops",
+                    11,
+                    Body::EnrollParty(pb::EnrollParty {
+                        party_id: id.clone(),
+                        role: role as i32,
+                        kind: kind as i32,
+                        public_key: k.verifying_key().to_bytes().to_vec(),
+                    }),
+                );
+                assert!(e.accepted, "{e:?}");
+                w.keys.push((id.clone(), k));
+                if role == pb::Role::Node {
+                    let e = w.run(
+                        &id,
+                        12,
+                        Body::PublishProfile(pb::PublishProfile {
+                            regions: vec!["cn-sh".into()],
+                            max_open_orders: 10,
+                            dispatch_time_ms: HOUR,
+                            ..Default::default()
+                        }),
+                    );
+                    assert!(e.accepted, "{e:?}");
+                }
+            }
+            let e = w.run(
+                "shop",
+                20,
+                Body::RegisterOrder(pb::RegisterOrder {
+                    order_id: "o1".into(),
+                    external_refs: vec![pb::ExternalRef {
+                        channel: "meituan".into(),
+                        external_id: "m-1".into(),
+                    }],
+                    lines: vec![pb::OrderLine {
+                        sku: "sku-1".into(),
+                        quantity: 2,
+                        unit_price: 500,
+                    }],
+                    currency: "CNY".into(),
+                    total: 1000,
+                    destination_region: "cn-sh".into(),
+                    ..Default::default()
+                }),
+            );
+            assert!(e.accepted, "{e:?}");
+            w
+        }
+
+        fn run(&mut self, signer: &str, t: u64, body: Body) -> Entry {
+            self.nonce += 1;
+            let key = &self.keys.iter().find(|(id, _)| id == signer).unwrap().1;
+            let cmd = pb::Command {
+                nonce: self.nonce,
+                body: Some(body),
+            };
+            let bytes = sign_command(key, signer, &cmd).encode_to_vec();
+            match self.s.apply(&bytes, t, false) {
+                Applied::Appended(e) => e,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn claim(&mut self, node: &str, t: u64) -> Entry {
+            let claim = pb::ClaimOrder {
+                order_id: "o1".into(),
+                price_version: 1,
+                total: 1000,
+            };
+            self.run(node, t, Body::ClaimOrder(claim))
+        }
+
+        fn milestone(&mut self, node: &str, t: u64, m: pb::Milestone, pod: &str) -> Entry {
+            let shipped = m == pb::Milestone::Shipped;
+            let body = Body::ReportMilestone(pb::ReportMilestone {
+                order_id: "o1".into(),
+                milestone: m as i32,
+                carrier: if shipped { "sf" } else { "" }.into(),
+                tracking_id: if shipped { "T1" } else { "" }.into(),
+                proof_of_delivery: pod.into(),
+                ..Default::default()
+            });
+            self.run(node, t, body)
+        }
+
+        /// The order's entries, decoded.
+        fn history(&self) -> Vec<Decoded> {
+            self.s
+                .entries
+                .iter()
+                .filter(|e| e.order_id == "o1")
+                .map(|e| {
+                    let env = pb::SignedCommand::decode(e.command.as_slice()).unwrap();
+                    let cmd = pb::Command::decode(env.command.as_slice()).unwrap();
+                    Decoded {
+                        entry: e.clone(),
+                        signer: env.signer,
+                        body: cmd.body,
+                    }
+                })
+                .collect()
+        }
+    }
+
+    struct Decoded {
+        entry: Entry,
+        signer: String,
+        body: Option<Body>,
+    }
+
+    fn views(h: &[Decoded]) -> Vec<OrderEntry<'_>> {
+        h.iter()
+            .map(|d| OrderEntry {
+                seq: d.entry.seq,
+                time_ms: d.entry.time_ms,
+                signer: &d.signer,
+                accepted: d.entry.accepted,
+                message: &d.entry.message,
+                body: d.body.as_ref(),
+            })
+            .collect()
+    }
+
+    /// The custody facts of the stored order, as [`facts`] can know them.
+    fn stored_facts(w: &World) -> Vec<Event> {
+        w.s.orders["o1"]
+            .events
+            .iter()
+            .filter_map(|e| {
+                let kind = match &e.kind {
+                    EventKind::Claimed { node, .. } => EventKind::Claimed {
+                        node: node.clone(),
+                        profile_version: 0,
+                        dispatch_time_ms: 0,
+                    },
+                    EventKind::HandedOff {
+                        from, to, damaged, ..
+                    } => EventKind::HandedOff {
+                        from: from.clone(),
+                        to: to.clone(),
+                        damaged: *damaged,
+                        profile_version: 0,
+                        dispatch_time_ms: 0,
+                    },
+                    EventKind::WrongPrice { .. } | EventKind::MilestoneWithoutOwnership { .. } => {
+                        return None
+                    }
+                    other => other.clone(),
+                };
+                Some(Event { kind, ..e.clone() })
+            })
+            .collect()
+    }
+
+    fn spans(c: &[Interval]) -> Vec<(&str, u64, Option<u64>)> {
+        c.iter()
+            .map(|i| (i.holder.as_str(), i.from_seq, i.end.as_ref().map(|e| e.seq)))
+            .collect()
+    }
+
+    #[test]
+    fn a_rejected_claim_never_makes_its_signer_a_holder() {
+        let mut w = World::new();
+        let won = w.claim("n0", 100);
+        assert!(won.accepted);
+        let lost = w.claim("n1", 101);
+        assert_eq!(
+            (lost.accepted, lost.code.as_str()),
+            (false, "already_owned")
+        );
+        // Seen by a rejected command, a lapse is not recorded by it.
+        let late = 100 + HOUR + GRACE + 1;
+        let seen = w.milestone("n0", late, pb::Milestone::Picked, "");
+        assert!(!seen.accepted && seen.message.contains("lease of n0 lapsed"));
+        let h = w.history();
+        let c = intervals(&views(&h));
+        assert_eq!(spans(&c), [("n0", won.seq, None)]);
+        assert_eq!(c[0].how, How::Claim);
+        assert!(views(&h).iter().all(|e| e.lapse().is_none()));
+        assert_eq!(facts(&views(&h)), stored_facts(&w));
+    }
+
+    #[test]
+    fn intervals_follow_the_rules_through_a_lapse_handoff_and_delivery() {
+        let mut w = World::new();
+        let first = w.claim("n0", 100);
+        assert!(first.accepted);
+        let release = pb::ReleaseOrder {
+            order_id: "o1".into(),
+            reason: "no stock".into(),
+        };
+        let released = w.run("n0", 110, Body::ReleaseOrder(release));
+        assert!(released.accepted);
+        let second = w.claim("n1", 120);
+        assert!(second.accepted);
+        assert!(!w.claim("n2", 130).accepted); // rejected: n1 still holds
+        let late = 120 + HOUR + GRACE + 1;
+        let relapse = w.claim("n2", late); // records n1's lapse
+        assert!(relapse.accepted, "{relapse:?}");
+        let note = LapseNote::parse(&relapse.message).expect("the rules' note parses");
+        assert_eq!(note.to_string(), relapse.message);
+        assert_eq!(
+            (note.owner.as_str(), note.deadline_ms, note.since_seq),
+            ("n1", 120 + HOUR + GRACE, second.seq)
+        );
+        let offer = pb::OfferHandoff {
+            order_id: "o1".into(),
+            to: "n0".into(),
+            expires_in_ms: 60_000,
+        };
+        let offer = w.run("n2", late + 1, Body::OfferHandoff(offer));
+        assert!(offer.accepted, "{offer:?}");
+        let accept = pb::AcceptHandoff {
+            order_id: "o1".into(),
+            offer_seq: offer.seq,
+            damaged: true,
+            note: "dented".into(),
+        };
+        let accepted = w.run("n0", late + 2, Body::AcceptHandoff(accept));
+        assert!(accepted.accepted, "{accepted:?}");
+        let shipped = w.milestone("n0", late + 3, pb::Milestone::Shipped, "");
+        assert!(shipped.accepted, "{shipped:?}");
+        let delivered = w.milestone("n0", late + 4, pb::Milestone::Delivered, "");
+        assert!(delivered.accepted, "{delivered:?}");
+
+        let h = w.history();
+        let v = views(&h);
+        assert_eq!(facts(&v), stored_facts(&w));
+        let c = intervals(&v);
+        assert_eq!(
+            spans(&c),
+            [
+                ("n0", first.seq, Some(released.seq)),
+                ("n1", second.seq, Some(relapse.seq)),
+                ("n2", relapse.seq, Some(accepted.seq)),
+                ("n0", accepted.seq, Some(shipped.seq)),
+                ("sf", shipped.seq, None),
+            ]
+        );
+        let hows: Vec<How> = c.iter().map(|i| i.how).collect();
+        assert_eq!(
+            hows,
+            [
+                How::Claim,
+                How::Claim,
+                How::Claim,
+                How::DamagedAcceptance,
+                How::Carrier
+            ]
+        );
+        assert!(matches!(
+            c[0].end.as_ref().unwrap().fact,
+            EventKind::Released { .. }
+        ));
+        assert!(
+            matches!(&c[1].end.as_ref().unwrap().fact, EventKind::Lapsed { node, .. } if node == "n1")
+        );
+        assert!(
+            matches!(&c[2].end.as_ref().unwrap().fact, EventKind::HandedOff { from, to, .. } if from == "n2" && to == "n0")
+        );
+        assert_eq!(c[4].deliveries_without_proof, [delivered.seq]);
+        // The entry that recorded the lapse is the only one that says so.
+        let lapses: Vec<(u64, LapseNote)> =
+            v.iter().filter_map(|e| Some((e.seq, e.lapse()?))).collect();
+        assert_eq!(lapses, [(relapse.seq, note)]);
+    }
+
+    #[test]
+    fn a_lapsed_owner_releasing_ends_its_custody_once() {
+        let mut w = World::new();
+        let claim = w.claim("n0", 100);
+        assert!(claim.accepted);
+        let late = 100 + HOUR + GRACE + 1;
+        let release = pb::ReleaseOrder {
+            order_id: "o1".into(),
+            reason: "too late".into(),
+        };
+        let r = w.run("n0", late, Body::ReleaseOrder(release));
+        assert!(r.accepted && r.message.starts_with("lease of n0"), "{r:?}");
+        assert!(w.milestone("n1", late + 1, pb::Milestone::Picked, "").code != "accepted");
+        let h = w.history();
+        assert_eq!(facts(&views(&h)), stored_facts(&w));
+        let c = intervals(&views(&h));
+        assert_eq!(spans(&c), [("n0", claim.seq, Some(r.seq))]);
+        assert!(matches!(
+            c[0].end.as_ref().unwrap().fact,
+            EventKind::Lapsed { .. }
+        ));
+    }
+
+    #[test]
+    fn only_a_whole_note_is_a_lapse() {
+        let note = LapseNote {
+            owner: "store 7".into(),
+            deadline_ms: 5,
+            since_seq: 3,
+            dispatch_time_ms: 4,
+            profile_version: 2,
+        };
+        assert_eq!(LapseNote::parse(&note.to_string()), Some(note.clone()));
+        for m in [
+            "",
+            "lease of n0 lapsed",
+            "lease of  lapsed at 5 (owner since entry 3, dispatch time 4 ms of profile v2 + grace)",
+            "lease of n0 lapsed at x (owner since entry 3, dispatch time 4 ms of profile v2 + grace)",
+            "lease of n0 lapsed at 5 (owner since entry -3, dispatch time 4 ms of profile v2 + grace)",
+            "not_owner: lease of n0 lapsed at 5 (owner since entry 3, dispatch time 4 ms of profile v2 + grace)",
+            "lease of n0 lapsed at 5 (owner since entry 3, dispatch time 4 ms of profile v2 + grace) and more",
+        ] {
+            assert_eq!(LapseNote::parse(m), None, "{m:?}");
+        }
+        fn entry(message: &str, accepted: bool) -> OrderEntry<'_> {
+            OrderEntry {
+                seq: 1,
+                time_ms: 1,
+                signer: "n1",
+                accepted,
+                message,
+                body: None,
+            }
+        }
+        let text = note.to_string();
+        assert_eq!(entry(&text, true).lapse(), Some(note));
+        assert_eq!(entry(&text, false).lapse(), None);
+    }
+}
