@@ -19,8 +19,9 @@ use tracing::{info, warn};
 
 use crate::api::client_api::now_ms;
 use crate::config::OperatorKey;
-use crate::raft::{NodeId, Raft, Request, Response};
 use crate::storage::LedgerReader;
+use crate::types::{NodeId, Request, Response};
+use crate::Raft;
 
 const DONE_MARKER: &str = "bootstrap-complete";
 

@@ -15,6 +15,7 @@ pub mod proofs;
 pub mod raft;
 pub mod storage;
 pub mod sweep;
+pub mod types;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +33,14 @@ pub use error::NodeError;
 use crate::api::routing::Peers;
 use crate::api::{ArborApi, RaftApi};
 use crate::raft::network::{Network, MAX_RAFT_MESSAGE};
-use crate::raft::{NodeId, Raft};
 use crate::storage::LedgerReader;
+use crate::types::NodeId;
+
+/// The replica's raft handle: openraft over [`types::TypeConfig`] and the
+/// RocksDB state machine. Declared here, at the root, so that `types`
+/// (what the log carries), `storage` and `raft` (the network) import the
+/// type config without importing each other.
+pub type Raft = openraft::Raft<types::TypeConfig, storage::StateMachineStore>;
 
 /// A running replica.
 pub struct NodeHandle {

@@ -24,8 +24,9 @@ use tracing::{debug, info, warn};
 
 use crate::api::client_api::now_ms;
 use crate::identity::ReplicaIdentity;
-use crate::raft::{Raft, Request, Response};
 use crate::storage::LedgerReader;
+use crate::types::{Request, Response};
+use crate::Raft;
 
 /// Orders recorded per tick at most.
 const PER_TICK: usize = 256;

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use arbor_node::raft::{Request, Response, TypeConfig};
 use arbor_node::storage::{self, LedgerReader, LogStore, StateMachineStore};
+use arbor_node::types::{Request, Response, TypeConfig};
 use arbor_proto::ledger::sign_command;
 use arbor_proto::pb::{self, command::Body};
 use arbor_proto::rules::MemState;

@@ -23,8 +23,9 @@ use super::routing::{self, route, Peers};
 use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::proofs::LeafCache;
-use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
 use crate::storage::{AppliedHead, LedgerReader};
+use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
+use crate::Raft;
 
 /// Admin commands older or newer than this (by the replica's clock) are refused.
 const ADMIN_WINDOW_MS: u64 = 5 * 60 * 1000;

@@ -8,7 +8,8 @@ use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use tonic::{Request, Response, Status};
 
 use crate::raft::codec;
-use crate::raft::{Raft, TypeConfig};
+use crate::types::TypeConfig;
+use crate::Raft;
 
 pub struct RaftApi {
     pub raft: Raft,

@@ -15,7 +15,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::status::{self, FORWARDED_HEADER};
-use crate::raft::{NodeId, Raft};
+use crate::types::NodeId;
+use crate::Raft;
 
 /// Who leads, as this replica sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

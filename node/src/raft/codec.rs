@@ -3,7 +3,7 @@
 //! (`RaftPayload.data`).
 //!
 //! It is bincode (varint integers, little-endian) over the types' serde
-//! derives, so a field added to [`Request`](super::Request) (or to openraft's
+//! derives, so a field added to [`Request`](crate::types::Request) (or to openraft's
 //! types) is carried without code here; it is positional, so replicas of one
 //! cluster must run the same build, and adding a field changes the format of
 //! raft log entries already on disk (start from an empty data dir, or add a
@@ -39,50 +39,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
     options().deserialize(bytes)
 }
 
-/// Serde helper for `Vec<u8>` fields: one length and the raw bytes in bincode
-/// (instead of one call per byte), a byte array in self-describing formats.
-pub mod bytes {
-    use std::fmt;
-
-    use serde::de::{SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_byte_buf(BytesVisitor)
-    }
-
-    struct BytesVisitor;
-
-    impl<'de> Visitor<'de> for BytesVisitor {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("bytes")
-        }
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-            while let Some(b) = seq.next_element::<u8>()? {
-                v.push(b);
-            }
-            Ok(v)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{Request, TypeConfig};
+    use crate::types::{Request, TypeConfig};
     use openraft::entry::RaftEntry;
 
     #[test]

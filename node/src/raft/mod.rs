@@ -1,7 +1,6 @@
-//! openraft wiring: type configuration and the gRPC network client.
+//! openraft wiring: the gRPC network client and the binary codec of raft
+//! log entries and RPCs. The type configuration is [`crate::types`], the
+//! `Raft` handle [`crate::Raft`].
 
 pub mod codec;
 pub mod network;
-pub mod types;
-
-pub use types::{NodeId, Raft, Request, Response, TypeConfig};

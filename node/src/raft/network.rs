@@ -23,7 +23,7 @@ use openraft::{BasicNode, OptionalSend};
 use tonic::transport::Channel;
 
 use super::codec;
-use super::types::{NodeId, TypeConfig};
+use crate::types::{NodeId, TypeConfig};
 
 /// Largest raft message (and snapshot) accepted on the wire.
 pub const MAX_RAFT_MESSAGE: usize = 1 << 30;

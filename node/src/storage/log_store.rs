@@ -34,7 +34,8 @@ use serde::Serialize;
 
 use super::keys::{self, CF_LOG, CF_RAFT_META, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE};
 use super::{cf, io_err};
-use crate::raft::{codec, TypeConfig};
+use crate::raft::codec;
+use crate::types::TypeConfig;
 
 type LogEntry = EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;

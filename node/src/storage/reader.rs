@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use super::cf;
 use super::keys::{self, *};
 use super::overlay::Overlay;
-use crate::raft::TypeConfig;
+use crate::types::TypeConfig;
 
 /// A failed or corrupted read of one record.
 #[derive(Debug, thiserror::Error)]
@@ -401,7 +401,7 @@ mod tests {
             signature: vec![],
         }
         .encode_to_vec();
-        let request = crate::raft::Request {
+        let request = crate::types::Request {
             command,
             time_ms: 1,
             genesis: true,

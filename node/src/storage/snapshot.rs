@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use super::keys::{self, CF_SM_META, KEY_LAST_APPLIED, KEY_MEMBERSHIP, STATE_MACHINE_CFS};
 use super::{cf, io_err, StateMachineStore};
-use crate::raft::TypeConfig;
+use crate::types::TypeConfig;
 
 /// What openraft ships between replicas: the snapshot file's bytes.
 pub type SnapshotData = Cursor<Vec<u8>>;

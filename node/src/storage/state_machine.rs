@@ -50,8 +50,7 @@ use super::keys::*;
 use super::overlay::PendingWrites;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
 use super::{io_err, LedgerReader, ReadError};
-use crate::raft::types::Outcome;
-use crate::raft::{Request, Response, TypeConfig};
+use crate::types::{Outcome, Request, Response, TypeConfig};
 
 type LogEntry = EntryOf<TypeConfig>;
 

@@ -1,4 +1,7 @@
-//! The openraft type configuration and the raft log's application payload.
+//! The openraft type configuration and the raft log's application payload:
+//! what every raft log entry carries and what applying it answers. Imports
+//! nothing else from the crate; `storage`, `raft::network` and `api` import
+//! it (the `Raft` handle itself is declared at the crate root).
 
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The exact `SignedCommand` bytes.
-    #[serde(with = "super::codec::bytes")]
+    #[serde(with = "bytes")]
     pub command: Vec<u8>,
     /// The leader's wall clock when it proposed the command (ms since the Unix epoch).
     pub time_ms: u64,
@@ -16,7 +19,7 @@ pub struct Request {
     /// The signer's public key the leader verified the signature against at
     /// admission (empty for genesis). Applying refuses the command if the
     /// signer's key in force differs by then (rotated or revoked meanwhile).
-    #[serde(with = "super::codec::bytes")]
+    #[serde(with = "bytes")]
     pub verified_key: Vec<u8>,
 }
 
@@ -60,7 +63,6 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
-pub type Raft = openraft::Raft<TypeConfig, crate::storage::StateMachineStore>;
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +91,7 @@ impl std::fmt::Display for Response {
 
 /// Serde helper: bytes as a lowercase hex string, for fields meant to be
 /// read by people in JSON (the raft log and raft RPCs are bincode, see
-/// [`super::codec`]; plain bytes there are best carried with `codec::bytes`).
+/// [`crate::raft::codec`]; plain bytes there are best carried with [`bytes`]).
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -100,5 +102,45 @@ pub mod hex_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
         hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde helper for `Vec<u8>` fields: one length and the raw bytes in bincode
+/// (instead of one call per byte), a byte array in self-describing formats.
+pub mod bytes {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    struct BytesVisitor;
+
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("bytes")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(b) = seq.next_element::<u8>()? {
+                v.push(b);
+            }
+            Ok(v)
+        }
     }
 }
