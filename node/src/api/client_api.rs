@@ -14,15 +14,17 @@ use arbor_proto::ledger::verify_admin;
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_server::Arbor;
 use arbor_proto::rules;
-use openraft::{BasicNode, ChangeMembers, ReadPolicy};
+use openraft::{ChangeMembers, ReadPolicy};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
-use super::routing::{self, route, Peers};
+use super::routing::{self, route};
 use super::status;
 use crate::identity::ReplicaIdentity;
+use crate::net::Peers;
 use crate::proofs::LeafCache;
+use crate::raft::types::Member;
 use crate::raft::{NodeId, Raft, Request as RaftRequest, Response as RaftResponse};
 use crate::storage::{AppliedHead, LedgerReader};
 
@@ -41,7 +43,10 @@ pub fn now_ms() -> u64 {
 #[derive(Clone)]
 pub struct ArborApi {
     pub id: NodeId,
+    /// This replica's client API address (as advertised).
     pub addr: String,
+    /// This replica's peer address (as advertised).
+    pub peer_addr: String,
     pub raft: Raft,
     pub reader: LedgerReader,
     pub peers: Peers,
@@ -108,11 +113,10 @@ impl ArborApi {
             Ok(r) => r.response().clone(),
             Err(e) => {
                 if let Some(f) = e.forward_to_leader() {
-                    if let Some(n) = &f.leader_node {
+                    if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
                         // Leadership moved while proposing: the new leader decides.
                         // A resend is safe, the command id deduplicates it.
-                        let addr = n.addr.clone();
-                        return routing::forward(&self.peers, &addr, env, |mut c, r| async move {
+                        return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
                             c.submit(r).await
                         })
                         .await
@@ -234,6 +238,7 @@ impl ArborApi {
                 node_id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
+                peer_addr: n.peer_addr.clone(),
             })
             .collect()
     }
@@ -588,9 +593,9 @@ impl Arbor for ArborApi {
             let peers = self.peers.clone();
             let m = m.clone();
             calls.push(tokio::spawn(async move {
-                let addr = m.addr.clone();
+                let (id, peer_addr) = (m.node_id, m.peer_addr.clone());
                 let res = async move {
-                    let mut c = peers.client(&addr)?;
+                    let mut c = peers.arbor(id, &peer_addr).map_err(status::internal)?;
                     let mut r = Request::new(pb::LocalStatusRequest {});
                     r.set_timeout(Duration::from_secs(2));
                     c.local_status(r).await.map(|r| r.into_inner())
@@ -634,10 +639,13 @@ impl Arbor for ArborApi {
         let pb::admin_command::Body::AddNode(add) = body else {
             return Err(status::invalid("AddNode needs an add_node admin command"));
         };
-        if add.node_id == 0 || add.addr.parse::<std::net::SocketAddr>().is_err() {
+        if add.node_id == 0
+            || add.addr.parse::<std::net::SocketAddr>().is_err()
+            || add.peer_addr.parse::<std::net::SocketAddr>().is_err()
+        {
             return Err(status::invalid(format!(
-                "node id must be > 0 and address HOST:PORT with a numeric IP (got {} {:?})",
-                add.node_id, add.addr
+                "node id must be > 0 and both addresses HOST:PORT with a numeric IP (got {} addr {:?} peer-addr {:?})",
+                add.node_id, add.addr, add.peer_addr
             )));
         }
         if self
@@ -652,8 +660,9 @@ impl Arbor for ArborApi {
         }
         // Add as a learner first and wait until it has caught up (by log or
         // snapshot), so promoting it never stalls commits.
-        let node = BasicNode {
+        let node = Member {
             addr: add.addr.clone(),
+            peer_addr: add.peer_addr.clone(),
         };
         match tokio::time::timeout(
             Duration::from_secs(120),
@@ -746,13 +755,6 @@ impl Arbor for ArborApi {
         }
         self.linearize().await?;
         self.checkpoint().await.map(Response::new)
-    }
-
-    async fn cosign_checkpoint(
-        &self,
-        req: Request<pb::CosignRequest>,
-    ) -> Result<Response<pb::CosignReply>, Status> {
-        self.cosign(req.into_inner()).await.map(Response::new)
     }
 
     async fn get_inclusion_proof(
