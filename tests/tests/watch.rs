@@ -253,7 +253,7 @@ async fn absurd_watch_is_refused_with_a_clear_error() {
     let head = c.head_seq().await;
 
     let mut raw = pb::arbor_client::ArborClient::new(
-        arbor_client::channel(&c.addr(1), c.transport()).expect("channel"),
+        arbor_client::channel(c.addr(1), c.transport()).expect("channel"),
     );
     let Err(err) = raw
         .watch_entries(pb::WatchRequest { from_seq: u64::MAX })
