@@ -10,6 +10,8 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod identity;
+pub mod limits;
+pub mod listener;
 pub mod net;
 pub mod proofs;
 pub mod raft;
@@ -23,7 +25,6 @@ use arbor_proto::pb::arbor_server::ArborServer;
 use arbor_proto::pb::raft_server::RaftServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 pub use config::NodeConfig;
@@ -81,6 +82,7 @@ fn raft_config(c: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> {
 /// Starts one replica as configured and returns once it is serving.
 pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     config.validate()?;
+    listener::raise_fd_limit_logged();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -123,23 +125,30 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         addr: addr.clone(),
         raft: raft.clone(),
         reader: reader.clone(),
-        peers: Peers::new(config.parsed_source_ip()?),
+        peers: Peers::new(config.parsed_source_ip()?)
+            .with_max_reply(config.limits.max_client_reply_bytes()),
         identity: identity.clone(),
         leaves: proofs::LeafCache::new(reader.clone()),
         applied,
-        admission: api::admission::Admission::start(),
+        admission: api::admission::Admission::start(config.limits.max_pending_admission),
+        limits: limits::ApiLimits::new(&config.limits),
     };
     let raft_api = RaftApi { raft: raft.clone() };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(ArborServer::new(api))
+    let incoming = listener::Incoming::new(listener, &config.limits);
+    let server = incoming
+        .server()
+        .add_service(
+            ArborServer::new(api)
+                .max_decoding_message_size(config.limits.max_client_message_bytes)
+                .max_encoding_message_size(config.limits.max_client_reply_bytes()),
+        )
         .add_service(
             RaftServer::new(raft_api)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     let server = tokio::spawn(server);

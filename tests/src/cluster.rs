@@ -49,6 +49,8 @@ pub struct Options {
     /// Put a TCP proxy in front of every replica (and give each its own
     /// source address) so that [`TestCluster::partition`] can cut links.
     pub partitionable: bool,
+    /// More arguments for every replica (e.g. `--config FILE`).
+    pub extra_args: Vec<String>,
 }
 
 struct Replica {
@@ -190,6 +192,7 @@ impl TestCluster {
         if let Some(n) = self.opts.lease_grace_ms {
             args.extend(["--lease-grace-ms".into(), n.to_string()]);
         }
+        args.extend(self.opts.extra_args.iter().cloned());
         let mut process = Process::new(
             format!("replica {id}"),
             &self.bin,
@@ -240,6 +243,11 @@ impl TestCluster {
             .filter(|(_, r)| r.process.is_started() && !r.paused.load(Ordering::SeqCst))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The process id of replica `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replica(id).process.pid()
     }
 
     pub fn addr(&self, id: u64) -> &str {

@@ -30,6 +30,8 @@ pub enum Leader {
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     source_ip: Option<std::net::IpAddr>,
+    /// Largest reply accepted from the leader (tonic's default when `None`).
+    max_reply: Option<usize>,
 }
 
 impl Peers {
@@ -38,7 +40,14 @@ impl Peers {
         Peers {
             channels: Arc::default(),
             source_ip,
+            max_reply: None,
         }
+    }
+
+    /// Accepts forwarded replies up to `bytes` (the leader's reply limit).
+    pub fn with_max_reply(mut self, bytes: usize) -> Peers {
+        self.max_reply = Some(bytes);
+        self
     }
 
     pub fn client(&self, addr: &str) -> Result<ArborClient<Channel>, Status> {
@@ -51,7 +60,11 @@ impl Peers {
                 c
             }
         };
-        Ok(ArborClient::new(ch))
+        let client = ArborClient::new(ch);
+        Ok(match self.max_reply {
+            Some(n) => client.max_decoding_message_size(n),
+            None => client,
+        })
     }
 }
 
