@@ -299,6 +299,10 @@ impl Tracker {
     }
 
     /// Counts a call on the connection it arrived on, until the guard drops.
+    /// Over tonic's TLS the extension is `TlsConnectInfo<TcpConnectInfo>`
+    /// (its `get_ref()`), which must be looked up here too; a connection
+    /// whose calls are not found is closed only after sending nothing for
+    /// the idle timeout.
     fn call_started(&self, ext: &http::Extensions) -> Option<CallGuard> {
         let info = ext.get::<TcpConnectInfo>()?;
         let a = self

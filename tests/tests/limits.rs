@@ -391,6 +391,7 @@ async fn connections_beyond_the_limit_leave_clients_served_and_cpu_idle() {
     );
 
     let share = cpu_share(pid, Duration::from_secs(2)).await;
+    eprintln!("with the limit reached: replica CPU {share:.3} of a core");
     assert!(
         share < 0.5,
         "replica used {share:.2} of a core with the limit reached"
@@ -466,6 +467,7 @@ async fn out_of_file_descriptors_backs_off_and_keeps_serving() {
     )
     .await;
     let share = cpu_share(pid, Duration::from_secs(2)).await;
+    eprintln!("out of descriptors: replica CPU {share:.3} of a core");
     assert!(
         share < 0.5,
         "replica used {share:.2} of a core out of descriptors"
