@@ -62,6 +62,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Raft log entries kept after a snapshot, for followers that lag a little.
     pub keep_logs: u64,
+    /// Resource limits (`[limits]`; see `limits.rs`).
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +89,7 @@ impl Default for NodeConfig {
             election_timeout_max_ms: 1200,
             snapshot_every: 10_000,
             keep_logs: 1_000,
+            limits: Default::default(),
         }
     }
 }
@@ -195,6 +198,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.parsed_source_ip()?;
+        self.limits.validate()?;
         if self.id == 0 {
             return bad("id must be > 0".into());
         }

@@ -13,6 +13,8 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod identity;
+pub mod limits;
+pub mod listener;
 pub mod net;
 pub mod proofs;
 pub mod raft;
@@ -27,7 +29,6 @@ use arbor_proto::pb::arbor_server::ArborServer;
 use arbor_proto::pb::raft_server::RaftServer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
@@ -41,9 +42,6 @@ use crate::raft::network::Network;
 use crate::raft::types::Member;
 use crate::raft::{NodeId, Raft};
 use crate::storage::LedgerReader;
-
-/// Largest message (raft batch, snapshot, forwarded request) exchanged on the peer port.
-pub const MAX_PEER_MESSAGE: usize = 256 << 20;
 
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
@@ -104,21 +102,22 @@ async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), NodeE
     Ok((listener, bound))
 }
 
-fn server_builder(
+fn with_tls<L>(
+    server: tonic::transport::Server<L>,
     tls: Option<tonic::transport::ServerTlsConfig>,
-) -> Result<tonic::transport::Server, NodeError> {
-    let builder = tonic::transport::Server::builder().tcp_nodelay(true);
+) -> Result<tonic::transport::Server<L>, NodeError> {
     match tls {
-        Some(t) => builder
+        Some(t) => server
             .tls_config(t)
             .map_err(|e| NodeError::Tls(e.to_string())),
-        None => Ok(builder),
+        None => Ok(server),
     }
 }
 
 /// Starts one replica as configured and returns once it is serving.
 pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     config.validate()?;
+    listener::raise_fd_limit_logged();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -146,7 +145,11 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         addr: addr.clone(),
         peer_addr: peer_addr.clone(),
     };
-    let peers = Peers::new(config.parsed_source_ip()?, tls.clone(), MAX_PEER_MESSAGE);
+    let peers = Peers::new(
+        config.parsed_source_ip()?,
+        tls.clone(),
+        config.limits.max_peer_message_bytes,
+    );
 
     let (log_store, sm) =
         storage::open(&config.data_dir).map_err(|e| NodeError::Storage(e.to_string()))?;
@@ -175,7 +178,8 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         identity: identity.clone(),
         leaves: proofs::LeafCache::new(reader.clone()),
         applied,
-        admission: api::admission::Admission::start(),
+        admission: api::admission::Admission::start(config.limits.max_pending_admission),
+        limits: limits::ApiLimits::new(&config.limits),
     };
     let auth = PeerAuth::new(raft.clone(), tls.is_some());
     let raft_api = RaftApi {
@@ -189,31 +193,41 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let mut servers = Vec::new();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     stops.push(stop_tx);
-    let client_server = server_builder(tls.as_ref().map(|t| t.client_server()))?
-        .add_service(ArborServer::new(api.clone()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+    let incoming = listener::Incoming::new(listener, &config.limits);
+    let client_server = with_tls(incoming.server(), tls.as_ref().map(|t| t.client_server()))?
+        .add_service(
+            ArborServer::new(api.clone())
+                .max_decoding_message_size(config.limits.max_client_message_bytes)
+                .max_encoding_message_size(config.limits.max_client_reply_bytes()),
+        )
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     servers.push(tokio::spawn(client_server));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     stops.push(stop_tx);
-    let peer_server = server_builder(tls.as_ref().map(|t| t.peer_server()))?
-        .add_service(InterceptedService::new(
-            RaftServer::new(raft_api)
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE),
-            members_only.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            ArborServer::new(api)
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE),
-            members_only,
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(peer_listener), async {
-            let _ = stop_rx.await;
-        });
+    let peer_max = config.limits.max_peer_message_bytes;
+    let peer_incoming = listener::Incoming::new(peer_listener, &config.limits).for_peers();
+    let peer_server = with_tls(
+        peer_incoming.server(),
+        tls.as_ref().map(|t| t.peer_server()),
+    )?
+    .add_service(InterceptedService::new(
+        RaftServer::new(raft_api)
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max),
+        members_only.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ArborServer::new(api)
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max),
+        members_only,
+    ))
+    .serve_with_incoming_shutdown(peer_incoming, async {
+        let _ = stop_rx.await;
+    });
     servers.push(tokio::spawn(peer_server));
     info!(node = config.id, %addr, %peer_addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "replica serving");
 

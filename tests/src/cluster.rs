@@ -54,7 +54,7 @@ pub struct Options {
     /// Put a TCP proxy in front of every replica's peer port (and give each
     /// its own source address) so that [`TestCluster::partition`] can cut links.
     pub partitionable: bool,
-    /// More flags for every replica.
+    /// More arguments for every replica (e.g. `--config FILE`).
     pub extra_args: Vec<String>,
 }
 
@@ -243,7 +243,6 @@ impl TestCluster {
             ]);
         }
         args.extend(extra);
-        args.extend(self.opts.extra_args.iter().cloned());
         let addr = address.listen;
         let peer_addr = address.peer_advertised;
         let proxy = address.proxy;
@@ -256,6 +255,7 @@ impl TestCluster {
         if let Some(n) = self.opts.lease_grace_ms {
             args.extend(["--lease-grace-ms".into(), n.to_string()]);
         }
+        args.extend(self.opts.extra_args.iter().cloned());
         let mut process = Process::new(
             format!("replica {id}"),
             &self.bin,
@@ -307,6 +307,11 @@ impl TestCluster {
             .filter(|(_, r)| r.process.is_started() && !r.paused.load(Ordering::SeqCst))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The process id of replica `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replica(id).process.pid()
     }
 
     /// Replica `id`'s client API address.

@@ -55,6 +55,8 @@ pub struct ArborApi {
     /// The state machine's applied head, for the live feed (`watch.rs`).
     pub applied: AppliedHead,
     pub admission: Admission,
+    /// Reply sizes and open watch streams (`limits.rs`).
+    pub limits: crate::limits::ApiLimits,
 }
 
 impl ArborApi {
@@ -92,7 +94,10 @@ impl ArborApi {
     /// Proposes a command on this (leader) replica and waits for its outcome.
     async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
         let bytes = env.encode_to_vec();
-        let key = match self.admit(&bytes).await {
+        let slot = self.admission.reserve()?;
+        let admitted = self.admit(&bytes).await;
+        drop(slot);
+        let key = match admitted {
             Ok(key) => key,
             // A resend of an applied command gets its original outcome even
             // if admission now refuses it (the signer's key changed since).
@@ -558,10 +563,23 @@ impl Arbor for ArborApi {
             0 => DEFAULT_ENTRIES,
             n => n.min(MAX_ENTRIES),
         };
-        let entries = self
+        // Cut before the reply passes max-reply-bytes (each entry counted
+        // with its field framing), with at least one entry.
+        let max = self.limits.limits.max_reply_bytes;
+        let budget = max.saturating_sub(crate::limits::REPLY_OVERHEAD);
+        let (entries, bytes) = self
             .reader
-            .entries(r.from_seq, limit as usize)
+            .entries_within(
+                r.from_seq,
+                limit as usize,
+                budget,
+                crate::limits::framed_len,
+            )
             .map_err(status::internal)?;
+        if bytes > budget {
+            let seq = entries.first().map_or(r.from_seq, |e| e.seq);
+            return Err(crate::limits::entry_too_big(seq, bytes, max));
+        }
         let head = self.reader.head().map_err(status::internal)?;
         Ok(Response::new(pb::GetEntriesReply {
             entries: entries.iter().map(|e| e.to_pb()).collect(),
