@@ -13,6 +13,7 @@
 # Environment:
 #   ARBOR_BENCH_BIN_DIR=DIR  use arbor-node and arbor from DIR, skip the build
 #   ARBOR_BENCH_KEEP=1       keep the temp dir (replica logs and data) afterwards
+#   ARBOR_BENCH_PLAINTEXT=1  run replicas and client with --insecure-plaintext (to measure what TLS costs)
 #   ARBOR_LOG                replica log filter (default info,openraft=warn)
 # See docs/performance.md for figures and how to read them.
 cd "$(dirname "$0")/.."
@@ -48,8 +49,13 @@ if [ -n "${ARBOR_BENCH_BIN_DIR:-}" ]; then
   bin="$ARBOR_BENCH_BIN_DIR"
 else
   ensure_prereqs
-  echo "==> cargo build --release --workspace --bins (the first build compiles RocksDB: ~15 min on 2 cores)" >&2
-  cargo build --release --workspace --bins >&2
+  echo "==> cargo build --release --workspace --bins (the first release build compiles RocksDB: ~13 min on 2 cores)" >&2
+  if use_prebuilt_rocksdb release; then
+    cargo build --release --workspace --bins >&2
+  else
+    cargo build --release --workspace --bins >&2
+    save_prebuilt_rocksdb release
+  fi
   # A private copy: another build sharing the target dir cannot swap them mid-run.
   bin="$work/bin"
   mkdir -p "$bin"
@@ -64,25 +70,44 @@ for v in $(env | grep -o '^ARBOR_[A-Z_]*' | grep -v -e '^ARBOR_LOG$' -e '^ARBOR_
   unset "$v"
 done
 
-# Three free ports: nothing answers on them now.
+# Six free ports (three client, three peer): nothing answers on them now.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports=()
-while [ "${#ports[@]}" -lt 3 ]; do
+while [ "${#ports[@]}" -lt 6 ]; do
   p=$((20000 + RANDOM % 40000))
   if port_free "$p" && [[ " ${ports[*]} " != *" $p "* ]]; then ports+=("$p"); fi
 done
 addr() { echo "127.0.0.1:${ports[$(($1 - 1))]}"; }
+peer() { echo "127.0.0.1:${ports[$(($1 + 2))]}"; }
 endpoints="$(addr 1),$(addr 2),$(addr 3)"
+
+if [ "${ARBOR_BENCH_PLAINTEXT:-}" = 1 ]; then
+  transport="plaintext"
+  client_tls=(--insecure-plaintext)
+else
+  transport="tls"
+  "$bin/arbor-node" cert ca --dir "$work/pki" >/dev/null
+  client_tls=(--cacert "$work/pki/ca.pem")
+fi
+replica_tls() {
+  if [ "$transport" = plaintext ]; then
+    echo --insecure-plaintext
+  else
+    "$bin/arbor-node" cert replica --dir "$work/pki" --id "$1" --host 127.0.0.1 >/dev/null
+    echo --ca-file "$work/pki/ca.pem" --cert-file "$work/pki/replica-$1.pem" --key-file "$work/pki/replica-$1.key"
+  fi
+}
 
 "$bin/arbor" keys generate --party operator --out "$work/operator.key" >/dev/null
 op_pub="$(grep -o '"public_key": *"[0-9a-f]*"' "$work/operator.key" | grep -o '[0-9a-f]\{64\}')"
 
 echo "==> starting 3 replicas on $endpoints (data in $work)" >&2
 for i in 1 2 3; do
-  args=(run --id "$i" --listen "$(addr "$i")" --data-dir "$work/n$i")
+  # shellcheck disable=SC2207
+  args=(run --id "$i" --listen "$(addr "$i")" --peer-listen "$(peer "$i")" --data-dir "$work/n$i" $(replica_tls "$i"))
   if [ "$i" = 1 ]; then
-    args+=(--bootstrap --member "1=$(addr 1)" --member "2=$(addr 2)" --member "3=$(addr 3)"
-      --operator "operator=$op_pub")
+    args+=(--bootstrap --member "1=$(addr 1)/$(peer 1)" --member "2=$(addr 2)/$(peer 2)"
+      --member "3=$(addr 3)/$(peer 3)" --operator "operator=$op_pub")
   fi
   "$bin/arbor-node" "${args[@]}" >"$work/n$i.log" 2>&1 &
   pids+=($!)
@@ -94,7 +119,7 @@ for _ in $(seq 1 600); do
   for pid in "${pids[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "error: a replica exited during start-up" >&2; exit 1; }
   done
-  if st="$("$bin/arbor" --endpoints "$endpoints" --timeout 2 --output json cluster status 2>/dev/null)" &&
+  if st="$("$bin/arbor" --endpoints "$endpoints" "${client_tls[@]}" --timeout 2 --output json cluster status 2>/dev/null)" &&
     [ "$(grep -c '"state": "Leader"' <<<"$st")" = 1 ] &&
     [ "$(grep -c '"voter": true' <<<"$st")" = 3 ] &&
     [ "$(grep -c '"has_entries": true' <<<"$st")" = 3 ]; then
@@ -121,7 +146,7 @@ children_secs >"$work/client.before"
 
 echo "==> arbor bench $*" >&2
 rc=0
-report="$("$bin/arbor" --endpoints "$endpoints" --output json bench --key "$work/operator.key" "$@")" || rc=$?
+report="$("$bin/arbor" --endpoints "$endpoints" "${client_tls[@]}" --output json bench --key "$work/operator.key" "$@")" || rc=$?
 cpu="{"
 for i in 1 2 3; do
   t="$(replica_ticks "${pids[$((i - 1))]}")"
@@ -141,5 +166,5 @@ fi
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 model="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
 one_line="$(sed -e 's/^ *//' <<<"$report" | tr -d '\n')"
-printf '{"script_command": %s, "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, %s\n' \
-  "$(json_str "$script_cmd")" "$(nproc)" "$(json_str "$model")" "$cpu" "${one_line#\{}"
+printf '{"script_command": %s, "transport": "%s", "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, %s\n' \
+  "$(json_str "$script_cmd")" "$transport" "$(nproc)" "$(json_str "$model")" "$cpu" "${one_line#\{}"

@@ -4,7 +4,13 @@
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_prereqs
-echo "==> building (the first build compiles RocksDB: ~15 min on 2 cores)"
-cargo build --release --bins
+if use_prebuilt_rocksdb release; then
+  echo "==> building"
+  cargo build --release --workspace --bins
+else
+  echo "==> building (the first release build compiles RocksDB's C++: ~13 min on 2 cores)"
+  cargo build --release --workspace --bins
+  save_prebuilt_rocksdb release
+fi
 echo "==> CLI: $CARGO_TARGET_DIR/release/arbor  (add it to PATH: export PATH=\"$CARGO_TARGET_DIR/release:\$PATH\")"
 exec "$CARGO_TARGET_DIR/release/arbor-node" dev "$@"

@@ -7,6 +7,39 @@ set -euo pipefail
 # machine) reuse the ~13 min RocksDB C++ build. Override with CARGO_TARGET_DIR.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbor-target}"
 
+# RocksDB's C++ library (~13 min on 2 cores) is compiled once per machine and
+# profile, then linked from a cache: librocksdb-sys links a prebuilt
+# $ROCKSDB_LIB_DIR/librocksdb.a when ROCKSDB_LIB_DIR and ROCKSDB_STATIC are set.
+# The cache is keyed by the librocksdb-sys version in Cargo.lock.
+rocksdb_version() {
+  grep -A1 '^name = "librocksdb-sys"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p'
+}
+ARBOR_ROCKSDB_CACHE="${ARBOR_ROCKSDB_CACHE:-$HOME/.cache/arbor-rocksdb/$(rocksdb_version)}"
+
+# use_prebuilt_rocksdb PROFILE: link the cached library of PROFILE (debug or
+# release) from now on, if there is one. Returns 1 if there is none yet.
+use_prebuilt_rocksdb() {
+  local dir="$ARBOR_ROCKSDB_CACHE/$1"
+  if [ -f "$dir/librocksdb.a" ]; then
+    export ROCKSDB_LIB_DIR="$dir" ROCKSDB_STATIC=1
+    return 0
+  fi
+  unset ROCKSDB_LIB_DIR ROCKSDB_STATIC
+  return 1
+}
+
+# save_prebuilt_rocksdb PROFILE: after a build that compiled RocksDB, keep its
+# library in the cache (atomically) and link it from now on.
+save_prebuilt_rocksdb() {
+  local dir="$ARBOR_ROCKSDB_CACHE/$1" lib
+  lib="$(ls -t "$CARGO_TARGET_DIR/$1"/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1)"
+  if [ -n "$lib" ]; then
+    mkdir -p "$dir"
+    cp "$lib" "$dir/librocksdb.a.tmp.$$" && mv "$dir/librocksdb.a.tmp.$$" "$dir/librocksdb.a"
+    use_prebuilt_rocksdb "$1"
+  fi
+}
+
 have_libclang() {
   # On Debian/Ubuntu ask dpkg: libclang-cpp (often preinstalled) is not enough,
   # bindgen needs libclang itself and clang's builtin headers (libclang-dev).

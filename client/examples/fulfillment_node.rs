@@ -5,9 +5,12 @@
 //! ```text
 //! cargo run --example fulfillment_node -- \
 //!     --endpoints 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103 \
-//!     --key store-sh.key [--from SEQ] [--max N] [--carrier sf-express]
+//!     --cacert arbor-data/tls/ca.pem --key store-sh.key \
+//!     [--from SEQ] [--max N] [--carrier sf-express]
 //! ```
 //!
+//! - `--cacert`: the cluster CA (default `$ARBOR_CACERT`; `--insecure-plaintext`
+//!   for a cluster run without TLS).
 //! - `--key`: the node's key file (`arbor keys generate`); the node must be
 //!   enrolled and have published a capability profile (`arbor profile publish`).
 //! - `--from SEQ`: where to start reading the ledger (default 0: orders
@@ -44,7 +47,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use arbor_client::pb::command::Body;
-use arbor_client::{pb, Client, ClientError, Commands, Identity};
+use arbor_client::{pb, Client, ClientError, Commands, Identity, Transport};
 use futures::StreamExt;
 use prost::Message;
 
@@ -53,6 +56,8 @@ const USAGE: &str =
 
 struct Args {
     endpoints: String,
+    cacert: Option<PathBuf>,
+    insecure_plaintext: bool,
     key: PathBuf,
     from: u64,
     max: Option<u64>,
@@ -62,6 +67,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         endpoints: std::env::var("ARBOR_ENDPOINTS").unwrap_or_default(),
+        cacert: std::env::var_os("ARBOR_CACERT").map(PathBuf::from),
+        insecure_plaintext: false,
         key: PathBuf::new(),
         from: 0,
         max: None,
@@ -73,6 +80,8 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--endpoints" => args.endpoints = value()?,
             "--key" => args.key = PathBuf::from(value()?),
+            "--cacert" => args.cacert = Some(PathBuf::from(value()?)),
+            "--insecure-plaintext" => args.insecure_plaintext = true,
             "--from" => args.from = value()?.parse().map_err(|e| format!("--from: {e}"))?,
             "--max" => args.max = Some(value()?.parse().map_err(|e| format!("--max: {e}"))?),
             "--carrier" => args.carrier = value()?,
@@ -112,7 +121,9 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<u64, ClientError> {
     let me = Identity::load(&args.key)?;
-    let client = Client::connect(std::slice::from_ref(&args.endpoints)).await?;
+    let transport =
+        Transport::from_options(args.cacert.as_deref(), None, None, args.insecure_plaintext)?;
+    let client = Client::connect(std::slice::from_ref(&args.endpoints), &transport).await?;
     println!(
         "{}: watching the ledger from entry {}",
         me.party_id, args.from

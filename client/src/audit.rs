@@ -37,6 +37,7 @@ pub use arbor_proto::audit::{verify_export, AuditError, Summary, VerifyOptions};
 
 use crate::client::{call_one, Client};
 use crate::error::ClientError;
+use crate::transport::Transport;
 
 /// Entries asked for per `GetEntries` call while exporting.
 pub const EXPORT_PAGE: u32 = 1000;
@@ -189,8 +190,11 @@ impl Client {
 
     /// The checkpoint-signing identity of the replica at `endpoint` itself;
     /// one attempt, never elsewhere.
-    pub async fn get_replica_identity(endpoint: &str) -> Result<pb::ReplicaIdentity, ClientError> {
-        call_one(endpoint, |mut c| async move {
+    pub async fn get_replica_identity(
+        transport: &Transport,
+        endpoint: &str,
+    ) -> Result<pb::ReplicaIdentity, ClientError> {
+        call_one(transport, endpoint, |mut c| async move {
             c.get_replica_identity(pb::ReplicaIdentityRequest {}).await
         })
         .await

@@ -27,9 +27,10 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::endpoints::{lazy_channel, parse_endpoints, uri};
+use crate::endpoints::{key, lazy_channel, parse_endpoints};
 use crate::error::ClientError;
 use arbor_proto::identity::Identity;
+use crate::transport::Transport;
 
 /// Metadata key with the leader's `host:port` on `UNAVAILABLE` answers.
 pub const LEADER_HEADER: &str = "x-arbor-leader";
@@ -56,6 +57,7 @@ struct Inner {
     hinted: Mutex<HashMap<String, Channel>>,
     /// Index of the endpoint that answered last; calls start there.
     preferred: AtomicUsize,
+    transport: Transport,
 }
 
 /// Where the next attempt goes.
@@ -65,14 +67,17 @@ enum Target {
 }
 
 impl Client {
-    /// A client for `endpoints` (`host:port` or `http://host:port`; items may
-    /// be comma-separated lists). Connects lazily: this never fails because a
+    /// A client for `endpoints` (`host:port`; items may be comma-separated
+    /// lists) over `transport`. Connects lazily: this never fails because a
     /// replica is down, only when the list is empty or malformed.
-    pub async fn connect(endpoints: &[String]) -> Result<Client, ClientError> {
+    pub async fn connect(
+        endpoints: &[String],
+        transport: &Transport,
+    ) -> Result<Client, ClientError> {
         let endpoints = parse_endpoints(endpoints)?;
         let channels = endpoints
             .iter()
-            .map(|e| lazy_channel(e))
+            .map(|e| lazy_channel(e, transport))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -80,6 +85,7 @@ impl Client {
                 channels,
                 hinted: Mutex::new(HashMap::new()),
                 preferred: AtomicUsize::new(0),
+                transport: transport.clone(),
             }),
             timeout: DEFAULT_TIMEOUT,
         })
@@ -89,6 +95,11 @@ impl Client {
     pub fn with_timeout(mut self, total: Duration) -> Client {
         self.timeout = total;
         self
+    }
+
+    /// The transport every channel uses.
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
     }
 
     /// The configured endpoints, as written (split and trimmed).
@@ -234,17 +245,20 @@ impl Client {
             .await
     }
 
-    /// Adds replica `node_id` listening at `addr` (operator-signed).
+    /// Adds replica `node_id` serving clients at `addr` and peers at
+    /// `peer_addr` (operator-signed).
     pub async fn add_node(
         &self,
         operator: &Identity,
         node_id: u64,
         addr: &str,
+        peer_addr: &str,
     ) -> Result<pb::AdminReply, ClientError> {
         // Signed once: retries resend the same bytes.
         let cmd = operator.sign_admin(pb::admin_command::Body::AddNode(pb::AddNode {
             node_id,
             addr: addr.to_string(),
+            peer_addr: peer_addr.to_string(),
         }));
         self.call(|mut c| {
             let cmd = cmd.clone();
@@ -270,8 +284,11 @@ impl Client {
     }
 
     /// The status of the replica at `endpoint` itself; one attempt, never elsewhere.
-    pub async fn local_status(endpoint: &str) -> Result<pb::LocalStatusReply, ClientError> {
-        call_one(endpoint, |mut c| async move {
+    pub async fn local_status(
+        transport: &Transport,
+        endpoint: &str,
+    ) -> Result<pb::LocalStatusReply, ClientError> {
+        call_one(transport, endpoint, |mut c| async move {
             c.local_status(pb::LocalStatusRequest {}).await
         })
         .await
@@ -279,6 +296,7 @@ impl Client {
 
     /// Ledger entries as stored on the replica at `endpoint` (possibly stale).
     pub async fn local_entries(
+        transport: &Transport,
         endpoint: &str,
         from_seq: u64,
         limit: u32,
@@ -288,16 +306,26 @@ impl Client {
             limit,
             local: true,
         };
-        call_one(endpoint, |mut c| async move { c.get_entries(req).await }).await
+        call_one(transport, endpoint, |mut c| async move {
+            c.get_entries(req).await
+        })
+        .await
     }
 
     /// An order as the replica at `endpoint` sees it (possibly stale).
-    pub async fn local_order(endpoint: &str, order_id: &str) -> Result<pb::OrderView, ClientError> {
+    pub async fn local_order(
+        transport: &Transport,
+        endpoint: &str,
+        order_id: &str,
+    ) -> Result<pb::OrderView, ClientError> {
         let req = pb::GetOrderRequest {
             order_id: order_id.to_string(),
             local: true,
         };
-        call_one(endpoint, |mut c| async move { c.get_order(req).await }).await
+        call_one(transport, endpoint, |mut c| async move {
+            c.get_order(req).await
+        })
+        .await
     }
 
     /// The overall deadline of each call.
@@ -366,10 +394,10 @@ impl Client {
             };
 
             // Pick the next target: the hinted leader if it is somewhere new, else the next endpoint.
-            let hint = leader_hint(&status).filter(|h| uri(h) != uri(&name));
+            let hint = leader_hint(&status).filter(|h| key(h) != key(&name));
             let hinted = hint.is_some();
             target = match hint {
-                Some(h) => match inner.endpoints.iter().position(|e| uri(e) == uri(&h)) {
+                Some(h) => match inner.endpoints.iter().position(|e| key(e) == key(&h)) {
                     Some(i) => {
                         idx = i;
                         Target::Configured(i)
@@ -409,22 +437,26 @@ impl Client {
     /// A channel to a hinted leader outside the configured list, made once.
     fn hinted_channel(&self, addr: &str) -> Option<Channel> {
         let mut map = self.inner.hinted.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(ch) = map.get(&uri(addr)) {
+        if let Some(ch) = map.get(key(addr)) {
             return Some(ch.clone());
         }
-        let ch = lazy_channel(addr).ok()?;
-        map.insert(uri(addr), ch.clone());
+        let ch = lazy_channel(addr, &self.inner.transport).ok()?;
+        map.insert(key(addr).to_string(), ch.clone());
         Some(ch)
     }
 }
 
 /// One attempt against one replica; transport failures become `Unavailable`.
-pub(crate) async fn call_one<T, F, Fut>(endpoint: &str, f: F) -> Result<T, ClientError>
+pub(crate) async fn call_one<T, F, Fut>(
+    transport: &Transport,
+    endpoint: &str,
+    f: F,
+) -> Result<T, ClientError>
 where
     F: FnOnce(ArborClient<Channel>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,
 {
-    let channel = lazy_channel(endpoint)?;
+    let channel = lazy_channel(endpoint, transport)?;
     match tokio::time::timeout(ATTEMPT_TIMEOUT, f(ArborClient::new(channel))).await {
         Ok(Ok(reply)) => Ok(reply.into_inner()),
         Ok(Err(s)) if s.source().is_some() => Err(ClientError::Unavailable(format!(
@@ -512,20 +544,29 @@ mod tests {
 
     #[tokio::test]
     async fn connect_needs_endpoints_but_no_server() {
-        let err = Client::connect(&[]).await.err().unwrap();
-        assert!(matches!(err, ClientError::InvalidInput(_)));
-        let c = Client::connect(&["127.0.0.1:1,127.0.0.1:2".to_string()])
+        let err = Client::connect(&[], &Transport::InsecurePlaintext)
             .await
+            .err()
             .unwrap();
+        assert!(matches!(err, ClientError::InvalidInput(_)));
+        let c = Client::connect(
+            &["127.0.0.1:1,127.0.0.1:2".to_string()],
+            &Transport::InsecurePlaintext,
+        )
+        .await
+        .unwrap();
         assert_eq!(c.endpoints(), ["127.0.0.1:1", "127.0.0.1:2"]);
     }
 
     #[tokio::test]
     async fn unreachable_cluster_fails_within_the_deadline() {
-        let c = Client::connect(&["127.0.0.1:1,127.0.0.1:2".to_string()])
-            .await
-            .unwrap()
-            .with_timeout(Duration::from_millis(800));
+        let c = Client::connect(
+            &["127.0.0.1:1,127.0.0.1:2".to_string()],
+            &Transport::InsecurePlaintext,
+        )
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_millis(800));
         let started = std::time::Instant::now();
         let err = c.get_order("o-1").await.unwrap_err();
         assert!(
@@ -537,7 +578,9 @@ mod tests {
         assert_eq!(err.code(), Some(Code::Unavailable));
         assert!(!err.to_string().contains('\n'));
 
-        let err = Client::local_status("127.0.0.1:1").await.unwrap_err();
+        let err = Client::local_status(&Transport::InsecurePlaintext, "127.0.0.1:1")
+            .await
+            .unwrap_err();
         assert!(matches!(err, ClientError::Unavailable(_)), "{err}");
         assert!(err.to_string().contains("127.0.0.1:1"), "{err}");
     }

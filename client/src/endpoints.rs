@@ -1,10 +1,12 @@
-//! Endpoint lists: `host:port` or `http://host:port`, comma-separated or not.
+//! Endpoint lists: `host:port` (or with `https://` / `http://` matching the
+//! transport), comma-separated or not.
 
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::transport::Transport;
 
 /// How long to wait for a TCP connection before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,8 +21,8 @@ pub fn parse_endpoints(list: &[String]) -> Result<Vec<String>, ClientError> {
         if item.is_empty() {
             continue;
         }
-        endpoint(item)?;
-        if !out.iter().any(|e: &String| uri(e) == uri(item)) {
+        check(item)?;
+        if !out.iter().any(|e: &String| key(e) == key(item)) {
             out.push(item.to_string());
         }
     }
@@ -30,27 +32,48 @@ pub fn parse_endpoints(list: &[String]) -> Result<Vec<String>, ClientError> {
     Ok(out)
 }
 
-/// The URI of an endpoint: `http://` is added when there is no scheme.
-pub(crate) fn uri(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
+/// An endpoint without its scheme: what identifies a replica (leader hints
+/// name `host:port`).
+pub(crate) fn key(endpoint: &str) -> &str {
+    endpoint
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(endpoint)
+}
+
+/// Checks the shape of an endpoint (any transport).
+fn check(addr: &str) -> Result<(), ClientError> {
+    let scheme = addr.split_once("://").map(|(s, _)| s).unwrap_or("https");
+    endpoint_with(addr, scheme).map(|_| ())
+}
+
+/// A configured (not yet connected) tonic endpoint for `transport`.
+pub(crate) fn endpoint(addr: &str, transport: &Transport) -> Result<Endpoint, ClientError> {
+    let ep = endpoint_with(addr, transport.scheme())?;
+    match transport {
+        Transport::Tls(t) => ep
+            .tls_config(t.config())
+            .map_err(|e| ClientError::InvalidInput(format!("invalid endpoint {addr:?}: tls: {e}"))),
+        Transport::InsecurePlaintext => Ok(ep),
     }
 }
 
-/// A configured (not yet connected) tonic endpoint.
-pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
+fn endpoint_with(addr: &str, scheme: &str) -> Result<Endpoint, ClientError> {
     let invalid =
         |why: String| ClientError::InvalidInput(format!("invalid endpoint {addr:?}: {why}"));
-    let u = uri(addr);
-    if let Some((scheme, _)) = u.split_once("://") {
-        if scheme != "http" {
+    if let Some((written, _)) = addr.split_once("://") {
+        if written != "http" && written != "https" {
             return Err(invalid(format!(
-                "scheme {scheme:?} is not supported, use host:port or http://host:port"
+                "scheme {written:?} is not supported, use host:port"
+            )));
+        }
+        if written != scheme {
+            return Err(invalid(format!(
+                "{written}:// does not match the transport ({scheme}): write host:port"
             )));
         }
     }
+    let u = format!("{scheme}://{}", key(addr));
     let ep = Endpoint::from_shared(u.clone()).map_err(|e| invalid(e.to_string()))?;
     let parsed = ep.uri();
     if parsed.host().is_none_or(str::is_empty) {
@@ -70,8 +93,14 @@ pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, ClientError> {
 }
 
 /// A lazily connecting channel: no I/O until the first call.
-pub(crate) fn lazy_channel(addr: &str) -> Result<Channel, ClientError> {
-    Ok(endpoint(addr)?.connect_lazy())
+pub(crate) fn lazy_channel(addr: &str, transport: &Transport) -> Result<Channel, ClientError> {
+    Ok(endpoint(addr, transport)?.connect_lazy())
+}
+
+/// A lazily connecting channel to one replica, for raw generated clients
+/// (`arbor_proto::pb::arbor_client::ArborClient::new(channel)`).
+pub fn channel(addr: &str, transport: &Transport) -> Result<Channel, ClientError> {
+    lazy_channel(addr, transport)
 }
 
 #[cfg(test)]
@@ -93,8 +122,8 @@ mod tests {
             got,
             s(&["127.0.0.1:7101", "127.0.0.1:7102", "http://localhost:7103"])
         );
-        assert_eq!(uri("127.0.0.1:7101"), "http://127.0.0.1:7101");
-        assert_eq!(uri("http://h:1"), "http://h:1");
+        assert_eq!(key("127.0.0.1:7101"), "127.0.0.1:7101");
+        assert_eq!(key("http://h:1"), "h:1");
     }
 
     #[test]
@@ -112,7 +141,7 @@ mod tests {
         }
         for bad in [
             "127.0.0.1",
-            "https://h:1",
+            "ftp://h:1",
             "h:1/x",
             "h:notaport",
             "a b:1",

@@ -22,9 +22,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), arbor_client::ClientError> {
-//! use arbor_client::{Client, Commands, Identity};
+//! use arbor_client::{Client, Commands, Identity, TlsOptions, Transport};
 //! let node = Identity::load("store-17.key".as_ref())?;
-//! let client = Client::connect(&["127.0.0.1:7101,127.0.0.1:7102".to_string()]).await?;
+//! let tls = TlsOptions::from_files("arbor-data/tls/ca.pem".as_ref(), None, None)?;
+//! let client = Client::connect(
+//!     &["127.0.0.1:7101,127.0.0.1:7102".to_string()],
+//!     &Transport::Tls(tls),
+//! )
+//! .await?;
 //! let reply = client.submit(node.claim_order("o-1", 1, 2598)).await?;
 //! let outcome = reply.outcome.unwrap_or_default();
 //! println!("seq {}: {}", reply.seq, outcome.code);
@@ -38,12 +43,14 @@ mod client;
 mod commands;
 mod endpoints;
 mod error;
+mod transport;
 pub mod watch;
 
 pub use arbor_proto::identity::{Identity, KeyFileError};
 pub use arbor_proto::pb;
 pub use client::{Client, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
 pub use commands::Commands;
-pub use endpoints::parse_endpoints;
+pub use endpoints::{channel, parse_endpoints};
 pub use error::{code_name, ClientError};
+pub use transport::{TlsOptions, Transport};
 pub use watch::WatchStream;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arbor_client::pb::arbor_server::{Arbor, ArborServer};
-use arbor_client::{pb, Client, ClientError, Commands, Identity, LEADER_HEADER};
+use arbor_client::{pb, Client, ClientError, Commands, Identity, Transport, LEADER_HEADER};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 
@@ -162,12 +162,6 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::CheckpointReply>, Status> {
         Err(Status::unimplemented("mock"))
     }
-    async fn cosign_checkpoint(
-        &self,
-        _: Request<pb::CosignRequest>,
-    ) -> Result<Response<pb::CosignReply>, Status> {
-        Err(Status::unimplemented("mock"))
-    }
     async fn get_inclusion_proof(
         &self,
         _: Request<pb::InclusionProofRequest>,
@@ -222,7 +216,9 @@ async fn follows_the_leader_hint_outside_the_endpoint_list() {
     let follower = Mock::failing(vec![(Code::Unavailable, Some(leader_addr.clone()))]);
     let follower_addr = serve(follower.clone()).await;
 
-    let client = Client::connect(&[follower_addr]).await.unwrap();
+    let client = Client::connect(&[follower_addr], &Transport::InsecurePlaintext)
+        .await
+        .unwrap();
     let id = Identity::generate("store-1");
     let cmd = id.claim_order("o-1", 1, 5);
     let reply = client.submit(cmd.clone()).await.unwrap();
@@ -240,10 +236,13 @@ async fn follows_the_leader_hint_outside_the_endpoint_list() {
 async fn rotates_past_dead_and_unavailable_replicas_resending_identical_bytes() {
     let busy = Mock::failing(vec![(Code::Unavailable, None), (Code::Unavailable, None)]);
     let busy_addr = serve(busy.clone()).await;
-    let client = Client::connect(&[format!("{},{busy_addr}", dead_addr())])
-        .await
-        .unwrap()
-        .with_timeout(Duration::from_secs(5));
+    let client = Client::connect(
+        &[format!("{},{busy_addr}", dead_addr())],
+        &Transport::InsecurePlaintext,
+    )
+    .await
+    .unwrap()
+    .with_timeout(Duration::from_secs(5));
     let cmd = Identity::generate("store-1").claim_order("o-1", 1, 5);
     client.submit(cmd.clone()).await.unwrap();
     let calls = busy.calls.lock().unwrap().clone();
@@ -255,7 +254,9 @@ async fn rotates_past_dead_and_unavailable_replicas_resending_identical_bytes() 
 async fn final_answers_are_not_retried() {
     let mock = Mock::default();
     let addr = serve(mock.clone()).await;
-    let client = Client::connect(&[addr.clone(), addr]).await.unwrap();
+    let client = Client::connect(&[addr.clone(), addr], &Transport::InsecurePlaintext)
+        .await
+        .unwrap();
     let err = client.get_order("missing").await.unwrap_err();
     assert_eq!(err.code(), Some(Code::NotFound));
     assert!(matches!(err, ClientError::Status { .. }));
@@ -269,7 +270,9 @@ async fn final_answers_are_not_retried() {
         Code::FailedPrecondition,
     ] {
         let mock = Mock::failing(vec![(code, None)]);
-        let client = Client::connect(&[serve(mock.clone()).await]).await.unwrap();
+        let client = Client::connect(&[serve(mock.clone()).await], &Transport::InsecurePlaintext)
+            .await
+            .unwrap();
         let err = client
             .submit(Identity::generate("x").claim_order("o", 1, 1))
             .await
@@ -282,7 +285,7 @@ async fn final_answers_are_not_retried() {
 #[tokio::test]
 async fn gives_up_at_the_deadline_with_the_last_error() {
     let mock = Mock::failing(vec![(Code::Unavailable, None); 1000]);
-    let client = Client::connect(&[serve(mock.clone()).await])
+    let client = Client::connect(&[serve(mock.clone()).await], &Transport::InsecurePlaintext)
         .await
         .unwrap()
         .with_timeout(Duration::from_millis(700));
@@ -304,10 +307,20 @@ async fn gives_up_at_the_deadline_with_the_last_error() {
 async fn local_calls_ask_one_replica_once() {
     let mock = Mock::failing(vec![(Code::Unavailable, None)]);
     let addr = serve(mock.clone()).await;
-    let err = Client::local_order(&addr, "o-1").await.unwrap_err();
+    let err = Client::local_order(&Transport::InsecurePlaintext, &addr, "o-1")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(Code::Unavailable));
     assert_eq!(mock.calls(), 1);
-    let o = Client::local_order(&addr, "o-1").await.unwrap();
+    let o = Client::local_order(&Transport::InsecurePlaintext, &addr, "o-1")
+        .await
+        .unwrap();
     assert_eq!(o.status, "local");
-    assert_eq!(Client::local_status(&addr).await.unwrap().node_id, 9);
+    assert_eq!(
+        Client::local_status(&Transport::InsecurePlaintext, &addr)
+            .await
+            .unwrap()
+            .node_id,
+        9
+    );
 }

@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arbor_proto::pb;
-use openraft::{BasicNode, ChangeMembers};
+use openraft::ChangeMembers;
 use prost::Message;
 use tracing::{info, warn};
 
 use crate::api::client_api::now_ms;
 use crate::config::OperatorKey;
+use crate::types::Member;
 use crate::storage::LedgerReader;
 use crate::types::{NodeId, Request, Response};
 use crate::Raft;
@@ -27,14 +28,15 @@ const DONE_MARKER: &str = "bootstrap-complete";
 
 pub struct Bootstrap {
     pub id: NodeId,
-    pub addr: String,
+    /// This replica's addresses.
+    pub me: Member,
     pub raft: Raft,
     pub reader: LedgerReader,
     pub data_dir: PathBuf,
     pub cluster_id: String,
     pub lease_grace_ms: u64,
     pub operators: Vec<OperatorKey>,
-    pub members: BTreeMap<NodeId, String>,
+    pub members: BTreeMap<NodeId, Member>,
 }
 
 /// The genesis command: unsigned, naming the operator keys.
@@ -79,12 +81,7 @@ impl Bootstrap {
             .await
             .map_err(|e| e.to_string())?;
         if !initialized {
-            let me = BTreeMap::from([(
-                self.id,
-                BasicNode {
-                    addr: self.addr.clone(),
-                },
-            )]);
+            let me = BTreeMap::from([(self.id, self.me.clone())]);
             self.raft
                 .initialize(me)
                 .await
@@ -150,12 +147,13 @@ impl Bootstrap {
             .voter_ids()
             .collect();
         let mut all = true;
-        for (id, addr) in &self.members {
+        for (id, node) in &self.members {
             if voters.contains(id) {
                 continue;
             }
             all = false;
-            let node = BasicNode { addr: addr.clone() };
+            let addr = node.to_string();
+            let node = node.clone();
             match tokio::time::timeout(
                 Duration::from_secs(30),
                 self.raft.add_learner(*id, node, true),

@@ -10,16 +10,28 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::types::Member;
+use crate::tls::TlsConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NodeConfig {
     /// Raft node id, unique in the cluster, > 0.
     pub id: u64,
-    /// gRPC listen address (client API and replica traffic). Port 0 picks a free port.
+    /// Client API listen address (TLS). Port 0 picks a free port.
     pub listen: String,
-    /// Address other replicas and clients use to reach this one; defaults to `listen`.
+    /// Address clients use to reach this one; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Peer listen address: raft traffic, cosigning and forwarded requests,
+    /// mutual TLS, members only. Port 0 picks a free port.
+    pub peer_listen: String,
+    /// Address other replicas use to reach this one; defaults to `peer-listen`.
+    pub peer_advertise: Option<String>,
+    /// Certificates (`[tls]`): required unless `insecure-plaintext`.
+    pub tls: TlsConfig,
+    /// Serve both ports without TLS and without authenticating peers: anyone
+    /// who reaches the peer port can then rewrite the ledger. Experiments only.
+    pub insecure_plaintext: bool,
     /// Local IP that connections to other replicas leave from (multi-homed
     /// hosts; the test harness gives each replica its own loopback address
     /// so that it can cut links between replicas). Default: chosen by the OS.
@@ -28,7 +40,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Initialise a new cluster from this replica (first start only).
     pub bootstrap: bool,
-    /// Initial members as `ID=HOST:PORT` (with `bootstrap`; must include this replica).
+    /// Initial members as `ID=CLIENT_HOST:PORT/PEER_HOST:PORT` (with `bootstrap`;
+    /// must include this replica).
     pub members: Vec<String>,
     /// Genesis operator keys as `PARTY_ID=PUBLIC_KEY_HEX` (with `bootstrap`).
     pub operators: Vec<String>,
@@ -49,6 +62,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Raft log entries kept after a snapshot, for followers that lag a little.
     pub keep_logs: u64,
+    /// Resource limits (`[limits]`; see `limits.rs`).
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for NodeConfig {
@@ -57,6 +72,10 @@ impl Default for NodeConfig {
             id: 1,
             listen: "127.0.0.1:7101".into(),
             advertise: None,
+            peer_listen: "127.0.0.1:7201".into(),
+            peer_advertise: None,
+            tls: TlsConfig::default(),
+            insecure_plaintext: false,
             source_ip: None,
             data_dir: PathBuf::from("arbor-data/node-1"),
             bootstrap: false,
@@ -70,6 +89,7 @@ impl Default for NodeConfig {
             election_timeout_max_ms: 1200,
             snapshot_every: 10_000,
             keep_logs: 1_000,
+            limits: Default::default(),
         }
     }
 }
@@ -100,12 +120,29 @@ impl NodeConfig {
             .unwrap_or_else(|| self.listen.clone())
     }
 
-    pub fn parsed_members(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+    pub fn peer_advertise_addr(&self) -> String {
+        self.peer_advertise
+            .clone()
+            .unwrap_or_else(|| self.peer_listen.clone())
+    }
+
+    pub fn parsed_members(&self) -> Result<BTreeMap<u64, Member>, ConfigError> {
         let mut out = BTreeMap::new();
         for m in &self.members {
-            let (id, addr) = m
-                .split_once('=')
-                .ok_or_else(|| ConfigError::Invalid(format!("member {m:?} is not ID=HOST:PORT")))?;
+            let shape = || {
+                ConfigError::Invalid(format!(
+                    "member {m:?} is not ID=CLIENT_HOST:PORT/PEER_HOST:PORT"
+                ))
+            };
+            let (id, addrs) = m.split_once('=').ok_or_else(shape)?;
+            let (addr, peer_addr) = addrs.split_once('/').ok_or_else(shape)?;
+            let member = Member {
+                addr: addr.trim().to_string(),
+                peer_addr: peer_addr.trim().to_string(),
+            };
+            if member.addr.is_empty() || member.peer_addr.is_empty() {
+                return Err(shape());
+            }
             let id: u64 = id
                 .trim()
                 .parse()
@@ -115,7 +152,7 @@ impl NodeConfig {
                     "member {m:?}: id must be > 0"
                 )));
             }
-            if out.insert(id, addr.trim().to_string()).is_some() {
+            if out.insert(id, member).is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "member id {id} is listed twice"
                 )));
@@ -161,6 +198,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.parsed_source_ip()?;
+        self.limits.validate()?;
         if self.id == 0 {
             return bad("id must be > 0".into());
         }
@@ -169,6 +207,21 @@ impl NodeConfig {
                 "listen {:?} is not HOST:PORT with a numeric IP",
                 self.listen
             ));
+        }
+        if self.peer_listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(format!(
+                "peer-listen {:?} is not HOST:PORT with a numeric IP",
+                self.peer_listen
+            ));
+        }
+        if self.listen == self.peer_listen && !self.listen.ends_with(":0") {
+            return bad(format!(
+                "listen and peer-listen are both {:?}: the peer port must be its own",
+                self.listen
+            ));
+        }
+        if !self.insecure_plaintext {
+            self.tls.load()?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data-dir is empty".into());
@@ -218,34 +271,61 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_the_defaults() {
+        let text = include_str!("../../docs/arbor-node.example.toml");
+        let c: NodeConfig = toml::from_str(text).expect("docs/arbor-node.example.toml parses");
+        assert_eq!(c, NodeConfig::default());
+    }
+
+    #[test]
     fn file_values_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(
             &p,
-            "id = 2\nmembers = [\"1=127.0.0.1:1\", \"2=127.0.0.1:2\"]\n",
+            "id = 2\nmembers = [\"1=127.0.0.1:1/127.0.0.1:11\", \"2=127.0.0.1:2/127.0.0.1:12\"]\n",
         )
         .unwrap();
         let c = NodeConfig::from_file(&p).unwrap();
         assert_eq!(c.id, 2);
         assert_eq!(c.heartbeat_ms, NodeConfig::default().heartbeat_ms);
-        assert_eq!(c.parsed_members().unwrap().len(), 2);
+        let members = c.parsed_members().unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[&2].peer_addr, "127.0.0.1:12");
     }
 
     #[test]
     fn validation_names_the_problem() {
         let c = NodeConfig {
             bootstrap: true,
+            insecure_plaintext: true,
             ..NodeConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("operator"));
+        let c = NodeConfig::default();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("tls.ca-file"));
+        let c = NodeConfig {
+            members: vec!["1=127.0.0.1:1".into()],
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("PEER_HOST:PORT"));
         let c = NodeConfig {
             listen: "nowhere".into(),
             ..NodeConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("listen"));
         let c = NodeConfig {
-            members: vec!["x=1".into()],
+            members: vec!["x=1/2".into()],
+            insecure_plaintext: true,
             ..NodeConfig::default()
         };
         assert!(c

@@ -2,8 +2,10 @@
 //!
 //! Like `vault server -dev`: ports on 127.0.0.1 (base, base+1, base+2), data
 //! under one directory, an operator key generated on first start, the cluster
-//! bootstrapped. The ports chosen on first start are kept in `dev.json` so a
-//! restart on the same directory finds the same membership and resumes.
+//! bootstrapped, TLS on both ports with a local CA and replica certificates
+//! generated on first start under `DIR/tls/`. The ports chosen on first
+//! start are kept in `dev.json` so a restart on the same directory finds the
+//! same membership and resumes. Peer ports are the client ports + 100.
 
 use openraft::async_runtime::WatchReceiver;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,29 @@ pub const OPERATOR_PARTY: &str = "operator";
 #[derive(Serialize, Deserialize)]
 struct DevState {
     ports: [u16; 3],
+}
+
+/// Distance from a replica's client port to its peer port.
+const PEER_PORT_OFFSET: u16 = 100;
+
+/// The dev cluster's CA and replica certificates, created once.
+fn ensure_certs(dir: &Path) -> anyhow::Result<()> {
+    let tls = dir.join("tls");
+    if !tls.join(crate::certs::CA_CERT).exists() {
+        crate::certs::create_ca(&tls, "arbor-dev")?;
+    }
+    for id in 1..=3u64 {
+        if !tls.join(format!("replica-{id}.pem")).exists() {
+            crate::certs::issue_replica(
+                &tls,
+                id,
+                &["127.0.0.1".into(), "localhost".into()],
+                &tls,
+                3650,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn load_or_create_operator(path: &Path) -> anyhow::Result<SigningKey> {
@@ -39,8 +64,8 @@ fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
         return Ok(s.ports);
     }
     anyhow::ensure!(
-        base_port > 0 && base_port < u16::MAX - 2,
-        "--base-port must leave room for three ports"
+        base_port > 0 && base_port < u16::MAX - 2 - PEER_PORT_OFFSET,
+        "--base-port must leave room for three client ports and three peer ports (+{PEER_PORT_OFFSET})"
     );
     let s = DevState {
         ports: [base_port, base_port + 1, base_port + 2],
@@ -58,11 +83,19 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     let key_path = data_dir.join("operator.key");
     let op_key = load_or_create_operator(&key_path)?;
     let op_pub = op_key.verifying_key().to_bytes();
+    ensure_certs(&data_dir)?;
+    let tls_dir = data_dir.join("tls");
+    let ca_path = tls_dir.join(crate::certs::CA_CERT);
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peer_addrs: Vec<String> = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p + PEER_PORT_OFFSET))
+        .collect();
     let members: Vec<String> = addrs
         .iter()
+        .zip(&peer_addrs)
         .enumerate()
-        .map(|(i, a)| format!("{}={a}", i + 1))
+        .map(|(i, (a, p))| format!("{}={a}/{p}", i + 1))
         .collect();
 
     let mut nodes: Vec<NodeHandle> = Vec::new();
@@ -71,6 +104,13 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
         let cfg = NodeConfig {
             id,
             listen: addr.clone(),
+            peer_listen: peer_addrs[i].clone(),
+            tls: crate::tls::TlsConfig {
+                ca_file: Some(ca_path.clone()),
+                cert_file: Some(tls_dir.join(format!("replica-{id}.pem"))),
+                key_file: Some(tls_dir.join(format!("replica-{id}.key"))),
+                ..Default::default()
+            },
             data_dir: data_dir.join(format!("node-{id}")),
             bootstrap: id == 1,
             members: if id == 1 { members.clone() } else { Vec::new() },
@@ -88,14 +128,15 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
     }
 
     wait_ready(&nodes).await?;
-    enroll_replicas(&nodes, &op_key).await?;
+    enroll_replicas(&nodes, &op_key, &ca_path).await?;
     let endpoints = addrs.join(",");
     let env_path = data_dir.join("dev.env");
     std::fs::write(
         &env_path,
         format!(
-            "export ARBOR_ENDPOINTS={endpoints}\nexport ARBOR_OPERATOR_KEY={}\n",
-            key_path.display()
+            "export ARBOR_ENDPOINTS={endpoints}\nexport ARBOR_OPERATOR_KEY={}\nexport ARBOR_CACERT={}\n",
+            key_path.display(),
+            ca_path.display()
         ),
     )?;
     println!(
@@ -103,8 +144,12 @@ pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
         data_dir.display()
     );
     for (i, a) in addrs.iter().enumerate() {
-        println!("  replica {} at {a}", i + 1);
+        println!("  replica {} at {a} (peer port {})", i + 1, peer_addrs[i]);
     }
+    println!(
+        "TLS:          CA {} (clients need it: ARBOR_CACERT)",
+        ca_path.display()
+    );
     println!(
         "operator key: {} (party id \"{OPERATOR_PARTY}\")",
         key_path.display()
@@ -142,10 +187,19 @@ async fn wait_ready(nodes: &[NodeHandle]) -> anyhow::Result<()> {
 
 /// Enrols each replica's checkpoint-signing key (role replica) with the
 /// operator key, once, so that checkpoints can be verified from the ledger.
-async fn enroll_replicas(nodes: &[NodeHandle], op: &SigningKey) -> anyhow::Result<()> {
+async fn enroll_replicas(
+    nodes: &[NodeHandle],
+    op: &SigningKey,
+    ca_path: &Path,
+) -> anyhow::Result<()> {
     use arbor_proto::pb;
-    let mut client =
-        pb::arbor_client::ArborClient::connect(format!("http://{}", nodes[0].addr)).await?;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let ca = std::fs::read(ca_path)?;
+    let channel = Endpoint::from_shared(format!("https://{}", nodes[0].addr))?
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?
+        .connect()
+        .await?;
+    let mut client = pb::arbor_client::ArborClient::new(channel);
     for n in nodes {
         if n.reader.party(&n.identity.name)?.is_some() {
             continue;

@@ -38,4 +38,6 @@ pub enum NodeError {
     Identity(String),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }

@@ -13,11 +13,13 @@ use clap::{Args, Parser, Subcommand};
     about = "A replica of the arbor order arbitration ledger",
     long_about = concat!(
         "A replica of the arbor order arbitration ledger: openraft consensus, RocksDB storage, gRPC.\n\n",
-        "Run one replica (the bootstrap one; the others need only --id, --listen, --data-dir):\n",
-        "  arbor-node run --id 1 --listen 127.0.0.1:7101 --data-dir data/1 \\\n",
-        "    --bootstrap --member 1=127.0.0.1:7101 --member 2=127.0.0.1:7102 --member 3=127.0.0.1:7103 \\\n",
-        "    --operator operator=<PUBLIC_KEY_HEX>\n",
-        "Local three-replica cluster:\n",
+        "Run one replica (the bootstrap one; the others need no --bootstrap, --member, --operator):\n",
+        "  arbor-node cert ca --dir pki && arbor-node cert replica --dir pki --id 1 --host 127.0.0.1\n",
+        "  arbor-node run --id 1 --listen 127.0.0.1:7101 --peer-listen 127.0.0.1:7201 --data-dir data/1 \\\n",
+        "    --ca-file pki/ca.pem --cert-file pki/replica-1.pem --key-file pki/replica-1.key \\\n",
+        "    --bootstrap --member 1=127.0.0.1:7101/127.0.0.1:7201 --member 2=127.0.0.1:7102/127.0.0.1:7202 \\\n",
+        "    --member 3=127.0.0.1:7103/127.0.0.1:7203 --operator operator=<PUBLIC_KEY_HEX>\n",
+        "Local three-replica cluster (TLS, certificates generated on first start):\n",
         "  arbor-node dev\n\n",
         "Settings come from defaults < --config FILE (TOML) < ARBOR_* environment < flags.\n",
         "See docs/arbor-node.example.toml and docs/operations.md."
@@ -45,6 +47,55 @@ ARBOR_OPERATOR_KEY for the arbor CLI. Started again on the same directory it res
 Stops cleanly on Ctrl-C or SIGTERM."
     )]
     Dev(DevArgs),
+    /// Create the cluster CA and issue replica and client certificates
+    #[command(subcommand)]
+    Cert(CertCmd),
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// Create a new cluster CA: DIR/ca.pem (give it to replicas and clients) and DIR/ca.key (keep it offline)
+    Ca {
+        /// Directory for ca.pem and ca.key
+        #[arg(long)]
+        dir: PathBuf,
+        /// Name in the CA's subject (e.g. the cluster id)
+        #[arg(long, default_value = "arbor")]
+        name: String,
+    },
+    /// Issue a replica certificate: names arbor-replica-ID (what peers check) and each --host
+    Replica {
+        /// Directory holding ca.pem and ca.key
+        #[arg(long)]
+        dir: PathBuf,
+        /// The replica's raft node id
+        #[arg(long)]
+        id: u64,
+        /// IP address or DNS name clients reach this replica by (repeat)
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Where to write replica-ID.pem and replica-ID.key (default: --dir)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity in days
+        #[arg(long, default_value_t = arbor_node::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Issue a client certificate (for clusters that require them: tls.client-cert-required)
+    Client {
+        /// Directory holding ca.pem and ca.key
+        #[arg(long)]
+        dir: PathBuf,
+        /// Name in the certificate (letters, digits, '-', '_', '.')
+        #[arg(long)]
+        name: String,
+        /// Where to write client-NAME.pem and client-NAME.key (default: --dir)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity in days
+        #[arg(long, default_value_t = arbor_node::certs::DEFAULT_DAYS)]
+        days: u32,
+    },
 }
 
 #[derive(Args)]
@@ -68,17 +119,41 @@ struct RunArgs {
     /// gRPC listen address, e.g. 127.0.0.1:7101
     #[arg(long, env = "ARBOR_LISTEN")]
     listen: Option<String>,
-    /// Address peers and clients use for this replica (default: the listen address)
+    /// Address clients use for this replica (default: the listen address)
     #[arg(long, env = "ARBOR_ADVERTISE")]
     advertise: Option<String>,
+    /// Peer listen address (raft traffic, mutual TLS, members only), e.g. 127.0.0.1:7201
+    #[arg(long, env = "ARBOR_PEER_LISTEN")]
+    peer_listen: Option<String>,
+    /// Address other replicas use for this replica (default: the peer listen address)
+    #[arg(long, env = "ARBOR_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
+    /// The cluster CA certificate (PEM)
+    #[arg(long, env = "ARBOR_TLS_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// This replica's certificate (PEM, from `arbor-node cert replica`)
+    #[arg(long, env = "ARBOR_TLS_CERT_FILE")]
+    cert_file: Option<PathBuf>,
+    /// This replica's private key (PEM)
+    #[arg(long, env = "ARBOR_TLS_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// CA of client certificates (default: the cluster CA)
+    #[arg(long, env = "ARBOR_TLS_CLIENT_CA_FILE")]
+    client_ca_file: Option<PathBuf>,
+    /// Refuse clients without a certificate from the client CA
+    #[arg(long)]
+    client_cert_required: bool,
+    /// INSECURE: serve both ports without TLS; anyone reaching the peer port can rewrite the ledger
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Data directory (RocksDB, snapshots)
     #[arg(long, env = "ARBOR_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Initialise a new cluster from this replica on first start
     #[arg(long)]
     bootstrap: bool,
-    /// Initial member ID=HOST:PORT (repeat; with --bootstrap)
-    #[arg(long = "member", value_name = "ID=HOST:PORT")]
+    /// Initial member ID=CLIENT_HOST:PORT/PEER_HOST:PORT (repeat; with --bootstrap)
+    #[arg(long = "member", value_name = "ID=ADDR/PEER_ADDR")]
     members: Vec<String>,
     /// Genesis operator PARTY_ID=PUBLIC_KEY_HEX (repeat; with --bootstrap)
     #[arg(long = "operator", value_name = "PARTY=PUBHEX")]
@@ -122,6 +197,30 @@ impl RunArgs {
         }
         if let Some(v) = self.advertise {
             c.advertise = Some(v);
+        }
+        if let Some(v) = self.peer_listen {
+            c.peer_listen = v;
+        }
+        if let Some(v) = self.peer_advertise {
+            c.peer_advertise = Some(v);
+        }
+        if let Some(v) = self.ca_file {
+            c.tls.ca_file = Some(v);
+        }
+        if let Some(v) = self.cert_file {
+            c.tls.cert_file = Some(v);
+        }
+        if let Some(v) = self.key_file {
+            c.tls.key_file = Some(v);
+        }
+        if let Some(v) = self.client_ca_file {
+            c.tls.client_ca_file = Some(v);
+        }
+        if self.client_cert_required {
+            c.tls.client_cert_required = true;
+        }
+        if self.insecure_plaintext {
+            c.insecure_plaintext = true;
         }
         if let Some(v) = self.source_ip {
             c.source_ip = Some(v);
@@ -176,6 +275,34 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn cert(cmd: CertCmd) -> anyhow::Result<()> {
+    use arbor_node::certs;
+    let (cert, key) = match cmd {
+        CertCmd::Ca { dir, name } => certs::create_ca(&dir, &name)?,
+        CertCmd::Replica {
+            dir,
+            id,
+            hosts,
+            out,
+            days,
+        } => {
+            let out = out.unwrap_or_else(|| dir.clone());
+            certs::issue_replica(&dir, id, &hosts, &out, days)?
+        }
+        CertCmd::Client {
+            dir,
+            name,
+            out,
+            days,
+        } => {
+            let out = out.unwrap_or_else(|| dir.clone());
+            certs::issue_client(&dir, &name, &out, days)?
+        }
+    };
+    println!("wrote {} and {}", cert.display(), key.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     init_tracing();
@@ -187,6 +314,7 @@ fn main() {
         match cli.cmd {
             Some(Cmd::Dev(d)) => arbor_node::dev::run(d.data_dir, d.base_port).await,
             Some(Cmd::Run(r)) => run(r).await,
+            Some(Cmd::Cert(c)) => cert(c),
             None => run(cli.run).await,
         }
     });

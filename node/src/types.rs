@@ -53,13 +53,28 @@ pub enum Response {
     Refused { code: String, message: String },
 }
 
+/// A member as the membership records it: where clients and where peers reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Client API address (`host:port`): what leader hints name.
+    pub addr: String,
+    /// Peer address (`host:port`, mutual TLS): raft traffic, cosigning, forwarding.
+    pub peer_addr: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (peer {})", self.addr, self.peer_addr)
+    }
+}
+
 openraft::declare_raft_types!(
-    /// arbor's openraft types: u64 node ids, `BasicNode { addr }` (the gRPC address).
+    /// arbor's openraft types: u64 node ids, [`Member`] nodes.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Member,
 );
 
 pub type NodeId = u64;

@@ -1,5 +1,10 @@
 //! `TestCluster`: real `arbor-node` processes on OS-assigned ports in a temp dir.
 //!
+//! Every cluster runs TLS as a production one does: the harness creates a CA
+//! and one certificate per replica with `arbor-node cert` (in `pki/`), each
+//! replica serves its client port over TLS and its peer port over mutual TLS,
+//! and every client the harness hands out checks the CA ([`TestCluster::transport`]).
+//!
 //! Shaped after etcd's integration `cluster.go` and TiKV's `test_raftstore`:
 //! the test drives replicas (kill, stop, restart, add) and waits on observable
 //! conditions with deadlines; [`TestCluster::check_invariants`] runs every
@@ -14,7 +19,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arbor_client::{Client, Commands, Identity};
+use arbor_client::{Client, Commands, Identity, TlsOptions, Transport};
 use arbor_proto::pb;
 use futures::StreamExt;
 use tempfile::TempDir;
@@ -46,14 +51,18 @@ pub struct Options {
     pub keep_logs: Option<u64>,
     /// `--lease-grace-ms N` (recorded in genesis by the bootstrap replica)
     pub lease_grace_ms: Option<u64>,
-    /// Put a TCP proxy in front of every replica (and give each its own
-    /// source address) so that [`TestCluster::partition`] can cut links.
+    /// Put a TCP proxy in front of every replica's peer port (and give each
+    /// its own source address) so that [`TestCluster::partition`] can cut links.
     pub partitionable: bool,
+    /// More arguments for every replica (e.g. `--config FILE`).
+    pub extra_args: Vec<String>,
 }
 
 struct Replica {
-    /// The address the replica advertises (its proxy's, when partitionable).
+    /// The client API address.
     addr: String,
+    /// The peer address the replica advertises (its proxy's, when partitionable).
+    peer_addr: String,
     proxy: Option<Proxy>,
     process: Process,
     /// SIGSTOPped by [`TestCluster::pause`]: alive but unresponsive.
@@ -69,6 +78,7 @@ pub struct Audit {
 pub struct TestCluster {
     dir: TempDir,
     bin: PathBuf,
+    transport: Transport,
     opts: Options,
     operator: Identity,
     replicas: BTreeMap<u64, Replica>,
@@ -78,8 +88,24 @@ pub struct TestCluster {
 /// Where a replica listens and what it advertises.
 struct Address {
     listen: String,
-    advertised: String,
+    peer_listen: String,
+    peer_advertised: String,
     proxy: Option<Proxy>,
+}
+
+/// Runs `arbor-node cert ...`; panics with its output unless it succeeds.
+pub fn node_cert(bin: &Path, args: &[&str]) {
+    let out = std::process::Command::new(bin)
+        .arg("cert")
+        .args(args)
+        .output()
+        .expect("run arbor-node cert");
+    assert!(
+        out.status.success(),
+        "arbor-node cert {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The endpoint string a client is given for a replica address.
@@ -103,9 +129,13 @@ impl TestCluster {
             .tempdir()
             .expect("create temp dir");
         let operator = Identity::generate(OPERATOR);
+        let pki = dir.path().join("pki");
+        node_cert(&bin, &["ca", "--dir", &pki.display().to_string()]);
+        let ca = std::fs::read(pki.join("ca.pem")).expect("read ca.pem");
         let mut c = TestCluster {
             dir,
             bin,
+            transport: Transport::Tls(TlsOptions::new(ca)),
             opts,
             operator,
             replicas: BTreeMap::new(),
@@ -117,7 +147,7 @@ impl TestCluster {
         }
         let members: Vec<(u64, String)> = addrs
             .iter()
-            .map(|(id, a)| (*id, a.advertised.clone()))
+            .map(|(id, a)| (*id, format!("{}/{}", a.listen, a.peer_advertised)))
             .collect();
         for (id, address) in addrs {
             let mut extra = Vec::new();
@@ -139,23 +169,54 @@ impl TestCluster {
         c
     }
 
-    /// A fresh listen address, and the proxy in front of it when the
-    /// cluster is partitionable.
+    /// Fresh listen addresses, and the proxy in front of the peer port when
+    /// the cluster is partitionable.
     async fn new_address(&self) -> Address {
         let listen = format!("127.0.0.1:{}", free_port());
+        let peer_listen = format!("127.0.0.1:{}", free_port());
         if !self.opts.partitionable {
             return Address {
-                advertised: listen.clone(),
                 listen,
+                peer_advertised: peer_listen.clone(),
+                peer_listen,
                 proxy: None,
             };
         }
-        let proxy = Proxy::start(listen.parse().expect("listen address")).await;
+        let proxy = Proxy::start(peer_listen.parse().expect("listen address")).await;
         Address {
-            advertised: proxy.addr.to_string(),
             listen,
+            peer_advertised: proxy.addr.to_string(),
+            peer_listen,
             proxy: Some(proxy),
         }
+    }
+
+    /// Issues replica `id`'s certificate (once) and returns the TLS flags.
+    fn tls_args(&self, id: u64) -> Vec<String> {
+        let pki = self.dir.path().join("pki");
+        let cert = pki.join(format!("replica-{id}.pem"));
+        if !cert.exists() {
+            node_cert(
+                &self.bin,
+                &[
+                    "replica",
+                    "--dir",
+                    &pki.display().to_string(),
+                    "--id",
+                    &id.to_string(),
+                    "--host",
+                    "127.0.0.1",
+                ],
+            );
+        }
+        vec![
+            "--ca-file".into(),
+            pki.join("ca.pem").display().to_string(),
+            "--cert-file".into(),
+            cert.display().to_string(),
+            "--key-file".into(),
+            pki.join(format!("replica-{id}.key")).display().to_string(),
+        ]
     }
 
     fn spawn(&mut self, id: u64, address: Address, extra: Vec<String>) {
@@ -167,19 +228,23 @@ impl TestCluster {
             id.to_string(),
             "--listen".into(),
             address.listen.clone(),
+            "--peer-listen".into(),
+            address.peer_listen.clone(),
             "--data-dir".into(),
             home.join("data").display().to_string(),
         ];
+        args.extend(self.tls_args(id));
         if address.proxy.is_some() {
             args.extend([
-                "--advertise".into(),
-                address.advertised.clone(),
+                "--peer-advertise".into(),
+                address.peer_advertised.clone(),
                 "--source-ip".into(),
                 proxy::source_ip(id).to_string(),
             ]);
         }
         args.extend(extra);
-        let addr = address.advertised;
+        let addr = address.listen;
+        let peer_addr = address.peer_advertised;
         let proxy = address.proxy;
         if let Some(n) = self.opts.snapshot_every {
             args.extend(["--snapshot-every".into(), n.to_string()]);
@@ -190,6 +255,7 @@ impl TestCluster {
         if let Some(n) = self.opts.lease_grace_ms {
             args.extend(["--lease-grace-ms".into(), n.to_string()]);
         }
+        args.extend(self.opts.extra_args.iter().cloned());
         let mut process = Process::new(
             format!("replica {id}"),
             &self.bin,
@@ -201,6 +267,7 @@ impl TestCluster {
             id,
             Replica {
                 addr,
+                peer_addr,
                 proxy,
                 process,
                 paused: AtomicBool::new(false),
@@ -242,8 +309,34 @@ impl TestCluster {
             .collect()
     }
 
+    /// The process id of replica `id`, if it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.replica(id).process.pid()
+    }
+
+    /// Replica `id`'s client API address.
     pub fn addr(&self, id: u64) -> &str {
         &self.replica(id).addr
+    }
+
+    /// Replica `id`'s peer address (its proxy's when partitionable).
+    pub fn peer_addr(&self, id: u64) -> &str {
+        &self.replica(id).peer_addr
+    }
+
+    /// The PKI directory: `ca.pem`, `ca.key`, `replica-N.pem|key`.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// The cluster CA's certificate file (for `arbor --cacert`).
+    pub fn cacert(&self) -> String {
+        self.pki_dir().join("ca.pem").display().to_string()
+    }
+
+    /// TLS with the cluster's CA: what every harness client uses.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     /// The client endpoint of one replica.
@@ -272,7 +365,7 @@ impl TestCluster {
     /// A client that knows only the given replicas.
     pub async fn client_for(&self, ids: &[u64]) -> Client {
         let eps: Vec<String> = ids.iter().map(|id| self.endpoint(*id)).collect();
-        Client::connect(&eps)
+        Client::connect(&eps, &self.transport)
             .await
             .unwrap_or_else(|e| panic!("connect to {eps:?}: {e}"))
             .with_timeout(CLIENT_TIMEOUT)
@@ -299,7 +392,7 @@ impl TestCluster {
 
     /// Replica `id`'s own view (never forwarded).
     pub async fn status(&self, id: u64) -> Result<pb::LocalStatusReply, String> {
-        Client::local_status(&self.endpoint(id))
+        Client::local_status(&self.transport, &self.endpoint(id))
             .await
             .map_err(|e| e.to_string())
     }
@@ -518,7 +611,8 @@ impl TestCluster {
     pub async fn add_replica(&mut self) -> u64 {
         let id = self.replicas.keys().max().copied().unwrap_or(0) + 1;
         let address = self.new_address().await;
-        let addr = address.advertised.clone();
+        let addr = address.listen.clone();
+        let peer_addr = address.peer_advertised.clone();
         let existing = self.running();
         self.spawn(id, address, Vec::new());
         self.wait_ready(id).await;
@@ -527,7 +621,7 @@ impl TestCluster {
             .await
             .with_timeout(Duration::from_secs(150));
         let reply = client
-            .add_node(&self.operator, id, &addr)
+            .add_node(&self.operator, id, &addr, &peer_addr)
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -628,7 +722,7 @@ impl TestCluster {
     pub async fn enroll_replicas(&self) -> Vec<String> {
         let mut names = Vec::new();
         for id in self.ids() {
-            let ident = Client::get_replica_identity(&self.endpoint(id))
+            let ident = Client::get_replica_identity(&self.transport, &self.endpoint(id))
                 .await
                 .unwrap_or_else(|e| panic!("replica {id} identity: {e}"));
             assert_eq!(ident.name, format!("arbor-replica-{id}"));
@@ -692,7 +786,7 @@ impl TestCluster {
         let mut out: Vec<pb::LedgerEntry> = Vec::new();
         loop {
             let from = out.last().map(|e| e.seq + 1).unwrap_or(0);
-            let r = Client::local_entries(&ep, from, 1000)
+            let r = Client::local_entries(&self.transport, &ep, from, 1000)
                 .await
                 .map_err(|e| format!("replica {id}: entries from {from}: {e}"))?;
             if r.empty {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use arbor_client::Client;
+use arbor_client::{Client, TlsOptions, Transport};
 
 use crate::bins::{cli_bin, node_bin};
 use crate::replica::Process;
@@ -59,7 +59,10 @@ impl DevCluster {
             }
             let text = std::fs::read_to_string(&env_path).map_err(|e| e.to_string())?;
             let env = parse_env(&text);
-            if env.contains_key("ARBOR_ENDPOINTS") && env.contains_key("ARBOR_OPERATOR_KEY") {
+            if env.contains_key("ARBOR_ENDPOINTS")
+                && env.contains_key("ARBOR_OPERATOR_KEY")
+                && env.contains_key("ARBOR_CACERT")
+            {
                 Ok(env)
             } else {
                 Err(format!(
@@ -71,6 +74,9 @@ impl DevCluster {
         .await;
         let endpoints = self.endpoint_list();
         assert_eq!(endpoints.len(), 3, "dev.env endpoints: {endpoints:?}");
+        let ca = std::fs::read(&self.env["ARBOR_CACERT"]).expect("read the dev CA");
+        let transport = Transport::Tls(TlsOptions::new(ca));
+        let transport = &transport;
         for (i, ep) in endpoints.iter().enumerate() {
             let port = (self.base_port + i as u16).to_string();
             assert!(ep.contains(&port), "endpoint {ep} is not on port {port}");
@@ -87,7 +93,7 @@ impl DevCluster {
                 }
                 let mut leaders = Vec::new();
                 for ep in &endpoints {
-                    let s = Client::local_status(ep)
+                    let s = Client::local_status(transport, ep)
                         .await
                         .map_err(|e| format!("{ep}: {e}"))?;
                     if !s.has_entries {
@@ -135,7 +141,14 @@ impl DevCluster {
 
     /// Runs `arbor --endpoints E --output json ARGS...`.
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
-        let mut full = vec!["--endpoints", self.endpoints(), "--output", "json"];
+        let mut full = vec![
+            "--endpoints",
+            self.endpoints(),
+            "--cacert",
+            &self.env["ARBOR_CACERT"],
+            "--output",
+            "json",
+        ];
         full.extend_from_slice(args);
         run_cli(&full).await
     }

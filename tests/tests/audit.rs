@@ -18,9 +18,9 @@ fn hash(b: &[u8]) -> Hash {
 async fn enroll_replicas(c: &TestCluster) -> Vec<NoteKey> {
     let mut keys = Vec::new();
     for id in c.ids() {
-        let mut rc = ArborClient::connect(format!("http://{}", c.endpoint(id)))
-            .await
-            .expect("connect");
+        let mut rc = ArborClient::new(
+            arbor_client::channel(&c.endpoint(id), c.transport()).expect("channel"),
+        );
         let ident = rc
             .get_replica_identity(pb::ReplicaIdentityRequest {})
             .await
@@ -58,9 +58,9 @@ async fn checkpoints_are_quorum_cosigned_and_proofs_verify() {
         c.register_order(&channel, &format!("ord-{i}")).await;
     }
 
-    let mut client = ArborClient::connect(format!("http://{}", c.endpoint(c.ids()[1])))
-        .await
-        .expect("connect");
+    let mut client = ArborClient::new(
+        arbor_client::channel(&c.endpoint(c.ids()[1]), c.transport()).expect("channel"),
+    );
     let old = client
         .get_checkpoint(pb::GetCheckpointRequest {})
         .await
@@ -157,9 +157,9 @@ async fn checkpoints_are_quorum_cosigned_and_proofs_verify() {
     // With one replica down, the other two still make a quorum.
     let down = c.ids()[2];
     c.kill(down);
-    let live = ArborClient::connect(format!("http://{}", c.endpoint(c.ids()[0])))
-        .await
-        .expect("connect");
+    let live = ArborClient::new(
+        arbor_client::channel(&c.endpoint(c.ids()[0]), c.transport()).expect("channel"),
+    );
     let cp = c
         .wait_until("checkpoint with one replica down", TIMEOUT, async || {
             let mut live = live.clone();

@@ -14,9 +14,12 @@ async fn bench_claims_every_order_once_and_reports_json() {
     let key = key.display().to_string();
     let endpoints = cluster.endpoints().join(",");
 
+    let cacert = cluster.cacert();
     let out = run_cli(&[
         "--endpoints",
         &endpoints,
+        "--cacert",
+        &cacert,
         "--output",
         "json",
         "bench",

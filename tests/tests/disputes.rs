@@ -43,10 +43,12 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
     let client = c.client().await;
     let tmp = tempfile::tempdir().expect("temp dir");
     let eps = c.endpoints().join(",");
+    let cacert = c.cacert();
     let cli = |args: Vec<String>| {
         let eps = eps.clone();
+        let cacert = cacert.clone();
         async move {
-            let mut all = vec!["--endpoints".to_string(), eps];
+            let mut all = vec!["--endpoints".to_string(), eps, "--cacert".into(), cacert];
             all.extend(args);
             let refs: Vec<&str> = all.iter().map(String::as_str).collect();
             run_cli(&refs).await

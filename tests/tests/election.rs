@@ -39,7 +39,7 @@ async fn bootstrap_elects_one_leader_and_writes_genesis() {
 
     let operator_key = c.operator().public_key().to_vec();
     for id in c.ids() {
-        let r = Client::local_entries(&c.endpoint(id), 0, 1)
+        let r = Client::local_entries(c.transport(), &c.endpoint(id), 0, 1)
             .await
             .unwrap_or_else(|e| panic!("replica {id}: {e}"));
         assert!(!r.empty, "replica {id} has no entries");
@@ -123,7 +123,7 @@ async fn writes_through_a_follower_succeed() {
 
     c.wait_applied(registered.seq, TIMEOUT).await;
     for id in c.ids() {
-        let local = Client::local_order(&c.endpoint(id), "o-1")
+        let local = Client::local_order(c.transport(), &c.endpoint(id), "o-1")
             .await
             .unwrap_or_else(|e| panic!("replica {id} local read: {e}"));
         assert_eq!(local.registered_seq, 2, "replica {id}");

@@ -135,7 +135,7 @@ async fn killed_follower_restarts_and_catches_up() {
     c.wait_applied(head, TIMEOUT).await;
     let audit = c.check_invariants().await;
     assert_eq!(audit.chain.len() as u64, head + 1);
-    let o = Client::local_order(&c.endpoint(follower), "o-29")
+    let o = Client::local_order(c.transport(), &c.endpoint(follower), "o-29")
         .await
         .expect("restarted follower serves the order locally");
     assert_eq!(o.registered_by, "shop");

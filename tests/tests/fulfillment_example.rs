@@ -40,6 +40,8 @@ async fn the_example_node_claims_and_ships_new_orders() {
     cmd.args([
         "--endpoints",
         &c.endpoints().join(","),
+        "--cacert",
+        &c.cacert(),
         "--key",
         &key.display().to_string(),
         "--max",

@@ -52,7 +52,7 @@ async fn late_replica_catches_up_by_snapshot() {
         "replica {newcomer} is not a voter: {:?}",
         s.members
     );
-    let o = Client::local_order(&c.endpoint(newcomer), "o-42")
+    let o = Client::local_order(c.transport(), &c.endpoint(newcomer), "o-42")
         .await
         .expect("newcomer serves state from the snapshot");
     assert_eq!(o.registered_by, "shop");

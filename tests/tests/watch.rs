@@ -252,9 +252,9 @@ async fn absurd_watch_is_refused_with_a_clear_error() {
     let c = TestCluster::voters(1).await;
     let head = c.head_seq().await;
 
-    let mut raw = pb::arbor_client::ArborClient::connect(format!("http://{}", c.addr(1)))
-        .await
-        .expect("connect");
+    let mut raw = pb::arbor_client::ArborClient::new(
+        arbor_client::channel(c.addr(1), c.transport()).expect("channel"),
+    );
     let Err(err) = raw
         .watch_entries(pb::WatchRequest { from_seq: u64::MAX })
         .await
@@ -315,6 +315,8 @@ async fn cli_watch_prints_one_line_per_entry_until_ctrl_c() {
     let mut child = cmd
         .args(["watch", "--from", "0", "--output", "json", "--endpoints"])
         .arg(c.endpoint(1))
+        .arg("--cacert")
+        .arg(c.cacert())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

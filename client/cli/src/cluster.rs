@@ -24,17 +24,21 @@ Example:\n  arbor cluster status"
     /// Add a replica to the cluster (operator-signed)
     #[command(
         long_about = "Add a replica to the cluster (operator-signed). The new replica must already \
-be running at ADDR (host:port of its gRPC listener); it joins as a learner, catches up, \
-and is then promoted to voter.\n\n\
-Example:\n  arbor cluster add-node 4 10.0.0.14:7101 --key operator.key"
+be running with ADDR (host:port of its client API) and PEER_ADDR (host:port of its peer port), \
+with a certificate from the cluster CA naming arbor-replica-ID; it joins as a learner, catches \
+up, and is then promoted to voter.\n\n\
+Example:\n  arbor cluster add-node 4 10.0.0.14:7101 10.0.0.14:7201 --key operator.key"
     )]
     AddNode {
         /// Raft node id of the new replica (unique in the cluster)
         #[arg(value_name = "ID")]
         node_id: u64,
-        /// host:port the replica listens on
+        /// host:port of the replica's client API
         #[arg(value_name = "ADDR")]
         addr: String,
+        /// host:port of the replica's peer port (mutual TLS)
+        #[arg(value_name = "PEER_ADDR")]
+        peer_addr: String,
         /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
         #[arg(long, value_name = "OPKEY")]
         key: Option<PathBuf>,
@@ -60,9 +64,18 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
             let s = ctx.client().await?.cluster_status().await?;
             Ok(Reply::new(show_status(ctx, &s)))
         }
-        ClusterCmd::AddNode { node_id, addr, key } => {
+        ClusterCmd::AddNode {
+            node_id,
+            addr,
+            peer_addr,
+            key,
+        } => {
             let op = operator_key(key)?;
-            let r = ctx.client().await?.add_node(&op, node_id, &addr).await?;
+            let r = ctx
+                .client()
+                .await?
+                .add_node(&op, node_id, &addr, &peer_addr)
+                .await?;
             Ok(Reply::new(show_admin(ctx, &r)))
         }
         ClusterCmd::RemoveNode { node_id, key } => {
@@ -76,7 +89,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
 fn members_json(members: &[pb::Member]) -> Vec<serde_json::Value> {
     members
         .iter()
-        .map(|m| json!({"node_id": m.node_id, "addr": m.addr, "voter": m.voter}))
+        .map(|m| json!({"node_id": m.node_id, "addr": m.addr, "peer_addr": m.peer_addr, "voter": m.voter}))
         .collect()
 }
 

@@ -66,9 +66,44 @@ pub struct Cli {
 
 #[derive(Args)]
 pub struct Global {
-    /// Replica addresses, comma-separated (host:port or http://host:port)
+    /// Replica addresses, comma-separated (host:port)
     #[arg(long, global = true, help_heading = "Global options", env = "ARBOR_ENDPOINTS", value_name = "LIST", default_value = DEFAULT_ENDPOINTS)]
     pub endpoints: String,
+    /// CA certificate (PEM) that replicas' certificates are checked against
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ARBOR_CACERT",
+        value_name = "FILE"
+    )]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for clusters that require one
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ARBOR_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ARBOR_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// INSECURE: talk to a cluster run with --insecure-plaintext (no TLS)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ARBOR_INSECURE_PLAINTEXT"
+    )]
+    pub insecure_plaintext: bool,
     /// Output format
     #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -210,13 +245,29 @@ pub struct Ctx {
     pub endpoints: String,
     pub format: Format,
     pub timeout: Duration,
+    cacert: Option<std::path::PathBuf>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    insecure_plaintext: bool,
 }
 
 impl Ctx {
+    /// TLS (or, with --insecure-plaintext, none) as the global options say.
+    pub fn transport(&self) -> Result<arbor_client::Transport> {
+        Ok(arbor_client::Transport::from_options(
+            self.cacert.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+            self.insecure_plaintext,
+        )?)
+    }
+
     pub async fn client(&self) -> Result<Client> {
-        Ok(Client::connect(std::slice::from_ref(&self.endpoints))
-            .await?
-            .with_timeout(self.timeout))
+        Ok(
+            Client::connect(std::slice::from_ref(&self.endpoints), &self.transport()?)
+                .await?
+                .with_timeout(self.timeout),
+        )
     }
 }
 
@@ -225,6 +276,10 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         endpoints: cli.global.endpoints,
         format: cli.global.output,
         timeout: cli.global.timeout,
+        cacert: cli.global.cacert,
+        tls_cert: cli.global.tls_cert,
+        tls_key: cli.global.tls_key,
+        insecure_plaintext: cli.global.insecure_plaintext,
     };
     match cli.command {
         Command::Keys(c) => keys::run(ctx.format, c),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arbor_client::audit::{verify_checkpoint, verify_consistency, verify_inclusion};
 use arbor_client::pb::arbor_server::{Arbor, ArborServer};
-use arbor_client::{pb, Client};
+use arbor_client::{pb, Client, Transport};
 use arbor_proto::audit::synth::{rehash_from, Synth};
 use arbor_proto::ledger::merkle::{consistency_proof, inclusion_proof, leaf_hash, Hash};
 use arbor_proto::ledger::Entry;
@@ -147,6 +147,7 @@ impl Arbor for Ledger {
                     node_id: id,
                     addr: String::new(),
                     voter: true,
+                    peer_addr: String::new(),
                 })
                 .collect(),
             ..Default::default()
@@ -175,12 +176,6 @@ impl Arbor for Ledger {
             root: cp.root.to_vec(),
             signed_by: vec!["arbor-replica-1".into(), "arbor-replica-3".into()],
         }))
-    }
-    async fn cosign_checkpoint(
-        &self,
-        _: Request<pb::CosignRequest>,
-    ) -> Result<Response<pb::CosignReply>, Status> {
-        unimplemented()
     }
     async fn get_inclusion_proof(
         &self,
@@ -250,6 +245,8 @@ async fn arbor(args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_arbor"))
             .args(&args)
             .env_remove("ARBOR_ENDPOINTS")
+            .env_remove("ARBOR_CACERT")
+            .env("ARBOR_INSECURE_PLAINTEXT", "true")
             .output()
             .expect("run arbor")
     })
@@ -294,7 +291,9 @@ fn path_str(p: &Path) -> &str {
 async fn proofs_and_checkpoints_from_a_replica_are_checked_not_trusted() {
     let ledger = Ledger::honest();
     let addr = serve(ledger.clone()).await;
-    let client = Client::connect(std::slice::from_ref(&addr)).await.unwrap();
+    let client = Client::connect(std::slice::from_ref(&addr), &Transport::InsecurePlaintext)
+        .await
+        .unwrap();
 
     let reply = client.get_checkpoint().await.unwrap();
     let keys = ledger.synth.replica_note_keys();
@@ -314,7 +313,9 @@ async fn proofs_and_checkpoints_from_a_replica_are_checked_not_trusted() {
     wrong[0] ^= 1;
     assert!(verify_consistency(&c, 200, &wrong, cp.size, &cp.root).is_err());
 
-    let id = Client::get_replica_identity(&addr).await.unwrap();
+    let id = Client::get_replica_identity(&Transport::InsecurePlaintext, &addr)
+        .await
+        .unwrap();
     assert_eq!(id.name, "arbor-replica-1");
     assert_eq!(id.public_key, keys[0].public_key);
 }

@@ -33,6 +33,12 @@
 //!
 //! Parsed public keys are cached by their bytes (decompressing a key costs
 //! about a fifth of a verification).
+//!
+//! The queue is bounded: a submit takes one of `limits.max-pending-admission`
+//! slots ([`Admission::reserve`]) before its command is decoded and holds it
+//! until its signature is checked; with every slot taken, submits are
+//! refused `RESOURCE_EXHAUSTED` naming the limit (nothing is appended, and a
+//! resend later is safe).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +48,10 @@ use arbor_proto::ledger::COMMAND_DOMAIN;
 use arbor_proto::rules::{self, Admitted, Party, Refusal};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+use crate::limits::exhausted;
 
 /// Most commands checked in one batch.
 pub const MAX_BATCH: usize = 128;
@@ -59,18 +68,47 @@ struct Job {
 #[derive(Clone)]
 pub struct Admission {
     tx: mpsc::UnboundedSender<Job>,
+    pending: Arc<Semaphore>,
+    max_pending: usize,
+}
+
+/// One submit's slot in the admission queue; given back when dropped.
+pub struct Pending {
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Admission {
-    /// Starts the collector task on the current tokio runtime.
-    pub fn start() -> Admission {
+    /// Starts the collector task on the current tokio runtime; at most
+    /// `max_pending` submits are admitted at a time.
+    pub fn start(max_pending: usize) -> Admission {
         let (tx, rx) = mpsc::unbounded_channel();
         let verifiers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
         let shared = Arc::new(Verifier::new());
         tokio::spawn(collect(rx, Arc::new(Semaphore::new(verifiers)), shared));
-        Admission { tx }
+        Admission {
+            tx,
+            pending: Arc::new(Semaphore::new(max_pending)),
+            max_pending,
+        }
+    }
+
+    /// A slot in the admission queue, or `RESOURCE_EXHAUSTED` naming
+    /// `limits.max-pending-admission` when every one is taken.
+    pub fn reserve(&self) -> Result<Pending, Status> {
+        self.pending
+            .clone()
+            .try_acquire_owned()
+            .map(|_slot| Pending { _slot })
+            .map_err(|_| {
+                exhausted(
+                    "max-pending-admission",
+                    self.max_pending,
+                    "the leader has as many commands waiting for admission as it may queue; \
+                     nothing was appended, resend later",
+                )
+            })
     }
 
     /// Checks the signature of `admitted` (authorized as `party`), with the
@@ -281,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_checks_are_answered_each() {
-        let admission = Admission::start();
+        let admission = Admission::start(1024);
         let key = SigningKey::from_bytes(&[9; 32]);
         let mut tasks = Vec::new();
         for i in 0..200u64 {
@@ -299,5 +337,21 @@ mod tests {
             let (i, r) = t.await.unwrap();
             assert_eq!(r.is_ok(), i % 50 != 7, "command {i}: {r:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded() {
+        let admission = Admission::start(2);
+        let a = admission.reserve().unwrap();
+        let _b = admission.reserve().unwrap();
+        let e = admission.reserve().err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            e.message().contains("limits.max-pending-admission = 2"),
+            "{}",
+            e.message()
+        );
+        drop(a);
+        admission.reserve().unwrap();
     }
 }

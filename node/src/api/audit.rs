@@ -1,9 +1,11 @@
 //! Audit endpoints: quorum-cosigned checkpoints and Merkle proofs.
 //!
 //! The leader builds a checkpoint of its applied ledger, signs it with its
-//! replica identity and asks every other voter to cosign. A cosigner signs
-//! only if its own chain has the same root at that size, so a quorum of
-//! signatures means a quorum of replicas hold that exact ledger.
+//! replica identity and asks every other voter to cosign, over the peer port
+//! (only members may ask). A cosigner signs only if its own chain has the
+//! same root at that size and the checkpoint's time is within
+//! [`COSIGN_CLOCK_TOLERANCE_MS`] of its own clock, so a quorum of signatures
+//! means a quorum of replicas hold that exact ledger at about that time.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -15,6 +17,9 @@ use tonic::{Request, Status};
 
 use super::client_api::{now_ms, ArborApi};
 use super::status;
+
+/// How far a checkpoint's time may be from a cosigner's clock.
+pub const COSIGN_CLOCK_TOLERANCE_MS: u64 = 30_000;
 
 impl ArborApi {
     fn size(&self) -> Result<u64, Status> {
@@ -47,7 +52,7 @@ impl ArborApi {
                 continue;
             };
             let peers = self.peers.clone();
-            let addr = node.addr.clone();
+            let (peer_id, peer_addr) = (*id, node.peer_addr.clone());
             let req = pb::CosignRequest {
                 origin: origin.clone(),
                 size,
@@ -55,7 +60,7 @@ impl ArborApi {
                 time_ms: cp.time_ms,
             };
             calls.push(tokio::spawn(async move {
-                let mut c = peers.client(&addr)?;
+                let mut c = peers.raft(peer_id, &peer_addr).map_err(status::internal)?;
                 let mut r = Request::new(req);
                 r.set_timeout(Duration::from_secs(5));
                 c.cosign_checkpoint(r).await.map(|r| r.into_inner())
@@ -124,8 +129,17 @@ impl ArborApi {
         })
     }
 
-    /// Signs a checkpoint if this replica's own chain agrees with it.
-    pub(super) async fn cosign(&self, req: pb::CosignRequest) -> Result<pb::CosignReply, Status> {
+    /// Signs a checkpoint if this replica's own chain agrees with it and its
+    /// time is plausible by this replica's clock. Called by the peer service
+    /// once the caller is known to be a member.
+    pub(crate) async fn cosign(&self, req: pb::CosignRequest) -> Result<pb::CosignReply, Status> {
+        let now = now_ms();
+        if req.time_ms.abs_diff(now) > COSIGN_CLOCK_TOLERANCE_MS {
+            return Err(Status::failed_precondition(format!(
+                "checkpoint time {} ms is more than {} ms from replica {}'s clock ({now} ms): refusing to cosign",
+                req.time_ms, COSIGN_CLOCK_TOLERANCE_MS, self.id
+            )));
+        }
         // The leader may be slightly ahead: wait (briefly) until we have applied that far.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {

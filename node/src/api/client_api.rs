@@ -14,15 +14,17 @@ use arbor_proto::ledger::verify_admin;
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_server::Arbor;
 use arbor_proto::rules;
-use openraft::{BasicNode, ChangeMembers, ReadPolicy};
+use openraft::{ChangeMembers, ReadPolicy};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
-use super::routing::{self, route, Peers};
+use super::routing::{self, route};
 use super::status;
 use crate::identity::ReplicaIdentity;
+use crate::net::Peers;
 use crate::proofs::LeafCache;
+use crate::types::Member;
 use crate::storage::{AppliedHead, LedgerReader};
 use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
 use crate::Raft;
@@ -42,7 +44,10 @@ pub fn now_ms() -> u64 {
 #[derive(Clone)]
 pub struct ArborApi {
     pub id: NodeId,
+    /// This replica's client API address (as advertised).
     pub addr: String,
+    /// This replica's peer address (as advertised).
+    pub peer_addr: String,
     pub raft: Raft,
     pub reader: LedgerReader,
     pub peers: Peers,
@@ -51,6 +56,8 @@ pub struct ArborApi {
     /// The state machine's applied head, for the live feed (`watch.rs`).
     pub applied: AppliedHead,
     pub admission: Admission,
+    /// Reply sizes and open watch streams (`limits.rs`).
+    pub limits: crate::limits::ApiLimits,
 }
 
 impl ArborApi {
@@ -88,7 +95,10 @@ impl ArborApi {
     /// Proposes a command on this (leader) replica and waits for its outcome.
     async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
         let bytes = env.encode_to_vec();
-        let key = match self.admit(&bytes).await {
+        let slot = self.admission.reserve()?;
+        let admitted = self.admit(&bytes).await;
+        drop(slot);
+        let key = match admitted {
             Ok(key) => key,
             // A resend of an applied command gets its original outcome even
             // if admission now refuses it (the signer's key changed since).
@@ -109,11 +119,10 @@ impl ArborApi {
             Ok(r) => r.response().clone(),
             Err(e) => {
                 if let Some(f) = e.forward_to_leader() {
-                    if let Some(n) = &f.leader_node {
+                    if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
                         // Leadership moved while proposing: the new leader decides.
                         // A resend is safe, the command id deduplicates it.
-                        let addr = n.addr.clone();
-                        return routing::forward(&self.peers, &addr, env, |mut c, r| async move {
+                        return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
                             c.submit(r).await
                         })
                         .await
@@ -235,6 +244,7 @@ impl ArborApi {
                 node_id: *id,
                 addr: n.addr.clone(),
                 voter: voters.contains(id),
+                peer_addr: n.peer_addr.clone(),
             })
             .collect()
     }
@@ -554,10 +564,23 @@ impl Arbor for ArborApi {
             0 => DEFAULT_ENTRIES,
             n => n.min(MAX_ENTRIES),
         };
-        let entries = self
+        // Cut before the reply passes max-reply-bytes (each entry counted
+        // with its field framing), with at least one entry.
+        let max = self.limits.limits.max_reply_bytes;
+        let budget = max.saturating_sub(crate::limits::REPLY_OVERHEAD);
+        let (entries, bytes) = self
             .reader
-            .entries(r.from_seq, limit as usize)
+            .entries_within(
+                r.from_seq,
+                limit as usize,
+                budget,
+                crate::limits::framed_len,
+            )
             .map_err(status::internal)?;
+        if bytes > budget {
+            let seq = entries.first().map_or(r.from_seq, |e| e.seq);
+            return Err(crate::limits::entry_too_big(seq, bytes, max));
+        }
         let head = self.reader.head().map_err(status::internal)?;
         Ok(Response::new(pb::GetEntriesReply {
             entries: entries.iter().map(|e| e.to_pb()).collect(),
@@ -589,9 +612,9 @@ impl Arbor for ArborApi {
             let peers = self.peers.clone();
             let m = m.clone();
             calls.push(tokio::spawn(async move {
-                let addr = m.addr.clone();
+                let (id, peer_addr) = (m.node_id, m.peer_addr.clone());
                 let res = async move {
-                    let mut c = peers.client(&addr)?;
+                    let mut c = peers.arbor(id, &peer_addr).map_err(status::internal)?;
                     let mut r = Request::new(pb::LocalStatusRequest {});
                     r.set_timeout(Duration::from_secs(2));
                     c.local_status(r).await.map(|r| r.into_inner())
@@ -635,10 +658,13 @@ impl Arbor for ArborApi {
         let pb::admin_command::Body::AddNode(add) = body else {
             return Err(status::invalid("AddNode needs an add_node admin command"));
         };
-        if add.node_id == 0 || add.addr.parse::<std::net::SocketAddr>().is_err() {
+        if add.node_id == 0
+            || add.addr.parse::<std::net::SocketAddr>().is_err()
+            || add.peer_addr.parse::<std::net::SocketAddr>().is_err()
+        {
             return Err(status::invalid(format!(
-                "node id must be > 0 and address HOST:PORT with a numeric IP (got {} {:?})",
-                add.node_id, add.addr
+                "node id must be > 0 and both addresses HOST:PORT with a numeric IP (got {} addr {:?} peer-addr {:?})",
+                add.node_id, add.addr, add.peer_addr
             )));
         }
         if self
@@ -653,8 +679,9 @@ impl Arbor for ArborApi {
         }
         // Add as a learner first and wait until it has caught up (by log or
         // snapshot), so promoting it never stalls commits.
-        let node = BasicNode {
+        let node = Member {
             addr: add.addr.clone(),
+            peer_addr: add.peer_addr.clone(),
         };
         match tokio::time::timeout(
             Duration::from_secs(120),
@@ -747,13 +774,6 @@ impl Arbor for ArborApi {
         }
         self.linearize().await?;
         self.checkpoint().await.map(Response::new)
-    }
-
-    async fn cosign_checkpoint(
-        &self,
-        req: Request<pb::CosignRequest>,
-    ) -> Result<Response<pb::CosignReply>, Status> {
-        self.cosign(req.into_inner()).await.map(Response::new)
     }
 
     async fn get_inclusion_proof(

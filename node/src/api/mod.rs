@@ -1,10 +1,12 @@
-//! gRPC services: the client API (`arbor.v1.Arbor`) and the replica API
-//! (`arbor.v1.Raft`), served on the same listener. Errors become status codes
+//! gRPC services: the client API (`arbor.v1.Arbor`, on the client port) and
+//! the replica API (`arbor.v1.Raft`, on the peer port with the Arbor service
+//! for forwarded requests, members only: `peer_auth.rs`). Errors become status codes
 //! only in `status.rs`.
 
 pub mod admission;
 mod audit;
 pub mod client_api;
+pub mod peer_auth;
 pub mod raft_api;
 pub mod routing;
 pub mod status;

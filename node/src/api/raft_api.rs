@@ -1,18 +1,38 @@
-//! The replica-to-replica service: hands raft RPCs to the local openraft.
+//! The replica-to-replica service, on the peer port only: hands raft RPCs to
+//! the local openraft once the caller is authenticated as the member it
+//! claims to be ([`super::peer_auth`]) and the message is plausible (terms
+//! and indexes far from overflow, no jump of the term beyond
+//! [`MAX_TERM_STEP`]); cosigns checkpoints for members.
+//!
+//! openraft trusts its network: a vote with term u64::MAX would be granted,
+//! persisted and then overflow at the next election. Nothing reaches it
+//! before these checks.
 
 use std::io::Cursor;
 
 use arbor_proto::pb;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
-use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, VoteOf};
 use tonic::{Request, Response, Status};
 
+use super::client_api::ArborApi;
+use super::peer_auth::PeerAuth;
 use crate::raft::codec;
 use crate::types::TypeConfig;
 use crate::Raft;
 
+/// No term or log index a peer sends may reach this: far below overflow.
+pub const MAX_TERM: u64 = 1 << 48;
+pub const MAX_INDEX: u64 = 1 << 62;
+/// How far beyond this replica's current term a peer's term may be.
+pub const MAX_TERM_STEP: u64 = 1 << 20;
+
 pub struct RaftApi {
     pub raft: Raft,
+    pub auth: PeerAuth,
+    /// For cosigning (this replica's ledger and identity).
+    pub api: ArborApi,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
@@ -29,6 +49,48 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Statu
     }))
 }
 
+impl RaftApi {
+    fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// The vote's sender must be the caller, and its term plausible.
+    fn check_vote<T>(&self, req: &Request<T>, vote: &VoteOf<TypeConfig>) -> Result<u64, Status> {
+        let term = vote.leader_id.term;
+        self.auth.claims(req, vote.leader_id.node_id)?;
+        let current = self.current_term();
+        if term >= MAX_TERM || term > current.saturating_add(MAX_TERM_STEP) {
+            return Err(self.auth.implausible(
+                req,
+                format!(
+                    "term {term} is implausible (this replica is at term {current}; at most {MAX_TERM_STEP} ahead and below {MAX_TERM})"
+                ),
+            ));
+        }
+        Ok(term)
+    }
+
+    fn check_log_id<T>(
+        &self,
+        req: &Request<T>,
+        what: &str,
+        log_id: Option<&LogIdOf<TypeConfig>>,
+        term: u64,
+    ) -> Result<(), Status> {
+        let Some(l) = log_id else { return Ok(()) };
+        if l.index >= MAX_INDEX || l.leader_id.term > term {
+            return Err(self.auth.implausible(
+                req,
+                format!(
+                    "{what} {}-{} is implausible for a message of term {term}",
+                    l.leader_id.term, l.index
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftApi {
     async fn append_entries(
@@ -36,6 +98,12 @@ impl pb::raft_server::Raft for RaftApi {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        let term = self.check_vote(&req, &rpc.vote)?;
+        self.check_log_id(&req, "prev_log_id", rpc.prev_log_id.as_ref(), term)?;
+        self.check_log_id(&req, "leader_commit", rpc.leader_commit.as_ref(), term)?;
+        for e in &rpc.entries {
+            self.check_log_id(&req, "entry", Some(&e.log_id), term)?;
+        }
         let resp = self
             .raft
             .append_entries(rpc)
@@ -49,6 +117,8 @@ impl pb::raft_server::Raft for RaftApi {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
+        let term = self.check_vote(&req, &rpc.vote)?;
+        self.check_log_id(&req, "last_log_id", rpc.last_log_id.as_ref(), term)?;
         let resp = self
             .raft
             .vote(rpc)
@@ -61,8 +131,17 @@ impl pb::raft_server::Raft for RaftApi {
         &self,
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
+        let (vote, meta): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>) = decode(req.get_ref())?;
+        let term = self.check_vote(&req, &vote)?;
+        self.check_log_id(
+            &req,
+            "snapshot last_log_id",
+            meta.last_log_id.as_ref(),
+            term,
+        )?;
         let payload = req.into_inner();
-        let (vote, meta): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>) = decode(&payload)?;
+        crate::storage::snapshot::check_snapshot(&payload.blob, &meta)
+            .map_err(|e| Status::invalid_argument(format!("snapshot refused: {e}")))?;
         let snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>> = openraft::Snapshot {
             meta,
             snapshot: Cursor::new(payload.blob),
@@ -73,5 +152,12 @@ impl pb::raft_server::Raft for RaftApi {
             .await
             .map_err(|e| Status::unavailable(format!("install_snapshot: {e}")))?;
         encode(&resp)
+    }
+
+    async fn cosign_checkpoint(
+        &self,
+        req: Request<pb::CosignRequest>,
+    ) -> Result<Response<pb::CosignReply>, Status> {
+        self.api.cosign(req.into_inner()).await.map(Response::new)
     }
 }

@@ -1,12 +1,10 @@
 //! Where a request is served: on this replica if it leads, else forwarded to
-//! the leader over a cached client channel. A request that was already
+//! the leader's peer port (mutual TLS) over a cached channel. A request that was already
 //! forwarded once is never forwarded again: it is answered `UNAVAILABLE` with
 //! the leader's address, and the client library retries there.
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbor_proto::pb::arbor_client::ArborClient;
@@ -15,45 +13,16 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::status::{self, FORWARDED_HEADER};
-use crate::types::NodeId;
+use crate::net::Peers;
+use crate::types::{Member, NodeId};
 use crate::Raft;
 
 /// Who leads, as this replica sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Leader {
     Me,
-    Other { id: NodeId, addr: String },
+    Other { id: NodeId, member: Member },
     Unknown,
-}
-
-/// Cached client channels to other replicas' client API.
-#[derive(Clone, Default)]
-pub struct Peers {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    source_ip: Option<std::net::IpAddr>,
-}
-
-impl Peers {
-    /// Connections leave from `source_ip` when set (see `NodeConfig::source_ip`).
-    pub fn new(source_ip: Option<std::net::IpAddr>) -> Peers {
-        Peers {
-            channels: Arc::default(),
-            source_ip,
-        }
-    }
-
-    pub fn client(&self, addr: &str) -> Result<ArborClient<Channel>, Status> {
-        let mut map = self.channels.lock().expect("peer map poisoned");
-        let ch = match map.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let c = crate::net::peer_channel(addr, self.source_ip).map_err(status::internal)?;
-                map.insert(addr.to_string(), c.clone());
-                c
-            }
-        };
-        Ok(ArborClient::new(ch))
-    }
 }
 
 pub fn leader(raft: &Raft) -> Leader {
@@ -65,7 +34,7 @@ pub fn leader(raft: &Raft) -> Leader {
         Some(id) => match m.membership_config.membership().get_node(&id) {
             Some(n) => Leader::Other {
                 id,
-                addr: n.addr.clone(),
+                member: n.clone(),
             },
             None => Leader::Unknown,
         },
@@ -107,24 +76,26 @@ where
             "no leader elected yet; retry shortly",
             None,
         )),
-        Leader::Other { addr, .. } => {
+        Leader::Other { id, member } => {
             if req.metadata().get(FORWARDED_HEADER).is_some() {
                 return Err(status::unavailable(
                     "this replica is not the leader",
-                    Some(&addr),
+                    Some(&member.addr),
                 ));
             }
-            forward(peers, &addr, req.get_ref().clone(), call)
+            forward(peers, id, &member, req.get_ref().clone(), call)
                 .await
                 .map(Some)
         }
     }
 }
 
-/// Sends `body` to the replica at `addr`, marked as forwarded.
+/// Sends `body` to replica `id`'s peer port, marked as forwarded. Failures
+/// name the member's client address as the hint.
 pub async fn forward<Req, T, F, Fut>(
     peers: &Peers,
-    addr: &str,
+    id: NodeId,
+    member: &Member,
     body: Req,
     call: F,
 ) -> Result<Response<T>, Status>
@@ -132,7 +103,10 @@ where
     F: FnOnce(ArborClient<Channel>, Request<Req>) -> Fut,
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
-    let client = peers.client(addr)?;
+    let addr = member.addr.as_str();
+    let client = peers
+        .arbor(id, &member.peer_addr)
+        .map_err(status::internal)?;
     let mut fwd = Request::new(body);
     fwd.metadata_mut()
         .insert(FORWARDED_HEADER, "1".parse().expect("static header"));

@@ -3,14 +3,24 @@
 //! Any replica serves it from its own applied state, never forwarding:
 //! entries are immutable once applied, so a follower streams exactly what the
 //! leader would, a few milliseconds later. The stream reads the backlog from
-//! [`LedgerReader`] in pages of [`PAGE`] entries, and once it has caught up
-//! waits on the state machine's applied-head channel ([`AppliedHead`]),
-//! which is published right after each entry is written: no polling.
+//! [`LedgerReader`] a page at a time, and once it has caught up waits on the
+//! state machine's applied-head channel ([`AppliedHead`]), which is
+//! published right after each entry is written: no polling.
+//!
+//! Bounded (`limits.rs`): a replica serves at most `limits.max-watch-streams`
+//! streams at once (beyond, `RESOURCE_EXHAUSTED` naming the limit; the slot
+//! is given back when the stream is dropped), and a page holds at most
+//! `limits.watch-buffer-entries` entries and `limits.max-reply-bytes` bytes
+//! (one entry at least; an entry bigger than that alone ends the stream
+//! `RESOURCE_EXHAUSTED` naming `max-reply-bytes`).
 //!
 //! A stream is pulled by tonic as the client reads it (HTTP/2 flow control),
-//! so a slow watcher holds at most one page in memory. It ends only with an
-//! error: `UNAVAILABLE` when the replica shuts down (the state machine, and
-//! with it the channel's sender, is dropped), `INTERNAL` if a read fails.
+//! so a slow watcher is never disconnected for being slow: the replica reads
+//! the ledger at the watcher's pace, and one that stops reading pins one page
+//! plus what the connection's send buffers hold (about two entries). It ends
+//! only with an error: `UNAVAILABLE` when the replica shuts down (the state
+//! machine, and with it the channel's sender, is dropped), `INTERNAL` if a
+//! read fails.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -18,14 +28,13 @@ use std::pin::Pin;
 use arbor_proto::ledger::Entry;
 use arbor_proto::pb;
 use futures::Stream;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
 use super::client_api::ArborApi;
 use super::status;
+use crate::limits::entry_too_big;
 use crate::storage::{AppliedHead, LedgerReader};
-
-/// Entries read from RocksDB at a time while catching up.
-pub const PAGE: usize = 256;
 
 /// How far past this replica's next sequence number a watch may start.
 pub const MAX_AHEAD: u64 = 1_000_000;
@@ -45,8 +54,13 @@ impl ArborApi {
                 next.saturating_add(MAX_AHEAD)
             )));
         }
+        let slot = self.limits.watch_slot()?;
         tracing::debug!(from_seq = req.from_seq, next, "watch started");
+        let limits = &self.limits.limits;
         let feed = Feed {
+            _slot: slot,
+            page_entries: limits.watch_buffer_entries,
+            page_bytes: limits.max_reply_bytes,
             reader: self.reader.clone(),
             head: self.applied.clone(),
             next: req.from_seq,
@@ -58,6 +72,11 @@ impl ArborApi {
 }
 
 struct Feed {
+    /// This stream's slot of `max-watch-streams`.
+    _slot: OwnedSemaphorePermit,
+    /// Most entries, and bytes, read ahead (`watch-buffer-entries`, `max-reply-bytes`).
+    page_entries: usize,
+    page_bytes: usize,
     reader: LedgerReader,
     head: AppliedHead,
     /// The sequence number of the next entry to send.
@@ -78,9 +97,17 @@ impl Feed {
                 self.next = e.seq + 1;
                 return Some((Ok(e.to_pb()), self));
             }
-            match self.reader.entries(self.next, PAGE) {
+            // Each entry is one gRPC message: 5 bytes of framing.
+            let read =
+                self.reader
+                    .entries_within(self.next, self.page_entries, self.page_bytes, |n| n + 5);
+            match read {
                 Err(e) => return self.fail(status::internal(format!("watch: {e}"))),
-                Ok(page) => match page.first().map(|e| e.seq) {
+                Ok((_, bytes)) if bytes > self.page_bytes => {
+                    let too_big = entry_too_big(self.next, bytes, self.page_bytes);
+                    return self.fail(too_big);
+                }
+                Ok((page, _)) => match page.first().map(|e| e.seq) {
                     Some(first) if first != self.next => {
                         let why = format!(
                             "watch: the ledger has no entry {} (next stored is {first})",

@@ -1,14 +1,13 @@
 //! Replica-to-replica raft traffic over tonic.
 //!
-//! One tonic `Channel` per peer address, created lazily and reused for every
-//! RPC (a channel multiplexes HTTP/2 streams and reconnects by itself). Raft
+//! One tonic `Channel` per peer (from [`crate::net::Peers`], over mutual
+//! TLS to the member's peer port), created lazily and reused for every RPC (a
+//! channel multiplexes HTTP/2 streams and reconnects by itself). Raft
 //! messages travel bincode-encoded (see [`super::codec`]) inside
 //! `RaftPayload.data` (they never leave the cluster); snapshot data travels
 //! as raw bytes beside it.
 
-use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arbor_proto::pb;
@@ -19,50 +18,33 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
-use openraft::{BasicNode, OptionalSend};
+use openraft::OptionalSend;
 use tonic::transport::Channel;
 
 use super::codec;
-use crate::types::{NodeId, TypeConfig};
+use crate::net::Peers;
+use crate::types::{Member, NodeId, TypeConfig};
 
-/// Largest raft message (and snapshot) accepted on the wire.
-pub const MAX_RAFT_MESSAGE: usize = 1 << 30;
-
-/// Creates per-peer clients sharing one channel per address.
-#[derive(Clone, Default)]
+/// Creates per-peer clients sharing one channel per member.
+#[derive(Clone)]
 pub struct Network {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    source_ip: Option<std::net::IpAddr>,
+    peers: Peers,
 }
 
 impl Network {
-    /// Connections leave from `source_ip` when set (see `NodeConfig::source_ip`).
-    pub fn new(source_ip: Option<std::net::IpAddr>) -> Network {
-        Network {
-            channels: Arc::default(),
-            source_ip,
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().expect("channel map poisoned");
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = crate::net::peer_channel(addr, self.source_ip)?;
-        map.insert(addr.to_string(), c.clone());
-        Ok(c)
+    pub fn new(peers: Peers) -> Network {
+        Network { peers }
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
         PeerClient {
             target,
-            addr: node.addr.clone(),
-            channel: self.channel(&node.addr),
+            addr: node.peer_addr.clone(),
+            client: self.peers.raft(target, &node.peer_addr),
         }
     }
 }
@@ -71,7 +53,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    channel: Result<Channel, String>,
+    client: Result<RaftClient<Channel>, String>,
 }
 
 fn unreachable(msg: String) -> RPCError<TypeConfig> {
@@ -80,10 +62,7 @@ fn unreachable(msg: String) -> RPCError<TypeConfig> {
 
 impl PeerClient {
     fn client(&self) -> Result<RaftClient<Channel>, String> {
-        let ch = self.channel.clone()?;
-        Ok(RaftClient::new(ch)
-            .max_decoding_message_size(MAX_RAFT_MESSAGE)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE))
+        self.client.clone()
     }
 
     fn status_error(&self, rpc: &str, s: tonic::Status) -> RPCError<TypeConfig> {

@@ -150,6 +150,41 @@ impl LedgerReader {
         Ok(out)
     }
 
+    /// As [`LedgerReader::entries`], stopping before the entry that would
+    /// take their total size past `max_bytes`; an entry of `n` bytes (its
+    /// protobuf encoding, as stored) counts `size(n)`. The first entry is
+    /// returned whatever its size. Returns the entries and their total size.
+    pub fn entries_within(
+        &self,
+        from_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+        size: impl Fn(usize) -> usize,
+    ) -> Result<(Vec<Entry>, usize), ReadError> {
+        let from = u64_key(from_seq);
+        let mode = IteratorMode::From(&from, Direction::Forward);
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for item in self
+            .db
+            .iterator_cf(cf(&self.db, CF_LEDGER), mode)
+            .take(limit)
+        {
+            let (k, v) = item.map_err(|source| ReadError::Db {
+                cf: CF_LEDGER,
+                key: format!("{from_seq}.."),
+                source,
+            })?;
+            let n = size(v.len());
+            if !out.is_empty() && total.saturating_add(n) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(n);
+            out.push(decode_entry(&k, &v)?);
+        }
+        Ok((out, total))
+    }
+
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, ReadError> {
         self.get_json(CF_ORDERS, order_id.as_bytes())
     }

@@ -256,6 +256,21 @@ fn build(db: &DB) -> io::Result<(Meta, Vec<u8>)> {
     Ok((meta, out))
 }
 
+/// Checks a snapshot received from a peer before raft sees it: framing,
+/// checksum, and that its data is of the snapshot `meta` names. A snapshot
+/// that fails is refused on the wire; handed to raft, a storage error would
+/// stop this replica's raft core.
+pub fn check_snapshot(bytes: &[u8], meta: &Meta) -> Result<(), String> {
+    let parsed = parse(bytes)?;
+    if parsed.meta != *meta {
+        return Err(format!(
+            "data is of snapshot {} but metadata says {meta}",
+            parsed.meta
+        ));
+    }
+    Ok(())
+}
+
 /// Verifies `bytes` and replaces the state machine with them.
 pub(super) fn install(sm: &StateMachineStore, meta: &Meta, bytes: Vec<u8>) -> io::Result<()> {
     let parsed = parse(&bytes).map_err(|e| io_err("install snapshot", e))?;

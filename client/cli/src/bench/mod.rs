@@ -106,7 +106,11 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<Reply> {
     let endpoints = leader_first(probe.endpoints(), &leader);
     let mut clients = Vec::new();
     for _ in 0..args.connections {
-        clients.push(Client::connect(&endpoints).await?.with_timeout(ctx.timeout));
+        clients.push(
+            Client::connect(&endpoints, &ctx.transport()?)
+                .await?
+                .with_timeout(ctx.timeout),
+        );
     }
     let client = clients[0].clone();
 
@@ -410,7 +414,11 @@ fn table(r: &Value) -> String {
 
 /// The configured endpoints with the leader's address moved to the front.
 fn leader_first(endpoints: &[String], leader: &str) -> Vec<String> {
-    let bare = |s: &str| s.trim_start_matches("http://").to_string();
+    let bare = |s: &str| {
+        s.trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string()
+    };
     let mut out: Vec<String> = endpoints.to_vec();
     if let Some(i) = out.iter().position(|e| bare(e) == bare(leader)) {
         let l = out.remove(i);
