@@ -191,7 +191,7 @@ fn apply_request(
         time_ms,
         req.command.clone(),
         d.accepted,
-        d.code,
+        d.code.as_str().into(),
         d.message,
         d.order_id,
         d.order_prev_seq,

@@ -13,6 +13,7 @@ use super::*;
 use crate::ledger::merkle::{leaf_hash, root};
 use crate::ledger::{sign_command, Entry};
 use crate::pb;
+use crate::rules::Code;
 
 /// 120 entries: genesis, a second operator, a channel, 4 nodes, 3 replicas
 /// (entries 7, 8, 9), then orders with accepted and rejected claims.
@@ -102,16 +103,16 @@ fn entries() -> Vec<Entry> {
 }
 
 /// The first entry with this outcome code after the setup entries.
-fn first_with(code: &str) -> usize {
+fn first_with(code: Code) -> usize {
     first_after(code, 10)
 }
 
 /// The first entry after `after` with this outcome code.
-fn first_after(code: &str, after: u64) -> usize {
+fn first_after(code: Code, after: u64) -> usize {
     chain()
         .entries
         .iter()
-        .position(|e| e.seq > after && e.code == code)
+        .position(|e| e.seq > after && e.code == code.as_str())
         .unwrap()
 }
 
@@ -125,13 +126,13 @@ fn an_honest_export_verifies() {
     assert_eq!(sum.accepted + sum.rejected, N);
     assert!(sum.rejected >= 20, "{sum:?}");
     for code in [
-        "already_owned",
-        "price_mismatch",
-        "external_ref_taken",
-        "unknown_order",
+        Code::AlreadyOwned,
+        Code::PriceMismatch,
+        Code::ExternalRefTaken,
+        Code::UnknownOrder,
     ] {
         assert!(
-            s.entries.iter().any(|e| e.code == code),
+            s.entries.iter().any(|e| e.code == code.as_str()),
             "workload has no {code}"
         );
     }
@@ -192,7 +193,7 @@ fn a_flipped_byte_in_a_command_is_found() {
 
 #[test]
 fn a_flipped_byte_in_an_outcome_code_is_found() {
-    let i = first_with("already_owned");
+    let i = first_with(Code::AlreadyOwned);
     let mut es = entries();
     es[i].code = "already_ownee".into();
     expect_entry_error(
@@ -280,10 +281,10 @@ fn a_flipped_outcome_with_every_later_hash_recomputed_is_caught_by_replay_alone(
     // A claim that lost to the owner, rewritten as the winner; the forger
     // recomputes every later hash and (holding the replica keys) re-signs the
     // checkpoint. Hashes, links, signatures and the Merkle root all check out.
-    let i = first_with("already_owned");
+    let i = first_with(Code::AlreadyOwned);
     let mut es = entries();
     es[i].accepted = true;
-    es[i].code = "accepted".into();
+    es[i].code = Code::Accepted.as_str().into();
     es[i].message = String::new();
     rehash_from(&mut es, i);
     for (k, e) in es.iter().enumerate().skip(1) {
@@ -312,7 +313,7 @@ fn a_flipped_outcome_with_every_later_hash_recomputed_is_caught_by_replay_alone(
         .unwrap();
     let mut es = entries();
     es[i].accepted = false;
-    es[i].code = "already_owned".into();
+    es[i].code = Code::AlreadyOwned.as_str().into();
     rehash_from(&mut es, i);
     expect_entry_error(
         verify(&export_of(&es, &all_signers())),
@@ -323,7 +324,7 @@ fn a_flipped_outcome_with_every_later_hash_recomputed_is_caught_by_replay_alone(
 
 #[test]
 fn a_changed_reason_or_history_link_is_caught_by_replay() {
-    let i = first_with("price_mismatch");
+    let i = first_with(Code::PriceMismatch);
     let mut es = entries();
     es[i].message = es[i].message.replace("total", "tota1");
     rehash_from(&mut es, i);
@@ -562,7 +563,7 @@ fn an_export_that_does_not_start_at_genesis_checks_links_and_the_root_only() {
 
     // A forged range is not consistent with the checkpoint's root.
     let mut es = entries();
-    let i = first_after("already_owned", 50);
+    let i = first_after(Code::AlreadyOwned, 50);
     es[i].accepted = true;
     rehash_from(&mut es, i);
     let err = verify(&s.export_with(&es, 50, N - 1, N, &note)).unwrap_err();
@@ -803,7 +804,7 @@ fn a_command_signed_with_a_revoked_key_is_found() {
         t + 1,
         claim,
         true,
-        "accepted".into(),
+        Code::Accepted.as_str().into(),
         String::new(),
         "o-1".into(),
         0,

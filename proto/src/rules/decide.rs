@@ -14,7 +14,7 @@ use super::state::{
     lines_from_pb, ClusterConfig, Dispute, Event, EventKind, Lease, NodeStats, Offer, Order,
     OrderStatus, Party, Profile, Requirements, RulingRecord,
 };
-use super::{role_name, Decision, Effect, StateView};
+use super::{role_name, Code, Decision, Effect, Incident, Rule, StateView};
 use crate::pb;
 use crate::pb::command::Body;
 
@@ -38,10 +38,10 @@ pub fn decide(
         Some(Body::RegisterOrder(r)) => register(view, signer, r, seq),
         Some(body) => match order_id_of(body) {
             Some(order_id) => on_order(view, signer, order_id, body, seq, now_ms),
-            None => Decision::reject("malformed", "command concerns no order", ""),
+            None => Decision::reject(Code::Malformed, "command concerns no order", ""),
         },
         // validate_command refuses a missing body before we get here.
-        None => Decision::reject("malformed", "command has no body", ""),
+        None => Decision::reject(Code::Malformed, "command has no body", ""),
     };
     link_order_history(view, &mut d, seq);
     d
@@ -136,7 +136,7 @@ fn enroll(view: &impl StateView, e: &pb::EnrollParty, seq: u64) -> Decision {
     if let Some(existing) = view.party(&e.party_id) {
         let role = pb::Role::try_from(existing.role).unwrap_or(pb::Role::Unspecified);
         return Decision::reject(
-            "party_exists",
+            Code::PartyExists,
             format!(
                 "party {} is already enrolled as {} (entry {})",
                 existing.party_id,
@@ -148,7 +148,7 @@ fn enroll(view: &impl StateView, e: &pb::EnrollParty, seq: u64) -> Decision {
     }
     if let Some(holder) = view.party_by_key(&e.public_key) {
         return Decision::reject(
-            "key_in_use",
+            Code::KeyInUse,
             format!("public key is already enrolled for party {holder}"),
             "",
         );
@@ -172,7 +172,7 @@ fn enroll(view: &impl StateView, e: &pb::EnrollParty, seq: u64) -> Decision {
 
 fn unknown_party(party_id: &str) -> Decision {
     Decision::reject(
-        "unknown_party",
+        Code::UnknownParty,
         format!("party {party_id} is not enrolled"),
         "",
     )
@@ -184,7 +184,7 @@ fn rotate_key(view: &impl StateView, r: &pb::RotateKey, seq: u64) -> Decision {
     };
     if let Some(holder) = view.party_by_key(&r.public_key) {
         return Decision::reject(
-            "key_in_use",
+            Code::KeyInUse,
             format!("public key is (or was) enrolled for party {holder}; keys are never reused"),
             "",
         );
@@ -208,7 +208,7 @@ fn revoke_key(view: &impl StateView, r: &pb::RevokeKey) -> Decision {
     };
     if party.revoked {
         return Decision::reject(
-            "already_revoked",
+            Code::AlreadyRevoked,
             format!("the key of party {} is already revoked", party.party_id),
             "",
         );
@@ -218,7 +218,7 @@ fn revoke_key(view: &impl StateView, r: &pb::RevokeKey) -> Decision {
         let mut config = view.config().unwrap_or_default();
         if config.active_operators <= 1 {
             return Decision::reject(
-                "last_operator",
+                Code::LastOperator,
                 format!(
                     "{} holds the last operator key that is not revoked; enrol another operator first",
                     party.party_id
@@ -265,7 +265,7 @@ fn publish_profile(
 fn register(view: &impl StateView, signer: &str, r: &pb::RegisterOrder, seq: u64) -> Decision {
     if let Some(existing) = view.order(&r.order_id) {
         return Decision::reject(
-            "duplicate_order",
+            Code::DuplicateOrder,
             format!(
                 "order {} is already registered (entry {})",
                 existing.order_id, existing.registered_seq
@@ -276,7 +276,7 @@ fn register(view: &impl StateView, signer: &str, r: &pb::RegisterOrder, seq: u64
     for x in &r.external_refs {
         if let Some(owner) = view.order_by_ref(&x.channel, &x.external_id) {
             return Decision::reject(
-                "external_ref_taken",
+                Code::ExternalRefTaken,
                 format!(
                     "external reference {}/{} already belongs to order {owner}",
                     x.channel, x.external_id
@@ -337,9 +337,9 @@ fn register(view: &impl StateView, signer: &str, r: &pb::RegisterOrder, seq: u64
 }
 
 /// A rejection: code and message.
-type Reject = (&'static str, String);
+type Reject = (Code, String);
 
-fn rej<T>(code: &'static str, message: String) -> Result<T, Reject> {
+fn rej<T>(code: Code, message: String) -> Result<T, Reject> {
     Err((code, message))
 }
 
@@ -366,7 +366,7 @@ fn on_order(
 ) -> Decision {
     let Some(order) = view.order(order_id) else {
         return Decision::reject(
-            "unknown_order",
+            Code::UnknownOrder,
             format!("order {order_id} is not registered"),
             "",
         );
@@ -402,7 +402,7 @@ fn on_order(
         Body::OpenDispute(c) => o.open_dispute(c),
         Body::ResolveDispute(c) => o.resolve_dispute(c),
         Body::RecordLapse(_) => o.lapse_recorded(),
-        _ => rej("malformed", "not an order command".into()),
+        _ => rej(Code::Malformed, "not an order command".into()),
     };
     let order_id = o.order.order_id.clone();
     match result {
@@ -413,10 +413,10 @@ fn on_order(
             let mut d = Decision::reject(code, message, order_id);
             // Some rejections are evidence for the responsibility rules.
             let fact = match (code, body) {
-                ("price_mismatch" | "stale_price_version", _) => Some(EventKind::WrongPrice {
+                (Code::PriceMismatch | Code::StalePriceVersion, _) => Some(EventKind::WrongPrice {
                     party: signer.to_string(),
                 }),
-                ("not_owner", Body::ReportMilestone(_)) => {
+                (Code::NotOwner, Body::ReportMilestone(_)) => {
                     Some(EventKind::MilestoneWithoutOwnership {
                         party: signer.to_string(),
                     })
@@ -503,7 +503,7 @@ impl<V: StateView> OnOrder<'_, V> {
     fn not_cancelled(&self) -> Result<(), Reject> {
         if self.order.status == OrderStatus::Cancelled {
             return rej(
-                "order_cancelled",
+                Code::OrderCancelled,
                 format!("order {} is cancelled", self.order.order_id),
             );
         }
@@ -515,14 +515,14 @@ impl<V: StateView> OnOrder<'_, V> {
         match &self.order.owner {
             Some(owner) if owner == self.signer => Ok(()),
             Some(owner) => rej(
-                "not_owner",
+                Code::NotOwner,
                 format!(
                     "order {} is owned by {owner}, not {}",
                     self.order.order_id, self.signer
                 ),
             ),
             None => rej(
-                "not_owner",
+                Code::NotOwner,
                 format!(
                     "order {} has no owner ({}); {} does not own it",
                     self.order.order_id,
@@ -537,7 +537,7 @@ impl<V: StateView> OnOrder<'_, V> {
     fn channel_only(&self) -> Result<(), Reject> {
         if self.order.registered_by != self.signer {
             return rej(
-                "not_order_channel",
+                Code::NotOrderChannel,
                 format!(
                     "order {} was registered by channel {}, not {}",
                     self.order.order_id, self.order.registered_by, self.signer
@@ -551,9 +551,9 @@ impl<V: StateView> OnOrder<'_, V> {
         self.not_cancelled()?;
         if !self.order.status.is_leased() {
             let code = if self.order.status >= OrderStatus::Shipped {
-                "already_shipped"
+                Code::AlreadyShipped
             } else {
-                "not_claimed"
+                Code::NotClaimed
             };
             return rej(
                 code,
@@ -566,7 +566,7 @@ impl<V: StateView> OnOrder<'_, V> {
     fn quote(&self, version: u64, total: i64) -> Result<(), Reject> {
         if version != self.order.price_version || total != self.order.total {
             return rej(
-                "price_mismatch",
+                Code::PriceMismatch,
                 format!(
                     "order {} is at price version {} total {} {}; quoted version {version} total {total}",
                     self.order.order_id, self.order.price_version, self.order.total, self.order.currency
@@ -583,7 +583,7 @@ impl<V: StateView> OnOrder<'_, V> {
         let open = self.stats_mut(node).open_orders;
         if open >= profile.max_open_orders as u64 {
             return rej(
-                "at_capacity",
+                Code::AtCapacity,
                 format!(
                     "node {node} has {open} open orders; its profile v{} allows {}",
                     profile.version, profile.max_open_orders
@@ -624,7 +624,7 @@ impl<V: StateView> OnOrder<'_, V> {
         self.not_cancelled()?;
         if let Some(owner) = &self.order.owner {
             return rej(
-                "already_owned",
+                Code::AlreadyOwned,
                 format!(
                     "order {} is owned by {owner} (since entry {})",
                     self.order.order_id, self.order.claimed_seq
@@ -633,7 +633,7 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if self.order.status != OrderStatus::Open {
             return rej(
-                "not_open",
+                Code::NotOpen,
                 format!("order {} is {}", self.order.order_id, self.status()),
             );
         }
@@ -656,13 +656,13 @@ impl<V: StateView> OnOrder<'_, V> {
         self.not_cancelled()?;
         if self.order.status == OrderStatus::Returned {
             return rej(
-                "order_closed",
+                Code::OrderClosed,
                 format!("order {} was returned", self.order.order_id),
             );
         }
         if a.base_version != self.order.price_version {
             return rej(
-                "stale_price_version",
+                Code::StalePriceVersion,
                 format!(
                     "order {} is at price version {} (total {} {}); the amendment is based on version {}",
                     self.order.order_id,
@@ -683,13 +683,13 @@ impl<V: StateView> OnOrder<'_, V> {
         self.channel_only()?;
         if self.order.status == OrderStatus::Cancelled {
             return rej(
-                "already_cancelled",
+                Code::AlreadyCancelled,
                 format!("order {} is already cancelled", self.order.order_id),
             );
         }
         if self.order.status >= OrderStatus::Shipped {
             return rej(
-                "already_shipped",
+                Code::AlreadyShipped,
                 format!(
                     "order {} is {}: too late to cancel",
                     self.order.order_id,
@@ -740,7 +740,7 @@ impl<V: StateView> OnOrder<'_, V> {
         self.leased()?;
         if let Some(o) = self.live_offer() {
             return rej(
-                "offer_pending",
+                Code::OfferPending,
                 format!(
                     "order {} is already offered to {} (entry {}, expires at {})",
                     self.order.order_id, o.to, o.offer_seq, o.expires_ms
@@ -749,15 +749,20 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if h.to == self.signer {
             return rej(
-                "handoff_to_self",
+                Code::HandoffToSelf,
                 format!("{} already owns the order", h.to),
             );
         }
         match self.view.party(&h.to) {
-            None => return rej("unknown_party", format!("party {} is not enrolled", h.to)),
+            None => {
+                return rej(
+                    Code::UnknownParty,
+                    format!("party {} is not enrolled", h.to),
+                )
+            }
             Some(p) if p.role != pb::Role::Node as i32 => {
                 return rej(
-                    "not_a_node",
+                    Code::NotANode,
                     format!("party {} is not a fulfillment node", h.to),
                 )
             }
@@ -777,19 +782,19 @@ impl<V: StateView> OnOrder<'_, V> {
         let id = &self.order.order_id;
         let Some(offer) = self.order.offer.clone() else {
             return rej(
-                "no_offer",
+                Code::NoOffer,
                 format!("order {id} has no pending handoff offer"),
             );
         };
         if offer.to != self.signer {
             return rej(
-                "not_offered_to_signer",
+                Code::NotOfferedToSigner,
                 format!("order {id} is offered to {}, not {}", offer.to, self.signer),
             );
         }
         if offer.offer_seq != offer_seq {
             return rej(
-                "offer_mismatch",
+                Code::OfferMismatch,
                 format!(
                     "the pending offer of order {id} is entry {}, not {offer_seq}",
                     offer.offer_seq
@@ -798,7 +803,7 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if self.now > offer.expires_ms {
             return rej(
-                "offer_expired",
+                Code::OfferExpired,
                 format!(
                     "the offer of order {id} (entry {}) expired at {}",
                     offer.offer_seq, offer.expires_ms
@@ -857,11 +862,13 @@ impl<V: StateView> OnOrder<'_, V> {
             pb::Milestone::Packed => (Packed, &[Claimed, Picked]),
             pb::Milestone::Shipped => (Shipped, &[Claimed, Picked, Packed]),
             pb::Milestone::Delivered => (Delivered, &[Shipped]),
-            pb::Milestone::Unspecified => return rej("malformed", "milestone is not set".into()),
+            pb::Milestone::Unspecified => {
+                return rej(Code::Malformed, "milestone is not set".into())
+            }
         };
         if !allowed_from.contains(&self.order.status) {
             return rej(
-                "milestone_out_of_order",
+                Code::MilestoneOutOfOrder,
                 format!(
                     "order {} is {}; {} can only follow {}",
                     self.order.order_id,
@@ -880,7 +887,7 @@ impl<V: StateView> OnOrder<'_, V> {
             Shipped => {
                 if let Some(o) = self.live_offer() {
                     return rej(
-                        "offer_pending",
+                        Code::OfferPending,
                         format!(
                             "order {} is offered to {} (entry {}); the offer must be answered or expire before shipping",
                             self.order.order_id, o.to, o.offer_seq
@@ -930,7 +937,7 @@ impl<V: StateView> OnOrder<'_, V> {
         let is_owner = self.order.owner.as_deref() == Some(self.signer);
         if !is_owner && self.order.registered_by != self.signer {
             return rej(
-                "not_entitled",
+                Code::NotEntitled,
                 format!(
                     "only the owner ({}) or the registering channel ({}) report exceptions on order {}",
                     self.order.owner.as_deref().unwrap_or("nobody"),
@@ -943,7 +950,7 @@ impl<V: StateView> OnOrder<'_, V> {
             Ok(pb::ExceptionKind::Damaged) => "damaged",
             Ok(pb::ExceptionKind::Lost) => "lost",
             Ok(pb::ExceptionKind::Delayed) => "delayed",
-            _ => return rej("malformed", "exception kind is not set".into()),
+            _ => return rej(Code::Malformed, "exception kind is not set".into()),
         };
         self.order
             .exceptions
@@ -955,7 +962,7 @@ impl<V: StateView> OnOrder<'_, V> {
         self.channel_only()?;
         if self.order.status != OrderStatus::Delivered {
             return rej(
-                "not_delivered",
+                Code::NotDelivered,
                 format!(
                     "order {} is {}; a return needs a delivered order",
                     self.order.order_id,
@@ -973,7 +980,7 @@ impl<V: StateView> OnOrder<'_, V> {
             OrderStatus::ReturnRequested => {}
             OrderStatus::ReturnClaimed | OrderStatus::Returned => {
                 return rej(
-                    "return_already_claimed",
+                    Code::ReturnAlreadyClaimed,
                     format!(
                         "the return of order {id} is claimed by {}",
                         self.order.return_node
@@ -982,14 +989,14 @@ impl<V: StateView> OnOrder<'_, V> {
             }
             _ => {
                 return rej(
-                    "no_return_requested",
+                    Code::NoReturnRequested,
                     format!("order {id} is {}; no return is requested", self.status()),
                 )
             }
         }
         let Some(p) = self.view.profile(self.signer) else {
             return rej(
-                "no_profile",
+                Code::NoProfile,
                 format!(
                     "node {} has not published a capability profile",
                     self.signer
@@ -998,7 +1005,7 @@ impl<V: StateView> OnOrder<'_, V> {
         };
         if !p.handles_returns {
             return rej(
-                "returns_not_handled",
+                Code::ReturnsNotHandled,
                 format!(
                     "the profile v{} of node {} does not handle returns",
                     p.version, self.signer
@@ -1007,7 +1014,7 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if !p.regions.contains(&self.order.destination_region) {
             return rej(
-                "region_not_served",
+                Code::RegionNotServed,
                 format!(
                     "the profile v{} of node {} serves {}, not {}",
                     p.version,
@@ -1026,13 +1033,13 @@ impl<V: StateView> OnOrder<'_, V> {
         let id = &self.order.order_id;
         if self.order.status != OrderStatus::ReturnClaimed {
             return rej(
-                "no_return_claimed",
+                Code::NoReturnClaimed,
                 format!("order {id} is {}; no return is in progress", self.status()),
             );
         }
         if self.order.return_node != self.signer {
             return rej(
-                "not_return_node",
+                Code::NotReturnNode,
                 format!(
                     "the return of order {id} is claimed by {}, not {}",
                     self.order.return_node, self.signer
@@ -1041,7 +1048,7 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if r.price_version != self.order.price_version {
             return rej(
-                "price_mismatch",
+                Code::PriceMismatch,
                 format!(
                     "order {id} is at price version {} (total {} {}); the refund quoted version {}",
                     self.order.price_version,
@@ -1053,7 +1060,7 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if r.refund > self.order.total {
             return rej(
-                "refund_exceeds_paid",
+                Code::RefundExceedsPaid,
                 format!(
                     "refund {} exceeds {} {} paid at price version {}",
                     r.refund, self.order.total, self.order.currency, self.order.price_version
@@ -1080,7 +1087,7 @@ impl<V: StateView> OnOrder<'_, V> {
             .map(|l| format!("its lease runs until {}", l.deadline_ms))
             .unwrap_or_else(|| format!("it is {} with no lease running", o.status.as_str()));
         rej(
-            "not_lapsed",
+            Code::NotLapsed,
             format!("order {} has nothing to lapse: {deadline}", o.order_id),
         )
     }
@@ -1088,24 +1095,19 @@ impl<V: StateView> OnOrder<'_, V> {
     fn open_dispute(&mut self, d: &pb::OpenDispute) -> Result<(), Reject> {
         if d.incident_ms > self.now {
             return rej(
-                "incident_in_future",
+                Code::IncidentInFuture,
                 format!(
                     "incident time {} is after this entry's time {}",
                     d.incident_ms, self.now
                 ),
             );
         }
-        let kind = match pb::IncidentKind::try_from(d.kind) {
-            Ok(pb::IncidentKind::Lost) => "lost",
-            Ok(pb::IncidentKind::Damaged) => "damaged",
-            Ok(pb::IncidentKind::Late) => "late",
-            Ok(pb::IncidentKind::DuplicateProcessing) => "duplicate_processing",
-            Ok(pb::IncidentKind::PriceMismatch) => "price_mismatch",
-            _ => return rej("malformed", "incident kind is not set".into()),
+        let Some(kind) = Incident::from_pb(d.kind) else {
+            return rej(Code::Malformed, "incident kind is not set".into());
         };
         self.order.disputes.push(Dispute {
             seq: self.seq,
-            kind: kind.into(),
+            kind: kind.as_str().into(),
             incident_ms: d.incident_ms,
             opened_by: self.signer.to_string(),
             ruling: None,
@@ -1122,7 +1124,7 @@ impl<V: StateView> OnOrder<'_, V> {
             .position(|d| d.seq == r.dispute_seq)
         else {
             return rej(
-                "unknown_dispute",
+                Code::UnknownDispute,
                 format!(
                     "order {id} has no dispute opened at entry {}",
                     r.dispute_seq
@@ -1132,7 +1134,7 @@ impl<V: StateView> OnOrder<'_, V> {
         let dispute = &self.order.disputes[i];
         if let Some(done) = &dispute.ruling {
             return rej(
-                "already_resolved",
+                Code::AlreadyResolved,
                 format!(
                     "the dispute of entry {} was resolved at entry {}",
                     r.dispute_seq, done.seq
@@ -1140,10 +1142,12 @@ impl<V: StateView> OnOrder<'_, V> {
             );
         }
         let computed = rule_on(&self.order, dispute);
-        if computed.liable != r.liable || computed.rule != r.rule || computed.evidence != r.evidence
+        if computed.liable != r.liable
+            || Rule::parse(&r.rule) != Some(computed.rule)
+            || computed.evidence != r.evidence
         {
             return rej(
-                "ruling_mismatch",
+                Code::RulingMismatch,
                 format!(
                     "the rules find {} liable under {} on evidence {:?} ({}); the ruling says {} under {} on {:?}",
                     if computed.liable.is_empty() { "nobody" } else { &computed.liable },
@@ -1158,7 +1162,7 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         self.order.disputes[i].ruling = Some(RulingRecord {
             liable: computed.liable,
-            rule: computed.rule.to_string(),
+            rule: computed.rule.as_str().into(),
             evidence: computed.evidence,
             seq: self.seq,
         });
@@ -1171,14 +1175,14 @@ impl<V: StateView> OnOrder<'_, V> {
 pub fn check_eligible(view: &impl StateView, node: &str, order: &Order) -> Result<Profile, Reject> {
     let Some(p) = view.profile(node) else {
         return rej(
-            "no_profile",
+            Code::NoProfile,
             format!("node {node} has not published a capability profile"),
         );
     };
     let v = p.version;
     if !p.regions.contains(&order.destination_region) {
         return rej(
-            "region_not_served",
+            Code::RegionNotServed,
             format!(
                 "profile v{v} of node {node} serves {}, not the destination {}",
                 p.regions.join(", "),
@@ -1189,7 +1193,7 @@ pub fn check_eligible(view: &impl StateView, node: &str, order: &Order) -> Resul
     let req = &order.requirements;
     if req.cold_chain && !p.cold_chain {
         return rej(
-            "cold_chain_required",
+            Code::ColdChainRequired,
             format!(
                 "order {} needs cold chain; profile v{v} of node {node} has none",
                 order.order_id
@@ -1198,7 +1202,7 @@ pub fn check_eligible(view: &impl StateView, node: &str, order: &Order) -> Resul
     }
     if req.hazmat && !p.hazmat {
         return rej(
-            "hazmat_required",
+            Code::HazmatRequired,
             format!(
                 "order {} contains hazardous goods; profile v{v} of node {node} does not handle hazmat",
                 order.order_id
@@ -1207,7 +1211,7 @@ pub fn check_eligible(view: &impl StateView, node: &str, order: &Order) -> Resul
     }
     if !req.category.is_empty() && !p.categories.contains(&req.category) {
         return rej(
-            "category_not_served",
+            Code::CategoryNotServed,
             format!(
                 "order {} is category {}; profile v{v} of node {node} handles [{}]",
                 order.order_id,

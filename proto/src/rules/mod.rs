@@ -12,12 +12,14 @@
 //! ([`check_signature`]), not on every apply; the offline verifier checks them
 //! all again.
 
+mod code;
 mod decide;
 mod disputes;
 mod mem;
 mod state;
 mod validate;
 
+pub use code::{Code, Incident, Rule};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
@@ -73,7 +75,7 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub accepted: bool,
-    pub code: String,
+    pub code: Code,
     pub message: String,
     /// The order this entry concerns ("" if none): the entry is linked into its history.
     pub order_id: String,
@@ -86,7 +88,7 @@ impl Decision {
     pub fn accept(order_id: impl Into<String>, effects: Vec<Effect>) -> Self {
         Decision {
             accepted: true,
-            code: "accepted".into(),
+            code: Code::Accepted,
             message: String::new(),
             order_id: order_id.into(),
             order_prev_seq: 0,
@@ -94,10 +96,10 @@ impl Decision {
         }
     }
 
-    pub fn reject(code: &str, message: impl Into<String>, order_id: impl Into<String>) -> Self {
+    pub fn reject(code: Code, message: impl Into<String>, order_id: impl Into<String>) -> Self {
         Decision {
             accepted: false,
-            code: code.into(),
+            code,
             message: message.into(),
             order_id: order_id.into(),
             order_prev_seq: 0,

@@ -190,7 +190,7 @@ fn first_claim_wins_and_later_claims_name_the_owner() {
     assert!(first.accepted);
     let second = appended(s.apply(&claim(&nodes[1], "n1", 1, "o1", 1, 1000), 22, false));
     assert!(!second.accepted);
-    assert_eq!(second.code, "already_owned");
+    assert_eq!(second.code, Code::AlreadyOwned.as_str());
     assert!(second.message.contains("owned by n0"), "{}", second.message);
     assert_eq!(s.orders["o1"].owner.as_deref(), Some("n0"));
     // The rejected claim is linked into the order's history.
@@ -207,14 +207,14 @@ fn a_claim_quoting_another_price_is_rejected_naming_the_locked_one() {
         false,
     );
     let e = appended(s.apply(&claim(&nodes[0], "n0", 1, "o1", 1, 999), 21, false));
-    assert_eq!(e.code, "price_mismatch");
+    assert_eq!(e.code, Code::PriceMismatch.as_str());
     assert!(
         e.message.contains("version 1 total 1000 CNY"),
         "{}",
         e.message
     );
     let e = appended(s.apply(&claim(&nodes[0], "n0", 2, "o1", 2, 1000), 22, false));
-    assert_eq!(e.code, "price_mismatch");
+    assert_eq!(e.code, Code::PriceMismatch.as_str());
     assert!(s.orders["o1"].owner.is_none());
 }
 
@@ -231,7 +231,7 @@ fn an_external_reference_belongs_to_one_order() {
         21,
         false,
     ));
-    assert_eq!(dup.code, "external_ref_taken");
+    assert_eq!(dup.code, Code::ExternalRefTaken.as_str());
     assert!(dup.message.contains("belongs to order o1"));
     assert!(!s.orders.contains_key("o2"));
     let again = appended(s.apply(
@@ -239,7 +239,7 @@ fn an_external_reference_belongs_to_one_order() {
         22,
         false,
     ));
-    assert_eq!(again.code, "duplicate_order");
+    assert_eq!(again.code, Code::DuplicateOrder.as_str());
     assert_eq!(s.order_by_ref("meituan", "m-1").as_deref(), Some("o1"));
     assert_eq!(s.order_by_ref("meituan", "m-2"), None);
 }
@@ -437,7 +437,7 @@ proptest! {
                     // Never two owners: an accepted claim only on an unowned order.
                     prop_assert!(!owner.contains_key(&c.order_id), "second owner for {}", c.order_id);
                     owner.insert(c.order_id.clone(), (a.envelope.signer.clone(), e.seq));
-                } else if e.code == "already_owned" {
+                } else if e.code == Code::AlreadyOwned.as_str() {
                     let (who, _) = owner.get(&c.order_id).expect("rejected as owned but no owner");
                     let expected = format!("owned by {who}");
                     prop_assert!(e.message.contains(&expected));

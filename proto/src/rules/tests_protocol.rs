@@ -144,9 +144,9 @@ impl World {
     }
 }
 
-fn rejected(e: &Entry, code: &str, needle: &str) {
+fn rejected(e: &Entry, code: Code, needle: &str) {
     assert!(!e.accepted, "expected {code}, got accepted: {e:?}");
-    assert_eq!(e.code, code, "{}", e.message);
+    assert_eq!(e.code, code.as_str(), "{}", e.message);
     assert!(
         e.message.contains(needle),
         "{:?} does not contain {needle:?}",
@@ -182,14 +182,14 @@ fn the_profile_in_force_gates_every_claim() {
     );
     rejected(
         &appended(w.s.apply(&bytes, 21, false)),
-        "no_profile",
+        Code::NoProfile,
         "bare",
     );
 
     let mut far = order("o-bj", "m-bj", 5);
     far.destination_region = "cn-bj".into();
     w.register_with(far, 22);
-    rejected(&w.claim(0, "o-bj", 23), "region_not_served", "cn-bj");
+    rejected(&w.claim(0, "o-bj", 23), Code::RegionNotServed, "cn-bj");
 
     let mut cold = order("o-cold", "m-cold", 5);
     cold.requirements = Some(pb::Requirements {
@@ -199,7 +199,7 @@ fn the_profile_in_force_gates_every_claim() {
     w.register_with(cold, 24);
     rejected(
         &w.claim(0, "o-cold", 25),
-        "cold_chain_required",
+        Code::ColdChainRequired,
         "cold chain",
     );
 
@@ -209,7 +209,7 @@ fn the_profile_in_force_gates_every_claim() {
         ..Default::default()
     });
     w.register_with(haz, 26);
-    rejected(&w.claim(0, "o-haz", 27), "hazmat_required", "hazmat");
+    rejected(&w.claim(0, "o-haz", 27), Code::HazmatRequired, "hazmat");
 
     let mut cat = order("o-cat", "m-cat", 5);
     cat.requirements = Some(pb::Requirements {
@@ -219,7 +219,7 @@ fn the_profile_in_force_gates_every_claim() {
     w.register_with(cat, 28);
     rejected(
         &w.claim(0, "o-cat", 29),
-        "category_not_served",
+        Code::CategoryNotServed,
         "fresh-food",
     );
 
@@ -241,7 +241,7 @@ fn the_profile_in_force_gates_every_claim() {
     assert_eq!(w.s.profiles["n0"].published_seq, e.seq);
     assert!(w.claim(0, "o-bj", 31).accepted);
     assert!(w.claim(0, "o-cold", 32).accepted);
-    rejected(&w.claim(0, "o-haz", 33), "at_capacity", "2 open orders");
+    rejected(&w.claim(0, "o-haz", 33), Code::AtCapacity, "2 open orders");
     assert_eq!(w.stats(0).open_orders, 2);
     assert_eq!(
         w.s.orders["o-cold"].lease.as_ref().unwrap().profile_version,
@@ -269,7 +269,11 @@ fn a_lease_lapses_by_leader_time_and_the_lapse_is_recorded() {
         deadline
     );
     // At the deadline the lease still holds.
-    rejected(&w.claim(1, "o1", deadline), "already_owned", "owned by n0");
+    rejected(
+        &w.claim(1, "o1", deadline),
+        Code::AlreadyOwned,
+        "owned by n0",
+    );
     // One millisecond later another node may claim; the entry names the lapse.
     let e = w.claim(1, "o1", deadline + 1);
     assert!(e.accepted, "{e:?}");
@@ -284,7 +288,7 @@ fn a_lease_lapses_by_leader_time_and_the_lapse_is_recorded() {
     // The old owner can no longer report milestones.
     rejected(
         &w.milestone(0, "o1", deadline + 2, pb::Milestone::Picked),
-        "not_owner",
+        Code::NotOwner,
         "owned by n1",
     );
 }
@@ -296,7 +300,7 @@ fn a_lapse_is_not_recorded_by_a_rejected_command_but_seen_by_it() {
     assert!(w.claim(0, "o1", 100).accepted);
     let late = 100 + HOUR + GRACE + 5;
     let e = w.milestone(0, "o1", late, pb::Milestone::Picked);
-    rejected(&e, "not_owner", "lease of n0 lapsed");
+    rejected(&e, Code::NotOwner, "lease of n0 lapsed");
     // Nothing was written: the lapse is still to be recorded.
     assert_eq!(w.stats(0).lapses, 0);
     assert_eq!(w.s.orders["o1"].owner.as_deref(), Some("n0"));
@@ -320,7 +324,7 @@ fn a_lapsed_owner_frees_its_capacity_by_releasing() {
     assert!(w.claim(0, "o1", 100).accepted);
     let late = 100 + HOUR + GRACE + 1;
     // Still counted against its capacity until the lapse is recorded.
-    rejected(&w.claim(0, "o2", late), "at_capacity", "1 open orders");
+    rejected(&w.claim(0, "o2", late), Code::AtCapacity, "1 open orders");
     let release = w.node(
         0,
         late + 1,
@@ -355,7 +359,7 @@ fn shipping_ends_the_lease() {
     assert!(w.milestone(0, "o1", 200, pb::Milestone::Shipped).accepted);
     rejected(
         &w.claim(1, "o1", 100 + 10 * HOUR),
-        "already_owned",
+        Code::AlreadyOwned,
         "owned by n0",
     );
     let o = &w.s.orders["o1"];
@@ -389,7 +393,7 @@ fn release_returns_the_order_to_open() {
             reason: "out of stock".into(),
         })
     };
-    rejected(&w.node(1, 101, release()), "not_owner", "owned by n0");
+    rejected(&w.node(1, 101, release()), Code::NotOwner, "owned by n0");
     let e = w.node(0, 102, release());
     assert!(e.accepted);
     assert_eq!(w.s.orders["o1"].status, OrderStatus::Open);
@@ -406,28 +410,32 @@ fn a_handoff_chain_moves_custody_only_on_acceptance() {
     assert!(w.claim(0, "o1", 100).accepted);
     rejected(
         &w.offer(1, "o1", "n2", 101, 1000),
-        "not_owner",
+        Code::NotOwner,
         "owned by n0",
     );
-    rejected(&w.offer(0, "o1", "n0", 102, 1000), "handoff_to_self", "n0");
-    rejected(&w.offer(0, "o1", "shop", 102, 1000), "not_a_node", "shop");
+    rejected(
+        &w.offer(0, "o1", "n0", 102, 1000),
+        Code::HandoffToSelf,
+        "n0",
+    );
+    rejected(&w.offer(0, "o1", "shop", 102, 1000), Code::NotANode, "shop");
     let offer = w.offer(0, "o1", "n1", 103, 1000);
     assert!(offer.accepted);
     // Until accepted, the sender holds it.
     assert_eq!(w.s.orders["o1"].custodian.as_deref(), Some("n0"));
     rejected(
         &w.offer(0, "o1", "n2", 104, 1000),
-        "offer_pending",
+        Code::OfferPending,
         "offered to n1",
     );
     rejected(
         &w.accept(2, "o1", offer.seq, 105, false),
-        "not_offered_to_signer",
+        Code::NotOfferedToSigner,
         "offered to n1",
     );
     rejected(
         &w.accept(1, "o1", offer.seq + 100, 105, false),
-        "offer_mismatch",
+        Code::OfferMismatch,
         "not",
     );
     let acc = w.accept(1, "o1", offer.seq, 106, false);
@@ -457,7 +465,7 @@ fn a_handoff_chain_moves_custody_only_on_acceptance() {
     assert_eq!(w.s.orders["o1"].owner.as_deref(), Some("n1"));
     rejected(
         &w.accept(2, "o1", offer2.seq, 202, false),
-        "no_offer",
+        Code::NoOffer,
         "no pending",
     );
 
@@ -465,7 +473,7 @@ fn a_handoff_chain_moves_custody_only_on_acceptance() {
     let offer3 = w.offer(1, "o1", "n2", 300, 50);
     rejected(
         &w.accept(2, "o1", offer3.seq, 351, false),
-        "offer_expired",
+        Code::OfferExpired,
         "expired at 350",
     );
     assert_eq!(w.s.orders["o1"].owner.as_deref(), Some("n1"));
@@ -504,7 +512,7 @@ fn the_receiver_must_be_eligible_like_a_claimant() {
     let offer = w.offer(0, "o1", "n1", 101, 1000);
     rejected(
         &w.accept(1, "o1", offer.seq, 102, false),
-        "region_not_served",
+        Code::RegionNotServed,
         "cn-sh",
     );
     assert_eq!(w.s.orders["o1"].owner.as_deref(), Some("n0"));
@@ -516,32 +524,32 @@ fn milestones_follow_the_lifecycle() {
     w.register("o1", 20);
     rejected(
         &w.milestone(0, "o1", 21, pb::Milestone::Picked),
-        "not_owner",
+        Code::NotOwner,
         "no owner",
     );
     assert!(w.claim(0, "o1", 22).accepted);
     rejected(
         &w.milestone(0, "o1", 23, pb::Milestone::Delivered),
-        "milestone_out_of_order",
+        Code::MilestoneOutOfOrder,
         "delivered can only follow shipped",
     );
     rejected(
         &w.milestone(1, "o1", 23, pb::Milestone::Picked),
-        "not_owner",
+        Code::NotOwner,
         "owned by n0",
     );
     assert!(w.milestone(0, "o1", 24, pb::Milestone::Picked).accepted);
     assert!(w.milestone(0, "o1", 25, pb::Milestone::Packed).accepted);
     rejected(
         &w.milestone(0, "o1", 26, pb::Milestone::Picked),
-        "milestone_out_of_order",
+        Code::MilestoneOutOfOrder,
         "is packed",
     );
     assert!(w.milestone(0, "o1", 27, pb::Milestone::Shipped).accepted);
     // No handoff or release once shipped.
     rejected(
         &w.offer(0, "o1", "n1", 28, 100),
-        "already_shipped",
+        Code::AlreadyShipped,
         "shipped",
     );
     let cancel = w.channel(
@@ -551,7 +559,7 @@ fn milestones_follow_the_lifecycle() {
             reason: String::new(),
         }),
     );
-    rejected(&cancel, "already_shipped", "too late");
+    rejected(&cancel, Code::AlreadyShipped, "too late");
     assert!(w.milestone(0, "o1", 30, pb::Milestone::Delivered).accepted);
     let o = &w.s.orders["o1"];
     assert_eq!(o.status, OrderStatus::Delivered);
@@ -575,15 +583,15 @@ fn nothing_happens_after_cancel() {
     assert_eq!(w.stats(0).open_orders, 0);
     rejected(
         &w.channel(23, cancel("again")),
-        "already_cancelled",
+        Code::AlreadyCancelled,
         "already",
     );
     rejected(
         &w.milestone(0, "o1", 24, pb::Milestone::Picked),
-        "order_cancelled",
+        Code::OrderCancelled,
         "cancelled",
     );
-    rejected(&w.claim(0, "o1", 25), "order_cancelled", "cancelled");
+    rejected(&w.claim(0, "o1", 25), Code::OrderCancelled, "cancelled");
 }
 
 #[test]
@@ -609,7 +617,7 @@ fn price_amendments_bump_the_version_and_stale_quotes_are_rejected() {
     assert_eq!(w.s.orders["o1"].total, 900);
     rejected(
         &w.channel(22, amend(1, 400)),
-        "stale_price_version",
+        Code::StalePriceVersion,
         "at price version 2",
     );
     // A claim quoting version 1 is rejected naming version 2.
@@ -622,7 +630,7 @@ fn price_amendments_bump_the_version_and_stale_quotes_are_rejected() {
             total: 1000,
         }),
     );
-    rejected(&stale, "price_mismatch", "price version 2 total 900 CNY");
+    rejected(&stale, Code::PriceMismatch, "price version 2 total 900 CNY");
     assert!(w.claim(0, "o1", 24).accepted);
     let m = w.node(
         0,
@@ -635,7 +643,7 @@ fn price_amendments_bump_the_version_and_stale_quotes_are_rejected() {
             ..Default::default()
         }),
     );
-    rejected(&m, "price_mismatch", "price version 2");
+    rejected(&m, Code::PriceMismatch, "price version 2");
     // Only the registering channel amends.
     let other = key(60);
     w.operator(
@@ -650,7 +658,7 @@ fn price_amendments_bump_the_version_and_stale_quotes_are_rejected() {
     let bytes = signed(&other, "jd", 1, amend(2, 1));
     rejected(
         &appended(w.s.apply(&bytes, 27, false)),
-        "not_order_channel",
+        Code::NotOrderChannel,
         "registered by channel shop",
     );
 }
@@ -674,7 +682,7 @@ fn returns_are_claimed_by_a_node_that_handles_them_and_refunds_are_bounded() {
         order_id: "o1".into(),
         reason: "wrong size".into(),
     });
-    rejected(&w.channel(21, req.clone()), "not_delivered", "open");
+    rejected(&w.channel(21, req.clone()), Code::NotDelivered, "open");
     assert!(w.claim(0, "o1", 22).accepted);
     assert!(w.milestone(0, "o1", 23, pb::Milestone::Shipped).accepted);
     assert!(w.milestone(0, "o1", 24, pb::Milestone::Delivered).accepted);
@@ -683,17 +691,17 @@ fn returns_are_claimed_by_a_node_that_handles_them_and_refunds_are_bounded() {
     });
     rejected(
         &w.node(1, 25, claim_ret.clone()),
-        "no_return_requested",
+        Code::NoReturnRequested,
         "delivered",
     );
     assert!(w.channel(26, req).accepted);
     rejected(
         &w.node(0, 27, claim_ret.clone()),
-        "returns_not_handled",
+        Code::ReturnsNotHandled,
         "n0",
     );
     assert!(w.node(1, 28, claim_ret.clone()).accepted);
-    rejected(&w.node(0, 29, claim_ret), "return_already_claimed", "n1");
+    rejected(&w.node(0, 29, claim_ret), Code::ReturnAlreadyClaimed, "n1");
     let receive = |refund: i64, version: u64| {
         Body::ReceiveReturn(pb::ReceiveReturn {
             order_id: "o1".into(),
@@ -701,15 +709,15 @@ fn returns_are_claimed_by_a_node_that_handles_them_and_refunds_are_bounded() {
             price_version: version,
         })
     };
-    rejected(&w.node(0, 30, receive(100, 1)), "not_return_node", "n1");
+    rejected(&w.node(0, 30, receive(100, 1)), Code::NotReturnNode, "n1");
     rejected(
         &w.node(1, 31, receive(1001, 1)),
-        "refund_exceeds_paid",
+        Code::RefundExceedsPaid,
         "1000 CNY",
     );
     rejected(
         &w.node(1, 32, receive(100, 2)),
-        "price_mismatch",
+        Code::PriceMismatch,
         "price version 1",
     );
     assert!(w.node(1, 33, receive(1000, 1)).accepted);
@@ -730,7 +738,7 @@ fn exceptions_come_from_the_owner_or_the_channel() {
     });
     rejected(
         &w.node(1, 22, exc.clone()),
-        "not_entitled",
+        Code::NotEntitled,
         "only the owner (n0)",
     );
     assert!(w.node(0, 23, exc.clone()).accepted);
@@ -783,7 +791,7 @@ fn rotated_and_revoked_keys() {
             public_key: old_key.to_vec(),
         }),
     );
-    rejected(&reuse, "key_in_use", "n0");
+    rejected(&reuse, Code::KeyInUse, "n0");
 
     // Revoked: refused outright, nothing appended.
     let rev = w.operator(
@@ -812,7 +820,7 @@ fn rotated_and_revoked_keys() {
             reason: "oops".into(),
         }),
     );
-    rejected(&last, "last_operator", "ops");
+    rejected(&last, Code::LastOperator, "ops");
     // Enrolling a second operator makes it possible.
     let k2 = key(71);
     assert!(
@@ -1327,7 +1335,7 @@ impl World {
         id: &str,
         dispute: u64,
         liable: &str,
-        rule: &str,
+        rule: Rule,
         evidence: Vec<u64>,
         t: u64,
     ) -> Entry {
@@ -1341,7 +1349,7 @@ impl World {
                 order_id: id.into(),
                 dispute_seq: dispute,
                 liable: liable.into(),
-                rule: rule.into(),
+                rule: rule.as_str().into(),
                 evidence,
             }),
         );
@@ -1349,7 +1357,7 @@ impl World {
     }
 }
 
-fn assert_ruling(r: &Ruling, liable: &str, rule: &str, evidence: &[u64]) {
+fn assert_ruling(r: &Ruling, liable: &str, rule: Rule, evidence: &[u64]) {
     assert_eq!(
         (r.liable.as_str(), r.rule, r.evidence.as_slice()),
         (liable, rule, evidence),
@@ -1368,7 +1376,7 @@ fn lost_in_transit_is_the_carriers() {
     assert_ruling(
         &w.ruling("o1", d.seq),
         "sf-express",
-        "custodian_at_incident",
+        Rule::CustodianAtIncident,
         &[ship.seq],
     );
     // Before shipping, the node held it by its claim.
@@ -1377,7 +1385,7 @@ fn lost_in_transit_is_the_carriers() {
     assert_ruling(
         &w.ruling("o1", d2.seq),
         "n0",
-        "custodian_at_incident",
+        Rule::CustodianAtIncident,
         &[claim_seq],
     );
 }
@@ -1397,14 +1405,14 @@ fn a_clean_acceptance_presumes_good_condition_and_noted_damage_points_back() {
     assert_ruling(
         &w.ruling("o1", d1.seq),
         "n1",
-        "clean_acceptance",
+        Rule::CleanAcceptance,
         &[clean.seq],
     );
     let d2 = w.open_dispute("o2", pb::IncidentKind::Damaged, 130, 140);
     assert_ruling(
         &w.ruling("o2", d2.seq),
         "n0",
-        "damage_noted_at_acceptance",
+        Rule::DamageNotedAtAcceptance,
         &[noted.seq],
     );
 }
@@ -1429,7 +1437,7 @@ fn delivered_without_proof_leaves_custody_with_the_carrier() {
     assert_ruling(
         &w.ruling("o1", d.seq),
         "sf-express",
-        "delivered_without_proof",
+        Rule::DeliveredWithoutProof,
         &[ship.seq, delivered.seq],
     );
 }
@@ -1456,16 +1464,16 @@ fn late_is_a_lapse_or_a_dispatch_after_the_declared_time() {
     assert_ruling(
         &w.ruling("o1", d1.seq),
         "n0",
-        "late_dispatch",
+        Rule::LateDispatch,
         &[c1.seq, s1.seq],
     );
     let d2 = w.open_dispute("o2", pb::IncidentKind::Late, t, t);
-    assert_ruling(&w.ruling("o2", d2.seq), "", "no_breach", &[s2.seq]);
+    assert_ruling(&w.ruling("o2", d2.seq), "", Rule::NoBreach, &[s2.seq]);
     let d3 = w.open_dispute("o3", pb::IncidentKind::Late, t, t);
     assert_ruling(
         &w.ruling("o3", d3.seq),
         "n0",
-        "lease_lapsed",
+        Rule::LeaseLapsed,
         &[c3.seq, lapse.seq],
     );
 }
@@ -1476,7 +1484,7 @@ fn duplicate_processing_and_wrong_prices_are_whoever_did_them() {
     w.register("o1", 20);
     assert!(w.claim(0, "o1", 100).accepted);
     let rogue = w.milestone(1, "o1", 110, pb::Milestone::Picked);
-    assert_eq!(rogue.code, "not_owner");
+    assert_eq!(rogue.code, Code::NotOwner.as_str());
     let wrong = w.node(
         1,
         120,
@@ -1487,7 +1495,7 @@ fn duplicate_processing_and_wrong_prices_are_whoever_did_them() {
         }),
     );
     // Ownership is checked before price: an owned order answers already_owned.
-    assert_eq!(wrong.code, "already_owned");
+    assert_eq!(wrong.code, Code::AlreadyOwned.as_str());
     w.register("o2", 130);
     let wrong = w.node(
         1,
@@ -1498,19 +1506,19 @@ fn duplicate_processing_and_wrong_prices_are_whoever_did_them() {
             total: 1,
         }),
     );
-    assert_eq!(wrong.code, "price_mismatch");
+    assert_eq!(wrong.code, Code::PriceMismatch.as_str());
     let d = w.open_dispute("o1", pb::IncidentKind::DuplicateProcessing, 150, 150);
     assert_ruling(
         &w.ruling("o1", d.seq),
         "n1",
-        "milestone_without_ownership",
+        Rule::MilestoneWithoutOwnership,
         &[rogue.seq],
     );
     let d = w.open_dispute("o2", pb::IncidentKind::PriceMismatch, 150, 150);
     assert_ruling(
         &w.ruling("o2", d.seq),
         "n1",
-        "wrong_price_quoted",
+        Rule::WrongPriceQuoted,
         &[wrong.seq],
     );
 }
@@ -1522,14 +1530,14 @@ fn a_lapse_after_the_dispute_does_not_change_its_ruling() {
     let c = w.claim(0, "o1", 100);
     let d = w.open_dispute("o1", pb::IncidentKind::Lost, 150, 200);
     let before = w.ruling("o1", d.seq);
-    assert_ruling(&before, "n0", "custodian_at_incident", &[c.seq]);
+    assert_ruling(&before, "n0", Rule::CustodianAtIncident, &[c.seq]);
     // Resolved after the lease ran out: the resolution records no lapse.
     let late = 100 + HOUR + GRACE + 10;
     let ok = w.resolve(
         "o1",
         d.seq,
         "n0",
-        "custodian_at_incident",
+        Rule::CustodianAtIncident,
         vec![c.seq],
         late,
     );
@@ -1553,7 +1561,7 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
             order_id: "o1".into(),
             dispute_seq: d.seq,
             liable: "shop".into(),
-            rule: "custodian_at_incident".into(),
+            rule: Rule::CustodianAtIncident.as_str().into(),
             evidence: vec![ship.seq],
         }),
     );
@@ -1565,28 +1573,32 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
         "o1",
         d.seq,
         "n0",
-        "custodian_at_incident",
+        Rule::CustodianAtIncident,
         vec![ship.seq],
         402,
     );
-    rejected(&bad, "ruling_mismatch", "the rules find sf-express liable");
+    rejected(
+        &bad,
+        Code::RulingMismatch,
+        "the rules find sf-express liable",
+    );
     rejected(
         &w.resolve(
             "o1",
             999,
             "sf-express",
-            "custodian_at_incident",
+            Rule::CustodianAtIncident,
             vec![ship.seq],
             403,
         ),
-        "unknown_dispute",
+        Code::UnknownDispute,
         "999",
     );
     let ok = w.resolve(
         "o1",
         d.seq,
         "sf-express",
-        "custodian_at_incident",
+        Rule::CustodianAtIncident,
         vec![ship.seq],
         404,
     );
@@ -1598,11 +1610,11 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
             "o1",
             d.seq,
             "sf-express",
-            "custodian_at_incident",
+            Rule::CustodianAtIncident,
             vec![ship.seq],
             405,
         ),
-        "already_resolved",
+        Code::AlreadyResolved,
         "resolved at entry",
     );
     // An incident in the future is rejected.
@@ -1615,7 +1627,7 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
             statement: String::new(),
         }),
     );
-    rejected(&e, "incident_in_future", "10000");
+    rejected(&e, Code::IncidentInFuture, "10000");
 }
 
 #[test]
@@ -1647,7 +1659,7 @@ fn record_lapse_is_accepted_only_for_a_lapsed_lease_and_only_from_a_replica() {
         )
     };
     let early = appended(w.s.apply(&sweep(1), 200, false));
-    rejected(&early, "not_lapsed", "its lease runs until");
+    rejected(&early, Code::NotLapsed, "its lease runs until");
     let late = 100 + HOUR + GRACE + 1;
     let e = appended(w.s.apply(&sweep(2), late, false));
     assert!(e.accepted, "{e:?}");
@@ -1656,7 +1668,7 @@ fn record_lapse_is_accepted_only_for_a_lapsed_lease_and_only_from_a_replica() {
     assert_eq!(w.s.orders["o1"].owner, None);
     rejected(
         &appended(w.s.apply(&sweep(3), late + 1, false)),
-        "not_lapsed",
+        Code::NotLapsed,
         "open",
     );
     // Nodes do not sweep.
