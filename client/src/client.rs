@@ -31,8 +31,7 @@ use crate::endpoints::{lazy_channel, parse_endpoints, uri};
 use crate::error::ClientError;
 use crate::identity::Identity;
 
-/// Metadata key with the leader's `host:port` on `UNAVAILABLE` answers.
-pub const LEADER_HEADER: &str = "x-arbor-leader";
+pub use arbor_proto::wire::LEADER_HEADER;
 /// Overall deadline of one call, retries included, unless [`Client::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline of one attempt against one replica.

@@ -4,6 +4,7 @@
 //! - [`ledger`]: the entry format, canonical hashing, command signing and ids.
 //! - [`rules`]: the deterministic arbitration state machine.
 //! - [`audit`]: the export file and the offline verifier built on the two above.
+//! - [`wire`]: the gRPC metadata keys client and replica agree on.
 //!
 //! `ledger` and `rules` are the pure core: no I/O, no async, no clock, no
 //! randomness. Replicas apply commands with them and auditors replay exports
@@ -14,6 +15,7 @@
 pub mod audit;
 pub mod ledger;
 pub mod rules;
+pub mod wire;
 
 /// Generated code for `proto/arbor/v1/arbor.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -1,5 +1,6 @@
 //! The openraft type configuration and the raft log's application payload.
 
+use arbor_proto::rules::RefusalKind;
 use serde::{Deserialize, Serialize};
 
 /// One raft log payload: a signed command as received, stamped by the leader.
@@ -47,7 +48,7 @@ pub enum Response {
         hash: [u8; 32],
     },
     /// Refused by the deterministic checks at apply time: nothing appended.
-    Refused { code: String, message: String },
+    Refused { code: RefusalKind, message: String },
 }
 
 openraft::declare_raft_types!(

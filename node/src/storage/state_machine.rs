@@ -224,7 +224,7 @@ enum ApplyError {
 fn refused(r: &Refusal) -> Response {
     tracing::debug!(code = r.code(), reason = %r, "command refused");
     Response::Refused {
-        code: r.code().to_string(),
+        code: r.kind(),
         message: r.to_string(),
     }
 }

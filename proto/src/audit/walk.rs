@@ -157,7 +157,7 @@ impl<'a> Walk<'a> {
                 ))
             }
             Applied::Refused(r) => {
-                return Err(format!("the rules refuse its command ({}): {r}", r.code()))
+                return Err(format!("the rules refuse its command ({}): {r}", r.kind()))
             }
         }
         // Only the head matters to the replay; keep memory flat.

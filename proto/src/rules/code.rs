@@ -1,5 +1,5 @@
 //! Every name the rules write or compare, in one table: outcome codes,
-//! responsibility rule names, incident kinds and refusal codes.
+//! responsibility rule names, incident kinds and refusal kinds.
 //!
 //! Outcome codes and rule names are ledger format: an entry's `code` goes into
 //! its hash, a ruling's rule into the `ResolveDispute` command that states it
@@ -8,8 +8,14 @@
 //! every one. The rules build outcomes from these enums and compare them as
 //! enums; the wire carries [`as_str`](Code::as_str), and strings read back
 //! (exports, commands) go through `parse`.
+//!
+//! Refusal kinds are not ledger format (a refused command is not appended)
+//! but name each [`Refusal`](super::Refusal) in status messages and logs, and
+//! are what the API layer maps to gRPC status codes.
 
 use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Defines a string-named enum: `as_str`, `parse`, `ALL` and `Display`.
 macro_rules! names {
@@ -48,6 +54,25 @@ macro_rules! names {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        /// Serialized as its name.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        concat!("unknown ", stringify!($name), " {:?}"),
+                        s
+                    ))
+                })
             }
         }
     };
@@ -152,6 +177,22 @@ names! {
         Late = "late",
         DuplicateProcessing = "duplicate_processing",
         PriceMismatch = "price_mismatch",
+    }
+}
+
+names! {
+    /// Why a command was refused outright (nothing appended): the kind of a
+    /// [`Refusal`](super::Refusal).
+    pub enum RefusalKind {
+        Malformed = "malformed",
+        Unsigned = "unsigned",
+        UnknownSigner = "unknown_signer",
+        WrongRole = "wrong_role",
+        RevokedKey = "revoked_key",
+        KeyChanged = "key_changed",
+        BadSignature = "bad_signature",
+        NoGenesis = "no_genesis",
+        GenesisNotAllowed = "genesis_not_allowed",
     }
 }
 
@@ -265,9 +306,26 @@ mod tests {
                 assert_eq!(parse(s), Some(*v), "{s}");
             }
         }
+        let refusals: &[(RefusalKind, &str)] = &[
+            (RefusalKind::Malformed, "malformed"),
+            (RefusalKind::Unsigned, "unsigned"),
+            (RefusalKind::UnknownSigner, "unknown_signer"),
+            (RefusalKind::WrongRole, "wrong_role"),
+            (RefusalKind::RevokedKey, "revoked_key"),
+            (RefusalKind::KeyChanged, "key_changed"),
+            (RefusalKind::BadSignature, "bad_signature"),
+            (RefusalKind::NoGenesis, "no_genesis"),
+            (RefusalKind::GenesisNotAllowed, "genesis_not_allowed"),
+        ];
         check(codes, Code::ALL, Code::as_str, Code::parse);
         check(rules, Rule::ALL, Rule::as_str, Rule::parse);
         check(incidents, Incident::ALL, Incident::as_str, Incident::parse);
+        check(
+            refusals,
+            RefusalKind::ALL,
+            RefusalKind::as_str,
+            RefusalKind::parse,
+        );
     }
 
     #[test]
@@ -284,5 +342,18 @@ mod tests {
         );
         assert_eq!(Incident::from_pb(0), None);
         assert_eq!(Incident::from_pb(99), None);
+    }
+
+    #[test]
+    fn names_serialize_as_their_strings() {
+        let json = serde_json::to_string(&RefusalKind::KeyChanged).unwrap();
+        assert_eq!(json, "\"key_changed\"");
+        let back: RefusalKind = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, RefusalKind::KeyChanged);
+        let err = serde_json::from_str::<Code>("\"already_ownee\"").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown Code \"already_ownee\""),
+            "{err}"
+        );
     }
 }

@@ -19,7 +19,7 @@ mod mem;
 mod state;
 mod validate;
 
-pub use code::{Code, Incident, Rule};
+pub use code::{Code, Incident, RefusalKind, Rule};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
@@ -137,19 +137,24 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// What kind of refusal this is (what the API layer maps to a status code).
+    pub fn kind(&self) -> RefusalKind {
         match self {
-            Refusal::Malformed(_) => "malformed",
-            Refusal::Unsigned => "unsigned",
-            Refusal::UnknownSigner(_) => "unknown_signer",
-            Refusal::WrongRole { .. } => "wrong_role",
-            Refusal::RevokedKey(_) => "revoked_key",
-            Refusal::KeyChanged(_) => "key_changed",
-            Refusal::BadSignature(_) => "bad_signature",
-            Refusal::NoGenesis => "no_genesis",
-            Refusal::GenesisNotAllowed => "genesis_not_allowed",
+            Refusal::Malformed(_) => RefusalKind::Malformed,
+            Refusal::Unsigned => RefusalKind::Unsigned,
+            Refusal::UnknownSigner(_) => RefusalKind::UnknownSigner,
+            Refusal::WrongRole { .. } => RefusalKind::WrongRole,
+            Refusal::RevokedKey(_) => RefusalKind::RevokedKey,
+            Refusal::KeyChanged(_) => RefusalKind::KeyChanged,
+            Refusal::BadSignature(_) => RefusalKind::BadSignature,
+            Refusal::NoGenesis => RefusalKind::NoGenesis,
+            Refusal::GenesisNotAllowed => RefusalKind::GenesisNotAllowed,
         }
+    }
+
+    /// The kind's stable machine-readable name.
+    pub fn code(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

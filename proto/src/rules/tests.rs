@@ -258,9 +258,9 @@ fn resending_the_same_bytes_is_a_duplicate() {
 fn refusals_append_nothing() {
     let (mut s, op, ch, nodes) = setup(1);
     let n = s.entries.len();
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (vec![0xff, 0x01, 0x02], "malformed"),
-        (genesis_nonce(&op, 5), "genesis_not_allowed"),
+    let cases: Vec<(Vec<u8>, RefusalKind)> = vec![
+        (vec![0xff, 0x01, 0x02], RefusalKind::Malformed),
+        (genesis_nonce(&op, 5), RefusalKind::GenesisNotAllowed),
         // A node may not register orders.
         (
             signed(
@@ -269,7 +269,7 @@ fn refusals_append_nothing() {
                 1,
                 Body::RegisterOrder(order("o9", "m-9", 5)),
             ),
-            "wrong_role",
+            RefusalKind::WrongRole,
         ),
         (
             signed(
@@ -278,7 +278,7 @@ fn refusals_append_nothing() {
                 1,
                 Body::RegisterOrder(order("o9", "m-9", 5)),
             ),
-            "unknown_signer",
+            RefusalKind::UnknownSigner,
         ),
         (
             pb::SignedCommand {
@@ -291,7 +291,7 @@ fn refusals_append_nothing() {
                 signature: vec![],
             }
             .encode_to_vec(),
-            "unsigned",
+            RefusalKind::Unsigned,
         ),
         (
             {
@@ -299,7 +299,7 @@ fn refusals_append_nothing() {
                 o.total = 11;
                 signed(&ch, "shop", 1, Body::RegisterOrder(o))
             },
-            "malformed",
+            RefusalKind::Malformed,
         ),
         (
             signed(
@@ -313,12 +313,12 @@ fn refusals_append_nothing() {
                     public_key: vec![1; 32],
                 }),
             ),
-            "malformed",
+            RefusalKind::Malformed,
         ),
     ];
     for (bytes, code) in cases {
         match s.apply(&bytes, 50, false) {
-            Applied::Refused(r) => assert_eq!(r.code(), code, "{r}"),
+            Applied::Refused(r) => assert_eq!(r.kind(), code, "{r}"),
             other => panic!("expected refusal {code}, got {other:?}"),
         }
     }
@@ -337,15 +337,18 @@ fn admission_checks_the_signature() {
         1,
         Body::RegisterOrder(order("o1", "m-1", 5)),
     );
-    assert_eq!(admit(&s, &forged).unwrap_err().code(), "bad_signature");
+    assert_eq!(
+        admit(&s, &forged).unwrap_err().kind(),
+        RefusalKind::BadSignature
+    );
     // One flipped byte in the command.
     let mut env = pb::SignedCommand::decode(good.as_slice()).unwrap();
     let mut cmd = pb::Command::decode(env.command.as_slice()).unwrap();
     cmd.nonce ^= 1;
     env.command = cmd.encode_to_vec();
     assert_eq!(
-        admit(&s, &env.encode_to_vec()).unwrap_err().code(),
-        "bad_signature"
+        admit(&s, &env.encode_to_vec()).unwrap_err().kind(),
+        RefusalKind::BadSignature
     );
 }
 

@@ -776,13 +776,16 @@ fn rotated_and_revoked_keys() {
     assert!(rot.accepted);
     assert_eq!(w.s.parties["n0"].key_seq, rot.seq);
     // The old key signs nothing any more; the new one does.
-    assert_eq!(admit(&w.s, &before).unwrap_err().code(), "bad_signature");
+    assert_eq!(
+        admit(&w.s, &before).unwrap_err().kind(),
+        RefusalKind::BadSignature
+    );
     let (_, verified) = admit(&w.s, &claim_with(&new, 2)).unwrap();
     assert_eq!(verified.unwrap(), new.verifying_key().to_bytes().to_vec());
     // A command admitted under the old key but committed after the rotation.
     let old_key = old.verifying_key().to_bytes();
     let r = apply(&w.s, &before, 99, 22, false, Some(&old_key)).unwrap_err();
-    assert_eq!(r.code(), "key_changed");
+    assert_eq!(r.kind(), RefusalKind::KeyChanged);
     // Keys are never reused.
     let reuse = w.operator(
         23,
@@ -804,12 +807,12 @@ fn rotated_and_revoked_keys() {
     assert!(rev.accepted);
     let n = w.s.entries.len();
     match w.s.apply(&claim_with(&new, 3), 25, false) {
-        Applied::Refused(r) => assert_eq!(r.code(), "revoked_key"),
+        Applied::Refused(r) => assert_eq!(r.kind(), RefusalKind::RevokedKey),
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        admit(&w.s, &claim_with(&new, 4)).unwrap_err().code(),
-        "revoked_key"
+        admit(&w.s, &claim_with(&new, 4)).unwrap_err().kind(),
+        RefusalKind::RevokedKey
     );
     assert_eq!(w.s.entries.len(), n);
     // The last operator cannot be revoked.
@@ -896,7 +899,7 @@ fn malformed_protocol_commands_are_refused() {
         let nonce = w.next_nonce();
         let bytes = signed(&w.nodes[0], "n0", nonce, body.clone());
         match w.s.apply(&bytes, 30, false) {
-            Applied::Refused(r) => assert_eq!(r.code(), "malformed", "{body:?}: {r}"),
+            Applied::Refused(r) => assert_eq!(r.kind(), RefusalKind::Malformed, "{body:?}: {r}"),
             other => panic!("{body:?}: {other:?}"),
         }
     }
@@ -1566,7 +1569,7 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
         }),
     );
     match w.s.apply(&bytes, 401, false) {
-        Applied::Refused(r) => assert_eq!(r.code(), "wrong_role"),
+        Applied::Refused(r) => assert_eq!(r.kind(), RefusalKind::WrongRole),
         other => panic!("{other:?}"),
     }
     let bad = w.resolve(
@@ -1681,7 +1684,7 @@ fn record_lapse_is_accepted_only_for_a_lapsed_lease_and_only_from_a_replica() {
         }),
     );
     match w.s.apply(&bytes, late + 2, false) {
-        Applied::Refused(r) => assert_eq!(r.code(), "wrong_role"),
+        Applied::Refused(r) => assert_eq!(r.kind(), RefusalKind::WrongRole),
         other => panic!("{other:?}"),
     }
 }
