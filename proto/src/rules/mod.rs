@@ -326,5 +326,3 @@ pub fn apply(
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_protocol;
