@@ -13,7 +13,7 @@ use prost::Message;
 
 use super::export::{hashes, ExportHeader, ExportReader};
 use super::sigs::SigBatch;
-use super::verify::{CheckpointSummary, Summary};
+use super::summary::{CheckpointSummary, Summary};
 use super::{AuditError, Frontier};
 use crate::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use crate::ledger::merkle::{leaf_hash, verify_consistency, Hash};
