@@ -1,16 +1,24 @@
 //! The deterministic arbitration state machine.
 //!
-//! [`admit`] turns the bytes of a signed command into a [`Decision`] against a
-//! read-only [`StateView`]: either a *refusal* (malformed, unknown signer,
-//! wrong role: nothing is appended) or an *outcome* (accepted or rejected with
-//! a reason: appended to the ledger either way) plus the state [`Effect`]s.
+//! [`apply`] turns the bytes of a committed command into a [`Decision`]
+//! against a read-only [`StateView`]: either a *refusal* (malformed, unknown
+//! signer, wrong role: nothing is appended) or an *outcome* (accepted or
+//! rejected with a reason: appended to the ledger either way) plus the state
+//! [`Effect`]s.
 //! The caller (a replica's RocksDB store, or an auditor's in-memory replay)
 //! writes the entry and the effects. Nothing here reads a clock or does I/O:
 //! the time is the leader's stamp carried in the raft log.
 //!
-//! Signatures are checked where a command enters the cluster
-//! ([`check_signature`]), not on every apply; the offline verifier checks them
-//! all again.
+//! Signatures are checked where a command enters the cluster, not on every
+//! apply: the leader admits a command with [`decode`], [`authorize`] and
+//! [`check_signature`] (batched, in `node/src/api/admission.rs`) before it
+//! proposes it; the offline verifier checks them all again.
+//!
+//! The rooms: `code` names every outcome code, rule, incident and refusal
+//! kind ([`Code`], [`Rule`], [`Incident`], [`RefusalKind`]); `validate` checks
+//! a command's structure; `decide/` holds the business rules by command
+//! family; `disputes` the responsibility rules; `state` the records the rules
+//! keep; `mem` the in-memory state that replay and the tests apply to.
 
 mod code;
 mod decide;
@@ -280,22 +288,6 @@ pub fn authorize(
 /// Verifies the envelope's signature against the signer's enrolled key.
 pub fn check_signature(a: &Admitted, party: &Party) -> Result<(), Refusal> {
     ledger::verify_command(&a.envelope, &party.public_key).map_err(Refusal::from)
-}
-
-/// Everything a replica does before proposing: decode, validate, authorize,
-/// verify. Returns the command and the key its signature was verified
-/// against (`None` for genesis), which the proposal carries to [`apply`].
-pub fn admit(view: &impl StateView, bytes: &[u8]) -> Result<(Admitted, Option<Vec<u8>>), Refusal> {
-    let a = decode(bytes)?;
-    let party = authorize(view, &a, false)?;
-    let key = match party {
-        Some(p) => {
-            check_signature(&a, &p)?;
-            Some(p.public_key)
-        }
-        None => None,
-    };
-    Ok((a, key))
 }
 
 /// What the state machine does with a committed command appended at `seq`

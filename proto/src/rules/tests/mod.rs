@@ -24,6 +24,23 @@ mod refusals;
 mod returns;
 mod world;
 
+/// Admission as the leader does it (there with signatures checked in
+/// batches): decode, validate, authorize, verify. Returns the command and the
+/// key its signature was verified against (`None` for genesis), which the
+/// proposal carries to [`apply`].
+fn admit(view: &impl StateView, bytes: &[u8]) -> Result<(Admitted, Option<Vec<u8>>), Refusal> {
+    let a = decode(bytes)?;
+    let party = authorize(view, &a, false)?;
+    let key = match party {
+        Some(p) => {
+            check_signature(&a, &p)?;
+            Some(p.public_key)
+        }
+        None => None,
+    };
+    Ok((a, key))
+}
+
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
