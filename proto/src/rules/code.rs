@@ -1,5 +1,5 @@
 //! Every name the rules write or compare, in one table: outcome codes,
-//! responsibility rule names, incident kinds and refusal kinds.
+//! responsibility rule names, incident and exception kinds, refusal kinds.
 //!
 //! Outcome codes and rule names are ledger format: an entry's `code` goes into
 //! its hash, a ruling's rule into the `ResolveDispute` command that states it
@@ -196,6 +196,30 @@ names! {
     }
 }
 
+names! {
+    /// The kind of an exception recorded on an order (`Order::exceptions`).
+    pub enum Exception {
+        Damaged = "damaged",
+        Lost = "lost",
+        Delayed = "delayed",
+        /// Recorded by an `AcceptHandoff` that notes damage.
+        DamageNotedAtHandoff = "damage_noted_at_handoff",
+    }
+}
+
+impl Exception {
+    /// The exception of a wire `ExceptionKind` (`None` when unset or unknown).
+    pub fn from_pb(kind: i32) -> Option<Exception> {
+        use crate::pb::ExceptionKind as K;
+        Some(match K::try_from(kind).ok()? {
+            K::Damaged => Exception::Damaged,
+            K::Lost => Exception::Lost,
+            K::Delayed => Exception::Delayed,
+            K::Unspecified => return None,
+        })
+    }
+}
+
 impl Incident {
     /// The incident of a wire `IncidentKind` (`None` when unset or unknown).
     pub fn from_pb(kind: i32) -> Option<Incident> {
@@ -326,6 +350,18 @@ mod tests {
             RefusalKind::as_str,
             RefusalKind::parse,
         );
+        let exceptions: &[(Exception, &str)] = &[
+            (Exception::Damaged, "damaged"),
+            (Exception::Lost, "lost"),
+            (Exception::Delayed, "delayed"),
+            (Exception::DamageNotedAtHandoff, "damage_noted_at_handoff"),
+        ];
+        check(
+            exceptions,
+            Exception::ALL,
+            Exception::as_str,
+            Exception::parse,
+        );
     }
 
     #[test]
@@ -342,6 +378,9 @@ mod tests {
         );
         assert_eq!(Incident::from_pb(0), None);
         assert_eq!(Incident::from_pb(99), None);
+        let lost = crate::pb::ExceptionKind::Lost as i32;
+        assert_eq!(Exception::from_pb(lost), Some(Exception::Lost));
+        assert_eq!(Exception::from_pb(0), None);
     }
 
     #[test]

@@ -14,8 +14,9 @@
 //! [`check_signature`] (batched, in `node/src/api/admission.rs`) before it
 //! proposes it; the offline verifier checks them all again.
 //!
-//! The rooms: `code` names every outcome code, rule, incident and refusal
-//! kind ([`Code`], [`Rule`], [`Incident`], [`RefusalKind`]); `validate` checks
+//! The rooms: `code` names every outcome code, rule, incident, exception and
+//! refusal kind ([`Code`], [`Rule`], [`Incident`], [`Exception`],
+//! [`RefusalKind`]); `validate` checks
 //! a command's structure; `decide/` holds the business rules by command
 //! family; `disputes` the responsibility rules; `state` the records the rules
 //! keep; `mem` the in-memory state that replay and the tests apply to.
@@ -27,7 +28,7 @@ mod mem;
 mod state;
 mod validate;
 
-pub use code::{Code, Incident, RefusalKind, Rule};
+pub use code::{Code, Exception, Incident, RefusalKind, Rule};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};

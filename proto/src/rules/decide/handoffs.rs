@@ -3,7 +3,7 @@
 //! damage) or declines; an offer not answered in time expires.
 
 use super::super::state::{EventKind, Offer};
-use super::super::{Code, StateView};
+use super::super::{Code, Exception, StateView};
 use super::{rej, OnOrder, Reject};
 use crate::pb;
 
@@ -116,7 +116,7 @@ impl<V: StateView> OnOrder<'_, V> {
         });
         if a.damaged {
             self.order.exceptions.push((
-                "damage_noted_at_handoff".into(),
+                Exception::DamageNotedAtHandoff.as_str().into(),
                 signer.to_string(),
                 self.seq,
             ));

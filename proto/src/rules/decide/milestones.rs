@@ -3,7 +3,7 @@
 //! the registering channel report exceptions (damaged, lost, delayed).
 
 use super::super::state::{EventKind, OrderStatus};
-use super::super::{Code, StateView};
+use super::super::{Code, Exception, StateView};
 use super::{rej, OnOrder, Reject};
 use crate::pb;
 
@@ -105,15 +105,12 @@ impl<V: StateView> OnOrder<'_, V> {
                 ),
             );
         }
-        let kind = match pb::ExceptionKind::try_from(e.kind) {
-            Ok(pb::ExceptionKind::Damaged) => "damaged",
-            Ok(pb::ExceptionKind::Lost) => "lost",
-            Ok(pb::ExceptionKind::Delayed) => "delayed",
-            _ => return rej(Code::Malformed, "exception kind is not set".into()),
+        let Some(kind) = Exception::from_pb(e.kind) else {
+            return rej(Code::Malformed, "exception kind is not set".into());
         };
         self.order
             .exceptions
-            .push((kind.into(), self.signer.to_string(), self.seq));
+            .push((kind.as_str().into(), self.signer.to_string(), self.seq));
         Ok(())
     }
 }

@@ -88,7 +88,7 @@ fn a_handoff_chain_moves_custody_only_on_acceptance() {
     assert_eq!(
         o.exceptions,
         vec![(
-            "damage_noted_at_handoff".to_string(),
+            Exception::DamageNotedAtHandoff.to_string(),
             "n2".to_string(),
             acc.seq
         )]
