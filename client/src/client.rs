@@ -29,11 +29,10 @@ use tonic::{Code, Status};
 
 use crate::endpoints::{key, lazy_channel, parse_endpoints};
 use crate::error::ClientError;
-use arbor_proto::identity::Identity;
 use crate::transport::Transport;
+use arbor_proto::identity::Identity;
 
-/// Metadata key with the leader's `host:port` on `UNAVAILABLE` answers.
-pub const LEADER_HEADER: &str = "x-arbor-leader";
+pub use arbor_proto::wire::LEADER_HEADER;
 /// Overall deadline of one call, retries included, unless [`Client::with_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deadline of one attempt against one replica.

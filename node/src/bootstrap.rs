@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use crate::api::client_api::now_ms;
 use crate::config::OperatorKey;
-use crate::types::Member;
 use crate::storage::LedgerReader;
+use crate::types::Member;
 use crate::types::{NodeId, Request, Response};
 use crate::Raft;
 

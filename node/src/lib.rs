@@ -40,8 +40,8 @@ use crate::api::peer_auth::PeerAuth;
 use crate::api::{ArborApi, RaftApi};
 use crate::net::Peers;
 use crate::raft::network::Network;
-use crate::types::Member;
 use crate::storage::LedgerReader;
+use crate::types::Member;
 use crate::types::NodeId;
 
 /// The replica's raft handle: openraft over [`types::TypeConfig`] and the

@@ -3,6 +3,7 @@
 //! nothing else from the crate; `storage`, `raft::network` and `api` import
 //! it (the `Raft` handle itself is declared at the crate root).
 
+use arbor_proto::rules::RefusalKind;
 use serde::{Deserialize, Serialize};
 
 /// One raft log payload: a signed command as received, stamped by the leader.
@@ -50,7 +51,7 @@ pub enum Response {
         hash: [u8; 32],
     },
     /// Refused by the deterministic checks at apply time: nothing appended.
-    Refused { code: String, message: String },
+    Refused { code: RefusalKind, message: String },
 }
 
 /// A member as the membership records it: where clients and where peers reach it.

@@ -9,7 +9,7 @@ use arbor_node::storage::{self, LedgerReader, LogStore, StateMachineStore};
 use arbor_node::types::{Request, Response, TypeConfig};
 use arbor_proto::ledger::sign_command;
 use arbor_proto::pb::{self, command::Body};
-use arbor_proto::rules::MemState;
+use arbor_proto::rules::{MemState, RefusalKind};
 use ed25519_dalek::SigningKey;
 use openraft::alias::{EntryOf, LogIdOf};
 use openraft::entry::RaftEntry;
@@ -316,7 +316,7 @@ fn state_machine_matches_the_in_memory_reference() {
         other => panic!("second claim: {other:?}"),
     }
     match &responses[9] {
-        Response::Refused { code, .. } => assert_eq!(code, "unknown_signer"),
+        Response::Refused { code, .. } => assert_eq!(*code, RefusalKind::UnknownSigner),
         other => panic!("ghost claim: {other:?}"),
     }
     assert_eq!(entries[9].time_ms, 1_006, "time never goes backwards");

@@ -6,6 +6,7 @@
 //! - [`audit`]: the export file and the offline verifier built on the two above.
 //! - [`identity`]: a party's key file and the signing it does, one format for
 //!   client keys, the dev operator key and each replica's own key.
+//! - [`wire`]: the gRPC metadata keys client and replica agree on.
 //!
 //! `ledger` and `rules` are the pure core: no I/O, no async, no clock, no
 //! randomness. Replicas apply commands with them and auditors replay exports
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod identity;
 pub mod ledger;
 pub mod rules;
+pub mod wire;
 
 /// Generated code for `proto/arbor/v1/arbor.proto`.
 #[allow(clippy::all, missing_docs)]

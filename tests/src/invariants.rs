@@ -16,7 +16,7 @@
 use arbor_proto::ledger::{verify_command, Entry, Head};
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;
-use arbor_proto::rules::MemState;
+use arbor_proto::rules::{Code, MemState};
 
 use crate::acks::Ack;
 use crate::fixtures::decode_envelope;
@@ -186,7 +186,7 @@ pub fn check_single_owner(entries: &[Entry], _state: &MemState) -> Result<(), St
                         c.order_id, e.seq, env.signer
                     ));
                 }
-            } else if e.code == "already_owned" {
+            } else if e.code == Code::AlreadyOwned.as_str() {
                 let Some((owner, seq)) = owner else {
                     return Err(format!(
                         "entry {}: claim on {} rejected as already_owned but nobody owned it",

@@ -8,6 +8,7 @@
 //! CPU and memory are read from /proc (utime + stime, VmRSS): these are
 //! resource bounds, kept generous, not latencies.
 
+use arbor_client::Commands;
 use std::time::{Duration, Instant};
 
 use arbor_proto::pb;

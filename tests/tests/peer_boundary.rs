@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use arbor_client::{Client, TlsOptions, Transport};
+use arbor_client::{Client, Commands, TlsOptions, Transport};
 use arbor_node::types::{Member, TypeConfig};
 use arbor_proto::pb;
 use arbor_proto::pb::raft_client::RaftClient;

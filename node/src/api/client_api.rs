@@ -24,8 +24,8 @@ use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
 use crate::proofs::LeafCache;
-use crate::types::Member;
 use crate::storage::{AppliedHead, LedgerReader};
+use crate::types::Member;
 use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
 use crate::Raft;
 
@@ -163,7 +163,7 @@ impl ArborApi {
         }
     }
 
-    /// What `rules::admit` does, with the signature checked in a batch:
+    /// Admission (`rules::decode`, `rules::authorize`, then the signature, checked in a batch):
     /// the key the signature was verified against (`None` for genesis).
     async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, rules::Refusal> {
         let admitted = rules::decode(bytes)?;

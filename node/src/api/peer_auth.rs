@@ -19,9 +19,9 @@ use tonic::{Request, Status};
 use tracing::warn;
 
 use super::client_api::now_ms;
+use crate::tls::cert_names_replica;
 use crate::types::NodeId;
 use crate::Raft;
-use crate::tls::cert_names_replica;
 
 #[derive(Clone)]
 pub struct PeerAuth {

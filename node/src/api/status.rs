@@ -1,39 +1,31 @@
 //! The one place where errors become gRPC status codes.
 
-use arbor_proto::rules::Refusal;
+use arbor_proto::rules::{Refusal, RefusalKind};
+pub use arbor_proto::wire::{FORWARDED_HEADER, LEADER_HEADER};
 use tonic::{Code, Status};
 
-/// Metadata key carrying the leader's address on `UNAVAILABLE` answers.
-pub const LEADER_HEADER: &str = "x-arbor-leader";
-/// Metadata key marking a request forwarded by another replica (never forwarded twice).
-pub const FORWARDED_HEADER: &str = "x-arbor-forwarded";
+/// The status code of each kind of refusal.
+fn refusal_code(kind: RefusalKind) -> Code {
+    match kind {
+        RefusalKind::Malformed | RefusalKind::GenesisNotAllowed => Code::InvalidArgument,
+        RefusalKind::Unsigned | RefusalKind::UnknownSigner | RefusalKind::BadSignature => {
+            Code::Unauthenticated
+        }
+        RefusalKind::WrongRole | RefusalKind::RevokedKey => Code::PermissionDenied,
+        RefusalKind::NoGenesis => Code::FailedPrecondition,
+        // Admitted under a key that changed before commit: sign again.
+        RefusalKind::KeyChanged => Code::Aborted,
+    }
+}
 
 /// A command refused before (or instead of) being appended.
 pub fn refusal(r: &Refusal) -> Status {
-    let code = match r {
-        Refusal::Malformed(_) | Refusal::GenesisNotAllowed => Code::InvalidArgument,
-        Refusal::Unsigned | Refusal::UnknownSigner(_) | Refusal::BadSignature(_) => {
-            Code::Unauthenticated
-        }
-        Refusal::WrongRole { .. } | Refusal::RevokedKey(_) => Code::PermissionDenied,
-        Refusal::NoGenesis => Code::FailedPrecondition,
-        // Admitted under a key that changed before commit: sign again.
-        Refusal::KeyChanged(_) => Code::Aborted,
-    };
-    Status::new(code, format!("{} ({})", r, r.code()))
+    refused(&r.kind(), &r.to_string())
 }
 
-/// A refusal decided by the state machine, carried as (code, message).
-pub fn refused(code: &str, message: &str) -> Status {
-    let c = match code {
-        "malformed" | "genesis_not_allowed" => Code::InvalidArgument,
-        "unsigned" | "unknown_signer" | "bad_signature" => Code::Unauthenticated,
-        "wrong_role" | "revoked_key" => Code::PermissionDenied,
-        "no_genesis" => Code::FailedPrecondition,
-        "key_changed" => Code::Aborted,
-        _ => Code::Internal,
-    };
-    Status::new(c, format!("{message} ({code})"))
+/// A refusal decided by the state machine, carried as (kind, message).
+pub fn refused(kind: &RefusalKind, message: &str) -> Status {
+    Status::new(refusal_code(*kind), format!("{message} ({kind})"))
 }
 
 /// No leader can serve the request right now; `leader` is a hint if known.

@@ -190,7 +190,7 @@ fn apply_request(
         time_ms,
         req.command.clone(),
         d.accepted,
-        d.code,
+        d.code.as_str().into(),
         d.message,
         d.order_id,
         d.order_prev_seq,
@@ -223,7 +223,7 @@ enum ApplyError {
 fn refused(r: &Refusal) -> Response {
     tracing::debug!(code = r.code(), reason = %r, "command refused");
     Response::Refused {
-        code: r.code().to_string(),
+        code: r.kind(),
         message: r.to_string(),
     }
 }

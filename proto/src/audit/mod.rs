@@ -28,6 +28,7 @@ pub mod export;
 mod frontier;
 pub mod proofs;
 mod sigs;
+mod summary;
 pub mod synth;
 pub mod verify;
 mod walk;
@@ -35,7 +36,8 @@ mod walk;
 pub use export::{ExportHeader, ExportReader, ExportTrailer, ExportWriter, EXPORT_MAGIC};
 pub use frontier::Frontier;
 pub use sigs::r_is_strict;
-pub use verify::{verify_export, CheckpointSummary, Summary, VerifyOptions};
+pub use summary::{CheckpointSummary, Summary};
+pub use verify::{verify_export, VerifyOptions};
 
 use std::fmt;
 

@@ -13,13 +13,13 @@ use prost::Message;
 
 use super::export::{hashes, ExportHeader, ExportReader};
 use super::sigs::SigBatch;
-use super::verify::{CheckpointSummary, Summary};
+use super::summary::{CheckpointSummary, Summary};
 use super::{AuditError, Frontier};
 use crate::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use crate::ledger::merkle::{leaf_hash, verify_consistency, Hash};
 use crate::ledger::{Entry, Head};
 use crate::pb;
-use crate::rules::{Applied, MemState};
+use crate::rules::{Applied, Code, MemState};
 
 /// The main thread's pass over the entries.
 pub(crate) struct Walk<'a> {
@@ -157,7 +157,7 @@ impl<'a> Walk<'a> {
                 ))
             }
             Applied::Refused(r) => {
-                return Err(format!("the rules refuse its command ({}): {r}", r.code()))
+                return Err(format!("the rules refuse its command ({}): {r}", r.kind()))
             }
         }
         // Only the head matters to the replay; keep memory flat.
@@ -364,7 +364,7 @@ fn strip_entry(msg: &str, seq: u64) -> String {
 
 fn outcome(e: &Entry) -> String {
     match (e.accepted, e.message.is_empty()) {
-        (true, _) => "accepted".into(),
+        (true, _) => Code::Accepted.to_string(),
         (false, true) => format!("rejected ({})", e.code),
         (false, false) => format!("rejected ({}: {})", e.code, e.message),
     }

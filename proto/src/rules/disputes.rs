@@ -7,18 +7,19 @@
 //! ledger reproduces it, and the state machine rejects a `ResolveDispute`
 //! that says anything else.
 
+use super::code::{Incident, Rule};
 use super::state::{Dispute, Event, EventKind, Order};
 
 /// A computed ruling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruling {
     pub liable: String,
-    pub rule: &'static str,
+    pub rule: Rule,
     pub evidence: Vec<u64>,
     pub explanation: String,
 }
 
-fn ruling(liable: &str, rule: &'static str, evidence: Vec<u64>, explanation: String) -> Ruling {
+fn ruling(liable: &str, rule: Rule, evidence: Vec<u64>, explanation: String) -> Ruling {
     Ruling {
         liable: liable.to_string(),
         rule,
@@ -101,29 +102,36 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
 /// The ruling the rules give for `dispute` on `order`.
 pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
     let t = dispute.incident_ms;
-    match dispute.kind.as_str() {
-        "lost" => custodian_rule(order, t, "lost"),
-        "damaged" => damaged(order, t),
-        "late" => late(order),
-        "duplicate_processing" => first_fact(
+    let Some(kind) = Incident::parse(&dispute.kind) else {
+        return ruling(
+            "",
+            Rule::NoRule,
+            Vec::new(),
+            format!("no rule for {}", dispute.kind),
+        );
+    };
+    match kind {
+        Incident::Lost => custodian_rule(order, t, "lost"),
+        Incident::Damaged => damaged(order, t),
+        Incident::Late => late(order),
+        Incident::DuplicateProcessing => first_fact(
             order,
             |k| match k {
                 EventKind::MilestoneWithoutOwnership { party } => Some(party.clone()),
                 _ => None,
             },
-            "milestone_without_ownership",
+            Rule::MilestoneWithoutOwnership,
             "reported a milestone on an order it did not own",
         ),
-        "price_mismatch" => first_fact(
+        Incident::PriceMismatch => first_fact(
             order,
             |k| match k {
                 EventKind::WrongPrice { party } => Some(party.clone()),
                 _ => None,
             },
-            "wrong_price_quoted",
+            Rule::WrongPriceQuoted,
             "quoted a price other than the order's current price version",
         ),
-        other => ruling("", "no_rule", Vec::new(), format!("no rule for {other}")),
     }
 }
 
@@ -132,24 +140,24 @@ fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
     match custody_at(order, t) {
         None => ruling(
             "",
-            "no_custodian",
+            Rule::NoCustodian,
             Vec::new(),
             format!("nobody in the chain held order {} at {t}", order.order_id),
         ),
         Some(c) => {
             let (rule, why) = match c.how {
-                How::Claim => ("custodian_at_incident", "held it by its claim"),
+                How::Claim => (Rule::CustodianAtIncident, "held it by its claim"),
                 How::CleanAcceptance => (
-                    "clean_acceptance",
+                    Rule::CleanAcceptance,
                     "accepted it in good condition (a clean, countersigned handoff)",
                 ),
                 How::DamagedAcceptance => (
-                    "custodian_at_incident",
+                    Rule::CustodianAtIncident,
                     "held it since a countersigned handoff",
                 ),
-                How::Carrier => ("custodian_at_incident", "held it as the carrier"),
+                How::Carrier => (Rule::CustodianAtIncident, "held it as the carrier"),
                 How::CarrierNoProof => (
-                    "delivered_without_proof",
+                    Rule::DeliveredWithoutProof,
                     "reported delivery without proof of delivery, so custody stays with the carrier",
                 ),
             };
@@ -186,7 +194,7 @@ fn damaged(order: &Order, t: u64) -> Ruling {
         if let EventKind::HandedOff { from, to, .. } = &e.kind {
             return ruling(
                 from,
-                "damage_noted_at_acceptance",
+                Rule::DamageNotedAtAcceptance,
                 vec![e.seq],
                 format!(
                     "{to} noted damage when it accepted order {} from {from}, so it arrived damaged",
@@ -212,7 +220,7 @@ fn late(order: &Order) -> Ruling {
         evidence.push(seq);
         return ruling(
             &node,
-            "lease_lapsed",
+            Rule::LeaseLapsed,
             evidence,
             format!(
                 "{node} did not ship order {} by its lease deadline {deadline}",
@@ -227,7 +235,7 @@ fn late(order: &Order) -> Ruling {
     let Some((ship_seq, ship_ms, node)) = shipped else {
         return ruling(
             "",
-            "no_breach",
+            Rule::NoBreach,
             Vec::new(),
             format!(
                 "order {} has not shipped and no lease lapsed",
@@ -238,7 +246,7 @@ fn late(order: &Order) -> Ruling {
     match lease_start_before(order, ship_seq, &node) {
         Some((start_seq, start_ms, dispatch)) if ship_ms > start_ms.saturating_add(dispatch) => ruling(
             &node,
-            "late_dispatch",
+            Rule::LateDispatch,
             vec![start_seq, ship_seq],
             format!(
                 "{node} took order {} on at {start_ms} and handed it to the carrier at {ship_ms}, after its declared dispatch time of {dispatch} ms",
@@ -247,7 +255,7 @@ fn late(order: &Order) -> Ruling {
         ),
         _ => ruling(
             "",
-            "no_breach",
+            Rule::NoBreach,
             vec![ship_seq],
             format!(
                 "order {} was handed to the carrier within the declared dispatch time",
@@ -283,7 +291,7 @@ fn lease_start_before(order: &Order, before: u64, node: &str) -> Option<(u64, u6
 fn first_fact(
     order: &Order,
     party_of: impl Fn(&EventKind) -> Option<String>,
-    rule: &'static str,
+    rule: Rule,
     what: &str,
 ) -> Ruling {
     match order
@@ -299,7 +307,7 @@ fn first_fact(
         ),
         None => ruling(
             "",
-            "no_breach",
+            Rule::NoBreach,
             Vec::new(),
             format!("the ledger shows no such act on order {}", order.order_id),
         ),

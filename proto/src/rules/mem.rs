@@ -85,7 +85,7 @@ impl MemState {
             time_ms,
             command.to_vec(),
             d.accepted,
-            d.code,
+            d.code.as_str().into(),
             d.message,
             d.order_id,
             d.order_prev_seq,

@@ -1,17 +1,27 @@
 //! The deterministic arbitration state machine.
 //!
-//! [`admit`] turns the bytes of a signed command into a [`Decision`] against a
-//! read-only [`StateView`]: either a *refusal* (malformed, unknown signer,
-//! wrong role: nothing is appended) or an *outcome* (accepted or rejected with
-//! a reason: appended to the ledger either way) plus the state [`Effect`]s.
+//! [`apply`] turns the bytes of a committed command into a [`Decision`]
+//! against a read-only [`StateView`]: either a *refusal* (malformed, unknown
+//! signer, wrong role: nothing is appended) or an *outcome* (accepted or
+//! rejected with a reason: appended to the ledger either way) plus the state
+//! [`Effect`]s.
 //! The caller (a replica's RocksDB store, or an auditor's in-memory replay)
 //! writes the entry and the effects. Nothing here reads a clock or does I/O:
 //! the time is the leader's stamp carried in the raft log.
 //!
-//! Signatures are checked where a command enters the cluster
-//! ([`check_signature`]), not on every apply; the offline verifier checks them
-//! all again.
+//! Signatures are checked where a command enters the cluster, not on every
+//! apply: the leader admits a command with [`decode`], [`authorize`] and
+//! [`check_signature`] (batched, in `node/src/api/admission.rs`) before it
+//! proposes it; the offline verifier checks them all again.
+//!
+//! The rooms: `code` names every outcome code, rule, incident, exception and
+//! refusal kind ([`Code`], [`Rule`], [`Incident`], [`Exception`],
+//! [`RefusalKind`]); `validate` checks
+//! a command's structure; `decide/` holds the business rules by command
+//! family; `disputes` the responsibility rules; `state` the records the rules
+//! keep; `mem` the in-memory state that replay and the tests apply to.
 
+mod code;
 pub mod custody;
 mod decide;
 mod disputes;
@@ -19,6 +29,7 @@ mod mem;
 mod state;
 mod validate;
 
+pub use code::{Code, Exception, Incident, RefusalKind, Rule};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
@@ -74,7 +85,7 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub accepted: bool,
-    pub code: String,
+    pub code: Code,
     pub message: String,
     /// The order this entry concerns ("" if none): the entry is linked into its history.
     pub order_id: String,
@@ -87,7 +98,7 @@ impl Decision {
     pub fn accept(order_id: impl Into<String>, effects: Vec<Effect>) -> Self {
         Decision {
             accepted: true,
-            code: "accepted".into(),
+            code: Code::Accepted,
             message: String::new(),
             order_id: order_id.into(),
             order_prev_seq: 0,
@@ -95,10 +106,10 @@ impl Decision {
         }
     }
 
-    pub fn reject(code: &str, message: impl Into<String>, order_id: impl Into<String>) -> Self {
+    pub fn reject(code: Code, message: impl Into<String>, order_id: impl Into<String>) -> Self {
         Decision {
             accepted: false,
-            code: code.into(),
+            code,
             message: message.into(),
             order_id: order_id.into(),
             order_prev_seq: 0,
@@ -136,19 +147,24 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// What kind of refusal this is (what the API layer maps to a status code).
+    pub fn kind(&self) -> RefusalKind {
         match self {
-            Refusal::Malformed(_) => "malformed",
-            Refusal::Unsigned => "unsigned",
-            Refusal::UnknownSigner(_) => "unknown_signer",
-            Refusal::WrongRole { .. } => "wrong_role",
-            Refusal::RevokedKey(_) => "revoked_key",
-            Refusal::KeyChanged(_) => "key_changed",
-            Refusal::BadSignature(_) => "bad_signature",
-            Refusal::NoGenesis => "no_genesis",
-            Refusal::GenesisNotAllowed => "genesis_not_allowed",
+            Refusal::Malformed(_) => RefusalKind::Malformed,
+            Refusal::Unsigned => RefusalKind::Unsigned,
+            Refusal::UnknownSigner(_) => RefusalKind::UnknownSigner,
+            Refusal::WrongRole { .. } => RefusalKind::WrongRole,
+            Refusal::RevokedKey(_) => RefusalKind::RevokedKey,
+            Refusal::KeyChanged(_) => RefusalKind::KeyChanged,
+            Refusal::BadSignature(_) => RefusalKind::BadSignature,
+            Refusal::NoGenesis => RefusalKind::NoGenesis,
+            Refusal::GenesisNotAllowed => RefusalKind::GenesisNotAllowed,
         }
+    }
+
+    /// The kind's stable machine-readable name.
+    pub fn code(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 
@@ -276,22 +292,6 @@ pub fn check_signature(a: &Admitted, party: &Party) -> Result<(), Refusal> {
     ledger::verify_command(&a.envelope, &party.public_key).map_err(Refusal::from)
 }
 
-/// Everything a replica does before proposing: decode, validate, authorize,
-/// verify. Returns the command and the key its signature was verified
-/// against (`None` for genesis), which the proposal carries to [`apply`].
-pub fn admit(view: &impl StateView, bytes: &[u8]) -> Result<(Admitted, Option<Vec<u8>>), Refusal> {
-    let a = decode(bytes)?;
-    let party = authorize(view, &a, false)?;
-    let key = match party {
-        Some(p) => {
-            check_signature(&a, &p)?;
-            Some(p.public_key)
-        }
-        None => None,
-    };
-    Ok((a, key))
-}
-
 /// What the state machine does with a committed command appended at `seq`
 /// with (already monotonic) leader time `time_ms`.
 ///
@@ -320,5 +320,3 @@ pub fn apply(
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_protocol;

@@ -1,0 +1,137 @@
+//! Command signatures: each is checked against the key its signer had in
+//! force at that entry (enrolled, rotated, revoked), whatever else matches.
+
+use super::*;
+
+#[test]
+fn a_command_signed_by_the_wrong_key_is_found_even_with_hashes_recomputed() {
+    let s = chain();
+    for i in [20usize, 31, 119] {
+        let mut es = entries();
+        let env = pb::SignedCommand::decode(es[i].command.as_slice()).unwrap();
+        let cmd = pb::Command::decode(env.command.as_slice()).unwrap();
+        // Same signer name and command, another key: the rules still accept it.
+        es[i].command = sign_command(&key(99), &env.signer, &cmd).encode_to_vec();
+        rehash_from(&mut es, i);
+        let e = expect_entry_error(
+            verify(&export_of(&es, &all_signers())),
+            i as u64,
+            "command signature does not verify",
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("key enrolled for {}", env.signer)),
+            "{e}"
+        );
+        assert_eq!(s.entries.len(), es.len());
+    }
+}
+
+/// A command signed with a key after the ledger revoked it: the replay
+/// refuses it (revoked_key), even with every hash and the checkpoint made
+/// to match; the same party's entries from before the revocation stay valid.
+#[test]
+fn a_command_signed_with_a_revoked_key_is_found() {
+    use crate::rules::{Applied, MemState};
+    let s = chain();
+    let mut es: Vec<Entry> = entries()[..40].to_vec();
+    let mut state = MemState::default();
+    for e in &es {
+        state.apply(&e.command, e.time_ms, e.seq == 0);
+    }
+    let revoke = pb::Command {
+        nonce: 9_001,
+        body: Some(pb::command::Body::RevokeKey(pb::RevokeKey {
+            party_id: "n0".into(),
+            reason: "key leaked".into(),
+        })),
+    };
+    let revoke = sign_command(&s.operator, "ops", &revoke).encode_to_vec();
+    let t = es.last().unwrap().time_ms + 1;
+    let Applied::Appended(revoked) = state.apply(&revoke, t, false) else {
+        panic!("revocation not appended");
+    };
+    assert!(revoked.accepted, "{revoked:?}");
+    es.push(revoked.clone());
+    // A clean export up to here verifies: n0's earlier signatures are fine.
+    verify(&export_of(&es, &all_signers())).expect("valid up to the revocation");
+
+    // The forger appends a claim signed by n0's (revoked) key as accepted.
+    let claim = pb::Command {
+        nonce: 9_002,
+        body: Some(pb::command::Body::ClaimOrder(pb::ClaimOrder {
+            order_id: "o-1".into(),
+            price_version: 1,
+            total: 202,
+        })),
+    };
+    let claim = sign_command(&s.nodes[0], "n0", &claim).encode_to_vec();
+    let forged = Entry::next(
+        Some(&revoked.head()),
+        t + 1,
+        claim,
+        true,
+        Code::Accepted.as_str().into(),
+        String::new(),
+        "o-1".into(),
+        0,
+    );
+    es.push(forged);
+    expect_entry_error(
+        verify(&export_of(&es, &all_signers())),
+        41,
+        "the rules refuse its command (revoked_key)",
+    );
+}
+
+/// After a rotation, each entry is judged by the key in force at its
+/// position: the old key's later signature is found, the new key's passes.
+#[test]
+fn signatures_are_checked_against_the_key_in_force_after_a_rotation() {
+    use crate::rules::{Applied, MemState};
+    let s = chain();
+    let base: Vec<Entry> = entries()[..40].to_vec();
+    let mut state = MemState::default();
+    for e in &base {
+        state.apply(&e.command, e.time_ms, e.seq == 0);
+    }
+    let fresh = key(90);
+    let rotate = pb::Command {
+        nonce: 9_101,
+        body: Some(pb::command::Body::RotateKey(pb::RotateKey {
+            party_id: "n0".into(),
+            public_key: fresh.verifying_key().to_bytes().to_vec(),
+        })),
+    };
+    let rotate = sign_command(&s.operator, "ops", &rotate).encode_to_vec();
+    let t = base.last().unwrap().time_ms + 1;
+    let Applied::Appended(rotated) = state.apply(&rotate, t, false) else {
+        panic!("rotation not appended");
+    };
+    let claim = |k: &ed25519_dalek::SigningKey| {
+        let cmd = pb::Command {
+            nonce: 9_102,
+            body: Some(pb::command::Body::ClaimOrder(pb::ClaimOrder {
+                order_id: "o-1".into(),
+                price_version: 1,
+                total: 202,
+            })),
+        };
+        sign_command(k, "n0", &cmd).encode_to_vec()
+    };
+    for (signer, good) in [(&fresh, true), (&s.nodes[0], false)] {
+        let mut st = state.clone();
+        let Applied::Appended(e) = st.apply(&claim(signer), t + 1, false) else {
+            panic!("claim not appended");
+        };
+        let mut es = base.clone();
+        es.push(rotated.clone());
+        es.push(e);
+        let r = verify(&export_of(&es, &all_signers()));
+        if good {
+            r.expect("signed with the key in force");
+        } else {
+            expect_entry_error(r, 41, "signature");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Milestones and exceptions: the owner moves the order forward (picked,
+//! packed, shipped to a carrier, delivered), never backwards; the owner or
+//! the registering channel report exceptions (damaged, lost, delayed).
+
+use super::super::state::{EventKind, OrderStatus};
+use super::super::{Code, Exception, StateView};
+use super::{rej, OnOrder, Reject};
+use crate::pb;
+
+impl<V: StateView> OnOrder<'_, V> {
+    pub(super) fn milestone(&mut self, m: &pb::ReportMilestone) -> Result<(), Reject> {
+        self.not_cancelled()?;
+        self.owner_only()?;
+        if m.price_version != 0 {
+            self.quote(m.price_version, m.total)?;
+        }
+        use OrderStatus::*;
+        let milestone = pb::Milestone::try_from(m.milestone).unwrap_or(pb::Milestone::Unspecified);
+        let (next, allowed_from): (OrderStatus, &[OrderStatus]) = match milestone {
+            pb::Milestone::Picked => (Picked, &[Claimed]),
+            pb::Milestone::Packed => (Packed, &[Claimed, Picked]),
+            pb::Milestone::Shipped => (Shipped, &[Claimed, Picked, Packed]),
+            pb::Milestone::Delivered => (Delivered, &[Shipped]),
+            pb::Milestone::Unspecified => {
+                return rej(Code::Malformed, "milestone is not set".into())
+            }
+        };
+        if !allowed_from.contains(&self.order.status) {
+            return rej(
+                Code::MilestoneOutOfOrder,
+                format!(
+                    "order {} is {}; {} can only follow {}",
+                    self.order.order_id,
+                    self.status(),
+                    next.as_str(),
+                    allowed_from
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            );
+        }
+        let signer = self.signer;
+        match next {
+            Shipped => {
+                if let Some(o) = self.live_offer() {
+                    return rej(
+                        Code::OfferPending,
+                        format!(
+                            "order {} is offered to {} (entry {}); the offer must be answered or expire before shipping",
+                            self.order.order_id, o.to, o.offer_seq
+                        ),
+                    );
+                }
+                let late = self
+                    .order
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| self.now > l.start_ms.saturating_add(l.dispatch_time_ms));
+                let s = self.stats_mut(signer);
+                s.open_orders = s.open_orders.saturating_sub(1);
+                s.shipped += 1;
+                if late {
+                    s.late_shipments += 1;
+                }
+                self.order.offer = None;
+                self.order.carrier = m.carrier.clone();
+                self.order.tracking_id = m.tracking_id.clone();
+                self.order.custodian = Some(m.carrier.clone());
+                self.event(EventKind::Shipped {
+                    node: signer.to_string(),
+                    carrier: m.carrier.clone(),
+                });
+            }
+            Delivered => {
+                self.stats_mut(signer).delivered += 1;
+                self.order.proof_of_delivery = m.proof_of_delivery.clone();
+                if !m.proof_of_delivery.is_empty() {
+                    // Delivered with proof: nobody in the chain holds it any more.
+                    self.order.custodian = None;
+                }
+                self.event(EventKind::Delivered {
+                    node: signer.to_string(),
+                    proof: !m.proof_of_delivery.is_empty(),
+                });
+            }
+            _ => {}
+        }
+        self.order.status = next;
+        Ok(())
+    }
+
+    pub(super) fn exception(&mut self, e: &pb::ReportException) -> Result<(), Reject> {
+        self.not_cancelled()?;
+        let is_owner = self.order.owner.as_deref() == Some(self.signer);
+        if !is_owner && self.order.registered_by != self.signer {
+            return rej(
+                Code::NotEntitled,
+                format!(
+                    "only the owner ({}) or the registering channel ({}) report exceptions on order {}",
+                    self.order.owner.as_deref().unwrap_or("nobody"),
+                    self.order.registered_by,
+                    self.order.order_id
+                ),
+            );
+        }
+        let Some(kind) = Exception::from_pb(e.kind) else {
+            return rej(Code::Malformed, "exception kind is not set".into());
+        };
+        self.order
+            .exceptions
+            .push((kind.as_str().into(), self.signer.to_string(), self.seq));
+        Ok(())
+    }
+}
