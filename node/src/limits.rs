@@ -222,7 +222,12 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Limits::default().validate().unwrap();
-        NodeConfig::default().validate().unwrap();
+        NodeConfig {
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]
@@ -321,7 +326,7 @@ mod tests {
         .unwrap();
         // The peer limit follows the client limit.
         let e = invalid(Limits {
-            max_client_message_bytes: 64 * MIB,
+            max_client_message_bytes: 256 * MIB,
             ..d
         });
         assert!(e.contains("max-peer-message-bytes"), "{e}");
