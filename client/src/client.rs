@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::commands::Commands;
 use crate::endpoints::{key, lazy_channel, parse_endpoints};
 use crate::error::ClientError;
 use crate::transport::Transport;
@@ -39,6 +40,19 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// What a membership command did ([`Client::change_membership`]).
+#[derive(Clone, Debug)]
+pub struct MembershipChange {
+    /// The ledger outcome: sequence number, accepted or rejected (with the
+    /// code), and whether it was a duplicate of an earlier submission.
+    pub reply: pb::SubmitReply,
+    /// Raft's membership as the leader last reported it (empty if none answered).
+    pub members: Vec<pb::Member>,
+    /// Raft's membership reflects the change (only waited for when it was
+    /// accepted now, not for a rejection or a duplicate).
+    pub in_effect: bool,
+}
 
 /// A handle on an arbor cluster. Cheap to clone; clones share channels.
 #[derive(Clone)]
@@ -245,41 +259,94 @@ impl Client {
     }
 
     /// Adds replica `node_id` serving clients at `addr` and peers at
-    /// `peer_addr` (operator-signed).
-    pub async fn add_node(
+    /// `peer_addr`: an operator-signed `AddReplica` (see
+    /// [`Client::change_membership`]), waiting up to the client's timeout.
+    pub async fn add_replica(
         &self,
         operator: &Identity,
         node_id: u64,
         addr: &str,
         peer_addr: &str,
-    ) -> Result<pb::AdminReply, ClientError> {
-        // Signed once: retries resend the same bytes.
-        let cmd = operator.sign_admin(pb::admin_command::Body::AddNode(pb::AddNode {
-            node_id,
-            addr: addr.to_string(),
-            peer_addr: peer_addr.to_string(),
-        }));
-        self.call(|mut c| {
-            let cmd = cmd.clone();
-            async move { c.add_node(cmd).await }
-        })
-        .await
+    ) -> Result<MembershipChange, ClientError> {
+        let cmd = operator.add_replica(node_id, addr, peer_addr);
+        self.change_membership(cmd, self.timeout).await
     }
 
-    /// Removes replica `node_id` from the cluster (operator-signed).
-    pub async fn remove_node(
+    /// Removes replica `node_id`: an operator-signed `RemoveReplica` (see
+    /// [`Client::change_membership`]), waiting up to the client's timeout.
+    pub async fn remove_replica(
         &self,
         operator: &Identity,
         node_id: u64,
-    ) -> Result<pb::AdminReply, ClientError> {
-        let cmd = operator.sign_admin(pb::admin_command::Body::RemoveNode(pb::RemoveNode {
-            node_id,
-        }));
-        self.call(|mut c| {
-            let cmd = cmd.clone();
-            async move { c.remove_node(cmd).await }
-        })
-        .await
+    ) -> Result<MembershipChange, ClientError> {
+        let cmd = operator.remove_replica(node_id);
+        self.change_membership(cmd, self.timeout).await
+    }
+
+    /// Submits a signed `AddReplica` or `RemoveReplica` and returns its
+    /// ledger outcome. If the command was accepted now (not a duplicate of
+    /// an earlier submission), waits up to `wait` until the leader's raft
+    /// membership reflects it: the replica a voter, or gone.
+    /// [`MembershipChange::in_effect`] says whether it did; if not, the
+    /// leader is still working on it (a new replica still catching up, say).
+    pub async fn change_membership(
+        &self,
+        cmd: pb::SignedCommand,
+        wait: Duration,
+    ) -> Result<MembershipChange, ClientError> {
+        use prost::Message as _;
+        let target = pb::Command::decode(cmd.command.as_slice())
+            .ok()
+            .and_then(|c| c.body)
+            .and_then(|b| match b {
+                pb::command::Body::AddReplica(a) => Some((a.node_id, true)),
+                pb::command::Body::RemoveReplica(r) => Some((r.node_id, false)),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                ClientError::InvalidInput("not an AddReplica or RemoveReplica command".into())
+            })?;
+        let reply = self.submit(cmd).await?;
+        let accepted = reply.outcome.as_ref().is_some_and(|o| o.accepted);
+        let mut change = MembershipChange {
+            reply,
+            members: Vec::new(),
+            in_effect: false,
+        };
+        if !accepted || change.reply.duplicate {
+            if let Some(members) = self.leader_members().await {
+                change.members = members;
+            }
+            return Ok(change);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(members) = self.leader_members().await {
+                let (id, add) = target;
+                let done = match members.iter().find(|m| m.node_id == id) {
+                    Some(m) => add && m.voter,
+                    None => !add,
+                };
+                change.members = members;
+                if done {
+                    change.in_effect = true;
+                    return Ok(change);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(change);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Raft's membership as the leader sees it (`None` if no leader answered).
+    async fn leader_members(&self) -> Option<Vec<pb::Member>> {
+        let s = self.cluster_status().await.ok()?;
+        s.replicas
+            .into_iter()
+            .find(|r| r.state == "Leader")
+            .map(|r| r.members)
     }
 
     /// The status of the replica at `endpoint` itself; one attempt, never elsewhere.

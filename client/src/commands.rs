@@ -74,6 +74,22 @@ pub trait Commands: sealed::Sealed {
         }))
     }
 
+    /// An operator command adding replica `node_id` (client API at `addr`,
+    /// peer port at `peer_addr`) to the desired membership.
+    fn add_replica(&self, node_id: u64, addr: &str, peer_addr: &str) -> pb::SignedCommand {
+        self.identity().sign(Body::AddReplica(pb::AddReplica {
+            node_id,
+            addr: addr.to_string(),
+            peer_addr: peer_addr.to_string(),
+        }))
+    }
+
+    /// An operator command removing replica `node_id` from the desired membership.
+    fn remove_replica(&self, node_id: u64) -> pb::SignedCommand {
+        self.identity()
+            .sign(Body::RemoveReplica(pb::RemoveReplica { node_id }))
+    }
+
     /// A node publishing its own capability profile (the next version).
     fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
         self.identity().sign(Body::PublishProfile(profile))

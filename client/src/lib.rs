@@ -48,7 +48,7 @@ pub mod watch;
 
 pub use arbor_proto::identity::{Identity, KeyFileError};
 pub use arbor_proto::pb;
-pub use client::{Client, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
+pub use client::{Client, MembershipChange, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
 pub use commands::Commands;
 pub use endpoints::{channel, parse_endpoints};
 pub use error::{code_name, ClientError};

@@ -144,18 +144,6 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::ClusterStatusReply>, Status> {
         Err(Status::unimplemented("mock"))
     }
-    async fn add_node(
-        &self,
-        _: Request<pb::SignedAdmin>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        Err(Status::unimplemented("mock"))
-    }
-    async fn remove_node(
-        &self,
-        _: Request<pb::SignedAdmin>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        Err(Status::unimplemented("mock"))
-    }
     async fn get_checkpoint(
         &self,
         _: Request<pb::GetCheckpointRequest>,

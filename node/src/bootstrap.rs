@@ -1,19 +1,20 @@
 //! Cluster bootstrap from one replica.
 //!
 //! The bootstrap replica initialises raft with itself as the only voter, so it
-//! leads at once and can append the genesis entry (the operator keys). It then
-//! adds every other configured member as a learner — waiting for it to catch
-//! up — and promotes it to voter. A marker file records that this finished, so
-//! a restart does not re-add a member an operator has since removed. Every
-//! step is idempotent: a crash at any point is resumed on the next start.
+//! leads at once and can append the genesis entry: the operator keys and the
+//! configured members, the ledger's first desired membership. The membership
+//! reconciler (`membership.rs`) then adds every other member as a learner and
+//! promotes it once it has caught up, as it does for every later
+//! `AddReplica`. A marker file records that genesis is written, so a restart
+//! never proposes it again. Every step is idempotent: a crash at any point is
+//! resumed on the next start.
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use arbor_proto::pb;
-use openraft::ChangeMembers;
 use prost::Message;
 use tracing::{info, warn};
 
@@ -39,11 +40,12 @@ pub struct Bootstrap {
     pub members: BTreeMap<NodeId, Member>,
 }
 
-/// The genesis command: unsigned, naming the operator keys.
+/// The genesis command: unsigned, naming the operator keys and the members.
 pub fn genesis_command(
     cluster_id: &str,
     lease_grace_ms: u64,
     operators: &[OperatorKey],
+    members: &BTreeMap<NodeId, Member>,
 ) -> Vec<u8> {
     let cmd = pb::Command {
         nonce: 0,
@@ -57,6 +59,14 @@ pub fn genesis_command(
                 })
                 .collect(),
             lease_grace_ms,
+            members: members
+                .iter()
+                .map(|(id, m)| pb::ReplicaMember {
+                    node_id: *id,
+                    addr: m.addr.clone(),
+                    peer_addr: m.peer_addr.clone(),
+                })
+                .collect(),
         })),
     };
     pb::SignedCommand {
@@ -69,7 +79,7 @@ pub fn genesis_command(
 
 impl Bootstrap {
     /// Initialises raft if this data directory is new, then keeps working in
-    /// the background until genesis is written and every member is a voter.
+    /// the background until genesis is written.
     pub async fn start(self) -> Result<(), String> {
         let done = self.data_dir.join(DONE_MARKER);
         if done.exists() {
@@ -119,57 +129,33 @@ impl Bootstrap {
         }
     }
 
-    /// One pass; true when everything is done.
+    /// One pass; true when genesis is in the ledger.
     async fn step(&self) -> Result<bool, String> {
-        if self.reader.head().map_err(|e| e.to_string())?.is_none() {
-            let req = Request {
-                command: genesis_command(&self.cluster_id, self.lease_grace_ms, &self.operators),
-                time_ms: now_ms(),
-                genesis: true,
-                verified_key: Vec::new(),
-            };
-            let resp = self
-                .raft
-                .client_write(req)
-                .await
-                .map_err(|e| format!("genesis: {e}"))?;
-            match resp.response() {
-                Response::Appended { seq, .. } => info!(seq, "genesis entry appended"),
-                other => warn!(?other, "genesis not appended"),
-            }
+        if self.reader.head().map_err(|e| e.to_string())?.is_some() {
+            return Ok(true);
         }
-        let voters: BTreeSet<NodeId> = self
+        let req = Request {
+            command: genesis_command(
+                &self.cluster_id,
+                self.lease_grace_ms,
+                &self.operators,
+                &self.members,
+            ),
+            time_ms: now_ms(),
+            genesis: true,
+            verified_key: Vec::new(),
+        };
+        let resp = self
             .raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        let mut all = true;
-        for (id, node) in &self.members {
-            if voters.contains(id) {
-                continue;
-            }
-            all = false;
-            let addr = node.to_string();
-            let node = node.clone();
-            match tokio::time::timeout(
-                Duration::from_secs(30),
-                self.raft.add_learner(*id, node, true),
-            )
+            .client_write(req)
             .await
-            {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(format!("add learner {id}: {e}")),
-                Err(_) => return Err(format!("member {id} at {addr} has not caught up yet")),
+            .map_err(|e| format!("genesis: {e}"))?;
+        match resp.response() {
+            Response::Appended { seq, .. } => {
+                info!(seq, members = ?self.members.keys().collect::<Vec<_>>(), "genesis entry appended");
+                Ok(true)
             }
-            self.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
-                .await
-                .map_err(|e| format!("promote {id}: {e}"))?;
-            info!(member = id, %addr, "member promoted to voter");
+            other => Err(format!("genesis not appended: {other}")),
         }
-        Ok(all)
     }
 }

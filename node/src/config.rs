@@ -152,6 +152,10 @@ impl NodeConfig {
                     "member {m:?}: id must be > 0"
                 )));
             }
+            for a in [&member.addr, &member.peer_addr] {
+                arbor_proto::rules::check_addr("address", a)
+                    .map_err(|e| ConfigError::Invalid(format!("member {m:?}: {e}")))?;
+            }
             if out.insert(id, member).is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "member id {id} is listed twice"
@@ -333,5 +337,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a number"));
+        let c = NodeConfig {
+            members: vec!["2=127.0.0.1:7102/127.0.0.1:0".into()],
+            insecure_plaintext: true,
+            ..NodeConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("is not HOST:PORT"), "{err}");
     }
 }

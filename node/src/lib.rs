@@ -2,8 +2,8 @@
 //!
 //! [`start_node`] is the one wiring function: RocksDB storage, openraft, the
 //! gRPC services on two listeners — the client port (TLS) and the peer port
-//! (mutual TLS, members only) — and, on the bootstrap replica, cluster
-//! initialisation. The binary (`main.rs`), the `dev` cluster and tests all
+//! (mutual TLS, members only) — the membership reconciler and, on the
+//! bootstrap replica, cluster initialisation. The binary (`main.rs`), the `dev` cluster and tests all
 //! start replicas with it.
 
 pub mod api;
@@ -15,6 +15,7 @@ pub mod error;
 pub mod identity;
 pub mod limits;
 pub mod listener;
+pub mod membership;
 pub mod net;
 pub mod proofs;
 pub mod raft;
@@ -256,6 +257,8 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         .await
         .map_err(NodeError::Bootstrap)?;
     }
+
+    membership::spawn(raft.clone(), reader.clone());
 
     if config.lapse_sweep_ms > 0 {
         sweep::spawn(

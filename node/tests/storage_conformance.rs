@@ -57,6 +57,7 @@ fn genesis(cluster_id: &str) -> Vec<u8> {
                 public_key: public(1),
             }],
             lease_grace_ms: 60_000,
+            members: Vec::new(),
         })),
     };
     pb::SignedCommand {

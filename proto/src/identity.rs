@@ -9,21 +9,20 @@
 //! `create_new` (an existing key is never overwritten) and mode 0600 on unix.
 //!
 //! Unlike [`crate::ledger`] and [`crate::rules`] this module does I/O and
-//! draws randomness (keys, nonces) and reads the clock (admin commands).
+//! draws randomness (keys, nonces).
 //! The signed commands a client builds from an identity (`claim_order`, ...)
 //! are in the client library (`arbor_client::Commands`).
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{sign_admin, sign_command};
+use crate::ledger::sign_command;
 use crate::pb;
 
 /// Why a key file could not be read or written.
@@ -159,20 +158,6 @@ impl Identity {
         };
         sign_command(&self.key, &self.party_id, &cmd)
     }
-
-    /// An operator membership command, stamped with the current time
-    /// (replicas refuse admin commands more than 5 minutes off their clock).
-    pub fn sign_admin(&self, body: pb::admin_command::Body) -> pb::SignedAdmin {
-        let issued_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let cmd = pb::AdminCommand {
-            issued_at_ms,
-            body: Some(body),
-        };
-        sign_admin(&self.key, &self.party_id, &cmd)
-    }
 }
 
 fn decode_32(s: &str) -> Option<[u8; 32]> {
@@ -182,7 +167,7 @@ fn decode_32(s: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::{verify_admin, verify_command};
+    use crate::ledger::verify_command;
     use prost::Message;
 
     #[test]
@@ -312,13 +297,6 @@ mod tests {
         assert_ne!(a.command, b.command, "fresh nonce per command");
         let cmd = pb::Command::decode(a.command.as_slice()).unwrap();
         assert!(matches!(cmd.body, Some(pb::command::Body::ClaimOrder(ref c)) if c.total == 2598));
-
-        let adm = id.sign_admin(pb::admin_command::Body::RemoveNode(pb::RemoveNode {
-            node_id: 3,
-        }));
-        verify_admin(&adm, &id.public_key()).unwrap();
-        let cmd = pb::AdminCommand::decode(adm.admin.as_slice()).unwrap();
-        assert!(cmd.issued_at_ms > 1_600_000_000_000);
     }
 
     #[test]

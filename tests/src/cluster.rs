@@ -605,9 +605,9 @@ impl TestCluster {
         r.paused.store(false, Ordering::SeqCst);
     }
 
-    /// Starts a new empty replica and adds it through the client API
-    /// (operator-signed `AddNode`). Returns its id once the cluster has
-    /// accepted it.
+    /// Starts a new empty replica and adds it through the client API (an
+    /// operator-signed `AddReplica` ledger command). Returns its id once the
+    /// command is accepted and raft's membership shows it as a voter.
     pub async fn add_replica(&mut self) -> u64 {
         let id = self.replicas.keys().max().copied().unwrap_or(0) + 1;
         let address = self.new_address().await;
@@ -620,19 +620,22 @@ impl TestCluster {
             .client_for(&existing)
             .await
             .with_timeout(Duration::from_secs(150));
-        let reply = client
-            .add_node(&self.operator, id, &addr, &peer_addr)
+        let change = client
+            .add_replica(&self.operator, id, &addr, &peer_addr)
             .await
             .unwrap_or_else(|e| {
                 panic!(
-                    "add node {id} at {addr}: {e}; its log:\n{}",
+                    "add replica {id} at {addr}: {e}; its log:\n{}",
                     self.log_tail(id, 40)
                 )
             });
+        let outcome = change.reply.outcome.clone().unwrap_or_default();
+        assert!(outcome.accepted, "add replica {id}: {outcome:?}");
         assert!(
-            reply.members.iter().any(|m| m.node_id == id),
-            "add node {id}: reply lists members {:?}",
-            reply.members
+            change.in_effect,
+            "add replica {id}: not a voter in time; members {:?}; its log:\n{}",
+            change.members,
+            self.log_tail(id, 40)
         );
         id
     }

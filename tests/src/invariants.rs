@@ -287,6 +287,7 @@ mod tests {
                 Body::Genesis(pb::Genesis {
                     cluster_id: "t".into(),
                     lease_grace_ms: 0,
+                    members: Vec::new(),
                     operators: vec![pb::GenesisOperator {
                         party_id: "operator".into(),
                         public_key: op.verifying_key().to_bytes().to_vec(),

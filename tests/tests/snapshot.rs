@@ -40,7 +40,17 @@ async fn late_replica_catches_up_by_snapshot() {
     let newcomer = c.add_replica().await;
     assert_eq!(newcomer, 4);
     let audit = c.check_invariants().await;
-    assert_eq!(audit.chain.len(), 102, "genesis + enrolment + 100 orders");
+    assert_eq!(
+        audit.chain.len(),
+        103,
+        "genesis + enrolment + 100 orders + the AddReplica"
+    );
+    let desired = audit
+        .state
+        .membership
+        .as_ref()
+        .expect("membership recorded");
+    assert_eq!(desired.replicas[&newcomer].added_seq, 102);
 
     let s = c.status(newcomer).await.expect("newcomer answers");
     assert!(
@@ -61,5 +71,5 @@ async fn late_replica_catches_up_by_snapshot() {
     let more: Vec<String> = (100..110).map(|i| format!("o-{i}")).collect();
     c.register_orders(&channel, &more, 4).await;
     let audit = c.check_invariants().await;
-    assert_eq!(audit.chain.len(), 112);
+    assert_eq!(audit.chain.len(), 113);
 }

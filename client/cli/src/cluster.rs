@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use arbor_client::pb;
+use arbor_client::{pb, MembershipChange};
 use clap::Subcommand;
 use serde_json::json;
 
-use super::output::{kv, render, short_hash, Reply, Table};
+use super::output::{kv, render, short_hash, submit_reply, Reply, Table};
 use super::{operator_key, Ctx};
 
 #[derive(Subcommand)]
@@ -21,12 +21,15 @@ head seq and hash on all replicas mean their chains agree up to there.\n\n\
 Example:\n  arbor cluster status"
     )]
     Status,
-    /// Add a replica to the cluster (operator-signed)
+    /// Add a replica to the cluster (an operator-signed AddReplica ledger command)
     #[command(
-        long_about = "Add a replica to the cluster (operator-signed). The new replica must already \
+        long_about = "Add a replica to the cluster: submits an operator-signed AddReplica command, \
+recorded in the ledger (accepted or rejected, e.g. replica_exists). The new replica must already \
 be running with ADDR (host:port of its client API) and PEER_ADDR (host:port of its peer port), \
-with a certificate from the cluster CA naming arbor-replica-ID; it joins as a learner, catches \
-up, and is then promoted to voter.\n\n\
+with a certificate from the cluster CA naming arbor-replica-ID; once accepted, the leader adds it \
+as a learner and promotes it to voter when it has caught up. Prints the entry's outcome and \
+whether raft's membership already shows the replica as a voter (waited for up to --timeout), \
+or that the change is still in progress.\n\n\
 Example:\n  arbor cluster add-node 4 10.0.0.14:7101 10.0.0.14:7201 --key operator.key"
     )]
     AddNode {
@@ -43,9 +46,11 @@ Example:\n  arbor cluster add-node 4 10.0.0.14:7101 10.0.0.14:7201 --key operato
         #[arg(long, value_name = "OPKEY")]
         key: Option<PathBuf>,
     },
-    /// Remove a replica from the cluster (operator-signed)
+    /// Remove a replica from the cluster (an operator-signed RemoveReplica ledger command)
     #[command(
-        long_about = "Remove a replica from the cluster (operator-signed). Its data is kept on its disk.\n\n\
+        long_about = "Remove a replica from the cluster: submits an operator-signed RemoveReplica \
+command, recorded in the ledger (rejected unknown_replica for a non-member, last_replica for the \
+only one left). Once accepted, the leader removes it from raft. Its data is kept on its disk.\n\n\
 Example:\n  arbor cluster remove-node 4 --key operator.key"
     )]
     RemoveNode {
@@ -74,14 +79,14 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
             let r = ctx
                 .client()
                 .await?
-                .add_node(&op, node_id, &addr, &peer_addr)
+                .add_replica(&op, node_id, &addr, &peer_addr)
                 .await?;
-            Ok(Reply::new(show_admin(ctx, &r)))
+            Ok(show_change(ctx, &r))
         }
         ClusterCmd::RemoveNode { node_id, key } => {
             let op = operator_key(key)?;
-            let r = ctx.client().await?.remove_node(&op, node_id).await?;
-            Ok(Reply::new(show_admin(ctx, &r)))
+            let r = ctx.client().await?.remove_replica(&op, node_id).await?;
+            Ok(show_change(ctx, &r))
         }
     }
 }
@@ -187,16 +192,43 @@ fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
     })
 }
 
-fn show_admin(ctx: &Ctx, r: &pb::AdminReply) -> String {
-    let json = json!({ "message": r.message, "members": members_json(&r.members) });
-    render(ctx.format, json, || {
-        let mut out = format!("{}\n", r.message);
+/// The ledger outcome, then whether raft's membership shows it yet.
+fn show_change(ctx: &Ctx, r: &MembershipChange) -> Reply {
+    let mut reply = submit_reply(ctx.format, &r.reply);
+    let accepted = r.reply.outcome.as_ref().is_some_and(|o| o.accepted);
+    let state = if !accepted {
+        "not changed"
+    } else if r.reply.duplicate {
+        "duplicate: nothing done again"
+    } else if r.in_effect {
+        "in effect"
+    } else {
+        "in progress"
+    };
+    let o = r.reply.outcome.clone().unwrap_or_default();
+    let json = json!({
+        "seq": r.reply.seq,
+        "accepted": o.accepted,
+        "code": o.code,
+        "message": o.message,
+        "duplicate": r.reply.duplicate,
+        "entry_hash": hex::encode(&r.reply.entry_hash),
+        "in_effect": r.in_effect,
+        "members": members_json(&r.members),
+    });
+    reply.text = render(ctx.format, json, || {
+        let mut out = reply.text.clone();
+        if accepted && !o.message.is_empty() {
+            out.push_str(&format!("{}\n", o.message));
+        }
+        out.push_str(&format!("membership: {state}\n"));
         if !r.members.is_empty() {
-            let mut t = Table::new(&["ID", "ADDR", "MEMBER"]);
+            let mut t = Table::new(&["ID", "ADDR", "PEER ADDR", "MEMBER"]);
             for m in &r.members {
                 t.row(vec![
                     m.node_id.to_string(),
                     m.addr.clone(),
+                    m.peer_addr.clone(),
                     role(Some(m.voter)),
                 ]);
             }
@@ -204,5 +236,6 @@ fn show_admin(ctx: &Ctx, r: &pb::AdminReply) -> String {
             out.push_str(&t.render());
         }
         out
-    })
+    });
+    reply
 }

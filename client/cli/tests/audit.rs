@@ -153,18 +153,6 @@ impl Arbor for Ledger {
             ..Default::default()
         }))
     }
-    async fn add_node(
-        &self,
-        _: Request<pb::SignedAdmin>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        unimplemented()
-    }
-    async fn remove_node(
-        &self,
-        _: Request<pb::SignedAdmin>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        unimplemented()
-    }
     async fn get_checkpoint(
         &self,
         _: Request<pb::GetCheckpointRequest>,

@@ -10,11 +10,10 @@ use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arbor_proto::ledger::verify_admin;
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_server::Arbor;
 use arbor_proto::rules;
-use openraft::{ChangeMembers, ReadPolicy};
+use openraft::ReadPolicy;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -25,12 +24,9 @@ use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
 use crate::proofs::LeafCache;
 use crate::storage::{AppliedHead, LedgerReader};
-use crate::types::Member;
 use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
 use crate::Raft;
 
-/// Admin commands older or newer than this (by the replica's clock) are refused.
-const ADMIN_WINDOW_MS: u64 = 5 * 60 * 1000;
 const DEFAULT_ENTRIES: u32 = 1000;
 const MAX_ENTRIES: u32 = 10_000;
 
@@ -194,44 +190,6 @@ impl ArborApi {
             entry_hash: e.hash.to_vec(),
             duplicate: true,
         }))
-    }
-
-    /// Checks an admin envelope: operator signer, valid signature, fresh.
-    fn admit_admin(&self, env: &pb::SignedAdmin) -> Result<pb::admin_command::Body, Status> {
-        let cmd = pb::AdminCommand::decode(env.admin.as_slice())
-            .map_err(|e| status::invalid(format!("admin command does not decode: {e}")))?;
-        let party = self
-            .reader
-            .party(&env.signer)
-            .map_err(status::internal)?
-            .ok_or_else(|| {
-                Status::unauthenticated(format!(
-                    "unknown party {:?}: no key is enrolled under that id",
-                    env.signer
-                ))
-            })?;
-        if party.role != pb::Role::Operator as i32 {
-            return Err(Status::permission_denied(format!(
-                "party {:?} is not an operator; membership changes need an operator key",
-                env.signer
-            )));
-        }
-        if party.revoked {
-            return Err(Status::permission_denied(format!(
-                "the key of operator {:?} is revoked",
-                env.signer
-            )));
-        }
-        verify_admin(env, &party.public_key)
-            .map_err(|e| Status::unauthenticated(format!("bad signature: {e}")))?;
-        let now = now_ms();
-        if cmd.issued_at_ms.abs_diff(now) > ADMIN_WINDOW_MS {
-            return Err(status::invalid(
-                "admin command was issued more than 5 minutes from this replica's clock (replayed or clock skew)",
-            ));
-        }
-        cmd.body
-            .ok_or_else(|| status::invalid("admin command has no body"))
     }
 
     fn members(&self) -> Vec<pb::Member> {
@@ -640,124 +598,6 @@ impl Arbor for ArborApi {
             members,
             replicas,
             unreachable,
-        }))
-    }
-
-    async fn add_node(
-        &self,
-        req: Request<pb::SignedAdmin>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.add_node(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
-        let body = self.admit_admin(req.get_ref())?;
-        let pb::admin_command::Body::AddNode(add) = body else {
-            return Err(status::invalid("AddNode needs an add_node admin command"));
-        };
-        if add.node_id == 0
-            || add.addr.parse::<std::net::SocketAddr>().is_err()
-            || add.peer_addr.parse::<std::net::SocketAddr>().is_err()
-        {
-            return Err(status::invalid(format!(
-                "node id must be > 0 and both addresses HOST:PORT with a numeric IP (got {} addr {:?} peer-addr {:?})",
-                add.node_id, add.addr, add.peer_addr
-            )));
-        }
-        if self
-            .members()
-            .iter()
-            .any(|m| m.node_id == add.node_id && m.voter)
-        {
-            return Ok(Response::new(pb::AdminReply {
-                message: format!("node {} is already a voter", add.node_id),
-                members: self.members(),
-            }));
-        }
-        // Add as a learner first and wait until it has caught up (by log or
-        // snapshot), so promoting it never stalls commits.
-        let node = Member {
-            addr: add.addr.clone(),
-            peer_addr: add.peer_addr.clone(),
-        };
-        match tokio::time::timeout(
-            Duration::from_secs(120),
-            self.raft.add_learner(add.node_id, node, true),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(status::unavailable(
-                    format!(
-                        "node {} at {} did not catch up within 120 s",
-                        add.node_id, add.addr
-                    ),
-                    None,
-                ))
-            }
-            Ok(Err(e)) => {
-                return Err(status::unavailable(
-                    format!("add learner {}: {e}", add.node_id),
-                    None,
-                ))
-            }
-            Ok(Ok(_)) => {}
-        }
-        self.raft
-            .change_membership(
-                ChangeMembers::AddVoterIds(BTreeSet::from([add.node_id])),
-                false,
-            )
-            .await
-            .map_err(|e| status::unavailable(format!("promote node {}: {e}", add.node_id), None))?;
-        Ok(Response::new(pb::AdminReply {
-            message: format!("node {} at {} is a voter", add.node_id, add.addr),
-            members: self.members(),
-        }))
-    }
-
-    async fn remove_node(
-        &self,
-        req: Request<pb::SignedAdmin>,
-    ) -> Result<Response<pb::AdminReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.remove_node(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
-        let body = self.admit_admin(req.get_ref())?;
-        let pb::admin_command::Body::RemoveNode(rm) = body else {
-            return Err(status::invalid(
-                "RemoveNode needs a remove_node admin command",
-            ));
-        };
-        let members = self.members();
-        let Some(m) = members.iter().find(|m| m.node_id == rm.node_id) else {
-            return Err(status::not_found(format!(
-                "node {} is not a member",
-                rm.node_id
-            )));
-        };
-        let change = if m.voter {
-            if members.iter().filter(|m| m.voter).count() <= 1 {
-                return Err(Status::failed_precondition("cannot remove the last voter"));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([rm.node_id]))
-        } else {
-            ChangeMembers::RemoveNodes(BTreeSet::from([rm.node_id]))
-        };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| status::unavailable(format!("remove node {}: {e}", rm.node_id), None))?;
-        Ok(Response::new(pb::AdminReply {
-            message: format!("node {} removed", rm.node_id),
-            members: self.members(),
         }))
     }
 

@@ -13,7 +13,7 @@
 //! | `parties` | party id (UTF-8) | `rules::Party`, serde_json |
 //! | `party_keys` | public key (32 raw bytes) | party id (UTF-8) |
 //! | `commands` | command id (32 bytes) | ledger seq, u64 big-endian |
-//! | `sm_meta` | `head`, `last_applied`, `membership`, `config` | serde_json |
+//! | `sm_meta` | `head`, `last_applied`, `membership` (raft's), `config`, `replicas` (the ledger's desired membership) | serde_json |
 //! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json |
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
 //!
@@ -84,6 +84,8 @@ pub const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// The cluster configuration genesis fixed (`rules::ClusterConfig`).
 pub const KEY_CONFIG: &[u8] = b"config";
+/// The desired membership the ledger records (`rules::Membership`).
+pub const KEY_REPLICAS: &[u8] = b"replicas";
 
 /// A raft log index or ledger sequence number as a key.
 pub fn u64_key(n: u64) -> [u8; 8] {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arbor_proto::ledger::{Entry, Head};
 use arbor_proto::pb;
-use arbor_proto::rules::{ClusterConfig, NodeStats, Order, Party, Profile, StateView};
+use arbor_proto::rules::{ClusterConfig, Membership, NodeStats, Order, Party, Profile, StateView};
 use openraft::alias::{LogIdOf, StoredMembershipOf};
 use prost::Message;
 use rocksdb::{Direction, IteratorMode, DB};
@@ -256,6 +256,11 @@ impl LedgerReader {
         self.get_json(CF_SM_META, KEY_CONFIG)
     }
 
+    /// The desired membership the ledger records (`None` before genesis).
+    pub fn desired_membership(&self) -> Result<Option<Membership>, ReadError> {
+        self.get_json(CF_SM_META, KEY_REPLICAS)
+    }
+
     /// Orders in id order after `after` (exclusive; "" from the start) that
     /// `keep` selects, up to `limit`, scanning at most `scan_limit` records.
     /// Returns the orders and the id to continue after (None at the end).
@@ -387,6 +392,10 @@ impl StateView for LedgerReader {
     fn config(&self) -> Option<ClusterConfig> {
         LedgerReader::config(self).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
     }
+    fn membership(&self) -> Option<Membership> {
+        LedgerReader::desired_membership(self)
+            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +437,7 @@ mod tests {
                     public_key: key.verifying_key().to_bytes().to_vec(),
                 }],
                 lease_grace_ms: 0,
+                members: Vec::new(),
             })),
         };
         let command = pb::SignedCommand {

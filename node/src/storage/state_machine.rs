@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use arbor_proto::ledger::{command_id, Entry};
 use arbor_proto::rules::{
-    self, ClusterConfig, Effect, NodeStats, Order, Party, Profile, Refusal, StateView,
+    self, ClusterConfig, Effect, Membership, NodeStats, Order, Party, Profile, Refusal, StateView,
 };
 use futures::{Stream, StreamExt};
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -272,6 +272,7 @@ fn put_effect(w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
         Effect::PutProfile(p) => put_json(w, CF_PROFILES, p.node.as_bytes(), &p),
         Effect::PutStats { node, stats } => put_json(w, CF_STATS, node.as_bytes(), &stats),
         Effect::PutConfig(c) => put_json(w, CF_SM_META, KEY_CONFIG, &c),
+        Effect::PutMembership(m) => put_json(w, CF_SM_META, KEY_REPLICAS, &m),
     }
 }
 
@@ -327,6 +328,9 @@ impl StateView for CheckedView<'_> {
     }
     fn config(&self) -> Option<ClusterConfig> {
         self.keep(self.reader.config())
+    }
+    fn membership(&self) -> Option<Membership> {
+        self.keep(self.reader.desired_membership())
     }
 }
 

@@ -11,7 +11,6 @@ use super::encode::Preimage;
 use crate::pb;
 
 pub const COMMAND_DOMAIN: &[u8] = b"arbor.v1.command\0";
-pub const ADMIN_DOMAIN: &[u8] = b"arbor.v1.admin\0";
 pub const COMMAND_ID_DOMAIN: &[u8] = b"arbor.v1.command-id\0";
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,20 +45,6 @@ pub fn sign_command(key: &SigningKey, signer: &str, cmd: &pb::Command) -> pb::Si
     }
 }
 
-/// Encodes and signs an admin command as operator `signer`.
-pub fn sign_admin(key: &SigningKey, signer: &str, cmd: &pb::AdminCommand) -> pb::SignedAdmin {
-    let admin = cmd.encode_to_vec();
-    let signature = key
-        .sign(&signing_bytes(ADMIN_DOMAIN, &admin))
-        .to_bytes()
-        .to_vec();
-    pb::SignedAdmin {
-        admin,
-        signer: signer.to_string(),
-        signature,
-    }
-}
-
 fn verify(
     domain: &[u8],
     payload: &[u8],
@@ -87,17 +72,6 @@ pub fn verify_command(env: &pb::SignedCommand, public_key: &[u8]) -> Result<(), 
     verify(
         COMMAND_DOMAIN,
         &env.command,
-        &env.signer,
-        public_key,
-        &env.signature,
-    )
-}
-
-/// Verifies an admin envelope against the signer's enrolled public key.
-pub fn verify_admin(env: &pb::SignedAdmin, public_key: &[u8]) -> Result<(), SignatureError> {
-    verify(
-        ADMIN_DOMAIN,
-        &env.admin,
         &env.signer,
         public_key,
         &env.signature,
@@ -151,22 +125,6 @@ mod tests {
             verify_command(&short, &pk),
             Err(SignatureError::BadLength(10))
         );
-    }
-
-    #[test]
-    fn admin_and_command_domains_do_not_mix() {
-        let k = key(9);
-        let cmd = pb::Command {
-            nonce: 3,
-            body: None,
-        };
-        let env = sign_command(&k, "ops", &cmd);
-        let as_admin = pb::SignedAdmin {
-            admin: env.command.clone(),
-            signer: env.signer.clone(),
-            signature: env.signature.clone(),
-        };
-        assert!(verify_admin(&as_admin, &k.verifying_key().to_bytes()).is_err());
     }
 
     #[test]

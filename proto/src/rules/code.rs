@@ -93,6 +93,12 @@ names! {
         AlreadyRevoked = "already_revoked",
         LastOperator = "last_operator",
 
+        // Membership
+        ReplicaExists = "replica_exists",
+        UnknownReplica = "unknown_replica",
+        LastReplica = "last_replica",
+        ReplicaAddressInUse = "replica_address_in_use",
+
         // Orders: registration, price, cancellation, exceptions
         DuplicateOrder = "duplicate_order",
         ExternalRefTaken = "external_ref_taken",
@@ -251,6 +257,10 @@ mod tests {
             (Code::UnknownParty, "unknown_party"),
             (Code::AlreadyRevoked, "already_revoked"),
             (Code::LastOperator, "last_operator"),
+            (Code::ReplicaExists, "replica_exists"),
+            (Code::UnknownReplica, "unknown_replica"),
+            (Code::LastReplica, "last_replica"),
+            (Code::ReplicaAddressInUse, "replica_address_in_use"),
             (Code::DuplicateOrder, "duplicate_order"),
             (Code::ExternalRefTaken, "external_ref_taken"),
             (Code::UnknownOrder, "unknown_order"),

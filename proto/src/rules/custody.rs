@@ -257,6 +257,7 @@ mod tests {
                     body: Some(Body::Genesis(pb::Genesis {
                         cluster_id: "test".into(),
                         lease_grace_ms: GRACE,
+                        members: Vec::new(),
                         operators: vec![pb::GenesisOperator {
                             party_id: "ops".into(),
                             public_key: op.verifying_key().to_bytes().to_vec(),

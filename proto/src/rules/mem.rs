@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{apply, ClusterConfig, Effect, NodeStats, Order, Party, Profile, Refusal, StateView};
+use super::{
+    apply, ClusterConfig, Effect, Membership, NodeStats, Order, Party, Profile, Refusal, StateView,
+};
 use crate::ledger::{command_id, Entry, Head};
 
 /// What applying one command did.
@@ -27,6 +29,7 @@ pub struct MemState {
     pub profiles: BTreeMap<String, Profile>,
     pub stats: BTreeMap<String, NodeStats>,
     pub config: Option<ClusterConfig>,
+    pub membership: Option<Membership>,
     pub entries: Vec<Entry>,
 }
 
@@ -56,6 +59,9 @@ impl StateView for MemState {
     }
     fn config(&self) -> Option<ClusterConfig> {
         self.config.clone()
+    }
+    fn membership(&self) -> Option<Membership> {
+        self.membership.clone()
     }
 }
 
@@ -121,6 +127,7 @@ impl MemState {
                 self.stats.insert(node, stats);
             }
             Effect::PutConfig(c) => self.config = Some(c),
+            Effect::PutMembership(m) => self.membership = Some(m),
         }
     }
 }

@@ -34,10 +34,10 @@ pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
 pub use state::{
-    lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Lease, Line, NodeStats,
-    Offer, Order, OrderStatus, Party, Profile, Requirements, RulingRecord,
+    lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Lease, Line, Membership,
+    NodeStats, Offer, Order, OrderStatus, Party, Profile, Replica, Requirements, RulingRecord,
 };
-pub use validate::{validate_command, MAX_ID_LEN};
+pub use validate::{check_addr, validate_command, MAX_ADDR_LEN, MAX_ID_LEN};
 
 use prost::Message;
 
@@ -60,6 +60,8 @@ pub trait StateView {
     fn stats(&self, node: &str) -> Option<NodeStats>;
     /// The cluster configuration genesis fixed (`None` before genesis).
     fn config(&self) -> Option<ClusterConfig>;
+    /// The desired membership the ledger records (`None` before genesis).
+    fn membership(&self) -> Option<Membership>;
 }
 
 /// A state change produced by an accepted (or rejected) command.
@@ -79,6 +81,7 @@ pub enum Effect {
         stats: NodeStats,
     },
     PutConfig(ClusterConfig),
+    PutMembership(Membership),
 }
 
 /// A command that is recorded in the ledger, with what it changes.
@@ -211,6 +214,8 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::OpenDispute(_) => (&[Operator, Channel, Node, Auditor], "OpenDispute"),
         Body::ResolveDispute(_) => (&[Auditor], "ResolveDispute"),
         Body::RecordLapse(_) => (&[Replica], "RecordLapse"),
+        Body::AddReplica(_) => (&[Operator], "AddReplica"),
+        Body::RemoveReplica(_) => (&[Operator], "RemoveReplica"),
     })
 }
 

@@ -48,6 +48,39 @@ pub struct ClusterConfig {
     pub active_operators: u64,
 }
 
+/// A replica of the desired membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub node_id: u64,
+    /// Client API address (`HOST:PORT`).
+    pub addr: String,
+    /// Peer address (`HOST:PORT`, mutual TLS).
+    pub peer_addr: String,
+    /// The entry that added it (genesis or an `AddReplica`).
+    pub added_seq: u64,
+}
+
+impl Replica {
+    pub fn to_pb(&self) -> pb::ReplicaMember {
+        pb::ReplicaMember {
+            node_id: self.node_id,
+            addr: self.addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+        }
+    }
+}
+
+/// The membership the ledger says the cluster should have: genesis's
+/// members, then every accepted `AddReplica` and `RemoveReplica`. Every
+/// replica in it is meant to be a voter; the leader moves raft's
+/// membership towards it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub replicas: std::collections::BTreeMap<u64, Replica>,
+    /// The entry that last changed it (0: genesis, or never recorded).
+    pub changed_seq: u64,
+}
+
 /// A node's capability profile, as published (the latest version).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {

@@ -44,6 +44,50 @@ fn check_public_key(bytes: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The longest address a membership command may name.
+pub const MAX_ADDR_LEN: usize = 255;
+
+/// Replica addresses: `HOST:PORT`, the host a DNS name (letters, digits,
+/// `.` and `-`), an IPv4 address or a bracketed IPv6 address, the port 1-65535.
+pub fn check_addr(what: &str, addr: &str) -> Result<(), Refusal> {
+    let malformed = || {
+        bad(format!(
+            "{what} {addr:?} is not HOST:PORT (a host name, IPv4 or [IPv6] address, and a port 1-65535)"
+        ))
+    };
+    if addr.len() > MAX_ADDR_LEN {
+        return Err(bad(format!("{what} is longer than {MAX_ADDR_LEN} bytes")));
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or_else(malformed)?;
+    let port_ok = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && !host.starts_with(['.', '-'])
+        }
+    };
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(malformed())
+    }
+}
+
+/// A replica named by a membership command: node id > 0, both addresses `HOST:PORT`.
+fn check_replica(node_id: u64, addr: &str, peer_addr: &str) -> Result<(), Refusal> {
+    if node_id == 0 {
+        return Err(bad("replica node id must be > 0"));
+    }
+    check_addr("client address", addr)?;
+    check_addr("peer address", peer_addr)
+}
+
 /// Checks a command's structure.
 pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
     match cmd.body.as_ref() {
@@ -64,6 +108,19 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                         op.party_id
                     )));
                 }
+            }
+            for (i, m) in g.members.iter().enumerate() {
+                check_replica(m.node_id, &m.addr, &m.peer_addr)?;
+                if g.members[..i].iter().any(|o| o.node_id == m.node_id) {
+                    return Err(bad(format!("genesis lists replica {} twice", m.node_id)));
+                }
+            }
+            Ok(())
+        }
+        Some(Body::AddReplica(a)) => check_replica(a.node_id, &a.addr, &a.peer_addr),
+        Some(Body::RemoveReplica(r)) => {
+            if r.node_id == 0 {
+                return Err(bad("replica node id must be > 0"));
             }
             Ok(())
         }

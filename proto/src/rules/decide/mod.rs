@@ -14,6 +14,7 @@
 //! The families:
 //!
 //! - [`parties_keys`]: genesis, enrolment, key rotation and revocation;
+//! - [`membership`]: the desired membership (replicas added and removed);
 //! - [`profiles`]: capability profiles and the eligibility they give;
 //! - [`orders`]: registration, price amendments, cancellation;
 //! - [`claims`]: claims, releases, leases and their lapses;
@@ -32,6 +33,7 @@ use crate::pb::command::Body;
 mod claims;
 mod disputes;
 mod handoffs;
+mod membership;
 mod milestones;
 mod orders;
 mod parties_keys;
@@ -58,6 +60,8 @@ pub fn decide(
         Some(Body::RevokeKey(r)) => parties_keys::revoke_key(view, r),
         Some(Body::PublishProfile(p)) => profiles::publish_profile(view, signer, p, seq),
         Some(Body::RegisterOrder(r)) => orders::register(view, signer, r, seq),
+        Some(Body::AddReplica(a)) => membership::add(view, a, seq),
+        Some(Body::RemoveReplica(r)) => membership::remove(view, r, seq),
         Some(body) => match order_id_of(body) {
             Some(order_id) => on_order(view, signer, order_id, body, seq, now_ms),
             None => Decision::reject(Code::Malformed, "command concerns no order", ""),
@@ -92,7 +96,9 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         | Body::EnrollParty(_)
         | Body::RotateKey(_)
         | Body::RevokeKey(_)
-        | Body::PublishProfile(_) => return None,
+        | Body::PublishProfile(_)
+        | Body::AddReplica(_)
+        | Body::RemoveReplica(_) => return None,
     })
 }
 

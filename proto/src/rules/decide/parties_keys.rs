@@ -4,7 +4,7 @@
 //! another operator's key is in force, so the cluster never loses the last
 //! party that can enrol and rotate.
 
-use super::super::state::{ClusterConfig, Party};
+use super::super::state::{ClusterConfig, Membership, Party, Replica};
 use super::super::{role_name, Code, Decision, Effect, StateView};
 use crate::pb;
 
@@ -28,6 +28,23 @@ pub(super) fn genesis(g: &pb::Genesis, seq: u64) -> Decision {
         cluster_id: g.cluster_id.clone(),
         lease_grace_ms: g.lease_grace_ms,
         active_operators: g.operators.len() as u64,
+    }));
+    // The replicas the cluster starts with: the first desired membership.
+    effects.push(Effect::PutMembership(Membership {
+        replicas: g
+            .members
+            .iter()
+            .map(|m| {
+                let r = Replica {
+                    node_id: m.node_id,
+                    addr: m.addr.clone(),
+                    peer_addr: m.peer_addr.clone(),
+                    added_seq: seq,
+                };
+                (m.node_id, r)
+            })
+            .collect(),
+        changed_seq: seq,
     }));
     Decision::accept("", effects)
 }

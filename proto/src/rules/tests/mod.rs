@@ -16,6 +16,7 @@ mod claims;
 mod disputes;
 mod handoffs;
 mod keys;
+mod membership;
 mod milestones;
 mod orders;
 mod profiles;
@@ -55,6 +56,7 @@ fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
         body: Some(Body::Genesis(pb::Genesis {
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
+            members: Vec::new(),
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),
                 public_key: op.verifying_key().to_bytes().to_vec(),
