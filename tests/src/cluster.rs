@@ -605,17 +605,23 @@ impl TestCluster {
         r.paused.store(false, Ordering::SeqCst);
     }
 
+    /// Starts a new empty replica that is no member yet (see
+    /// [`TestCluster::add_replica`]); returns its id once it answers.
+    pub async fn start_replica(&mut self) -> u64 {
+        let id = self.replicas.keys().max().copied().unwrap_or(0) + 1;
+        let address = self.new_address().await;
+        self.spawn(id, address, Vec::new());
+        self.wait_ready(id).await;
+        id
+    }
+
     /// Starts a new empty replica and adds it through the client API (an
     /// operator-signed `AddReplica` ledger command). Returns its id once the
     /// command is accepted and raft's membership shows it as a voter.
     pub async fn add_replica(&mut self) -> u64 {
-        let id = self.replicas.keys().max().copied().unwrap_or(0) + 1;
-        let address = self.new_address().await;
-        let addr = address.listen.clone();
-        let peer_addr = address.peer_advertised.clone();
         let existing = self.running();
-        self.spawn(id, address, Vec::new());
-        self.wait_ready(id).await;
+        let id = self.start_replica().await;
+        let (addr, peer_addr) = (self.addr(id).to_string(), self.peer_addr(id).to_string());
         let client = self
             .client_for(&existing)
             .await
