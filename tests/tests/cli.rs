@@ -246,6 +246,17 @@ async fn newcomer_path_with_the_dev_cluster() {
         .json();
     assert_eq!(listed["orders"][0]["order_id"], "o-cli-1", "{listed}");
 
+    // Membership through the CLI: the command is recorded in the ledger
+    // even when rejected (exit 2), and names the rule's code.
+    let rm = dev
+        .cli(&["cluster", "remove-node", "9", "--key", &op_key])
+        .await;
+    assert_eq!(rm.code, Some(2), "{rm}");
+    let out = rm.json();
+    assert_eq!(out["code"], "unknown_replica", "{out}");
+    assert_eq!(out["accepted"], false, "{out}");
+    assert_eq!(out["in_effect"], false, "{out}");
+
     dev.stop().await;
     dev.restart().await;
     assert_eq!(
