@@ -4,8 +4,9 @@
 //! every accepted `AddReplica` and `RemoveReplica`: `rules::Membership`).
 //! Raft's membership is what actually replicates and votes. On every
 //! replica a background task waits for the metrics to change (an applied
-//! entry, a new leader, a replication report) or half a second, and while
-//! this replica leads it takes one step towards the desired membership:
+//! entry, a new leader, a replication report; at most every 100 ms) or half
+//! a second, and while this replica leads it takes one step towards the
+//! desired membership:
 //!
 //! 1. a raft member the ledger no longer lists is removed (voters and
 //!    learners alike), unless that would leave no voter of the desired
@@ -33,9 +34,15 @@ use crate::Raft;
 /// A learner this close to the leader's last log index is promoted.
 pub const CAUGHT_UP_LAG: u64 = 64;
 
+const MIN_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
 /// Starts the reconciler on this replica (it acts only while leading).
 pub fn spawn(raft: Raft, reader: LedgerReader) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // One receiver for the task's life: `changed` then waits for changes
+        // after the last one seen (a fresh clone would see them all as new).
+        let mut rx = raft.metrics();
         loop {
             if raft.is_leader() {
                 match step(&raft, &reader).await {
@@ -44,9 +51,11 @@ pub fn spawn(raft: Raft, reader: LedgerReader) -> tokio::task::JoinHandle<()> {
                     Err(e) => warn!(error = %e, "membership step failed; retrying"),
                 }
             }
-            let mut rx = raft.metrics();
-            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
-            if raft.metrics().borrow_watched().running_state.is_err() {
+            // Metrics change with every replication report: look at most
+            // every MIN_PAUSE, and at least every MAX_PAUSE.
+            tokio::time::sleep(MIN_PAUSE).await;
+            let _ = tokio::time::timeout(MAX_PAUSE, rx.changed()).await;
+            if rx.borrow_watched().running_state.is_err() {
                 debug!("raft stopped: membership reconciler ends");
                 return;
             }
