@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use arbor_client::{pb, ClientError, Commands, Identity};
+use arbor_proto::audit::{verify_export, VerifyOptions};
 use arbor_tests::{TestCluster, TIMEOUT};
 use prost::Message;
 use tonic::Code;
@@ -178,6 +179,26 @@ async fn membership_changes_are_ledger_commands() {
             "replica {r}"
         );
     }
+
+    // Exported under a cosigned checkpoint, the ledger verifies offline: the
+    // verifier replays the membership commands with the other rules.
+    c.enroll_replicas().await;
+    let (bytes, exported) = client
+        .export(Vec::new(), 0, None, |_, _| {})
+        .await
+        .expect("export");
+    let summary = verify_export(
+        bytes.as_slice(),
+        VerifyOptions {
+            threads: 2,
+            batch: 64,
+            progress: None,
+        },
+    )
+    .expect("export verifies");
+    assert!(summary.complete && summary.replayed, "{summary:?}");
+    assert_eq!(summary.entries, exported.checkpoint.size);
+    assert_eq!(summary.rejected, 1, "the replica_exists entry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
