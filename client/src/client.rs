@@ -110,10 +110,7 @@ impl Client {
     /// is `Ok` (check `outcome.accepted`); `duplicate` is set when the cluster
     /// had already applied these exact bytes.
     pub async fn submit(&self, cmd: pb::SignedCommand) -> Result<pb::SubmitReply, ClientError> {
-        self.call(|mut c| {
-            let cmd = cmd.clone();
-            async move { c.submit(cmd).await }
-        })
+        self.unary(&cmd, |mut c, r| async move { c.submit(r).await })
         .await
     }
 
@@ -123,10 +120,7 @@ impl Client {
             order_id: order_id.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_order(req).await }
-        })
+        self.unary(&req, |mut c, r| async move { c.get_order(r).await })
         .await
     }
 
@@ -141,10 +135,7 @@ impl Client {
             external_id: external_id.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.resolve_ref(req).await }
-        })
+        self.unary(&req, |mut c, r| async move { c.resolve_ref(r).await })
         .await
     }
 
@@ -154,10 +145,7 @@ impl Client {
             party_id: party_id.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_party(req).await }
-        })
+        self.unary(&req, |mut c, r| async move { c.get_party(r).await })
         .await
     }
 
@@ -167,10 +155,7 @@ impl Client {
             node: node.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_profile(req).await }
-        })
+        self.unary(&req, |mut c, r| async move { c.get_profile(r).await })
         .await
     }
 
@@ -180,10 +165,7 @@ impl Client {
         &self,
         filter: pb::ListOrdersRequest,
     ) -> Result<pb::ListOrdersReply, ClientError> {
-        self.call(|mut c| {
-            let req = filter.clone();
-            async move { c.list_orders(req).await }
-        })
+        self.unary(&filter, |mut c, r| async move { c.list_orders(r).await })
         .await
     }
 
@@ -193,10 +175,7 @@ impl Client {
             node: node.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_node_stats(req).await }
-        })
+        self.unary(&req, |mut c, r| async move { c.get_node_stats(r).await })
         .await
     }
 
@@ -216,10 +195,7 @@ impl Client {
             dispute_seq,
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.preview_ruling(req).await }
-        })
+        self.unary(&req, |mut c, r| async move { c.preview_ruling(r).await })
         .await
     }
 
@@ -259,10 +235,7 @@ impl Client {
             addr: addr.to_string(),
             peer_addr: peer_addr.to_string(),
         }));
-        self.call(|mut c| {
-            let cmd = cmd.clone();
-            async move { c.add_node(cmd).await }
-        })
+        self.unary(&cmd, |mut c, r| async move { c.add_node(r).await })
         .await
     }
 
@@ -275,10 +248,7 @@ impl Client {
         let cmd = operator.sign_admin(pb::admin_command::Body::RemoveNode(pb::RemoveNode {
             node_id,
         }));
-        self.call(|mut c| {
-            let cmd = cmd.clone();
-            async move { c.remove_node(cmd).await }
-        })
+        self.unary(&cmd, |mut c, r| async move { c.remove_node(r).await })
         .await
     }
 
@@ -347,6 +317,17 @@ impl Client {
     }
 
     /// Runs `f` against the cluster until it answers or the deadline passes.
+    /// One unary call with `req` through [`Client::call`]'s retry loop: each
+    /// attempt sends a copy of the same request (the same signed bytes).
+    pub(crate) async fn unary<Req, T, F, Fut>(&self, req: &Req, f: F) -> Result<T, ClientError>
+    where
+        Req: Clone,
+        F: Fn(ArborClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call(|c| f(c, req.clone())).await
+    }
+
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
         F: Fn(ArborClient<Channel>) -> Fut,

@@ -205,25 +205,25 @@ impl ArborApi {
             .party(&env.signer)
             .map_err(status::internal)?
             .ok_or_else(|| {
-                Status::unauthenticated(format!(
+                status::unauthenticated(format!(
                     "unknown party {:?}: no key is enrolled under that id",
                     env.signer
                 ))
             })?;
         if party.role != pb::Role::Operator as i32 {
-            return Err(Status::permission_denied(format!(
+            return Err(status::permission_denied(format!(
                 "party {:?} is not an operator; membership changes need an operator key",
                 env.signer
             )));
         }
         if party.revoked {
-            return Err(Status::permission_denied(format!(
+            return Err(status::permission_denied(format!(
                 "the key of operator {:?} is revoked",
                 env.signer
             )));
         }
         verify_admin(env, &party.public_key)
-            .map_err(|e| Status::unauthenticated(format!("bad signature: {e}")))?;
+            .map_err(|e| status::unauthenticated(format!("bad signature: {e}")))?;
         let now = now_ms();
         if cmd.issued_at_ms.abs_diff(now) > ADMIN_WINDOW_MS {
             return Err(status::invalid(
@@ -405,7 +405,7 @@ impl Arbor for ArborApi {
         let status = match q.status.as_str() {
             "" => None,
             s => Some(rules::OrderStatus::parse(s).ok_or_else(|| {
-                Status::invalid_argument(format!(
+                status::invalid(format!(
                     "unknown status {s:?}; one of open, claimed, picked, packed, shipped, delivered, cancelled, return_requested, return_claimed, returned"
                 ))
             })?),
@@ -418,7 +418,7 @@ impl Arbor for ArborApi {
             {
                 Some(p) if p.role == pb::Role::Node as i32 => {}
                 Some(_) => {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(status::invalid(format!(
                         "{} is not a fulfillment node",
                         q.claimable_by
                     )))
@@ -530,7 +530,7 @@ impl Arbor for ArborApi {
         match self.reader.party(node).map_err(status::internal)? {
             Some(p) if p.role == pb::Role::Node as i32 => {}
             Some(_) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(status::invalid(format!(
                     "{node} is not a fulfillment node"
                 )))
             }
@@ -745,7 +745,7 @@ impl Arbor for ArborApi {
         };
         let change = if m.voter {
             if members.iter().filter(|m| m.voter).count() <= 1 {
-                return Err(Status::failed_precondition("cannot remove the last voter"));
+                return Err(status::failed_precondition("cannot remove the last voter"));
             }
             ChangeMembers::RemoveVoters(BTreeSet::from([rm.node_id]))
         } else {

@@ -47,7 +47,7 @@ impl ArborApi {
     pub(super) fn watch(&self, req: pb::WatchRequest) -> Result<EntryStream, Status> {
         let next = self.applied.next_seq();
         if req.from_seq > next.saturating_add(MAX_AHEAD) {
-            return Err(Status::out_of_range(format!(
+            return Err(status::out_of_range(format!(
                 "from_seq {} is more than {MAX_AHEAD} past this replica's next entry ({next}); \
                  watch from a sequence number at most {}",
                 req.from_seq,
