@@ -111,7 +111,7 @@ impl Client {
     /// had already applied these exact bytes.
     pub async fn submit(&self, cmd: pb::SignedCommand) -> Result<pb::SubmitReply, ClientError> {
         self.unary(&cmd, |mut c, r| async move { c.submit(r).await })
-        .await
+            .await
     }
 
     /// An order by id (linearizable).
@@ -121,7 +121,7 @@ impl Client {
             local: false,
         };
         self.unary(&req, |mut c, r| async move { c.get_order(r).await })
-        .await
+            .await
     }
 
     /// The order that a channel's external reference belongs to (linearizable).
@@ -136,7 +136,7 @@ impl Client {
             local: false,
         };
         self.unary(&req, |mut c, r| async move { c.resolve_ref(r).await })
-        .await
+            .await
     }
 
     /// An enrolled party (linearizable).
@@ -146,7 +146,7 @@ impl Client {
             local: false,
         };
         self.unary(&req, |mut c, r| async move { c.get_party(r).await })
-        .await
+            .await
     }
 
     /// A node's capability profile in force (linearizable).
@@ -156,7 +156,7 @@ impl Client {
             local: false,
         };
         self.unary(&req, |mut c, r| async move { c.get_profile(r).await })
-        .await
+            .await
     }
 
     /// One page of orders matching the filter (linearizable). Continue with
@@ -166,7 +166,7 @@ impl Client {
         filter: pb::ListOrdersRequest,
     ) -> Result<pb::ListOrdersReply, ClientError> {
         self.unary(&filter, |mut c, r| async move { c.list_orders(r).await })
-        .await
+            .await
     }
 
     /// A node's counters and capacity (linearizable).
@@ -176,7 +176,7 @@ impl Client {
             local: false,
         };
         self.unary(&req, |mut c, r| async move { c.get_node_stats(r).await })
-        .await
+            .await
     }
 
     /// The ruling the responsibility rules compute now for the dispute opened
@@ -196,7 +196,7 @@ impl Client {
             local: false,
         };
         self.unary(&req, |mut c, r| async move { c.preview_ruling(r).await })
-        .await
+            .await
     }
 
     /// Ledger entries from `from_seq` on, at most `limit` (0: server default), linearizable.
@@ -236,7 +236,7 @@ impl Client {
             peer_addr: peer_addr.to_string(),
         }));
         self.unary(&cmd, |mut c, r| async move { c.add_node(r).await })
-        .await
+            .await
     }
 
     /// Removes replica `node_id` from the cluster (operator-signed).
@@ -249,7 +249,7 @@ impl Client {
             node_id,
         }));
         self.unary(&cmd, |mut c, r| async move { c.remove_node(r).await })
-        .await
+            .await
     }
 
     /// The status of the replica at `endpoint` itself; one attempt, never elsewhere.

@@ -276,19 +276,38 @@ impl ArborApi {
     }
 }
 
+/// Serves the request on the leader: forwards it there (once) unless this
+/// replica leads, and returns the leader's answer from the handler.
+macro_rules! on_leader {
+    ($api:expr, $req:expr, $rpc:ident) => {
+        if let Some(r) = route(&$api.raft, &$api.peers, &$req, |mut c, r| async move {
+            c.$rpc(r).await
+        })
+        .await?
+        {
+            return Ok(r);
+        }
+    };
+}
+
+/// A read that is linearizable unless the request asks for `local`: on the
+/// leader (forwarded there otherwise), after a ReadIndex round.
+macro_rules! linearizable_read {
+    ($api:expr, $req:expr, $rpc:ident) => {
+        if !$req.get_ref().local {
+            on_leader!($api, $req, $rpc);
+            $api.linearize().await?;
+        }
+    };
+}
+
 #[tonic::async_trait]
 impl Arbor for ArborApi {
     async fn submit(
         &self,
         req: Request<pb::SignedCommand>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.submit(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, submit);
         self.propose(req.into_inner()).await.map(Response::new)
     }
 
@@ -296,16 +315,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_order(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_order);
         self.order_view(&req.get_ref().order_id).map(Response::new)
     }
 
@@ -313,16 +323,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::ResolveRefRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.resolve_ref(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, resolve_ref);
         let r = req.get_ref();
         let order_id = self
             .reader
@@ -341,16 +342,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetPartyRequest>,
     ) -> Result<Response<pb::PartyView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_party(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_party);
         let id = &req.get_ref().party_id;
         let p = self
             .reader
@@ -364,16 +356,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::ProfileView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_profile(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_profile);
         let node = &req.get_ref().node;
         let p = self
             .reader
@@ -391,16 +374,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersReply>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.list_orders(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, list_orders);
         let q = req.into_inner();
         let status = match q.status.as_str() {
             "" => None,
@@ -466,16 +440,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::PreviewRulingRequest>,
     ) -> Result<Response<pb::Ruling>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.preview_ruling(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, preview_ruling);
         let q = req.into_inner();
         let order = self
             .reader
@@ -516,24 +481,11 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetNodeStatsRequest>,
     ) -> Result<Response<pb::NodeStatsView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_node_stats(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_node_stats);
         let node = &req.get_ref().node;
         match self.reader.party(node).map_err(status::internal)? {
             Some(p) if p.role == pb::Role::Node as i32 => {}
-            Some(_) => {
-                return Err(status::invalid(format!(
-                    "{node} is not a fulfillment node"
-                )))
-            }
+            Some(_) => return Err(status::invalid(format!("{node} is not a fulfillment node"))),
             None => return Err(status::not_found(format!("party {node} is not enrolled"))),
         }
         let stats = self
@@ -549,16 +501,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesReply>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_entries(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_entries);
         let r = req.get_ref();
         let limit = match r.limit {
             0 => DEFAULT_ENTRIES,
@@ -647,13 +590,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::SignedAdmin>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.add_node(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, add_node);
         let body = self.admit_admin(req.get_ref())?;
         let pb::admin_command::Body::AddNode(add) = body else {
             return Err(status::invalid("AddNode needs an add_node admin command"));
@@ -723,13 +660,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::SignedAdmin>,
     ) -> Result<Response<pb::AdminReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.remove_node(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, remove_node);
         let body = self.admit_admin(req.get_ref())?;
         let pb::admin_command::Body::RemoveNode(rm) = body else {
             return Err(status::invalid(
@@ -765,13 +696,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::CheckpointReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.get_checkpoint(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, get_checkpoint);
         self.linearize().await?;
         self.checkpoint().await.map(Response::new)
     }
@@ -780,13 +705,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProofReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.get_inclusion_proof(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, get_inclusion_proof);
         self.linearize().await?;
         self.inclusion(req.get_ref()).map(Response::new)
     }
@@ -795,13 +714,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProofReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.get_consistency_proof(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, get_consistency_proof);
         self.linearize().await?;
         self.consistency(req.get_ref()).map(Response::new)
     }
