@@ -141,7 +141,13 @@ impl pb::raft_server::Raft for RaftApi {
             term,
         )?;
         let payload = req.into_inner();
-        crate::storage::snapshot::check_snapshot(&payload.blob, &meta)
+        let head = self
+            .api
+            .reader
+            .head()
+            .map_err(status::internal)?
+            .map(|h| (h.seq, h.hash));
+        crate::storage::snapshot::check_snapshot(&payload.blob, &meta, head)
             .map_err(|e| status::invalid(format!("snapshot refused: {e}")))?;
         let snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>> = openraft::Snapshot {
             meta,

@@ -377,3 +377,78 @@ async fn clients_check_the_cluster_ca() {
         .await
         .expect("served with the cluster CA");
 }
+
+/// A well-formed snapshot from a member that carries another history (here
+/// a real snapshot of another cluster) is refused before raft sees it: its
+/// ledger does not hold the receiver's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_another_history_is_refused() {
+    let other = TestCluster::start(
+        1,
+        arbor_tests::cluster::Options {
+            snapshot_every: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..4 {
+        other.enroll_channel(&format!("shop-{i}")).await;
+    }
+    let file = other.dir().join("n1/data/snapshots/current");
+    let bytes = other
+        .wait_until(
+            "the other cluster to write a snapshot",
+            TIMEOUT,
+            async || std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display())),
+        )
+        .await;
+    let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let meta: SnapshotMetaOf<TypeConfig> = serde_json::from_slice(&bytes[12..12 + len]).unwrap();
+
+    let c = TestCluster::voters(3).await;
+    let before = views(&c).await;
+    let pki = c.pki_dir();
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let leader = c.wait_leader(TIMEOUT).await;
+    let insider = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let target = c
+        .ids()
+        .into_iter()
+        .find(|i| *i != leader && *i != insider)
+        .unwrap();
+    let mut client = raft_client(
+        c.peer_addr(target),
+        &ca,
+        Some((
+            &pki.join(format!("replica-{insider}.pem")),
+            &pki.join(format!("replica-{insider}.key")),
+        )),
+        &format!("arbor-replica-{target}"),
+    );
+    let term = c.status(target).await.unwrap().term.max(
+        meta.last_log_id
+            .as_ref()
+            .map(|l| l.leader_id.term)
+            .unwrap_or(0),
+    );
+    let v = Vote::<LeaderId<u64, u64>>::new_committed(term, insider);
+    let err = client
+        .install_snapshot(pb::RaftPayload {
+            data: arbor_node::raft::codec::encode(&(&v, &meta)).unwrap(),
+            blob: bytes,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("rewrite history"), "{err}");
+    let after = views(&c).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            (b.0, &b.3, b.4, &b.5),
+            (a.0, &a.3, a.4, &a.5),
+            "members/head changed"
+        );
+    }
+    c.assert_alive();
+    c.check_invariants().await;
+}
