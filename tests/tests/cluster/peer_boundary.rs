@@ -297,12 +297,16 @@ async fn peers_without_a_member_certificate_change_nothing() {
     );
 }
 
-/// A member's own certificate cannot speak for another member, nor send a
-/// term that would overflow, nor a forged snapshot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
-    let c = TestCluster::voters(3).await;
-    let before = views(&c).await;
+/// A follower (`insider`) whose certificate an attacker holds, speaking to
+/// the other follower (`target`).
+struct Insider {
+    leader: u64,
+    insider: u64,
+    target: u64,
+    client: RaftClient<tonic::transport::Channel>,
+}
+
+async fn insider(c: &TestCluster) -> Insider {
     let pki = c.pki_dir();
     let ca = std::fs::read(pki.join("ca.pem")).unwrap();
     let leader = c.wait_leader(TIMEOUT).await;
@@ -312,7 +316,7 @@ async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
         .into_iter()
         .find(|i| *i != leader && *i != insider)
         .unwrap();
-    let mut client = raft_client(
+    let client = raft_client(
         c.peer_addr(target),
         &ca,
         Some((
@@ -321,6 +325,26 @@ async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
         )),
         &format!("arbor-replica-{target}"),
     );
+    Insider {
+        leader,
+        insider,
+        target,
+        client,
+    }
+}
+
+/// A member's own certificate cannot speak for another member, nor send a
+/// term that would overflow, nor a forged snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
+    let c = TestCluster::voters(3).await;
+    let before = views(&c).await;
+    let Insider {
+        leader,
+        insider,
+        target,
+        mut client,
+    } = insider(&c).await;
     // Claiming to be the leader with the insider's certificate.
     let codes = every_attack(&c, &mut client, leader).await;
     for (what, code) in &codes[..codes.len() - 1] {
@@ -407,24 +431,12 @@ async fn a_snapshot_of_another_history_is_refused() {
 
     let c = TestCluster::voters(3).await;
     let before = views(&c).await;
-    let pki = c.pki_dir();
-    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
-    let leader = c.wait_leader(TIMEOUT).await;
-    let insider = c.ids().into_iter().find(|i| *i != leader).unwrap();
-    let target = c
-        .ids()
-        .into_iter()
-        .find(|i| *i != leader && *i != insider)
-        .unwrap();
-    let mut client = raft_client(
-        c.peer_addr(target),
-        &ca,
-        Some((
-            &pki.join(format!("replica-{insider}.pem")),
-            &pki.join(format!("replica-{insider}.key")),
-        )),
-        &format!("arbor-replica-{target}"),
-    );
+    let Insider {
+        leader: _,
+        insider,
+        target,
+        mut client,
+    } = insider(&c).await;
     let term = c.status(target).await.unwrap().term.max(
         meta.last_log_id
             .as_ref()
