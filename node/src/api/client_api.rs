@@ -24,7 +24,7 @@ use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
 use crate::proofs::LeafCache;
-use crate::storage::{AppliedHead, LedgerReader};
+use crate::storage::{AppliedHead, CheckedView, LedgerReader, ReadError};
 use crate::types::Member;
 use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
 use crate::Raft;
@@ -39,6 +39,19 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Why admission did not admit a command.
+enum Admit {
+    Refused(rules::Refusal),
+    /// Reading the state it is judged against failed (nothing decided).
+    Storage(ReadError),
+}
+
+impl From<rules::Refusal> for Admit {
+    fn from(r: rules::Refusal) -> Admit {
+        Admit::Refused(r)
+    }
 }
 
 #[derive(Clone)]
@@ -104,7 +117,13 @@ impl ArborApi {
             // if admission now refuses it (the signer's key changed since).
             // Looked up only on refusal: admitted resends are answered by the
             // state machine's own deduplication, off the hot path's reads.
-            Err(refusal) => match self.applied_before(&env)? {
+            Err(Admit::Storage(e)) => {
+                return Err(status::unavailable(
+                    format!("this replica cannot read its state to admit the command: {e}"),
+                    None,
+                ))
+            }
+            Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
                 Some(reply) => return Ok(reply),
                 None => return Err(status::refusal(&refusal)),
             },
@@ -165,9 +184,12 @@ impl ArborApi {
 
     /// Admission (`rules::decode`, `rules::authorize`, then the signature, checked in a batch):
     /// the key the signature was verified against (`None` for genesis).
-    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, rules::Refusal> {
+    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, Admit> {
         let admitted = rules::decode(bytes)?;
-        let Some(party) = rules::authorize(&self.reader, &admitted, false)? else {
+        let view = CheckedView::new(&self.reader);
+        let authorized = rules::authorize(&view, &admitted, false);
+        view.finish().map_err(Admit::Storage)?;
+        let Some(party) = authorized? else {
             return Ok(None);
         };
         let key = party.public_key.clone();
@@ -411,6 +433,7 @@ impl Arbor for ArborApi {
         };
         let now = now_ms();
         let reader = &self.reader;
+        let view = CheckedView::new(reader);
         let (orders, next) = reader
             .scan_orders(&q.after, limit, 100_000, |o| {
                 let effective_open = o.status == rules::OrderStatus::Open || o.lease_lapsed(now);
@@ -420,9 +443,12 @@ impl Arbor for ArborApi {
                     || (o.owner.as_deref() == Some(q.owner.as_str()) && !o.lease_lapsed(now)))
                     && (q.region.is_empty() || o.destination_region == q.region)
                     && (q.claimable_by.is_empty()
-                        || rules::claimable_by(reader, &q.claimable_by, o, now))
+                        || rules::claimable_by(&view, &q.claimable_by, o, now))
             })
             .map_err(status::internal)?;
+        view.finish().map_err(|e| {
+            status::unavailable(format!("this replica cannot read its state: {e}"), None)
+        })?;
         let mut views = Vec::with_capacity(orders.len());
         for o in orders {
             let history = reader
