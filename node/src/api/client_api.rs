@@ -756,7 +756,7 @@ impl Arbor for ArborApi {
         }))
     }
 
-    type WatchEntriesStream = super::watch::EntryStream;
+    type WatchEntriesStream = super::EntryStream;
 
     /// Served here from this replica's applied state; never forwarded.
     async fn watch_entries(
