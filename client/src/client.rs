@@ -124,11 +124,8 @@ impl Client {
     /// is `Ok` (check `outcome.accepted`); `duplicate` is set when the cluster
     /// had already applied these exact bytes.
     pub async fn submit(&self, cmd: pb::SignedCommand) -> Result<pb::SubmitReply, ClientError> {
-        self.call(|mut c| {
-            let cmd = cmd.clone();
-            async move { c.submit(cmd).await }
-        })
-        .await
+        self.unary(&cmd, |mut c, r| async move { c.submit(r).await })
+            .await
     }
 
     /// An order by id (linearizable).
@@ -137,11 +134,8 @@ impl Client {
             order_id: order_id.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_order(req).await }
-        })
-        .await
+        self.unary(&req, |mut c, r| async move { c.get_order(r).await })
+            .await
     }
 
     /// The order that a channel's external reference belongs to (linearizable).
@@ -155,11 +149,8 @@ impl Client {
             external_id: external_id.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.resolve_ref(req).await }
-        })
-        .await
+        self.unary(&req, |mut c, r| async move { c.resolve_ref(r).await })
+            .await
     }
 
     /// An enrolled party (linearizable).
@@ -168,11 +159,8 @@ impl Client {
             party_id: party_id.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_party(req).await }
-        })
-        .await
+        self.unary(&req, |mut c, r| async move { c.get_party(r).await })
+            .await
     }
 
     /// A node's capability profile in force (linearizable).
@@ -181,11 +169,8 @@ impl Client {
             node: node.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_profile(req).await }
-        })
-        .await
+        self.unary(&req, |mut c, r| async move { c.get_profile(r).await })
+            .await
     }
 
     /// One page of orders matching the filter (linearizable). Continue with
@@ -194,11 +179,8 @@ impl Client {
         &self,
         filter: pb::ListOrdersRequest,
     ) -> Result<pb::ListOrdersReply, ClientError> {
-        self.call(|mut c| {
-            let req = filter.clone();
-            async move { c.list_orders(req).await }
-        })
-        .await
+        self.unary(&filter, |mut c, r| async move { c.list_orders(r).await })
+            .await
     }
 
     /// A node's counters and capacity (linearizable).
@@ -207,11 +189,8 @@ impl Client {
             node: node.to_string(),
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.get_node_stats(req).await }
-        })
-        .await
+        self.unary(&req, |mut c, r| async move { c.get_node_stats(r).await })
+            .await
     }
 
     /// The ruling the responsibility rules compute now for the dispute opened
@@ -230,11 +209,8 @@ impl Client {
             dispute_seq,
             local: false,
         };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.preview_ruling(req).await }
-        })
-        .await
+        self.unary(&req, |mut c, r| async move { c.preview_ruling(r).await })
+            .await
     }
 
     /// Ledger entries from `from_seq` on, at most `limit` (0: server default), linearizable.
@@ -414,6 +390,17 @@ impl Client {
     }
 
     /// Runs `f` against the cluster until it answers or the deadline passes.
+    /// One unary call with `req` through [`Client::call`]'s retry loop: each
+    /// attempt sends a copy of the same request (the same signed bytes).
+    pub(crate) async fn unary<Req, T, F, Fut>(&self, req: &Req, f: F) -> Result<T, ClientError>
+    where
+        Req: Clone,
+        F: Fn(ArborClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call(|c| f(c, req.clone())).await
+    }
+
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
     where
         F: Fn(ArborClient<Channel>) -> Fut,

@@ -16,6 +16,7 @@
 //! - open watch streams: [`ApiLimits::watch_slot`];
 //! - pending admission work: `admission.rs`.
 
+use crate::api::status;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,7 +163,7 @@ impl Limits {
 
 /// `RESOURCE_EXHAUSTED`: `what`, then the limit by its config key.
 pub fn exhausted(key: &str, limit: impl std::fmt::Display, what: impl std::fmt::Display) -> Status {
-    Status::resource_exhausted(format!("{what} (limits.{key} = {limit})"))
+    status::resource_exhausted(format!("{what} (limits.{key} = {limit})"))
 }
 
 /// `RESOURCE_EXHAUSTED` for an entry that alone is bigger than `max-reply-bytes`.

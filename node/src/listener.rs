@@ -597,6 +597,7 @@ impl http_body::Body for Guarded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::status;
 
     #[test]
     fn warnings_are_rate_limited() {
@@ -617,7 +618,7 @@ mod tests {
     #[test]
     fn oversized_requests_name_the_key() {
         let mut h = http::HeaderMap::new();
-        Status::out_of_range(
+        status::out_of_range(
             "Error, decoded message length too large: found 9000 bytes, the limit is: 4096 bytes",
         )
         .add_header(&mut h)
@@ -635,7 +636,7 @@ mod tests {
 
         // Other refusals are left alone.
         let mut h = http::HeaderMap::new();
-        Status::out_of_range("from_seq is too far ahead")
+        status::out_of_range("from_seq is too far ahead")
             .add_header(&mut h)
             .unwrap();
         rename_size_refusal(&mut h, "max-client-message-bytes", 4096);

@@ -1,5 +1,5 @@
 //! Test vectors: a small export produced by a real three-replica cluster
-//! (tests/tests/audit.rs with ARBOR_WRITE_VECTOR set), committed with its
+//! (tests/tests/cluster/audit.rs with ARBOR_WRITE_VECTOR set), committed with its
 //! expected Merkle root. An independent verifier can use the same files.
 
 use arbor_proto::audit::{verify_export, VerifyOptions};

@@ -25,7 +25,7 @@ impl ArborApi {
     fn size(&self) -> Result<u64, Status> {
         let head = self.reader.head().map_err(status::internal)?;
         head.map(|h| h.seq + 1)
-            .ok_or_else(|| Status::failed_precondition("ledger has no entries yet"))
+            .ok_or_else(|| status::failed_precondition("ledger has no entries yet"))
     }
 
     /// Builds and cosigns a checkpoint of the current ledger (leader only).
@@ -108,7 +108,7 @@ impl ArborApi {
             }
         }
         if keys.len() < quorum {
-            return Err(Status::failed_precondition(format!(
+            return Err(status::failed_precondition(format!(
                 "only {} of the replicas that cosigned the checkpoint have an identity key enrolled in the ledger ({quorum} needed): enrol each replica's identity key (docs/operations.md)",
                 keys.len()
             )));
@@ -135,7 +135,7 @@ impl ArborApi {
     pub(crate) async fn cosign(&self, req: pb::CosignRequest) -> Result<pb::CosignReply, Status> {
         let now = now_ms();
         if req.time_ms.abs_diff(now) > COSIGN_CLOCK_TOLERANCE_MS {
-            return Err(Status::failed_precondition(format!(
+            return Err(status::failed_precondition(format!(
                 "checkpoint time {} ms is more than {} ms from replica {}'s clock ({now} ms): refusing to cosign",
                 req.time_ms, COSIGN_CLOCK_TOLERANCE_MS, self.id
             )));
@@ -153,7 +153,7 @@ impl ArborApi {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Status::failed_precondition(format!(
+                return Err(status::failed_precondition(format!(
                     "replica {} has {have} entries, fewer than the checkpoint's {}",
                     self.id, req.size
                 )));
@@ -162,14 +162,14 @@ impl ArborApi {
         }
         let origin = self.leaves.origin().map_err(status::internal)?;
         if origin != req.origin {
-            return Err(Status::failed_precondition(format!(
+            return Err(status::failed_precondition(format!(
                 "checkpoint origin {:?} is not this ledger's {origin:?}",
                 req.origin
             )));
         }
         let root = self.leaves.root(req.size).map_err(status::internal)?;
         if root.as_slice() != req.root.as_slice() {
-            return Err(Status::failed_precondition(format!(
+            return Err(status::failed_precondition(format!(
                 "replica {} has a different root at size {}: refusing to cosign",
                 self.id, req.size
             )));

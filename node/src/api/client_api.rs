@@ -23,7 +23,7 @@ use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
 use crate::proofs::LeafCache;
-use crate::storage::{AppliedHead, LedgerReader};
+use crate::storage::{AppliedHead, CheckedView, LedgerReader, ReadError};
 use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
 use crate::Raft;
 
@@ -35,6 +35,19 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Why admission did not admit a command.
+enum Admit {
+    Refused(rules::Refusal),
+    /// Reading the state it is judged against failed (nothing decided).
+    Storage(ReadError),
+}
+
+impl From<rules::Refusal> for Admit {
+    fn from(r: rules::Refusal) -> Admit {
+        Admit::Refused(r)
+    }
 }
 
 #[derive(Clone)]
@@ -100,7 +113,13 @@ impl ArborApi {
             // if admission now refuses it (the signer's key changed since).
             // Looked up only on refusal: admitted resends are answered by the
             // state machine's own deduplication, off the hot path's reads.
-            Err(refusal) => match self.applied_before(&env)? {
+            Err(Admit::Storage(e)) => {
+                return Err(status::unavailable(
+                    format!("this replica cannot read its state to admit the command: {e}"),
+                    None,
+                ))
+            }
+            Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
                 Some(reply) => return Ok(reply),
                 None => return Err(status::refusal(&refusal)),
             },
@@ -161,9 +180,12 @@ impl ArborApi {
 
     /// Admission (`rules::decode`, `rules::authorize`, then the signature, checked in a batch):
     /// the key the signature was verified against (`None` for genesis).
-    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, rules::Refusal> {
+    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, Admit> {
         let admitted = rules::decode(bytes)?;
-        let Some(party) = rules::authorize(&self.reader, &admitted, false)? else {
+        let view = CheckedView::new(&self.reader);
+        let authorized = rules::authorize(&view, &admitted, false);
+        view.finish().map_err(Admit::Storage)?;
+        let Some(party) = authorized? else {
             return Ok(None);
         };
         let key = party.public_key.clone();
@@ -234,19 +256,38 @@ impl ArborApi {
     }
 }
 
+/// Serves the request on the leader: forwards it there (once) unless this
+/// replica leads, and returns the leader's answer from the handler.
+macro_rules! on_leader {
+    ($api:expr, $req:expr, $rpc:ident) => {
+        if let Some(r) = route(&$api.raft, &$api.peers, &$req, |mut c, r| async move {
+            c.$rpc(r).await
+        })
+        .await?
+        {
+            return Ok(r);
+        }
+    };
+}
+
+/// A read that is linearizable unless the request asks for `local`: on the
+/// leader (forwarded there otherwise), after a ReadIndex round.
+macro_rules! linearizable_read {
+    ($api:expr, $req:expr, $rpc:ident) => {
+        if !$req.get_ref().local {
+            on_leader!($api, $req, $rpc);
+            $api.linearize().await?;
+        }
+    };
+}
+
 #[tonic::async_trait]
 impl Arbor for ArborApi {
     async fn submit(
         &self,
         req: Request<pb::SignedCommand>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.submit(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, submit);
         self.propose(req.into_inner()).await.map(Response::new)
     }
 
@@ -254,16 +295,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_order(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_order);
         self.order_view(&req.get_ref().order_id).map(Response::new)
     }
 
@@ -271,16 +303,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::ResolveRefRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.resolve_ref(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, resolve_ref);
         let r = req.get_ref();
         let order_id = self
             .reader
@@ -299,16 +322,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetPartyRequest>,
     ) -> Result<Response<pb::PartyView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_party(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_party);
         let id = &req.get_ref().party_id;
         let p = self
             .reader
@@ -322,16 +336,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::ProfileView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_profile(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_profile);
         let node = &req.get_ref().node;
         let p = self
             .reader
@@ -349,21 +354,12 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersReply>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.list_orders(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, list_orders);
         let q = req.into_inner();
         let status = match q.status.as_str() {
             "" => None,
             s => Some(rules::OrderStatus::parse(s).ok_or_else(|| {
-                Status::invalid_argument(format!(
+                status::invalid(format!(
                     "unknown status {s:?}; one of open, claimed, picked, packed, shipped, delivered, cancelled, return_requested, return_claimed, returned"
                 ))
             })?),
@@ -376,7 +372,7 @@ impl Arbor for ArborApi {
             {
                 Some(p) if p.role == pb::Role::Node as i32 => {}
                 Some(_) => {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(status::invalid(format!(
                         "{} is not a fulfillment node",
                         q.claimable_by
                     )))
@@ -395,6 +391,7 @@ impl Arbor for ArborApi {
         };
         let now = now_ms();
         let reader = &self.reader;
+        let view = CheckedView::new(reader);
         let (orders, next) = reader
             .scan_orders(&q.after, limit, 100_000, |o| {
                 let effective_open = o.status == rules::OrderStatus::Open || o.lease_lapsed(now);
@@ -404,9 +401,12 @@ impl Arbor for ArborApi {
                     || (o.owner.as_deref() == Some(q.owner.as_str()) && !o.lease_lapsed(now)))
                     && (q.region.is_empty() || o.destination_region == q.region)
                     && (q.claimable_by.is_empty()
-                        || rules::claimable_by(reader, &q.claimable_by, o, now))
+                        || rules::claimable_by(&view, &q.claimable_by, o, now))
             })
             .map_err(status::internal)?;
+        view.finish().map_err(|e| {
+            status::unavailable(format!("this replica cannot read its state: {e}"), None)
+        })?;
         let mut views = Vec::with_capacity(orders.len());
         for o in orders {
             let history = reader
@@ -424,16 +424,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::PreviewRulingRequest>,
     ) -> Result<Response<pb::Ruling>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.preview_ruling(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, preview_ruling);
         let q = req.into_inner();
         let order = self
             .reader
@@ -474,24 +465,11 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetNodeStatsRequest>,
     ) -> Result<Response<pb::NodeStatsView>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_node_stats(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_node_stats);
         let node = &req.get_ref().node;
         match self.reader.party(node).map_err(status::internal)? {
             Some(p) if p.role == pb::Role::Node as i32 => {}
-            Some(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "{node} is not a fulfillment node"
-                )))
-            }
+            Some(_) => return Err(status::invalid(format!("{node} is not a fulfillment node"))),
             None => return Err(status::not_found(format!("party {node} is not enrolled"))),
         }
         let stats = self
@@ -507,16 +485,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesReply>, Status> {
-        if !req.get_ref().local {
-            if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-                c.get_entries(r).await
-            })
-            .await?
-            {
-                return Ok(r);
-            }
-            self.linearize().await?;
-        }
+        linearizable_read!(self, req, get_entries);
         let r = req.get_ref();
         let limit = match r.limit {
             0 => DEFAULT_ENTRIES,
@@ -605,13 +574,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::CheckpointReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.get_checkpoint(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, get_checkpoint);
         self.linearize().await?;
         self.checkpoint().await.map(Response::new)
     }
@@ -620,13 +583,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProofReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.get_inclusion_proof(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, get_inclusion_proof);
         self.linearize().await?;
         self.inclusion(req.get_ref()).map(Response::new)
     }
@@ -635,13 +592,7 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProofReply>, Status> {
-        if let Some(r) = route(&self.raft, &self.peers, &req, |mut c, r| async move {
-            c.get_consistency_proof(r).await
-        })
-        .await?
-        {
-            return Ok(r);
-        }
+        on_leader!(self, req, get_consistency_proof);
         self.linearize().await?;
         self.consistency(req.get_ref()).map(Response::new)
     }
@@ -657,7 +608,7 @@ impl Arbor for ArborApi {
         }))
     }
 
-    type WatchEntriesStream = super::watch::EntryStream;
+    type WatchEntriesStream = super::EntryStream;
 
     /// Served here from this replica's applied state; never forwarded.
     async fn watch_entries(

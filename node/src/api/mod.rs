@@ -14,3 +14,9 @@ pub mod watch;
 
 pub use client_api::ArborApi;
 pub use raft_api::RaftApi;
+
+/// The server stream of `WatchEntries` (built in `watch.rs`, named by the
+/// service in `client_api.rs`; here so neither imports the other for it).
+pub type EntryStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<arbor_proto::pb::LedgerEntry, tonic::Status>> + Send>,
+>;

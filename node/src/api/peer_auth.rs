@@ -10,6 +10,7 @@
 //!
 //! Refusals are logged (at most once a second) and change nothing.
 
+use super::status;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -62,7 +63,7 @@ impl PeerAuth {
         match certs.as_ref().and_then(|c| c.first()) {
             Some(c) => Ok(Some(c.clone())),
             None => Err(self.refuse(
-                Status::unauthenticated("the peer port needs a replica certificate"),
+                status::unauthenticated("the peer port needs a replica certificate"),
                 req.remote_addr(),
             )),
         }
@@ -84,7 +85,7 @@ impl PeerAuth {
             return Ok(());
         }
         Err(self.refuse(
-            Status::permission_denied(
+            status::permission_denied(
                 "the caller's certificate does not name a current member of this cluster",
             ),
             req.remote_addr(),
@@ -100,7 +101,7 @@ impl PeerAuth {
             return Ok(());
         }
         Err(self.refuse(
-            Status::permission_denied(format!(
+            status::permission_denied(format!(
                 "the message claims to come from replica {claimed}, the caller's certificate does not name it"
             )),
             req.remote_addr(),
@@ -109,6 +110,6 @@ impl PeerAuth {
 
     /// Logs and returns a refusal of a message that cannot be right.
     pub fn implausible<T>(&self, req: &Request<T>, why: String) -> Status {
-        self.refuse(Status::invalid_argument(why), req.remote_addr())
+        self.refuse(status::invalid(why), req.remote_addr())
     }
 }

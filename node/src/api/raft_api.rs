@@ -8,6 +8,7 @@
 //! persisted and then overflow at the next election. Nothing reaches it
 //! before these checks.
 
+use super::status;
 use std::io::Cursor;
 
 use arbor_proto::pb;
@@ -37,12 +38,12 @@ pub struct RaftApi {
 
 fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
     codec::decode(&p.data)
-        .map_err(|e| Status::invalid_argument(format!("raft payload does not decode: {e}")))
+        .map_err(|e| status::invalid(format!("raft payload does not decode: {e}")))
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<pb::RaftPayload>, Status> {
     let data = codec::encode(v)
-        .map_err(|e| Status::internal(format!("raft reply does not encode: {e}")))?;
+        .map_err(|e| status::internal(format!("raft reply does not encode: {e}")))?;
     Ok(Response::new(pb::RaftPayload {
         data,
         blob: Vec::new(),
@@ -108,7 +109,7 @@ impl pb::raft_server::Raft for RaftApi {
             .raft
             .append_entries(rpc)
             .await
-            .map_err(|e| Status::unavailable(format!("append_entries: {e}")))?;
+            .map_err(|e| status::unavailable(format!("append_entries: {e}"), None))?;
         encode(&resp)
     }
 
@@ -123,7 +124,7 @@ impl pb::raft_server::Raft for RaftApi {
             .raft
             .vote(rpc)
             .await
-            .map_err(|e| Status::unavailable(format!("vote: {e}")))?;
+            .map_err(|e| status::unavailable(format!("vote: {e}"), None))?;
         encode(&resp)
     }
 
@@ -140,8 +141,14 @@ impl pb::raft_server::Raft for RaftApi {
             term,
         )?;
         let payload = req.into_inner();
-        crate::storage::snapshot::check_snapshot(&payload.blob, &meta)
-            .map_err(|e| Status::invalid_argument(format!("snapshot refused: {e}")))?;
+        let head = self
+            .api
+            .reader
+            .head()
+            .map_err(status::internal)?
+            .map(|h| (h.seq, h.hash));
+        crate::storage::snapshot::check_snapshot(&payload.blob, &meta, head)
+            .map_err(|e| status::invalid(format!("snapshot refused: {e}")))?;
         let snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>> = openraft::Snapshot {
             meta,
             snapshot: Cursor::new(payload.blob),
@@ -150,7 +157,7 @@ impl pb::raft_server::Raft for RaftApi {
             .raft
             .install_full_snapshot(vote, snapshot)
             .await
-            .map_err(|e| Status::unavailable(format!("install_snapshot: {e}")))?;
+            .map_err(|e| status::unavailable(format!("install_snapshot: {e}"), None))?;
         encode(&resp)
     }
 

@@ -1,4 +1,7 @@
-//! The one place where errors become gRPC status codes.
+//! The one place where errors become gRPC status codes: every `Status` the
+//! replica answers with is built here (clippy's `disallowed-methods` keeps
+//! `Status::` constructors out of other files; see clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use arbor_proto::rules::{Refusal, RefusalKind};
 pub use arbor_proto::wire::{FORWARDED_HEADER, LEADER_HEADER};
@@ -50,4 +53,34 @@ pub fn invalid(message: impl Into<String>) -> Status {
 /// Storage or raft failure on this replica.
 pub fn internal(message: impl std::fmt::Display) -> Status {
     Status::internal(message.to_string())
+}
+
+/// The request cannot be served in this state (fix the state, not the request).
+pub fn failed_precondition(message: impl Into<String>) -> Status {
+    Status::failed_precondition(message.into())
+}
+
+/// The caller is known but may not do this.
+pub fn permission_denied(message: impl Into<String>) -> Status {
+    Status::permission_denied(message.into())
+}
+
+/// The caller did not prove who it is.
+pub fn unauthenticated(message: impl Into<String>) -> Status {
+    Status::unauthenticated(message.into())
+}
+
+/// A configured limit was reached; the message names it.
+pub fn resource_exhausted(message: impl Into<String>) -> Status {
+    Status::resource_exhausted(message.into())
+}
+
+/// A position past what exists (e.g. a sequence number ahead of the ledger).
+pub fn out_of_range(message: impl Into<String>) -> Status {
+    Status::out_of_range(message.into())
+}
+
+/// A status with an explicit code (refusals renamed by the listener).
+pub fn with_code(code: Code, message: impl Into<String>) -> Status {
+    Status::new(code, message.into())
 }

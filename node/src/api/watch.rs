@@ -23,11 +23,9 @@
 //! read fails.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 
 use arbor_proto::ledger::Entry;
 use arbor_proto::pb;
-use futures::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
@@ -39,15 +37,14 @@ use crate::storage::{AppliedHead, LedgerReader};
 /// How far past this replica's next sequence number a watch may start.
 pub const MAX_AHEAD: u64 = 1_000_000;
 
-/// The server stream of `WatchEntries`.
-pub type EntryStream = Pin<Box<dyn Stream<Item = Result<pb::LedgerEntry, Status>> + Send>>;
+pub use super::EntryStream;
 
 impl ArborApi {
     /// Starts a feed of every entry from `req.from_seq` on.
     pub(super) fn watch(&self, req: pb::WatchRequest) -> Result<EntryStream, Status> {
         let next = self.applied.next_seq();
         if req.from_seq > next.saturating_add(MAX_AHEAD) {
-            return Err(Status::out_of_range(format!(
+            return Err(status::out_of_range(format!(
                 "from_seq {} is more than {MAX_AHEAD} past this replica's next entry ({next}); \
                  watch from a sequence number at most {}",
                 req.from_seq,

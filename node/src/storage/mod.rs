@@ -37,6 +37,7 @@ mod overlay;
 mod reader;
 pub mod snapshot;
 mod state_machine;
+mod view;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ pub use log_store::LogStore;
 pub use reader::{LedgerReader, ReadError};
 pub use snapshot::SnapshotData;
 pub use state_machine::StateMachineStore;
+pub use view::CheckedView;
 
 /// Why the storage could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arbor_proto::ledger::{Entry, Head};
 use arbor_proto::pb;
-use arbor_proto::rules::{ClusterConfig, Membership, NodeStats, Order, Party, Profile, StateView};
+use arbor_proto::rules::{ClusterConfig, Membership, NodeStats, Order, Party, Profile};
 use openraft::alias::{LogIdOf, StoredMembershipOf};
 use prost::Message;
 use rocksdb::{Direction, IteratorMode, DB};
@@ -355,47 +355,6 @@ fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, ReadError> {
         ));
     }
     Ok(e)
-}
-
-/// For the rules' pure functions, which cannot take an error: a failed read
-/// panics with the record it failed on. The state machine does not use this
-/// impl; it stops with an error instead (see `state_machine::CheckedView`).
-impl StateView for LedgerReader {
-    fn party(&self, party_id: &str) -> Option<Party> {
-        LedgerReader::party(self, party_id)
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn order(&self, order_id: &str) -> Option<Order> {
-        LedgerReader::order(self, order_id)
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
-        LedgerReader::order_by_ref(self, channel, external_id)
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
-        LedgerReader::party_by_key(self, public_key)
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn has_genesis(&self) -> bool {
-        self.head()
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-            .is_some()
-    }
-    fn profile(&self, node: &str) -> Option<Profile> {
-        LedgerReader::profile(self, node)
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn stats(&self, node: &str) -> Option<NodeStats> {
-        LedgerReader::stats(self, node).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn config(&self) -> Option<ClusterConfig> {
-        LedgerReader::config(self).unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
-    fn membership(&self) -> Option<Membership> {
-        LedgerReader::desired_membership(self)
-            .unwrap_or_else(|e| panic!("ledger state read failed: {e}"))
-    }
 }
 
 #[cfg(test)]

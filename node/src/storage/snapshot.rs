@@ -257,16 +257,66 @@ fn build(db: &DB) -> io::Result<(Meta, Vec<u8>)> {
 }
 
 /// Checks a snapshot received from a peer before raft sees it: framing,
-/// checksum, and that its data is of the snapshot `meta` names. A snapshot
-/// that fails is refused on the wire; handed to raft, a storage error would
-/// stop this replica's raft core.
-pub fn check_snapshot(bytes: &[u8], meta: &Meta) -> Result<(), String> {
+/// checksum, that its data is of the snapshot `meta` names, and that its
+/// ledger extends this replica's: it must hold this replica's head entry
+/// (`local_head`: seq and hash) unchanged, its own entries must hash and
+/// link from there to the head it records. A snapshot that fails is refused
+/// on the wire; handed to raft, a storage error would stop this replica's
+/// raft core, and a snapshot with another history would rewrite it.
+pub fn check_snapshot(
+    bytes: &[u8],
+    meta: &Meta,
+    local_head: Option<(u64, [u8; 32])>,
+) -> Result<(), String> {
+    use arbor_proto::ledger::Entry;
+    use prost::Message;
     let parsed = parse(bytes)?;
     if parsed.meta != *meta {
         return Err(format!(
             "data is of snapshot {} but metadata says {meta}",
             parsed.meta
         ));
+    }
+    let mut ledger = std::collections::BTreeMap::new();
+    for (cf_name, k, v) in &parsed.records {
+        if *cf_name == keys::CF_LEDGER {
+            let seq = keys::decode_u64_key(k).ok_or("a ledger key is not a u64")?;
+            let p = arbor_proto::pb::LedgerEntry::decode(*v)
+                .map_err(|e| format!("ledger entry {seq} does not decode: {e}"))?;
+            let e = Entry::from_pb(&p).map_err(|e| format!("ledger entry {seq}: {e}"))?;
+            if e.seq != seq || e.compute_hash() != e.hash {
+                return Err(format!("ledger entry {seq} does not hash to its hash"));
+            }
+            ledger.insert(seq, e);
+        }
+    }
+    // Every entry links to the one before it.
+    let mut prev: Option<&Entry> = None;
+    for e in ledger.values() {
+        if let Some(p) = prev {
+            if e.seq != p.seq + 1 || e.prev_hash != p.hash {
+                return Err(format!(
+                    "ledger entry {} does not link to entry {}",
+                    e.seq, p.seq
+                ));
+            }
+        }
+        prev = Some(e);
+    }
+    if let Some((seq, hash)) = local_head {
+        match ledger.get(&seq) {
+            Some(e) if e.hash == hash => {}
+            Some(_) => {
+                return Err(format!(
+                    "its ledger entry {seq} differs from this replica's: it would rewrite history"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "its ledger does not hold this replica's entry {seq}"
+                ))
+            }
+        }
     }
     Ok(())
 }

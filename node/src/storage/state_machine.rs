@@ -28,15 +28,12 @@
 //! A failed or corrupted read while deciding stops the state machine with an
 //! error (openraft treats it as fatal) rather than deciding on wrong data.
 
-use std::cell::RefCell;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use arbor_proto::ledger::{command_id, Entry};
-use arbor_proto::rules::{
-    self, ClusterConfig, Effect, Membership, NodeStats, Order, Party, Profile, Refusal, StateView,
-};
+use arbor_proto::rules::{self, Effect, Refusal};
 use futures::{Stream, StreamExt};
 use openraft::alias::{EntryOf, LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::storage::{EntryResponder, RaftStateMachine};
@@ -49,6 +46,7 @@ use super::feed::{AppliedHead, HeadPublisher};
 use super::keys::*;
 use super::overlay::PendingWrites;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
+use super::CheckedView;
 use super::{io_err, LedgerReader, ReadError};
 use crate::types::{Outcome, Request, Response, TypeConfig};
 
@@ -273,64 +271,6 @@ fn put_effect(w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
         Effect::PutStats { node, stats } => put_json(w, CF_STATS, node.as_bytes(), &stats),
         Effect::PutConfig(c) => put_json(w, CF_SM_META, KEY_CONFIG, &c),
         Effect::PutMembership(m) => put_json(w, CF_SM_META, KEY_REPLICAS, &m),
-    }
-}
-
-/// A [`StateView`] over the reader that remembers the first failed read
-/// instead of panicking, so that `apply` can stop with an error.
-struct CheckedView<'a> {
-    reader: &'a LedgerReader,
-    failed: RefCell<Option<ReadError>>,
-}
-
-impl<'a> CheckedView<'a> {
-    fn new(reader: &'a LedgerReader) -> Self {
-        CheckedView {
-            reader,
-            failed: RefCell::new(None),
-        }
-    }
-
-    fn keep<T>(&self, r: Result<Option<T>, ReadError>) -> Option<T> {
-        r.unwrap_or_else(|e| {
-            self.failed.borrow_mut().get_or_insert(e);
-            None
-        })
-    }
-
-    /// The first read that failed, if any.
-    fn finish(self) -> Result<(), ReadError> {
-        self.failed.into_inner().map_or(Ok(()), Err)
-    }
-}
-
-impl StateView for CheckedView<'_> {
-    fn party(&self, party_id: &str) -> Option<Party> {
-        self.keep(self.reader.party(party_id))
-    }
-    fn order(&self, order_id: &str) -> Option<Order> {
-        self.keep(self.reader.order(order_id))
-    }
-    fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
-        self.keep(self.reader.order_by_ref(channel, external_id))
-    }
-    fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
-        self.keep(self.reader.party_by_key(public_key))
-    }
-    fn has_genesis(&self) -> bool {
-        self.keep(self.reader.head()).is_some()
-    }
-    fn profile(&self, node: &str) -> Option<Profile> {
-        self.keep(self.reader.profile(node))
-    }
-    fn stats(&self, node: &str) -> Option<NodeStats> {
-        self.keep(self.reader.stats(node))
-    }
-    fn config(&self) -> Option<ClusterConfig> {
-        self.keep(self.reader.config())
-    }
-    fn membership(&self) -> Option<Membership> {
-        self.keep(self.reader.desired_membership())
     }
 }
 

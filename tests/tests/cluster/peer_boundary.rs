@@ -297,12 +297,16 @@ async fn peers_without_a_member_certificate_change_nothing() {
     );
 }
 
-/// A member's own certificate cannot speak for another member, nor send a
-/// term that would overflow, nor a forged snapshot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
-    let c = TestCluster::voters(3).await;
-    let before = views(&c).await;
+/// A follower (`insider`) whose certificate an attacker holds, speaking to
+/// the other follower (`target`).
+struct Insider {
+    leader: u64,
+    insider: u64,
+    target: u64,
+    client: RaftClient<tonic::transport::Channel>,
+}
+
+async fn insider(c: &TestCluster) -> Insider {
     let pki = c.pki_dir();
     let ca = std::fs::read(pki.join("ca.pem")).unwrap();
     let leader = c.wait_leader(TIMEOUT).await;
@@ -312,7 +316,7 @@ async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
         .into_iter()
         .find(|i| *i != leader && *i != insider)
         .unwrap();
-    let mut client = raft_client(
+    let client = raft_client(
         c.peer_addr(target),
         &ca,
         Some((
@@ -321,6 +325,26 @@ async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
         )),
         &format!("arbor-replica-{target}"),
     );
+    Insider {
+        leader,
+        insider,
+        target,
+        client,
+    }
+}
+
+/// A member's own certificate cannot speak for another member, nor send a
+/// term that would overflow, nor a forged snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
+    let c = TestCluster::voters(3).await;
+    let before = views(&c).await;
+    let Insider {
+        leader,
+        insider,
+        target,
+        mut client,
+    } = insider(&c).await;
     // Claiming to be the leader with the insider's certificate.
     let codes = every_attack(&c, &mut client, leader).await;
     for (what, code) in &codes[..codes.len() - 1] {
@@ -376,4 +400,67 @@ async fn clients_check_the_cluster_ca() {
     Client::local_status(c.transport(), &c.endpoint(1))
         .await
         .expect("served with the cluster CA");
+}
+
+/// A well-formed snapshot from a member that carries another history (here
+/// a real snapshot of another cluster) is refused before raft sees it: its
+/// ledger does not hold the receiver's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_another_history_is_refused() {
+    let other = TestCluster::start(
+        1,
+        arbor_tests::cluster::Options {
+            snapshot_every: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
+    for i in 0..4 {
+        other.enroll_channel(&format!("shop-{i}")).await;
+    }
+    let file = other.dir().join("n1/data/snapshots/current");
+    let bytes = other
+        .wait_until(
+            "the other cluster to write a snapshot",
+            TIMEOUT,
+            async || std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display())),
+        )
+        .await;
+    let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let meta: SnapshotMetaOf<TypeConfig> = serde_json::from_slice(&bytes[12..12 + len]).unwrap();
+
+    let c = TestCluster::voters(3).await;
+    let before = views(&c).await;
+    let Insider {
+        leader: _,
+        insider,
+        target,
+        mut client,
+    } = insider(&c).await;
+    let term = c.status(target).await.unwrap().term.max(
+        meta.last_log_id
+            .as_ref()
+            .map(|l| l.leader_id.term)
+            .unwrap_or(0),
+    );
+    let v = Vote::<LeaderId<u64, u64>>::new_committed(term, insider);
+    let err = client
+        .install_snapshot(pb::RaftPayload {
+            data: arbor_node::raft::codec::encode(&(&v, &meta)).unwrap(),
+            blob: bytes,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("rewrite history"), "{err}");
+    let after = views(&c).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(
+            (b.0, &b.3, b.4, &b.5),
+            (a.0, &a.3, a.4, &a.5),
+            "members/head changed"
+        );
+    }
+    c.assert_alive();
+    c.check_invariants().await;
 }

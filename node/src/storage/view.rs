@@ -1,0 +1,70 @@
+//! The rules' read-only view of the replica's state ([`StateView`]) over
+//! RocksDB, without panics: a failed read is kept and reported after the
+//! rules return.
+
+use std::cell::RefCell;
+
+use arbor_proto::rules::{ClusterConfig, Membership, NodeStats, Order, Party, Profile, StateView};
+
+use super::{LedgerReader, ReadError};
+
+/// A [`StateView`] over the reader that remembers the first failed read
+/// instead of panicking: the rules see "absent", and the caller, after the
+/// rules return, asks [`CheckedView::finish`] whether every read succeeded
+/// (the state machine then stops with an error; the API answers
+/// UNAVAILABLE). The only `StateView` over RocksDB.
+pub struct CheckedView<'a> {
+    reader: &'a LedgerReader,
+    failed: RefCell<Option<ReadError>>,
+}
+
+impl<'a> CheckedView<'a> {
+    pub fn new(reader: &'a LedgerReader) -> Self {
+        CheckedView {
+            reader,
+            failed: RefCell::new(None),
+        }
+    }
+
+    fn keep<T>(&self, r: Result<Option<T>, ReadError>) -> Option<T> {
+        r.unwrap_or_else(|e| {
+            self.failed.borrow_mut().get_or_insert(e);
+            None
+        })
+    }
+
+    /// The first read that failed, if any.
+    pub fn finish(self) -> Result<(), ReadError> {
+        self.failed.into_inner().map_or(Ok(()), Err)
+    }
+}
+
+impl StateView for CheckedView<'_> {
+    fn party(&self, party_id: &str) -> Option<Party> {
+        self.keep(self.reader.party(party_id))
+    }
+    fn order(&self, order_id: &str) -> Option<Order> {
+        self.keep(self.reader.order(order_id))
+    }
+    fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
+        self.keep(self.reader.order_by_ref(channel, external_id))
+    }
+    fn party_by_key(&self, public_key: &[u8]) -> Option<String> {
+        self.keep(self.reader.party_by_key(public_key))
+    }
+    fn has_genesis(&self) -> bool {
+        self.keep(self.reader.head()).is_some()
+    }
+    fn profile(&self, node: &str) -> Option<Profile> {
+        self.keep(self.reader.profile(node))
+    }
+    fn stats(&self, node: &str) -> Option<NodeStats> {
+        self.keep(self.reader.stats(node))
+    }
+    fn config(&self) -> Option<ClusterConfig> {
+        self.keep(self.reader.config())
+    }
+    fn membership(&self) -> Option<Membership> {
+        self.keep(self.reader.desired_membership())
+    }
+}

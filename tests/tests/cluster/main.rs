@@ -1,0 +1,18 @@
+//! Cluster tests: real `arbor-node` processes over TLS, driven by the
+//! `TestCluster` harness (tests/src). One test binary, one module per area
+//! (one binary links RocksDB once instead of once per file).
+
+mod arbitration;
+mod audit;
+mod bench;
+mod cli;
+mod disputes;
+mod election;
+mod failover;
+mod fulfillment_example;
+mod limits;
+mod partition;
+mod peer_boundary;
+mod protocol;
+mod snapshot;
+mod watch;
