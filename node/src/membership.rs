@@ -9,8 +9,8 @@
 //! desired membership:
 //!
 //! 1. a raft member the ledger no longer lists is removed (voters and
-//!    learners alike), unless that would leave no voter of the desired
-//!    membership;
+//!    learners alike), unless that would leave no voter: then it waits
+//!    until a listed replica has been added and promoted (2, 3);
 //! 2. a listed replica raft does not know is added as a learner;
 //! 3. a learner within [`CAUGHT_UP_LAG`] log entries of the leader's log is
 //!    promoted to voter.
@@ -89,13 +89,11 @@ async fn step(raft: &Raft, reader: &LedgerReader) -> Result<Step, String> {
         .filter(|id| !desired.replicas.contains_key(id))
         .copied()
         .collect();
-    if !stale.is_empty() {
-        let remaining = voters.iter().filter(|v| !stale.contains(v)).count();
-        if remaining == 0 {
-            return Err(format!(
-                "removing {stale:?} would leave no voter: waiting for a listed replica to be promoted first"
-            ));
-        }
+    let remaining = voters.iter().filter(|v| !stale.contains(v)).count();
+    if !stale.is_empty() && remaining == 0 {
+        // Every voter is to go: first add and promote a listed replica (below).
+        debug!(?stale, "removal waits until a listed replica is a voter");
+    } else if !stale.is_empty() {
         let stale_voters: BTreeSet<NodeId> = stale.intersection(&voters).copied().collect();
         let change = if stale_voters.is_empty() {
             ChangeMembers::RemoveNodes(stale.clone())

@@ -11,6 +11,7 @@ mod election;
 mod failover;
 mod fulfillment_example;
 mod limits;
+mod membership;
 mod partition;
 mod peer_boundary;
 mod protocol;
