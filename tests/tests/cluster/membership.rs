@@ -217,3 +217,48 @@ async fn the_last_voter_cannot_be_removed() {
     assert_eq!(audit.chain.len(), 2, "genesis + the rejected RemoveReplica");
     assert_eq!(raft_members(&c, 1).await, [(1, true)]);
 }
+
+/// The change outlives the leader that started it: replica 4 is added
+/// while it cannot catch up (paused), the leader is killed, and the next
+/// leader promotes it from the ledger's desired membership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_finishes_a_membership_change() {
+    let mut c = TestCluster::voters(3).await;
+    let op = c.operator().clone();
+    let id = c.start_replica().await;
+    let (addr, peer) = (c.addr(id).to_string(), c.peer_addr(id).to_string());
+    c.pause(id);
+    let client = c.client_for(&[1, 2, 3]).await;
+    let r = client
+        .change_membership(op.add_replica(id, &addr, &peer), Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(r.reply.outcome.as_ref().unwrap().accepted);
+    assert!(
+        !r.in_effect,
+        "a paused replica was promoted: {:?}",
+        r.members
+    );
+
+    let leader = c.wait_leader(TIMEOUT).await;
+    c.kill(leader);
+    c.resume(id);
+    for r in c.running() {
+        c.wait_until(
+            &format!("replica {r} to see replica {id} as a voter"),
+            TIMEOUT,
+            async || {
+                let m = raft_members(&c, r).await;
+                if m.contains(&(id, true)) {
+                    Ok(())
+                } else {
+                    Err(format!("{m:?}"))
+                }
+            },
+        )
+        .await;
+    }
+    let audit = c.check_invariants().await;
+    let desired = audit.state.membership.as_ref().unwrap();
+    assert_eq!(desired.replicas[&id].added_seq, r.reply.seq);
+}
