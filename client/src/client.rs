@@ -244,6 +244,22 @@ impl Client {
             .await
     }
 
+    /// The cluster id its genesis entry fixed, which every command signature
+    /// names (`Identity::for_cluster`): read from the status of the replicas.
+    pub async fn cluster_id(&self) -> Result<String, ClientError> {
+        let status = self.cluster_status().await?;
+        status
+            .replicas
+            .into_iter()
+            .map(|r| r.cluster_id)
+            .find(|id| !id.is_empty())
+            .ok_or_else(|| ClientError::Status {
+                code: tonic::Code::FailedPrecondition,
+                message: "the cluster has no genesis entry yet, so no cluster id to sign for"
+                    .into(),
+            })
+    }
+
     /// Adds replica `node_id` serving clients at `addr` and peers at
     /// `peer_addr` (operator-signed).
     pub async fn add_node(

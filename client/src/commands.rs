@@ -1,31 +1,33 @@
-//! The signed commands a party builds from its [`Identity`]: one method per
-//! command of `proto/arbor/v1/arbor.proto`, each filling in the message and
-//! signing it with a fresh nonce ([`Identity::sign`]).
+//! The signed commands a party builds from its [`Signer`] (an identity bound
+//! to the cluster its commands are for): one method per command of
+//! `proto/arbor/v1/arbor.proto`, each filling in the message and signing it
+//! with a fresh nonce ([`Signer::sign`]).
 //!
-//! [`Identity`] itself (the key file, the party id, the signing primitive)
-//! is `arbor_proto::identity::Identity`, shared with the replica, which
-//! reads and writes its own key in the same format. These methods are the
-//! client's: bring them into scope with `use arbor_client::Commands`.
+//! [`Signer`] and [`Identity`](arbor_proto::identity::Identity) (the key
+//! file, the party id, the signing primitive) are in `arbor_proto::identity`,
+//! shared with the replica, which reads and writes its own key in the same
+//! format. These methods are the client's: bring them into scope with
+//! `use arbor_client::Commands`.
 
-use arbor_proto::identity::Identity;
+use arbor_proto::identity::Signer;
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;
 
 mod sealed {
-    /// Only [`Identity`](super::Identity) builds commands.
+    /// Only [`Signer`](super::Signer) builds commands.
     pub trait Sealed {
-        fn identity(&self) -> &super::Identity;
+        fn identity(&self) -> &super::Signer;
     }
 
-    impl Sealed for super::Identity {
-        fn identity(&self) -> &super::Identity {
+    impl Sealed for super::Signer {
+        fn identity(&self) -> &super::Signer {
             self
         }
     }
 }
 
-/// Command builders on [`Identity`]: `id.claim_order("o-1", 1, 2598)` is the
-/// signed `ClaimOrder` ready for [`Client::submit`](crate::Client::submit).
+/// Command builders on [`Signer`]: `id.for_cluster(&cluster_id).claim_order("o-1", 1, 2598)`
+/// is the signed `ClaimOrder` ready for [`Client::submit`](crate::Client::submit).
 pub trait Commands: sealed::Sealed {
     /// An operator command enrolling a party. `kind` must be
     /// [`pb::NodeKind::Unspecified`] unless `role` is [`pb::Role::Node`].
@@ -265,29 +267,31 @@ pub trait Commands: sealed::Sealed {
     }
 }
 
-impl Commands for Identity {}
+impl Commands for Signer {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arbor_proto::identity::Identity;
     use arbor_proto::ledger::verify_command;
     use prost::Message;
 
     #[test]
     fn claims_carry_their_fields() {
-        let id = Identity::generate("node-1");
+        let id = Identity::generate("node-1").for_cluster("c1");
         let a = id.claim_order("o-1", 1, 2598);
         assert_eq!(a.signer, "node-1");
-        verify_command(&a, &id.public_key()).unwrap();
+        verify_command(&a, "c1", &id.public_key()).unwrap();
+        assert!(verify_command(&a, "c2", &id.public_key()).is_err());
         let cmd = pb::Command::decode(a.command.as_slice()).unwrap();
         assert!(matches!(cmd.body, Some(Body::ClaimOrder(ref c)) if c.total == 2598));
     }
 
     #[test]
     fn dispute_commands_carry_their_fields() {
-        let id = Identity::generate("aud");
+        let id = Identity::generate("aud").for_cluster("c1");
         let open = id.open_dispute("o-1", pb::IncidentKind::Damaged, 1234, "box crushed");
-        verify_command(&open, &id.public_key()).unwrap();
+        verify_command(&open, "c1", &id.public_key()).unwrap();
         match pb::Command::decode(open.command.as_slice()).unwrap().body {
             Some(Body::OpenDispute(d)) => {
                 assert_eq!(d.order_id, "o-1");

@@ -11,7 +11,7 @@ fn a_command_signed_by_the_wrong_key_is_found_even_with_hashes_recomputed() {
         let env = pb::SignedCommand::decode(es[i].command.as_slice()).unwrap();
         let cmd = pb::Command::decode(env.command.as_slice()).unwrap();
         // Same signer name and command, another key: the rules still accept it.
-        es[i].command = sign_command(&key(99), &env.signer, &cmd).encode_to_vec();
+        es[i].command = sign_command(&key(99), CLUSTER_ID, &env.signer, &cmd).encode_to_vec();
         rehash_from(&mut es, i);
         let e = expect_entry_error(
             verify(&export_of(&es, &all_signers())),
@@ -46,7 +46,7 @@ fn a_command_signed_with_a_revoked_key_is_found() {
             reason: "key leaked".into(),
         })),
     };
-    let revoke = sign_command(&s.operator, "ops", &revoke).encode_to_vec();
+    let revoke = sign_command(&s.operator, CLUSTER_ID, "ops", &revoke).encode_to_vec();
     let t = es.last().unwrap().time_ms + 1;
     let Applied::Appended(revoked) = state.apply(&revoke, t, false) else {
         panic!("revocation not appended");
@@ -65,7 +65,7 @@ fn a_command_signed_with_a_revoked_key_is_found() {
             total: 202,
         })),
     };
-    let claim = sign_command(&s.nodes[0], "n0", &claim).encode_to_vec();
+    let claim = sign_command(&s.nodes[0], CLUSTER_ID, "n0", &claim).encode_to_vec();
     let forged = Entry::next(
         Some(&revoked.head()),
         t + 1,
@@ -103,7 +103,7 @@ fn signatures_are_checked_against_the_key_in_force_after_a_rotation() {
             public_key: fresh.verifying_key().to_bytes().to_vec(),
         })),
     };
-    let rotate = sign_command(&s.operator, "ops", &rotate).encode_to_vec();
+    let rotate = sign_command(&s.operator, CLUSTER_ID, "ops", &rotate).encode_to_vec();
     let t = base.last().unwrap().time_ms + 1;
     let Applied::Appended(rotated) = state.apply(&rotate, t, false) else {
         panic!("rotation not appended");
@@ -117,7 +117,7 @@ fn signatures_are_checked_against_the_key_in_force_after_a_rotation() {
                 total: 202,
             })),
         };
-        sign_command(k, "n0", &cmd).encode_to_vec()
+        sign_command(k, CLUSTER_ID, "n0", &cmd).encode_to_vec()
     };
     for (signer, good) in [(&fresh, true), (&s.nodes[0], false)] {
         let mut st = state.clone();
