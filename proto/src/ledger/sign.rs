@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_signed_message_is_exactly_as_specified() {
-        // docs/ledger-format.md §1.3: "arbor.v2.command" NUL cluster_id NUL command.
+        // docs/ledger-format.md §1: "arbor.v2.command" NUL cluster_id NUL command.
         assert_eq!(
             command_message("prod-eu", b"\x08\x01"),
             b"arbor.v2.command\0prod-eu\0\x08\x01".to_vec()

@@ -177,8 +177,8 @@ pub struct Admitted {
 
 /// The most bytes an encoded `SignedCommand` may have (256 KiB, a sixteenth
 /// of the client port's default message limit; the largest command the
-/// structural limits allow, a `RegisterOrder` of 1000 lines, is about 170
-/// KiB): larger ones are refused before they are decoded
+/// structural limits allow, a `RegisterOrder` of 1000 lines, is about 150
+/// KB): larger ones are refused before they are decoded
 /// (docs/ledger-format.md §1, "Size and encoding").
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
 
