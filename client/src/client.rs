@@ -245,8 +245,15 @@ impl Client {
     }
 
     /// The cluster id its genesis entry fixed, which every command signature
-    /// names (`Identity::for_cluster`): read from the status of the replicas.
+    /// names (`Identity::for_cluster`): read from a replica's own status, or
+    /// from the cluster's when that replica has not applied genesis yet.
     pub async fn cluster_id(&self) -> Result<String, ClientError> {
+        let local = self
+            .call(|mut c| async move { c.local_status(pb::LocalStatusRequest {}).await })
+            .await?;
+        if !local.cluster_id.is_empty() {
+            return Ok(local.cluster_id);
+        }
         let status = self.cluster_status().await?;
         status
             .replicas
