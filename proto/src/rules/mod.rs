@@ -189,7 +189,7 @@ pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
 /// encoding of what they decode to (prost's: each field once, in field
 /// number order, minimal varints, no field at its default value, no unknown
 /// field), so that no bytes ride along a signature unread and one command
-/// has exactly one encoding (docs/ledger-format.md §1, "Canonical encoding").
+/// has exactly one encoding (docs/ledger-format.md §1, "Size and encoding").
 pub fn decode(bytes: &[u8]) -> Result<Admitted, Refusal> {
     if bytes.len() > MAX_COMMAND_BYTES {
         return Err(Refusal::Malformed(format!(
