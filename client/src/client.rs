@@ -220,6 +220,29 @@ impl Client {
             .await
     }
 
+    /// The cluster id its genesis entry fixed, which every command signature
+    /// names (`Identity::for_cluster`): read from a replica's own status, or
+    /// from the cluster's when that replica has not applied genesis yet.
+    pub async fn cluster_id(&self) -> Result<String, ClientError> {
+        let local = self
+            .call(|mut c| async move { c.local_status(pb::LocalStatusRequest {}).await })
+            .await?;
+        if !local.cluster_id.is_empty() {
+            return Ok(local.cluster_id);
+        }
+        let status = self.cluster_status().await?;
+        status
+            .replicas
+            .into_iter()
+            .map(|r| r.cluster_id)
+            .find(|id| !id.is_empty())
+            .ok_or_else(|| ClientError::Status {
+                code: tonic::Code::FailedPrecondition,
+                message: "the cluster has no genesis entry yet, so no cluster id to sign for"
+                    .into(),
+            })
+    }
+
     /// Adds replica `node_id` serving clients at `addr` and peers at
     /// `peer_addr` (operator-signed).
     pub async fn add_node(

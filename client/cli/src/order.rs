@@ -402,19 +402,38 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             reason,
             key,
         } => {
-            let cmd = signing_key(key)?.amend_price(&order_id, base_version, lines, &reason);
+            let cmd =
+                signing_key(ctx, key)
+                    .await?
+                    .amend_price(&order_id, base_version, lines, &reason);
             submit(ctx, cmd).await
         }
         OrderCmd::Cancel {
             order_id,
             reason,
             key,
-        } => submit(ctx, signing_key(key)?.cancel_order(&order_id, &reason)).await,
+        } => {
+            submit(
+                ctx,
+                signing_key(ctx, key)
+                    .await?
+                    .cancel_order(&order_id, &reason),
+            )
+            .await
+        }
         OrderCmd::Release {
             order_id,
             reason,
             key,
-        } => submit(ctx, signing_key(key)?.release_order(&order_id, &reason)).await,
+        } => {
+            submit(
+                ctx,
+                signing_key(ctx, key)
+                    .await?
+                    .release_order(&order_id, &reason),
+            )
+            .await
+        }
         OrderCmd::Offer {
             order_id,
             to,
@@ -422,7 +441,13 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             key,
         } => {
             let ms = expires_in.saturating_mul(1000);
-            submit(ctx, signing_key(key)?.offer_handoff(&order_id, &to, ms)).await
+            submit(
+                ctx,
+                signing_key(ctx, key)
+                    .await?
+                    .offer_handoff(&order_id, &to, ms),
+            )
+            .await
         }
         OrderCmd::Accept {
             order_id,
@@ -431,7 +456,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             note,
             key,
         } => {
-            let cmd = signing_key(key)?.accept_handoff(&order_id, offer_seq, damaged, &note);
+            let cmd = signing_key(ctx, key)
+                .await?
+                .accept_handoff(&order_id, offer_seq, damaged, &note);
             submit(ctx, cmd).await
         }
         OrderCmd::Decline {
@@ -440,7 +467,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             reason,
             key,
         } => {
-            let cmd = signing_key(key)?.decline_handoff(&order_id, offer_seq, &reason);
+            let cmd = signing_key(ctx, key)
+                .await?
+                .decline_handoff(&order_id, offer_seq, &reason);
             submit(ctx, cmd).await
         }
         OrderCmd::Milestone {
@@ -451,7 +480,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             proof_of_delivery,
             key,
         } => {
-            let id = signing_key(key)?;
+            let id = signing_key(ctx, key).await?;
             let cmd = match milestone {
                 MilestoneArg::Picked => id.report_milestone(&order_id, pb::Milestone::Picked),
                 MilestoneArg::Packed => id.report_milestone(&order_id, pb::Milestone::Packed),
@@ -467,8 +496,12 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             statement,
             key,
         } => {
-            let cmd =
-                signing_key(key)?.open_dispute(&order_id, kind.to_pb(), incident_ms, &statement);
+            let cmd = signing_key(ctx, key).await?.open_dispute(
+                &order_id,
+                kind.to_pb(),
+                incident_ms,
+                &statement,
+            );
             submit(ctx, cmd).await
         }
         OrderCmd::Exception {
@@ -484,7 +517,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             };
             submit(
                 ctx,
-                signing_key(key)?.report_exception(&order_id, kind, &note),
+                signing_key(ctx, key)
+                    .await?
+                    .report_exception(&order_id, kind, &note),
             )
             .await
         }
@@ -496,7 +531,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             price_version,
             key,
         } => {
-            let id = signing_key(key)?;
+            let id = signing_key(ctx, key).await?;
             let cmd = match step {
                 ReturnStep::Request => id.request_return(&order_id, &reason),
                 ReturnStep::Claim => id.claim_return(&order_id),
@@ -506,7 +541,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
         }
         OrderCmd::Register { key, file } => {
             let order = load_order_file(&file)?;
-            let channel = signing_key(key)?;
+            let channel = signing_key(ctx, key).await?;
             let reply = ctx
                 .client()
                 .await?
@@ -520,7 +555,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             total,
             key,
         } => {
-            let node = signing_key(key)?;
+            let node = signing_key(ctx, key).await?;
             let reply = ctx
                 .client()
                 .await?

@@ -158,10 +158,17 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
     let order = client.get_order(order_id).await?;
     // Fetched after the order, so it covers every entry of its history.
     let tc = client.trusted_checkpoint().await?;
+    // Signatures name the cluster id; the cosigned checkpoint's origin,
+    // `arbor/<cluster id>`, says which (unless --cluster-id does).
+    let cluster_id = match (&ctx.cluster_id, tc.checkpoint.origin.strip_prefix("arbor/")) {
+        (Some(id), _) => id.clone(),
+        (None, Some(id)) => id.to_string(),
+        (None, None) => ctx.cluster_id().await?,
+    };
     let mut parties: HashMap<String, Result<pb::PartyView, String>> = HashMap::new();
     let mut steps = Vec::with_capacity(order.history.len());
     for &seq in &order.history {
-        steps.push(check_entry(&client, &tc, order_id, seq, &mut parties).await);
+        steps.push(check_entry(&client, &tc, &cluster_id, order_id, seq, &mut parties).await);
     }
     let custody = custody(&order, &steps);
     let failures: Vec<String> = steps
@@ -193,6 +200,7 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
 async fn check_entry(
     client: &Client,
     tc: &TrustedCheckpoint,
+    cluster_id: &str,
     order_id: &str,
     seq: u64,
     parties: &mut HashMap<String, Result<pb::PartyView, String>>,
@@ -259,7 +267,7 @@ async fn check_entry(
     step.signature = match &parties[&env.signer] {
         Err(e) => Sig::Failed(format!("signer {} cannot be read: {e}", env.signer)),
         Ok(p) if p.key_seq >= seq => Sig::Rotated { key_seq: p.key_seq },
-        Ok(p) => match verify_command(&env, &p.public_key) {
+        Ok(p) => match verify_command(&env, cluster_id, &p.public_key) {
             Ok(()) => Sig::Verified { key_seq: p.key_seq },
             Err(e) => Sig::Failed(format!(
                 "does not verify with the key {} has had since entry {}: {e}",
