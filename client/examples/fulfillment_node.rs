@@ -47,7 +47,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use arbor_client::pb::command::Body;
-use arbor_client::{pb, Client, ClientError, Commands, Identity, Transport};
+use arbor_client::{pb, Client, ClientError, Commands, Identity, Signer, Transport};
 use futures::StreamExt;
 use prost::Message;
 
@@ -120,10 +120,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<u64, ClientError> {
-    let me = Identity::load(&args.key)?;
+    let key = Identity::load(&args.key)?;
     let transport =
         Transport::from_options(args.cacert.as_deref(), None, None, args.insecure_plaintext)?;
     let client = Client::connect(std::slice::from_ref(&args.endpoints), &transport).await?;
+    // Commands are signed for this cluster: its id, from the cluster itself.
+    let me = key.for_cluster(&client.cluster_id().await?);
     println!(
         "{}: watching the ledger from entry {}",
         me.party_id, args.from
@@ -159,7 +161,7 @@ fn registered_order(e: &pb::LedgerEntry) -> Option<String> {
 /// Why this node should not even try to claim `order` (None: try).
 async fn not_for_me(
     client: &Client,
-    me: &Identity,
+    me: &Signer,
     order: &pb::OrderView,
 ) -> Result<Option<String>, ClientError> {
     if order.status != "open" && !order.lease_lapsed {
@@ -206,7 +208,7 @@ async fn step(
 /// Claims and ships one order; Ok(true) when shipped by this node.
 async fn fulfil(
     client: &Client,
-    me: &Identity,
+    me: &Signer,
     order_id: &str,
     carrier: &str,
 ) -> Result<bool, ClientError> {

@@ -31,7 +31,7 @@ use crate::commands::Commands;
 use crate::endpoints::{key, lazy_channel, parse_endpoints};
 use crate::error::ClientError;
 use crate::transport::Transport;
-use arbor_proto::identity::Identity;
+use arbor_proto::identity::Signer;
 
 pub use arbor_proto::wire::LEADER_HEADER;
 /// Overall deadline of one call, retries included, unless [`Client::with_timeout`] says otherwise.
@@ -234,12 +234,35 @@ impl Client {
             .await
     }
 
+    /// The cluster id its genesis entry fixed, which every command signature
+    /// names (`Identity::for_cluster`): read from a replica's own status, or
+    /// from the cluster's when that replica has not applied genesis yet.
+    pub async fn cluster_id(&self) -> Result<String, ClientError> {
+        let local = self
+            .call(|mut c| async move { c.local_status(pb::LocalStatusRequest {}).await })
+            .await?;
+        if !local.cluster_id.is_empty() {
+            return Ok(local.cluster_id);
+        }
+        let status = self.cluster_status().await?;
+        status
+            .replicas
+            .into_iter()
+            .map(|r| r.cluster_id)
+            .find(|id| !id.is_empty())
+            .ok_or_else(|| ClientError::Status {
+                code: tonic::Code::FailedPrecondition,
+                message: "the cluster has no genesis entry yet, so no cluster id to sign for"
+                    .into(),
+            })
+    }
+
     /// Adds replica `node_id` serving clients at `addr` and peers at
     /// `peer_addr`: an operator-signed `AddReplica` (see
     /// [`Client::change_membership`]), waiting up to the client's timeout.
     pub async fn add_replica(
         &self,
-        operator: &Identity,
+        operator: &Signer,
         node_id: u64,
         addr: &str,
         peer_addr: &str,
@@ -252,7 +275,7 @@ impl Client {
     /// [`Client::change_membership`]), waiting up to the client's timeout.
     pub async fn remove_replica(
         &self,
-        operator: &Identity,
+        operator: &Signer,
         node_id: u64,
     ) -> Result<MembershipChange, ClientError> {
         let cmd = operator.remove_replica(node_id);

@@ -1,31 +1,33 @@
-//! The signed commands a party builds from its [`Identity`]: one method per
-//! command of `proto/arbor/v1/arbor.proto`, each filling in the message and
-//! signing it with a fresh nonce ([`Identity::sign`]).
+//! The signed commands a party builds from its [`Signer`] (an identity bound
+//! to the cluster its commands are for): one method per command of
+//! `proto/arbor/v1/arbor.proto`, each filling in the message and signing it
+//! with a fresh nonce ([`Signer::sign`]).
 //!
-//! [`Identity`] itself (the key file, the party id, the signing primitive)
-//! is `arbor_proto::identity::Identity`, shared with the replica, which
-//! reads and writes its own key in the same format. These methods are the
-//! client's: bring them into scope with `use arbor_client::Commands`.
+//! [`Signer`] and [`Identity`](arbor_proto::identity::Identity) (the key
+//! file, the party id, the signing primitive) are in `arbor_proto::identity`,
+//! shared with the replica, which reads and writes its own key in the same
+//! format. These methods are the client's: bring them into scope with
+//! `use arbor_client::Commands`.
 
-use arbor_proto::identity::Identity;
+use arbor_proto::identity::Signer;
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;
 
 mod sealed {
-    /// Only [`Identity`](super::Identity) builds commands.
+    /// Only [`Signer`](super::Signer) builds commands.
     pub trait Sealed {
-        fn identity(&self) -> &super::Identity;
+        fn signer(&self) -> &super::Signer;
     }
 
-    impl Sealed for super::Identity {
-        fn identity(&self) -> &super::Identity {
+    impl Sealed for super::Signer {
+        fn signer(&self) -> &super::Signer {
             self
         }
     }
 }
 
-/// Command builders on [`Identity`]: `id.claim_order("o-1", 1, 2598)` is the
-/// signed `ClaimOrder` ready for [`Client::submit`](crate::Client::submit).
+/// Command builders on [`Signer`]: `id.for_cluster(&cluster_id).claim_order("o-1", 1, 2598)`
+/// is the signed `ClaimOrder` ready for [`Client::submit`](crate::Client::submit).
 pub trait Commands: sealed::Sealed {
     /// An operator command enrolling a party. `kind` must be
     /// [`pb::NodeKind::Unspecified`] unless `role` is [`pb::Role::Node`].
@@ -36,7 +38,7 @@ pub trait Commands: sealed::Sealed {
         kind: pb::NodeKind,
         public_key: &[u8],
     ) -> pb::SignedCommand {
-        self.identity().sign(Body::EnrollParty(pb::EnrollParty {
+        self.signer().sign(Body::EnrollParty(pb::EnrollParty {
             party_id: party_id.to_string(),
             role: role as i32,
             kind: kind as i32,
@@ -46,12 +48,12 @@ pub trait Commands: sealed::Sealed {
 
     /// A channel command registering an order.
     fn register_order(&self, order: pb::RegisterOrder) -> pb::SignedCommand {
-        self.identity().sign(Body::RegisterOrder(order))
+        self.signer().sign(Body::RegisterOrder(order))
     }
 
     /// A node command claiming an order at the quoted price.
     fn claim_order(&self, order_id: &str, price_version: u64, total: i64) -> pb::SignedCommand {
-        self.identity().sign(Body::ClaimOrder(pb::ClaimOrder {
+        self.signer().sign(Body::ClaimOrder(pb::ClaimOrder {
             order_id: order_id.to_string(),
             price_version,
             total,
@@ -60,7 +62,7 @@ pub trait Commands: sealed::Sealed {
 
     /// An operator command replacing a party's key (also reinstates a revoked party).
     fn rotate_key(&self, party_id: &str, public_key: &[u8]) -> pb::SignedCommand {
-        self.identity().sign(Body::RotateKey(pb::RotateKey {
+        self.signer().sign(Body::RotateKey(pb::RotateKey {
             party_id: party_id.to_string(),
             public_key: public_key.to_vec(),
         }))
@@ -68,7 +70,7 @@ pub trait Commands: sealed::Sealed {
 
     /// An operator command revoking a party's key.
     fn revoke_key(&self, party_id: &str, reason: &str) -> pb::SignedCommand {
-        self.identity().sign(Body::RevokeKey(pb::RevokeKey {
+        self.signer().sign(Body::RevokeKey(pb::RevokeKey {
             party_id: party_id.to_string(),
             reason: reason.to_string(),
         }))
@@ -77,7 +79,7 @@ pub trait Commands: sealed::Sealed {
     /// An operator command adding replica `node_id` (client API at `addr`,
     /// peer port at `peer_addr`) to the desired membership.
     fn add_replica(&self, node_id: u64, addr: &str, peer_addr: &str) -> pb::SignedCommand {
-        self.identity().sign(Body::AddReplica(pb::AddReplica {
+        self.signer().sign(Body::AddReplica(pb::AddReplica {
             node_id,
             addr: addr.to_string(),
             peer_addr: peer_addr.to_string(),
@@ -86,13 +88,13 @@ pub trait Commands: sealed::Sealed {
 
     /// An operator command removing replica `node_id` from the desired membership.
     fn remove_replica(&self, node_id: u64) -> pb::SignedCommand {
-        self.identity()
+        self.signer()
             .sign(Body::RemoveReplica(pb::RemoveReplica { node_id }))
     }
 
     /// A node publishing its own capability profile (the next version).
     fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
-        self.identity().sign(Body::PublishProfile(profile))
+        self.signer().sign(Body::PublishProfile(profile))
     }
 
     /// A channel amending the price of an order it registered.
@@ -104,7 +106,7 @@ pub trait Commands: sealed::Sealed {
         reason: &str,
     ) -> pb::SignedCommand {
         let total = lines.iter().map(|l| l.quantity as i64 * l.unit_price).sum();
-        self.identity().sign(Body::AmendPrice(pb::AmendPrice {
+        self.signer().sign(Body::AmendPrice(pb::AmendPrice {
             order_id: order_id.to_string(),
             base_version,
             lines,
@@ -115,7 +117,7 @@ pub trait Commands: sealed::Sealed {
 
     /// A channel cancelling an order it registered.
     fn cancel_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
-        self.identity().sign(Body::CancelOrder(pb::CancelOrder {
+        self.signer().sign(Body::CancelOrder(pb::CancelOrder {
             order_id: order_id.to_string(),
             reason: reason.to_string(),
         }))
@@ -123,7 +125,7 @@ pub trait Commands: sealed::Sealed {
 
     /// The owner giving an order back.
     fn release_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
-        self.identity().sign(Body::ReleaseOrder(pb::ReleaseOrder {
+        self.signer().sign(Body::ReleaseOrder(pb::ReleaseOrder {
             order_id: order_id.to_string(),
             reason: reason.to_string(),
         }))
@@ -131,7 +133,7 @@ pub trait Commands: sealed::Sealed {
 
     /// The owner offering custody to another node, open for `expires_in_ms`.
     fn offer_handoff(&self, order_id: &str, to: &str, expires_in_ms: u64) -> pb::SignedCommand {
-        self.identity().sign(Body::OfferHandoff(pb::OfferHandoff {
+        self.signer().sign(Body::OfferHandoff(pb::OfferHandoff {
             order_id: order_id.to_string(),
             to: to.to_string(),
             expires_in_ms,
@@ -146,7 +148,7 @@ pub trait Commands: sealed::Sealed {
         damaged: bool,
         note: &str,
     ) -> pb::SignedCommand {
-        self.identity().sign(Body::AcceptHandoff(pb::AcceptHandoff {
+        self.signer().sign(Body::AcceptHandoff(pb::AcceptHandoff {
             order_id: order_id.to_string(),
             offer_seq,
             damaged,
@@ -156,17 +158,16 @@ pub trait Commands: sealed::Sealed {
 
     /// The receiver declining the offer made at entry `offer_seq`.
     fn decline_handoff(&self, order_id: &str, offer_seq: u64, reason: &str) -> pb::SignedCommand {
-        self.identity()
-            .sign(Body::DeclineHandoff(pb::DeclineHandoff {
-                order_id: order_id.to_string(),
-                offer_seq,
-                reason: reason.to_string(),
-            }))
+        self.signer().sign(Body::DeclineHandoff(pb::DeclineHandoff {
+            order_id: order_id.to_string(),
+            offer_seq,
+            reason: reason.to_string(),
+        }))
     }
 
     /// The owner reporting `picked` or `packed`.
     fn report_milestone(&self, order_id: &str, milestone: pb::Milestone) -> pb::SignedCommand {
-        self.identity()
+        self.signer()
             .sign(Body::ReportMilestone(pb::ReportMilestone {
                 order_id: order_id.to_string(),
                 milestone: milestone as i32,
@@ -181,7 +182,7 @@ pub trait Commands: sealed::Sealed {
         carrier: &str,
         tracking_id: &str,
     ) -> pb::SignedCommand {
-        self.identity()
+        self.signer()
             .sign(Body::ReportMilestone(pb::ReportMilestone {
                 order_id: order_id.to_string(),
                 milestone: pb::Milestone::Shipped as i32,
@@ -193,7 +194,7 @@ pub trait Commands: sealed::Sealed {
 
     /// The owner reporting delivery, with a proof-of-delivery reference ("" if none).
     fn report_delivered(&self, order_id: &str, proof_of_delivery: &str) -> pb::SignedCommand {
-        self.identity()
+        self.signer()
             .sign(Body::ReportMilestone(pb::ReportMilestone {
                 order_id: order_id.to_string(),
                 milestone: pb::Milestone::Delivered as i32,
@@ -209,7 +210,7 @@ pub trait Commands: sealed::Sealed {
         kind: pb::ExceptionKind,
         note: &str,
     ) -> pb::SignedCommand {
-        self.identity()
+        self.signer()
             .sign(Body::ReportException(pb::ReportException {
                 order_id: order_id.to_string(),
                 kind: kind as i32,
@@ -219,7 +220,7 @@ pub trait Commands: sealed::Sealed {
 
     /// The channel requesting a return of a delivered order.
     fn request_return(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
-        self.identity().sign(Body::RequestReturn(pb::RequestReturn {
+        self.signer().sign(Body::RequestReturn(pb::RequestReturn {
             order_id: order_id.to_string(),
             reason: reason.to_string(),
         }))
@@ -227,14 +228,14 @@ pub trait Commands: sealed::Sealed {
 
     /// A node that handles returns claiming one.
     fn claim_return(&self, order_id: &str) -> pb::SignedCommand {
-        self.identity().sign(Body::ClaimReturn(pb::ClaimReturn {
+        self.signer().sign(Body::ClaimReturn(pb::ClaimReturn {
             order_id: order_id.to_string(),
         }))
     }
 
     /// The return node reporting the goods received and the refund.
     fn receive_return(&self, order_id: &str, refund: i64, price_version: u64) -> pb::SignedCommand {
-        self.identity().sign(Body::ReceiveReturn(pb::ReceiveReturn {
+        self.signer().sign(Body::ReceiveReturn(pb::ReceiveReturn {
             order_id: order_id.to_string(),
             refund,
             price_version,
@@ -250,7 +251,7 @@ pub trait Commands: sealed::Sealed {
         incident_ms: u64,
         statement: &str,
     ) -> pb::SignedCommand {
-        self.identity().sign(Body::OpenDispute(pb::OpenDispute {
+        self.signer().sign(Body::OpenDispute(pb::OpenDispute {
             order_id: order_id.to_string(),
             kind: kind as i32,
             incident_ms,
@@ -270,40 +271,41 @@ pub trait Commands: sealed::Sealed {
         rule: &str,
         evidence: Vec<u64>,
     ) -> pb::SignedCommand {
-        self.identity()
-            .sign(Body::ResolveDispute(pb::ResolveDispute {
-                order_id: order_id.to_string(),
-                dispute_seq,
-                liable: liable.to_string(),
-                rule: rule.to_string(),
-                evidence,
-            }))
+        self.signer().sign(Body::ResolveDispute(pb::ResolveDispute {
+            order_id: order_id.to_string(),
+            dispute_seq,
+            liable: liable.to_string(),
+            rule: rule.to_string(),
+            evidence,
+        }))
     }
 }
 
-impl Commands for Identity {}
+impl Commands for Signer {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arbor_proto::identity::Identity;
     use arbor_proto::ledger::verify_command;
     use prost::Message;
 
     #[test]
     fn claims_carry_their_fields() {
-        let id = Identity::generate("node-1");
+        let id = Identity::generate("node-1").for_cluster("c1");
         let a = id.claim_order("o-1", 1, 2598);
         assert_eq!(a.signer, "node-1");
-        verify_command(&a, &id.public_key()).unwrap();
+        verify_command(&a, "c1", &id.public_key()).unwrap();
+        assert!(verify_command(&a, "c2", &id.public_key()).is_err());
         let cmd = pb::Command::decode(a.command.as_slice()).unwrap();
         assert!(matches!(cmd.body, Some(Body::ClaimOrder(ref c)) if c.total == 2598));
     }
 
     #[test]
     fn dispute_commands_carry_their_fields() {
-        let id = Identity::generate("aud");
+        let id = Identity::generate("aud").for_cluster("c1");
         let open = id.open_dispute("o-1", pb::IncidentKind::Damaged, 1234, "box crushed");
-        verify_command(&open, &id.public_key()).unwrap();
+        verify_command(&open, "c1", &id.public_key()).unwrap();
         match pb::Command::decode(open.command.as_slice()).unwrap().body {
             Some(Body::OpenDispute(d)) => {
                 assert_eq!(d.order_id, "o-1");

@@ -23,13 +23,14 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), arbor_client::ClientError> {
 //! use arbor_client::{Client, Commands, Identity, TlsOptions, Transport};
-//! let node = Identity::load("store-17.key".as_ref())?;
 //! let tls = TlsOptions::from_files("arbor-data/tls/ca.pem".as_ref(), None, None)?;
 //! let client = Client::connect(
 //!     &["127.0.0.1:7101,127.0.0.1:7102".to_string()],
 //!     &Transport::Tls(tls),
 //! )
 //! .await?;
+//! // Signatures name the cluster (its genesis id): ask it, or know it.
+//! let node = Identity::load("store-17.key".as_ref())?.for_cluster(&client.cluster_id().await?);
 //! let reply = client.submit(node.claim_order("o-1", 1, 2598)).await?;
 //! let outcome = reply.outcome.unwrap_or_default();
 //! println!("seq {}: {}", reply.seq, outcome.code);
@@ -46,7 +47,7 @@ mod error;
 mod transport;
 pub mod watch;
 
-pub use arbor_proto::identity::{Identity, KeyFileError};
+pub use arbor_proto::identity::{Identity, KeyFileError, Signer};
 pub use arbor_proto::pb;
 pub use client::{Client, MembershipChange, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
 pub use commands::Commands;

@@ -207,7 +207,7 @@ async fn follows_the_leader_hint_outside_the_endpoint_list() {
     let client = Client::connect(&[follower_addr], &Transport::InsecurePlaintext)
         .await
         .unwrap();
-    let id = Identity::generate("store-1");
+    let id = Identity::generate("store-1").for_cluster("arbor");
     let cmd = id.claim_order("o-1", 1, 5);
     let reply = client.submit(cmd.clone()).await.unwrap();
     assert_eq!(reply.seq, 7);
@@ -231,7 +231,9 @@ async fn rotates_past_dead_and_unavailable_replicas_resending_identical_bytes() 
     .await
     .unwrap()
     .with_timeout(Duration::from_secs(5));
-    let cmd = Identity::generate("store-1").claim_order("o-1", 1, 5);
+    let cmd = Identity::generate("store-1")
+        .for_cluster("arbor")
+        .claim_order("o-1", 1, 5);
     client.submit(cmd.clone()).await.unwrap();
     let calls = busy.calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 3);
@@ -262,7 +264,11 @@ async fn final_answers_are_not_retried() {
             .await
             .unwrap();
         let err = client
-            .submit(Identity::generate("x").claim_order("o", 1, 1))
+            .submit(
+                Identity::generate("x")
+                    .for_cluster("arbor")
+                    .claim_order("o", 1, 1),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), Some(code));

@@ -206,6 +206,18 @@ impl NodeConfig {
         if self.id == 0 {
             return bad("id must be > 0".into());
         }
+        let id_char = |c: char| c.is_ascii_alphanumeric() || "_-.:@/".contains(c);
+        if self.cluster_id.is_empty()
+            || self.cluster_id.len() > arbor_proto::rules::MAX_ID_LEN
+            || !self.cluster_id.chars().all(id_char)
+        {
+            return bad(format!(
+                "cluster-id {:?} must be 1-{} ASCII letters, digits or _ - . : @ / \
+                 (every command signature names it)",
+                self.cluster_id,
+                arbor_proto::rules::MAX_ID_LEN
+            ));
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(format!(
                 "listen {:?} is not HOST:PORT with a numeric IP",
@@ -322,6 +334,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("PEER_HOST:PORT"));
+        for bad_id in ["", "a b", "nul\0"] {
+            let c = NodeConfig {
+                cluster_id: bad_id.into(),
+                insecure_plaintext: true,
+                ..NodeConfig::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("cluster-id"), "{bad_id:?}: {e}");
+        }
         let c = NodeConfig {
             listen: "nowhere".into(),
             ..NodeConfig::default()

@@ -200,6 +200,11 @@ async fn enroll_replicas(
         .connect()
         .await?;
     let mut client = pb::arbor_client::ArborClient::new(channel);
+    let cluster_id = nodes[0]
+        .reader
+        .config()?
+        .map(|c| c.cluster_id)
+        .ok_or_else(|| anyhow::anyhow!("no genesis yet"))?;
     for n in nodes {
         if n.reader.party(&n.identity.name)?.is_some() {
             continue;
@@ -214,7 +219,12 @@ async fn enroll_replicas(
             })),
         };
         let reply = client
-            .submit(arbor_proto::ledger::sign_command(op, OPERATOR_PARTY, &cmd))
+            .submit(arbor_proto::ledger::sign_command(
+                op,
+                &cluster_id,
+                OPERATOR_PARTY,
+                &cmd,
+            ))
             .await
             .map_err(|s| anyhow::anyhow!("enrol {}: {}", n.identity.name, s.message()))?
             .into_inner();

@@ -61,6 +61,11 @@ async fn sweep(raft: &Raft, reader: &LedgerReader, id: &ReplicaIdentity) -> Resu
             if p.role == pb::Role::Replica as i32 && !p.revoked && p.public_key == public_key => {}
         _ => return Err(format!("{} is not an enrolled replica key", id.name)),
     }
+    let cluster_id = reader
+        .config()
+        .map_err(|e| e.to_string())?
+        .map(|c| c.cluster_id)
+        .ok_or("no genesis yet")?;
     let now = now_ms();
     let (lapsed, _) = reader
         .scan_orders("", PER_TICK, usize::MAX, |o| o.lease_lapsed(now))
@@ -73,7 +78,7 @@ async fn sweep(raft: &Raft, reader: &LedgerReader, id: &ReplicaIdentity) -> Resu
             })),
         };
         let req = Request {
-            command: sign_command(&id.key, &id.name, &cmd).encode_to_vec(),
+            command: sign_command(&id.key, &cluster_id, &id.name, &cmd).encode_to_vec(),
             time_ms: now_ms(),
             genesis: false,
             verified_key: public_key.clone(),

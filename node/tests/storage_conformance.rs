@@ -73,7 +73,7 @@ fn signed(k: u8, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
         nonce,
         body: Some(body),
     };
-    sign_command(&key(k), signer, &cmd).encode_to_vec()
+    sign_command(&key(k), "test", signer, &cmd).encode_to_vec()
 }
 
 fn enroll(party_id: &str, k: u8, role: pb::Role, kind: pb::NodeKind) -> Body {

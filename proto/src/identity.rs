@@ -10,7 +10,10 @@
 //!
 //! Unlike [`crate::ledger`] and [`crate::rules`] this module does I/O and
 //! draws randomness (keys, nonces).
-//! The signed commands a client builds from an identity (`claim_order`, ...)
+//! Every command signature names the cluster it is for (see
+//! [`crate::ledger::command_message`]), so an identity signs commands only
+//! once bound to a cluster: [`Identity::for_cluster`] gives the [`Signer`].
+//! The signed commands a client builds from a signer (`claim_order`, ...)
 //! are in the client library (`arbor_client::Commands`).
 
 use std::fmt;
@@ -150,13 +153,57 @@ impl Identity {
         hex::encode(self.public_key())
     }
 
-    /// Signs `body` as this party with a fresh random nonce.
+    /// This identity signing commands for the cluster `cluster_id` (the id
+    /// its genesis entry fixed; `arbor cluster status` shows it).
+    pub fn for_cluster(&self, cluster_id: &str) -> Signer {
+        Signer {
+            identity: self.clone(),
+            cluster_id: cluster_id.to_string(),
+        }
+    }
+}
+
+/// An [`Identity`] bound to the cluster its commands are signed for.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    identity: Identity,
+    cluster_id: String,
+}
+
+impl Signer {
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Signs `body` as this party for this cluster, with a fresh random nonce.
     pub fn sign(&self, body: pb::command::Body) -> pb::SignedCommand {
         let cmd = pb::Command {
             nonce: OsRng.next_u64(),
             body: Some(body),
         };
-        sign_command(&self.key, &self.party_id, &cmd)
+        self.sign_command(&cmd)
+    }
+
+    /// Signs `cmd` exactly as given (nonce included).
+    pub fn sign_command(&self, cmd: &pb::Command) -> pb::SignedCommand {
+        sign_command(
+            &self.identity.key,
+            &self.cluster_id,
+            &self.identity.party_id,
+            cmd,
+        )
+    }
+}
+
+/// A signer reads as its identity: `signer.party_id`, `signer.public_key()`.
+impl std::ops::Deref for Signer {
+    type Target = Identity;
+    fn deref(&self) -> &Identity {
+        &self.identity
     }
 }
 
@@ -282,7 +329,7 @@ mod tests {
 
     #[test]
     fn signed_commands_verify_and_nonces_differ() {
-        let id = Identity::generate("node-1");
+        let id = Identity::generate("node-1").for_cluster("c1");
         let claim = || {
             pb::command::Body::ClaimOrder(pb::ClaimOrder {
                 order_id: "o-1".into(),
@@ -293,7 +340,8 @@ mod tests {
         let a = id.sign(claim());
         let b = id.sign(claim());
         assert_eq!(a.signer, "node-1");
-        verify_command(&a, &id.public_key()).unwrap();
+        verify_command(&a, "c1", &id.public_key()).unwrap();
+        assert!(verify_command(&a, "c2", &id.public_key()).is_err());
         assert_ne!(a.command, b.command, "fresh nonce per command");
         let cmd = pb::Command::decode(a.command.as_slice()).unwrap();
         assert!(matches!(cmd.body, Some(pb::command::Body::ClaimOrder(ref c)) if c.total == 2598));

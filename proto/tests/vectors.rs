@@ -1,6 +1,9 @@
 //! Test vectors: a small export produced by a real three-replica cluster
 //! (tests/tests/cluster/audit.rs with ARBOR_WRITE_VECTOR set), committed with its
 //! expected Merkle root. An independent verifier can use the same files.
+//! Regenerate them (after a change of the ledger format) with
+//! `ARBOR_WRITE_VECTOR=$PWD/proto/tests/vectors/cluster-v1.export cargo test
+//! --workspace --test audit a_cluster_export_verifies_offline`.
 
 use arbor_proto::audit::{verify_export, VerifyOptions};
 
@@ -26,6 +29,8 @@ fn the_committed_cluster_export_verifies_with_its_expected_root() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(root, ROOT.trim());
+    // Every signature in it covers "arbor.v2.command\0" || "arbor-test" || "\0" || command.
+    assert_eq!(s.cluster_id.as_deref(), Some("arbor-test"));
     assert_eq!(s.entries, s.checkpoint.size);
     assert!(s.checkpoint.signed_by.len() >= 2);
 }

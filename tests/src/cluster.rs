@@ -19,7 +19,7 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arbor_client::{Client, Commands, Identity, TlsOptions, Transport};
+use arbor_client::{Client, Commands, Identity, Signer, TlsOptions, Transport};
 use arbor_proto::pb;
 use futures::StreamExt;
 use tempfile::TempDir;
@@ -56,7 +56,15 @@ pub struct Options {
     pub partitionable: bool,
     /// More arguments for every replica (e.g. `--config FILE`).
     pub extra_args: Vec<String>,
+    /// `--cluster-id` (recorded in genesis); default [`DEFAULT_CLUSTER_ID`].
+    pub cluster_id: Option<String>,
+    /// The operator key genesis names; default a fresh one. Two clusters
+    /// given the same key share an operator (the cross-cluster tests).
+    pub operator: Option<Identity>,
 }
+
+/// The cluster id of a harness cluster unless [`Options::cluster_id`] says otherwise.
+pub const DEFAULT_CLUSTER_ID: &str = "arbor-test";
 
 struct Replica {
     /// The client API address.
@@ -80,7 +88,8 @@ pub struct TestCluster {
     bin: PathBuf,
     transport: Transport,
     opts: Options,
-    operator: Identity,
+    /// The operator named in genesis, bound to this cluster's id.
+    operator: Signer,
     replicas: BTreeMap<u64, Replica>,
     acks: Acks,
 }
@@ -128,7 +137,15 @@ impl TestCluster {
             .prefix("arbor-cluster-")
             .tempdir()
             .expect("create temp dir");
-        let operator = Identity::generate(OPERATOR);
+        let cluster_id = opts
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_string());
+        let operator = opts
+            .operator
+            .clone()
+            .unwrap_or_else(|| Identity::generate(OPERATOR))
+            .for_cluster(&cluster_id);
         let pki = dir.path().join("pki");
         node_cert(&bin, &["ca", "--dir", &pki.display().to_string()]);
         let ca = std::fs::read(pki.join("ca.pem")).expect("read ca.pem");
@@ -158,7 +175,13 @@ impl TestCluster {
                     extra.push(format!("{m}={a}"));
                 }
                 extra.push("--operator".into());
-                extra.push(format!("{OPERATOR}={}", c.operator.public_key_hex()));
+                extra.push(format!(
+                    "{}={}",
+                    c.operator.party_id,
+                    c.operator.public_key_hex()
+                ));
+                extra.push("--cluster-id".into());
+                extra.push(c.operator.cluster_id().to_string());
             }
             c.spawn(id, address, extra);
         }
@@ -290,9 +313,19 @@ impl TestCluster {
         self.dir.path()
     }
 
-    /// The operator named in genesis.
-    pub fn operator(&self) -> &Identity {
+    /// The operator named in genesis, signing for this cluster.
+    pub fn operator(&self) -> &Signer {
         &self.operator
+    }
+
+    /// The cluster id genesis fixed, which every command signature names.
+    pub fn cluster_id(&self) -> &str {
+        self.operator.cluster_id()
+    }
+
+    /// `id` signing commands for this cluster.
+    pub fn signer(&self, id: &Identity) -> Signer {
+        id.for_cluster(self.cluster_id())
     }
 
     /// Every replica id ever started.
@@ -682,8 +715,8 @@ impl TestCluster {
     // ---------------------------------------------------------------------
 
     /// Enrols a party with a fresh key (operator-signed). Panics unless accepted.
-    pub async fn enroll(&self, party_id: &str, role: pb::Role, kind: pb::NodeKind) -> Identity {
-        let id = Identity::generate(party_id);
+    pub async fn enroll(&self, party_id: &str, role: pb::Role, kind: pb::NodeKind) -> Signer {
+        let id = self.signer(&Identity::generate(party_id));
         let cmd = self
             .operator
             .enroll_party(party_id, role, kind, &id.public_key());
@@ -694,14 +727,14 @@ impl TestCluster {
         id
     }
 
-    pub async fn enroll_channel(&self, party_id: &str) -> Identity {
+    pub async fn enroll_channel(&self, party_id: &str) -> Signer {
         self.enroll(party_id, pb::Role::Channel, pb::NodeKind::Unspecified)
             .await
     }
 
     /// Enrols a store node and publishes [`sample_profile`] for it, so it
     /// may claim sample orders. Panics unless both are accepted.
-    pub async fn enroll_node(&self, party_id: &str) -> Identity {
+    pub async fn enroll_node(&self, party_id: &str) -> Signer {
         self.enroll_node_with(party_id, pb::NodeKind::Store, sample_profile())
             .await
     }
@@ -712,7 +745,7 @@ impl TestCluster {
         party_id: &str,
         kind: pb::NodeKind,
         profile: pb::PublishProfile,
-    ) -> Identity {
+    ) -> Signer {
         let id = self.enroll(party_id, pb::Role::Node, kind).await;
         self.submitter()
             .await
@@ -753,7 +786,7 @@ impl TestCluster {
     }
 
     /// Registers [`sample_order`] `order_id`. Panics unless accepted.
-    pub async fn register_order(&self, channel: &Identity, order_id: &str) -> pb::SubmitReply {
+    pub async fn register_order(&self, channel: &Signer, order_id: &str) -> pb::SubmitReply {
         self.submitter()
             .await
             .submit_accepted(
@@ -766,7 +799,7 @@ impl TestCluster {
     /// Registers many sample orders, `concurrency` in flight. Panics unless all are accepted.
     pub async fn register_orders(
         &self,
-        channel: &Identity,
+        channel: &Signer,
         order_ids: &[String],
         concurrency: usize,
     ) {

@@ -75,9 +75,46 @@ pub fn command_of(env: &pb::SignedCommand) -> pb::Command {
     pb::Command::decode(env.command.as_slice()).expect("command decodes")
 }
 
-/// Signs `cmd` as `signer` with `key`, which need not be the key enrolled for `signer`.
-pub fn sign_with(key: &SigningKey, signer: &str, cmd: &pb::Command) -> pb::SignedCommand {
-    ledger::sign_command(key, signer, cmd)
+/// Signs `cmd` as `signer` with `key`, which need not be the key enrolled
+/// for `signer`, for the cluster `cluster_id`.
+pub fn sign_with(
+    key: &SigningKey,
+    cluster_id: &str,
+    signer: &str,
+    cmd: &pb::Command,
+) -> pb::SignedCommand {
+    ledger::sign_command(key, cluster_id, signer, cmd)
+}
+
+/// An envelope whose `command` is exactly `command` (any bytes, canonical
+/// or not), validly signed by `key` as `signer` for cluster `cluster_id`:
+/// only the encoding can be wrong.
+pub fn sign_bytes(
+    key: &SigningKey,
+    cluster_id: &str,
+    signer: &str,
+    command: Vec<u8>,
+) -> pb::SignedCommand {
+    use ed25519_dalek::Signer as _;
+    let signature = key
+        .sign(&ledger::command_message(cluster_id, &command))
+        .to_bytes()
+        .to_vec();
+    pb::SignedCommand {
+        command,
+        signer: signer.to_string(),
+        signature,
+    }
+}
+
+/// `cmd` encoded, with an unknown length-delimited field 99 of `junk_len`
+/// bytes appended (what a verbatim store would keep).
+pub fn with_unknown_field(cmd: &pb::Command, junk_len: usize) -> Vec<u8> {
+    let mut bytes = cmd.encode_to_vec();
+    prost::encoding::encode_key(99, prost::encoding::WireType::LengthDelimited, &mut bytes);
+    prost::encoding::encode_varint(junk_len as u64, &mut bytes);
+    bytes.resize(bytes.len() + junk_len, b'j');
+    bytes
 }
 
 /// The signer's name, the command bytes and the body of an encoded envelope.

@@ -135,12 +135,15 @@ fn diff(stored: &Entry, replayed: &Entry) -> String {
 /// nothing after its revocation). The replayed `state` is not needed.
 pub fn check_signatures(entries: &[Entry], _state: &MemState) -> Result<(), String> {
     let mut s = MemState::default();
+    let mut cluster_id = String::new();
     for e in entries {
         let (env, cmd) = decode_envelope(&e.command);
         if e.seq == 0 {
-            if !matches!(cmd.body, Some(Body::Genesis(_))) {
+            let Some(Body::Genesis(g)) = &cmd.body else {
                 return Err("entry 0 is not the genesis command".into());
-            }
+            };
+            // Every later signature names the cluster id genesis fixed.
+            cluster_id = g.cluster_id.clone();
         } else {
             if matches!(cmd.body, Some(Body::Genesis(_))) {
                 return Err(format!("entry {}: a second genesis", e.seq));
@@ -157,7 +160,7 @@ pub fn check_signatures(entries: &[Entry], _state: &MemState) -> Result<(), Stri
                     e.seq, env.signer
                 ));
             }
-            verify_command(&env, &party.public_key)
+            verify_command(&env, &cluster_id, &party.public_key)
                 .map_err(|err| format!("entry {}: {err}", e.seq))?;
         }
         s.apply(&e.command, e.time_ms, e.seq == 0);
@@ -302,6 +305,7 @@ mod tests {
             genesis,
             sign_command(
                 &op,
+                "t",
                 "operator",
                 &cmd(
                     1,
@@ -310,6 +314,7 @@ mod tests {
             ),
             sign_command(
                 &op,
+                "t",
                 "operator",
                 &cmd(
                     2,
@@ -318,21 +323,23 @@ mod tests {
             ),
             sign_command(
                 &op,
+                "t",
                 "operator",
                 &cmd(
                     3,
                     enroll("store-b", pb::Role::Node, pb::NodeKind::Store, &b),
                 ),
             ),
-            sign_command(&a, "store-a", &cmd(4, sample_profile_body())),
-            sign_command(&b, "store-b", &cmd(5, sample_profile_body())),
+            sign_command(&a, "t", "store-a", &cmd(4, sample_profile_body())),
+            sign_command(&b, "t", "store-b", &cmd(5, sample_profile_body())),
             sign_command(
                 &ch,
+                "t",
                 "shop",
                 &cmd(6, Body::RegisterOrder(sample_order("o-1"))),
             ),
-            sign_command(&a, "store-a", &cmd(7, claim("o-1"))),
-            sign_command(&b, "store-b", &cmd(8, claim("o-1"))),
+            sign_command(&a, "t", "store-a", &cmd(7, claim("o-1"))),
+            sign_command(&b, "t", "store-b", &cmd(8, claim("o-1"))),
         ];
         let mut state = MemState::default();
         for (i, c) in cmds.iter().enumerate() {

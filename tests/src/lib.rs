@@ -25,5 +25,5 @@ pub mod replica;
 pub mod wait;
 
 pub use acks::{Ack, Acks, Submitter};
-pub use cluster::{Audit, Options, TestCluster, OPERATOR};
+pub use cluster::{Audit, Options, TestCluster, DEFAULT_CLUSTER_ID, OPERATOR};
 pub use wait::{wait_until, TIMEOUT};

@@ -8,13 +8,14 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::output::{kv, render, short_hash, submit_reply, Reply, Table};
-use super::{operator_key, Ctx};
+use super::{operator_signer, Ctx};
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
-    /// Show the leader, the term and every replica's state and chain head
+    /// Show the cluster id, the leader, the term and every replica's state and chain head
     #[command(
-        long_about = "Show the leader, the term, and one row per replica: id, address, raft state, \
+        long_about = "Show the cluster id (which every command signature names), the leader, \
+the term, and one row per replica: id, address, raft state, \
 voter or learner, last applied log index, and the sequence number and hash prefix of \
 its chain head. Replicas that did not answer are listed with the error. Identical \
 head seq and hash on all replicas mean their chains agree up to there.\n\n\
@@ -75,7 +76,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
             peer_addr,
             key,
         } => {
-            let op = operator_key(key)?;
+            let op = operator_signer(ctx, key).await?;
             let r = ctx
                 .client()
                 .await?
@@ -84,7 +85,7 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
             Ok(show_change(ctx, &r))
         }
         ClusterCmd::RemoveNode { node_id, key } => {
-            let op = operator_key(key)?;
+            let op = operator_signer(ctx, key).await?;
             let r = ctx.client().await?.remove_replica(&op, node_id).await?;
             Ok(show_change(ctx, &r))
         }
@@ -119,6 +120,7 @@ fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
         .map(|r| {
             json!({
                 "node_id": r.node_id,
+                "cluster_id": r.cluster_id,
                 "addr": r.addr,
                 "state": r.state,
                 "term": r.term,
@@ -131,7 +133,14 @@ fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
             })
         })
         .collect();
+    let cluster_id = s
+        .replicas
+        .iter()
+        .map(|r| r.cluster_id.as_str())
+        .find(|id| !id.is_empty())
+        .unwrap_or_default();
     let json = json!({
+        "cluster_id": cluster_id,
         "leader_id": s.leader_id,
         "leader_addr": leader_addr,
         "term": s.term,
@@ -147,7 +156,16 @@ fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
         } else {
             format!("{} ({leader_addr})", s.leader_id)
         };
-        let mut out = kv(&[("leader", leader), ("term", s.term.to_string())]);
+        let cluster = if cluster_id.is_empty() {
+            "- (no genesis yet)".to_string()
+        } else {
+            cluster_id.to_string()
+        };
+        let mut out = kv(&[
+            ("cluster", cluster),
+            ("leader", leader),
+            ("term", s.term.to_string()),
+        ]);
         out.push('\n');
         let mut rows: Vec<&pb::LocalStatusReply> = s.replicas.iter().collect();
         rows.sort_by_key(|r| r.node_id);

@@ -101,7 +101,7 @@ pub async fn dispute(
 ) -> Result<Reply> {
     // Load the key first: a missing key should not cost a round trip.
     let auditor = if resolve {
-        Some(signing_key(key)?)
+        Some(signing_key(ctx, key).await?)
     } else {
         None
     };

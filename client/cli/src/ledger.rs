@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn summary_reads_signer_and_kind() {
-        let id = arbor_client::Identity::generate("store-1");
+        let id = arbor_client::Identity::generate("store-1").for_cluster("t");
         let env = id.claim_order("o-1", 1, 5);
         assert_eq!(
             command_summary(&env.encode_to_vec()),

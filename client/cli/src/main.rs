@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use arbor_client::{Client, Identity};
+use arbor_client::{Client, Identity, Signer};
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
@@ -104,6 +104,15 @@ pub struct Global {
         env = "ARBOR_INSECURE_PLAINTEXT"
     )]
     pub insecure_plaintext: bool,
+    /// Cluster id commands are signed for (default: asked of the cluster)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "ARBOR_CLUSTER_ID",
+        value_name = "ID"
+    )]
+    pub cluster_id: Option<String>,
     /// Output format
     #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -249,6 +258,7 @@ pub struct Ctx {
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
     insecure_plaintext: bool,
+    pub cluster_id: Option<String>,
 }
 
 impl Ctx {
@@ -269,6 +279,15 @@ impl Ctx {
                 .with_timeout(self.timeout),
         )
     }
+
+    /// The cluster id commands are signed for: `--cluster-id` (or
+    /// `ARBOR_CLUSTER_ID`), else the one the cluster's genesis fixed.
+    pub async fn cluster_id(&self) -> Result<String> {
+        match &self.cluster_id {
+            Some(id) => Ok(id.clone()),
+            None => Ok(self.client().await?.cluster_id().await?),
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> Result<Reply> {
@@ -280,6 +299,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         tls_cert: cli.global.tls_cert,
         tls_key: cli.global.tls_key,
         insecure_plaintext: cli.global.insecure_plaintext,
+        cluster_id: cli.global.cluster_id.filter(|c| !c.is_empty()),
     };
     match cli.command {
         Command::Keys(c) => keys::run(ctx.format, c),
@@ -295,12 +315,20 @@ pub async fn run(cli: Cli) -> Result<Reply> {
     }
 }
 
-/// The key of a party command: `--key`, which clap already fills from `ARBOR_KEY`.
-fn signing_key(key: Option<PathBuf>) -> Result<Identity> {
-    match key {
-        Some(p) => Ok(Identity::load(&p)?),
+/// The key of a party command: `--key`, which clap already fills from
+/// `ARBOR_KEY`, bound to the cluster ([`Ctx::cluster_id`]).
+async fn signing_key(ctx: &Ctx, key: Option<PathBuf>) -> Result<Signer> {
+    let id = match key {
+        Some(p) => Identity::load(&p)?,
         None => bail!("no key given: pass --key FILE or set ARBOR_KEY"),
-    }
+    };
+    Ok(id.for_cluster(&ctx.cluster_id().await?))
+}
+
+/// [`operator_key`] bound to the cluster, for operator commands.
+async fn operator_signer(ctx: &Ctx, key: Option<PathBuf>) -> Result<Signer> {
+    let id = operator_key(key)?;
+    Ok(id.for_cluster(&ctx.cluster_id().await?))
 }
 
 /// The key of an operator command: `--key`, else `ARBOR_OPERATOR_KEY`, else `ARBOR_KEY`.

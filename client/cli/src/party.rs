@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::output::{kind_name, kv, render, role_name, submit_reply, Reply};
-use super::{operator_key, Ctx};
+use super::{operator_signer, Ctx};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum RoleArg {
@@ -177,19 +177,19 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                 ),
                 (r, None) => (role_pb(r), pb::NodeKind::Unspecified),
             };
-            let operator = operator_key(key)?;
+            let operator = operator_signer(ctx, key).await?;
             let cmd = operator.enroll_party(&party_id, role, kind, &public_key);
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))
         }
         PartyCmd::RotateKey { id, new_key, key } => {
             let (id, pk) = new_key.resolve(Some(id))?;
-            let cmd = operator_key(key)?.rotate_key(&id, &pk);
+            let cmd = operator_signer(ctx, key).await?.rotate_key(&id, &pk);
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))
         }
         PartyCmd::Revoke { id, reason, key } => {
-            let cmd = operator_key(key)?.revoke_key(&id, &reason);
+            let cmd = operator_signer(ctx, key).await?.revoke_key(&id, &reason);
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))
         }

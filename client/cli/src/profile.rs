@@ -110,7 +110,7 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCmd) -> Result<Reply> {
     match cmd {
         ProfileCmd::Publish { key, file } => {
             let profile = load_profile_file(&file)?;
-            let node = signing_key(key)?;
+            let node = signing_key(ctx, key).await?;
             let reply = ctx
                 .client()
                 .await?

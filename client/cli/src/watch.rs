@@ -123,7 +123,7 @@ mod tests {
     use prost::Message;
 
     fn entry() -> pb::LedgerEntry {
-        let id = arbor_client::Identity::generate("store-1");
+        let id = arbor_client::Identity::generate("store-1").for_cluster("t");
         pb::LedgerEntry {
             seq: 42,
             time_ms: 1_765_121_024_123,

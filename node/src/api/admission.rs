@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arbor_proto::audit::r_is_strict;
-use arbor_proto::ledger::COMMAND_DOMAIN;
+use arbor_proto::ledger::push_command_message;
 use arbor_proto::rules::{self, Admitted, Party, Refusal};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::RngCore;
@@ -61,6 +61,7 @@ const MAX_CACHED_KEYS: usize = 100_000;
 struct Job {
     admitted: Admitted,
     party: Party,
+    cluster_id: Arc<str>,
     reply: oneshot::Sender<Result<(), Refusal>>,
 }
 
@@ -68,6 +69,8 @@ struct Job {
 #[derive(Clone)]
 pub struct Admission {
     tx: mpsc::UnboundedSender<Job>,
+    /// The cluster id genesis fixed, once read (it never changes).
+    cluster_id: Arc<std::sync::OnceLock<Arc<str>>>,
     pending: Arc<Semaphore>,
     max_pending: usize,
 }
@@ -89,6 +92,7 @@ impl Admission {
         tokio::spawn(collect(rx, Arc::new(Semaphore::new(verifiers)), shared));
         Admission {
             tx,
+            cluster_id: Arc::default(),
             pending: Arc::new(Semaphore::new(max_pending)),
             max_pending,
         }
@@ -111,18 +115,34 @@ impl Admission {
             })
     }
 
-    /// Checks the signature of `admitted` (authorized as `party`), with the
-    /// verdict of `rules::check_signature`.
-    pub async fn check_signature(&self, admitted: Admitted, party: Party) -> Result<(), Refusal> {
+    /// The cluster id signatures are checked for: `load` (the id genesis
+    /// fixed, `None` before genesis) is asked until it answers, then kept.
+    pub fn cluster_id(&self, load: impl FnOnce() -> Option<String>) -> Option<Arc<str>> {
+        if let Some(id) = self.cluster_id.get() {
+            return Some(id.clone());
+        }
+        let id: Arc<str> = load()?.into();
+        Some(self.cluster_id.get_or_init(|| id).clone())
+    }
+
+    /// Checks the signature of `admitted` (authorized as `party`) for the
+    /// cluster `cluster_id`, with the verdict of `rules::check_signature`.
+    pub async fn check_signature(
+        &self,
+        admitted: Admitted,
+        party: Party,
+        cluster_id: Arc<str>,
+    ) -> Result<(), Refusal> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             admitted,
             party,
+            cluster_id,
             reply,
         };
         if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
             // The collector is gone (runtime shutting down): check here.
-            return rules::check_signature(&job.admitted, &job.party);
+            return rules::check_signature(&job.admitted, &job.party, &job.cluster_id);
         }
         match rx.await {
             Ok(r) => r,
@@ -193,15 +213,15 @@ impl Verifier {
 
     /// The verdict of `rules::check_signature` for every job, in order.
     fn verify(&self, jobs: &[Job]) -> Vec<Result<(), Refusal>> {
-        self.verify_pairs(jobs.iter().map(|j| (&j.admitted, &j.party)))
+        self.verify_pairs(jobs.iter().map(|j| (&j.admitted, &j.party, &*j.cluster_id)))
     }
 
     fn verify_pairs<'a>(
         &self,
-        jobs: impl ExactSizeIterator<Item = (&'a Admitted, &'a Party)> + Clone,
+        jobs: impl ExactSizeIterator<Item = (&'a Admitted, &'a Party, &'a str)> + Clone,
     ) -> Vec<Result<(), Refusal>> {
-        let jobs: Vec<(&Admitted, &Party)> = jobs.collect();
-        let strict = |(a, p): (&Admitted, &Party)| rules::check_signature(a, p);
+        let jobs: Vec<(&Admitted, &Party, &str)> = jobs.collect();
+        let strict = |(a, p, c): (&Admitted, &Party, &str)| rules::check_signature(a, p, c);
         if jobs.len() == 1 {
             return vec![strict(jobs[0])];
         }
@@ -219,9 +239,8 @@ impl Verifier {
             match candidate {
                 Some((sig, key)) => {
                     batched.push(i);
-                    let mut m = Vec::with_capacity(COMMAND_DOMAIN.len() + env.command.len());
-                    m.extend_from_slice(COMMAND_DOMAIN);
-                    m.extend_from_slice(&env.command);
+                    let mut m = Vec::with_capacity(64 + env.command.len());
+                    push_command_message(&mut m, job.2, &env.command);
                     msgs.push(m);
                     sigs.push(Signature::from_bytes(&sig));
                     keys.push(key);
@@ -260,6 +279,8 @@ mod tests {
     use arbor_proto::ledger::sign_command;
     use arbor_proto::pb;
 
+    const CLUSTER: &str = "c1";
+
     fn party(id: &str, key: &SigningKey) -> Party {
         Party {
             party_id: id.into(),
@@ -274,7 +295,7 @@ mod tests {
 
     fn admitted(key: &SigningKey, signer: &str, nonce: u64) -> Admitted {
         let cmd = pb::Command { nonce, body: None };
-        let envelope = sign_command(key, signer, &cmd);
+        let envelope = sign_command(key, CLUSTER, signer, &cmd);
         Admitted {
             envelope,
             command: cmd,
@@ -294,7 +315,7 @@ mod tests {
                 (admitted(k, &id, i), party(&id, k))
             })
             .collect();
-        let all_good = v.verify_pairs(jobs.iter().map(|(a, p)| (a, p)));
+        let all_good = v.verify_pairs(jobs.iter().map(|(a, p)| (a, p, CLUSTER)));
         assert!(all_good.iter().all(Result::is_ok));
 
         // A flipped bit, a short signature, a signature by another key, a weak key.
@@ -303,9 +324,9 @@ mod tests {
         jobs[11].1 = party("n3", &keys[0]);
         jobs[15].1.public_key = vec![0; 32];
         jobs[19].1.public_key = vec![1; 31];
-        let got = v.verify_pairs(jobs.iter().map(|(a, p)| (a, p)));
+        let got = v.verify_pairs(jobs.iter().map(|(a, p)| (a, p, CLUSTER)));
         for (i, (a, p)) in jobs.iter().enumerate() {
-            assert_eq!(got[i], rules::check_signature(a, p), "command {i}");
+            assert_eq!(got[i], rules::check_signature(a, p, CLUSTER), "command {i}");
             assert_eq!(
                 got[i].is_ok(),
                 ![3, 7, 11, 15, 19].contains(&i),
@@ -330,7 +351,7 @@ mod tests {
             }
             let p = party("n", &key);
             tasks.push(tokio::spawn(async move {
-                (i, admission.check_signature(a, p).await)
+                (i, admission.check_signature(a, p, CLUSTER.into()).await)
             }));
         }
         for t in tasks {

@@ -189,7 +189,13 @@ impl ArborApi {
             return Ok(None);
         };
         let key = party.public_key.clone();
-        self.admission.check_signature(admitted, party).await?;
+        let cluster_id = self
+            .admission
+            .cluster_id(|| self.reader.config().ok().flatten().map(|c| c.cluster_id))
+            .ok_or(rules::Refusal::NoGenesis)?;
+        self.admission
+            .check_signature(admitted, party, cluster_id)
+            .await?;
         Ok(Some(key))
     }
 
@@ -252,6 +258,12 @@ impl ArborApi {
             members: self.members(),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()).unwrap_or(0),
             purged_index: m.purged.as_ref().map(|l| l.index()).unwrap_or(0),
+            cluster_id: self
+                .reader
+                .config()
+                .map_err(status::internal)?
+                .map(|c| c.cluster_id)
+                .unwrap_or_default(),
         })
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::ledger::COMMAND_DOMAIN;
+use crate::ledger::push_command_message;
 
 /// The y coordinates (little-endian, sign bit clear) of the 8 points of small
 /// order: 0 (order 4, both signs), 1 (identity), p-1 (order 2), and the two
@@ -95,17 +95,18 @@ impl SigBatch {
         self.seqs.len()
     }
 
-    /// Adds the signature of entry `seq`: `signature` over `COMMAND_DOMAIN || command`.
+    /// Adds the signature of entry `seq`: `signature` over
+    /// `ledger::command_message(cluster_id, command)`.
     pub fn push(
         &mut self,
         seq: u64,
         signer: Arc<str>,
         key: VerifyingKey,
         signature: &[u8; 64],
+        cluster_id: &str,
         command: &[u8],
     ) {
-        self.msgs.extend_from_slice(COMMAND_DOMAIN);
-        self.msgs.extend_from_slice(command);
+        push_command_message(&mut self.msgs, cluster_id, command);
         self.ends.push(self.msgs.len());
         self.sigs.push(Signature::from_bytes(signature));
         self.keys.push(key);
@@ -182,8 +183,7 @@ mod tests {
         for i in 0..40u64 {
             let k = &keys[i as usize % 5];
             let cmd = format!("command {i}").into_bytes();
-            let mut m = COMMAND_DOMAIN.to_vec();
-            m.extend_from_slice(&cmd);
+            let m = crate::ledger::command_message("c1", &cmd);
             let mut sig = k.sign(&m).to_bytes();
             assert!(r_is_strict(sig[..32].try_into().unwrap()));
             if i == 23 {
@@ -194,6 +194,7 @@ mod tests {
                 format!("p{}", i % 5).into(),
                 k.verifying_key(),
                 &sig,
+                "c1",
                 &cmd,
             );
         }

@@ -230,6 +230,7 @@ impl Synth {
         };
         sign_command(
             k,
+            CLUSTER_ID,
             &signer,
             &pb::Command {
                 nonce,

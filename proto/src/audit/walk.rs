@@ -211,7 +211,13 @@ impl<'a> Walk<'a> {
                 env.signature.len()
             )
         })?;
-        self.batch.push(seq, name, key, sig, &env.command);
+        // Every signature names the cluster id the genesis entry fixed.
+        let cluster_id = self
+            .cluster_id
+            .as_deref()
+            .ok_or("no genesis entry before it: the cluster id its signature names is unknown")?;
+        self.batch
+            .push(seq, name, key, sig, cluster_id, &env.command);
         self.signatures += 1;
         if self.batch.len() >= self.batch_size {
             self.flush();

@@ -13,6 +13,6 @@ mod sign;
 pub use encode::Preimage;
 pub use entry::{entry_time, Entry, Head, HASH_LEN, ZERO_HASH};
 pub use sign::{
-    command_id, sign_command, signing_bytes, verify_command, SignatureError, COMMAND_DOMAIN,
-    COMMAND_ID_DOMAIN,
+    command_id, command_message, push_command_message, sign_command, signing_bytes, verify_command,
+    SignatureError, COMMAND_DOMAIN, COMMAND_ID_DOMAIN,
 };

@@ -339,7 +339,7 @@ mod tests {
                 nonce: self.nonce,
                 body: Some(body),
             };
-            let bytes = sign_command(key, signer, &cmd).encode_to_vec();
+            let bytes = sign_command(key, "test", signer, &cmd).encode_to_vec();
             match self.s.apply(&bytes, t, false) {
                 Applied::Appended(e) => e,
                 other => panic!("{other:?}"),

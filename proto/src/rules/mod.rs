@@ -178,14 +178,56 @@ pub struct Admitted {
     pub command: pb::Command,
 }
 
-/// Decodes the envelope and the command, and checks its structure.
+/// The most bytes an encoded `SignedCommand` may have (256 KiB, a sixteenth
+/// of the client port's default message limit; the largest command the
+/// structural limits allow, a `RegisterOrder` of 1000 lines, is about 150
+/// KB): larger ones are refused before they are decoded
+/// (docs/ledger-format.md §1, "Size and encoding").
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+
+/// Decodes the envelope and the command, and checks its size, its encoding
+/// and its structure.
+///
+/// Both the envelope and the command must be exactly the canonical
+/// encoding of what they decode to (prost's: each field once, in field
+/// number order, minimal varints, no field at its default value, no unknown
+/// field), so that no bytes ride along a signature unread and one command
+/// has exactly one encoding (docs/ledger-format.md §1, "Size and encoding").
 pub fn decode(bytes: &[u8]) -> Result<Admitted, Refusal> {
+    if bytes.len() > MAX_COMMAND_BYTES {
+        return Err(Refusal::Malformed(format!(
+            "signed command is {} bytes, over the command size limit \
+             MAX_COMMAND_BYTES = {MAX_COMMAND_BYTES} bytes",
+            bytes.len()
+        )));
+    }
     let envelope = pb::SignedCommand::decode(bytes)
         .map_err(|e| Refusal::Malformed(format!("signed command envelope does not decode: {e}")))?;
+    check_canonical("signed command envelope", bytes, &envelope)?;
     let command = pb::Command::decode(envelope.command.as_slice())
         .map_err(|e| Refusal::Malformed(format!("command payload does not decode: {e}")))?;
+    check_canonical("command payload", &envelope.command, &command)?;
     validate_command(&command)?;
     Ok(Admitted { envelope, command })
+}
+
+/// Refuses `bytes` unless they are the canonical encoding of `decoded`.
+fn check_canonical(what: &str, bytes: &[u8], decoded: &impl Message) -> Result<(), Refusal> {
+    let canonical = decoded.encode_to_vec();
+    if canonical == bytes {
+        return Ok(());
+    }
+    let why = if canonical.len() < bytes.len() {
+        "unknown fields, a field repeated or set to its default value, or an overlong varint"
+    } else {
+        "fields out of order or a non-canonical encoding"
+    };
+    Err(Refusal::Malformed(format!(
+        "{what} is not in canonical encoding: its {} bytes re-encode to {} ({why}); \
+         encode it with a protobuf encoder that writes known fields only, in field number order",
+        bytes.len(),
+        canonical.len()
+    )))
 }
 
 /// The roles a command body allows its signer to have, and the command's name.
@@ -292,9 +334,11 @@ pub fn authorize(
     Ok(Some(party))
 }
 
-/// Verifies the envelope's signature against the signer's enrolled key.
-pub fn check_signature(a: &Admitted, party: &Party) -> Result<(), Refusal> {
-    ledger::verify_command(&a.envelope, &party.public_key).map_err(Refusal::from)
+/// Verifies the envelope's signature, for the cluster `cluster_id` (the one
+/// genesis fixed, [`ClusterConfig::cluster_id`]), against the signer's
+/// enrolled key.
+pub fn check_signature(a: &Admitted, party: &Party, cluster_id: &str) -> Result<(), Refusal> {
+    ledger::verify_command(&a.envelope, cluster_id, &party.public_key).map_err(Refusal::from)
 }
 
 /// What the state machine does with a committed command appended at `seq`

@@ -93,6 +93,8 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
     match cmd.body.as_ref() {
         None => Err(bad("command has no body")),
         Some(Body::Genesis(g)) => {
+            // Signatures name the cluster id followed by a NUL (ledger::command_message).
+            check_id("cluster id", &g.cluster_id)?;
             if g.operators.is_empty() {
                 return Err(bad("genesis names no operator"));
             }

@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use arbor_client::{ClientError, Commands, Identity};
+use arbor_client::{ClientError, Commands, Identity, Signer};
 use arbor_proto::pb;
 use arbor_proto::pb::command::Body;
 use arbor_tests::fixtures::{
-    command_of, random_key, sample_order, sample_order_with_ref, sign_with, CHANNEL_NAME,
-    SAMPLE_TOTAL,
+    command_of, random_key, sample_order, sample_order_with_ref, sign_bytes, sign_with,
+    with_unknown_field, CHANNEL_NAME, SAMPLE_TOTAL,
 };
 use arbor_tests::{TestCluster, TIMEOUT};
 use futures::StreamExt;
@@ -48,7 +48,7 @@ async fn nodes_racing_for_the_same_orders_get_one_owner_each() {
 
     let c = TestCluster::voters(3).await;
     let channel = c.enroll_channel("shop").await;
-    let mut nodes: Vec<(String, Identity)> = Vec::new();
+    let mut nodes: Vec<(String, Signer)> = Vec::new();
     for i in 0..NODES {
         let name = format!("store-{i}");
         let id = c.enroll_node(&name).await;
@@ -405,13 +405,14 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
     ));
     cases.push((
         "signed by another key",
-        sign_with(&random_key(), "shop", &valid_cmd),
+        sign_with(&random_key(), c.cluster_id(), "shop", &valid_cmd),
         Code::Unauthenticated,
         vec!["signature", "shop"],
     ));
     cases.push((
         "unknown signer",
-        Identity::generate("ghost").register_order(sample_order("o-ghost")),
+        c.signer(&Identity::generate("ghost"))
+            .register_order(sample_order("o-ghost")),
         Code::Unauthenticated,
         vec!["ghost"],
     ));
@@ -494,6 +495,55 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
         vec!["genesis"],
     ));
 
+    // Encodings that are not canonical, validly signed: refused, never stored.
+    let mut claim = command_of(&node.claim_order("o-1", 1, SAMPLE_TOTAL));
+    claim.nonce = 5; // one varint byte, so that it can be stretched below
+    let as_node = |bytes: Vec<u8>| sign_bytes(&node.key, c.cluster_id(), "store-1", bytes);
+    cases.push((
+        "unknown fields inside the signed command",
+        as_node(with_unknown_field(&claim, 1000)),
+        Code::InvalidArgument,
+        vec![
+            "command payload is not in canonical encoding",
+            "unknown fields",
+        ],
+    ));
+    cases.push((
+        "3.9 MB of unknown fields inside a signed claim",
+        as_node(with_unknown_field(&claim, 3_900_000)),
+        Code::InvalidArgument,
+        vec!["command size limit", "MAX_COMMAND_BYTES = 262144"],
+    ));
+    let mut overlong = claim.encode_to_vec();
+    // The nonce (field 1, first) rewritten as a 10-byte varint of the same value.
+    let mut nonce = Vec::new();
+    prost::encoding::encode_varint(claim.nonce, &mut nonce);
+    let mut padded: Vec<u8> = nonce.iter().map(|b| b | 0x80).collect();
+    padded.resize(9, 0x80);
+    padded.push(0x00);
+    overlong.splice(1..1 + nonce.len(), padded);
+    cases.push((
+        "an overlong varint in the signed command",
+        as_node(overlong),
+        Code::InvalidArgument,
+        vec!["not in canonical encoding"],
+    ));
+    let mut reordered = claim.encode_to_vec();
+    let nonce_field: Vec<u8> = reordered.drain(..1 + nonce.len()).collect();
+    reordered.extend(nonce_field);
+    cases.push((
+        "the signed command's fields out of order",
+        as_node(reordered),
+        Code::InvalidArgument,
+        vec!["fields out of order"],
+    ));
+    cases.push((
+        "a claim signed for another cluster",
+        sign_with(&node.key, "another-cluster", "store-1", &claim),
+        Code::Unauthenticated,
+        vec!["signature", "store-1"],
+    ));
+
     let client = c.client().await;
     let mut problems = Vec::new();
     for (what, cmd, code, names) in cases {
@@ -531,4 +581,102 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
     let next = c.register_order(&channel, "o-2").await;
     assert_eq!(next.seq, head + 1);
     c.check_invariants().await;
+}
+
+/// Two clusters whose genesis names the same operator key: an enrolment
+/// signed for cluster A is refused by cluster B (nothing appended there), and
+/// the same enrolment signed for B is accepted. Replays across clusters of a
+/// party command fail the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_signed_for_another_cluster_is_refused() {
+    let operator = Identity::generate(arbor_tests::OPERATOR);
+    let opts = |id: &str| arbor_tests::Options {
+        cluster_id: Some(id.into()),
+        operator: Some(operator.clone()),
+        ..Default::default()
+    };
+    let a = TestCluster::start(1, opts("cluster-a")).await;
+    let b = TestCluster::start(1, opts("cluster-b")).await;
+    assert_eq!(
+        a.status(1).await.unwrap().cluster_id,
+        "cluster-a",
+        "the status names the cluster id"
+    );
+    assert_eq!(b.client().await.cluster_id().await.unwrap(), "cluster-b");
+
+    let mallory = random_key();
+    let enrol_for = |c: &TestCluster| {
+        c.operator().enroll_party(
+            "mallory",
+            pb::Role::Operator,
+            pb::NodeKind::Unspecified,
+            &mallory.verifying_key().to_bytes(),
+        )
+    };
+    let for_a = enrol_for(&a);
+    let on_a = a
+        .submitter()
+        .await
+        .submit_accepted("enrol on A", for_a.clone())
+        .await;
+
+    let head_b = b.wait_converged(TIMEOUT).await;
+    let err = b.client().await.submit(for_a.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+    assert!(err.to_string().contains("signature"), "{err}");
+    assert_eq!(
+        b.wait_converged(TIMEOUT).await,
+        head_b,
+        "nothing appended on B"
+    );
+    let party = b.client().await.get_party("mallory").await;
+    assert!(party.is_err(), "mallory is not enrolled on B: {party:?}");
+
+    // The same bytes sent to A again are a duplicate there, not a new entry.
+    let again = a.client().await.submit(for_a).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.seq, on_a.seq);
+
+    // Signed for B, the same enrolment is accepted by B.
+    let on_b = b
+        .submitter()
+        .await
+        .submit_accepted("enrol on B", enrol_for(&b))
+        .await;
+    assert_eq!(on_b.seq, head_b + 1);
+
+    // A party command: a claim signed for A is refused by B as well.
+    let node = a.enroll_node("store-1").await;
+    let node_on_b = b.signer(node.identity());
+    b.submitter()
+        .await
+        .submit_accepted(
+            "enrol store-1 on B with the same key",
+            b.operator().enroll_party(
+                "store-1",
+                pb::Role::Node,
+                pb::NodeKind::Store,
+                &node.public_key(),
+            ),
+        )
+        .await;
+    let head_b = b.wait_converged(TIMEOUT).await;
+    let err = b
+        .client()
+        .await
+        .submit(node.publish_profile(arbor_tests::fixtures::sample_profile()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+    assert_eq!(b.wait_converged(TIMEOUT).await, head_b);
+    b.submitter()
+        .await
+        .submit_accepted(
+            "profile signed for B",
+            node_on_b.publish_profile(arbor_tests::fixtures::sample_profile()),
+        )
+        .await;
+
+    a.check_invariants().await;
+    b.check_invariants().await;
 }

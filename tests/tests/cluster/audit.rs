@@ -205,7 +205,7 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
     // exercises it: wh-b's key is rotated and the new key signs a claim, a
     // handoff to store-a and the milestones.
     let node_b = {
-        let fresh = arbor_client::Identity::generate("wh-b");
+        let fresh = c.signer(&arbor_client::Identity::generate("wh-b"));
         s.submit_accepted(
             "rotate wh-b",
             c.operator().rotate_key("wh-b", &fresh.public_key()),

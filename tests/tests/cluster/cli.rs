@@ -164,6 +164,20 @@ async fn newcomer_path_with_the_dev_cluster() {
         "rejection does not give the code:\n{second}"
     );
 
+    // The CLI signs for the cluster it talks to, which `cluster status`
+    // names; signed for another cluster id, a command is refused (exit 1).
+    let status = dev
+        .cli(&["cluster", "status", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["cluster_id"], "arbor", "{status}");
+    let mut elsewhere = args_b.clone();
+    elsewhere.extend(["--cluster-id", "elsewhere"]);
+    let refused = dev.cli(&elsewhere).await;
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(refused.text().contains("signature"), "{refused}");
+
     let owner_of = async |dev: &DevCluster| {
         let got = dev.cli(&["order", "get", "o-cli-1"]).await.ok();
         got.json()["owner"].as_str().map(str::to_string)

@@ -293,7 +293,7 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
 
     // Once a party's key is rotated, the entries it signed before are left
     // to the offline verifier (the export below checks them).
-    let new_key = Identity::generate("store-sh");
+    let new_key = c.signer(&Identity::generate("store-sh"));
     sub.submit_accepted(
         "rotate store-sh",
         c.operator().rotate_key("store-sh", &new_key.public_key()),

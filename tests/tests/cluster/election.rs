@@ -89,7 +89,7 @@ async fn writes_through_a_follower_succeed() {
     let follower = c.followers().await[0];
     let sub = c.submitter_for(&[follower]).await;
 
-    let channel = Identity::generate("shop");
+    let channel = c.signer(&Identity::generate("shop"));
     let enrolled = sub
         .submit_accepted(
             "enrol through a follower",

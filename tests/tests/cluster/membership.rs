@@ -90,13 +90,24 @@ async fn membership_changes_are_ledger_commands() {
             other => panic!("a channel changed the membership: {other:?}"),
         }
     }
-    let ghost = Identity::generate("ghost");
+    let ghost = Identity::generate("ghost").for_cluster(op.cluster_id());
     match client
         .change_membership(ghost.remove_replica(1), TIMEOUT)
         .await
     {
         Err(ClientError::Status { code, .. }) => assert_eq!(code, Code::Unauthenticated),
         other => panic!("an unknown signer changed the membership: {other:?}"),
+    }
+    // The operator's own command, signed for another cluster: refused.
+    let foreign = op
+        .identity()
+        .for_cluster("another-cluster")
+        .remove_replica(1);
+    match client.change_membership(foreign, TIMEOUT).await {
+        Err(ClientError::Status { code, message }) => {
+            assert_eq!(code, Code::Unauthenticated, "{message}")
+        }
+        other => panic!("a command for another cluster was taken: {other:?}"),
     }
     assert_eq!(c.head_seq().await, head);
 

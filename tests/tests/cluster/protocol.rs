@@ -220,7 +220,7 @@ async fn rotated_and_revoked_keys_on_a_cluster() {
     let first = old.claim_order("o-1", 1, SAMPLE_TOTAL);
     let applied = s.submit_accepted("claim o-1", first.clone()).await;
 
-    let new = Identity::generate("store-1");
+    let new = c.signer(&Identity::generate("store-1"));
     s.submit_accepted(
         "rotate",
         c.operator().rotate_key("store-1", &new.public_key()),

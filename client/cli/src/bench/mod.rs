@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arbor_client::{pb, Client, ClientError, Commands, Identity};
+use arbor_client::{pb, Client, ClientError, Commands, Identity, Signer};
 use clap::Args;
 use futures::StreamExt;
 use rand::RngCore;
@@ -87,7 +87,7 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<Reply> {
     if args.duplicates > 0.0 && nodes < 2 {
         bail!("--duplicates needs at least two nodes (--nodes 2)");
     }
-    let operator = operator_key(args.key.clone())?;
+    let operator_id = operator_key(args.key.clone())?;
     let seed = args.seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
     let command = std::env::args().collect::<Vec<_>>().join(" ");
 
@@ -104,6 +104,16 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<Reply> {
         .map(|m| m.addr.clone())
         .unwrap_or_default();
     let endpoints = leader_first(probe.endpoints(), &leader);
+    let cluster_id = match &ctx.cluster_id {
+        Some(id) => id.clone(),
+        None => status
+            .replicas
+            .iter()
+            .map(|r| r.cluster_id.clone())
+            .find(|id| !id.is_empty())
+            .context("the cluster has no genesis entry yet")?,
+    };
+    let operator = operator_id.for_cluster(&cluster_id);
     let mut clients = Vec::new();
     for _ in 0..args.connections {
         clients.push(
@@ -118,9 +128,9 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> Result<Reply> {
     let mut run_bytes = [0u8; 4];
     rand::rngs::OsRng.fill_bytes(&mut run_bytes);
     let run_id = hex::encode(run_bytes);
-    let channel = Identity::generate(&format!("bench-{run_id}-channel"));
-    let node_ids: Vec<Identity> = (0..nodes)
-        .map(|i| Identity::generate(&format!("bench-{run_id}-node-{i}")))
+    let channel = Identity::generate(&format!("bench-{run_id}-channel")).for_cluster(&cluster_id);
+    let node_ids: Vec<Signer> = (0..nodes)
+        .map(|i| Identity::generate(&format!("bench-{run_id}-node-{i}")).for_cluster(&cluster_id))
         .collect();
     progress(&format!(
         "run {run_id}: enrolling 1 channel and {nodes} nodes (with profiles)"

@@ -272,7 +272,7 @@ fn a_command_the_rules_refuse_is_found() {
             total: 202,
         })),
     };
-    es[45].command = sign_command(&key(98), "ghost", &cmd).encode_to_vec();
+    es[45].command = sign_command(&key(98), CLUSTER_ID, "ghost", &cmd).encode_to_vec();
     rehash_from(&mut es, 45);
     expect_entry_error(
         verify(&export_of(&es, &all_signers())),
@@ -281,7 +281,7 @@ fn a_command_the_rules_refuse_is_found() {
     );
     // A channel cannot claim.
     let mut es = entries();
-    es[45].command = sign_command(&chain().channel, "shop", &cmd).encode_to_vec();
+    es[45].command = sign_command(&chain().channel, CLUSTER_ID, "shop", &cmd).encode_to_vec();
     rehash_from(&mut es, 45);
     let needle = format!("({})", RefusalKind::WrongRole);
     expect_entry_error(verify(&export_of(&es, &all_signers())), 45, &needle);

@@ -14,7 +14,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use super::export::{ExportHeader, ExportTrailer, EXPORT_MAGIC};
-use super::synth::{key, rehash_from, Synth};
+use super::synth::{key, rehash_from, Synth, CLUSTER_ID};
 use super::*;
 use crate::ledger::merkle::{leaf_hash, root};
 use crate::ledger::{sign_command, Entry};

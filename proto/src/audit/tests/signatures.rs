@@ -11,7 +11,7 @@ fn a_command_signed_by_the_wrong_key_is_found_even_with_hashes_recomputed() {
         let env = pb::SignedCommand::decode(es[i].command.as_slice()).unwrap();
         let cmd = pb::Command::decode(env.command.as_slice()).unwrap();
         // Same signer name and command, another key: the rules still accept it.
-        es[i].command = sign_command(&key(99), &env.signer, &cmd).encode_to_vec();
+        es[i].command = sign_command(&key(99), CLUSTER_ID, &env.signer, &cmd).encode_to_vec();
         rehash_from(&mut es, i);
         let e = expect_entry_error(
             verify(&export_of(&es, &all_signers())),
@@ -46,7 +46,7 @@ fn a_command_signed_with_a_revoked_key_is_found() {
             reason: "key leaked".into(),
         })),
     };
-    let revoke = sign_command(&s.operator, "ops", &revoke).encode_to_vec();
+    let revoke = sign_command(&s.operator, CLUSTER_ID, "ops", &revoke).encode_to_vec();
     let t = es.last().unwrap().time_ms + 1;
     let Applied::Appended(revoked) = state.apply(&revoke, t, false) else {
         panic!("revocation not appended");
@@ -65,7 +65,7 @@ fn a_command_signed_with_a_revoked_key_is_found() {
             total: 202,
         })),
     };
-    let claim = sign_command(&s.nodes[0], "n0", &claim).encode_to_vec();
+    let claim = sign_command(&s.nodes[0], CLUSTER_ID, "n0", &claim).encode_to_vec();
     let forged = Entry::next(
         Some(&revoked.head()),
         t + 1,
@@ -103,7 +103,7 @@ fn signatures_are_checked_against_the_key_in_force_after_a_rotation() {
             public_key: fresh.verifying_key().to_bytes().to_vec(),
         })),
     };
-    let rotate = sign_command(&s.operator, "ops", &rotate).encode_to_vec();
+    let rotate = sign_command(&s.operator, CLUSTER_ID, "ops", &rotate).encode_to_vec();
     let t = base.last().unwrap().time_ms + 1;
     let Applied::Appended(rotated) = state.apply(&rotate, t, false) else {
         panic!("rotation not appended");
@@ -117,7 +117,7 @@ fn signatures_are_checked_against_the_key_in_force_after_a_rotation() {
                 total: 202,
             })),
         };
-        sign_command(k, "n0", &cmd).encode_to_vec()
+        sign_command(k, CLUSTER_ID, "n0", &cmd).encode_to_vec()
     };
     for (signer, good) in [(&fresh, true), (&s.nodes[0], false)] {
         let mut st = state.clone();
@@ -134,4 +134,64 @@ fn signatures_are_checked_against_the_key_in_force_after_a_rotation() {
             expect_entry_error(r, 41, "signature");
         }
     }
+}
+
+/// An entry whose command carries unknown fields (validly signed, every
+/// later hash recomputed) is found by the replay: replicas never append one.
+#[test]
+fn a_non_canonical_command_in_the_ledger_is_found() {
+    let s = chain();
+    let mut es = entries();
+    let i = 45;
+    let env = pb::SignedCommand::decode(es[i].command.as_slice()).unwrap();
+    let mut command = env.command.clone();
+    command.extend_from_slice(&[0x9a, 0x06, 2, b'h', b'i']);
+    let key = s
+        .nodes
+        .iter()
+        .find(|k| {
+            crate::ledger::verify_command(&env, CLUSTER_ID, &k.verifying_key().to_bytes()).is_ok()
+        })
+        .expect("entry 45 is signed by a node");
+    let signature =
+        ed25519_dalek::Signer::sign(key, &crate::ledger::command_message(CLUSTER_ID, &command))
+            .to_bytes()
+            .to_vec();
+    es[i].command = pb::SignedCommand {
+        command,
+        signer: env.signer,
+        signature,
+    }
+    .encode_to_vec();
+    rehash_from(&mut es, i);
+    expect_entry_error(
+        verify(&export_of(&es, &all_signers())),
+        i as u64,
+        "not in canonical encoding",
+    );
+}
+
+/// The same ledger with its genesis rewritten to another cluster id (every
+/// hash recomputed): the first signed entry no longer verifies, so an export
+/// cannot be passed off as another cluster's.
+#[test]
+fn signatures_do_not_verify_under_another_cluster_id() {
+    let mut es = entries();
+    let env = pb::SignedCommand::decode(es[0].command.as_slice()).unwrap();
+    let mut cmd = pb::Command::decode(env.command.as_slice()).unwrap();
+    let Some(pb::command::Body::Genesis(g)) = cmd.body.as_mut() else {
+        panic!("entry 0 is genesis");
+    };
+    g.cluster_id = "synth2".into();
+    es[0].command = pb::SignedCommand {
+        command: cmd.encode_to_vec(),
+        ..env
+    }
+    .encode_to_vec();
+    rehash_from(&mut es, 0);
+    expect_entry_error(
+        verify(&export_of(&es, &all_signers())),
+        1,
+        "command signature does not verify",
+    );
 }

@@ -14,6 +14,7 @@ use crate::pb::command::Body;
 mod basics;
 mod claims;
 mod disputes;
+mod encoding;
 mod handoffs;
 mod keys;
 mod membership;
@@ -34,7 +35,8 @@ fn admit(view: &impl StateView, bytes: &[u8]) -> Result<(Admitted, Option<Vec<u8
     let party = authorize(view, &a, false)?;
     let key = match party {
         Some(p) => {
-            check_signature(&a, &p)?;
+            let cluster = view.config().map(|c| c.cluster_id).unwrap_or_default();
+            check_signature(&a, &p, &cluster)?;
             Some(p.public_key)
         }
         None => None,
@@ -74,6 +76,7 @@ fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
 fn signed(k: &SigningKey, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
     sign_command(
         k,
+        "test",
         signer,
         &pb::Command {
             nonce,

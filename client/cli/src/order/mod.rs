@@ -1,15 +1,13 @@
 //! `arbor order`: register, claim and look up orders.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arbor_client::pb;
 use arbor_client::Commands;
 use clap::Subcommand;
-use serde::Deserialize;
-use serde_json::json;
 
-use super::output::{kv, render, submit_reply, utc, Reply, Table};
+use super::output::{submit_reply, Reply};
 use super::{signing_key, Ctx};
 
 #[derive(Subcommand)]
@@ -402,19 +400,38 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             reason,
             key,
         } => {
-            let cmd = signing_key(key)?.amend_price(&order_id, base_version, lines, &reason);
+            let cmd =
+                signing_key(ctx, key)
+                    .await?
+                    .amend_price(&order_id, base_version, lines, &reason);
             submit(ctx, cmd).await
         }
         OrderCmd::Cancel {
             order_id,
             reason,
             key,
-        } => submit(ctx, signing_key(key)?.cancel_order(&order_id, &reason)).await,
+        } => {
+            submit(
+                ctx,
+                signing_key(ctx, key)
+                    .await?
+                    .cancel_order(&order_id, &reason),
+            )
+            .await
+        }
         OrderCmd::Release {
             order_id,
             reason,
             key,
-        } => submit(ctx, signing_key(key)?.release_order(&order_id, &reason)).await,
+        } => {
+            submit(
+                ctx,
+                signing_key(ctx, key)
+                    .await?
+                    .release_order(&order_id, &reason),
+            )
+            .await
+        }
         OrderCmd::Offer {
             order_id,
             to,
@@ -422,7 +439,13 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             key,
         } => {
             let ms = expires_in.saturating_mul(1000);
-            submit(ctx, signing_key(key)?.offer_handoff(&order_id, &to, ms)).await
+            submit(
+                ctx,
+                signing_key(ctx, key)
+                    .await?
+                    .offer_handoff(&order_id, &to, ms),
+            )
+            .await
         }
         OrderCmd::Accept {
             order_id,
@@ -431,7 +454,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             note,
             key,
         } => {
-            let cmd = signing_key(key)?.accept_handoff(&order_id, offer_seq, damaged, &note);
+            let cmd = signing_key(ctx, key)
+                .await?
+                .accept_handoff(&order_id, offer_seq, damaged, &note);
             submit(ctx, cmd).await
         }
         OrderCmd::Decline {
@@ -440,7 +465,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             reason,
             key,
         } => {
-            let cmd = signing_key(key)?.decline_handoff(&order_id, offer_seq, &reason);
+            let cmd = signing_key(ctx, key)
+                .await?
+                .decline_handoff(&order_id, offer_seq, &reason);
             submit(ctx, cmd).await
         }
         OrderCmd::Milestone {
@@ -451,7 +478,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             proof_of_delivery,
             key,
         } => {
-            let id = signing_key(key)?;
+            let id = signing_key(ctx, key).await?;
             let cmd = match milestone {
                 MilestoneArg::Picked => id.report_milestone(&order_id, pb::Milestone::Picked),
                 MilestoneArg::Packed => id.report_milestone(&order_id, pb::Milestone::Packed),
@@ -467,8 +494,12 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             statement,
             key,
         } => {
-            let cmd =
-                signing_key(key)?.open_dispute(&order_id, kind.to_pb(), incident_ms, &statement);
+            let cmd = signing_key(ctx, key).await?.open_dispute(
+                &order_id,
+                kind.to_pb(),
+                incident_ms,
+                &statement,
+            );
             submit(ctx, cmd).await
         }
         OrderCmd::Exception {
@@ -484,7 +515,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             };
             submit(
                 ctx,
-                signing_key(key)?.report_exception(&order_id, kind, &note),
+                signing_key(ctx, key)
+                    .await?
+                    .report_exception(&order_id, kind, &note),
             )
             .await
         }
@@ -496,7 +529,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             price_version,
             key,
         } => {
-            let id = signing_key(key)?;
+            let id = signing_key(ctx, key).await?;
             let cmd = match step {
                 ReturnStep::Request => id.request_return(&order_id, &reason),
                 ReturnStep::Claim => id.claim_return(&order_id),
@@ -506,7 +539,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
         }
         OrderCmd::Register { key, file } => {
             let order = load_order_file(&file)?;
-            let channel = signing_key(key)?;
+            let channel = signing_key(ctx, key).await?;
             let reply = ctx
                 .client()
                 .await?
@@ -520,7 +553,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             total,
             key,
         } => {
-            let node = signing_key(key)?;
+            let node = signing_key(ctx, key).await?;
             let reply = ctx
                 .client()
                 .await?
@@ -551,282 +584,15 @@ async fn submit(ctx: &Ctx, cmd: pb::SignedCommand) -> Result<Reply> {
     Ok(submit_reply(ctx.format, &reply))
 }
 
-fn list_orders(ctx: &Ctx, r: &pb::ListOrdersReply) -> String {
-    let json = json!({
-        "orders": r.orders.iter().map(order_json).collect::<Vec<_>>(),
-        "next": r.next,
-    });
-    render(ctx.format, json, || {
-        let mut t = Table::new(&[
-            "ORDER",
-            "STATUS",
-            "OWNER",
-            "REGION",
-            "PRICE",
-            "LEASE DEADLINE",
-        ]);
-        for o in &r.orders {
-            t.row(vec![
-                o.order_id.clone(),
-                status_text(o),
-                dash(&o.owner),
-                o.destination_region.clone(),
-                format!("v{} {} {}", o.price_version, o.total, o.currency),
-                deadline_text(o),
-            ]);
-        }
-        let mut out = t.render();
-        if !r.next.is_empty() {
-            out.push_str(&format!("more: --after {}\n", r.next));
-        }
-        out
-    })
-}
+mod file;
+mod show;
 
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.to_string()
-    }
-}
-
-fn status_text(o: &pb::OrderView) -> String {
-    if o.lease_lapsed {
-        format!("{} (lease lapsed)", o.status)
-    } else {
-        o.status.clone()
-    }
-}
-
-fn deadline_text(o: &pb::OrderView) -> String {
-    if o.lease_deadline_ms == 0 {
-        "-".into()
-    } else {
-        utc(o.lease_deadline_ms)
-    }
-}
-
-fn order_json(o: &pb::OrderView) -> serde_json::Value {
-    let req = o.requirements.clone().unwrap_or_default();
-    json!({
-        "order_id": o.order_id,
-        "status": o.status,
-        "owner": o.owner,
-        "custodian": o.custodian,
-        "price_version": o.price_version,
-        "currency": o.currency,
-        "total": o.total,
-        "destination_region": o.destination_region,
-        "requirements": {"cold_chain": req.cold_chain, "hazmat": req.hazmat, "category": req.category},
-        "promised_delivery_ms": o.promised_delivery_ms,
-        "registered_by": o.registered_by,
-        "registered_seq": o.registered_seq,
-        "claimed_seq": o.claimed_seq,
-        "lease_deadline_ms": o.lease_deadline_ms,
-        "lease_lapsed": o.lease_lapsed,
-        "claim_profile_version": o.claim_profile_version,
-        "offer": o.offer.as_ref().map(|f| json!({"to": f.to, "offer_seq": f.offer_seq, "expires_ms": f.expires_ms})),
-        "carrier": o.carrier,
-        "tracking_id": o.tracking_id,
-        "proof_of_delivery": o.proof_of_delivery,
-        "last_lapsed_owner": o.last_lapsed_owner,
-        "return_node": o.return_node,
-        "refund": o.refund,
-        "exceptions": o.exceptions,
-        "external_refs": o.external_refs.iter()
-            .map(|r| json!({"channel": r.channel, "external_id": r.external_id}))
-            .collect::<Vec<_>>(),
-        "lines": o.lines.iter()
-            .map(|l| json!({"sku": l.sku, "quantity": l.quantity, "unit_price": l.unit_price}))
-            .collect::<Vec<_>>(),
-        "history": o.history,
-    })
-}
-
-fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
-    let json = order_json(o);
-    render(ctx.format, json, || {
-        let owner = if o.owner.is_empty() {
-            "-".to_string()
-        } else {
-            format!("{} (claimed at seq {})", o.owner, o.claimed_seq)
-        };
-        let refs: Vec<String> = o
-            .external_refs
-            .iter()
-            .map(|r| format!("{}/{}", r.channel, r.external_id))
-            .collect();
-        let history: Vec<String> = o.history.iter().map(u64::to_string).collect();
-        let req = o.requirements.clone().unwrap_or_default();
-        let mut needs: Vec<String> = Vec::new();
-        if req.cold_chain {
-            needs.push("cold chain".into());
-        }
-        if req.hazmat {
-            needs.push("hazmat".into());
-        }
-        if !req.category.is_empty() {
-            needs.push(format!("category {}", req.category));
-        }
-        let mut rows = vec![
-            ("order", o.order_id.clone()),
-            ("status", status_text(o)),
-            ("owner", owner),
-            ("custodian", dash(&o.custodian)),
-            ("lease deadline", deadline_text(o)),
-            (
-                "price",
-                format!(
-                    "version {}, total {} {}",
-                    o.price_version, o.total, o.currency
-                ),
-            ),
-            ("region", o.destination_region.clone()),
-            (
-                "registered",
-                format!("seq {} by {}", o.registered_seq, o.registered_by),
-            ),
-            ("refs", refs.join(", ")),
-            (
-                "requires",
-                if needs.is_empty() {
-                    "-".into()
-                } else {
-                    needs.join(", ")
-                },
-            ),
-        ];
-        if let Some(f) = &o.offer {
-            rows.push((
-                "offer",
-                format!(
-                    "to {} (seq {}, expires {} ms)",
-                    f.to, f.offer_seq, f.expires_ms
-                ),
-            ));
-        }
-        if !o.carrier.is_empty() {
-            rows.push((
-                "shipped",
-                format!("{} tracking {}", o.carrier, o.tracking_id),
-            ));
-        }
-        if !o.proof_of_delivery.is_empty() {
-            rows.push(("delivery proof", o.proof_of_delivery.clone()));
-        }
-        if !o.last_lapsed_owner.is_empty() {
-            rows.push(("lapsed owner", o.last_lapsed_owner.clone()));
-        }
-        if !o.return_node.is_empty() {
-            rows.push(("return", format!("{} refund {}", o.return_node, o.refund)));
-        }
-        if !o.exceptions.is_empty() {
-            rows.push(("exceptions", o.exceptions.join("; ")));
-        }
-        rows.push(("history", format!("seq {}", history.join(", "))));
-        let mut out = kv(&rows);
-        let mut t = Table::new(&["SKU", "QTY", "UNIT PRICE", "AMOUNT"]);
-        for l in &o.lines {
-            let amount = i128::from(l.quantity) * i128::from(l.unit_price);
-            t.row(vec![
-                l.sku.clone(),
-                l.quantity.to_string(),
-                l.unit_price.to_string(),
-                amount.to_string(),
-            ]);
-        }
-        out.push('\n');
-        out.push_str(&t.render());
-        out
-    })
-}
-
-/// `order.json` as `arbor order register` reads it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderFile {
-    order_id: String,
-    external_refs: Vec<RefFile>,
-    lines: Vec<LineFile>,
-    currency: String,
-    total: i64,
-    destination_region: String,
-    #[serde(default)]
-    requirements: Option<RequirementsFile>,
-    #[serde(default)]
-    promised_delivery_ms: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequirementsFile {
-    #[serde(default)]
-    cold_chain: bool,
-    #[serde(default)]
-    hazmat: bool,
-    #[serde(default)]
-    category: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RefFile {
-    channel: String,
-    external_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LineFile {
-    sku: String,
-    quantity: u32,
-    unit_price: i64,
-}
-
-/// Parses the text of an order file.
-fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::Error> {
-    let f: OrderFile = serde_json::from_str(text)?;
-    Ok(pb::RegisterOrder {
-        order_id: f.order_id,
-        external_refs: f
-            .external_refs
-            .into_iter()
-            .map(|r| pb::ExternalRef {
-                channel: r.channel,
-                external_id: r.external_id,
-            })
-            .collect(),
-        lines: f
-            .lines
-            .into_iter()
-            .map(|l| pb::OrderLine {
-                sku: l.sku,
-                quantity: l.quantity,
-                unit_price: l.unit_price,
-            })
-            .collect(),
-        currency: f.currency,
-        total: f.total,
-        destination_region: f.destination_region,
-        requirements: f.requirements.map(|r| pb::Requirements {
-            cold_chain: r.cold_chain,
-            hazmat: r.hazmat,
-            category: r.category,
-        }),
-        promised_delivery_ms: f.promised_delivery_ms,
-    })
-}
-
-/// Reads an order file; errors name the file.
-pub fn load_order_file(path: &Path) -> Result<pb::RegisterOrder> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read order file {}", path.display()))?;
-    parse_order(&text).with_context(|| format!("order file {} is not valid", path.display()))
-}
+pub use file::load_order_file;
+use show::{list_orders, show_order};
 
 #[cfg(test)]
 mod tests {
+    use super::file::parse_order;
     use super::*;
 
     const GOOD: &str = r#"{

@@ -17,8 +17,7 @@ use anyhow::Result;
 use arbor_client::audit::{verify_inclusion, TrustedCheckpoint};
 use arbor_client::{pb, Client};
 use arbor_proto::ledger::{verify_command, Entry};
-use arbor_proto::rules::custody::{self, How, OrderEntry};
-use arbor_proto::rules::EventKind;
+use arbor_proto::rules::custody::OrderEntry;
 use pb::command::Body;
 use prost::Message;
 use serde_json::{json, Value};
@@ -158,12 +157,19 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
     let order = client.get_order(order_id).await?;
     // Fetched after the order, so it covers every entry of its history.
     let tc = client.trusted_checkpoint().await?;
+    // Signatures name the cluster id; the cosigned checkpoint's origin,
+    // `arbor/<cluster id>`, says which (unless --cluster-id does).
+    let cluster_id = match (&ctx.cluster_id, tc.checkpoint.origin.strip_prefix("arbor/")) {
+        (Some(id), _) => id.clone(),
+        (None, Some(id)) => id.to_string(),
+        (None, None) => ctx.cluster_id().await?,
+    };
     let mut parties: HashMap<String, Result<pb::PartyView, String>> = HashMap::new();
     let mut steps = Vec::with_capacity(order.history.len());
     for &seq in &order.history {
-        steps.push(check_entry(&client, &tc, order_id, seq, &mut parties).await);
+        steps.push(check_entry(&client, &tc, &cluster_id, order_id, seq, &mut parties).await);
     }
-    let custody = custody(&order, &steps);
+    let custody = render::custody(&order, &steps);
     let failures: Vec<String> = steps
         .iter()
         .filter_map(|s| match (&s.proof, &s.signature) {
@@ -193,6 +199,7 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
 async fn check_entry(
     client: &Client,
     tc: &TrustedCheckpoint,
+    cluster_id: &str,
     order_id: &str,
     seq: u64,
     parties: &mut HashMap<String, Result<pb::PartyView, String>>,
@@ -259,7 +266,7 @@ async fn check_entry(
     step.signature = match &parties[&env.signer] {
         Err(e) => Sig::Failed(format!("signer {} cannot be read: {e}", env.signer)),
         Ok(p) if p.key_seq >= seq => Sig::Rotated { key_seq: p.key_seq },
-        Ok(p) => match verify_command(&env, &p.public_key) {
+        Ok(p) => match verify_command(&env, cluster_id, &p.public_key) {
             Ok(()) => Sig::Verified { key_seq: p.key_seq },
             Err(e) => Sig::Failed(format!(
                 "does not verify with the key {} has had since entry {}: {e}",
@@ -480,324 +487,8 @@ pub fn incident_name(kind: i32) -> &'static str {
     }
 }
 
-/// Who held the goods when ([`custody::intervals`] over the entries), in
-/// words, with what the order's view says beside it.
-fn custody(order: &pb::OrderView, steps: &[Step]) -> Vec<Interval> {
-    let views: Vec<OrderEntry<'_>> = steps.iter().map(Step::view).collect();
-    let mut out: Vec<Interval> = custody::intervals(&views)
-        .iter()
-        .map(|i| shown(i, steps))
-        .collect();
-    if let Some(cur) = out.last_mut().filter(|c| c.to.is_none()) {
-        if order.lease_lapsed {
-            cur.notes.push(format!(
-                "lease deadline {} has passed; the next command on the order records the lapse",
-                utc(order.lease_deadline_ms)
-            ));
-        }
-        if order.custodian != cur.holder {
-            cur.notes.push(format!(
-                "the order's view names custodian {:?}",
-                order.custodian
-            ));
-        }
-    } else if !order.custodian.is_empty() {
-        out.push(Interval {
-            holder: order.custodian.clone(),
-            from_seq: 0,
-            from_ms: 0,
-            started_by: "?".into(),
-            to: None,
-            ended_by: String::new(),
-            notes: vec![
-                "the order's view names this custodian; no entry here gives it custody".into(),
-            ],
-        });
-    }
-    out
-}
-
-/// One computed interval in words: how it began and ended, from the entries.
-fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
-    let started = step_at(steps, i.from_seq);
-    let started_by = match (i.how, started.and_then(|s| s.body.as_ref())) {
-        (How::Claim, _) => "claim".to_string(),
-        (How::CleanAcceptance | How::DamagedAcceptance, Some(Body::AcceptHandoff(a))) => {
-            let from = step_at(steps, a.offer_seq)
-                .map(|o| o.signer.as_str())
-                .unwrap_or_default();
-            let mut how = format!("accepted handoff from {from} (offer seq {})", a.offer_seq);
-            if i.how == How::DamagedAcceptance {
-                how.push_str(", damage noted");
-            }
-            how
-        }
-        (How::Carrier | How::CarrierNoProof, Some(Body::ReportMilestone(m))) => {
-            let by = started.map(|s| s.signer.as_str()).unwrap_or_default();
-            format!("shipped by {by}, tracking {}", m.tracking_id)
-        }
-        _ => "?".to_string(),
-    };
-    let ended_by = i.end.as_ref().map(|e| {
-        let at = step_at(steps, e.seq);
-        match (&e.fact, at.and_then(|s| s.body.as_ref())) {
-            (EventKind::Lapsed { .. }, _) => format!(
-                "lease lapsed (recorded here: {})",
-                at.map(Step::message).unwrap_or_default()
-            ),
-            (EventKind::Released { .. }, _) => "released".to_string(),
-            (EventKind::HandedOff { to, .. }, Some(Body::AcceptHandoff(a))) => {
-                format!("handed off to {to} (offer seq {})", a.offer_seq)
-            }
-            (EventKind::Shipped { carrier, .. }, _) => format!("shipped with {carrier}"),
-            (EventKind::Delivered { .. }, Some(Body::ReportMilestone(m))) => {
-                format!("delivered (proof {})", m.proof_of_delivery)
-            }
-            (EventKind::Claimed { node, .. }, _) => format!("claimed by {node}"),
-            (fact, _) => format!("{fact:?}"),
-        }
-    });
-    Interval {
-        holder: i.holder.clone(),
-        from_seq: i.from_seq,
-        from_ms: i.from_ms,
-        started_by,
-        to: i.end.as_ref().map(|e| (e.seq, e.time_ms)),
-        ended_by: ended_by.unwrap_or_default(),
-        notes: i
-            .deliveries_without_proof
-            .iter()
-            .map(|seq| {
-                format!(
-                    "delivery reported at seq {seq} without proof: custody stays with {}",
-                    i.holder
-                )
-            })
-            .collect(),
-    }
-}
-
-fn interval_proofs_ok(i: &Interval, steps: &[Step]) -> bool {
-    let ok = |seq: u64| steps.iter().any(|s| s.seq == seq && s.proof_ok());
-    ok(i.from_seq) && i.to.is_none_or(|(seq, _)| ok(seq))
-}
-
-fn trace_json(
-    order: &pb::OrderView,
-    tc: &TrustedCheckpoint,
-    steps: &[Step],
-    custody: &[Interval],
-) -> Value {
-    let entries: Vec<Value> = steps
-        .iter()
-        .map(|s| {
-            let (summary, details) = describe(s, steps);
-            let e = s.entry.as_ref();
-            json!({
-                "seq": s.seq,
-                "time_ms": s.time_ms(),
-                "time": utc(s.time_ms()),
-                "signer": s.signer,
-                "command_kind": s.kind,
-                "summary": summary,
-                "details": details,
-                "accepted": e.map(|e| e.accepted),
-                "code": e.map(|e| e.code.clone()),
-                "message": e.map(|e| e.message.clone()),
-                "lapse": s.lapse(),
-                "hash": e.map(|e| hex::encode(e.hash)),
-                "proof": match &s.proof { Ok(()) => json!({"ok": true}), Err(m) => json!({"ok": false, "error": m}) },
-                "signature": s.signature.json(),
-            })
-        })
-        .collect();
-    let custody: Vec<Value> = custody
-        .iter()
-        .map(|i| {
-            json!({
-                "holder": i.holder,
-                "from_seq": i.from_seq,
-                "from_ms": i.from_ms,
-                "from_time": utc(i.from_ms),
-                "started_by": i.started_by,
-                "to_seq": i.to.map(|t| t.0),
-                "to_ms": i.to.map(|t| t.1),
-                "to_time": i.to.map(|t| utc(t.1)),
-                "ended_by": i.to.map(|_| i.ended_by.clone()),
-                "notes": i.notes,
-                "proofs_ok": interval_proofs_ok(i, steps),
-            })
-        })
-        .collect();
-    let disputes: Vec<Value> = order
-        .disputes
-        .iter()
-        .map(|d| {
-            json!({
-                "seq": d.seq,
-                "kind": d.kind,
-                "incident_ms": d.incident_ms,
-                "opened_by": d.opened_by,
-                "resolved": d.resolved,
-                "ruling": d.ruling.as_ref().map(|r| json!({
-                    "liable": r.liable, "rule": r.rule, "evidence": r.evidence, "resolved_seq": r.resolved_seq,
-                })),
-            })
-        })
-        .collect();
-    let cp = &tc.checkpoint;
-    json!({
-        "order_id": order.order_id,
-        "status": order.status,
-        "owner": order.owner,
-        "custodian": order.custodian,
-        "price_version": order.price_version,
-        "total": order.total,
-        "currency": order.currency,
-        "lease_deadline_ms": order.lease_deadline_ms,
-        "lease_lapsed": order.lease_lapsed,
-        "last_lapsed_owner": order.last_lapsed_owner,
-        "checkpoint": {
-            "origin": cp.origin,
-            "size": cp.size,
-            "root": hex::encode(cp.root),
-            "time_ms": cp.time_ms,
-            "signed_by": tc.signed_by,
-            "replicas": tc.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
-            "quorum": tc.quorum,
-        },
-        "history": order.history,
-        "entries": entries,
-        "custody": custody,
-        "disputes": disputes,
-        "proofs_verified": steps.iter().filter(|s| s.proof_ok()).count(),
-        "all_proofs_ok": steps.iter().all(Step::proof_ok),
-        "all_signatures_ok": steps.iter().all(|s| s.signature.ok()),
-    })
-}
-
-fn trace_text(
-    order: &pb::OrderView,
-    tc: &TrustedCheckpoint,
-    steps: &[Step],
-    custody: &[Interval],
-) -> String {
-    let cp = &tc.checkpoint;
-    let dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    let mut out = String::new();
-    out.push_str(&format!(
-        "order {}: {}, owner {}, custodian {}, price version {} total {} {}\n",
-        order.order_id,
-        order.status,
-        dash(&order.owner),
-        dash(&order.custodian),
-        order.price_version,
-        order.total,
-        order.currency
-    ));
-    if order.lease_deadline_ms != 0 {
-        out.push_str(&format!(
-            "lease deadline {}{}\n",
-            utc(order.lease_deadline_ms),
-            if order.lease_lapsed { " (passed)" } else { "" }
-        ));
-    }
-    if !order.last_lapsed_owner.is_empty() {
-        out.push_str(&format!("last lapsed owner {}\n", order.last_lapsed_owner));
-    }
-    let ok = steps.iter().filter(|s| s.proof_ok()).count();
-    out.push_str(&format!(
-        "checkpoint {} size {} root {}, cosigned by {} (quorum {} of {} replica keys)\n",
-        cp.origin,
-        cp.size,
-        hex::encode(cp.root),
-        tc.signed_by.join(", "),
-        tc.quorum,
-        tc.keys.len()
-    ));
-    out.push_str(&format!(
-        "proofs: {ok} of {} entries included in that checkpoint\n\ntimeline\n",
-        steps.len()
-    ));
-    for s in steps {
-        let (summary, _) = describe(s, steps);
-        out.push_str(&format!(
-            "{} seq {} {} {} — {}; {}\n",
-            s.mark(),
-            s.seq,
-            utc(s.time_ms()),
-            summary,
-            s.outcome(),
-            s.signature.text()
-        ));
-        if let Some(m) = s.lapse() {
-            out.push_str(&format!("    lapse: {m}\n"));
-        }
-        if let Err(e) = &s.proof {
-            out.push_str(&format!("    proof: {e}\n"));
-        }
-    }
-    out.push_str("\ncustody\n");
-    if custody.is_empty() {
-        out.push_str("  nobody has held the order\n");
-    }
-    for i in custody {
-        let mark = if interval_proofs_ok(i, steps) {
-            "[proof ok]"
-        } else {
-            "[proof FAILED]"
-        };
-        let to = match i.to {
-            Some((seq, ms)) => format!("to {} (seq {seq}): {}", utc(ms), i.ended_by),
-            None => "to now (still held)".to_string(),
-        };
-        out.push_str(&format!(
-            "{mark} held by {} from {} (seq {}, {}) {to}\n",
-            i.holder,
-            utc(i.from_ms),
-            i.from_seq,
-            i.started_by
-        ));
-        for n in &i.notes {
-            out.push_str(&format!("    note: {n}\n"));
-        }
-    }
-    if !order.disputes.is_empty() {
-        out.push_str("\ndisputes\n");
-        for d in &order.disputes {
-            let state = match &d.ruling {
-                Some(r) if d.resolved => format!(
-                    "resolved at seq {}: {} liable by rule {}",
-                    r.resolved_seq,
-                    if r.liable.is_empty() {
-                        "nobody"
-                    } else {
-                        &r.liable
-                    },
-                    r.rule
-                ),
-                _ => format!(
-                    "open (preview: arbor audit dispute {} --dispute {})",
-                    order.order_id, d.seq
-                ),
-            };
-            out.push_str(&format!(
-                "  seq {} {} by {}, incident {}: {state}\n",
-                d.seq,
-                d.kind,
-                d.opened_by,
-                utc(d.incident_ms)
-            ));
-        }
-    }
-    out
-}
+mod render;
+use render::{trace_json, trace_text};
 
 #[cfg(test)]
 mod tests {
@@ -886,7 +577,7 @@ mod tests {
             ),
         ];
         let view = pb::OrderView::default();
-        let c = custody(&view, &steps);
+        let c = render::custody(&view, &steps);
         let got: Vec<(&str, u64, Option<u64>)> = c
             .iter()
             .map(|i| (i.holder.as_str(), i.from_seq, i.to.map(|t| t.0)))
@@ -913,9 +604,9 @@ mod tests {
         // A proof failure marks the entry and the intervals it bounds.
         let mut bad = steps;
         bad[2].proof = Err("path does not lead to the root".into());
-        let c = custody(&view, &bad);
-        assert!(interval_proofs_ok(&c[0], &bad));
-        assert!(!interval_proofs_ok(&c[1], &bad));
+        let c = render::custody(&view, &bad);
+        assert!(render::interval_proofs_ok(&c[0], &bad));
+        assert!(!render::interval_proofs_ok(&c[1], &bad));
         assert_eq!(bad[2].mark(), "[proof FAILED]");
     }
 
@@ -944,7 +635,7 @@ mod tests {
             custodian: "n1".into(),
             ..Default::default()
         };
-        let c = custody(&view, &steps);
+        let c = render::custody(&view, &steps);
         let got: Vec<(&str, u64, Option<u64>)> = c
             .iter()
             .map(|i| (i.holder.as_str(), i.from_seq, i.to.map(|t| t.0)))

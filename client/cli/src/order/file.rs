@@ -1,0 +1,90 @@
+//! The order file `order register --file` reads (JSON).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use arbor_client::pb;
+use serde::Deserialize;
+
+/// `order.json` as `arbor order register` reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderFile {
+    order_id: String,
+    external_refs: Vec<RefFile>,
+    lines: Vec<LineFile>,
+    currency: String,
+    total: i64,
+    destination_region: String,
+    #[serde(default)]
+    requirements: Option<RequirementsFile>,
+    #[serde(default)]
+    promised_delivery_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequirementsFile {
+    #[serde(default)]
+    cold_chain: bool,
+    #[serde(default)]
+    hazmat: bool,
+    #[serde(default)]
+    category: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefFile {
+    channel: String,
+    external_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineFile {
+    sku: String,
+    quantity: u32,
+    unit_price: i64,
+}
+
+/// Parses the text of an order file.
+pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::Error> {
+    let f: OrderFile = serde_json::from_str(text)?;
+    Ok(pb::RegisterOrder {
+        order_id: f.order_id,
+        external_refs: f
+            .external_refs
+            .into_iter()
+            .map(|r| pb::ExternalRef {
+                channel: r.channel,
+                external_id: r.external_id,
+            })
+            .collect(),
+        lines: f
+            .lines
+            .into_iter()
+            .map(|l| pb::OrderLine {
+                sku: l.sku,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+            })
+            .collect(),
+        currency: f.currency,
+        total: f.total,
+        destination_region: f.destination_region,
+        requirements: f.requirements.map(|r| pb::Requirements {
+            cold_chain: r.cold_chain,
+            hazmat: r.hazmat,
+            category: r.category,
+        }),
+        promised_delivery_ms: f.promised_delivery_ms,
+    })
+}
+
+/// Reads an order file; errors name the file.
+pub fn load_order_file(path: &Path) -> Result<pb::RegisterOrder> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read order file {}", path.display()))?;
+    parse_order(&text).with_context(|| format!("order file {} is not valid", path.display()))
+}
