@@ -10,11 +10,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/arbor-target}"
 # RocksDB's C++ library (~13 min on 2 cores) is compiled once per machine and
 # profile, then linked from a cache: librocksdb-sys links a prebuilt
 # $ROCKSDB_LIB_DIR/librocksdb.a when ROCKSDB_LIB_DIR and ROCKSDB_STATIC are set.
-# The cache is keyed by the librocksdb-sys version in Cargo.lock.
-rocksdb_version() {
-  grep -A1 '^name = "librocksdb-sys"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p'
+# The cache is keyed by the librocksdb-sys version in Cargo.lock and the
+# rocksdb line of Cargo.toml (its features decide what the C++ is built with).
+rocksdb_key() {
+  local version features
+  version="$(grep -A1 '^name = "librocksdb-sys"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')"
+  features="$(grep '^rocksdb = ' Cargo.toml | sha256sum | cut -c1-8)"
+  echo "$version-$features"
 }
-ARBOR_ROCKSDB_CACHE="${ARBOR_ROCKSDB_CACHE:-$HOME/.cache/arbor-rocksdb/$(rocksdb_version)}"
+ARBOR_ROCKSDB_CACHE="${ARBOR_ROCKSDB_CACHE:-$HOME/.cache/arbor-rocksdb/$(rocksdb_key)}"
 
 # use_prebuilt_rocksdb PROFILE: link the cached library of PROFILE (debug or
 # release) from now on, if there is one. Returns 1 if there is none yet.
@@ -32,7 +36,7 @@ use_prebuilt_rocksdb() {
 # library in the cache (atomically) and link it from now on.
 save_prebuilt_rocksdb() {
   local dir="$ARBOR_ROCKSDB_CACHE/$1" lib
-  lib="$(ls -t "$CARGO_TARGET_DIR/$1"/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1)"
+  lib="$(ls -t "$CARGO_TARGET_DIR/$1"/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)"
   if [ -n "$lib" ]; then
     mkdir -p "$dir"
     cp "$lib" "$dir/librocksdb.a.tmp.$$" && mv "$dir/librocksdb.a.tmp.$$" "$dir/librocksdb.a"
