@@ -1,10 +1,10 @@
 //! The client API: signed commands in, outcomes and ledger reads out.
 //!
 //! Writes and default (linearizable) reads are served by the leader; a
-//! follower forwards them (see `routing.rs`). Admission — decoding, structure,
-//! signer, role, signature — happens on the leader before proposing, so
-//! nothing refused is ever appended; the state machine repeats the
-//! deterministic part of it at apply time.
+//! follower forwards them (see `routing.rs`). The write path — admission
+//! (decoding, structure, signer, role, signature) on the leader before
+//! proposing, so nothing refused is ever appended — is in `write.rs`; the
+//! state machine repeats the deterministic part of it at apply time.
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
@@ -14,17 +14,16 @@ use arbor_proto::pb;
 use arbor_proto::pb::arbor_server::Arbor;
 use arbor_proto::rules;
 use openraft::ReadPolicy;
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
-use super::routing::{self, route};
+use super::routing::route;
 use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
 use crate::proofs::LeafCache;
-use crate::storage::{AppliedHead, CheckedView, LedgerReader, ReadError};
-use crate::types::{NodeId, Request as RaftRequest, Response as RaftResponse};
+use crate::storage::{AppliedHead, CheckedView, LedgerReader};
+use crate::types::NodeId;
 use crate::Raft;
 
 const DEFAULT_ENTRIES: u32 = 1000;
@@ -35,19 +34,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Why admission did not admit a command.
-enum Admit {
-    Refused(rules::Refusal),
-    /// Reading the state it is judged against failed (nothing decided).
-    Storage(ReadError),
-}
-
-impl From<rules::Refusal> for Admit {
-    fn from(r: rules::Refusal) -> Admit {
-        Admit::Refused(r)
-    }
 }
 
 #[derive(Clone)]
@@ -99,125 +85,6 @@ impl ArborApi {
             .order_history(order_id)
             .map_err(status::internal)?;
         Ok(order.to_pb(history, now_ms()))
-    }
-
-    /// Proposes a command on this (leader) replica and waits for its outcome.
-    async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
-        let bytes = env.encode_to_vec();
-        let slot = self.admission.reserve()?;
-        let admitted = self.admit(&bytes).await;
-        drop(slot);
-        let key = match admitted {
-            Ok(key) => key,
-            // A resend of an applied command gets its original outcome even
-            // if admission now refuses it (the signer's key changed since).
-            // Looked up only on refusal: admitted resends are answered by the
-            // state machine's own deduplication, off the hot path's reads.
-            Err(Admit::Storage(e)) => {
-                return Err(status::unavailable(
-                    format!("this replica cannot read its state to admit the command: {e}"),
-                    None,
-                ))
-            }
-            Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
-                Some(reply) => return Ok(reply),
-                None => return Err(status::refusal(&refusal)),
-            },
-        };
-        let req = RaftRequest {
-            command: bytes,
-            time_ms: now_ms(),
-            genesis: false,
-            verified_key: key.unwrap_or_default(),
-        };
-        let resp = match self.raft.client_write(req).await {
-            Ok(r) => r.response().clone(),
-            Err(e) => {
-                if let Some(f) = e.forward_to_leader() {
-                    if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
-                        // Leadership moved while proposing: the new leader decides.
-                        // A resend is safe, the command id deduplicates it.
-                        return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
-                            c.submit(r).await
-                        })
-                        .await
-                        .map(|r| r.into_inner());
-                    }
-                }
-                return Err(status::unavailable(
-                    format!("command not committed: {e}"),
-                    None,
-                ));
-            }
-        };
-        match resp {
-            RaftResponse::Appended {
-                seq,
-                ref outcome,
-                hash,
-            }
-            | RaftResponse::Duplicate {
-                seq,
-                ref outcome,
-                hash,
-            } => {
-                let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
-                Ok(pb::SubmitReply {
-                    seq,
-                    outcome: Some(pb::Outcome {
-                        accepted: outcome.accepted,
-                        code: outcome.code.clone(),
-                        message: outcome.message.clone(),
-                    }),
-                    entry_hash: hash.to_vec(),
-                    duplicate,
-                })
-            }
-            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message)),
-            RaftResponse::Noop => Err(status::internal("state machine returned no outcome")),
-        }
-    }
-
-    /// Admission (`rules::decode`, `rules::authorize`, then the signature, checked in a batch):
-    /// the key the signature was verified against (`None` for genesis).
-    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, Admit> {
-        let admitted = rules::decode(bytes)?;
-        let view = CheckedView::new(&self.reader);
-        let authorized = rules::authorize(&view, &admitted, false);
-        view.finish().map_err(Admit::Storage)?;
-        let Some(party) = authorized? else {
-            return Ok(None);
-        };
-        let key = party.public_key.clone();
-        let cluster_id = self
-            .admission
-            .cluster_id(|| self.reader.config().ok().flatten().map(|c| c.cluster_id))
-            .ok_or(rules::Refusal::NoGenesis)?;
-        self.admission
-            .check_signature(admitted, party, cluster_id)
-            .await?;
-        Ok(Some(key))
-    }
-
-    /// The original reply if this exact command is already in the ledger.
-    fn applied_before(&self, env: &pb::SignedCommand) -> Result<Option<pb::SubmitReply>, Status> {
-        let id = arbor_proto::ledger::command_id(&env.signer, &env.command);
-        let Some(seq) = self.reader.command_seq(&id).map_err(status::internal)? else {
-            return Ok(None);
-        };
-        let Some(e) = self.reader.entry(seq).map_err(status::internal)? else {
-            return Ok(None);
-        };
-        Ok(Some(pb::SubmitReply {
-            seq,
-            outcome: Some(pb::Outcome {
-                accepted: e.accepted,
-                code: e.code.clone(),
-                message: e.message.clone(),
-            }),
-            entry_hash: e.hash.to_vec(),
-            duplicate: true,
-        }))
     }
 
     fn members(&self) -> Vec<pb::Member> {

@@ -11,6 +11,7 @@ pub mod raft_api;
 pub mod routing;
 pub mod status;
 pub mod watch;
+mod write;
 
 pub use client_api::ArborApi;
 pub use raft_api::RaftApi;

@@ -1,0 +1,148 @@
+//! The write path: admission (decode, authorize, the signature checked in a
+//! batch — `admission.rs`) and proposal through raft, with the answer to a
+//! resend. `Submit` on the leader comes here; followers forward it first.
+
+use arbor_proto::pb;
+use arbor_proto::rules;
+use prost::Message;
+use tonic::Status;
+
+use super::client_api::{now_ms, ArborApi};
+use super::routing;
+use super::status;
+use crate::storage::{CheckedView, ReadError};
+use crate::types::{Request as RaftRequest, Response as RaftResponse};
+
+/// Why admission did not admit a command.
+enum Admit {
+    Refused(rules::Refusal),
+    /// Reading the state it is judged against failed (nothing decided).
+    Storage(ReadError),
+}
+
+impl From<rules::Refusal> for Admit {
+    fn from(r: rules::Refusal) -> Admit {
+        Admit::Refused(r)
+    }
+}
+
+impl ArborApi {
+    /// Proposes a command on this (leader) replica and waits for its outcome.
+    pub(super) async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
+        let bytes = env.encode_to_vec();
+        let slot = self.admission.reserve()?;
+        let admitted = self.admit(&bytes).await;
+        drop(slot);
+        let key = match admitted {
+            Ok(key) => key,
+            // A resend of an applied command gets its original outcome even
+            // if admission now refuses it (the signer's key changed since).
+            // Looked up only on refusal: admitted resends are answered by the
+            // state machine's own deduplication, off the hot path's reads.
+            Err(Admit::Storage(e)) => {
+                return Err(status::unavailable(
+                    format!("this replica cannot read its state to admit the command: {e}"),
+                    None,
+                ))
+            }
+            Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
+                Some(reply) => return Ok(reply),
+                None => return Err(status::refusal(&refusal)),
+            },
+        };
+        let req = RaftRequest {
+            command: bytes,
+            time_ms: now_ms(),
+            genesis: false,
+            verified_key: key.unwrap_or_default(),
+        };
+        let resp = match self.raft.client_write(req).await {
+            Ok(r) => r.response().clone(),
+            Err(e) => {
+                if let Some(f) = e.forward_to_leader() {
+                    if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
+                        // Leadership moved while proposing: the new leader decides.
+                        // A resend is safe, the command id deduplicates it.
+                        return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
+                            c.submit(r).await
+                        })
+                        .await
+                        .map(|r| r.into_inner());
+                    }
+                }
+                return Err(status::unavailable(
+                    format!("command not committed: {e}"),
+                    None,
+                ));
+            }
+        };
+        match resp {
+            RaftResponse::Appended {
+                seq,
+                ref outcome,
+                hash,
+            }
+            | RaftResponse::Duplicate {
+                seq,
+                ref outcome,
+                hash,
+            } => {
+                let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
+                Ok(pb::SubmitReply {
+                    seq,
+                    outcome: Some(pb::Outcome {
+                        accepted: outcome.accepted,
+                        code: outcome.code.clone(),
+                        message: outcome.message.clone(),
+                    }),
+                    entry_hash: hash.to_vec(),
+                    duplicate,
+                })
+            }
+            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message)),
+            RaftResponse::Noop => Err(status::internal("state machine returned no outcome")),
+        }
+    }
+
+    /// Admission (`rules::decode`, `rules::authorize`, then the signature, checked in a batch):
+    /// the key the signature was verified against (`None` for genesis).
+    async fn admit(&self, bytes: &[u8]) -> Result<Option<Vec<u8>>, Admit> {
+        let admitted = rules::decode(bytes)?;
+        let view = CheckedView::new(&self.reader);
+        let authorized = rules::authorize(&view, &admitted, false);
+        view.finish().map_err(Admit::Storage)?;
+        let Some(party) = authorized? else {
+            return Ok(None);
+        };
+        let key = party.public_key.clone();
+        let cluster_id = self
+            .admission
+            .cluster_id(|| self.reader.config().ok().flatten().map(|c| c.cluster_id))
+            .ok_or(rules::Refusal::NoGenesis)?;
+        self.admission
+            .check_signature(admitted, party, cluster_id)
+            .await?;
+        Ok(Some(key))
+    }
+
+    /// The original reply if this exact command is already in the ledger.
+    fn applied_before(&self, env: &pb::SignedCommand) -> Result<Option<pb::SubmitReply>, Status> {
+        let id = arbor_proto::ledger::command_id(&env.signer, &env.command);
+        let Some(seq) = self.reader.command_seq(&id).map_err(status::internal)? else {
+            return Ok(None);
+        };
+        let Some(e) = self.reader.entry(seq).map_err(status::internal)? else {
+            return Ok(None);
+        };
+        Ok(Some(pb::SubmitReply {
+            seq,
+            outcome: Some(pb::Outcome {
+                accepted: e.accepted,
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            entry_hash: e.hash.to_vec(),
+            duplicate: true,
+        }))
+    }
+}
