@@ -135,13 +135,18 @@ impl TlsMaterial {
 /// Whether `cert` (already verified against the cluster CA by the TLS layer)
 /// names replica `node_id`.
 pub fn cert_names_replica(cert: &CertificateDer<'_>, node_id: u64) -> bool {
+    cert_names_any(cert, [node_id])
+}
+
+/// Whether `cert` names any of the replicas `node_ids` (parsed once).
+pub fn cert_names_any(cert: &CertificateDer<'_>, node_ids: impl IntoIterator<Item = u64>) -> bool {
     let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
         return false;
     };
-    let Ok(name) = ServerName::try_from(replica_dns_name(node_id)) else {
-        return false;
-    };
-    ee.verify_is_valid_for_subject_name(&name).is_ok()
+    node_ids.into_iter().any(|id| {
+        ServerName::try_from(replica_dns_name(id))
+            .is_ok_and(|name| ee.verify_is_valid_for_subject_name(&name).is_ok())
+    })
 }
 
 #[cfg(test)]
@@ -160,6 +165,8 @@ mod tests {
         assert!(cert_names_replica(&der, 2));
         assert!(!cert_names_replica(&der, 1));
         assert!(!cert_names_replica(&der, 22));
+        assert!(cert_names_any(&der, [1, 2, 3]));
+        assert!(!cert_names_any(&der, [1, 3]));
     }
 
     #[test]

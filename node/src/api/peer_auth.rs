@@ -20,7 +20,7 @@ use tonic::{Request, Status};
 use tracing::warn;
 
 use super::client_api::now_ms;
-use crate::tls::cert_names_replica;
+use crate::tls::{cert_names_any, cert_names_replica};
 use crate::types::NodeId;
 use crate::Raft;
 
@@ -55,13 +55,17 @@ impl PeerAuth {
         status
     }
 
-    fn cert<T>(&self, req: &Request<T>) -> Result<Option<CertificateDer<'static>>, Status> {
+    /// The caller's certificate chain (its first entry is the caller's own);
+    /// `None` without TLS.
+    fn certs<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<Option<Arc<Vec<CertificateDer<'static>>>>, Status> {
         if !self.tls {
             return Ok(None);
         }
-        let certs = req.peer_certs();
-        match certs.as_ref().and_then(|c| c.first()) {
-            Some(c) => Ok(Some(c.clone())),
+        match req.peer_certs().filter(|c| !c.is_empty()) {
+            Some(c) => Ok(Some(c)),
             None => Err(self.refuse(
                 status::unauthenticated("the peer port needs a replica certificate"),
                 req.remote_addr(),
@@ -71,17 +75,23 @@ impl PeerAuth {
 
     /// Refuses a caller whose certificate names no current member.
     pub fn member<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let Some(cert) = self.cert(req)? else {
+        let Some(certs) = self.certs(req)? else {
             return Ok(());
         };
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        let membership = metrics.membership_config.membership();
-        let mut ids = membership.nodes().map(|(id, _)| *id).peekable();
-        if ids.peek().is_none() {
+        let ids: Vec<NodeId> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        if ids.is_empty() {
             // Not yet part of a cluster: any replica of this CA may add us.
             return Ok(());
         }
-        if ids.any(|id| cert_names_replica(&cert, id)) {
+        if cert_names_any(&certs[0], ids) {
             return Ok(());
         }
         Err(self.refuse(
@@ -94,10 +104,10 @@ impl PeerAuth {
 
     /// Refuses a raft message whose claimed sender is not the certificate's replica.
     pub fn claims<T>(&self, req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
-        let Some(cert) = self.cert(req)? else {
+        let Some(certs) = self.certs(req)? else {
             return Ok(());
         };
-        if cert_names_replica(&cert, claimed) {
+        if cert_names_replica(&certs[0], claimed) {
             return Ok(());
         }
         Err(self.refuse(
