@@ -26,7 +26,9 @@ pub enum Leader {
 }
 
 pub fn leader(raft: &Raft) -> Leader {
-    let m = raft.metrics().borrow_watched().clone();
+    // Read in place: this runs on every routed request.
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
     if m.state == ServerState::Leader {
         return Leader::Me;
     }
