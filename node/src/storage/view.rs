@@ -68,3 +68,31 @@ impl StateView for CheckedView<'_> {
         self.keep(self.reader.desired_membership())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::keys::CF_PARTIES;
+    use crate::storage::{cf, open};
+
+    /// A corrupted record reaches the rules as "absent" and is reported
+    /// afterwards, instead of panicking (admission then answers UNAVAILABLE).
+    #[test]
+    fn a_failed_read_is_kept_and_reported_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let db = sm.db.clone();
+        db.put_cf(cf(&db, CF_PARTIES), b"store-1", b"{not json")
+            .unwrap();
+        let reader = sm.reader();
+        let view = CheckedView::new(&reader);
+        assert!(view.party("store-1").is_none());
+        assert!(view.party("nobody").is_none());
+        let e = view.finish().unwrap_err().to_string();
+        assert!(e.contains("parties/store-1"), "{e}");
+
+        let view = CheckedView::new(&reader);
+        assert!(view.party("nobody").is_none());
+        view.finish().expect("an absent record is no error");
+    }
+}
