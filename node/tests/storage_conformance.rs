@@ -82,6 +82,12 @@ fn enroll(party_id: &str, k: u8, role: pb::Role, kind: pb::NodeKind) -> Body {
         role: role as i32,
         kind: kind as i32,
         public_key: public(k),
+        // The channel "shop" registers the references of its web store.
+        channel_names: if role == pb::Role::Channel {
+            vec!["web".into()]
+        } else {
+            Vec::new()
+        },
     })
 }
 
