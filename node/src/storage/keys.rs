@@ -16,6 +16,7 @@
 //! | `sm_meta` | `head`, `last_applied`, `membership` (raft's), `config`, `replicas` (the ledger's desired membership) | serde_json |
 //! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json |
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
+//! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
 //! comparator, so iterating `raft_log` or `ledger` walks them in order.
@@ -42,6 +43,9 @@ pub const CF_SM_META: &str = "sm_meta";
 pub const CF_PROFILES: &str = "profiles";
 /// A node's counters (open orders for capacity, claims, lapses, ...).
 pub const CF_STATS: &str = "node_stats";
+/// Orders under a lease by deadline, for the lease sweep (derived from
+/// `orders`, not in snapshots: see `storage::leases`).
+pub const CF_LEASES: &str = "leases";
 
 /// The column families that make up the state machine, i.e. what a snapshot
 /// carries. A snapshot record's tag is `1 +` the index in this list, so the
@@ -59,7 +63,7 @@ pub const STATE_MACHINE_CFS: [&str; 9] = [
 ];
 
 /// Every column family the database is opened with.
-pub const ALL_CFS: [&str; 11] = [
+pub const ALL_CFS: [&str; 12] = [
     CF_LOG,
     CF_RAFT_META,
     CF_LEDGER,
@@ -71,6 +75,7 @@ pub const ALL_CFS: [&str; 11] = [
     CF_SM_META,
     CF_PROFILES,
     CF_STATS,
+    CF_LEASES,
 ];
 
 // Keys of `raft_meta`.

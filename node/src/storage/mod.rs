@@ -32,6 +32,7 @@
 
 mod feed;
 pub mod keys;
+mod leases;
 mod log_store;
 mod overlay;
 mod reader;
@@ -57,6 +58,12 @@ pub use view::CheckedView;
 pub enum StorageError {
     #[error("cannot create storage directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot build the lease index of {path}: {source}")]
+    LeaseIndex {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -95,6 +102,10 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
             path: db_path.clone(),
             source,
         })?;
+    leases::ensure_built(&db).map_err(|source| StorageError::LeaseIndex {
+        path: db_path.clone(),
+        source,
+    })?;
     let db = Arc::new(db);
     Ok((
         LogStore::new(db.clone()),
