@@ -458,3 +458,219 @@ pub fn document(
         "epcisBody": { "eventList": events },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Sig;
+    use arbor_proto::ledger::checkpoint::Checkpoint;
+    use arbor_proto::ledger::Entry;
+
+    fn step(seq: u64, signer: &str, accepted: bool, body: Body) -> Step {
+        Step {
+            seq,
+            proof: Ok(()),
+            entry: Some(Entry {
+                seq,
+                time_ms: 1_765_000_000_000 + seq,
+                command: Vec::new(),
+                accepted,
+                code: if accepted {
+                    "accepted"
+                } else {
+                    "already_owned"
+                }
+                .into(),
+                message: String::new(),
+                order_id: "o-1".into(),
+                order_prev_seq: 0,
+                prev_hash: [0; 32],
+                hash: [seq as u8; 32],
+            }),
+            signer: signer.into(),
+            kind: "x".into(),
+            body: Some(body),
+            signature: Sig::Verified { key_seq: 0 },
+        }
+    }
+
+    fn tc() -> TrustedCheckpoint {
+        TrustedCheckpoint {
+            reply: pb::CheckpointReply {
+                note: "arbor/c1\n9\nAAAA\n".into(),
+                ..Default::default()
+            },
+            checkpoint: Checkpoint {
+                origin: "arbor/c1".into(),
+                size: 9,
+                root: [7; 32],
+                time_ms: 1_765_000_000_100,
+            },
+            signed_by: vec!["arbor-replica-1".into()],
+            keys: vec![],
+            quorum: 1,
+        }
+    }
+
+    fn milestone(m: pb::Milestone, carrier: &str, pod: &str) -> Body {
+        Body::ReportMilestone(pb::ReportMilestone {
+            order_id: "o-1".into(),
+            milestone: m as i32,
+            carrier: carrier.into(),
+            tracking_id: if carrier.is_empty() { "" } else { "T 1" }.into(),
+            proof_of_delivery: pod.into(),
+            ..Default::default()
+        })
+    }
+
+    /// GS1's schema beside the clone (or a parent of it), as the cluster test finds it.
+    fn schema() -> Option<jsonschema::Validator> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = std::env::var_os("ARBOR_EPCIS_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                root.canonicalize()
+                    .ok()?
+                    .ancestors()
+                    .skip(1)
+                    .map(|d| d.join("shared/epcis"))
+                    .find(|d| d.is_dir())
+            })?;
+        let text = std::fs::read_to_string(dir.join("EPCIS-JSON-Schema.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&v)
+            .ok()
+    }
+
+    #[test]
+    fn custody_events_map_to_cbv_and_validate() {
+        let claim = Body::ClaimOrder(pb::ClaimOrder {
+            order_id: "o-1".into(),
+            price_version: 1,
+            total: 5,
+        });
+        let steps = [
+            step(2, "n1", true, claim.clone()),
+            step(3, "n9", false, claim),
+            step(
+                4,
+                "n1",
+                true,
+                Body::OfferHandoff(pb::OfferHandoff {
+                    order_id: "o-1".into(),
+                    to: "wh@x/1".into(),
+                    expires_in_ms: 1,
+                }),
+            ),
+            step(
+                5,
+                "wh@x/1",
+                true,
+                Body::AcceptHandoff(pb::AcceptHandoff {
+                    order_id: "o-1".into(),
+                    offer_seq: 4,
+                    damaged: true,
+                    note: "<b>dented</b>".into(),
+                }),
+            ),
+            step(
+                6,
+                "wh@x/1",
+                true,
+                milestone(pb::Milestone::Shipped, "sf", ""),
+            ),
+            step(
+                7,
+                "wh@x/1",
+                true,
+                milestone(pb::Milestone::Delivered, "", "pod-1"),
+            ),
+            step(
+                8,
+                "wh@x/1",
+                true,
+                Body::ReceiveReturn(pb::ReceiveReturn {
+                    order_id: "o-1".into(),
+                    refund: 5,
+                    price_version: 1,
+                }),
+            ),
+        ];
+        let lines = [pb::OrderLine {
+            sku: "sku 1".into(),
+            quantity: 2,
+            unit_price: 1,
+        }];
+        let sources: Vec<Source<'_>> = steps
+            .iter()
+            .filter(|s| is_custody(s))
+            .map(|s| Source {
+                step: s,
+                order_id: "o-1",
+                lines: &lines,
+                offered_by: (s.seq == 5).then_some("n1"),
+            })
+            .collect();
+        let doc = document("c1", &tc(), &sources, 1_765_000_000_200);
+        let ev = doc["epcisBody"]["eventList"].as_array().unwrap();
+        let got: Vec<(u64, &str, &str)> = ev
+            .iter()
+            .map(|e| {
+                (
+                    e["arbor:seq"].as_u64().unwrap(),
+                    e["bizStep"].as_str().unwrap(),
+                    e["disposition"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        // The rejected claim and the offer are not custody events.
+        assert_eq!(
+            got,
+            [
+                (2, "accepting", "in_progress"),
+                (5, "receiving", "damaged"),
+                (6, "shipping", "in_transit"),
+                (7, "arriving", "-"),
+                (8, "receiving", "returned"),
+            ]
+        );
+        assert_eq!(ev[1]["sourceList"][0]["source"], "urn:arbor:c1:party:n1");
+        assert_eq!(
+            ev[1]["destinationList"][0]["destination"],
+            "urn:arbor:c1:party:wh@x/1"
+        );
+        assert_eq!(ev[1]["arbor:note"], "<b>dented</b>");
+        assert_eq!(
+            ev[2]["destinationList"][0]["destination"],
+            "urn:arbor:c1:party:sf"
+        );
+        assert!(ev[2].get("bizLocation").is_none());
+        assert_eq!(
+            ev[2]["bizTransactionList"][0]["bizTransaction"],
+            "urn:arbor:c1:tracking:sf:T%201"
+        );
+        assert_eq!(
+            ev[0]["quantityList"][0]["epcClass"],
+            "urn:arbor:c1:sku:sku%201"
+        );
+        assert_eq!(ev[0]["arbor:entryHash"], hex::encode([2u8; 32]));
+        assert_eq!(ev[0]["eventTime"], "2025-12-06T05:46:40.002Z");
+        assert_eq!(doc["arbor:checkpoint"]["arbor:size"], 9);
+
+        let v = schema().expect(
+            "GS1's EPCIS schema in shared/epcis/ beside the clone (or set ARBOR_EPCIS_DIR)",
+        );
+        let errors: Vec<String> = v
+            .iter_errors(&doc)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert_eq!(errors, Vec::<String>::new(), "{doc:#}");
+        // A wrong CBV value is caught: the validation means something.
+        let mut bad = doc.clone();
+        bad["epcisBody"]["eventList"][0]["bizStep"] =
+            "urn:epcglobal:cbv:bizstep:teleporting".into();
+        assert!(!v.is_valid(&bad));
+    }
+}

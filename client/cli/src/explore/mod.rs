@@ -14,7 +14,7 @@
 //! reference (`channel/external-id`) or a party, `/order?id=` an order's
 //! timeline, custody, prices and disputes, `/node?id=` a party's page,
 //! `/tail` the live tail (rows from [`Client::watch`], polled by
-//! `tail.js` at `/tail/rows?after=SEQ`).
+//! `tail.js` at `/tail/rows?after=SEQ`; `/tail?upto=SEQ` starts it at SEQ).
 
 mod node;
 mod pages;
@@ -267,8 +267,19 @@ async fn node_page(State(x): State<Shared>, Query(Id { id }): Query<Id>) -> Resp
     html(StatusCode::OK, pages::node(&page))
 }
 
-async fn tail_page(State(x): State<Shared>) -> Response {
-    let (rows, error) = x.tail.snapshot(None);
+#[derive(Deserialize)]
+struct Upto {
+    #[serde(default)]
+    upto: Option<u64>,
+}
+
+/// The tail; `?upto=SEQ` renders it as of entry SEQ, the script then
+/// fetches everything newer (how the browser test checks the script).
+async fn tail_page(State(x): State<Shared>, Query(Upto { upto }): Query<Upto>) -> Response {
+    let (mut rows, error) = x.tail.snapshot(None);
+    if let Some(u) = upto {
+        rows.retain(|r| r.seq <= u);
+    }
     html(StatusCode::OK, pages::tail(&rows, error.as_deref()))
 }
 

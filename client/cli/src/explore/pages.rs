@@ -334,7 +334,7 @@ pub fn order(
                             tr.entry id=(format!("e{}", s.seq)) data-seq=(s.seq) data-proof=(if s.proof_ok() { "verified" } else { "failed" })
                                 data-signature=(if s.signature.ok() { "verified" } else { "failed" }) {
                                 td { (s.seq) }
-                                td { (utc(s.time_ms())) }
+                                td.time { (utc(s.time_ms())) }
                                 td { (party_link(&s.signer)) }
                                 td { code { (s.kind) } br; (describe(s, steps).0)
                                     @if let Some(l) = s.lapse() { br; span.tag { "lapse" } " " (l) } }
@@ -356,11 +356,12 @@ pub fn order(
 
 pub fn node(p: &NodePage) -> Markup {
     let party = &p.party;
+    let name = |n: &str, prefix: &str| n.strip_prefix(prefix).unwrap_or(n).to_ascii_lowercase();
     let role = pb::Role::try_from(party.role)
-        .map(|r| r.as_str_name().to_ascii_lowercase())
+        .map(|r| name(r.as_str_name(), "ROLE_"))
         .unwrap_or_else(|_| "unknown".into());
     let kind = pb::NodeKind::try_from(party.kind)
-        .map(|k| k.as_str_name().to_ascii_lowercase())
+        .map(|k| name(k.as_str_name(), "NODE_KIND_"))
         .unwrap_or_else(|_| "unknown".into());
     layout(
         &format!("Party {}", party.party_id),
@@ -452,7 +453,7 @@ pub fn tail_rows(rows: &[Row]) -> Markup {
         @for r in rows {
             tr data-seq=(r.seq) class=(if r.accepted { "accepted" } else { "rejected" }) {
                 td { (r.seq) }
-                td { (utc(r.time_ms)) }
+                td.time { (utc(r.time_ms)) }
                 td { @if r.order_id.is_empty() { span.muted { "-" } } @else { (order_link(&r.order_id)) } }
                 td { (party_link(&r.signer)) }
                 td { code { (r.kind) } }

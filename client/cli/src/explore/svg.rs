@@ -17,15 +17,22 @@ const BAR_Y: f64 = 28.0;
 const BAR_H: f64 = 44.0;
 const HEIGHT: f64 = 132.0;
 
-/// Colour of a holder: stable per name, from a small palette.
-fn colour(holder: &str) -> &'static str {
-    const PALETTE: [&str; 8] = [
-        "#4e79a7", "#59a14f", "#b07aa1", "#f28e2b", "#76b7b2", "#edc948", "#9c755f", "#e15759",
-    ];
-    let h = holder
-        .bytes()
-        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-    PALETTE[h as usize % PALETTE.len()]
+/// Colours of the holders, in the order they first held the goods.
+const PALETTE: [&str; 7] = [
+    "#4e79a7", "#59a14f", "#b07aa1", "#e15759", "#76b7b2", "#9c755f", "#edc948",
+];
+
+/// The colour of `holder`: by when it first appears in `custody`, so that
+/// successive holders differ.
+fn colour(custody: &[Interval], holder: &str) -> &'static str {
+    let mut seen: Vec<&str> = Vec::new();
+    for i in custody {
+        if !seen.contains(&i.holder.as_str()) {
+            seen.push(&i.holder);
+        }
+    }
+    let n = seen.iter().position(|h| *h == holder).unwrap_or(0);
+    PALETTE[n % PALETTE.len()]
 }
 
 /// Whether the interval is a carrier's (it began with the shipping milestone).
@@ -90,12 +97,12 @@ pub fn custody_bar(custody: &[Interval], now_ms: u64) -> Markup {
                         @if let Some(t) = i.to { " (seq " (t.0) ", " (i.ended_by) ")" } }
                     rect x=(format!("{x:.1}")) y=(BAR_Y) width=(format!("{:.1}", (w - 2.0).max(1.0)))
                         height=(BAR_H) rx="4"
-                        fill=(if carrier { "url(#hatch)" } else { colour(&i.holder) })
+                        fill=(if carrier { "url(#hatch)" } else { colour(custody, &i.holder) })
                         stroke=(if i.to.is_none() { "#333" } else { "none" })
                         stroke-dasharray=(if i.to.is_none() { "6 3" } else { "" }) {}
                     text x=(format!("{:.1}", x + 6.0)) y=(BAR_Y + 18.0) class="holder" { (i.holder) }
                     text x=(format!("{:.1}", x + 6.0)) y=(BAR_Y + 34.0) class="sub" {
-                        @if carrier { "carrier window" } @else { (i.started_by.split(" (").next().unwrap_or_default()) }
+                        @if carrier { "carrier window" } @else if i.started_by.starts_with("accepted handoff") { "handoff in" } @else { (i.started_by.split(" (").next().unwrap_or_default()) }
                     }
                     text x=(format!("{x:.1}")) y=(BAR_Y + BAR_H + 16.0) class="tick" { "seq " (i.from_seq) }
                     text x=(format!("{x:.1}")) y=(BAR_Y + BAR_H + 30.0) class="tick" { (utc(i.from_ms)) }
