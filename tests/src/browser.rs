@@ -59,7 +59,6 @@ impl Browser {
             "--disable-sync",
             "--metrics-recording-only",
             "--hide-scrollbars",
-            "--window-size=1280,1700",
         ])
         .arg(format!("--user-data-dir={}", self.profile.path().display()))
         .kill_on_drop(true)
@@ -89,15 +88,23 @@ impl Browser {
         if let Some(ms) = virtual_ms {
             c.arg(format!("--virtual-time-budget={ms}"));
         }
-        c.arg("--dump-dom").arg(url);
+        c.arg("--window-size=1280,1700").arg("--dump-dom").arg(url);
         let out = self.run(c, &format!("--dump-dom {url}")).await;
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// A PNG screenshot of the page at `path`.
+    /// A PNG screenshot of the page at `path` (1280x1700 CSS pixels).
     pub async fn screenshot(&self, url: &str, path: &Path) {
+        self.screenshot_at(url, path, (1280, 1700), 1.0).await
+    }
+
+    /// A PNG screenshot of the top `size` CSS pixels of the page, rendered at `scale`.
+    pub async fn screenshot_at(&self, url: &str, path: &Path, size: (u32, u32), scale: f32) {
         let mut c = self.command();
-        c.arg(format!("--screenshot={}", path.display())).arg(url);
+        c.arg(format!("--window-size={},{}", size.0, size.1))
+            .arg(format!("--force-device-scale-factor={scale}"))
+            .arg(format!("--screenshot={}", path.display()))
+            .arg(url);
         self.run(c, &format!("--screenshot {url}")).await;
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "screenshot {} is {len} bytes", path.display());

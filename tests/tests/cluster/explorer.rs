@@ -324,6 +324,15 @@ async fn explorer_in_chromium_and_epcis_export() {
     browser
         .screenshot(&order_url, &shots.join("order.png"))
         .await;
+    // The one in the README (docs/img/explorer-order.png): the top of the page, smaller.
+    browser
+        .screenshot_at(
+            &order_url,
+            &shots.join("order-readme.png"),
+            (1100, 1180),
+            0.75,
+        )
+        .await;
 
     // Search: by external reference and by order id land on the order.
     for q in ["shop/PO-7781", ORDER] {
@@ -340,6 +349,22 @@ async fn explorer_in_chromium_and_epcis_export() {
     }
     let dom = browser.dom(&ex.url("/search?q=no-such-thing"), None).await;
     assert!(dom.contains("No order, external reference"), "{dom}");
+    // A hostile query is echoed as text; an unknown order is a 404 page.
+    let dom = browser
+        .dom(
+            &ex.url("/search?q=%3Cscript%3Edocument.body.id%3D1%3C%2Fscript%3E"),
+            None,
+        )
+        .await;
+    assert!(
+        dom.contains("<body><header>") && dom.contains("&lt;script&gt;document.body.id"),
+        "{dom}"
+    );
+    let dom = browser.dom(&ex.url("/order?id=o-nope"), None).await;
+    assert!(
+        dom.contains("<h1>404 Not Found</h1>") && dom.contains("o-nope"),
+        "{dom}"
+    );
 
     // A node's page: profile versions, counters, the shipment.
     let node_url = ex.url("/node?id=wh-east");

@@ -294,3 +294,20 @@ pub(crate) fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn a_non_loopback_address_needs_allow_remote() {
+        let cli = crate::Cli::try_parse_from(["arbor", "audit", "serve", "--listen", "0.0.0.0:0"])
+            .expect("parses");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let err = rt.block_on(crate::run(cli)).err().expect("refused");
+        assert!(err.to_string().contains("--allow-remote"), "{err}");
+    }
+}
