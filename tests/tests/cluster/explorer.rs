@@ -13,11 +13,13 @@ use arbor_tests::bins::cli_bin;
 use arbor_tests::browser::{artifacts_dir, Browser};
 use arbor_tests::dev::run_cli;
 use arbor_tests::fixtures::{sample_order_with_ref, sample_profile, SAMPLE_TOTAL};
-use arbor_tests::{TestCluster, TIMEOUT};
+use arbor_tests::{Options, TestCluster, TIMEOUT};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ORDER: &str = "o-explore-1";
+/// The cluster's lease grace (see the slow node below).
+const GRACE_MS: u64 = 5_000;
 /// Would mark the page if any of it ran as markup or script.
 const NOTE: &str = "<script>document.body.setAttribute('data-pwned','note')</script>";
 const STATEMENT: &str =
@@ -128,8 +130,24 @@ async fn explorer_in_chromium_and_epcis_export() {
     let browser = Browser::find();
     let validator = epcis_validator();
 
-    let c = TestCluster::voters(3).await;
+    // Grace enough that a shipment after store-slow's 300 ms promise is late
+    // but not lapsed; short enough to wait out for a lapse.
+    let c = TestCluster::start(
+        3,
+        Options {
+            lease_grace_ms: Some(GRACE_MS),
+            ..Default::default()
+        },
+    )
+    .await;
     c.wait_leader(TIMEOUT).await;
+
+    // Before any replica key is enrolled no checkpoint can be verified: the
+    // explorer says so.
+    let ex = Explorer::start(&c).await;
+    let dom = browser.dom(&ex.url("/"), None).await;
+    assert!(dom.contains("✘ NOT verified"), "{dom}");
+    assert!(!dom.contains("✔ verified"), "{dom}");
     c.enroll_replicas().await;
     let shop = c.enroll_channel("shop").await;
     let store = c.enroll_node("store-sh").await;
@@ -202,7 +220,79 @@ async fn explorer_in_chromium_and_epcis_export() {
         .await;
     let order = client.get_order(ORDER).await.expect("order");
 
-    let ex = Explorer::start(&c).await;
+    // store-slow ships one order late and lets another lapse (claimed by store-sh then).
+    let slow = c
+        .enroll_node_with(
+            "store-slow",
+            pb::NodeKind::Store,
+            pb::PublishProfile {
+                dispatch_time_ms: 300,
+                ..sample_profile()
+            },
+        )
+        .await;
+    for id in ["o-late", "o-lapse"] {
+        c.register_order(&shop, id).await;
+    }
+    let late_claim = sub
+        .submit_accepted("slow claim", slow.claim_order("o-late", 1, SAMPLE_TOTAL))
+        .await;
+    let lapse_claim = sub
+        .submit_accepted("slow claim 2", slow.claim_order("o-lapse", 1, SAMPLE_TOTAL))
+        .await;
+    // Past the 300 ms promise (by the leader's clock), well inside the grace.
+    c.wait_until("the dispatch promise to pass", TIMEOUT, async || {
+        let head = client
+            .get_entries(c.head_seq().await, 1)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = head.entries.first().map(|e| e.time_ms).unwrap_or(0);
+        let claimed = client
+            .get_entries(late_claim.seq, 1)
+            .await
+            .map_err(|e| e.to_string())?
+            .entries[0]
+            .time_ms;
+        if now > claimed + 400 {
+            Ok(())
+        } else {
+            // Entries carry the leader's time: append one to move the head on.
+            sub.submit(slow.report_milestone("o-late", pb::Milestone::Picked))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Err(format!("head time {now}, claim at {claimed}"))
+        }
+    })
+    .await;
+    let late_ship = sub
+        .submit_accepted(
+            "late ship",
+            slow.report_shipped("o-late", "sf-express", "SF-LATE"),
+        )
+        .await;
+    let lapse = c
+        .wait_until(
+            "store-slow's lease on o-lapse to lapse",
+            TIMEOUT,
+            async || {
+                let r = sub
+                    .submit(store.claim_order("o-lapse", 1, SAMPLE_TOTAL))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let o = r.outcome.clone().unwrap_or_default();
+                if o.accepted {
+                    Ok(r.seq)
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    Err(o.message)
+                }
+            },
+        )
+        .await;
+    let stats = client.node_stats("store-slow").await.expect("stats");
+    assert_eq!((stats.lapses, stats.late_shipments), (1, 1), "{stats:?}");
+
     let shots = artifacts_dir();
 
     // The cluster: members, leader, the checkpoint verified.
@@ -380,6 +470,37 @@ async fn explorer_in_chromium_and_epcis_export() {
         "{dom}"
     );
     browser.screenshot(&node_url, &shots.join("node.png")).await;
+    let dom = browser.dom(&ex.url("/node?id=store-slow"), None).await;
+    assert!(
+        dom.contains(&format!("data-lapse-seq=\"{lapse}\""))
+            && dom.contains(&format!("since seq {}", lapse_claim.seq)),
+        "{dom}"
+    );
+    assert!(
+        has_element(
+            &dom,
+            "tr",
+            &[
+                ("data-shipment-seq", late_ship.seq.to_string()),
+                ("data-late", "true".into())
+            ]
+        ),
+        "{dom}"
+    );
+    assert!(dom.contains("<td data-counter=\"lapses\">1</td>"), "{dom}");
+    assert!(
+        dom.contains("<td data-counter=\"late_shipments\">1</td>"),
+        "{dom}"
+    );
+    // The lapsed order's custody: store-slow until the lapse, then store-sh.
+    let dom = browser.dom(&ex.url("/order?id=o-lapse"), None).await;
+    let attrs = [
+        ("data-holder", "store-slow".to_string()),
+        ("data-from-seq", lapse_claim.seq.to_string()),
+        ("data-to-seq", lapse.to_string()),
+    ];
+    assert!(has_element(&dom, "tr", &attrs), "{dom}");
+    assert!(dom.contains("lease lapsed"), "{dom}");
 
     // The live tail: rendered up to the claim, the script fetches the rest.
     let head = c.head_seq().await;
@@ -505,9 +626,37 @@ async fn explorer_in_chromium_and_epcis_export() {
     let doc2: Value =
         serde_json::from_str(&std::fs::read_to_string(&out2).expect("read")).expect("JSON");
     assert_eq!(schema_errors(&validator, &doc2), Vec::<String>::new());
+    // The order's events as in its own document, and the other orders' too.
+    let all = doc2["epcisBody"]["eventList"].as_array().expect("events");
+    let of = |id: &str| -> Vec<Value> {
+        all.iter()
+            .filter(|e| e["arbor:orderId"] == id)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(&of(ORDER), events, "{doc2:#}");
+    let late: Vec<u64> = of("o-late")
+        .iter()
+        .filter(|e| e["bizStep"] == "shipping")
+        .map(|e| e["arbor:seq"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(late, [late_ship.seq], "{doc2:#}");
+    let lapsed: Vec<(String, u64)> = of("o-lapse")
+        .iter()
+        .map(|e| {
+            (
+                e["arbor:signer"].as_str().unwrap_or("").to_string(),
+                e["arbor:seq"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
     assert_eq!(
-        doc2["epcisBody"]["eventList"],
-        doc["epcisBody"]["eventList"]
+        lapsed,
+        [
+            (party("store-slow"), lapse_claim.seq),
+            (party("store-sh"), lapse)
+        ],
+        "{doc2:#}"
     );
     // It never overwrites, and an unknown order is an error.
     let again = run(s(&[
