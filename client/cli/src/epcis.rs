@@ -221,13 +221,34 @@ async fn range(
             if e.seq != next {
                 bail!("asked for entry {next}, the cluster served entry {}", e.seq);
             }
-            if !e.order_id.is_empty() {
+            // Only what may become an event is fetched again with its proof.
+            let accepted = e.outcome.as_ref().is_some_and(|o| o.accepted);
+            if !e.order_id.is_empty() && accepted && custody_kind(&e.command) {
                 out.push((e.seq, e.order_id.clone()));
             }
             next += 1;
         }
     }
     Ok(out)
+}
+
+/// Whether an entry's command is of a kind [`mapping`] turns into an event
+/// (read from the bytes as served; the entries kept are then verified).
+fn custody_kind(command: &[u8]) -> bool {
+    use prost::Message;
+    let Ok(env) = pb::SignedCommand::decode(command) else {
+        return false;
+    };
+    matches!(
+        pb::Command::decode(env.command.as_slice()).map(|c| c.body),
+        Ok(Some(
+            Body::ClaimOrder(_)
+                | Body::AcceptHandoff(_)
+                | Body::ReportMilestone(_)
+                | Body::ClaimReturn(_)
+                | Body::ReceiveReturn(_)
+        ))
+    )
 }
 
 /// [`check_entry`] with the signers' parties read once.

@@ -75,6 +75,21 @@ impl Explorer {
     }
 }
 
+/// `GET /` with the given `Host` header, over a plain socket; the reply's head.
+async fn raw_get(addr: &str, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(TIMEOUT, s.read_to_end(&mut buf))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf).chars().take(200).collect()
+}
+
 /// The opening tag of the element carrying all of `attrs` (in that order).
 fn has_element(dom: &str, tag: &str, attrs: &[(&str, String)]) -> bool {
     let want: String = attrs.iter().map(|(k, v)| format!(" {k}=\"{v}\"")).collect();
@@ -271,7 +286,7 @@ async fn explorer_in_chromium_and_epcis_export() {
             slow.report_shipped("o-late", "sf-express", "SF-LATE"),
         )
         .await;
-    let lapse = c
+    let reclaim = c
         .wait_until(
             "store-slow's lease on o-lapse to lapse",
             TIMEOUT,
@@ -290,6 +305,19 @@ async fn explorer_in_chromium_and_epcis_export() {
             },
         )
         .await;
+    // The entry that recorded the lapse: this claim, or the leader's sweep before it.
+    let mut lapse = 0;
+    for seq in client.get_order("o-lapse").await.expect("order").history {
+        let e = client.get_entries(seq, 1).await.expect("entry").entries[0].clone();
+        let o = e.outcome.unwrap_or_default();
+        if o.accepted && o.message.starts_with("lease of store-slow lapsed") {
+            lapse = seq;
+        }
+    }
+    assert!(
+        lapse > lapse_claim.seq && lapse <= reclaim,
+        "lapse at {lapse}"
+    );
     let stats = client.node_stats("store-slow").await.expect("stats");
     assert_eq!((stats.lapses, stats.late_shipments), (1, 1), "{stats:?}");
 
@@ -450,6 +478,15 @@ async fn explorer_in_chromium_and_epcis_export() {
         dom.contains("<body><header>") && dom.contains("&lt;script&gt;document.body.id"),
         "{dom}"
     );
+    // A request for another host name (DNS rebinding) is refused.
+    let addr = ex.base.trim_start_matches("http://").to_string();
+    for (host, status) in [("evil.example", "403"), (addr.as_str(), "200")] {
+        let reply = raw_get(&addr, host).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "Host {host}: {reply}"
+        );
+    }
     let dom = browser.dom(&ex.url("/order?id=o-nope"), None).await;
     assert!(
         dom.contains("<h1>404 Not Found</h1>") && dom.contains("o-nope"),
@@ -654,7 +691,7 @@ async fn explorer_in_chromium_and_epcis_export() {
         lapsed,
         [
             (party("store-slow"), lapse_claim.seq),
-            (party("store-sh"), lapse)
+            (party("store-sh"), reclaim)
         ],
         "{doc2:#}"
     );

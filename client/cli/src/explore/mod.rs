@@ -49,7 +49,7 @@ pub struct ServeArgs {
     /// Address to serve the explorer on (use port 0 for any free port; the address is printed)
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Serve on a non-loopback address too (the explorer has no login: anyone who can reach it reads the ledger)
+    /// Allow a non-loopback --listen address and any Host header (the explorer has no login: anyone who can reach it reads the ledger)
     #[arg(long)]
     pub allow_remote: bool,
     /// Ledger entries the live tail keeps in memory and shows
@@ -85,7 +85,17 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Reply> {
         trust: Trust::Ledger,
         cluster_id: ctx.cluster_id.clone(),
     });
-    let app = router(state);
+    // Only requests naming this address in `Host` (a page of another site
+    // that rebinds its name to 127.0.0.1 names its own).
+    let hosts = if args.allow_remote {
+        Vec::new()
+    } else {
+        allowed_hosts(addr)
+    };
+    let app = router(state).layer(axum::middleware::from_fn_with_state(
+        Arc::new(hosts),
+        check_host,
+    ));
     // The one line a script waits for (tests read the address from it).
     println!("arbor explorer listening on http://{addr}/ (Ctrl-C to stop)");
     axum::serve(listener, app)
@@ -115,6 +125,39 @@ fn router(state: Shared) -> Router {
         )
         .fallback(|| async { error_page(StatusCode::NOT_FOUND, "No such page.") })
         .with_state(state)
+}
+
+/// The `Host` values a browser sends for the loopback address `addr`.
+fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let mut v = vec![addr.to_string(), format!("localhost:{port}")];
+    if addr.is_ipv4() {
+        v.push(format!("127.0.0.1:{port}"));
+    } else {
+        v.push(format!("[::1]:{port}"));
+    }
+    v
+}
+
+/// Refuses a request whose `Host` is not one of `allowed` (empty: any).
+async fn check_host(
+    State(allowed): State<Arc<Vec<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        next.run(req).await
+    } else {
+        error_page(
+            StatusCode::FORBIDDEN,
+            "This explorer answers only requests for its own loopback address (Host header).",
+        )
+    }
 }
 
 fn secure(mut r: Response) -> Response {
