@@ -695,6 +695,12 @@ async fn explorer_in_chromium_and_epcis_export() {
         ],
         "{doc2:#}"
     );
+    // `--out -` prints the same document.
+    let printed = run(s(&["audit", "epcis", ORDER, "--out", "-"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(printed["epcisBody"], doc["epcisBody"]);
     // It never overwrites, and an unknown order is an error.
     let again = run(s(&[
         "audit",
