@@ -8,7 +8,10 @@
 //! every interpolated string: party ids, references, notes and statements
 //! come from the ledger and are attacker-controlled); the CSS and the one
 //! small script of the live tail are compiled into the binary and every
-//! response forbids anything else (`Content-Security-Policy`).
+//! response forbids anything else (`Content-Security-Policy`). It has no
+//! login, so it listens on loopback unless `--allow-remote`, and answers only
+//! requests whose `Host` names its own address (a page elsewhere that
+//! rebinds its domain to 127.0.0.1 cannot read it).
 //!
 //! Routes: `/` the cluster, `/search?q=` an order id, an external
 //! reference (`channel/external-id`) or a party, `/order?id=` an order's
