@@ -54,16 +54,28 @@ have_libclang() {
   fi
 }
 
+have_chromium() {
+  # The explorer's browser tests (tests/src/browser.rs) look for these, or ARBOR_CHROMIUM.
+  [ -n "${ARBOR_CHROMIUM:-}" ] || command -v chromium >/dev/null 2>&1 ||
+    command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1
+}
+
 ensure_prereqs() {
   if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install Rust (https://rustup.rs) first" >&2
     exit 1
   fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  local updated=""
   if ! have_libclang; then
     echo "==> installing libclang-dev (RocksDB's bindings need it)"
-    local sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
+    $sudo apt-get update -qq && updated=1
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libclang-dev >/dev/null
+  fi
+  if ! have_chromium; then
+    echo "==> installing chromium (the audit explorer's tests run it headless)"
+    [ -n "$updated" ] || $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   fi
 }

@@ -11,10 +11,12 @@
 //! - [`invariants`]: the invariants as pure functions over a chain.
 //! - [`replica::Process`]: one child process with its log file.
 //! - [`dev::DevCluster`]: `arbor-node dev` and the `arbor` CLI, for end-to-end tests.
+//! - [`browser::Browser`]: headless Chromium for the explorer's tests.
 //! - [`ports`], [`wait`], [`bins`], [`fixtures`]: the small pieces.
 
 pub mod acks;
 pub mod bins;
+pub mod browser;
 pub mod cluster;
 pub mod dev;
 pub mod fixtures;

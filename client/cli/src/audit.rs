@@ -115,6 +115,33 @@ Examples:\n  arbor audit dispute ord-1001\n  arbor audit dispute ord-1001 --disp
         #[arg(long, env = "ARBOR_KEY", value_name = "AUDITORKEY")]
         key: Option<PathBuf>,
     },
+    /// Serve the audit explorer: a local web app that verifies and shows the ledger
+    #[command(
+        long_about = "Serve the audit explorer on --listen (127.0.0.1:8080 by default; the address is \
+printed at start): a local web app for an auditor or an operator, talking to the cluster with \
+the connection options above. It shows the cluster (members, leader, the latest checkpoint \
+and whether its signatures verified), finds an order by id, external reference \
+(channel/external-id) or a party by id, and shows an order's timeline (every entry with its \
+time, signer, decoded command, outcome, inclusion proof and signature, each verified here), \
+its custody as a bar over time (who held it when, handoffs, the carrier's window), its price \
+versions and its disputes with the rulings and the entries cited as evidence; a party's page \
+(profile versions, counters, lapses, late shipments); and a live tail of the ledger. Every \
+asset is in the binary; nothing is fetched from elsewhere. Stop it with Ctrl-C.\n\n\
+Examples:\n  arbor audit serve\n  arbor audit serve --listen 127.0.0.1:0 --cacert arbor-data/pki/ca.pem"
+    )]
+    Serve(super::explore::ServeArgs),
+    /// Write an order's custody events (or a range of entries) as an EPCIS 2.0 JSON-LD document
+    #[command(
+        long_about = "Write the custody events of one ORDER, or of the ledger entries --from SEQ \
+--to SEQ, as a GS1 EPCIS 2.0 JSON-LD document (docs/epcis.md describes the mapping): accepted \
+claims, accepted handoffs, shipping and delivery milestones, returns, each an ObjectEvent with \
+CBV bizStep, disposition, readPoint/bizLocation and source/destination lists, the parties as \
+URNs. Every event carries, under the arbor namespace of @context, the ledger seq and entry \
+hash, verified by an inclusion proof against a checkpoint cosigned by a quorum of the replicas \
+before it is written; a receiver can ask arbor for the same proof. Refuses to overwrite FILE.\n\n\
+Examples:\n  arbor audit epcis ord-1001 --out ord-1001.epcis.jsonld\n  arbor audit epcis --from 0 --to 500 --out batch.jsonld"
+    )]
+    Epcis(super::epcis::EpcisArgs),
     /// Measure offline verification speed on a synthetic ledger
     #[command(
         long_about = "Build a synthetic ledger of N entries in memory (fixed keys, accepted and \
@@ -147,6 +174,8 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<Reply> {
             resolve,
             key,
         } => super::dispute::dispute(ctx, &order_id, dispute, resolve, key).await,
+        AuditCmd::Serve(a) => super::explore::serve(ctx, a).await,
+        AuditCmd::Epcis(a) => super::epcis::run(ctx, a).await,
         AuditCmd::BenchVerify {
             entries,
             runs,

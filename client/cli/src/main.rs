@@ -11,6 +11,8 @@ mod audit;
 mod bench;
 mod cluster;
 mod dispute;
+mod epcis;
+mod explore;
 mod keys;
 mod ledger;
 mod order;

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod disputes;
 mod election;
+mod explorer;
 mod failover;
 mod fulfillment_example;
 mod limits;

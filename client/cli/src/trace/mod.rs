@@ -29,21 +29,21 @@ use super::Ctx;
 /// Said of an entry signed with a key the party has since replaced.
 pub const KEY_ROTATED: &str = "key rotated since; verified offline by `arbor audit verify`";
 
-/// One entry of the order's history, as checked.
-struct Step {
-    seq: u64,
+/// One entry of the order's history, as checked (the explorer renders it too).
+pub(crate) struct Step {
+    pub(crate) seq: u64,
     /// `Ok` when the inclusion proof and the entry's hash verified.
-    proof: Result<(), String>,
+    pub(crate) proof: Result<(), String>,
     /// The entry (verified if `proof` is `Ok`; as served otherwise).
-    entry: Option<Entry>,
-    signer: String,
-    kind: String,
-    body: Option<Body>,
-    signature: Sig,
+    pub(crate) entry: Option<Entry>,
+    pub(crate) signer: String,
+    pub(crate) kind: String,
+    pub(crate) body: Option<Body>,
+    pub(crate) signature: Sig,
 }
 
 #[derive(Clone, Debug)]
-enum Sig {
+pub(crate) enum Sig {
     /// Verified with the key the party has had since entry `key_seq`.
     Verified {
         key_seq: u64,
@@ -56,7 +56,7 @@ enum Sig {
 }
 
 impl Sig {
-    fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         !matches!(self, Sig::Failed(_))
     }
 
@@ -68,7 +68,7 @@ impl Sig {
         }
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Sig::Verified { key_seq } => format!("signature verified (key of seq {key_seq})"),
             Sig::Rotated { .. } => KEY_ROTATED.to_string(),
@@ -87,7 +87,7 @@ impl Sig {
 }
 
 impl Step {
-    fn proof_ok(&self) -> bool {
+    pub(crate) fn proof_ok(&self) -> bool {
         self.proof.is_ok()
     }
 
@@ -99,11 +99,11 @@ impl Step {
         }
     }
 
-    fn accepted(&self) -> bool {
+    pub(crate) fn accepted(&self) -> bool {
         self.entry.as_ref().is_some_and(|e| e.accepted)
     }
 
-    fn time_ms(&self) -> u64 {
+    pub(crate) fn time_ms(&self) -> u64 {
         self.entry.as_ref().map(|e| e.time_ms).unwrap_or(0)
     }
 
@@ -127,11 +127,11 @@ impl Step {
     }
 
     /// The lapse this entry recorded (its message, the rules' note), if any.
-    fn lapse(&self) -> Option<&str> {
+    pub(crate) fn lapse(&self) -> Option<&str> {
         self.view().lapse().map(|_| self.message())
     }
 
-    fn outcome(&self) -> String {
+    pub(crate) fn outcome(&self) -> String {
         match &self.entry {
             None => "-".into(),
             Some(e) if e.accepted => "accepted".into(),
@@ -142,14 +142,14 @@ impl Step {
 }
 
 /// A span of custody as shown: who held the goods between two entries.
-struct Interval {
-    holder: String,
-    from_seq: u64,
-    from_ms: u64,
-    started_by: String,
-    to: Option<(u64, u64)>,
-    ended_by: String,
-    notes: Vec<String>,
+pub(crate) struct Interval {
+    pub(crate) holder: String,
+    pub(crate) from_seq: u64,
+    pub(crate) from_ms: u64,
+    pub(crate) started_by: String,
+    pub(crate) to: Option<(u64, u64)>,
+    pub(crate) ended_by: String,
+    pub(crate) notes: Vec<String>,
 }
 
 pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
@@ -196,7 +196,7 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
 }
 
 /// Fetches entry `seq` with its inclusion proof and checks everything it can.
-async fn check_entry(
+pub(crate) async fn check_entry(
     client: &Client,
     tc: &TrustedCheckpoint,
     cluster_id: &str,
@@ -282,7 +282,7 @@ fn step_at(steps: &[Step], seq: u64) -> Option<&Step> {
 }
 
 /// What the entry says, in one sentence, and its fields as JSON.
-fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
+pub(crate) fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
     let by = &step.signer;
     let Some(body) = &step.body else {
         return (format!("{} by {by}", step.kind), json!({}));
@@ -488,6 +488,7 @@ pub fn incident_name(kind: i32) -> &'static str {
 }
 
 mod render;
+pub(crate) use render::{custody, interval_proofs_ok};
 use render::{trace_json, trace_text};
 
 #[cfg(test)]

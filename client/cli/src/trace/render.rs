@@ -13,7 +13,7 @@ use crate::output::utc;
 
 /// Who held the goods when ([`custody::intervals`] over the entries), in
 /// words, with what the order's view says beside it.
-pub(super) fn custody(order: &pb::OrderView, steps: &[Step]) -> Vec<Interval> {
+pub(crate) fn custody(order: &pb::OrderView, steps: &[Step]) -> Vec<Interval> {
     let views: Vec<OrderEntry<'_>> = steps.iter().map(Step::view).collect();
     let mut out: Vec<Interval> = custody::intervals(&views)
         .iter()
@@ -108,7 +108,7 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
     }
 }
 
-pub(super) fn interval_proofs_ok(i: &Interval, steps: &[Step]) -> bool {
+pub(crate) fn interval_proofs_ok(i: &Interval, steps: &[Step]) -> bool {
     let ok = |seq: u64| steps.iter().any(|s| s.seq == seq && s.proof_ok());
     ok(i.from_seq) && i.to.is_none_or(|(seq, _)| ok(seq))
 }
