@@ -41,7 +41,9 @@ Example:\n  arbor keys show store-17.key")]
 pub fn run(format: Format, cmd: KeysCmd) -> Result<Reply> {
     match cmd {
         KeysCmd::Generate { party, out } => {
-            anyhow::ensure!(!party.trim().is_empty(), "--party must not be empty");
+            if party.trim().is_empty() {
+                crate::exit::usage!("--party must not be empty");
+            }
             let id = Identity::generate(&party);
             id.save(&out)?;
             Ok(Reply::new(describe(format, &id, &out)))

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use arbor_client::pb;
 use arbor_client::Commands;
 use clap::{Subcommand, ValueEnum};
@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::output::{kind_name, kv, render, role_name, submit_reply, Reply};
 use super::{operator_signer, Ctx};
+use crate::exit::usage;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum RoleArg {
@@ -130,21 +131,21 @@ impl PublicKeyArgs {
         match (self.public_key, self.public_key_file) {
             (Some(hex), _) => {
                 let Some(id) = id else {
-                    bail!("--id is required with --public-key")
+                    usage!("--id is required with --public-key")
                 };
                 Ok((id, parse_public_key(&hex).context("--public-key")?))
             }
             (None, Some(file)) => {
                 let (file_id, pk) = read_public_key_file(&file)?;
                 match id {
-                    Some(id) if id != file_id => bail!(
+                    Some(id) if id != file_id => usage!(
                         "party {id:?} differs from the party id {file_id:?} in {}; the party would sign as {file_id:?} (generate its key with --party {id})",
                         file.display(),
                     ),
                     _ => Ok((file_id, pk)),
                 }
             }
-            (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
+            (None, None) => usage!("give --public-key HEX or --public-key-file KEYFILE"),
         }
     }
 }
@@ -168,10 +169,10 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
             let (party_id, public_key) = new_key.resolve(id)?;
             let (role, kind) = match (role, kind) {
                 (RoleArg::Node, None) => {
-                    bail!("--role node needs --kind store|warehouse|3pl|carrier")
+                    usage!("--role node needs --kind store|warehouse|3pl|carrier")
                 }
                 (RoleArg::Node, Some(k)) => (pb::Role::Node, kind_pb(k)),
-                (r, Some(_)) => bail!(
+                (r, Some(_)) => usage!(
                     "--kind applies to --role node only, not {}",
                     role_name(role_pb(r) as i32)
                 ),

@@ -22,11 +22,27 @@ fn stdout(o: &Output) -> String {
 
 /// Asserts exit code 1 and exactly one `error:` line on stderr; returns it.
 fn one_error_line(o: &Output) -> String {
+    error_line(o, 1)
+}
+
+/// Asserts exit code `code` and exactly one `error:` line on stderr; returns it.
+fn error_line(o: &Output, code: i32) -> String {
     let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "stderr: {err}");
     assert!(err.starts_with("error: "), "stderr: {err}");
     err
+}
+
+/// Asserts exit code `code` and one JSON error object on stderr; returns it.
+fn json_error(o: &Output, code: i32) -> serde_json::Value {
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&err).expect("stderr is one JSON object");
+    assert_eq!(v["exit_code"], code, "{v}");
+    assert!(v["error"].is_string() && v["kind"].is_string(), "{v}");
+    v
 }
 
 /// A local port that nothing listens on.
@@ -93,29 +109,93 @@ fn unreachable_cluster_fails_within_the_timeout() {
         "1",
     ]);
     let elapsed = started.elapsed();
-    let err = one_error_line(&o);
+    let err = error_line(&o, 4);
     assert!(err.contains("unavailable"), "{err}");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
 }
 
 #[test]
-fn argument_errors_exit_1_with_one_line() {
-    let err = one_error_line(&arbor(&["order", "claim", "o-1", "--total", "5"]));
+fn argument_errors_exit_64_with_one_line() {
+    let err = error_line(&arbor(&["order", "claim", "o-1", "--total", "5"]), 64);
     assert!(err.contains("--price-version"), "{err}");
-    let err = one_error_line(&arbor(&["order", "frobnicate"]));
+    let err = error_line(&arbor(&["order", "frobnicate"]), 64);
     assert!(err.contains("frobnicate"), "{err}");
-    let err = one_error_line(&arbor(&["order", "get", "X", "--endpoints", " , "]));
+    let err = error_line(&arbor(&["order", "get", "X", "--endpoints", " , "]), 64);
     assert!(err.contains("no endpoints"), "{err}");
-    let err = one_error_line(&arbor(&[
-        "order",
-        "claim",
-        "o-1",
-        "--price-version",
-        "1",
-        "--total",
-        "5",
-    ]));
+    let err = error_line(
+        &arbor(&[
+            "order",
+            "claim",
+            "o-1",
+            "--price-version",
+            "1",
+            "--total",
+            "5",
+        ]),
+        64,
+    );
     assert!(err.contains("ARBOR_KEY"), "{err}");
+    // A group without its subcommand prints help, as a usage error.
+    assert_eq!(arbor(&["order"]).status.code(), Some(64));
+    // Unix seconds where milliseconds are asked: refused with a hint.
+    let err = error_line(
+        &arbor(&[
+            "order",
+            "dispute",
+            "o-1",
+            "--kind",
+            "lost",
+            "--incident-ms",
+            "1765121024",
+        ]),
+        64,
+    );
+    assert!(
+        err.contains("seconds") && err.contains("1765121024000"),
+        "{err}"
+    );
+    let err = error_line(
+        &arbor(&["order", "dispute", "o-1", "--kind", "lost", "--at", "7 Dec"]),
+        64,
+    );
+    assert!(err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn errors_as_json_objects_with_distinct_codes() {
+    // Usage error, under --output json.
+    let v = json_error(
+        &arbor(&["order", "claim", "o-1", "--total", "5", "--output", "json"]),
+        64,
+    );
+    assert_eq!(v["kind"], "usage", "{v}");
+    // A missing file is "not found".
+    let v = json_error(
+        &arbor(&["keys", "show", "/nonexistent/k.key", "--output", "json"]),
+        3,
+    );
+    assert_eq!(v["kind"], "not_found", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("/nonexistent/k.key"),
+        "{v}"
+    );
+    // An unreachable cluster is "unavailable".
+    let endpoints = format!("127.0.0.1:{}", unused_port());
+    let v = json_error(
+        &arbor(&[
+            "order",
+            "get",
+            "X",
+            "--endpoints",
+            &endpoints,
+            "--timeout",
+            "1",
+            "--output",
+            "json",
+        ]),
+        4,
+    );
+    assert_eq!(v["kind"], "unavailable", "{v}");
 }
 
 #[test]
@@ -174,15 +254,17 @@ fn party_enroll_checks_arguments_before_signing() {
     let (op, node) = (op.to_str().unwrap(), node.to_str().unwrap());
     let base = ["party", "enroll", "--key", op, "--public-key-file", node];
 
-    let err = one_error_line(&arbor(&[&base[..], &["--role", "node"]].concat()));
+    let err = error_line(&arbor(&[&base[..], &["--role", "node"]].concat()), 64);
     assert!(err.contains("--kind"), "{err}");
-    let err = one_error_line(&arbor(
-        &[&base[..], &["--role", "channel", "--kind", "store"]].concat(),
-    ));
+    let err = error_line(
+        &arbor(&[&base[..], &["--role", "channel", "--kind", "store"]].concat()),
+        64,
+    );
     assert!(err.contains("--kind"), "{err}");
-    let err = one_error_line(&arbor(
-        &[&base[..], &["--role", "channel", "--id", "other"]].concat(),
-    ));
+    let err = error_line(
+        &arbor(&[&base[..], &["--role", "channel", "--id", "other"]].concat()),
+        64,
+    );
     assert!(err.contains("store-1"), "{err}");
     assert!(Path::new(node).exists());
 }

@@ -7,8 +7,12 @@ use arbor_client::pb;
 use arbor_client::Commands;
 use clap::Subcommand;
 
-use super::output::{submit_reply, Reply};
+use serde_json::{json, Value};
+
+use super::exit::{fail, Exit};
+use super::output::{submit_reply, Format, Reply};
 use super::{signing_key, Ctx};
+use precheck::SignOpts;
 
 #[derive(Subcommand)]
 pub enum OrderCmd {
@@ -47,17 +51,34 @@ Example:\n  arbor order claim o-20251207-0001 --price-version 1 --total 2598 --k
     )]
     Claim {
         /// Canonical order id
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// Price version the claim quotes (see `arbor order get`)
-        #[arg(long, value_name = "N")]
-        price_version: u64,
+        #[arg(
+            long,
+            value_name = "N",
+            required_unless_present = "at_current_price",
+            conflicts_with = "at_current_price"
+        )]
+        price_version: Option<u64>,
         /// Order total the claim quotes, in minor units
-        #[arg(long, value_name = "AMOUNT", allow_negative_numbers = true)]
-        total: i64,
+        #[arg(
+            long,
+            value_name = "AMOUNT",
+            allow_negative_numbers = true,
+            required_unless_present = "at_current_price",
+            conflicts_with = "at_current_price"
+        )]
+        total: Option<i64>,
+        /// Read the order's locked price and quote it (shown in the output)
+        #[arg(long)]
+        at_current_price: bool,
         /// Node key file
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Show an order: state, owner, price, references, lines and history
     #[command(
@@ -67,6 +88,7 @@ Example:\n  arbor order get o-20251207-0001"
     )]
     Get {
         /// Canonical order id
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
     },
@@ -94,7 +116,7 @@ Example:\n  arbor order list --claimable-by store-17 --region CN-31"
         #[arg(long, value_name = "ORDER_ID")]
         after: Option<String>,
         /// Orders per page (at most 1000)
-        #[arg(long, default_value = "100")]
+        #[arg(long, value_name = "N", default_value = "100")]
         limit: u32,
     },
     /// Amend an order's price (channel-signed, bumps the price version)
@@ -106,6 +128,7 @@ must be the current version, so two amendments cannot silently overwrite each ot
 Example:\n  arbor order amend-price o-1 --base-version 1 --line tea-500g:2:1199 --reason \"coupon\" --key meituan.key"
     )]
     AmendPrice {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// The price version being amended (the current one)
@@ -120,6 +143,8 @@ Example:\n  arbor order amend-price o-1 --base-version 1 --line tea-500g:2:1199 
         /// Channel key file
         #[arg(long, env = "ARBOR_KEY", value_name = "CHANNELKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Cancel an order that has not shipped (channel-signed)
     #[command(
@@ -128,12 +153,17 @@ registered it). Nothing can happen to a cancelled order afterwards.\n\n\
 Example:\n  arbor order cancel o-1 --reason \"customer cancelled\" --key meituan.key"
     )]
     Cancel {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Why it is cancelled (recorded in the ledger)
         #[arg(long, default_value = "")]
         reason: String,
+        /// Channel key file (the channel that registered the order)
         #[arg(long, env = "ARBOR_KEY", value_name = "CHANNELKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Give an owned order back: it is open again (owner-signed)
     #[command(
@@ -142,12 +172,17 @@ owner). The order is open again and the release is counted in the node's statist
 Example:\n  arbor order release o-1 --reason \"out of stock\" --key store-17.key"
     )]
     Release {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Why it is given back (recorded in the ledger)
         #[arg(long)]
         reason: String,
+        /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Offer custody of an owned order to another node (owner-signed)
     #[command(
@@ -158,16 +193,20 @@ number, which the receiver names when it answers.\n\n\
 Example:\n  arbor order offer o-1 --to wh-shanghai --expires-in 3600 --key store-17.key"
     )]
     Offer {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// The receiving node's party id
         #[arg(long, value_name = "NODE")]
         to: String,
-        /// Seconds until the offer expires
-        #[arg(long, value_name = "SECS", default_value = "3600")]
-        expires_in: u64,
+        /// How long the offer stays open: a duration such as 1h, 30m, 90s (a bare number is seconds)
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::time::parse_duration_arg)]
+        expires_in: std::time::Duration,
+        /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Accept a handoff offer: custody and ownership move to you (receiver-signed)
     #[command(
@@ -177,17 +216,23 @@ exceptions seen at acceptance, such as visible damage.\n\n\
 Example:\n  arbor order accept o-1 --offer-seq 42 --damaged --note \"box crushed\" --key wh-shanghai.key"
     )]
     Accept {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Sequence number of the offer's ledger entry (printed by `arbor order offer`, shown by `arbor order get`)
         #[arg(long, value_name = "SEQ")]
         offer_seq: u64,
         /// Visible damage noted at acceptance
         #[arg(long)]
         damaged: bool,
+        /// Exceptions seen at acceptance (recorded in the ledger)
         #[arg(long, default_value = "")]
         note: String,
+        /// Node key file (the receiver)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Decline a handoff offer (receiver-signed)
     #[command(
@@ -196,14 +241,20 @@ receiver). The sender keeps the order.\n\n\
 Example:\n  arbor order decline o-1 --offer-seq 42 --reason \"no space\" --key wh-shanghai.key"
     )]
     Decline {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Sequence number of the offer's ledger entry
         #[arg(long, value_name = "SEQ")]
         offer_seq: u64,
+        /// Why it is declined (recorded in the ledger)
         #[arg(long, default_value = "")]
         reason: String,
+        /// Node key file (the receiver)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Report a milestone: picked, packed, shipped, delivered (owner-signed)
     #[command(
@@ -214,18 +265,26 @@ it custody stays with the carrier).\n\n\
 Example:\n  arbor order milestone o-1 shipped --carrier sf-express --tracking-id SF1234 --key store-17.key"
     )]
     Milestone {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// The milestone reached
         #[arg(value_enum)]
         milestone: MilestoneArg,
-        #[arg(long, default_value = "")]
+        /// shipped: the carrier the order is handed to (its party id when enrolled)
+        #[arg(long, value_name = "CARRIER", default_value = "")]
         carrier: String,
-        #[arg(long, default_value = "")]
+        /// shipped: the carrier's tracking id
+        #[arg(long, value_name = "ID", default_value = "")]
         tracking_id: String,
-        #[arg(long, default_value = "")]
+        /// delivered: a reference to the proof of delivery (without it custody stays with the carrier)
+        #[arg(long, value_name = "REF", default_value = "")]
         proof_of_delivery: String,
+        /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Report an exception: damaged, lost, delayed (owner or channel)
     #[command(
@@ -234,14 +293,20 @@ channel that registered it). Exceptions are recorded; they do not change the lif
 Example:\n  arbor order exception o-1 delayed --note \"truck broke down\" --key store-17.key"
     )]
     Exception {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// What went wrong
         #[arg(value_enum)]
         kind: ExceptionArg,
+        /// What happened (recorded in the ledger)
         #[arg(long, default_value = "")]
         note: String,
+        /// Key file of the owner or the registering channel
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Returns: request (channel), claim (a node handling returns), receive (with the refund)
     #[command(
@@ -252,20 +317,26 @@ price version and may not exceed the total paid at it.\n\n\
 Example:\n  arbor order return o-1 receive --refund 3000 --price-version 1 --key wh-returns.key"
     )]
     Return {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// The step of the return
         #[arg(value_enum)]
         step: ReturnStep,
+        /// request: why the goods come back (recorded in the ledger)
         #[arg(long, default_value = "")]
         reason: String,
         /// receive: the refund in minor units
-        #[arg(long, default_value = "0")]
+        #[arg(long, value_name = "AMOUNT", default_value = "0")]
         refund: i64,
         /// receive: the price version the refund is computed at
-        #[arg(long, default_value = "0")]
+        #[arg(long, value_name = "N", default_value = "0")]
         price_version: u64,
+        /// Key file: the channel (request) or the returns node (claim, receive)
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Open a dispute on an order: lost, damaged, late, ... (any enrolled party)
     #[command(
@@ -278,17 +349,22 @@ Example:\n  arbor order dispute ord-1001 --kind damaged --incident-ms 1765121024
     )]
     Dispute {
         /// Canonical order id
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// What happened
         #[arg(long, value_enum)]
         kind: IncidentArg,
-        /// When it happened (Unix ms)
-        #[arg(long, value_name = "MS")]
-        incident_ms: u64,
+        /// When it happened: RFC 3339 (2025-12-07T15:23:00Z), `now`, `now-2h`
+        #[arg(long, value_name = "TIME", required_unless_present = "incident_ms", conflicts_with = "incident_ms", value_parser = crate::time::parse_time_arg)]
+        at: Option<u64>,
+        /// When it happened, in Unix milliseconds (a value that can only be seconds is refused)
+        #[arg(long, value_name = "MS", value_parser = crate::time::parse_ms_arg)]
+        incident_ms: Option<u64>,
         /// What the party says happened (recorded in the ledger)
         #[arg(long, default_value = "")]
         statement: String,
+        /// Key file of any enrolled party
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
     },
@@ -399,53 +475,52 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             lines,
             reason,
             key,
+            sign,
         } => {
             let cmd =
                 signing_key(ctx, key)
                     .await?
                     .amend_price(&order_id, base_version, lines, &reason);
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Cancel {
             order_id,
             reason,
             key,
+            sign,
         } => {
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .cancel_order(&order_id, &reason),
-            )
-            .await
+            let cmd = signing_key(ctx, key)
+                .await?
+                .cancel_order(&order_id, &reason);
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Release {
             order_id,
             reason,
             key,
+            sign,
         } => {
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .release_order(&order_id, &reason),
-            )
-            .await
+            let cmd = signing_key(ctx, key)
+                .await?
+                .release_order(&order_id, &reason);
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Offer {
             order_id,
             to,
             expires_in,
             key,
+            sign,
         } => {
-            let ms = expires_in.saturating_mul(1000);
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .offer_handoff(&order_id, &to, ms),
-            )
-            .await
+            let ms = u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
+            let cmd = signing_key(ctx, key)
+                .await?
+                .offer_handoff(&order_id, &to, ms);
+            let mut reply = submit_checked(ctx, cmd, sign).await?;
+            if reply.accepted_seq.is_some() {
+                reply = offer_reply(ctx, reply, &order_id, &to);
+            }
+            Ok(reply)
         }
         OrderCmd::Accept {
             order_id,
@@ -453,22 +528,24 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             damaged,
             note,
             key,
+            sign,
         } => {
             let cmd = signing_key(ctx, key)
                 .await?
                 .accept_handoff(&order_id, offer_seq, damaged, &note);
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Decline {
             order_id,
             offer_seq,
             reason,
             key,
+            sign,
         } => {
             let cmd = signing_key(ctx, key)
                 .await?
                 .decline_handoff(&order_id, offer_seq, &reason);
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Milestone {
             order_id,
@@ -477,6 +554,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             tracking_id,
             proof_of_delivery,
             key,
+            sign,
         } => {
             let id = signing_key(ctx, key).await?;
             let cmd = match milestone {
@@ -485,15 +563,17 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 MilestoneArg::Shipped => id.report_shipped(&order_id, &carrier, &tracking_id),
                 MilestoneArg::Delivered => id.report_delivered(&order_id, &proof_of_delivery),
             };
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Dispute {
             order_id,
             kind,
+            at,
             incident_ms,
             statement,
             key,
         } => {
+            let incident_ms = at.or(incident_ms).unwrap_or_default();
             let cmd = signing_key(ctx, key).await?.open_dispute(
                 &order_id,
                 kind.to_pb(),
@@ -507,19 +587,17 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             kind,
             note,
             key,
+            sign,
         } => {
             let kind = match kind {
                 ExceptionArg::Damaged => pb::ExceptionKind::Damaged,
                 ExceptionArg::Lost => pb::ExceptionKind::Lost,
                 ExceptionArg::Delayed => pb::ExceptionKind::Delayed,
             };
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .report_exception(&order_id, kind, &note),
-            )
-            .await
+            let cmd = signing_key(ctx, key)
+                .await?
+                .report_exception(&order_id, kind, &note);
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Return {
             order_id,
@@ -528,6 +606,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             refund,
             price_version,
             key,
+            sign,
         } => {
             let id = signing_key(ctx, key).await?;
             let cmd = match step {
@@ -535,7 +614,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 ReturnStep::Claim => id.claim_return(&order_id),
                 ReturnStep::Receive => id.receive_return(&order_id, refund, price_version),
             };
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Register { key, file } => {
             let order = load_order_file(&file)?;
@@ -551,15 +630,40 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             order_id,
             price_version,
             total,
+            at_current_price,
             key,
+            sign,
         } => {
             let node = signing_key(ctx, key).await?;
-            let reply = ctx
-                .client()
-                .await?
-                .submit(node.claim_order(&order_id, price_version, total))
-                .await?;
-            Ok(submit_reply(ctx.format, &reply))
+            if !at_current_price {
+                let cmd = node.claim_order(
+                    &order_id,
+                    price_version.unwrap_or_default(),
+                    total.unwrap_or_default(),
+                );
+                return submit_checked(ctx, cmd, sign).await;
+            }
+            let client = ctx.client().await?;
+            let Some(o) = precheck::read_order(&client, &order_id).await? else {
+                return fail(
+                    Exit::NotFound,
+                    format!(
+                        "order {order_id} is not registered, so it has no price to quote \
+                         (check the id with `arbor order list`); nothing was signed"
+                    ),
+                );
+            };
+            let quoted =
+                json!({"price_version": o.price_version, "total": o.total, "currency": o.currency});
+            if ctx.format == Format::Table {
+                eprintln!(
+                    "quoting the locked price of order {order_id}: version {}, total {} {}",
+                    o.price_version, o.total, o.currency
+                );
+            }
+            let cmd = node.claim_order(&order_id, o.price_version, o.total);
+            let reply = submit_checked(ctx, cmd, sign).await?;
+            Ok(with_json_field(ctx.format, reply, "quoted", quoted))
         }
         OrderCmd::Get { order_id } => {
             let o = ctx.client().await?.get_order(&order_id).await?;
@@ -584,7 +688,50 @@ async fn submit(ctx: &Ctx, cmd: pb::SignedCommand) -> Result<Reply> {
     Ok(submit_reply(ctx.format, &reply))
 }
 
+/// Submits `cmd` after the pre-check ([`precheck::gate`]) lets it through.
+async fn submit_checked(ctx: &Ctx, cmd: pb::SignedCommand, sign: SignOpts) -> Result<Reply> {
+    let client = ctx.client().await?;
+    if let Some(dry) = precheck::gate(&client, ctx.format, &cmd, sign).await? {
+        return Ok(dry);
+    }
+    let reply = client.submit(cmd).await?;
+    Ok(submit_reply(ctx.format, &reply))
+}
+
+/// Adds `key: value` to a JSON reply (a table reply is left as it is).
+fn with_json_field(format: Format, mut reply: Reply, key: &str, value: Value) -> Reply {
+    if format == Format::Json {
+        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&reply.text) {
+            m.insert(key.to_string(), value);
+            reply.text =
+                serde_json::to_string_pretty(&Value::Object(m)).expect("serializes") + "\n";
+        }
+    }
+    reply
+}
+
+/// An accepted offer: its seq, and the command the receiver accepts it with.
+fn offer_reply(ctx: &Ctx, reply: Reply, order_id: &str, to: &str) -> Reply {
+    let seq = reply.accepted_seq.unwrap_or_default();
+    let accept = format!("arbor order accept {order_id} --offer-seq {seq} --key {to}.key");
+    match ctx.format {
+        Format::Json => {
+            let reply = with_json_field(ctx.format, reply, "offer_seq", json!(seq));
+            with_json_field(ctx.format, reply, "accept_command", json!(accept))
+        }
+        Format::Table => {
+            let mut reply = reply;
+            reply.text.push_str(&format!(
+                "offer seq {seq}: {to} accepts it with\n  {accept}\n\
+                 (or declines with `arbor order decline {order_id} --offer-seq {seq}`)\n"
+            ));
+            reply
+        }
+    }
+}
+
 mod file;
+pub mod precheck;
 mod show;
 
 pub use file::load_order_file;
