@@ -178,6 +178,40 @@ the feed for --timeout seconds.\n\n\
 Examples:\n  arbor watch\n  arbor watch --from 0 --output json | jq -c 'select(.accepted | not)'"
     )]
     Watch(watch::WatchArgs),
+    /// Print a shell completion script: bash, zsh or fish
+    #[command(
+        long_about = "Print a completion script for the shell on stdout; subcommands, flags and \
+their values complete on TAB.\n\n\
+Examples:\n  arbor completions bash > ~/.local/share/bash-completion/completions/arbor\n  \
+arbor completions zsh > \"${fpath[1]}/_arbor\"\n  \
+arbor completions fish > ~/.config/fish/completions/arbor.fish"
+    )]
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The completion script of `arbor` for `shell`.
+fn completions(shell: CompletionShell) -> Reply {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "arbor", &mut out);
+    Reply::new(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn main() -> ExitCode {
@@ -355,6 +389,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         Command::Audit(c) => audit::run(&ctx, c).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
         Command::Watch(a) => watch::run(&ctx, a).await,
+        Command::Completions { shell } => Ok(completions(shell)),
     }
 }
 
@@ -362,7 +397,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
 /// `ARBOR_KEY`, bound to the cluster ([`Ctx::cluster_id`]).
 async fn signing_key(ctx: &Ctx, key: Option<PathBuf>) -> Result<Signer> {
     let id = match key {
-        Some(p) => Identity::load(&p)?,
+        Some(p) => keys::load_secret(&p)?,
         None => exit::usage!("no key given: pass --key FILE or set ARBOR_KEY"),
     };
     Ok(id.for_cluster(&ctx.cluster_id().await?))
@@ -385,7 +420,7 @@ fn operator_key(key: Option<PathBuf>) -> Result<Identity> {
         .or_else(|| from_env("ARBOR_OPERATOR_KEY"))
         .or_else(|| from_env("ARBOR_KEY"))
     {
-        Some(p) => Ok(Identity::load(&p)?),
+        Some(p) => keys::load_secret(&p),
         None => exit::usage!("no operator key given: pass --key FILE or set ARBOR_OPERATOR_KEY"),
     }
 }
@@ -441,6 +476,45 @@ mod tests {
             }
         }
         walk(&Cli::command(), "arbor".into());
+    }
+
+    /// Every flag and positional of every subcommand says what it is.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() && s.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (subcommand)", s.get_name()));
+                }
+                walk(s, format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "arbor".into(), &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn completions_name_the_subcommands() {
+        for shell in [
+            CompletionShell::Bash,
+            CompletionShell::Zsh,
+            CompletionShell::Fish,
+        ] {
+            let script = completions(shell).text;
+            for word in ["order", "claim", "at-current-price", "dry-run", "watch"] {
+                assert!(script.contains(word), "{shell:?} lacks {word}");
+            }
+        }
     }
 
     #[test]

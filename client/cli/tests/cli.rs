@@ -251,7 +251,26 @@ fn party_enroll_checks_arguments_before_signing() {
     arbor_client::Identity::generate("store-1")
         .save(&node)
         .unwrap();
-    let (op, node) = (op.to_str().unwrap(), node.to_str().unwrap());
+    let (op, secret) = (op.to_str().unwrap(), node.to_str().unwrap());
+    // The secret key file is refused, pointing at export-public.
+    let err = error_line(
+        &arbor(&[
+            "party",
+            "enroll",
+            "--key",
+            op,
+            "--role",
+            "channel",
+            "--public-key-file",
+            secret,
+        ]),
+        64,
+    );
+    assert!(err.contains("export-public"), "{err}");
+    let public = dir.path().join("n.pub");
+    let o = arbor(&["keys", "export-public", secret, "--output", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    let node = public.to_str().unwrap();
     let base = ["party", "enroll", "--key", op, "--public-key-file", node];
 
     let err = error_line(&arbor(&[&base[..], &["--role", "node"]].concat()), 64);
@@ -267,4 +286,55 @@ fn party_enroll_checks_arguments_before_signing() {
     );
     assert!(err.contains("store-1"), "{err}");
     assert!(Path::new(node).exists());
+}
+
+#[test]
+fn keys_go_under_keys_private_and_the_public_half_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["keys", "generate", "--party", "store-17"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let key = dir.path().join("keys/store-17.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&dir.path().join("keys")), 0o700);
+    }
+    let key_s = key.to_str().unwrap();
+    // The public half: party id and public key, no secret.
+    let o = arbor(&["keys", "export-public", key_s, "--output", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pubfile = dir.path().join("keys/store-17.pub");
+    assert_eq!(v["file"], pubfile.to_str().unwrap());
+    let text = std::fs::read_to_string(&pubfile).unwrap();
+    let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(p["party_id"], "store-17");
+    assert_eq!(p["public_key"], v["public_key"]);
+    assert!(p.get("secret_key").is_none(), "{text}");
+    // Never overwritten.
+    let err = one_error_line(&arbor(&["keys", "export-public", key_s]));
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    // A secret key readable by others is refused, with the fix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = one_error_line(&arbor(&["keys", "show", key_s]));
+        assert!(err.contains("chmod 600"), "{err}");
+        let err = one_error_line(&arbor(&[
+            "order",
+            "claim",
+            "o-1",
+            "--at-current-price",
+            "--key",
+            key_s,
+        ]));
+        assert!(err.contains("readable by others"), "{err}");
+    }
 }

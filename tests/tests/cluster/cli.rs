@@ -47,6 +47,25 @@ async fn newcomer_path_with_the_dev_cluster() {
         );
     }
 
+    // The operator enrols from the public halves only.
+    let public = |name: &str| tmp.path().join(format!("{name}.pub")).display().to_string();
+    for party in ["shop", "store-a", "store-b"] {
+        dev.cli(&["keys", "export-public", &key(party)]).await.ok();
+    }
+    let refused = dev
+        .cli(&[
+            "party",
+            "enroll",
+            "--key",
+            &op_key,
+            "--role",
+            "channel",
+            "--public-key-file",
+            &key("shop"),
+        ])
+        .await;
+    assert_eq!(refused.code, Some(64), "{refused}");
+    assert!(refused.stderr.contains("export-public"), "{refused}");
     dev.cli(&[
         "party",
         "enroll",
@@ -57,7 +76,7 @@ async fn newcomer_path_with_the_dev_cluster() {
         "--role",
         "channel",
         "--public-key-file",
-        &key("shop"),
+        &public("shop"),
     ])
     .await
     .ok();
@@ -74,7 +93,7 @@ async fn newcomer_path_with_the_dev_cluster() {
             "--kind",
             "store",
             "--public-key-file",
-            &key(store),
+            &public(store),
         ])
         .await
         .ok();
@@ -491,6 +510,36 @@ async fn newcomer_path_with_the_dev_cluster() {
     assert_eq!(out["code"], "unknown_replica", "{out}");
     assert_eq!(out["accepted"], false, "{out}");
     assert_eq!(out["in_effect"], false, "{out}");
+
+    // A second instance on the same data names the one running.
+    let second = std::process::Command::new(arbor_tests::bins::node_bin())
+        .args(["dev", "--data-dir", &data.display().to_string()])
+        .output()
+        .expect("run a second arbor-node dev");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already running") && err.contains("(pid "),
+        "{err}"
+    );
+    // `arbor-node` alone prints help (exit 64) and starts nothing.
+    let cwd = tmp.path().join("cwd");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    let bare = std::process::Command::new(arbor_tests::bins::node_bin())
+        .current_dir(&cwd)
+        .env_remove("ARBOR_DATA_DIR")
+        .output()
+        .expect("run arbor-node");
+    assert_eq!(bare.status.code(), Some(64), "{bare:?}");
+    assert!(
+        String::from_utf8_lossy(&bare.stderr).contains("Usage")
+            || String::from_utf8_lossy(&bare.stdout).contains("Usage"),
+        "{bare:?}"
+    );
+    assert!(
+        !cwd.join("arbor-data").exists(),
+        "arbor-node alone created data"
+    );
 
     dev.stop().await;
     dev.restart().await;
