@@ -19,7 +19,7 @@ fn pick_dispute(order: &pb::OrderView, seq: Option<u64>) -> Result<pb::DisputeVi
             "seq {} ({}, incident {}, opened by {}{})",
             d.seq,
             d.kind,
-            d.incident_ms,
+            utc(d.incident_ms),
             d.opened_by,
             if d.resolved { ", resolved" } else { "" }
         )
@@ -147,6 +147,7 @@ pub async fn dispute(
             "seq": d.seq,
             "kind": d.kind,
             "incident_ms": d.incident_ms,
+            "incident_time": utc(d.incident_ms),
             "opened_by": d.opened_by,
             "resolved": d.resolved,
         },
@@ -175,12 +176,11 @@ pub async fn dispute(
             (
                 "dispute",
                 format!(
-                    "seq {}: {} by {}, incident {} ({})",
+                    "seq {}: {} by {}, incident {}",
                     d.seq,
                     d.kind,
                     d.opened_by,
-                    utc(d.incident_ms),
-                    d.incident_ms
+                    utc(d.incident_ms)
                 ),
             ),
             ("liable", liable),

@@ -140,6 +140,28 @@ pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(t)
 }
 
+/// A duration for people: `4h`, `1h30m`, `90s`, `250ms`, `0s`.
+pub fn format_duration_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if rest >= per {
+            out.push_str(&format!("{}{unit}", rest / per));
+            rest %= per;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +181,15 @@ mod tests {
             Duration::from_secs(3600)
         );
         assert_eq!(parse_duration_arg("1h").unwrap(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn durations_print_as_they_parse() {
+        for ms in [0u64, 250, 90_000, 5_400_000, 14_400_000, 90_061_001] {
+            let s = format_duration_ms(ms);
+            assert_eq!(parse_duration(&s).unwrap().as_millis() as u64, ms, "{s}");
+        }
+        assert_eq!(format_duration_ms(14_400_000), "4h");
     }
 
     #[test]

@@ -21,13 +21,13 @@ pub enum OrderCmd {
         long_about = "Register an order from a JSON file (channel-signed). This locks its price at version 1.\n\n\
 The file holds one JSON object; unknown fields are an error, and every field shown is \
 required except `requirements` (cold_chain, hazmat, category: what a claiming node's profile \
-must offer) and `promised_delivery_ms` (Unix ms):\n\n  \
+must offer) and `promised_delivery` (RFC 3339, or `promised_delivery_ms` in Unix ms):\n\n  \
 {\n    \"order_id\": \"o-20251207-0001\",\n    \
 \"external_refs\": [{\"channel\": \"meituan\", \"external_id\": \"meituan_20251207152344_8892\"}],\n    \
 \"lines\": [{\"sku\": \"tea-500g\", \"quantity\": 2, \"unit_price\": 1299}],\n    \
 \"currency\": \"CNY\",\n    \"total\": 2598,\n    \"destination_region\": \"cn-sh\",\n    \
 \"requirements\": {\"cold_chain\": false, \"hazmat\": false, \"category\": \"tea\"},\n    \
-\"promised_delivery_ms\": 1765180800000\n  }\n\n\
+\"promised_delivery\": \"2025-12-08T08:00:00Z\"\n  }\n\n\
 Prices are in minor units (fen, cents). Prints `seq N: accepted` or \
 `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
 Example:\n  arbor order register --key meituan.key --file order.json"
@@ -44,10 +44,20 @@ Example:\n  arbor order register --key meituan.key --file order.json"
     #[command(
         long_about = "Claim an open order at the locked price (node-signed).\n\n\
 The claim quotes the price version and total the node will fulfil at; both must match \
-the order's locked price. The first admissible claim wins; later claims are rejected \
-naming the owner. Prints `seq N: accepted` or `seq N: rejected (code): reason`; a \
-rejected outcome exits with code 2.\n\n\
-Example:\n  arbor order claim o-20251207-0001 --price-version 1 --total 2598 --key store-17.key"
+the order's locked price (--at-current-price reads it and quotes it, and prints what it \
+quoted). The first admissible claim wins; later claims are rejected naming the owner. \
+Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits \
+with code 2.\n\n\
+Checked before signing (like offer, accept, decline, milestone, release, cancel, amend-price, \
+exception and return): the CLI reads the order, the parties named and the node's profile and \
+counters, and asks the ledger's own rules what they would decide. A predicted rejection \
+(unknown order, wrong price or version, not the owner, wrong state, ...) is refused with exit \
+code 6 and the reason, naming the expected value, and nothing is signed or sent; --force signs \
+and submits it anyway (the rejection is then recorded against the signer), --dry-run shows \
+the command that would be signed and the predicted outcome.\n\n\
+Examples:\n  arbor order claim o-20251207-0001 --price-version 1 --total 2598 --key store-17.key\n  \
+arbor order claim o-20251207-0001 --at-current-price --key store-17.key\n  \
+arbor order claim o-20251207-0001 --at-current-price --dry-run --key store-17.key"
     )]
     Claim {
         /// Canonical order id
@@ -189,8 +199,9 @@ Example:\n  arbor order release o-1 --reason \"out of stock\" --key store-17.key
         long_about = "Offer custody of an owned, unshipped order to another node (signed \
 by the owner). Custody moves only when the receiver accepts (`arbor order accept`); until then, \
 and if it declines or the offer expires, the sender keeps it. Prints the offer's sequence \
-number, which the receiver names when it answers.\n\n\
-Example:\n  arbor order offer o-1 --to wh-shanghai --expires-in 3600 --key store-17.key"
+number (the offer seq) and the exact command the receiver accepts it with (`--offer-seq N`); \
+with --output json they are `offer_seq` and `accept_command`.\n\n\
+Example:\n  arbor order offer o-1 --to wh-shanghai --expires-in 1h --key store-17.key"
     )]
     Offer {
         /// Canonical order id (see `arbor order list`, `arbor order resolve`)
@@ -341,11 +352,13 @@ Example:\n  arbor order return o-1 receive --refund 3000 --price-version 1 --key
     /// Open a dispute on an order: lost, damaged, late, ... (any enrolled party)
     #[command(
         long_about = "Open a dispute on an order (signed by any enrolled party: operator, channel, \
-node or auditor), naming what happened and when: --incident-ms is the incident time in Unix \
-milliseconds and may not be later than the entry's own time. Prints the dispute's sequence \
-number; `arbor audit dispute ORDER --dispute SEQ` previews the ruling the responsibility \
-rules compute, and an auditor resolves it with --resolve.\n\n\
-Example:\n  arbor order dispute ord-1001 --kind damaged --incident-ms 1765121024123 --statement \"box crushed on arrival\" --key meituan.key"
+node or auditor), naming what happened and when: --at is the incident time (RFC 3339 such as \
+2025-12-07T15:23:00Z, or now, now-2h), or --incident-ms in Unix milliseconds (a number that \
+can only be seconds is refused); it may not be later than the entry's own time. Prints the \
+dispute's sequence number; `arbor audit dispute ORDER --dispute SEQ` previews the ruling the \
+responsibility rules compute, and an auditor resolves it with --resolve.\n\n\
+Examples:\n  arbor order dispute ord-1001 --kind damaged --at 2025-12-07T15:23:00Z --statement \"box crushed on arrival\" --key meituan.key\n  \
+arbor order dispute ord-1001 --kind lost --at now-2h --key meituan.key"
     )]
     Dispute {
         /// Canonical order id
@@ -787,6 +800,26 @@ mod tests {
             .contains("missing field `currency`"));
         let negative = GOOD.replace("\"quantity\": 2", "\"quantity\": -2");
         assert!(parse_order(&negative).is_err());
+    }
+
+    #[test]
+    fn promised_delivery_as_rfc3339() {
+        let t = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"promised_delivery\": \"2025-12-07T15:23:44.123Z\",",
+        );
+        assert_eq!(
+            parse_order(&t).unwrap().promised_delivery_ms,
+            1_765_121_024_123
+        );
+        let bad = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"promised_delivery\": \"tomorrow\",",
+        );
+        assert!(parse_order(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("promised_delivery"));
     }
 
     #[test]
