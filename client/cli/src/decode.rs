@@ -41,7 +41,8 @@ pub fn decode_signed(bytes: &[u8]) -> Decoded {
                 let mut full = serde_json::Map::new();
                 let base = kind.split(':').next().unwrap_or_default();
                 full.insert("kind".into(), json!(base));
-                full.insert("nonce".into(), json!(c.nonce));
+                // A string: a u64 nonce does not survive a JSON double (jq).
+                full.insert("nonce".into(), json!(c.nonce.to_string()));
                 full.append(m);
                 json = Value::Object(full);
             }
