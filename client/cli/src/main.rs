@@ -50,8 +50,9 @@ Signs commands with a party's key file and submits them to any replica; leader c
 and unreachable replicas are retried transparently until --timeout.\n\n\
 Example (against `arbor-node dev`):\n  \
 source arbor-data/dev.env\n  \
-arbor keys generate --party store-17 --out store-17.key\n  \
-arbor party enroll --role node --kind store --public-key-file store-17.key\n  \
+arbor keys generate --party store-17            # keys/store-17.key (secret, 0600)\n  \
+arbor keys export-public keys/store-17.key      # keys/store-17.pub (for the operator)\n  \
+arbor party enroll --role node --kind store --public-key-file keys/store-17.pub\n  \
 arbor cluster status",
     after_long_help = exit::EXIT_CODES_HELP
 )]

@@ -391,7 +391,7 @@ async fn newcomer_path_with_the_dev_cluster() {
     assert_eq!(offer["offer_seq"], offer["seq"], "{offer}");
     assert_eq!(
         offer["accept_command"],
-        format!("arbor order accept o-cli-1 --offer-seq {offer_seq} --key store-b.key"),
+        format!("arbor order accept o-cli-1 --offer-seq {offer_seq} --key keys/store-b.key"),
         "{offer}"
     );
     // Accepting a mistyped offer seq is caught, naming the pending one.

@@ -531,7 +531,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 .offer_handoff(&order_id, &to, ms);
             let mut reply = submit_checked(ctx, cmd, sign).await?;
             if reply.accepted_seq.is_some() {
-                reply = offer_reply(ctx, reply, &order_id, &to);
+                reply = offer_reply(ctx.format, reply, &order_id, &to);
             }
             Ok(reply)
         }
@@ -724,13 +724,13 @@ fn with_json_field(format: Format, mut reply: Reply, key: &str, value: Value) ->
 }
 
 /// An accepted offer: its seq, and the command the receiver accepts it with.
-fn offer_reply(ctx: &Ctx, reply: Reply, order_id: &str, to: &str) -> Reply {
+fn offer_reply(format: Format, reply: Reply, order_id: &str, to: &str) -> Reply {
     let seq = reply.accepted_seq.unwrap_or_default();
-    let accept = format!("arbor order accept {order_id} --offer-seq {seq} --key {to}.key");
-    match ctx.format {
+    let accept = format!("arbor order accept {order_id} --offer-seq {seq} --key keys/{to}.key");
+    match format {
         Format::Json => {
-            let reply = with_json_field(ctx.format, reply, "offer_seq", json!(seq));
-            with_json_field(ctx.format, reply, "accept_command", json!(accept))
+            let reply = with_json_field(format, reply, "offer_seq", json!(seq));
+            with_json_field(format, reply, "accept_command", json!(accept))
         }
         Format::Table => {
             let mut reply = reply;
@@ -800,6 +800,51 @@ mod tests {
             .contains("missing field `currency`"));
         let negative = GOOD.replace("\"quantity\": 2", "\"quantity\": -2");
         assert!(parse_order(&negative).is_err());
+    }
+
+    #[test]
+    fn an_accepted_offer_names_its_seq_and_the_accept_command() {
+        let r = pb::SubmitReply {
+            seq: 12,
+            outcome: Some(pb::Outcome {
+                accepted: true,
+                code: "accepted".into(),
+                message: String::new(),
+            }),
+            entry_hash: vec![1; 32],
+            duplicate: false,
+        };
+        let text = offer_reply(
+            Format::Table,
+            submit_reply(Format::Table, &r),
+            "o-1",
+            "wh-east",
+        )
+        .text;
+        assert!(
+            text.starts_with("seq 12: accepted\noffer seq 12: wh-east accepts it with\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  arbor order accept o-1 --offer-seq 12 --key keys/wh-east.key\n"),
+            "{text}"
+        );
+        let j: Value = serde_json::from_str(
+            &offer_reply(
+                Format::Json,
+                submit_reply(Format::Json, &r),
+                "o-1",
+                "wh-east",
+            )
+            .text,
+        )
+        .unwrap();
+        assert_eq!(j["offer_seq"], 12);
+        assert_eq!(j["seq"], 12);
+        assert_eq!(
+            j["accept_command"],
+            "arbor order accept o-1 --offer-seq 12 --key keys/wh-east.key"
+        );
     }
 
     #[test]
