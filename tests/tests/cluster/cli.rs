@@ -467,6 +467,23 @@ async fn newcomer_path_with_the_dev_cluster() {
         .json();
     assert_eq!(got["status"], "delivered", "{got}");
     assert_eq!(got["tracking_id"], "SF1", "{got}");
+    // A dispute on a mistyped order is caught; an incident in the future too.
+    refused_locally(
+        &dev,
+        &[
+            "order", "dispute", "o-cli-l", "--kind", "lost", "--at", "now-1h", "--key", &ka,
+        ],
+        "not registered",
+    )
+    .await;
+    refused_locally(
+        &dev,
+        &[
+            "order", "dispute", "o-cli-1", "--kind", "lost", "--at", "now+2h", "--key", &ka,
+        ],
+        "incident_in_future",
+    )
+    .await;
     // A refund at a wrong price version, on an order with no return claimed.
     refused_locally(
         &dev,

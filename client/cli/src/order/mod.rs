@@ -49,7 +49,7 @@ quoted). The first admissible claim wins; later claims are rejected naming the o
 Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits \
 with code 2.\n\n\
 Checked before signing (like offer, accept, decline, milestone, release, cancel, amend-price, \
-exception and return): the CLI reads the order, the parties named and the node's profile and \
+exception, return and dispute): the CLI reads the order, the parties named and the node's profile and \
 counters, and asks the ledger's own rules what they would decide. A predicted rejection \
 (unknown order, wrong price or version, not the owner, wrong state, ...) is refused with exit \
 code 6 and the reason, naming the expected value, and nothing is signed or sent; --force signs \
@@ -380,6 +380,8 @@ arbor order dispute ord-1001 --kind lost --at now-2h --key meituan.key"
         /// Key file of any enrolled party
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Find the order a channel's external reference belongs to
     #[command(
@@ -585,6 +587,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             incident_ms,
             statement,
             key,
+            sign,
         } => {
             let incident_ms = at.or(incident_ms).unwrap_or_default();
             let cmd = signing_key(ctx, key).await?.open_dispute(
@@ -593,7 +596,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 incident_ms,
                 &statement,
             );
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Exception {
             order_id,
@@ -694,11 +697,6 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             Ok(Reply::new(show_order(ctx, &o)))
         }
     }
-}
-
-async fn submit(ctx: &Ctx, cmd: pb::SignedCommand) -> Result<Reply> {
-    let reply = ctx.client().await?.submit(cmd).await?;
-    Ok(submit_reply(ctx.format, &reply))
 }
 
 /// Submits `cmd` after the pre-check ([`precheck::gate`]) lets it through.
