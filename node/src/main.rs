@@ -336,7 +336,7 @@ fn main() {
             Ok(c) => Some(c),
             Err(e) => {
                 eprintln!("error: {e:#}");
-                std::process::exit(EXIT_USAGE);
+                std::process::exit(exit_code(&e, EXIT_USAGE));
             }
         },
         _ => None,
@@ -355,11 +355,20 @@ fn main() {
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        let not_found = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
-        });
-        std::process::exit(if not_found { 3 } else { 1 });
+        std::process::exit(exit_code(&e, 1));
+    }
+}
+
+/// 3 when a file named by a flag does not exist, else `otherwise`.
+fn exit_code(e: &anyhow::Error, otherwise: i32) -> i32 {
+    let not_found = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    });
+    if not_found {
+        3
+    } else {
+        otherwise
     }
 }
 
@@ -396,6 +405,22 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "arbor-node".into(), &mut missing);
         assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_not_found_other_errors_keep_their_code() {
+        let missing = std::fs::read("/nonexistent/arbor.toml").unwrap_err();
+        let e = anyhow::Error::from(missing).context("cannot read config file");
+        assert_eq!(exit_code(&e, EXIT_USAGE), 3);
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("id must be > 0"), EXIT_USAGE),
+            64
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("port in use"), 1), 1);
+        let c = Cli::try_parse_from(["arbor-node", "run", "--config", "/nonexistent/arbor.toml"])
+            .unwrap();
+        let Cmd::Run(r) = c.cmd else { panic!("run") };
+        assert_eq!(exit_code(&r.into_config().unwrap_err(), EXIT_USAGE), 3);
     }
 
     #[test]
