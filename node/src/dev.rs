@@ -4,8 +4,10 @@
 //! under one directory, an operator key generated on first start, the cluster
 //! bootstrapped, TLS on both ports with a local CA and replica certificates
 //! generated on first start under `DIR/tls/`. The ports chosen on first
-//! start are kept in `dev.json` so a restart on the same directory finds the
-//! same membership and resumes. Peer ports are the client ports + 100.
+//! start are kept in `dev.json` (written only once all six were found free)
+//! so a restart on the same directory finds the same membership and
+//! resumes. Peer ports are the client ports + 100. Each replica directory
+//! is locked for the process ([`lock_data_dir`]).
 
 use openraft::async_runtime::WatchReceiver;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ pub const OPERATOR_PARTY: &str = "operator";
 
 #[derive(Serialize, Deserialize)]
 struct DevState {
+    /// Client ports of replicas 1, 2, 3.
     ports: [u16; 3],
 }
 
@@ -53,16 +56,28 @@ fn load_or_create_operator(path: &Path) -> anyhow::Result<SigningKey> {
         .map_err(|e| anyhow::anyhow!("operator key: {e}"))
 }
 
-fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
+/// The ports of this data directory: those of its first start (kept in
+/// `dev.json`, the membership in its ledger names them), else three free
+/// ones from `base_port` (7101 unless given). Nothing is saved until every
+/// port (client and peer) was found free, so a first start that fails on a
+/// port clash leaves nothing behind and a retry with `--base-port` works.
+fn ports(dir: &Path, base_port: Option<u16>) -> anyhow::Result<[u16; 3]> {
     let path = dir.join("dev.json");
     if path.exists() {
         let s: DevState = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?;
-        if s.ports[0] != base_port {
-            tracing::warn!(ports = ?s.ports, "reusing the ports of the first start of this data directory");
+        if let Some(b) = base_port.filter(|b| *b != s.ports[0]) {
+            anyhow::bail!(
+                "{} was first started on ports {}-{} and its cluster membership names them; \
+                 --base-port {b} cannot move it (drop --base-port, or use a new --data-dir)",
+                dir.display(),
+                s.ports[0],
+                s.ports[2]
+            );
         }
         return Ok(s.ports);
     }
+    let base_port = base_port.unwrap_or(DEFAULT_BASE_PORT);
     anyhow::ensure!(
         base_port > 0 && base_port < u16::MAX - 2 - PEER_PORT_OFFSET,
         "--base-port must leave room for three client ports and three peer ports (+{PEER_PORT_OFFSET})"
@@ -70,15 +85,85 @@ fn ports(dir: &Path, base_port: u16) -> anyhow::Result<[u16; 3]> {
     let s = DevState {
         ports: [base_port, base_port + 1, base_port + 2],
     };
+    for p in s.ports.iter().flat_map(|p| [*p, p + PEER_PORT_OFFSET]) {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", p)) {
+            anyhow::bail!(
+                "port {p} on 127.0.0.1 is not free ({e}): the dev cluster needs ports {}-{} and \
+                 {}-{}; pick another range with --base-port N (nothing was saved in {})",
+                s.ports[0],
+                s.ports[2],
+                s.ports[0] + PEER_PORT_OFFSET,
+                s.ports[2] + PEER_PORT_OFFSET,
+                dir.display()
+            );
+        }
+    }
     std::fs::write(&path, serde_json::to_string(&s)?)?;
     Ok(s.ports)
 }
 
+/// The first client port of a new dev cluster when `--base-port` is not given.
+pub const DEFAULT_BASE_PORT: u16 = 7101;
+
+/// The pid file beside a replica's data (`DIR/arbor-node.pid`).
+pub const PID_FILE: &str = "arbor-node.pid";
+
+/// Takes the data directory for this process: an exclusive lock on
+/// `DIR/arbor-node.pid`, which then holds this process's pid. Another
+/// process holding it is named: "already running (pid N)". The lock lasts
+/// as long as the returned file is open (the OS drops it when the process
+/// ends, however it ends).
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(PID_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let pid = pid.trim();
+            let who = if pid.is_empty() {
+                "another process".to_string()
+            } else {
+                format!("pid {pid}")
+            };
+            anyhow::bail!(
+                "arbor-node is already running on {} ({who}, holding {}); stop it first, or use another data directory",
+                dir.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("cannot lock {}: {e}", path.display())
+        }
+    }
+    f.set_len(0)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    writeln!(f, "{}", std::process::id())?;
+    f.flush()?;
+    Ok(f)
+}
+
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
-pub async fn run(data_dir: PathBuf, base_port: u16) -> anyhow::Result<()> {
+/// `base_port` is `--base-port` (`None`: 7101 on first start).
+pub async fn run(data_dir: PathBuf, base_port: Option<u16>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    // Before anything else: a second instance is named, not left to fail on
+    // a port or a RocksDB lock.
+    let _locks = (1..=3)
+        .map(|id| lock_data_dir(&data_dir.join(format!("node-{id}"))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let ports = ports(&data_dir, base_port)?;
     let key_path = data_dir.join("operator.key");
     let op_key = load_or_create_operator(&key_path)?;
@@ -250,5 +335,55 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_pid_holding_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_data_dir(dir.path()).unwrap();
+        let pid = std::fs::read_to_string(dir.path().join(PID_FILE)).unwrap();
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        let e = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("already running") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        lock_data_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn ports_are_saved_only_when_free_and_base_port_is_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        // A range whose second port is taken: refused, nothing saved.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = taken.local_addr().unwrap().port();
+        if busy > 1 && busy < u16::MAX - 2 - PEER_PORT_OFFSET {
+            let e = ports(dir.path(), Some(busy - 1)).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("port {busy}")) && e.contains("--base-port"),
+                "{e}"
+            );
+            assert!(!dir.path().join("dev.json").exists());
+        }
+        drop(taken);
+        // A free range is saved; a later different --base-port is an error, not ignored.
+        let free = loop {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let p = l.local_addr().unwrap().port();
+            drop(l);
+            if p < u16::MAX - 2 - PEER_PORT_OFFSET && ports(dir.path(), Some(p)).is_ok() {
+                break p;
+            }
+        };
+        assert_eq!(ports(dir.path(), None).unwrap(), [free, free + 1, free + 2]);
+        assert_eq!(ports(dir.path(), Some(free)).unwrap()[0], free);
+        let e = ports(dir.path(), Some(free + 10)).unwrap_err().to_string();
+        assert!(e.contains("cannot move it"), "{e}");
     }
 }

@@ -24,31 +24,46 @@ use clap::{Args, Parser, Subcommand};
         "Settings come from defaults < --config FILE (TOML) < ARBOR_* environment < flags.\n",
         "See docs/arbor-node.example.toml and docs/operations.md."
     ),
-    args_conflicts_with_subcommands = true
+    after_long_help = EXIT_CODES,
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
-    cmd: Option<Cmd>,
-    #[command(flatten)]
-    run: RunArgs,
+    cmd: Cmd,
 }
+
+/// The exit codes `arbor-node` uses (those of `arbor`, docs/operations.md).
+const EXIT_CODES: &str = "Exit codes:
+  0   stopped cleanly (Ctrl-C, SIGTERM), or the command succeeded
+  1   failure: cannot start (already running on the data directory, port in use, storage), or an error not covered below
+  3   not found: a file named by a flag (config, certificate, key)
+  64  usage error: bad flags or arguments, an invalid configuration, no subcommand";
+
+/// Exit code 64: bad flags, arguments or configuration.
+const EXIT_USAGE: i32 = 64;
 
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Cmd {
-    /// Run one replica (the default when no subcommand is given)
+    /// Run one replica
+    #[command(
+        long_about = "Run one replica with the settings of --config FILE, ARBOR_* environment and flags \
+(see docs/operations.md). Only the bootstrap replica takes --bootstrap, --member and --operator.\n\n\
+Example:\n  arbor-node run --config /etc/arbor/node-1.toml"
+    )]
     Run(RunArgs),
     /// Start a complete local three-replica cluster in this process
     #[command(
         long_about = "Start a complete local three-replica cluster in this process.\n\n\
 Replicas listen on 127.0.0.1 at --base-port, +1, +2. On first start an operator key is generated\n\
 at DIR/operator.key and the cluster is bootstrapped; DIR/dev.env exports ARBOR_ENDPOINTS and\n\
-ARBOR_OPERATOR_KEY for the arbor CLI. Started again on the same directory it resumes with all data.\n\
-Stops cleanly on Ctrl-C or SIGTERM."
+ARBOR_OPERATOR_KEY for the arbor CLI. Started again on the same directory it resumes with all data\n\
+(on the ports of its first start). Stops cleanly on Ctrl-C or SIGTERM.\n\n\
+Example:\n  arbor-node dev --data-dir arbor-data --base-port 7101"
     )]
     Dev(DevArgs),
     /// Create the cluster CA and issue replica and client certificates
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Cert(CertCmd),
 }
 
@@ -57,10 +72,10 @@ enum CertCmd {
     /// Create a new cluster CA: DIR/ca.pem (give it to replicas and clients) and DIR/ca.key (keep it offline)
     Ca {
         /// Directory for ca.pem and ca.key
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         dir: PathBuf,
         /// Name in the CA's subject (e.g. the cluster id)
-        #[arg(long, default_value = "arbor")]
+        #[arg(long, value_name = "NAME", default_value = "arbor")]
         name: String,
     },
     /// Issue a replica certificate: names arbor-replica-ID (what peers check) and each --host
@@ -103,9 +118,9 @@ struct DevArgs {
     /// Directory for all three replicas' data, the operator key and dev.env
     #[arg(long, env = "ARBOR_DATA_DIR", default_value = "arbor-data")]
     data_dir: PathBuf,
-    /// First of three consecutive ports on 127.0.0.1
-    #[arg(long, env = "ARBOR_BASE_PORT", default_value_t = 7101)]
-    base_port: u16,
+    /// First of three consecutive client ports on 127.0.0.1 (peers +100) [default: 7101]; a directory started before keeps its ports
+    #[arg(long, env = "ARBOR_BASE_PORT", value_name = "PORT")]
+    base_port: Option<u16>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -266,8 +281,9 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = args.into_config()?;
+async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    // A second instance on the same data is named, not left to a RocksDB lock error.
+    let _lock = arbor_node::dev::lock_data_dir(&config.data_dir)?;
     let node = start_node(config).await.context("cannot start replica")?;
     println!("arbor-node {} serving on {}", node.id, node.addr);
     arbor_node::dev::shutdown_signal().await;
@@ -304,7 +320,27 @@ fn cert(cmd: CertCmd) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => EXIT_USAGE,
+            });
+        }
+    };
+    // Flags and configuration are checked before anything starts.
+    let run_config = match &cli.cmd {
+        Cmd::Run(r) => match r.clone().into_config() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(exit_code(&e, EXIT_USAGE));
+            }
+        },
+        _ => None,
+    };
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -312,14 +348,102 @@ fn main() {
         .expect("tokio runtime");
     let result = rt.block_on(async {
         match cli.cmd {
-            Some(Cmd::Dev(d)) => arbor_node::dev::run(d.data_dir, d.base_port).await,
-            Some(Cmd::Run(r)) => run(r).await,
-            Some(Cmd::Cert(c)) => cert(c),
-            None => run(cli.run).await,
+            Cmd::Dev(d) => arbor_node::dev::run(d.data_dir, d.base_port).await,
+            Cmd::Run(_) => run(run_config.expect("checked above")).await,
+            Cmd::Cert(c) => cert(c),
         }
     });
     if let Err(e) = result {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(exit_code(&e, 1));
+    }
+}
+
+/// 3 when a file named by a flag does not exist, else `otherwise`.
+fn exit_code(e: &anyhow::Error, otherwise: i32) -> i32 {
+    let not_found = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+    });
+    if not_found {
+        3
+    } else {
+        otherwise
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every flag and positional of every subcommand says what it is.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() && s.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (subcommand)", s.get_name()));
+                }
+                walk(s, format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "arbor-node".into(), &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_not_found_other_errors_keep_their_code() {
+        let missing = std::fs::read("/nonexistent/arbor.toml").unwrap_err();
+        let e = anyhow::Error::from(missing).context("cannot read config file");
+        assert_eq!(exit_code(&e, EXIT_USAGE), 3);
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("id must be > 0"), EXIT_USAGE),
+            64
+        );
+        assert_eq!(exit_code(&anyhow::anyhow!("port in use"), 1), 1);
+        let c = Cli::try_parse_from(["arbor-node", "run", "--config", "/nonexistent/arbor.toml"])
+            .unwrap();
+        let Cmd::Run(r) = c.cmd else { panic!("run") };
+        assert_eq!(exit_code(&r.into_config().unwrap_err(), EXIT_USAGE), 3);
+    }
+
+    #[test]
+    fn no_subcommand_is_a_usage_error_not_a_replica() {
+        let e = Cli::try_parse_from(["arbor-node"])
+            .err()
+            .expect("no subcommand");
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        );
+        let e = Cli::try_parse_from(["arbor-node", "--id", "1"])
+            .err()
+            .expect("flags need run");
+        assert_ne!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(Cli::try_parse_from(["arbor-node", "run", "--id", "1"]).is_ok());
+        let dev = Cli::try_parse_from(["arbor-node", "dev"]).unwrap();
+        assert!(matches!(
+            dev.cmd,
+            Cmd::Dev(DevArgs {
+                base_port: None,
+                ..
+            })
+        ));
     }
 }

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use arbor_client::{pb, Client, Commands};
 use serde_json::{json, Value};
 
+use super::exit::{fail, Exit};
 use super::ledger::command_summary;
 use super::output::{kv, render, utc, Reply};
 use super::{signing_key, Ctx};
@@ -18,7 +19,7 @@ fn pick_dispute(order: &pb::OrderView, seq: Option<u64>) -> Result<pb::DisputeVi
             "seq {} ({}, incident {}, opened by {}{})",
             d.seq,
             d.kind,
-            d.incident_ms,
+            utc(d.incident_ms),
             d.opened_by,
             if d.resolved { ", resolved" } else { "" }
         )
@@ -45,28 +46,31 @@ fn pick_dispute(order: &pb::OrderView, seq: Option<u64>) -> Result<pb::DisputeVi
     let open: Vec<&pb::DisputeView> = order.disputes.iter().filter(|d| !d.resolved).collect();
     match open.as_slice() {
         [d] => Ok((*d).clone()),
-        [] if order.disputes.is_empty() => bail!(
-            "order {} has no dispute (open one with `arbor order dispute`)",
-            order.order_id
+        [] if order.disputes.is_empty() => fail(
+            Exit::NotFound,
+            format!(
+                "order {} has no dispute (open one with `arbor order dispute`)",
+                order.order_id
+            ),
         ),
-        [] => bail!(
-            "order {} has no open dispute; pass --dispute SEQ to show a resolved one: {}",
-            order.order_id,
-            order
-                .disputes
-                .iter()
-                .map(describe)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-        many => bail!(
-            "order {} has {} open disputes; pass --dispute SEQ: {}",
-            order.order_id,
-            many.len(),
-            many.iter()
-                .map(|d| describe(d))
-                .collect::<Vec<_>>()
-                .join("; ")
+        // None open: the latest resolved one, with its recorded ruling.
+        [] => Ok(order
+            .disputes
+            .iter()
+            .max_by_key(|d| d.seq)
+            .cloned()
+            .expect("not empty")),
+        many => fail(
+            Exit::Usage,
+            format!(
+                "order {} has {} open disputes; pass --dispute SEQ: {}",
+                order.order_id,
+                many.len(),
+                many.iter()
+                    .map(|d| describe(d))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
         ),
     }
 }
@@ -111,9 +115,12 @@ pub async fn dispute(
     let ruling = client.preview_ruling(order_id, d.seq).await?;
     if resolve && d.resolved {
         let at = d.ruling.as_ref().map(|r| r.resolved_seq).unwrap_or(0);
-        bail!(
-            "the dispute opened at entry {} of order {order_id} was already resolved at entry {at}",
-            d.seq
+        return fail(
+            Exit::RefusedLocally,
+            format!(
+                "the dispute opened at entry {} of order {order_id} was already resolved at entry {at}; nothing was signed",
+                d.seq
+            ),
         );
     }
     let submitted = match &auditor {
@@ -140,6 +147,7 @@ pub async fn dispute(
             "seq": d.seq,
             "kind": d.kind,
             "incident_ms": d.incident_ms,
+            "incident_time": utc(d.incident_ms),
             "opened_by": d.opened_by,
             "resolved": d.resolved,
         },
@@ -168,12 +176,11 @@ pub async fn dispute(
             (
                 "dispute",
                 format!(
-                    "seq {}: {} by {}, incident {} ({})",
+                    "seq {}: {} by {}, incident {}",
                     d.seq,
                     d.kind,
                     d.opened_by,
-                    utc(d.incident_ms),
-                    d.incident_ms
+                    utc(d.incident_ms)
                 ),
             ),
             ("liable", liable),
@@ -270,8 +277,14 @@ mod tests {
         );
         let e = pick_dispute(&order(&[]), None).unwrap_err();
         assert!(e.to_string().contains("no dispute"), "{e}");
-        let e = pick_dispute(&order(&[(5, true)]), None).unwrap_err();
-        assert!(e.to_string().contains("no open dispute"), "{e}");
+        // None open: the latest resolved one (its recorded ruling is shown).
+        assert_eq!(pick_dispute(&order(&[(5, true)]), None).unwrap().seq, 5);
+        assert_eq!(
+            pick_dispute(&order(&[(5, true), (7, true)]), None)
+                .unwrap()
+                .seq,
+            7
+        );
         let e = pick_dispute(&order(&[(5, true)]), Some(6)).unwrap_err();
         assert!(e.to_string().contains("seq 5"), "{e}");
     }

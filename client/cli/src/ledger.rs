@@ -3,20 +3,24 @@
 use anyhow::Result;
 use arbor_client::pb;
 use clap::Subcommand;
-use prost::Message;
 use serde_json::json;
 
+use super::decode::decode_signed;
+/// `ClaimOrder` -> `claim_order` (kept here for the trace).
+pub(super) use super::decode::snake_case;
 use super::output::{render, short_hash, utc, Reply, Table};
 use super::Ctx;
 
 #[derive(Subcommand)]
 pub enum LedgerCmd {
-    /// List ledger entries: seq, time, outcome, order, signer, command, hash
+    /// List ledger entries: seq, time, outcome, order, command, signer, hash
     #[command(
         long_about = "List ledger entries in sequence order: sequence number, leader timestamp (UTC), \
-outcome code, the order concerned, the signer and kind of command, and a prefix of the \
-entry hash. The read is linearizable. With --output json every field is shown in full \
-(hashes in hex).\n\n\
+outcome code, the order concerned, the kind of command (a milestone names its kind: \
+report_milestone:shipped) and its signer, and a prefix of the entry hash; `arbor watch` \
+prints the same columns. The read is linearizable. With --output json every field is shown \
+in full: the command decoded (`command`, with `kind` and its fields) beside its exact signed \
+bytes (`command_bytes`, hex), hashes in hex, times as `time` (RFC 3339, UTC) and `time_ms`.\n\n\
 Examples:\n  arbor ledger entries --limit 20\n  arbor ledger entries --from 1000 --output json"
     )]
     Entries {
@@ -40,26 +44,18 @@ pub async fn run(ctx: &Ctx, cmd: LedgerCmd) -> Result<Reply> {
 
 /// Signer and command kind, read from the entry's signed command bytes.
 pub(super) fn command_summary(bytes: &[u8]) -> (String, String) {
-    let Ok(env) = pb::SignedCommand::decode(bytes) else {
-        return ("?".into(), "undecodable".into());
-    };
-    let kind = match pb::Command::decode(env.command.as_slice()) {
-        Ok(c) if c.body.is_none() => "empty".to_string(),
-        Ok(c) => snake_case(arbor_proto::rules::command_name(&c)),
-        Err(_) => "undecodable".to_string(),
-    };
-    let signer = if env.signer.is_empty() {
-        "-".into()
-    } else {
-        env.signer
-    };
-    (signer, kind)
+    let d = decode_signed(bytes);
+    let base = d.kind.split(':').next().unwrap_or_default().to_string();
+    (d.signer, base)
 }
 
-/// One ledger entry as JSON, as `ledger entries` and `watch` print it.
+/// One ledger entry as JSON, as `ledger entries` and `watch` print it: the
+/// command decoded (`command`, see [`crate::decode`]) and its exact signed
+/// bytes (`command_bytes`, hex).
 pub fn entry_json(e: &pb::LedgerEntry) -> serde_json::Value {
     let o = e.outcome.clone().unwrap_or_default();
-    let (signer, command) = command_summary(&e.command);
+    let d = decode_signed(&e.command);
+    let base = d.kind.split(':').next().unwrap_or_default().to_string();
     json!({
         "seq": e.seq,
         "time_ms": e.time_ms,
@@ -69,28 +65,39 @@ pub fn entry_json(e: &pb::LedgerEntry) -> serde_json::Value {
         "message": o.message,
         "order_id": e.order_id,
         "order_prev_seq": e.order_prev_seq,
-        "signer": signer,
-        "command_kind": command,
-        "command": hex::encode(&e.command),
+        "signer": d.signer,
+        "command_kind": base,
+        "command": d.json,
+        "command_bytes": hex::encode(&e.command),
         "prev_hash": hex::encode(&e.prev_hash),
         "hash": hex::encode(&e.hash),
     })
 }
 
-/// `ClaimOrder` -> `claim_order`.
-pub(super) fn snake_case(name: &str) -> String {
-    let mut out = String::new();
-    for (i, ch) in name.chars().enumerate() {
-        if ch.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(ch.to_ascii_lowercase());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
+/// The columns of `ledger entries` and `watch`, in this order.
+pub const COLUMNS: [&str; 7] = [
+    "SEQ", "TIME", "OUTCOME", "ORDER", "COMMAND", "SIGNER", "HASH",
+];
+
+/// One entry's cells under [`COLUMNS`]; a milestone names its kind
+/// (`report_milestone:shipped`).
+pub fn cells(e: &pb::LedgerEntry) -> [String; 7] {
+    let o = e.outcome.clone().unwrap_or_default();
+    let d = decode_signed(&e.command);
+    let order = if e.order_id.is_empty() {
+        "-".into()
+    } else {
+        e.order_id.clone()
+    };
+    [
+        e.seq.to_string(),
+        utc(e.time_ms),
+        o.code,
+        order,
+        d.kind,
+        d.signer,
+        short_hash(&e.hash),
+    ]
 }
 
 fn show_entries(ctx: &Ctx, r: &pb::GetEntriesReply) -> String {
@@ -100,26 +107,9 @@ fn show_entries(ctx: &Ctx, r: &pb::GetEntriesReply) -> String {
         if r.empty {
             return "the ledger has no entries yet\n".into();
         }
-        let mut t = Table::new(&[
-            "SEQ", "TIME", "OUTCOME", "ORDER", "SIGNER", "COMMAND", "HASH",
-        ]);
+        let mut t = Table::new(&COLUMNS);
         for e in &r.entries {
-            let o = e.outcome.clone().unwrap_or_default();
-            let (signer, command) = command_summary(&e.command);
-            let order = if e.order_id.is_empty() {
-                "-".into()
-            } else {
-                e.order_id.clone()
-            };
-            t.row(vec![
-                e.seq.to_string(),
-                utc(e.time_ms),
-                o.code,
-                order,
-                signer,
-                command,
-                short_hash(&e.hash),
-            ]);
+            t.row(cells(e).to_vec());
         }
         let mut out = if r.entries.is_empty() {
             format!(
@@ -146,6 +136,7 @@ fn show_entries(ctx: &Ctx, r: &pb::GetEntriesReply) -> String {
 mod tests {
     use super::*;
     use arbor_client::Commands;
+    use prost::Message;
 
     #[test]
     fn summary_reads_signer_and_kind() {
@@ -156,5 +147,17 @@ mod tests {
             ("store-1".into(), "claim_order".into())
         );
         assert_eq!(command_summary(&[0xff, 0xff]).1, "undecodable");
+        let e = pb::LedgerEntry {
+            seq: 9,
+            command: id.report_shipped("o-1", "sf", "SF1").encode_to_vec(),
+            ..Default::default()
+        };
+        let j = entry_json(&e);
+        assert_eq!(j["command_kind"], "report_milestone");
+        assert_eq!(j["command"]["milestone"], "shipped");
+        assert_eq!(j["command"]["tracking_id"], "SF1");
+        assert_eq!(j["command_bytes"], hex::encode(&e.command));
+        assert_eq!(cells(&e)[4], "report_milestone:shipped");
+        assert_eq!(cells(&e)[5], "store-1");
     }
 }

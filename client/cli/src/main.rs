@@ -4,14 +4,17 @@
 //! nothing of clap or anyhow).
 //!
 //! Each command returns a [`Reply`] already rendered in the chosen format;
-//! `main` prints it and turns it into the exit code (0 ok, 1 error, 2 the
-//! cluster recorded the command as rejected).
+//! `main` prints it and turns it, or the error, into the exit code
+//! ([`exit`]: 0 ok, 2 rejected, 3 not found, 4 unavailable, 5 refused by
+//! the replica, 6 refused locally, 64 usage, 1 anything else).
 
 mod audit;
 mod bench;
 mod cluster;
+mod decode;
 mod dispute;
 mod epcis;
+mod exit;
 mod explore;
 mod keys;
 mod ledger;
@@ -19,6 +22,7 @@ mod order;
 mod output;
 mod party;
 mod profile;
+mod time;
 mod trace;
 mod watch;
 
@@ -27,21 +31,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use arbor_client::{Client, Identity, Signer};
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
+use exit::{CliError, Exit};
 use output::{Format, Reply};
 
 pub const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103";
-
-const EXIT_CODES: &str = "Exit codes:
-  0  success
-  1  error: bad arguments, unreadable key or file, cluster unreachable, command refused
-  2  the command was committed but its outcome is `rejected` (recorded in the ledger)
-
-Errors are printed as one line starting with `error:` on stderr.";
 
 /// Command line client for arbor, the replicated order arbitration ledger.
 #[derive(Parser)]
@@ -54,10 +52,11 @@ Signs commands with a party's key file and submits them to any replica; leader c
 and unreachable replicas are retried transparently until --timeout.\n\n\
 Example (against `arbor-node dev`):\n  \
 source arbor-data/dev.env\n  \
-arbor keys generate --party store-17 --out store-17.key\n  \
-arbor party enroll --role node --kind store --public-key-file store-17.key\n  \
+arbor keys generate --party store-17            # keys/store-17.key (secret, 0600)\n  \
+arbor keys export-public keys/store-17.key      # keys/store-17.pub (for the operator)\n  \
+arbor party enroll --role node --kind store --public-key-file keys/store-17.pub\n  \
 arbor cluster status",
-    after_long_help = EXIT_CODES
+    after_long_help = exit::EXIT_CODES_HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -118,7 +117,7 @@ pub struct Global {
     /// Output format
     #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// Give up on the cluster after this many seconds (retries included)
+    /// Give up on the cluster after this long (retries included): seconds, or a duration such as 2m
     #[arg(long, global = true, help_heading = "Global options", value_name = "SECS", default_value = "15", value_parser = parse_secs)]
     pub timeout: Duration,
 }
@@ -182,10 +181,46 @@ the feed for --timeout seconds.\n\n\
 Examples:\n  arbor watch\n  arbor watch --from 0 --output json | jq -c 'select(.accepted | not)'"
     )]
     Watch(watch::WatchArgs),
+    /// Print a shell completion script: bash, zsh or fish
+    #[command(
+        long_about = "Print a completion script for the shell on stdout; subcommands, flags and \
+their values complete on TAB.\n\n\
+Examples:\n  arbor completions bash > ~/.local/share/bash-completion/completions/arbor\n  \
+arbor completions zsh > \"${fpath[1]}/_arbor\"\n  \
+arbor completions fish > ~/.config/fish/completions/arbor.fish"
+    )]
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The completion script of `arbor` for `shell`.
+fn completions(shell: CompletionShell) -> Reply {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "arbor", &mut out);
+    Reply::new(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn main() -> ExitCode {
-    let args = match Cli::try_parse() {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json_errors = wants_json(&raw);
+    let args = match Cli::try_parse_from(&raw) {
         Ok(a) => a,
         Err(e) => {
             return match e.kind() {
@@ -195,18 +230,30 @@ fn main() -> ExitCode {
                 }
                 ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                     let _ = e.print();
-                    ExitCode::from(1)
+                    Exit::Usage.into()
                 }
-                _ => fail(&clap_error_line(&e)),
+                _ => report_error(
+                    json_errors,
+                    &CliError::new(Exit::Usage, clap_error_line(&e)),
+                ),
             };
         }
     };
+    let json_errors = args.global.output == Format::Json;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return report_error(
+                json_errors,
+                &CliError::new(
+                    Exit::Failure,
+                    format!("cannot start the async runtime: {e}"),
+                ),
+            )
+        }
     };
     match runtime.block_on(run(args)) {
         Ok(reply) => {
@@ -215,16 +262,32 @@ fn main() -> ExitCode {
             let _ = out
                 .write_all(reply.text.as_bytes())
                 .and_then(|_| out.flush());
-            if let Some(e) = &reply.failed {
-                fail(e)
-            } else if reply.rejected {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
+            let code = reply.exit_code();
+            match &reply.failed {
+                Some(e) => report_error(json_errors, &CliError::new(code, e.clone())),
+                None => code.into(),
             }
         }
-        Err(e) => fail(&chain(&e)),
+        Err(e) => {
+            let exit = exit::classify(&e);
+            let details = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<CliError>())
+                .and_then(|c| c.details.clone());
+            let mut err = CliError::new(exit, chain(&e));
+            err.details = details;
+            report_error(json_errors, &err)
+        }
     }
+}
+
+/// Whether the command line asks for `--output json` (read before clap has
+/// parsed it, so that a usage error can be reported as JSON too).
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    args.windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.contains(&"--output=json")
 }
 
 /// The error and its causes joined by `: `, skipping causes already in the text
@@ -244,11 +307,26 @@ fn chain(e: &anyhow::Error) -> String {
     msg
 }
 
-/// Prints one `error:` line on stderr and exits with code 1.
-fn fail(msg: &str) -> ExitCode {
-    let line = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("error: {line}");
-    ExitCode::from(1)
+/// Prints the error on stderr, one `error:` line or (with `--output json`)
+/// one JSON object, and gives its exit code.
+fn report_error(json: bool, e: &CliError) -> ExitCode {
+    let line = e.message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if json {
+        let mut obj = serde_json::json!({
+            "error": line,
+            "kind": e.exit.name(),
+            "exit_code": e.exit.code(),
+        });
+        if let Some(serde_json::Value::Object(d)) = &e.details {
+            for (k, v) in d {
+                obj[k] = v.clone();
+            }
+        }
+        eprintln!("{obj}");
+    } else {
+        eprintln!("error: {line}");
+    }
+    e.exit.into()
 }
 
 /// What every command may need: where the cluster is and how to print.
@@ -314,6 +392,7 @@ pub async fn run(cli: Cli) -> Result<Reply> {
         Command::Audit(c) => audit::run(&ctx, c).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
         Command::Watch(a) => watch::run(&ctx, a).await,
+        Command::Completions { shell } => Ok(completions(shell)),
     }
 }
 
@@ -321,8 +400,8 @@ pub async fn run(cli: Cli) -> Result<Reply> {
 /// `ARBOR_KEY`, bound to the cluster ([`Ctx::cluster_id`]).
 async fn signing_key(ctx: &Ctx, key: Option<PathBuf>) -> Result<Signer> {
     let id = match key {
-        Some(p) => Identity::load(&p)?,
-        None => bail!("no key given: pass --key FILE or set ARBOR_KEY"),
+        Some(p) => keys::load_secret(&p)?,
+        None => exit::usage!("no key given: pass --key FILE or set ARBOR_KEY"),
     };
     Ok(id.for_cluster(&ctx.cluster_id().await?))
 }
@@ -344,16 +423,18 @@ fn operator_key(key: Option<PathBuf>) -> Result<Identity> {
         .or_else(|| from_env("ARBOR_OPERATOR_KEY"))
         .or_else(|| from_env("ARBOR_KEY"))
     {
-        Some(p) => Ok(Identity::load(&p)?),
-        None => bail!("no operator key given: pass --key FILE or set ARBOR_OPERATOR_KEY"),
+        Some(p) => keys::load_secret(&p),
+        None => exit::usage!("no operator key given: pass --key FILE or set ARBOR_OPERATOR_KEY"),
     }
 }
 
 fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
-    let secs: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let secs: f64 = match s.trim().parse() {
+        Ok(v) => v,
+        Err(_) => time::parse_duration(s)
+            .map_err(|_| format!("{s:?} is not a number of seconds or a duration (15, 2m)"))?
+            .as_secs_f64(),
+    };
     if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
         return Err(format!(
             "{s:?} must be more than 0 and at most 86400 seconds"
@@ -398,6 +479,45 @@ mod tests {
             }
         }
         walk(&Cli::command(), "arbor".into());
+    }
+
+    /// Every flag and positional of every subcommand says what it is.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: String, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                if s.get_about().is_none() && s.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (subcommand)", s.get_name()));
+                }
+                walk(s, format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "arbor".into(), &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn completions_name_the_subcommands() {
+        for shell in [
+            CompletionShell::Bash,
+            CompletionShell::Zsh,
+            CompletionShell::Fish,
+        ] {
+            let script = completions(shell).text;
+            for word in ["order", "claim", "at-current-price", "dry-run", "watch"] {
+                assert!(script.contains(word), "{shell:?} lacks {word}");
+            }
+        }
     }
 
     #[test]
@@ -446,7 +566,10 @@ mod tests {
         .unwrap();
         assert!(matches!(
             cli.command,
-            Command::Order(order::OrderCmd::Claim { total: -5, .. })
+            Command::Order(order::OrderCmd::Claim {
+                total: Some(-5),
+                ..
+            })
         ));
     }
 }

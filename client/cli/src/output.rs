@@ -3,14 +3,22 @@
 use arbor_client::pb;
 use serde_json::{json, Value};
 
+use crate::exit::Exit;
+
 /// What a command prints, already rendered in the chosen format.
 pub struct Reply {
     pub text: String,
     /// The cluster recorded the command as rejected: exit code 2.
     pub rejected: bool,
-    /// Printed after `text` as the one-line error, exit code 1 (a check that
-    /// failed after its report was made, e.g. a proof in `arbor audit trace`).
+    /// Printed after `text` as the one-line error, exit code 1 unless `exit`
+    /// says otherwise (a check that failed after its report was made, e.g. a
+    /// proof in `arbor audit trace`).
     pub failed: Option<String>,
+    /// The exit code, when not the one `rejected`/`failed` imply (see
+    /// [`crate::exit`]): e.g. 6 for a dry run predicting a rejection.
+    pub exit: Option<Exit>,
+    /// The entry's seq when a submitted command was accepted.
+    pub accepted_seq: Option<u64>,
 }
 
 impl Reply {
@@ -19,6 +27,18 @@ impl Reply {
             text,
             rejected: false,
             failed: None,
+            exit: None,
+            accepted_seq: None,
+        }
+    }
+
+    /// The exit code this reply ends the process with.
+    pub fn exit_code(&self) -> Exit {
+        match (self.exit, &self.failed, self.rejected) {
+            (Some(e), _, _) => e,
+            (None, Some(_), _) => Exit::Failure,
+            (None, None, true) => Exit::Rejected,
+            (None, None, false) => Exit::Success,
         }
     }
 }
@@ -128,11 +148,10 @@ pub fn submit_reply(format: Format, r: &pb::SubmitReply) -> Reply {
         }
         line + "\n"
     });
-    Reply {
-        text,
-        rejected: !o.accepted,
-        failed: None,
-    }
+    let mut reply = Reply::new(text);
+    reply.rejected = !o.accepted;
+    reply.accepted_seq = o.accepted.then_some(r.seq);
+    reply
 }
 
 pub fn role_name(role: i32) -> String {

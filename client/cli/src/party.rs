@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use arbor_client::pb;
 use arbor_client::Commands;
 use clap::{Subcommand, ValueEnum};
@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::output::{kind_name, kv, render, role_name, submit_reply, Reply};
 use super::{operator_signer, Ctx};
+use crate::exit::usage;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum RoleArg {
@@ -37,10 +38,11 @@ pub enum PartyCmd {
     #[command(
         long_about = "Enrol a party's public key with a role (operator-signed).\n\n\
 Roles: operator, channel (registers orders), node (claims and fulfils orders; needs \
---kind), auditor. The public key comes from --public-key HEX or from the party's key \
-file (--public-key-file; only its public half is read, and --id defaults to its party id).\n\n\
+--kind), auditor. The public key comes from --public-key HEX or from the party's public \
+key file (--public-key-file, written by `arbor keys export-public`; --id defaults to its \
+party id). A secret key file is refused: the secret stays with its party.\n\n\
 Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
-Example:\n  arbor party enroll --key operator.key --role node --kind store --public-key-file store-17.key"
+Example:\n  arbor party enroll --key operator.key --role node --kind store --public-key-file store-17.pub"
     )]
     Enroll {
         /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
@@ -69,7 +71,7 @@ with the old key are refused; entries it signed before stay valid (verifiers jud
 by the key in force at its position). Keys are never reused. Rotating a revoked party's key \
 reinstates it. The new key comes from --public-key HEX or a key file made with \
 `arbor keys generate --party SAME_ID`.\n\n\
-Example:\n  arbor party rotate-key store-17 --public-key-file store-17-new.key --key operator.key"
+Example:\n  arbor party rotate-key store-17 --public-key-file store-17-new.pub --key operator.key"
     )]
     RotateKey {
         /// Party id
@@ -93,6 +95,7 @@ Example:\n  arbor party revoke store-17 --reason \"key leaked\" --key operator.k
         /// Party id
         #[arg(value_name = "ID")]
         id: String,
+        /// Why the key is revoked (recorded in the ledger)
         #[arg(long)]
         reason: String,
         /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
@@ -122,8 +125,8 @@ pub struct PublicKeyArgs {
         conflicts_with = "public_key_file"
     )]
     public_key: Option<String>,
-    /// The party's key file (as written by `arbor keys generate`; only its public half is read)
-    #[arg(long, value_name = "KEYFILE")]
+    /// The party's public key file (written by `arbor keys export-public`; a secret key file is refused)
+    #[arg(long, value_name = "PUBFILE")]
     public_key_file: Option<PathBuf>,
 }
 
@@ -134,21 +137,21 @@ impl PublicKeyArgs {
         match (self.public_key, self.public_key_file) {
             (Some(hex), _) => {
                 let Some(id) = id else {
-                    bail!("--id is required with --public-key")
+                    usage!("--id is required with --public-key")
                 };
                 Ok((id, parse_public_key(&hex).context("--public-key")?))
             }
             (None, Some(file)) => {
                 let (file_id, pk) = read_public_key_file(&file)?;
                 match id {
-                    Some(id) if id != file_id => bail!(
+                    Some(id) if id != file_id => usage!(
                         "party {id:?} differs from the party id {file_id:?} in {}; the party would sign as {file_id:?} (generate its key with --party {id})",
                         file.display(),
                     ),
                     _ => Ok((file_id, pk)),
                 }
             }
-            (None, None) => bail!("give --public-key HEX or --public-key-file KEYFILE"),
+            (None, None) => usage!("give --public-key HEX or --public-key-file KEYFILE"),
         }
     }
 }
@@ -170,21 +173,21 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
             channel_names,
             new_key,
         } => {
-            let (party_id, public_key) = new_key.resolve(id)?;
             let (role, kind) = match (role, kind) {
                 (RoleArg::Node, None) => {
-                    bail!("--role node needs --kind store|warehouse|3pl|carrier")
+                    usage!("--role node needs --kind store|warehouse|3pl|carrier")
                 }
                 (RoleArg::Node, Some(k)) => (pb::Role::Node, kind_pb(k)),
-                (r, Some(_)) => bail!(
+                (r, Some(_)) => usage!(
                     "--kind applies to --role node only, not {}",
                     role_name(role_pb(r) as i32)
                 ),
                 (r, None) => (role_pb(r), pb::NodeKind::Unspecified),
             };
             if !channel_names.is_empty() && role != pb::Role::Channel {
-                bail!("--channel-name applies to --role channel only");
+                usage!("--channel-name applies to --role channel only");
             }
+            let (party_id, public_key) = new_key.resolve(id)?;
             let operator = operator_signer(ctx, key).await?;
             let cmd = if channel_names.is_empty() {
                 operator.enroll_party(&party_id, role, kind, &public_key)
@@ -241,6 +244,18 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
 fn read_public_key_file(file: &std::path::Path) -> Result<(String, [u8; 32])> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read key file {}", file.display()))?;
+    // A secret key stays with its party: the operator gets the public half.
+    if serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .is_some_and(|v| v.get("secret_key").is_some())
+    {
+        usage!(
+            "{} holds a secret key; give the operator only its public half: \
+             arbor keys export-public {} --out PUBFILE, then --public-key-file PUBFILE",
+            file.display(),
+            file.display()
+        );
+    }
     let f: PublicKeyFile = serde_json::from_str(&text)
         .with_context(|| format!("key file {} is not a valid key file", file.display()))?;
     let pk = parse_public_key(&f.public_key)

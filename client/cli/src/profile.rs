@@ -23,7 +23,8 @@ version in force at claim time is what the lease and SLA are judged against.\n\n
 The file (unknown keys are an error):\n\n  \
 regions = [\"CN-31\", \"CN-32\"]     # destination regions served (required)\n  \
 max-open-orders = 200             # capacity: claimed and not yet shipped (required)\n  \
-dispatch-time-ms = 14400000       # promise from claim to hand-off to the carrier (required)\n  \
+dispatch-time = \"4h\"              # promise from claim to hand-off to the carrier (required;\n  \
+                                  # a duration: 30m, 4h, 1h30m; or dispatch-time-ms = 14400000)\n  \
 handles-returns = false\n  \
 cold-chain = false\n  \
 hazmat = false\n  \
@@ -75,7 +76,11 @@ Example:\n  arbor node stats store-17"
 struct ProfileFile {
     regions: Vec<String>,
     max_open_orders: u32,
-    dispatch_time_ms: u64,
+    #[serde(default)]
+    dispatch_time_ms: Option<u64>,
+    /// The same as a duration: "4h", "30m".
+    #[serde(default)]
+    dispatch_time: Option<String>,
     #[serde(default)]
     handles_returns: bool,
     #[serde(default)]
@@ -87,11 +92,28 @@ struct ProfileFile {
 }
 
 fn parse_profile(text: &str) -> Result<pb::PublishProfile, toml::de::Error> {
+    use serde::de::Error;
     let f: ProfileFile = toml::from_str(text)?;
+    let dispatch_time_ms = match (f.dispatch_time_ms, &f.dispatch_time) {
+        (Some(ms), None) => ms,
+        (None, Some(d)) => crate::time::parse_duration(d)
+            .map_err(|e| toml::de::Error::custom(format!("dispatch-time: {e}")))?
+            .as_millis() as u64,
+        (Some(_), Some(_)) => {
+            return Err(toml::de::Error::custom(
+                "give dispatch-time (a duration, e.g. \"4h\") or dispatch-time-ms, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(toml::de::Error::custom(
+                "missing field `dispatch-time` (a duration, e.g. \"4h\"; or dispatch-time-ms)",
+            ))
+        }
+    };
     Ok(pb::PublishProfile {
         regions: f.regions,
         max_open_orders: f.max_open_orders,
-        dispatch_time_ms: f.dispatch_time_ms,
+        dispatch_time_ms,
         handles_returns: f.handles_returns,
         cold_chain: f.cold_chain,
         hazmat: f.hazmat,
@@ -143,7 +165,10 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCmd) -> Result<Reply> {
                     ),
                     ("regions", p.regions.join(", ")),
                     ("max open orders", p.max_open_orders.to_string()),
-                    ("dispatch time", format!("{} ms", p.dispatch_time_ms)),
+                    (
+                        "dispatch time",
+                        crate::time::format_duration_ms(p.dispatch_time_ms),
+                    ),
                     ("handles returns", yes(p.handles_returns)),
                     ("cold chain", yes(p.cold_chain)),
                     ("hazmat", yes(p.hazmat)),
@@ -221,5 +246,16 @@ mod tests {
         assert!(e.contains("capacity"), "{e}");
         let e = parse_profile("regions = []\n").unwrap_err().to_string();
         assert!(e.contains("max-open-orders"), "{e}");
+        let p =
+            parse_profile("regions = []\nmax-open-orders = 5\ndispatch-time = \"4h\"\n").unwrap();
+        assert_eq!(p.dispatch_time_ms, 14_400_000);
+        for bad in [
+            "regions = []\nmax-open-orders = 5\n",
+            "regions = []\nmax-open-orders = 5\ndispatch-time = \"4 hours\"\n",
+            "regions = []\nmax-open-orders = 5\ndispatch-time = \"4h\"\ndispatch-time-ms = 1\n",
+        ] {
+            let e = parse_profile(bad).unwrap_err().to_string();
+            assert!(e.contains("dispatch-time"), "{bad}: {e}");
+        }
     }
 }

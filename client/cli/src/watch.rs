@@ -7,8 +7,8 @@ use arbor_client::pb;
 use clap::Args;
 use futures::StreamExt;
 
-use super::ledger::command_summary;
-use super::output::{short_hash, utc, Format, Reply};
+use super::ledger::{cells, COLUMNS};
+use super::output::{Format, Reply};
 use super::Ctx;
 
 #[derive(Args)]
@@ -70,10 +70,6 @@ fn print(out: &mut std::io::Stdout, line: &str) -> bool {
         .is_ok()
 }
 
-const COLUMNS: [&str; 7] = [
-    "SEQ", "TIME", "OUTCOME", "ORDER", "COMMAND", "SIGNER", "HASH",
-];
-
 fn header() -> String {
     row(&COLUMNS.map(String::from))
 }
@@ -87,32 +83,12 @@ fn row(cells: &[String; 7]) -> String {
     )
 }
 
-/// One entry as a table row, or as one line of JSON (the fields of
-/// `arbor ledger entries --output json`).
+/// One entry as a table row (the columns of `arbor ledger entries`), or as
+/// one line of JSON (the fields of `arbor ledger entries --output json`).
 pub fn line(format: Format, e: &pb::LedgerEntry) -> String {
-    let o = e.outcome.clone().unwrap_or_default();
-    let (signer, command) = command_summary(&e.command);
     match format {
-        Format::Json => {
-            let j = super::ledger::entry_json(e);
-            format!("{j}\n")
-        }
-        Format::Table => {
-            let order = if e.order_id.is_empty() {
-                "-".to_string()
-            } else {
-                e.order_id.clone()
-            };
-            row(&[
-                e.seq.to_string(),
-                utc(e.time_ms),
-                o.code,
-                order,
-                command,
-                signer,
-                short_hash(&e.hash),
-            ])
-        }
+        Format::Json => format!("{}\n", super::ledger::entry_json(e)),
+        Format::Table => row(&cells(e)),
     }
 }
 

@@ -253,9 +253,20 @@ fn stdout(o: &Output) -> String {
 
 /// Asserts exit code 1 and exactly one `error:` line on stderr; returns it.
 fn one_error_line(o: &Output) -> String {
+    error_line_with_code(o, 1)
+}
+
+/// Asserts exit code `code` and exactly one error on stderr: an `error:`
+/// line, or with `--output json` one JSON object (returned as `error: MESSAGE`).
+fn error_line_with_code(o: &Output, code: i32) -> String {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    if err.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(&err).expect("one JSON error object");
+        assert_eq!(v["exit_code"], code, "stderr: {err}");
+        return format!("error: {}", v["error"].as_str().expect("error message"));
+    }
     assert!(err.starts_with("error: "), "stderr: {err}");
     err
 }
@@ -384,8 +395,11 @@ async fn export_then_verify_offline() {
     std::fs::write(&bad, b"hello").unwrap();
     let err = one_error_line(&arbor(&["audit", "verify", path_str(&bad)]).await);
     assert!(err.contains("offset 0: not an arbor export"), "{err}");
-    let err =
-        one_error_line(&arbor(&["audit", "verify", path_str(&dir.path().join("missing"))]).await);
+    // A missing file is "not found" (exit 3).
+    let err = error_line_with_code(
+        &arbor(&["audit", "verify", path_str(&dir.path().join("missing"))]).await,
+        3,
+    );
     assert!(err.contains("cannot open"), "{err}");
 }
 

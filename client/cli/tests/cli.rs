@@ -22,11 +22,27 @@ fn stdout(o: &Output) -> String {
 
 /// Asserts exit code 1 and exactly one `error:` line on stderr; returns it.
 fn one_error_line(o: &Output) -> String {
+    error_line(o, 1)
+}
+
+/// Asserts exit code `code` and exactly one `error:` line on stderr; returns it.
+fn error_line(o: &Output, code: i32) -> String {
     let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
     assert_eq!(err.lines().count(), 1, "stderr: {err}");
     assert!(err.starts_with("error: "), "stderr: {err}");
     err
+}
+
+/// Asserts exit code `code` and one JSON error object on stderr; returns it.
+fn json_error(o: &Output, code: i32) -> serde_json::Value {
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&err).expect("stderr is one JSON object");
+    assert_eq!(v["exit_code"], code, "{v}");
+    assert!(v["error"].is_string() && v["kind"].is_string(), "{v}");
+    v
 }
 
 /// A local port that nothing listens on.
@@ -93,29 +109,93 @@ fn unreachable_cluster_fails_within_the_timeout() {
         "1",
     ]);
     let elapsed = started.elapsed();
-    let err = one_error_line(&o);
+    let err = error_line(&o, 4);
     assert!(err.contains("unavailable"), "{err}");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
 }
 
 #[test]
-fn argument_errors_exit_1_with_one_line() {
-    let err = one_error_line(&arbor(&["order", "claim", "o-1", "--total", "5"]));
+fn argument_errors_exit_64_with_one_line() {
+    let err = error_line(&arbor(&["order", "claim", "o-1", "--total", "5"]), 64);
     assert!(err.contains("--price-version"), "{err}");
-    let err = one_error_line(&arbor(&["order", "frobnicate"]));
+    let err = error_line(&arbor(&["order", "frobnicate"]), 64);
     assert!(err.contains("frobnicate"), "{err}");
-    let err = one_error_line(&arbor(&["order", "get", "X", "--endpoints", " , "]));
+    let err = error_line(&arbor(&["order", "get", "X", "--endpoints", " , "]), 64);
     assert!(err.contains("no endpoints"), "{err}");
-    let err = one_error_line(&arbor(&[
-        "order",
-        "claim",
-        "o-1",
-        "--price-version",
-        "1",
-        "--total",
-        "5",
-    ]));
+    let err = error_line(
+        &arbor(&[
+            "order",
+            "claim",
+            "o-1",
+            "--price-version",
+            "1",
+            "--total",
+            "5",
+        ]),
+        64,
+    );
     assert!(err.contains("ARBOR_KEY"), "{err}");
+    // A group without its subcommand prints help, as a usage error.
+    assert_eq!(arbor(&["order"]).status.code(), Some(64));
+    // Unix seconds where milliseconds are asked: refused with a hint.
+    let err = error_line(
+        &arbor(&[
+            "order",
+            "dispute",
+            "o-1",
+            "--kind",
+            "lost",
+            "--incident-ms",
+            "1765121024",
+        ]),
+        64,
+    );
+    assert!(
+        err.contains("seconds") && err.contains("1765121024000"),
+        "{err}"
+    );
+    let err = error_line(
+        &arbor(&["order", "dispute", "o-1", "--kind", "lost", "--at", "7 Dec"]),
+        64,
+    );
+    assert!(err.contains("RFC 3339"), "{err}");
+}
+
+#[test]
+fn errors_as_json_objects_with_distinct_codes() {
+    // Usage error, under --output json.
+    let v = json_error(
+        &arbor(&["order", "claim", "o-1", "--total", "5", "--output", "json"]),
+        64,
+    );
+    assert_eq!(v["kind"], "usage", "{v}");
+    // A missing file is "not found".
+    let v = json_error(
+        &arbor(&["keys", "show", "/nonexistent/k.key", "--output", "json"]),
+        3,
+    );
+    assert_eq!(v["kind"], "not_found", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("/nonexistent/k.key"),
+        "{v}"
+    );
+    // An unreachable cluster is "unavailable".
+    let endpoints = format!("127.0.0.1:{}", unused_port());
+    let v = json_error(
+        &arbor(&[
+            "order",
+            "get",
+            "X",
+            "--endpoints",
+            &endpoints,
+            "--timeout",
+            "1",
+            "--output",
+            "json",
+        ]),
+        4,
+    );
+    assert_eq!(v["kind"], "unavailable", "{v}");
 }
 
 #[test]
@@ -171,18 +251,90 @@ fn party_enroll_checks_arguments_before_signing() {
     arbor_client::Identity::generate("store-1")
         .save(&node)
         .unwrap();
-    let (op, node) = (op.to_str().unwrap(), node.to_str().unwrap());
+    let (op, secret) = (op.to_str().unwrap(), node.to_str().unwrap());
+    // The secret key file is refused, pointing at export-public.
+    let err = error_line(
+        &arbor(&[
+            "party",
+            "enroll",
+            "--key",
+            op,
+            "--role",
+            "channel",
+            "--public-key-file",
+            secret,
+        ]),
+        64,
+    );
+    assert!(err.contains("export-public"), "{err}");
+    let public = dir.path().join("n.pub");
+    let o = arbor(&["keys", "export-public", secret, "--output", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    let node = public.to_str().unwrap();
     let base = ["party", "enroll", "--key", op, "--public-key-file", node];
 
-    let err = one_error_line(&arbor(&[&base[..], &["--role", "node"]].concat()));
+    let err = error_line(&arbor(&[&base[..], &["--role", "node"]].concat()), 64);
     assert!(err.contains("--kind"), "{err}");
-    let err = one_error_line(&arbor(
-        &[&base[..], &["--role", "channel", "--kind", "store"]].concat(),
-    ));
+    let err = error_line(
+        &arbor(&[&base[..], &["--role", "channel", "--kind", "store"]].concat()),
+        64,
+    );
     assert!(err.contains("--kind"), "{err}");
-    let err = one_error_line(&arbor(
-        &[&base[..], &["--role", "channel", "--id", "other"]].concat(),
-    ));
+    let err = error_line(
+        &arbor(&[&base[..], &["--role", "channel", "--id", "other"]].concat()),
+        64,
+    );
     assert!(err.contains("store-1"), "{err}");
     assert!(Path::new(node).exists());
+}
+
+#[test]
+fn keys_go_under_keys_private_and_the_public_half_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args(["keys", "generate", "--party", "store-17"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let key = dir.path().join("keys/store-17.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(&dir.path().join("keys")), 0o700);
+    }
+    let key_s = key.to_str().unwrap();
+    // The public half: party id and public key, no secret.
+    let o = arbor(&["keys", "export-public", key_s, "--output", "json"]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let pubfile = dir.path().join("keys/store-17.pub");
+    assert_eq!(v["file"], pubfile.to_str().unwrap());
+    let text = std::fs::read_to_string(&pubfile).unwrap();
+    let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(p["party_id"], "store-17");
+    assert_eq!(p["public_key"], v["public_key"]);
+    assert!(p.get("secret_key").is_none(), "{text}");
+    // Never overwritten.
+    let err = one_error_line(&arbor(&["keys", "export-public", key_s]));
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    // A secret key readable by others is refused, with the fix.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = one_error_line(&arbor(&["keys", "show", key_s]));
+        assert!(err.contains("chmod 600"), "{err}");
+        let err = one_error_line(&arbor(&[
+            "order",
+            "claim",
+            "o-1",
+            "--at-current-price",
+            "--key",
+            key_s,
+        ]));
+        assert!(err.contains("readable by others"), "{err}");
+    }
 }

@@ -47,6 +47,25 @@ async fn newcomer_path_with_the_dev_cluster() {
         );
     }
 
+    // The operator enrols from the public halves only.
+    let public = |name: &str| tmp.path().join(format!("{name}.pub")).display().to_string();
+    for party in ["shop", "store-a", "store-b"] {
+        dev.cli(&["keys", "export-public", &key(party)]).await.ok();
+    }
+    let refused = dev
+        .cli(&[
+            "party",
+            "enroll",
+            "--key",
+            &op_key,
+            "--role",
+            "channel",
+            "--public-key-file",
+            &key("shop"),
+        ])
+        .await;
+    assert_eq!(refused.code, Some(64), "{refused}");
+    assert!(refused.stderr.contains("export-public"), "{refused}");
     dev.cli(&[
         "party",
         "enroll",
@@ -60,7 +79,7 @@ async fn newcomer_path_with_the_dev_cluster() {
         "--channel-name",
         "meituan",
         "--public-key-file",
-        &key("shop"),
+        &public("shop"),
     ])
     .await
     .ok();
@@ -77,7 +96,7 @@ async fn newcomer_path_with_the_dev_cluster() {
             "--kind",
             "store",
             "--public-key-file",
-            &key(store),
+            &public(store),
         ])
         .await
         .ok();
@@ -134,6 +153,120 @@ async fn newcomer_path_with_the_dev_cluster() {
     .await
     .ok();
 
+    // Typos are caught before anything is signed: each is refused locally
+    // (exit 6) naming the expected value, and the ledger does not grow.
+    let head = async |dev: &DevCluster| {
+        let r = dev
+            .cli(&["ledger", "entries", "--limit", "1", "--output", "json"])
+            .await
+            .ok()
+            .json();
+        r["head_seq"].as_u64().expect("head_seq")
+    };
+    let before = head(&dev).await;
+    let (ka, kb) = (key("store-a"), key("store-b"));
+    let refused_locally = async |dev: &DevCluster, args: &[&str], needle: &str| {
+        let out = dev.cli(args).await;
+        assert_eq!(out.code, Some(6), "{out}");
+        assert!(out.stderr.contains(needle), "{needle:?} not named:\n{out}");
+        assert!(out.stdout.is_empty(), "{out}");
+        out
+    };
+    let wrong_total = [
+        "order",
+        "claim",
+        "o-cli-1",
+        "--price-version",
+        "1",
+        "--total",
+        "3001",
+        "--key",
+        &ka,
+    ];
+    refused_locally(&dev, &wrong_total, "total 3000").await;
+    refused_locally(
+        &dev,
+        &[
+            "order",
+            "claim",
+            "o-cli-1",
+            "--price-version",
+            "2",
+            "--total",
+            "3000",
+            "--key",
+            &ka,
+        ],
+        "price version 1",
+    )
+    .await;
+    refused_locally(
+        &dev,
+        &[
+            "order",
+            "claim",
+            "o-cli-l",
+            "--price-version",
+            "1",
+            "--total",
+            "3000",
+            "--key",
+            &ka,
+        ],
+        "not registered",
+    )
+    .await;
+    refused_locally(
+        &dev,
+        &["order", "milestone", "o-cli-1", "picked", "--key", &ka],
+        "not_owner",
+    )
+    .await;
+    // As JSON: one object on stderr with the prediction.
+    let mut as_json = wrong_total.to_vec();
+    as_json.extend(["--output", "json"]);
+    let out = refused_locally(&dev, &as_json, "price_mismatch").await;
+    let err: serde_json::Value = serde_json::from_str(out.stderr.trim()).expect("JSON error");
+    assert_eq!(err["exit_code"], 6, "{err}");
+    assert_eq!(err["kind"], "refused_locally", "{err}");
+    assert_eq!(err["predicted"]["code"], "price_mismatch", "{err}");
+    assert_eq!(err["command"]["total"], 3001, "{err}");
+    // A dry run shows the command and the predicted outcome, signs nothing.
+    let mut dry = wrong_total.to_vec();
+    dry.extend(["--dry-run", "--output", "json"]);
+    let out = dev.cli(&dry).await;
+    assert_eq!(out.code, Some(6), "{out}");
+    let d = out.json();
+    assert_eq!(d["predicted"]["accepted"], false, "{d}");
+    assert_eq!(d["command"]["kind"], "claim_order", "{d}");
+    let dry_ok = dev
+        .cli(&[
+            "order",
+            "claim",
+            "o-cli-1",
+            "--at-current-price",
+            "--dry-run",
+            "--key",
+            &ka,
+        ])
+        .await
+        .ok();
+    assert_eq!(dry_ok.json()["predicted"]["accepted"], true, "{dry_ok}");
+    assert_eq!(dry_ok.json()["quoted"]["total"], 3000, "{dry_ok}");
+    assert_eq!(
+        head(&dev).await,
+        before,
+        "a refused or dry-run command was appended"
+    );
+
+    // --force records the wrong quote on purpose (rejected, exit 2).
+    let mut forced = wrong_total.to_vec();
+    forced.push("--force");
+    let out = dev.cli(&forced).await;
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(out.stdout.contains("price_mismatch"), "{out}");
+    assert_eq!(head(&dev).await, before + 1);
+
     let claim = |store: &str| {
         vec![
             "order".to_string(),
@@ -147,11 +280,32 @@ async fn newcomer_path_with_the_dev_cluster() {
             key(store),
         ]
     };
-    let args_a = claim("store-a");
-    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
-    dev.cli(&args_a).await.ok();
+    // --at-current-price reads and shows the locked price it quotes.
+    let won = dev
+        .cli(&[
+            "order",
+            "claim",
+            "o-cli-1",
+            "--at-current-price",
+            "--key",
+            &ka,
+            "--output",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(won["accepted"], true, "{won}");
+    assert_eq!(won["quoted"]["total"], 3000, "{won}");
+    assert_eq!(won["quoted"]["price_version"], 1, "{won}");
     let args_b = claim("store-b");
-    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let mut args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    // The losing claim is caught before signing, naming the owner...
+    let caught = dev.cli(&args_b).await;
+    assert_eq!(caught.code, Some(6), "{caught}");
+    assert!(caught.stderr.contains("store-a"), "{caught}");
+    // ... and recorded when forced.
+    args_b.push("--force");
     let second = dev.cli(&args_b).await;
     assert_eq!(
         second.code,
@@ -168,7 +322,8 @@ async fn newcomer_path_with_the_dev_cluster() {
     );
 
     // The CLI signs for the cluster it talks to, which `cluster status`
-    // names; signed for another cluster id, a command is refused (exit 1).
+    // names; signed for another cluster id, a command is refused by the
+    // replica (exit 5, nothing appended).
     let status = dev
         .cli(&["cluster", "status", "--output", "json"])
         .await
@@ -178,7 +333,7 @@ async fn newcomer_path_with_the_dev_cluster() {
     let mut elsewhere = args_b.clone();
     elsewhere.extend(["--cluster-id", "elsewhere"]);
     let refused = dev.cli(&elsewhere).await;
-    assert_eq!(refused.code, Some(1), "{refused}");
+    assert_eq!(refused.code, Some(5), "{refused}");
     assert!(refused.text().contains("signature"), "{refused}");
 
     let owner_of = async |dev: &DevCluster| {
@@ -189,6 +344,37 @@ async fn newcomer_path_with_the_dev_cluster() {
 
     // The lifecycle through the CLI: hand the order to store-b, which ships
     // and delivers it.
+    // An offer to a mistyped node is caught.
+    let before = head(&dev).await;
+    refused_locally(
+        &dev,
+        &[
+            "order", "offer", "o-cli-1", "--to", "store-bb", "--key", &ka,
+        ],
+        "store-bb is not enrolled",
+    )
+    .await;
+    assert_eq!(head(&dev).await, before);
+    let offer_text = dev
+        .cli(&[
+            "order",
+            "offer",
+            "o-cli-1",
+            "--to",
+            "store-b",
+            "--expires-in",
+            "30m",
+            "--key",
+            &ka,
+            "--dry-run",
+        ])
+        .await
+        .ok();
+    assert_eq!(
+        offer_text.json()["command"]["expires_in_ms"],
+        1_800_000,
+        "{offer_text}"
+    );
     let offer = dev
         .cli(&[
             "order",
@@ -205,6 +391,27 @@ async fn newcomer_path_with_the_dev_cluster() {
         .ok()
         .json();
     let offer_seq = offer["seq"].as_u64().expect("offer seq").to_string();
+    assert_eq!(offer["offer_seq"], offer["seq"], "{offer}");
+    assert_eq!(
+        offer["accept_command"],
+        format!("arbor order accept o-cli-1 --offer-seq {offer_seq} --key keys/store-b.key"),
+        "{offer}"
+    );
+    // Accepting a mistyped offer seq is caught, naming the pending one.
+    refused_locally(
+        &dev,
+        &[
+            "order",
+            "accept",
+            "o-cli-1",
+            "--offer-seq",
+            "1",
+            "--key",
+            &kb,
+        ],
+        &format!("entry {offer_seq}"),
+    )
+    .await;
     dev.cli(&[
         "order",
         "accept",
@@ -217,13 +424,28 @@ async fn newcomer_path_with_the_dev_cluster() {
     .await
     .ok();
     assert_eq!(owner_of(&dev).await.as_deref(), Some("store-b"));
-    // store-a no longer owns it: its milestone is rejected (exit 2).
+    // store-a no longer owns it: its milestone is caught before signing,
+    // and rejected (exit 2) when forced.
+    refused_locally(
+        &dev,
+        &["order", "milestone", "o-cli-1", "packed", "--key", &ka],
+        "owned by store-b",
+    )
+    .await;
+    // Wrong state: delivered before shipped.
+    refused_locally(
+        &dev,
+        &["order", "milestone", "o-cli-1", "delivered", "--key", &kb],
+        "milestone_out_of_order",
+    )
+    .await;
     let late = dev
         .cli(&[
             "order",
             "milestone",
             "o-cli-1",
             "packed",
+            "--force",
             "--key",
             &key("store-a"),
         ])
@@ -248,6 +470,41 @@ async fn newcomer_path_with_the_dev_cluster() {
         .json();
     assert_eq!(got["status"], "delivered", "{got}");
     assert_eq!(got["tracking_id"], "SF1", "{got}");
+    // A dispute on a mistyped order is caught; an incident in the future too.
+    refused_locally(
+        &dev,
+        &[
+            "order", "dispute", "o-cli-l", "--kind", "lost", "--at", "now-1h", "--key", &ka,
+        ],
+        "not registered",
+    )
+    .await;
+    refused_locally(
+        &dev,
+        &[
+            "order", "dispute", "o-cli-1", "--kind", "lost", "--at", "now+2h", "--key", &ka,
+        ],
+        "incident_in_future",
+    )
+    .await;
+    // A refund at a wrong price version, on an order with no return claimed.
+    refused_locally(
+        &dev,
+        &[
+            "order",
+            "return",
+            "o-cli-1",
+            "receive",
+            "--refund",
+            "3000",
+            "--price-version",
+            "1",
+            "--key",
+            &kb,
+        ],
+        "o-cli-1",
+    )
+    .await;
     let stats = dev
         .cli(&["node", "stats", "store-b", "--output", "json"])
         .await
@@ -273,6 +530,36 @@ async fn newcomer_path_with_the_dev_cluster() {
     assert_eq!(out["code"], "unknown_replica", "{out}");
     assert_eq!(out["accepted"], false, "{out}");
     assert_eq!(out["in_effect"], false, "{out}");
+
+    // A second instance on the same data names the one running.
+    let second = std::process::Command::new(arbor_tests::bins::node_bin())
+        .args(["dev", "--data-dir", &data.display().to_string()])
+        .output()
+        .expect("run a second arbor-node dev");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already running") && err.contains("(pid "),
+        "{err}"
+    );
+    // `arbor-node` alone prints help (exit 64) and starts nothing.
+    let cwd = tmp.path().join("cwd");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    let bare = std::process::Command::new(arbor_tests::bins::node_bin())
+        .current_dir(&cwd)
+        .env_remove("ARBOR_DATA_DIR")
+        .output()
+        .expect("run arbor-node");
+    assert_eq!(bare.status.code(), Some(64), "{bare:?}");
+    assert!(
+        String::from_utf8_lossy(&bare.stderr).contains("Usage")
+            || String::from_utf8_lossy(&bare.stdout).contains("Usage"),
+        "{bare:?}"
+    );
+    assert!(
+        !cwd.join("arbor-data").exists(),
+        "arbor-node alone created data"
+    );
 
     dev.stop().await;
     dev.restart().await;

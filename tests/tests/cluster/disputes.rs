@@ -146,9 +146,9 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
     );
     assert_eq!(in_transit.evidence, vec![ship.seq]);
 
-    // With two open disputes the CLI asks which one.
+    // With two open disputes the CLI asks which one (a usage error, 64).
     let both = cli(args(&["audit", "dispute", ORDER])).await;
-    assert_eq!(both.code, Some(1), "{both}");
+    assert_eq!(both.code, Some(64), "{both}");
     assert!(
         both.stderr.contains(&format!("seq {damaged_seq}"))
             && both.stderr.contains(&format!("seq {}", lost.seq)),
@@ -220,8 +220,21 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         &aud_key,
     ]))
     .await;
-    assert_eq!(again.code, Some(1), "{again}");
+    assert_eq!(again.code, Some(6), "{again}");
     assert!(again.stderr.contains("already resolved"), "{again}");
+    // Once every dispute is resolved, `audit dispute ORDER` shows the latest
+    // one with its recorded ruling (exit 0).
+    let shown = cli(args(&["audit", "dispute", ORDER, "--output", "json"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["dispute"]["seq"], lost.seq, "{shown}");
+    assert_eq!(shown["dispute"]["resolved"], true, "{shown}");
+    assert_eq!(shown["recorded_ruling"]["liable"], "sf-express", "{shown}");
+    assert_eq!(
+        shown["recorded_ruling"]["resolved_seq"], lost_ruling_seq,
+        "{shown}"
+    );
 
     let order = client.get_order(ORDER).await.expect("order");
     let rulings: Vec<(u64, String, u64)> = order

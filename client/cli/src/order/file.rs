@@ -20,6 +20,9 @@ struct OrderFile {
     requirements: Option<RequirementsFile>,
     #[serde(default)]
     promised_delivery_ms: u64,
+    /// The same as RFC 3339 (`2025-12-08T08:00:00Z`).
+    #[serde(default)]
+    promised_delivery: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -50,7 +53,18 @@ struct LineFile {
 
 /// Parses the text of an order file.
 pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::Error> {
+    use serde::de::Error;
     let f: OrderFile = serde_json::from_str(text)?;
+    let promised_delivery_ms = match (&f.promised_delivery, f.promised_delivery_ms) {
+        (None, ms) => ms,
+        (Some(t), 0) => crate::time::parse_time(t)
+            .map_err(|e| serde_json::Error::custom(format!("promised_delivery: {e}")))?,
+        (Some(_), _) => {
+            return Err(serde_json::Error::custom(
+                "give promised_delivery (RFC 3339) or promised_delivery_ms, not both",
+            ))
+        }
+    };
     Ok(pb::RegisterOrder {
         order_id: f.order_id,
         external_refs: f
@@ -78,7 +92,7 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
             hazmat: r.hazmat,
             category: r.category,
         }),
-        promised_delivery_ms: f.promised_delivery_ms,
+        promised_delivery_ms,
     })
 }
 

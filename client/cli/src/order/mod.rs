@@ -7,8 +7,12 @@ use arbor_client::pb;
 use arbor_client::Commands;
 use clap::Subcommand;
 
-use super::output::{submit_reply, Reply};
+use serde_json::{json, Value};
+
+use super::exit::{fail, Exit};
+use super::output::{submit_reply, Format, Reply};
 use super::{signing_key, Ctx};
+use precheck::SignOpts;
 
 #[derive(Subcommand)]
 pub enum OrderCmd {
@@ -17,13 +21,13 @@ pub enum OrderCmd {
         long_about = "Register an order from a JSON file (channel-signed). This locks its price at version 1.\n\n\
 The file holds one JSON object; unknown fields are an error, and every field shown is \
 required except `requirements` (cold_chain, hazmat, category: what a claiming node's profile \
-must offer) and `promised_delivery_ms` (Unix ms):\n\n  \
+must offer) and `promised_delivery` (RFC 3339, or `promised_delivery_ms` in Unix ms):\n\n  \
 {\n    \"order_id\": \"o-20251207-0001\",\n    \
 \"external_refs\": [{\"channel\": \"meituan\", \"external_id\": \"meituan_20251207152344_8892\"}],\n    \
 \"lines\": [{\"sku\": \"tea-500g\", \"quantity\": 2, \"unit_price\": 1299}],\n    \
 \"currency\": \"CNY\",\n    \"total\": 2598,\n    \"destination_region\": \"cn-sh\",\n    \
 \"requirements\": {\"cold_chain\": false, \"hazmat\": false, \"category\": \"tea\"},\n    \
-\"promised_delivery_ms\": 1765180800000\n  }\n\n\
+\"promised_delivery\": \"2025-12-08T08:00:00Z\"\n  }\n\n\
 Prices are in minor units (fen, cents). Prints `seq N: accepted` or \
 `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
 Example:\n  arbor order register --key meituan.key --file order.json"
@@ -40,24 +44,51 @@ Example:\n  arbor order register --key meituan.key --file order.json"
     #[command(
         long_about = "Claim an open order at the locked price (node-signed).\n\n\
 The claim quotes the price version and total the node will fulfil at; both must match \
-the order's locked price. The first admissible claim wins; later claims are rejected \
-naming the owner. Prints `seq N: accepted` or `seq N: rejected (code): reason`; a \
-rejected outcome exits with code 2.\n\n\
-Example:\n  arbor order claim o-20251207-0001 --price-version 1 --total 2598 --key store-17.key"
+the order's locked price (--at-current-price reads it and quotes it, and prints what it \
+quoted). The first admissible claim wins; later claims are rejected naming the owner. \
+Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits \
+with code 2.\n\n\
+Checked before signing (like offer, accept, decline, milestone, release, cancel, amend-price, \
+exception, return and dispute): the CLI reads the order, the parties named and the node's profile and \
+counters, and asks the ledger's own rules what they would decide. A predicted rejection \
+(unknown order, wrong price or version, not the owner, wrong state, ...) is refused with exit \
+code 6 and the reason, naming the expected value, and nothing is signed or sent; --force signs \
+and submits it anyway (the rejection is then recorded against the signer), --dry-run shows \
+the command that would be signed and the predicted outcome.\n\n\
+Examples:\n  arbor order claim o-20251207-0001 --price-version 1 --total 2598 --key store-17.key\n  \
+arbor order claim o-20251207-0001 --at-current-price --key store-17.key\n  \
+arbor order claim o-20251207-0001 --at-current-price --dry-run --key store-17.key"
     )]
     Claim {
         /// Canonical order id
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// Price version the claim quotes (see `arbor order get`)
-        #[arg(long, value_name = "N")]
-        price_version: u64,
+        #[arg(
+            long,
+            value_name = "N",
+            required_unless_present = "at_current_price",
+            conflicts_with = "at_current_price"
+        )]
+        price_version: Option<u64>,
         /// Order total the claim quotes, in minor units
-        #[arg(long, value_name = "AMOUNT", allow_negative_numbers = true)]
-        total: i64,
+        #[arg(
+            long,
+            value_name = "AMOUNT",
+            allow_negative_numbers = true,
+            required_unless_present = "at_current_price",
+            conflicts_with = "at_current_price"
+        )]
+        total: Option<i64>,
+        /// Read the order's locked price and quote it (shown in the output)
+        #[arg(long)]
+        at_current_price: bool,
         /// Node key file
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Show an order: state, owner, price, references, lines and history
     #[command(
@@ -67,6 +98,7 @@ Example:\n  arbor order get o-20251207-0001"
     )]
     Get {
         /// Canonical order id
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
     },
@@ -94,7 +126,7 @@ Example:\n  arbor order list --claimable-by store-17 --region CN-31"
         #[arg(long, value_name = "ORDER_ID")]
         after: Option<String>,
         /// Orders per page (at most 1000)
-        #[arg(long, default_value = "100")]
+        #[arg(long, value_name = "N", default_value = "100")]
         limit: u32,
     },
     /// Amend an order's price (channel-signed, bumps the price version)
@@ -106,6 +138,7 @@ must be the current version, so two amendments cannot silently overwrite each ot
 Example:\n  arbor order amend-price o-1 --base-version 1 --line tea-500g:2:1199 --reason \"coupon\" --key meituan.key"
     )]
     AmendPrice {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// The price version being amended (the current one)
@@ -120,6 +153,8 @@ Example:\n  arbor order amend-price o-1 --base-version 1 --line tea-500g:2:1199 
         /// Channel key file
         #[arg(long, env = "ARBOR_KEY", value_name = "CHANNELKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Cancel an order that has not shipped (channel-signed)
     #[command(
@@ -128,12 +163,17 @@ registered it). Nothing can happen to a cancelled order afterwards.\n\n\
 Example:\n  arbor order cancel o-1 --reason \"customer cancelled\" --key meituan.key"
     )]
     Cancel {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Why it is cancelled (recorded in the ledger)
         #[arg(long, default_value = "")]
         reason: String,
+        /// Channel key file (the channel that registered the order)
         #[arg(long, env = "ARBOR_KEY", value_name = "CHANNELKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Give an owned order back: it is open again (owner-signed)
     #[command(
@@ -142,32 +182,42 @@ owner). The order is open again and the release is counted in the node's statist
 Example:\n  arbor order release o-1 --reason \"out of stock\" --key store-17.key"
     )]
     Release {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Why it is given back (recorded in the ledger)
         #[arg(long)]
         reason: String,
+        /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Offer custody of an owned order to another node (owner-signed)
     #[command(
         long_about = "Offer custody of an owned, unshipped order to another node (signed \
 by the owner). Custody moves only when the receiver accepts (`arbor order accept`); until then, \
 and if it declines or the offer expires, the sender keeps it. Prints the offer's sequence \
-number, which the receiver names when it answers.\n\n\
-Example:\n  arbor order offer o-1 --to wh-shanghai --expires-in 3600 --key store-17.key"
+number (the offer seq) and the exact command the receiver accepts it with (`--offer-seq N`); \
+with --output json they are `offer_seq` and `accept_command`.\n\n\
+Example:\n  arbor order offer o-1 --to wh-shanghai --expires-in 1h --key store-17.key"
     )]
     Offer {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// The receiving node's party id
         #[arg(long, value_name = "NODE")]
         to: String,
-        /// Seconds until the offer expires
-        #[arg(long, value_name = "SECS", default_value = "3600")]
-        expires_in: u64,
+        /// How long the offer stays open: a duration such as 1h, 30m, 90s (a bare number is seconds)
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::time::parse_duration_arg)]
+        expires_in: std::time::Duration,
+        /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Accept a handoff offer: custody and ownership move to you (receiver-signed)
     #[command(
@@ -177,17 +227,23 @@ exceptions seen at acceptance, such as visible damage.\n\n\
 Example:\n  arbor order accept o-1 --offer-seq 42 --damaged --note \"box crushed\" --key wh-shanghai.key"
     )]
     Accept {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Sequence number of the offer's ledger entry (printed by `arbor order offer`, shown by `arbor order get`)
         #[arg(long, value_name = "SEQ")]
         offer_seq: u64,
         /// Visible damage noted at acceptance
         #[arg(long)]
         damaged: bool,
+        /// Exceptions seen at acceptance (recorded in the ledger)
         #[arg(long, default_value = "")]
         note: String,
+        /// Node key file (the receiver)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Decline a handoff offer (receiver-signed)
     #[command(
@@ -196,14 +252,20 @@ receiver). The sender keeps the order.\n\n\
 Example:\n  arbor order decline o-1 --offer-seq 42 --reason \"no space\" --key wh-shanghai.key"
     )]
     Decline {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// Sequence number of the offer's ledger entry
         #[arg(long, value_name = "SEQ")]
         offer_seq: u64,
+        /// Why it is declined (recorded in the ledger)
         #[arg(long, default_value = "")]
         reason: String,
+        /// Node key file (the receiver)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Report a milestone: picked, packed, shipped, delivered (owner-signed)
     #[command(
@@ -214,18 +276,26 @@ it custody stays with the carrier).\n\n\
 Example:\n  arbor order milestone o-1 shipped --carrier sf-express --tracking-id SF1234 --key store-17.key"
     )]
     Milestone {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// The milestone reached
         #[arg(value_enum)]
         milestone: MilestoneArg,
-        #[arg(long, default_value = "")]
+        /// shipped: the carrier the order is handed to (its party id when enrolled)
+        #[arg(long, value_name = "CARRIER", default_value = "")]
         carrier: String,
-        #[arg(long, default_value = "")]
+        /// shipped: the carrier's tracking id
+        #[arg(long, value_name = "ID", default_value = "")]
         tracking_id: String,
-        #[arg(long, default_value = "")]
+        /// delivered: a reference to the proof of delivery (without it custody stays with the carrier)
+        #[arg(long, value_name = "REF", default_value = "")]
         proof_of_delivery: String,
+        /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Report an exception: damaged, lost, delayed (owner or channel)
     #[command(
@@ -234,14 +304,20 @@ channel that registered it). Exceptions are recorded; they do not change the lif
 Example:\n  arbor order exception o-1 delayed --note \"truck broke down\" --key store-17.key"
     )]
     Exception {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// What went wrong
         #[arg(value_enum)]
         kind: ExceptionArg,
+        /// What happened (recorded in the ledger)
         #[arg(long, default_value = "")]
         note: String,
+        /// Key file of the owner or the registering channel
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Returns: request (channel), claim (a node handling returns), receive (with the refund)
     #[command(
@@ -252,45 +328,60 @@ price version and may not exceed the total paid at it.\n\n\
 Example:\n  arbor order return o-1 receive --refund 3000 --price-version 1 --key wh-returns.key"
     )]
     Return {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        /// The step of the return
         #[arg(value_enum)]
         step: ReturnStep,
+        /// request: why the goods come back (recorded in the ledger)
         #[arg(long, default_value = "")]
         reason: String,
         /// receive: the refund in minor units
-        #[arg(long, default_value = "0")]
+        #[arg(long, value_name = "AMOUNT", default_value = "0")]
         refund: i64,
         /// receive: the price version the refund is computed at
-        #[arg(long, default_value = "0")]
+        #[arg(long, value_name = "N", default_value = "0")]
         price_version: u64,
+        /// Key file: the channel (request) or the returns node (claim, receive)
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Open a dispute on an order: lost, damaged, late, ... (any enrolled party)
     #[command(
         long_about = "Open a dispute on an order (signed by any enrolled party: operator, channel, \
-node or auditor), naming what happened and when: --incident-ms is the incident time in Unix \
-milliseconds and may not be later than the entry's own time. Prints the dispute's sequence \
-number; `arbor audit dispute ORDER --dispute SEQ` previews the ruling the responsibility \
-rules compute, and an auditor resolves it with --resolve.\n\n\
-Example:\n  arbor order dispute ord-1001 --kind damaged --incident-ms 1765121024123 --statement \"box crushed on arrival\" --key meituan.key"
+node or auditor), naming what happened and when: --at is the incident time (RFC 3339 such as \
+2025-12-07T15:23:00Z, or now, now-2h), or --incident-ms in Unix milliseconds (a number that \
+can only be seconds is refused); it may not be later than the entry's own time. Prints the \
+dispute's sequence number; `arbor audit dispute ORDER --dispute SEQ` previews the ruling the \
+responsibility rules compute, and an auditor resolves it with --resolve.\n\n\
+Examples:\n  arbor order dispute ord-1001 --kind damaged --at 2025-12-07T15:23:00Z --statement \"box crushed on arrival\" --key meituan.key\n  \
+arbor order dispute ord-1001 --kind lost --at now-2h --key meituan.key"
     )]
     Dispute {
         /// Canonical order id
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
         /// What happened
         #[arg(long, value_enum)]
         kind: IncidentArg,
-        /// When it happened (Unix ms)
-        #[arg(long, value_name = "MS")]
-        incident_ms: u64,
+        /// When it happened: RFC 3339 (2025-12-07T15:23:00Z), `now`, `now-2h`
+        #[arg(long, value_name = "TIME", required_unless_present = "incident_ms", conflicts_with = "incident_ms", value_parser = crate::time::parse_time_arg)]
+        at: Option<u64>,
+        /// When it happened, in Unix milliseconds (a value that can only be seconds is refused)
+        #[arg(long, value_name = "MS", value_parser = crate::time::parse_ms_arg)]
+        incident_ms: Option<u64>,
         /// What the party says happened (recorded in the ledger)
         #[arg(long, default_value = "")]
         statement: String,
+        /// Key file of any enrolled party
         #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
     },
     /// Find the order a channel's external reference belongs to
     #[command(
@@ -399,53 +490,52 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             lines,
             reason,
             key,
+            sign,
         } => {
             let cmd =
                 signing_key(ctx, key)
                     .await?
                     .amend_price(&order_id, base_version, lines, &reason);
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Cancel {
             order_id,
             reason,
             key,
+            sign,
         } => {
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .cancel_order(&order_id, &reason),
-            )
-            .await
+            let cmd = signing_key(ctx, key)
+                .await?
+                .cancel_order(&order_id, &reason);
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Release {
             order_id,
             reason,
             key,
+            sign,
         } => {
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .release_order(&order_id, &reason),
-            )
-            .await
+            let cmd = signing_key(ctx, key)
+                .await?
+                .release_order(&order_id, &reason);
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Offer {
             order_id,
             to,
             expires_in,
             key,
+            sign,
         } => {
-            let ms = expires_in.saturating_mul(1000);
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .offer_handoff(&order_id, &to, ms),
-            )
-            .await
+            let ms = u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
+            let cmd = signing_key(ctx, key)
+                .await?
+                .offer_handoff(&order_id, &to, ms);
+            let mut reply = submit_checked(ctx, cmd, sign).await?;
+            if reply.accepted_seq.is_some() {
+                reply = offer_reply(ctx.format, reply, &order_id, &to);
+            }
+            Ok(reply)
         }
         OrderCmd::Accept {
             order_id,
@@ -453,22 +543,24 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             damaged,
             note,
             key,
+            sign,
         } => {
             let cmd = signing_key(ctx, key)
                 .await?
                 .accept_handoff(&order_id, offer_seq, damaged, &note);
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Decline {
             order_id,
             offer_seq,
             reason,
             key,
+            sign,
         } => {
             let cmd = signing_key(ctx, key)
                 .await?
                 .decline_handoff(&order_id, offer_seq, &reason);
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Milestone {
             order_id,
@@ -477,6 +569,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             tracking_id,
             proof_of_delivery,
             key,
+            sign,
         } => {
             let id = signing_key(ctx, key).await?;
             let cmd = match milestone {
@@ -485,41 +578,42 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 MilestoneArg::Shipped => id.report_shipped(&order_id, &carrier, &tracking_id),
                 MilestoneArg::Delivered => id.report_delivered(&order_id, &proof_of_delivery),
             };
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Dispute {
             order_id,
             kind,
+            at,
             incident_ms,
             statement,
             key,
+            sign,
         } => {
+            let incident_ms = at.or(incident_ms).unwrap_or_default();
             let cmd = signing_key(ctx, key).await?.open_dispute(
                 &order_id,
                 kind.to_pb(),
                 incident_ms,
                 &statement,
             );
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Exception {
             order_id,
             kind,
             note,
             key,
+            sign,
         } => {
             let kind = match kind {
                 ExceptionArg::Damaged => pb::ExceptionKind::Damaged,
                 ExceptionArg::Lost => pb::ExceptionKind::Lost,
                 ExceptionArg::Delayed => pb::ExceptionKind::Delayed,
             };
-            submit(
-                ctx,
-                signing_key(ctx, key)
-                    .await?
-                    .report_exception(&order_id, kind, &note),
-            )
-            .await
+            let cmd = signing_key(ctx, key)
+                .await?
+                .report_exception(&order_id, kind, &note);
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Return {
             order_id,
@@ -528,6 +622,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             refund,
             price_version,
             key,
+            sign,
         } => {
             let id = signing_key(ctx, key).await?;
             let cmd = match step {
@@ -535,7 +630,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                 ReturnStep::Claim => id.claim_return(&order_id),
                 ReturnStep::Receive => id.receive_return(&order_id, refund, price_version),
             };
-            submit(ctx, cmd).await
+            submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Register { key, file } => {
             let order = load_order_file(&file)?;
@@ -551,15 +646,40 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             order_id,
             price_version,
             total,
+            at_current_price,
             key,
+            sign,
         } => {
             let node = signing_key(ctx, key).await?;
-            let reply = ctx
-                .client()
-                .await?
-                .submit(node.claim_order(&order_id, price_version, total))
-                .await?;
-            Ok(submit_reply(ctx.format, &reply))
+            if !at_current_price {
+                let cmd = node.claim_order(
+                    &order_id,
+                    price_version.unwrap_or_default(),
+                    total.unwrap_or_default(),
+                );
+                return submit_checked(ctx, cmd, sign).await;
+            }
+            let client = ctx.client().await?;
+            let Some(o) = precheck::read_order(&client, &order_id).await? else {
+                return fail(
+                    Exit::NotFound,
+                    format!(
+                        "order {order_id} is not registered, so it has no price to quote \
+                         (check the id with `arbor order list`); nothing was signed"
+                    ),
+                );
+            };
+            let quoted =
+                json!({"price_version": o.price_version, "total": o.total, "currency": o.currency});
+            if ctx.format == Format::Table {
+                eprintln!(
+                    "quoting the locked price of order {order_id}: version {}, total {} {}",
+                    o.price_version, o.total, o.currency
+                );
+            }
+            let cmd = node.claim_order(&order_id, o.price_version, o.total);
+            let reply = submit_checked(ctx, cmd, sign).await?;
+            Ok(with_json_field(ctx.format, reply, "quoted", quoted))
         }
         OrderCmd::Get { order_id } => {
             let o = ctx.client().await?.get_order(&order_id).await?;
@@ -579,12 +699,50 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
     }
 }
 
-async fn submit(ctx: &Ctx, cmd: pb::SignedCommand) -> Result<Reply> {
-    let reply = ctx.client().await?.submit(cmd).await?;
+/// Submits `cmd` after the pre-check ([`precheck::gate`]) lets it through.
+async fn submit_checked(ctx: &Ctx, cmd: pb::SignedCommand, sign: SignOpts) -> Result<Reply> {
+    let client = ctx.client().await?;
+    if let Some(dry) = precheck::gate(&client, ctx.format, &cmd, sign).await? {
+        return Ok(dry);
+    }
+    let reply = client.submit(cmd).await?;
     Ok(submit_reply(ctx.format, &reply))
 }
 
+/// Adds `key: value` to a JSON reply (a table reply is left as it is).
+fn with_json_field(format: Format, mut reply: Reply, key: &str, value: Value) -> Reply {
+    if format == Format::Json {
+        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&reply.text) {
+            m.insert(key.to_string(), value);
+            reply.text =
+                serde_json::to_string_pretty(&Value::Object(m)).expect("serializes") + "\n";
+        }
+    }
+    reply
+}
+
+/// An accepted offer: its seq, and the command the receiver accepts it with.
+fn offer_reply(format: Format, reply: Reply, order_id: &str, to: &str) -> Reply {
+    let seq = reply.accepted_seq.unwrap_or_default();
+    let accept = format!("arbor order accept {order_id} --offer-seq {seq} --key keys/{to}.key");
+    match format {
+        Format::Json => {
+            let reply = with_json_field(format, reply, "offer_seq", json!(seq));
+            with_json_field(format, reply, "accept_command", json!(accept))
+        }
+        Format::Table => {
+            let mut reply = reply;
+            reply.text.push_str(&format!(
+                "offer seq {seq}: {to} accepts it with\n  {accept}\n\
+                 (or declines with `arbor order decline {order_id} --offer-seq {seq}`)\n"
+            ));
+            reply
+        }
+    }
+}
+
 mod file;
+pub mod precheck;
 mod show;
 
 pub use file::load_order_file;
@@ -640,6 +798,71 @@ mod tests {
             .contains("missing field `currency`"));
         let negative = GOOD.replace("\"quantity\": 2", "\"quantity\": -2");
         assert!(parse_order(&negative).is_err());
+    }
+
+    #[test]
+    fn an_accepted_offer_names_its_seq_and_the_accept_command() {
+        let r = pb::SubmitReply {
+            seq: 12,
+            outcome: Some(pb::Outcome {
+                accepted: true,
+                code: "accepted".into(),
+                message: String::new(),
+            }),
+            entry_hash: vec![1; 32],
+            duplicate: false,
+        };
+        let text = offer_reply(
+            Format::Table,
+            submit_reply(Format::Table, &r),
+            "o-1",
+            "wh-east",
+        )
+        .text;
+        assert!(
+            text.starts_with("seq 12: accepted\noffer seq 12: wh-east accepts it with\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  arbor order accept o-1 --offer-seq 12 --key keys/wh-east.key\n"),
+            "{text}"
+        );
+        let j: Value = serde_json::from_str(
+            &offer_reply(
+                Format::Json,
+                submit_reply(Format::Json, &r),
+                "o-1",
+                "wh-east",
+            )
+            .text,
+        )
+        .unwrap();
+        assert_eq!(j["offer_seq"], 12);
+        assert_eq!(j["seq"], 12);
+        assert_eq!(
+            j["accept_command"],
+            "arbor order accept o-1 --offer-seq 12 --key keys/wh-east.key"
+        );
+    }
+
+    #[test]
+    fn promised_delivery_as_rfc3339() {
+        let t = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"promised_delivery\": \"2025-12-07T15:23:44.123Z\",",
+        );
+        assert_eq!(
+            parse_order(&t).unwrap().promised_delivery_ms,
+            1_765_121_024_123
+        );
+        let bad = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"promised_delivery\": \"tomorrow\",",
+        );
+        assert!(parse_order(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("promised_delivery"));
     }
 
     #[test]

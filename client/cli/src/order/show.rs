@@ -75,13 +75,15 @@ fn order_json(o: &pb::OrderView) -> serde_json::Value {
         "destination_region": o.destination_region,
         "requirements": {"cold_chain": req.cold_chain, "hazmat": req.hazmat, "category": req.category},
         "promised_delivery_ms": o.promised_delivery_ms,
+        "promised_delivery": (o.promised_delivery_ms != 0).then(|| utc(o.promised_delivery_ms)),
         "registered_by": o.registered_by,
         "registered_seq": o.registered_seq,
         "claimed_seq": o.claimed_seq,
         "lease_deadline_ms": o.lease_deadline_ms,
+        "lease_deadline": (o.lease_deadline_ms != 0).then(|| utc(o.lease_deadline_ms)),
         "lease_lapsed": o.lease_lapsed,
         "claim_profile_version": o.claim_profile_version,
-        "offer": o.offer.as_ref().map(|f| json!({"to": f.to, "offer_seq": f.offer_seq, "expires_ms": f.expires_ms})),
+        "offer": o.offer.as_ref().map(|f| json!({"to": f.to, "offer_seq": f.offer_seq, "expires_ms": f.expires_ms, "expires": utc(f.expires_ms)})),
         "carrier": o.carrier,
         "tracking_id": o.tracking_id,
         "proof_of_delivery": o.proof_of_delivery,
@@ -131,6 +133,14 @@ pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
             ("custodian", dash(&o.custodian)),
             ("lease deadline", deadline_text(o)),
             (
+                "promised by",
+                if o.promised_delivery_ms == 0 {
+                    "-".into()
+                } else {
+                    utc(o.promised_delivery_ms)
+                },
+            ),
+            (
                 "price",
                 format!(
                     "version {}, total {} {}",
@@ -156,8 +166,11 @@ pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
             rows.push((
                 "offer",
                 format!(
-                    "to {} (seq {}, expires {} ms)",
-                    f.to, f.offer_seq, f.expires_ms
+                    "to {} (offer seq {}, expires {}; accept with --offer-seq {})",
+                    f.to,
+                    f.offer_seq,
+                    utc(f.expires_ms),
+                    f.offer_seq
                 ),
             ));
         }

@@ -443,9 +443,8 @@ pub(crate) fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
             let kind = incident_name(d.kind);
             (
                 format!(
-                    "dispute opened by {by}: {kind}, incident at {} ({}){}",
+                    "dispute opened by {by}: {kind}, incident at {}{}",
                     utc(d.incident_ms),
-                    d.incident_ms,
                     if d.statement.is_empty() {
                         String::new()
                     } else {
