@@ -7,8 +7,7 @@ use arbor_proto::rules;
 use prost::Message;
 use tonic::Status;
 
-use super::client_api::{now_ms, ArborApi};
-use super::routing;
+use super::client_api::{now_ms, ArborApi, Served};
 use super::status;
 use crate::storage::{CheckedView, ReadError};
 use crate::types::{Request as RaftRequest, Response as RaftResponse};
@@ -28,7 +27,10 @@ impl From<rules::Refusal> for Admit {
 
 impl ArborApi {
     /// Proposes a command on this (leader) replica and waits for its outcome.
-    pub(super) async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
+    /// `Moved` if leadership moved before the command was committed here:
+    /// the caller routes it again (a resend is safe, the command id
+    /// deduplicates it).
+    pub(super) async fn propose(&self, env: &pb::SignedCommand) -> Result<pb::SubmitReply, Served> {
         let bytes = env.encode_to_vec();
         let slot = self.admission.reserve()?;
         let admitted = self.admit(&bytes).await;
@@ -43,11 +45,12 @@ impl ArborApi {
                 return Err(status::unavailable(
                     format!("this replica cannot read its state to admit the command: {e}"),
                     None,
-                ))
+                )
+                .into())
             }
-            Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
+            Err(Admit::Refused(refusal)) => match self.applied_before(env)? {
                 Some(reply) => return Ok(reply),
-                None => return Err(status::refusal(&refusal)),
+                None => return Err(status::refusal(&refusal).into()),
             },
         };
         let req = RaftRequest {
@@ -58,22 +61,14 @@ impl ArborApi {
         };
         let resp = match self.raft.client_write(req).await {
             Ok(r) => r.response().clone(),
+            // Leadership moved while proposing: the new leader decides.
+            Err(e) if e.forward_to_leader().is_some() => return Err(Served::Moved),
             Err(e) => {
-                if let Some(f) = e.forward_to_leader() {
-                    if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
-                        // Leadership moved while proposing: the new leader decides.
-                        // A resend is safe, the command id deduplicates it.
-                        return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
-                            c.submit(r).await
-                        })
-                        .await
-                        .map(|r| r.into_inner());
-                    }
-                }
                 return Err(status::unavailable(
-                    format!("command not committed: {e}"),
+                    format!("command not committed: raft is not running on this replica: {e}"),
                     None,
-                ));
+                )
+                .into())
             }
         };
         match resp {
@@ -99,8 +94,8 @@ impl ArborApi {
                     duplicate,
                 })
             }
-            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message)),
-            RaftResponse::Noop => Err(status::internal("state machine returned no outcome")),
+            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message).into()),
+            RaftResponse::Noop => Err(status::internal("state machine returned no outcome").into()),
         }
     }
 
