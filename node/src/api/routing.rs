@@ -50,7 +50,7 @@ impl Deadline {
     pub fn of<T>(req: &Request<T>, cap: Duration) -> Deadline {
         let budget = match grpc_timeout(req.metadata()) {
             Some(t) => {
-                let margin = (t / 20).clamp(Duration::from_millis(5), Duration::from_millis(100));
+                let margin = (t / 10).clamp(Duration::from_millis(10), Duration::from_millis(250));
                 t.saturating_sub(margin.min(t / 2)).min(cap)
             }
             None => cap,

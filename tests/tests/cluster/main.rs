@@ -6,6 +6,7 @@ mod arbitration;
 mod audit;
 mod bench;
 mod cli;
+mod deadlines;
 mod disputes;
 mod election;
 mod failover;
