@@ -84,6 +84,7 @@ impl ArborApi {
             } => {
                 let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
                 Ok(pb::SubmitReply {
+                    owner: rejection_owner(&outcome.code, &outcome.message),
                     seq,
                     outcome: Some(pb::Outcome {
                         accepted: outcome.accepted,
@@ -130,6 +131,7 @@ impl ArborApi {
             return Ok(None);
         };
         Ok(Some(pb::SubmitReply {
+            owner: rejection_owner(&e.code, &e.message),
             seq,
             outcome: Some(pb::Outcome {
                 accepted: e.accepted,
@@ -139,5 +141,46 @@ impl ArborApi {
             entry_hash: e.hash.to_vec(),
             duplicate: true,
         }))
+    }
+}
+
+/// The owner an `already_owned` rejection names. The rules word it as
+/// "order ID is owned by OWNER (since entry N)" (`rules::decide::claims`),
+/// and that message is part of the hashed ledger entry, so the wording is
+/// fixed; party ids hold no spaces.
+pub(super) fn rejection_owner(code: &str, message: &str) -> String {
+    if code != rules::Code::AlreadyOwned.as_str() {
+        return String::new();
+    }
+    message
+        .split_once(" is owned by ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejection_owner;
+
+    #[test]
+    fn owner_of_an_already_owned_rejection() {
+        assert_eq!(
+            rejection_owner(
+                "already_owned",
+                "order o-1 is owned by store-7 (since entry 12)"
+            ),
+            "store-7"
+        );
+        assert_eq!(
+            rejection_owner("already_owned", "order o-1 is owned by"),
+            ""
+        );
+        assert_eq!(rejection_owner("already_owned", "something else"), "");
+        assert_eq!(
+            rejection_owner("not_open", "order o-1 is owned by store-7 (since entry 12)"),
+            ""
+        );
+        assert_eq!(rejection_owner("accepted", ""), "");
     }
 }
