@@ -15,7 +15,7 @@
 //!
 //! `UNAVAILABLE` carries the best hint this replica has in `x-arbor-leader`:
 //! the client address of the leader it knows, never one it has just failed to
-//! reach while a new election is expected, and nothing when it knows no leader.
+//! reach, and nothing when it knows no (other) leader.
 
 use openraft::async_runtime::WatchReceiver;
 use std::error::Error as _;
@@ -206,6 +206,34 @@ async fn leader_moved(raft: &Raft, lost: Lost) {
     }
 }
 
+/// How long this leader has not heard from a quorum, if longer than twice
+/// the leader lease (`election-timeout-max-ms`): by then the others have
+/// elected a new leader if they can, so a call is better sent elsewhere than
+/// left waiting here for a commit that cannot come.
+fn quorum_silence(raft: &Raft) -> Option<Duration> {
+    use openraft::Instant as _;
+    let limit = Duration::from_millis(raft.config().election_timeout_max.saturating_mul(2));
+    let metrics = raft.metrics();
+    let m = metrics.borrow_watched();
+    if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
+        return None;
+    }
+    let since = m.last_quorum_acked.as_ref()?.elapsed();
+    (since > limit).then_some(since)
+}
+
+/// Resolves once this leader has not heard from a quorum for longer than
+/// [`quorum_silence`] allows (checked every heartbeat-ish interval).
+pub async fn quorum_lost(raft: &Raft) -> Duration {
+    let every = Duration::from_millis(raft.config().heartbeat_interval.max(10));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Some(since) = quorum_silence(raft) {
+            return since;
+        }
+    }
+}
+
 /// How long to keep hoping for a new leader after the known one failed to
 /// answer, before handing its address to the client: an election's worth.
 fn election_window(raft: &Raft) -> Duration {
@@ -259,17 +287,32 @@ where
         };
         let (l, term) = wait_leader_other(raft, lost, until).await;
         match l {
-            Leader::Me => return Ok(None),
+            Leader::Me => {
+                if let Some(since) = quorum_silence(raft) {
+                    return Err(status::unavailable(
+                        format!(
+                            "this replica leads but has not heard from a quorum of replicas for {} ms \
+                             (cut off from them?); retry on another replica",
+                            since.as_millis()
+                        ),
+                        None,
+                    ));
+                }
+                return Ok(None);
+            }
             Leader::Unknown => {
                 if deadline.passed() {
                     return Err(deadline.exceeded("no leader elected"));
                 }
+                // Not the leader that just failed to answer as a hint: it is
+                // gone, or cut off from this replica (and likely from others).
                 return Err(match last_failure {
-                    // A partition between us and a leader others may still
-                    // follow: the client may reach it directly.
                     Some((addr, why)) => status::unavailable(
-                        format!("the leader at {addr} did not answer this replica ({why}) and no other leader was elected"),
-                        Some(&addr),
+                        format!(
+                            "the leader at {addr} did not answer ({why}) and no other leader \
+                             is elected yet; retry shortly"
+                        ),
+                        None,
                     ),
                     None => status::unavailable("no leader elected yet; retry shortly", None),
                 });

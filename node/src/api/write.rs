@@ -8,6 +8,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::client_api::{now_ms, ArborApi, Served};
+use super::routing;
 use super::status;
 use crate::storage::{CheckedView, ReadError};
 use crate::types::{Request as RaftRequest, Response as RaftResponse};
@@ -59,7 +60,24 @@ impl ArborApi {
             genesis: false,
             verified_key: key.unwrap_or_default(),
         };
-        let resp = match self.raft.client_write(req).await {
+        // A leader cut off from its quorum cannot commit; the others elect a
+        // new leader, where the client's resend is decided (deduplicated).
+        let written = tokio::select! {
+            w = self.raft.client_write(req) => w,
+            since = routing::quorum_lost(&self.raft) => {
+                return Err(status::unavailable(
+                    format!(
+                        "not committed yet: this leader has not heard from a quorum of replicas \
+                         for {} ms; resend the same command on another replica (safe: it is \
+                         applied at most once)",
+                        since.as_millis()
+                    ),
+                    None,
+                )
+                .into())
+            }
+        };
+        let resp = match written {
             Ok(r) => r.response().clone(),
             // Leadership moved while proposing: the new leader decides.
             Err(e) if e.forward_to_leader().is_some() => return Err(Served::Moved),

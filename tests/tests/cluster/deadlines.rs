@@ -204,23 +204,24 @@ async fn without_quorum_calls_end_by_their_deadline() {
     c.check_invariants().await;
 }
 
-/// A deadline shorter than the leader needs (the only follower of a
-/// two-replica quorum frozen): the answer is `DEADLINE_EXCEEDED` from the
-/// replica, sent before the client's own timer, never `CANCELLED`.
+/// A call that cannot be served before its deadline (the leader and one
+/// follower frozen, so no leader can be elected): the answer is
+/// `DEADLINE_EXCEEDED` from the replica, sent before the client's own timer,
+/// never `CANCELLED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_is_deadline_exceeded() {
     let c = TestCluster::voters(3).await;
     let shop = c.enroll_channel("shop").await;
     let leader = c.wait_leader(TIMEOUT).await;
-    for f in c.ids().into_iter().filter(|id| *id != leader) {
-        c.pause(f);
-    }
+    let rest: Vec<u64> = c.ids().into_iter().filter(|id| *id != leader).collect();
+    c.pause(leader);
+    c.pause(rest[0]);
     for (i, ms) in [1000u64, 2000, 3000].into_iter().enumerate() {
         let deadline = Duration::from_millis(ms);
         let s = answered(
-            "Submit to a leader without followers",
+            "Submit with no leader to be had",
             deadline,
-            raw(&c, leader).submit(with_deadline(
+            raw(&c, rest[1]).submit(with_deadline(
                 shop.register_order(sample_order(&format!("t-{i}"))),
                 deadline,
             )),
@@ -228,6 +229,45 @@ async fn a_timeout_is_deadline_exceeded() {
         .await
         .expect_err("no quorum");
         assert_eq!(s.code(), Code::DeadlineExceeded, "{ms} ms: {s:?}");
+        let s = answered(
+            "GetOrder with no leader to be had",
+            deadline,
+            raw(&c, rest[1]).get_order(with_deadline(order_req("t-0"), deadline)),
+        )
+        .await
+        .expect_err("no quorum");
+        assert_eq!(s.code(), Code::DeadlineExceeded, "{ms} ms: {s:?}");
+    }
+    c.resume(rest[0]);
+    c.resume(leader);
+    c.wait_converged(TIMEOUT).await;
+    c.check_invariants().await;
+}
+
+/// A leader cut off from both followers (SIGSTOP) stops waiting for a
+/// commit that cannot come: `Submit` is answered `UNAVAILABLE` (resend
+/// elsewhere) or `DEADLINE_EXCEEDED`, within the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_followers_answers_in_time() {
+    let c = TestCluster::voters(3).await;
+    let shop = c.enroll_channel("shop").await;
+    let leader = c.wait_leader(TIMEOUT).await;
+    for f in c.ids().into_iter().filter(|id| *id != leader) {
+        c.pause(f);
+    }
+    let deadline = Duration::from_secs(5);
+    for i in 0..2 {
+        let s = answered(
+            "Submit to a leader without followers",
+            deadline,
+            raw(&c, leader).submit(with_deadline(
+                shop.register_order(sample_order(&format!("l-{i}"))),
+                deadline,
+            )),
+        )
+        .await
+        .expect_err("no quorum");
+        check_status("Submit to a leader without followers", &s);
     }
     for f in c.ids().into_iter().filter(|id| *id != leader) {
         c.resume(f);

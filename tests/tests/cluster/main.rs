@@ -13,6 +13,7 @@ mod failover;
 mod fulfillment_example;
 mod limits;
 mod membership;
+mod nemesis;
 mod partition;
 mod peer_boundary;
 mod protocol;
