@@ -257,30 +257,14 @@ where
     Fut: Future<Output = Result<Response<T>, Status>>,
 {
     let forwarded = req.metadata().get(FORWARDED_HEADER).is_some();
-    route_body(raft, peers, req.get_ref(), forwarded, None, deadline, call).await
-}
-
-/// [`route`] for a body, after leader `lost_leader` (if any) failed to serve it.
-pub async fn route_body<Req, T, F, Fut>(
-    raft: &Raft,
-    peers: &Peers,
-    body: &Req,
-    forwarded: bool,
-    lost_leader: Option<(NodeId, u64)>,
-    deadline: Deadline,
-    call: F,
-) -> Result<Option<Response<T>>, Status>
-where
-    Req: Clone,
-    F: Fn(ArborClient<Channel>, Request<Req>) -> Fut,
-    Fut: Future<Output = Result<Response<T>, Status>>,
-{
-    let mut lost = lost_leader.map(|(id, term)| Lost { id, term });
+    let body = req.get_ref();
+    // The leader that last failed to answer, in its term.
+    let mut lost: Option<Lost> = None;
     // The last leader that failed to answer, and why (for the final answer).
     let mut last_failure: Option<(String, String)> = None;
     loop {
         // After a failure, wait for someone else only for an election's
-        // worth (then the client gets the address to try itself).
+        // worth (then the client is told to try another replica).
         let until = match lost {
             Some(_) => (Instant::now() + election_window(raft)).min(deadline.at),
             None => deadline.at,
