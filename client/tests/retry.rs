@@ -65,6 +65,7 @@ impl Arbor for Mock {
             }),
             entry_hash: vec![0; 32],
             duplicate: false,
+            owner: String::new(),
         }))
     }
     async fn get_order(

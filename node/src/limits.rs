@@ -64,6 +64,10 @@ pub struct Limits {
     pub keepalive_interval_ms: u64,
     /// A connection whose peer does not answer a PING within this is closed.
     pub keepalive_timeout_ms: u64,
+    /// Longest a client-API call is worked on (the caller's `grpc-timeout`
+    /// is honoured when shorter); past it the answer is `DEADLINE_EXCEEDED`.
+    /// Does not bound a `WatchEntries` stream once it is open.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -80,6 +84,7 @@ impl Default for Limits {
             idle_timeout_ms: 300_000,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -121,6 +126,7 @@ impl Limits {
         at_least("max-watch-streams", self.max_watch_streams, 1)?;
         at_least("watch-buffer-entries", self.watch_buffer_entries, 1)?;
         at_least("max-pending-admission", self.max_pending_admission, 1)?;
+        at_least("request-timeout-ms", self.request_timeout_ms, 100)?;
         if self.idle_timeout_ms != 0 {
             at_least("idle-timeout-ms (when not 0)", self.idle_timeout_ms, 1_000)?;
         }
@@ -137,6 +143,11 @@ impl Limits {
             )?;
         }
         Ok(())
+    }
+
+    /// The server-side cap of a client-API call.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 
     pub fn idle_timeout(&self) -> Option<Duration> {

@@ -134,6 +134,7 @@ pub fn submit_reply(format: Format, r: &pb::SubmitReply) -> Reply {
         "message": o.message,
         "duplicate": r.duplicate,
         "entry_hash": hex::encode(&r.entry_hash),
+        "owner": r.owner,
     });
     let text = render(format, json, || {
         let mut line = if o.accepted {
@@ -229,6 +230,7 @@ mod tests {
             }),
             entry_hash: vec![1; 32],
             duplicate: false,
+            owner: String::new(),
         };
         let ok = submit_reply(Format::Table, &r);
         assert_eq!(ok.text, "seq 7: accepted\n");
@@ -239,6 +241,7 @@ mod tests {
             code: "already_owned".into(),
             message: "order o-1 is owned by store-1".into(),
         });
+        r.owner = "store-1".into();
         r.duplicate = true;
         let no = submit_reply(Format::Table, &r);
         assert_eq!(
@@ -249,5 +252,6 @@ mod tests {
         let j: Value = serde_json::from_str(&submit_reply(Format::Json, &r).text).unwrap();
         assert_eq!(j["code"], "already_owned");
         assert_eq!(j["duplicate"], true);
+        assert_eq!(j["owner"], "store-1");
     }
 }

@@ -17,7 +17,7 @@ use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
-use super::routing::route;
+use super::routing::{route, within, Deadline};
 use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
@@ -27,6 +27,8 @@ use crate::types::NodeId;
 use crate::Raft;
 
 const DEFAULT_ENTRIES: u32 = 1000;
+/// Pause before routing again a call whose leader stepped down under it.
+const MOVED_PAUSE: Duration = Duration::from_millis(20);
 const MAX_ENTRIES: u32 = 10_000;
 
 pub fn now_ms() -> u64 {
@@ -56,22 +58,37 @@ pub struct ArborApi {
 }
 
 impl ArborApi {
+    /// The deadline of a call: its `grpc-timeout`, capped by
+    /// `limits.request-timeout-ms`.
+    pub(super) fn deadline<T>(&self, req: &Request<T>) -> Deadline {
+        Deadline::of(req, self.limits.limits.request_timeout())
+    }
+
     /// Waits until this leader's state machine reflects everything committed
-    /// before the read started (ReadIndex).
-    async fn linearize(&self) -> Result<(), Status> {
+    /// before the read started (ReadIndex). `Moved` when this replica no
+    /// longer leads: the caller routes the read again.
+    async fn linearize(&self) -> Result<(), Served> {
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let hint = e
-                    .forward_to_leader()
-                    .and_then(|f| f.leader_node.as_ref())
-                    .map(|n| n.addr.clone());
-                Err(status::unavailable(
-                    format!("read could not be linearized: {e}"),
-                    hint.as_deref(),
-                ))
+            Err(e) if e.forward_to_leader().is_some() => Err(Served::Moved),
+            Err(openraft::error::RaftError::APIError(_)) => {
+                Err(Served::Failed(status::unavailable(
+                    "this leader could not confirm its leadership with a quorum of replicas \
+                     in time (no quorum reachable); retry",
+                    None,
+                )))
             }
+            Err(e) => Err(Served::Failed(status::unavailable(
+                format!("raft is not running on this replica: {e}"),
+                None,
+            ))),
         }
+    }
+
+    /// Repeats a leader-side step that found leadership had moved: routes
+    /// again after a short pause (the raft metrics catch up meanwhile).
+    pub(super) async fn moved() {
+        tokio::time::sleep(MOVED_PAUSE).await;
     }
 
     fn order_view(&self, order_id: &str) -> Result<pb::OrderView, Status> {
@@ -135,11 +152,25 @@ impl ArborApi {
     }
 }
 
+/// The end of a leader-side step other than its answer.
+pub(super) enum Served {
+    /// This replica no longer leads: route the call again.
+    Moved,
+    Failed(Status),
+}
+
+impl From<Status> for Served {
+    fn from(s: Status) -> Served {
+        Served::Failed(s)
+    }
+}
+
 /// Serves the request on the leader: forwards it there (once) unless this
-/// replica leads, and returns the leader's answer from the handler.
+/// replica leads, and returns the leader's answer from the handler. The
+/// forward is re-routed if the leader stops answering, until the deadline.
 macro_rules! on_leader {
-    ($api:expr, $req:expr, $rpc:ident) => {
-        if let Some(r) = route(&$api.raft, &$api.peers, &$req, |mut c, r| async move {
+    ($api:expr, $req:expr, $dl:expr, $rpc:ident) => {
+        if let Some(r) = route(&$api.raft, &$api.peers, &$req, $dl, |mut c, r| async move {
             c.$rpc(r).await
         })
         .await?
@@ -149,13 +180,26 @@ macro_rules! on_leader {
     };
 }
 
-/// A read that is linearizable unless the request asks for `local`: on the
-/// leader (forwarded there otherwise), after a ReadIndex round.
+/// On the leader (forwarded there otherwise), after a ReadIndex round; if
+/// leadership moves before the round completes, the read is routed again.
+macro_rules! leader_read {
+    ($api:expr, $req:expr, $dl:expr, $rpc:ident) => {
+        loop {
+            on_leader!($api, $req, $dl, $rpc);
+            match $api.linearize().await {
+                Ok(()) => break,
+                Err(Served::Moved) => ArborApi::moved().await,
+                Err(Served::Failed(s)) => return Err(s),
+            }
+        }
+    };
+}
+
+/// A read that is linearizable unless the request asks for `local`.
 macro_rules! linearizable_read {
-    ($api:expr, $req:expr, $rpc:ident) => {
+    ($api:expr, $req:expr, $dl:expr, $rpc:ident) => {
         if !$req.get_ref().local {
-            on_leader!($api, $req, $rpc);
-            $api.linearize().await?;
+            leader_read!($api, $req, $dl, $rpc);
         }
     };
 }
@@ -166,233 +210,279 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::SignedCommand>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
-        on_leader!(self, req, submit);
-        self.propose(req.into_inner()).await.map(Response::new)
+        let dl = self.deadline(&req);
+        within(dl, "Submit", async move {
+            loop {
+                on_leader!(self, req, dl, submit);
+                match self.propose(req.get_ref()).await {
+                    Ok(r) => return Ok(Response::new(r)),
+                    Err(Served::Moved) => ArborApi::moved().await,
+                    Err(Served::Failed(s)) => return Err(s),
+                }
+            }
+        })
+        .await
     }
 
     async fn get_order(
         &self,
         req: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        linearizable_read!(self, req, get_order);
-        self.order_view(&req.get_ref().order_id).map(Response::new)
+        let dl = self.deadline(&req);
+        within(dl, "GetOrder", async move {
+            linearizable_read!(self, req, dl, get_order);
+            self.order_view(&req.get_ref().order_id).map(Response::new)
+        })
+        .await
     }
 
     async fn resolve_ref(
         &self,
         req: Request<pb::ResolveRefRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        linearizable_read!(self, req, resolve_ref);
-        let r = req.get_ref();
-        let order_id = self
-            .reader
-            .order_by_ref(&r.channel, &r.external_id)
-            .map_err(status::internal)?
-            .ok_or_else(|| {
-                status::not_found(format!(
-                    "no order has external reference {}/{}",
-                    r.channel, r.external_id
-                ))
-            })?;
-        self.order_view(&order_id).map(Response::new)
+        let dl = self.deadline(&req);
+        within(dl, "ResolveRef", async move {
+            linearizable_read!(self, req, dl, resolve_ref);
+            let r = req.get_ref();
+            let order_id = self
+                .reader
+                .order_by_ref(&r.channel, &r.external_id)
+                .map_err(status::internal)?
+                .ok_or_else(|| {
+                    status::not_found(format!(
+                        "no order has external reference {}/{}",
+                        r.channel, r.external_id
+                    ))
+                })?;
+            self.order_view(&order_id).map(Response::new)
+        })
+        .await
     }
 
     async fn get_party(
         &self,
         req: Request<pb::GetPartyRequest>,
     ) -> Result<Response<pb::PartyView>, Status> {
-        linearizable_read!(self, req, get_party);
-        let id = &req.get_ref().party_id;
-        let p = self
-            .reader
-            .party(id)
-            .map_err(status::internal)?
-            .ok_or_else(|| status::not_found(format!("party {id} is not enrolled")))?;
-        Ok(Response::new(p.to_pb()))
+        let dl = self.deadline(&req);
+        within(dl, "GetParty", async move {
+            linearizable_read!(self, req, dl, get_party);
+            let id = &req.get_ref().party_id;
+            let p = self
+                .reader
+                .party(id)
+                .map_err(status::internal)?
+                .ok_or_else(|| status::not_found(format!("party {id} is not enrolled")))?;
+            Ok(Response::new(p.to_pb()))
+        })
+        .await
     }
 
     async fn get_profile(
         &self,
         req: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::ProfileView>, Status> {
-        linearizable_read!(self, req, get_profile);
-        let node = &req.get_ref().node;
-        let p = self
-            .reader
-            .profile(node)
-            .map_err(status::internal)?
-            .ok_or_else(|| {
-                status::not_found(format!(
-                    "node {node} has not published a capability profile"
-                ))
-            })?;
-        Ok(Response::new(p.to_pb()))
+        let dl = self.deadline(&req);
+        within(dl, "GetProfile", async move {
+            linearizable_read!(self, req, dl, get_profile);
+            let node = &req.get_ref().node;
+            let p = self
+                .reader
+                .profile(node)
+                .map_err(status::internal)?
+                .ok_or_else(|| {
+                    status::not_found(format!(
+                        "node {node} has not published a capability profile"
+                    ))
+                })?;
+            Ok(Response::new(p.to_pb()))
+        })
+        .await
     }
 
     async fn list_orders(
         &self,
         req: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersReply>, Status> {
-        linearizable_read!(self, req, list_orders);
-        let q = req.into_inner();
-        let status = match q.status.as_str() {
-            "" => None,
-            s => Some(rules::OrderStatus::parse(s).ok_or_else(|| {
-                status::invalid(format!(
-                    "unknown status {s:?}; one of open, claimed, picked, packed, shipped, delivered, cancelled, return_requested, return_claimed, returned"
-                ))
-            })?),
-        };
-        if !q.claimable_by.is_empty() {
-            match self
-                .reader
-                .party(&q.claimable_by)
-                .map_err(status::internal)?
-            {
-                Some(p) if p.role == pb::Role::Node as i32 => {}
-                Some(_) => {
-                    return Err(status::invalid(format!(
-                        "{} is not a fulfillment node",
-                        q.claimable_by
-                    )))
-                }
-                None => {
-                    return Err(status::not_found(format!(
-                        "party {} is not enrolled",
-                        q.claimable_by
-                    )))
+        let dl = self.deadline(&req);
+        within(dl, "ListOrders", async move {
+            linearizable_read!(self, req, dl, list_orders);
+            let q = req.into_inner();
+            let status = match q.status.as_str() {
+                "" => None,
+                s => Some(rules::OrderStatus::parse(s).ok_or_else(|| {
+                    status::invalid(format!(
+                        "unknown status {s:?}; one of open, claimed, picked, packed, shipped, delivered, cancelled, return_requested, return_claimed, returned"
+                    ))
+                })?),
+            };
+            if !q.claimable_by.is_empty() {
+                match self
+                    .reader
+                    .party(&q.claimable_by)
+                    .map_err(status::internal)?
+                {
+                    Some(p) if p.role == pb::Role::Node as i32 => {}
+                    Some(_) => {
+                        return Err(status::invalid(format!(
+                            "{} is not a fulfillment node",
+                            q.claimable_by
+                        )))
+                    }
+                    None => {
+                        return Err(status::not_found(format!(
+                            "party {} is not enrolled",
+                            q.claimable_by
+                        )))
+                    }
                 }
             }
-        }
-        let limit = match q.limit {
-            0 => 100,
-            n => n.min(1000) as usize,
-        };
-        let now = now_ms();
-        let reader = &self.reader;
-        let view = CheckedView::new(reader);
-        let (orders, next) = reader
-            .scan_orders(&q.after, limit, 100_000, |o| {
-                let effective_open = o.status == rules::OrderStatus::Open || o.lease_lapsed(now);
-                status.is_none_or(|s| {
-                    s == o.status || (s == rules::OrderStatus::Open && effective_open)
-                }) && (q.owner.is_empty()
-                    || (o.owner.as_deref() == Some(q.owner.as_str()) && !o.lease_lapsed(now)))
-                    && (q.region.is_empty() || o.destination_region == q.region)
-                    && (q.claimable_by.is_empty()
-                        || rules::claimable_by(&view, &q.claimable_by, o, now))
-            })
-            .map_err(status::internal)?;
-        view.finish().map_err(|e| {
-            status::unavailable(format!("this replica cannot read its state: {e}"), None)
-        })?;
-        let mut views = Vec::with_capacity(orders.len());
-        for o in orders {
-            let history = reader
-                .order_history(&o.order_id)
+            let limit = match q.limit {
+                0 => 100,
+                n => n.min(1000) as usize,
+            };
+            let now = now_ms();
+            let reader = &self.reader;
+            let view = CheckedView::new(reader);
+            let (orders, next) = reader
+                .scan_orders(&q.after, limit, 100_000, |o| {
+                    let effective_open = o.status == rules::OrderStatus::Open || o.lease_lapsed(now);
+                    status.is_none_or(|s| {
+                        s == o.status || (s == rules::OrderStatus::Open && effective_open)
+                    }) && (q.owner.is_empty()
+                        || (o.owner.as_deref() == Some(q.owner.as_str()) && !o.lease_lapsed(now)))
+                        && (q.region.is_empty() || o.destination_region == q.region)
+                        && (q.claimable_by.is_empty()
+                            || rules::claimable_by(&view, &q.claimable_by, o, now))
+                })
                 .map_err(status::internal)?;
-            views.push(o.to_pb(history, now));
-        }
-        Ok(Response::new(pb::ListOrdersReply {
-            orders: views,
-            next: next.unwrap_or_default(),
-        }))
+            view.finish().map_err(|e| {
+                status::unavailable(format!("this replica cannot read its state: {e}"), None)
+            })?;
+            let mut views = Vec::with_capacity(orders.len());
+            for o in orders {
+                let history = reader
+                    .order_history(&o.order_id)
+                    .map_err(status::internal)?;
+                views.push(o.to_pb(history, now));
+            }
+            Ok(Response::new(pb::ListOrdersReply {
+                orders: views,
+                next: next.unwrap_or_default(),
+            }))
+        })
+        .await
     }
 
     async fn preview_ruling(
         &self,
         req: Request<pb::PreviewRulingRequest>,
     ) -> Result<Response<pb::Ruling>, Status> {
-        linearizable_read!(self, req, preview_ruling);
-        let q = req.into_inner();
-        let order = self
-            .reader
-            .order(&q.order_id)
-            .map_err(status::internal)?
-            .ok_or_else(|| status::not_found(format!("order {} is not registered", q.order_id)))?;
-        let dispute = order
-            .disputes
-            .iter()
-            .find(|d| d.seq == q.dispute_seq)
-            .ok_or_else(|| {
-                status::not_found(format!(
-                    "order {} has no dispute opened at entry {}",
-                    q.order_id, q.dispute_seq
-                ))
-            })?;
-        // A resolved dispute answers the ruling the ledger recorded.
-        if let Some(done) = &dispute.ruling {
-            return Ok(Response::new(pb::Ruling {
-                liable: done.liable.clone(),
-                rule: done.rule.clone(),
-                evidence: done.evidence.clone(),
-                explanation: format!("resolved at entry {}", done.seq),
-                resolved_seq: done.seq,
-            }));
-        }
-        let r = rules::rule_on(&order, dispute);
-        Ok(Response::new(pb::Ruling {
-            liable: r.liable,
-            rule: r.rule.to_string(),
-            evidence: r.evidence,
-            explanation: r.explanation,
-            resolved_seq: 0,
-        }))
+        let dl = self.deadline(&req);
+        within(dl, "PreviewRuling", async move {
+            linearizable_read!(self, req, dl, preview_ruling);
+            let q = req.into_inner();
+            let order = self
+                .reader
+                .order(&q.order_id)
+                .map_err(status::internal)?
+                .ok_or_else(|| {
+                    status::not_found(format!("order {} is not registered", q.order_id))
+                })?;
+            let dispute = order
+                .disputes
+                .iter()
+                .find(|d| d.seq == q.dispute_seq)
+                .ok_or_else(|| {
+                    status::not_found(format!(
+                        "order {} has no dispute opened at entry {}",
+                        q.order_id, q.dispute_seq
+                    ))
+                })?;
+            // A resolved dispute answers the ruling the ledger recorded.
+            if let Some(done) = &dispute.ruling {
+                return Ok(Response::new(pb::Ruling {
+                    liable: done.liable.clone(),
+                    rule: done.rule.clone(),
+                    evidence: done.evidence.clone(),
+                    explanation: format!("resolved at entry {}", done.seq),
+                    resolved_seq: done.seq,
+                }));
+            }
+            let r = rules::rule_on(&order, dispute);
+            Ok(Response::new(pb::Ruling {
+                liable: r.liable,
+                rule: r.rule.to_string(),
+                evidence: r.evidence,
+                explanation: r.explanation,
+                resolved_seq: 0,
+            }))
+        })
+        .await
     }
 
     async fn get_node_stats(
         &self,
         req: Request<pb::GetNodeStatsRequest>,
     ) -> Result<Response<pb::NodeStatsView>, Status> {
-        linearizable_read!(self, req, get_node_stats);
-        let node = &req.get_ref().node;
-        match self.reader.party(node).map_err(status::internal)? {
-            Some(p) if p.role == pb::Role::Node as i32 => {}
-            Some(_) => return Err(status::invalid(format!("{node} is not a fulfillment node"))),
-            None => return Err(status::not_found(format!("party {node} is not enrolled"))),
-        }
-        let stats = self
-            .reader
-            .stats(node)
-            .map_err(status::internal)?
-            .unwrap_or_default();
-        let profile = self.reader.profile(node).map_err(status::internal)?;
-        Ok(Response::new(stats.to_pb(node, profile.as_ref())))
+        let dl = self.deadline(&req);
+        within(dl, "GetNodeStats", async move {
+            linearizable_read!(self, req, dl, get_node_stats);
+            let node = &req.get_ref().node;
+            match self.reader.party(node).map_err(status::internal)? {
+                Some(p) if p.role == pb::Role::Node as i32 => {}
+                Some(_) => {
+                    return Err(status::invalid(format!("{node} is not a fulfillment node")))
+                }
+                None => return Err(status::not_found(format!("party {node} is not enrolled"))),
+            }
+            let stats = self
+                .reader
+                .stats(node)
+                .map_err(status::internal)?
+                .unwrap_or_default();
+            let profile = self.reader.profile(node).map_err(status::internal)?;
+            Ok(Response::new(stats.to_pb(node, profile.as_ref())))
+        })
+        .await
     }
 
     async fn get_entries(
         &self,
         req: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesReply>, Status> {
-        linearizable_read!(self, req, get_entries);
-        let r = req.get_ref();
-        let limit = match r.limit {
-            0 => DEFAULT_ENTRIES,
-            n => n.min(MAX_ENTRIES),
-        };
-        // Cut before the reply passes max-reply-bytes (each entry counted
-        // with its field framing), with at least one entry.
-        let max = self.limits.limits.max_reply_bytes;
-        let budget = max.saturating_sub(crate::limits::REPLY_OVERHEAD);
-        let (entries, bytes) = self
-            .reader
-            .entries_within(
-                r.from_seq,
-                limit as usize,
-                budget,
-                crate::limits::framed_len,
-            )
-            .map_err(status::internal)?;
-        if bytes > budget {
-            let seq = entries.first().map_or(r.from_seq, |e| e.seq);
-            return Err(crate::limits::entry_too_big(seq, bytes, max));
-        }
-        let head = self.reader.head().map_err(status::internal)?;
-        Ok(Response::new(pb::GetEntriesReply {
-            entries: entries.iter().map(|e| e.to_pb()).collect(),
-            head_seq: head.map(|h| h.seq).unwrap_or(0),
-            empty: head.is_none(),
-        }))
+        let dl = self.deadline(&req);
+        within(dl, "GetEntries", async move {
+            linearizable_read!(self, req, dl, get_entries);
+            let r = req.get_ref();
+            let limit = match r.limit {
+                0 => DEFAULT_ENTRIES,
+                n => n.min(MAX_ENTRIES),
+            };
+            // Cut before the reply passes max-reply-bytes (each entry counted
+            // with its field framing), with at least one entry.
+            let max = self.limits.limits.max_reply_bytes;
+            let budget = max.saturating_sub(crate::limits::REPLY_OVERHEAD);
+            let (entries, bytes) = self
+                .reader
+                .entries_within(
+                    r.from_seq,
+                    limit as usize,
+                    budget,
+                    crate::limits::framed_len,
+                )
+                .map_err(status::internal)?;
+            if bytes > budget {
+                let seq = entries.first().map_or(r.from_seq, |e| e.seq);
+                return Err(crate::limits::entry_too_big(seq, bytes, max));
+            }
+            let head = self.reader.head().map_err(status::internal)?;
+            Ok(Response::new(pb::GetEntriesReply {
+                entries: entries.iter().map(|e| e.to_pb()).collect(),
+                head_seq: head.map(|h| h.seq).unwrap_or(0),
+                empty: head.is_none(),
+            }))
+        })
+        .await
     }
 
     async fn local_status(
@@ -453,27 +543,36 @@ impl Arbor for ArborApi {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::CheckpointReply>, Status> {
-        on_leader!(self, req, get_checkpoint);
-        self.linearize().await?;
-        self.checkpoint().await.map(Response::new)
+        let dl = self.deadline(&req);
+        within(dl, "GetCheckpoint", async move {
+            leader_read!(self, req, dl, get_checkpoint);
+            self.checkpoint().await.map(Response::new)
+        })
+        .await
     }
 
     async fn get_inclusion_proof(
         &self,
         req: Request<pb::InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProofReply>, Status> {
-        on_leader!(self, req, get_inclusion_proof);
-        self.linearize().await?;
-        self.inclusion(req.get_ref()).map(Response::new)
+        let dl = self.deadline(&req);
+        within(dl, "GetInclusionProof", async move {
+            leader_read!(self, req, dl, get_inclusion_proof);
+            self.inclusion(req.get_ref()).map(Response::new)
+        })
+        .await
     }
 
     async fn get_consistency_proof(
         &self,
         req: Request<pb::ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProofReply>, Status> {
-        on_leader!(self, req, get_consistency_proof);
-        self.linearize().await?;
-        self.consistency(req.get_ref()).map(Response::new)
+        let dl = self.deadline(&req);
+        within(dl, "GetConsistencyProof", async move {
+            leader_read!(self, req, dl, get_consistency_proof);
+            self.consistency(req.get_ref()).map(Response::new)
+        })
+        .await
     }
 
     async fn get_replica_identity(

@@ -86,3 +86,9 @@ pub fn out_of_range(message: impl Into<String>) -> Status {
 pub fn with_code(code: Code, message: impl Into<String>) -> Status {
     Status::new(code, message.into())
 }
+
+/// The request's deadline (its `grpc-timeout`, capped by
+/// `limits.request-timeout-ms`) passed before it could be answered.
+pub fn deadline_exceeded(message: impl Into<String>) -> Status {
+    Status::deadline_exceeded(message.into())
+}

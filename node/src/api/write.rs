@@ -7,7 +7,7 @@ use arbor_proto::rules;
 use prost::Message;
 use tonic::Status;
 
-use super::client_api::{now_ms, ArborApi};
+use super::client_api::{now_ms, ArborApi, Served};
 use super::routing;
 use super::status;
 use crate::storage::{CheckedView, ReadError};
@@ -28,7 +28,10 @@ impl From<rules::Refusal> for Admit {
 
 impl ArborApi {
     /// Proposes a command on this (leader) replica and waits for its outcome.
-    pub(super) async fn propose(&self, env: pb::SignedCommand) -> Result<pb::SubmitReply, Status> {
+    /// `Moved` if leadership moved before the command was committed here:
+    /// the caller routes it again (a resend is safe, the command id
+    /// deduplicates it).
+    pub(super) async fn propose(&self, env: &pb::SignedCommand) -> Result<pb::SubmitReply, Served> {
         let bytes = env.encode_to_vec();
         let slot = self.admission.reserve()?;
         let admitted = self.admit(&bytes).await;
@@ -43,11 +46,12 @@ impl ArborApi {
                 return Err(status::unavailable(
                     format!("this replica cannot read its state to admit the command: {e}"),
                     None,
-                ))
+                )
+                .into())
             }
-            Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
+            Err(Admit::Refused(refusal)) => match self.applied_before(env)? {
                 Some(reply) => return Ok(reply),
-                None => return Err(status::refusal(&refusal)),
+                None => return Err(status::refusal(&refusal).into()),
             },
         };
         let req = RaftRequest {
@@ -56,24 +60,33 @@ impl ArborApi {
             genesis: false,
             verified_key: key.unwrap_or_default(),
         };
-        let resp = match self.raft.client_write(req).await {
-            Ok(r) => r.response().clone(),
-            Err(e) => {
-                if let Some(f) = e.forward_to_leader() {
-                    if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
-                        // Leadership moved while proposing: the new leader decides.
-                        // A resend is safe, the command id deduplicates it.
-                        return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
-                            c.submit(r).await
-                        })
-                        .await
-                        .map(|r| r.into_inner());
-                    }
-                }
+        // A leader cut off from its quorum cannot commit; the others elect a
+        // new leader, where the client's resend is decided (deduplicated).
+        let written = tokio::select! {
+            w = self.raft.client_write(req) => w,
+            since = routing::quorum_lost(&self.raft) => {
                 return Err(status::unavailable(
-                    format!("command not committed: {e}"),
+                    format!(
+                        "not committed yet: this leader has not heard from a quorum of replicas \
+                         for {} ms; resend the same command on another replica (safe: it is \
+                         applied at most once)",
+                        since.as_millis()
+                    ),
                     None,
-                ));
+                )
+                .into())
+            }
+        };
+        let resp = match written {
+            Ok(r) => r.response().clone(),
+            // Leadership moved while proposing: the new leader decides.
+            Err(e) if e.forward_to_leader().is_some() => return Err(Served::Moved),
+            Err(e) => {
+                return Err(status::unavailable(
+                    format!("command not committed: raft is not running on this replica: {e}"),
+                    None,
+                )
+                .into())
             }
         };
         match resp {
@@ -89,6 +102,7 @@ impl ArborApi {
             } => {
                 let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
                 Ok(pb::SubmitReply {
+                    owner: rejection_owner(&outcome.code, &outcome.message),
                     seq,
                     outcome: Some(pb::Outcome {
                         accepted: outcome.accepted,
@@ -99,8 +113,8 @@ impl ArborApi {
                     duplicate,
                 })
             }
-            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message)),
-            RaftResponse::Noop => Err(status::internal("state machine returned no outcome")),
+            RaftResponse::Refused { code, message } => Err(status::refused(&code, &message).into()),
+            RaftResponse::Noop => Err(status::internal("state machine returned no outcome").into()),
         }
     }
 
@@ -135,6 +149,7 @@ impl ArborApi {
             return Ok(None);
         };
         Ok(Some(pb::SubmitReply {
+            owner: rejection_owner(&e.code, &e.message),
             seq,
             outcome: Some(pb::Outcome {
                 accepted: e.accepted,
@@ -144,5 +159,46 @@ impl ArborApi {
             entry_hash: e.hash.to_vec(),
             duplicate: true,
         }))
+    }
+}
+
+/// The owner an `already_owned` rejection names. The rules word it as
+/// "order ID is owned by OWNER (since entry N)" (`rules::decide::claims`),
+/// and that message is part of the hashed ledger entry, so the wording is
+/// fixed; party ids hold no spaces.
+pub(super) fn rejection_owner(code: &str, message: &str) -> String {
+    if code != rules::Code::AlreadyOwned.as_str() {
+        return String::new();
+    }
+    message
+        .split_once(" is owned by ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rejection_owner;
+
+    #[test]
+    fn owner_of_an_already_owned_rejection() {
+        assert_eq!(
+            rejection_owner(
+                "already_owned",
+                "order o-1 is owned by store-7 (since entry 12)"
+            ),
+            "store-7"
+        );
+        assert_eq!(
+            rejection_owner("already_owned", "order o-1 is owned by"),
+            ""
+        );
+        assert_eq!(rejection_owner("already_owned", "something else"), "");
+        assert_eq!(
+            rejection_owner("not_open", "order o-1 is owned by store-7 (since entry 12)"),
+            ""
+        );
+        assert_eq!(rejection_owner("accepted", ""), "");
     }
 }

@@ -136,6 +136,7 @@ async fn nodes_racing_for_the_same_orders_get_one_owner_each() {
         for (n, r) in replies.iter().filter(|(_, r)| !outcome(r).accepted) {
             let what = format!("order {o}, claim by store-{n}");
             assert_rejected(&what, r, "already_owned", &[&view.owner]);
+            assert_eq!(r.owner, view.owner, "{what}: the reply's owner field");
             assert!(
                 r.seq > won.seq,
                 "{what}: rejected at {} before the winning claim at {}",
