@@ -47,7 +47,10 @@ impl ArborApi {
             }
             Err(Admit::Refused(refusal)) => match self.applied_before(&env)? {
                 Some(reply) => return Ok(reply),
-                None => return Err(status::refusal(&refusal)),
+                None => {
+                    self.metrics.refused(refusal.kind());
+                    return Err(status::refusal(&refusal));
+                }
             },
         };
         let req = RaftRequest {
@@ -57,10 +60,14 @@ impl ArborApi {
             verified_key: key.unwrap_or_default(),
         };
         let resp = match self.raft.client_write(req).await {
-            Ok(r) => r.response().clone(),
+            Ok(r) => {
+                self.metrics.proposed("committed");
+                r.response().clone()
+            }
             Err(e) => {
                 if let Some(f) = e.forward_to_leader() {
                     if let (Some(id), Some(n)) = (f.leader_id, &f.leader_node) {
+                        self.metrics.proposed("forwarded");
                         // Leadership moved while proposing: the new leader decides.
                         // A resend is safe, the command id deduplicates it.
                         return routing::forward(&self.peers, id, n, env, |mut c, r| async move {
@@ -70,6 +77,7 @@ impl ArborApi {
                         .map(|r| r.into_inner());
                     }
                 }
+                self.metrics.proposed("failed");
                 return Err(status::unavailable(
                     format!("command not committed: {e}"),
                     None,

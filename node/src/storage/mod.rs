@@ -27,6 +27,18 @@
 //!   one replaces the state machine in a single batch, so a crash leaves
 //!   either the old state or the new one.
 //!
+//! - **Damage is detected, never served.** RocksDB recovers its WAL in
+//!   `AbsoluteConsistency` mode: a WAL that is truncated or fails its
+//!   checksums makes the open fail instead of silently dropping its tail
+//!   (which could be log entries or a vote this replica acknowledged: raft's
+//!   safety rests on them). Synced WALs are also tracked in the MANIFEST.
+//!   Paranoid checks are on and every read verifies block checksums; a
+//!   corruption found at read time raises the replica's [`Fault`], which
+//!   takes it out of service and makes the binary exit (`health.rs`). At
+//!   start [`scrub`] reads every record once, so damage in data nobody reads
+//!   often is found at once. docs/operations.md "Disk faults" has the
+//!   reasoning and the recovery procedure.
+//!
 //! On disk: `<dir>/db` is the RocksDB, `<dir>/snapshots/` the snapshot files.
 //! [`keys`] owns every column family name and key encoding.
 
@@ -43,7 +55,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, Options,
+    ReadOptions, DB,
+};
+
+use crate::metrics::Metrics;
 
 pub use feed::AppliedHead;
 pub use log_store::LogStore;
@@ -69,9 +86,71 @@ pub enum StorageError {
     },
 }
 
+/// Corruption found in this replica's storage: once raised, it stays raised
+/// (the replica must not go on serving; `health.rs` watches it).
+#[derive(Clone)]
+pub struct Fault(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Fault {
+    fn default() -> Self {
+        Fault(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Fault {
+    /// Records the first corruption (later ones are only logged).
+    pub fn raise(&self, what: impl std::fmt::Display) {
+        let what = what.to_string();
+        tracing::error!(error = %what, "storage corruption: this replica stops serving");
+        self.0.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(what);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Raises the fault if `e` is a corruption RocksDB detected.
+    pub fn check(&self, what: impl std::fmt::Display, e: &rocksdb::Error) {
+        if e.kind() == rocksdb::ErrorKind::Corruption {
+            self.raise(format_args!("{what}: {e}"));
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.0.subscribe()
+    }
+}
+
+/// The RocksDB options every open uses (see the module docs).
+fn db_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_wal_recovery_mode(DBRecoveryMode::AbsoluteConsistency);
+    o.set_paranoid_checks(true);
+    o.set_track_and_verify_wals_in_manifest(true);
+    o
+}
+
 /// Opens (creating if needed) the storage under `dir`: the RocksDB in
 /// `dir/db` with every column family, and the snapshot directory.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_with(dir, Metrics::new())
+}
+
+/// [`open`], recording storage metrics in `metrics`.
+pub fn open_with(
+    dir: &Path,
+    metrics: Metrics,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
     let db_path = dir.join("db");
     let snapshot_dir = dir.join("snapshots");
     for path in [&db_path, &snapshot_dir] {
@@ -81,10 +160,7 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
         })?;
     }
 
-    let mut db_opts = Options::default();
-    db_opts.create_if_missing(true);
-    db_opts.create_missing_column_families(true);
-    db_opts.set_compression_type(DBCompressionType::Lz4);
+    let db_opts = db_options();
     let cfs = keys::ALL_CFS.iter().map(|name| {
         let mut o = Options::default();
         o.set_compression_type(DBCompressionType::Lz4);
@@ -96,10 +172,43 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
             source,
         })?;
     let db = Arc::new(db);
+    let fault = Fault::default();
     Ok((
-        LogStore::new(db.clone()),
-        StateMachineStore::new(db, snapshot_dir),
+        LogStore::new(db.clone(), fault.clone(), metrics.clone()),
+        StateMachineStore::new(db, snapshot_dir, fault, metrics),
     ))
+}
+
+/// Reads every record of every column family once, verifying checksums
+/// (blocking; run it off the async threads). The first corruption is
+/// returned (and raised on `fault`).
+pub fn scrub(db: &DB, fault: &Fault) -> Result<u64, String> {
+    let mut records = 0u64;
+    for name in keys::ALL_CFS {
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(true);
+        ro.fill_cache(false);
+        for item in db.iterator_cf_opt(cf(db, name), ro, IteratorMode::Start) {
+            match item {
+                Ok(_) => records += 1,
+                Err(e) => {
+                    let what = format!("scrub of column family {name}: {e}");
+                    fault.raise(&what);
+                    return Err(what);
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Flushes every column family's memtable to SST files (at shutdown: the
+/// next start then replays little WAL).
+pub fn flush(db: &DB) -> Result<(), rocksdb::Error> {
+    for name in keys::ALL_CFS {
+        db.flush_cf(cf(db, name))?;
+    }
+    Ok(())
 }
 
 /// The handle of a column family. Every name in [`keys::ALL_CFS`] is opened

@@ -12,6 +12,7 @@ mod failover;
 mod fulfillment_example;
 mod limits;
 mod membership;
+mod observe;
 mod partition;
 mod peer_boundary;
 mod protocol;
