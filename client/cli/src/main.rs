@@ -38,6 +38,7 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  error: bad arguments, unreadable key or file, cluster unreachable, command refused
   2  the command was committed but its outcome is `rejected` (recorded in the ledger)
+  4  unavailable: `cluster status` found a member unreachable, lagging, or no leader
 
 Errors are printed as one line starting with `error:` on stderr.";
 
@@ -214,7 +215,8 @@ fn main() -> ExitCode {
                 .write_all(reply.text.as_bytes())
                 .and_then(|_| out.flush());
             if let Some(e) = &reply.failed {
-                fail(e)
+                let code = fail(e);
+                reply.exit_code.map(ExitCode::from).unwrap_or(code)
             } else if reply.rejected {
                 ExitCode::from(2)
             } else {

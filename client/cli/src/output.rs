@@ -11,6 +11,8 @@ pub struct Reply {
     /// Printed after `text` as the one-line error, exit code 1 (a check that
     /// failed after its report was made, e.g. a proof in `arbor audit trace`).
     pub failed: Option<String>,
+    /// The exit code of `failed` when it is not 1 (docs: EXITCODES, e.g. 4 unavailable).
+    pub exit_code: Option<u8>,
 }
 
 impl Reply {
@@ -19,6 +21,7 @@ impl Reply {
             text,
             rejected: false,
             failed: None,
+            exit_code: None,
         }
     }
 }
@@ -132,6 +135,7 @@ pub fn submit_reply(format: Format, r: &pb::SubmitReply) -> Reply {
         text,
         rejected: !o.accepted,
         failed: None,
+        exit_code: None,
     }
 }
 

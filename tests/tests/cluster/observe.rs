@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arbor_tests::cluster::TestCluster;
+use arbor_tests::dev::run_cli;
 use arbor_tests::wait::{wait_until, TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -186,11 +187,37 @@ async fn health_reflection_and_metrics_as_the_docs_name_them() {
         "{out}"
     );
 
-    // Alone, a replica has no leader it can reach: NOT_SERVING, still answering.
+    // `arbor cluster status`: 0 while all is well, 4 naming the unreachable replica.
+    let endpoints = c.endpoints().join(",");
+    let cacert = c.cacert();
+    let status = async || {
+        run_cli(&[
+            "--endpoints",
+            &endpoints,
+            "--cacert",
+            &cacert,
+            "cluster",
+            "status",
+        ])
+        .await
+    };
+    let out = status().await;
+    assert_eq!(out.code, Some(0), "{out:?}");
     let others: Vec<u64> = c.ids().into_iter().filter(|i| *i != leader).collect();
-    for o in &others {
-        c.kill(*o);
-    }
+    c.kill(others[0]);
+    let out = status().await;
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "replica {} ({}) unreachable",
+            others[0],
+            c.addr(others[0])
+        )),
+        "{out:?}"
+    );
+
+    // Alone, a replica has no leader it can reach: NOT_SERVING, still answering.
+    c.kill(others[1]);
     wait_health(&c, leader, ServingStatus::NotServing).await;
     let text = scrape(c.metrics_addr(leader)).await.unwrap();
     assert_eq!(sample(&text, "arbor_serving"), Some(0.0));
