@@ -27,9 +27,6 @@ use clap::{Args, Parser, Subcommand};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Log format on stderr: text (colour only on a terminal) or json (one object per line)
-    #[arg(long, env = "ARBOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -75,8 +72,9 @@ struct RecoverArgs {
     data_dir: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
+    #[default]
     Text,
     Json,
 }
@@ -135,6 +133,9 @@ struct DevArgs {
     /// First of three consecutive ports on 127.0.0.1
     #[arg(long, env = "ARBOR_BASE_PORT", default_value_t = 7101)]
     base_port: u16,
+    /// Log format on stderr: text (colour only on a terminal) or json (one object per line)
+    #[arg(long, env = "ARBOR_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -210,6 +211,9 @@ struct RunArgs {
     /// Prometheus endpoint address (GET /metrics, plain HTTP), e.g. 127.0.0.1:9101
     #[arg(long, env = "ARBOR_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Log format on stderr: text (colour only on a terminal) or json (one object per line)
+    #[arg(long, env = "ARBOR_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 impl RunArgs {
@@ -384,7 +388,13 @@ fn cert(cmd: CertCmd) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let log_format = match &cli.cmd {
+        Some(Cmd::Dev(d)) => d.log_format,
+        Some(Cmd::Run(r)) => r.log_format,
+        None => cli.run.log_format,
+        Some(Cmd::Cert(_)) | Some(Cmd::Recover(_)) => None,
+    };
+    init_tracing(log_format.unwrap_or_default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -287,6 +287,7 @@ async fn wait_refused(c: &TestCluster, id: u64, what: &str) -> String {
     )
     .await;
     let log = c.log_tail(id, 30);
+    eprintln!("replica {id} refused ({what}), {st}:\n{log}");
     assert!(
         !st.success(),
         "replica {id} exited 0 with damaged storage:\n{log}"
@@ -371,4 +372,76 @@ async fn damaged_storage_is_refused_and_recover_rebuilds_from_peers() {
     recover(&mut c, victim).await;
 
     c.check_identical_chains().await;
+}
+
+/// Starts a lone plaintext replica with `env` and `args`, returns its first
+/// stderr lines up to one containing `until`, then kills it.
+async fn node_stderr(env: &[(&str, &str)], args: &[&str], until: &str) -> Vec<String> {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(arbor_tests::bins::node_bin());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if k.starts_with("ARBOR_") || k == "RUST_LOG" || k == "NO_COLOR" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied())
+        .args(["run", "--insecure-plaintext", "--listen", "127.0.0.1:0"])
+        .args(["--peer-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn arbor-node");
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut out = Vec::new();
+    let found = tokio::time::timeout(TIMEOUT, async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            let done = l.contains(until);
+            out.push(l);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let _ = child.kill().await;
+    assert_eq!(found, Ok(true), "no line with {until:?} in {out:#?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_honour_rust_log_arbor_log_and_json_without_colour_off_a_terminal() {
+    // RUST_LOG filters, --log-format json: one JSON object per line.
+    let lines = node_stderr(
+        &[("RUST_LOG", "warn")],
+        &["--log-format", "json"],
+        "NOT_SERVING",
+    )
+    .await;
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        let level = v["level"].as_str().unwrap_or_default();
+        assert!(
+            level == "WARN" || level == "ERROR",
+            "RUST_LOG=warn let through {l}"
+        );
+        assert!(v["fields"]["message"].is_string(), "{l}");
+    }
+    // ARBOR_LOG is the older name; RUST_LOG wins over it.
+    let lines = node_stderr(&[("ARBOR_LOG", "warn")], &[], "NOT_SERVING").await;
+    assert!(!lines.iter().any(|l| l.contains(" INFO ")), "{lines:#?}");
+    let lines = node_stderr(
+        &[("ARBOR_LOG", "warn"), ("RUST_LOG", "info")],
+        &[],
+        "replica serving",
+    )
+    .await;
+    // stderr is a pipe here: no ANSI colour codes.
+    assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "{lines:#?}");
 }
