@@ -42,12 +42,15 @@ pub const SERVICES: [&str; 2] = ["arbor.v1.Arbor", "arbor.v1.Raft"];
 /// The marker `arbor-node recover` leaves in the data directory.
 pub const RECOVERING_MARKER: &str = "RECOVERING";
 
-/// A replica rebuilt by `arbor-node recover` starts with an empty log. Until
-/// it has caught up with what the cluster had committed when it first heard
-/// from a leader, it must not vote (an empty log would grant its vote to a
-/// candidate missing entries it had acknowledged before the loss, and the
-/// vote it gave in the current term before the loss is forgotten), and it
-/// does not serve reads. The marker file makes this survive a restart.
+/// A replica rebuilt by `arbor-node recover` starts with an empty log, and
+/// one whose write-ahead log was found damaged at start with what was
+/// consistent before the damage. Until it has caught up with what the
+/// cluster had committed when it first heard from a leader, it must not vote
+/// (its shorter log would grant its vote to a candidate missing entries it
+/// had acknowledged before the loss, and the vote it gave in the current
+/// term may be forgotten), nor start elections (it could win with a log
+/// missing committed entries), and it does not serve reads. The marker file
+/// makes this survive a restart.
 #[derive(Clone)]
 pub struct Recovery {
     active: Arc<AtomicBool>,
@@ -65,6 +68,14 @@ impl Recovery {
 
     pub fn active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// Enters recovery (storage found damaged at start): the marker first,
+    /// so that a crash before catching up leaves the replica recovering.
+    pub fn begin(&self) -> std::io::Result<()> {
+        std::fs::write(&self.marker, b"damaged write-ahead log salvaged at start\n")?;
+        self.active.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn finish(&self) -> std::io::Result<()> {
@@ -186,11 +197,14 @@ impl Watch {
             let applied = m.last_applied.map(|l| l.index);
             if m.current_leader.is_some() && committed.is_some() && applied >= committed {
                 match self.recovery.finish() {
-                    Ok(()) => info!(
+                    Ok(()) => {
+                        self.raft.runtime_config().elect(true);
+                        info!(
                         node = self.id,
                         applied = ?applied,
                         "recovery complete: caught up with the cluster; voting and serving again"
-                    ),
+                        )
+                    }
                     Err(e) => {
                         warn!(node = self.id, error = %e, "cannot remove the recovery marker")
                     }

@@ -100,7 +100,7 @@ impl NodeHandle {
     }
 }
 
-fn raft_config(c: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> {
+fn raft_config(c: &NodeConfig, recovering: bool) -> Result<Arc<openraft::Config>, NodeError> {
     let cfg = openraft::Config {
         cluster_name: c.cluster_id.clone(),
         heartbeat_interval: c.heartbeat_ms,
@@ -113,6 +113,8 @@ fn raft_config(c: &NodeConfig) -> Result<Arc<openraft::Config>, NodeError> {
         // log: the leader resends instead of panicking (see health::Recovery
         // for why that replica does not vote until it has caught up).
         allow_log_reversion: Some(true),
+        // A recovering replica starts no election (health::Recovery).
+        enable_elect: !recovering,
         ..Default::default()
     };
     cfg.validate()
@@ -182,7 +184,8 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     );
 
     let metrics = metrics::Metrics::new();
-    let (log_store, sm) = storage::open_with(&config.data_dir, metrics.clone())
+    let recovery = health::Recovery::load(&config.data_dir);
+    let (log_store, sm, wal_damage) = storage::open_checked(&config.data_dir, metrics.clone(), true)
         .map_err(|e| NodeError::Storage(format!("{e} (docs/operations.md \"Disk faults\": `arbor-node recover` rebuilds this replica from its peers)")))?;
     let reader = sm.reader();
     let applied = sm.applied_head();
@@ -198,13 +201,17 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             "storage checked: every record read, checksums verified"
         );
     }
-    let recovery = health::Recovery::load(&config.data_dir);
+    if wal_damage.is_some() {
+        recovery
+            .begin()
+            .map_err(|e| NodeError::Storage(format!("cannot write the recovery marker: {e}")))?;
+    }
     if recovery.active() {
         tracing::warn!(node = config.id, "recovering: this replica neither votes nor serves until it has caught up with the cluster");
     }
     let raft = Raft::new(
         config.id,
-        raft_config(&config)?,
+        raft_config(&config, recovery.active())?,
         Network::new(peers.clone()),
         log_store,
         sm,
@@ -341,7 +348,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         fault: reader.fault().clone(),
         recovery,
         metrics: metrics.clone(),
-        quorum_timeout: std::time::Duration::from_millis(config.election_timeout_max_ms),
+        quorum_timeout: std::time::Duration::from_millis(2 * config.election_timeout_max_ms),
     }
     .spawn();
     info!(node = config.id, %addr, %peer_addr, metrics = ?metrics_addr, tls = tls.is_some(), data_dir = %config.data_dir.display(), "replica serving");

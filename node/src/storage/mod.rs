@@ -31,7 +31,9 @@
 //!   `AbsoluteConsistency` mode: a WAL that is truncated or fails its
 //!   checksums makes the open fail instead of silently dropping its tail
 //!   (which could be log entries or a vote this replica acknowledged: raft's
-//!   safety rests on them). Synced WALs are also tracked in the MANIFEST.
+//!   safety rests on them). [`open_checked`] then salvages up to the last
+//!   consistent record and says so, and the replica recovers from its peers
+//!   before it votes or serves. Synced WALs are also tracked in the MANIFEST.
 //!   Paranoid checks are on and every read verifies block checksums; a
 //!   corruption found at read time raises the replica's [`Fault`], which
 //!   takes it out of service and makes the binary exit (`health.rs`). At
@@ -129,12 +131,12 @@ impl Fault {
 }
 
 /// The RocksDB options every open uses (see the module docs).
-fn db_options() -> Options {
+fn db_options(wal: DBRecoveryMode) -> Options {
     let mut o = Options::default();
     o.create_if_missing(true);
     o.create_missing_column_families(true);
     o.set_compression_type(DBCompressionType::Lz4);
-    o.set_wal_recovery_mode(DBRecoveryMode::AbsoluteConsistency);
+    o.set_wal_recovery_mode(wal);
     o.set_paranoid_checks(true);
     o.set_track_and_verify_wals_in_manifest(true);
     o
@@ -151,6 +153,20 @@ pub fn open_with(
     dir: &Path,
     metrics: Metrics,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_checked(dir, metrics, false).map(|(log, sm, _)| (log, sm))
+}
+
+/// [`open_with`]. When `salvage_wal` and the WAL is damaged (the
+/// `AbsoluteConsistency` open fails with `Corruption`), the database is
+/// opened again in `PointInTime` mode, up to the last consistent record,
+/// and the third value describes the damage: the caller must then treat
+/// the replica as having lost acknowledged log entries (it recovers: no
+/// vote, no election, no service until caught up; see `health::Recovery`).
+pub fn open_checked(
+    dir: &Path,
+    metrics: Metrics,
+    salvage_wal: bool,
+) -> Result<(LogStore, StateMachineStore, Option<String>), StorageError> {
     let db_path = dir.join("db");
     let snapshot_dir = dir.join("snapshots");
     for path in [&db_path, &snapshot_dir] {
@@ -160,22 +176,44 @@ pub fn open_with(
         })?;
     }
 
-    let db_opts = db_options();
-    let cfs = keys::ALL_CFS.iter().map(|name| {
-        let mut o = Options::default();
-        o.set_compression_type(DBCompressionType::Lz4);
-        ColumnFamilyDescriptor::new(*name, o)
-    });
-    let db =
-        DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(|source| StorageError::Open {
-            path: db_path.clone(),
-            source,
-        })?;
+    let open = |mode| {
+        let cfs = keys::ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        DB::open_cf_descriptors(&db_options(mode), &db_path, cfs)
+    };
+    let mut damage = None;
+    let db = match open(DBRecoveryMode::AbsoluteConsistency) {
+        Ok(db) => db,
+        Err(e) if salvage_wal && e.kind() == rocksdb::ErrorKind::Corruption => {
+            let db = open(DBRecoveryMode::PointInTime).map_err(|_| StorageError::Open {
+                path: db_path.clone(),
+                source: e.clone(),
+            })?;
+            tracing::error!(
+                error = %e,
+                "the write-ahead log is damaged: opened up to its last consistent record; \
+                 acknowledged raft entries may be lost, so this replica recovers from its peers \
+                 before it votes or serves"
+            );
+            damage = Some(e.to_string());
+            db
+        }
+        Err(source) => {
+            return Err(StorageError::Open {
+                path: db_path.clone(),
+                source,
+            })
+        }
+    };
     let db = Arc::new(db);
     let fault = Fault::default();
     Ok((
         LogStore::new(db.clone(), fault.clone(), metrics.clone()),
         StateMachineStore::new(db, snapshot_dir, fault, metrics),
+        damage,
     ))
 }
 
