@@ -248,11 +248,18 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             .set_service_status(s, tonic_health::ServingStatus::NotServing)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(arbor_proto::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
+    // Reflection v1, and v1alpha for older tools (grpcurl, grpcui).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(arbor_proto::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_err =
+        |e: tonic_reflection::server::Error| NodeError::Raft(format!("reflection: {e}"));
+    let reflection = reflection_builder().build_v1().map_err(reflection_err)?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_err)?;
     let auth = PeerAuth::new(raft.clone(), tls.is_some());
     let raft_api = RaftApi {
         raft: raft.clone(),
@@ -277,6 +284,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         })
         .add_service(health_service.clone())
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             ArborServer::new(api.clone())
                 .max_decoding_message_size(config.limits.max_client_message_bytes)
