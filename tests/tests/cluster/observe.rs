@@ -541,3 +541,74 @@ async fn a_recovering_replica_neither_serves_nor_answers_until_caught_up() {
     assert!(s.head_seq >= seq, "{s:?}");
     c.check_identical_chains().await;
 }
+
+/// The offset of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_found_at_read_time_takes_the_replica_out_of_service() {
+    let mut c = TestCluster::voters(3).await;
+    let leader = c.wait_leader(TIMEOUT).await;
+    let victim = c.ids().into_iter().find(|i| *i != leader).unwrap();
+    let channel_signer = c.enroll_channel("chan-read").await;
+    let order = "read-time-corruption-order";
+    c.register_order(&channel_signer, order).await;
+    let seq = c.head_seq().await;
+    c.wait_applied(seq, TIMEOUT).await;
+    // A clean stop flushes memtables: the order is in an SST file. The
+    // replica starts again (its start-up check passes) and then a byte of
+    // the block holding the order flips under it.
+    c.stop(victim).await;
+    c.restart(victim).await;
+    wait_health(&c, victim, ServingStatus::Serving).await;
+    // Every copy of the order id in every SST file (the orders record is
+    // among them), rewritten in place: same inode, the replica's open
+    // handles read the damage.
+    let db = c.data_dir(victim).join("db");
+    let mut flipped = 0;
+    for e in std::fs::read_dir(&db).unwrap() {
+        let p = e.unwrap().path();
+        if !p.to_string_lossy().ends_with(".sst") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mut from = 0;
+        while let Some(at) = find(&bytes[from..], order.as_bytes()) {
+            bytes[from + at + 3] ^= 0x20;
+            flipped += 1;
+            from += at + order.len();
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert!(flipped > 0, "no SST file holds the order id");
+    let mut api =
+        arbor_proto::pb::arbor_client::ArborClient::new(channel(&c, victim).await.unwrap());
+    let read = api
+        .get_order(arbor_proto::pb::GetOrderRequest {
+            order_id: order.into(),
+            local: true,
+        })
+        .await;
+    let err = read.expect_err("a corrupted record is never served");
+    assert!(err.message().to_lowercase().contains("corrupt"), "{err:?}");
+    let st = wait_until("the replica to exit", TIMEOUT, async || {
+        c.exited(victim).ok_or_else(|| "still running".to_string())
+    })
+    .await;
+    assert!(!st.success(), "{st}");
+    let log = c.log_tail(victim, 40);
+    assert!(log.contains("storage corruption"), "{log}");
+    assert!(log.contains("out of service"), "{log}");
+    // Started again, it refuses (its start-up check finds the damage).
+    c.kill(victim);
+    c.start_process(victim);
+    let st = wait_until("the damaged replica to refuse", TIMEOUT, async || {
+        c.exited(victim).ok_or_else(|| "still running".to_string())
+    })
+    .await;
+    assert!(!st.success(), "{st}");
+}
