@@ -612,3 +612,30 @@ async fn corruption_found_at_read_time_takes_the_replica_out_of_service() {
     .await;
     assert!(!st.success(), "{st}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_majority_reports_not_serving() {
+    let c = TestCluster::start(
+        3,
+        arbor_tests::Options {
+            partitionable: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let old = c.wait_leader(TIMEOUT).await;
+    for id in c.ids() {
+        wait_health(&c, id, ServingStatus::Serving).await;
+    }
+    c.partition(&[old]);
+    // The old leader's client port still answers, but it is no longer
+    // acknowledged by a quorum: NOT_SERVING. The majority elects a leader
+    // and serves.
+    wait_health(&c, old, ServingStatus::NotServing).await;
+    let majority: Vec<u64> = c.ids().into_iter().filter(|id| *id != old).collect();
+    for id in &majority {
+        wait_health(&c, *id, ServingStatus::Serving).await;
+    }
+    c.heal();
+    wait_health(&c, old, ServingStatus::Serving).await;
+}
