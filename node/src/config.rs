@@ -62,6 +62,9 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Raft log entries kept after a snapshot, for followers that lag a little.
     pub keep_logs: u64,
+    /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP).
+    /// None: no endpoint. Port 0 picks a free port.
+    pub metrics_listen: Option<String>,
     /// Resource limits (`[limits]`; see `limits.rs`).
     pub limits: crate::limits::Limits,
 }
@@ -89,6 +92,7 @@ impl Default for NodeConfig {
             election_timeout_max_ms: 350,
             snapshot_every: 10_000,
             keep_logs: 1_000,
+            metrics_listen: None,
             limits: Default::default(),
         }
     }
@@ -249,6 +253,13 @@ impl NodeConfig {
             return bad(
                 "election-timeout-max-ms must be greater than election-timeout-min-ms".into(),
             );
+        }
+        if let Some(m) = &self.metrics_listen {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return bad(format!(
+                    "metrics-listen {m:?} is not HOST:PORT with a numeric IP"
+                ));
+            }
         }
         if self.snapshot_every == 0 {
             return bad("snapshot-every must be > 0".into());

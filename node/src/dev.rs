@@ -29,6 +29,8 @@ struct DevState {
 
 /// Distance from a replica's client port to its peer port.
 const PEER_PORT_OFFSET: u16 = 100;
+/// Each replica's Prometheus endpoint is at its client port + this.
+const METRICS_PORT_OFFSET: u16 = 200;
 
 /// The dev cluster's CA and replica certificates, created once.
 fn ensure_certs(dir: &Path) -> anyhow::Result<()> {
@@ -79,8 +81,8 @@ fn ports(dir: &Path, base_port: Option<u16>) -> anyhow::Result<[u16; 3]> {
     }
     let base_port = base_port.unwrap_or(DEFAULT_BASE_PORT);
     anyhow::ensure!(
-        base_port > 0 && base_port < u16::MAX - 2 - PEER_PORT_OFFSET,
-        "--base-port must leave room for three client ports and three peer ports (+{PEER_PORT_OFFSET})"
+        base_port > 0 && base_port < u16::MAX - 2 - METRICS_PORT_OFFSET,
+        "--base-port must leave room for three client ports, three peer ports (+{PEER_PORT_OFFSET}) and three metrics ports (+{METRICS_PORT_OFFSET})"
     );
     let s = DevState {
         ports: [base_port, base_port + 1, base_port + 2],
@@ -197,6 +199,7 @@ pub async fn run(data_dir: PathBuf, base_port: Option<u16>) -> anyhow::Result<()
                 ..Default::default()
             },
             data_dir: data_dir.join(format!("node-{id}")),
+            metrics_listen: Some(format!("127.0.0.1:{}", ports[i] + METRICS_PORT_OFFSET)),
             bootstrap: id == 1,
             members: if id == 1 { members.clone() } else { Vec::new() },
             operators: if id == 1 {
@@ -229,7 +232,15 @@ pub async fn run(data_dir: PathBuf, base_port: Option<u16>) -> anyhow::Result<()
         data_dir.display()
     );
     for (i, a) in addrs.iter().enumerate() {
-        println!("  replica {} at {a} (peer port {})", i + 1, peer_addrs[i]);
+        let metrics = nodes[i]
+            .metrics_addr
+            .map(|m| format!(", metrics http://{m}/metrics"))
+            .unwrap_or_default();
+        println!(
+            "  replica {} at {a} (peer port {}{metrics})",
+            i + 1,
+            peer_addrs[i]
+        );
     }
     println!(
         "TLS:          CA {} (clients need it: ARBOR_CACERT)",
@@ -243,13 +254,20 @@ pub async fn run(data_dir: PathBuf, base_port: Option<u16>) -> anyhow::Result<()
     println!("then try:     arbor cluster status");
     println!("stop with Ctrl-C; start again on the same directory to resume");
 
-    shutdown_signal().await;
+    let stopped = futures::future::select_all(nodes.iter().map(|n| Box::pin(n.stopped())));
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        (reason, i, _) = stopped => Some(format!("replica {} out of service: {reason}", i + 1)),
+    };
     println!("stopping...");
     for n in nodes {
         n.shutdown().await;
     }
     println!("stopped; data kept in {}", data_dir.display());
-    Ok(())
+    match failed {
+        Some(why) => anyhow::bail!(why),
+        None => Ok(()),
+    }
 }
 
 /// Waits until the genesis entry exists and all three replicas are voters.

@@ -209,6 +209,11 @@ impl ApiLimits {
         }
     }
 
+    /// `WatchEntries` streams open now.
+    pub fn watch_streams_open(&self) -> usize {
+        self.limits.max_watch_streams - self.watch_slots.available_permits()
+    }
+
     /// A slot for one `WatchEntries` stream, held until the stream is dropped.
     pub fn watch_slot(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.watch_slots.clone().try_acquire_owned().map_err(|_| {

@@ -138,6 +138,19 @@ impl RateLimited {
     }
 }
 
+/// The connections a listener holds open now (for the metrics).
+#[derive(Clone)]
+pub struct OpenCount {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl OpenCount {
+    pub fn get(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
 /// The connections a listener accepts, within `limits.max-connections`.
 pub struct Incoming {
     listener: TcpListener,
@@ -190,6 +203,14 @@ impl Incoming {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.limits.max_connections - self.slots.available_permits()
+    }
+
+    /// A handle that reads [`Incoming::open`] after the listener moved into its server.
+    pub fn open_counter(&self) -> OpenCount {
+        OpenCount {
+            slots: self.slots.clone(),
+            max: self.limits.max_connections,
+        }
     }
 
     fn accepted(&mut self, stream: TcpStream) -> Option<Conn> {

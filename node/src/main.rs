@@ -65,6 +65,33 @@ Example:\n  arbor-node dev --data-dir arbor-data --base-port 7101"
     /// Create the cluster CA and issue replica and client certificates
     #[command(subcommand, arg_required_else_help = true)]
     Cert(CertCmd),
+    /// Set aside a replica's damaged storage so that it rebuilds from its peers (keeps its identity)
+    #[command(
+        long_about = "Set aside a replica's damaged storage so that it rebuilds from its peers.\n\n\
+Run it on the stopped replica, with the same --config/--data-dir it runs with. It moves DIR/db and\n\
+DIR/snapshots to DIR/damaged-<unix time>/ and leaves a RECOVERING marker; identity.key and the\n\
+bootstrap marker stay, so the replica keeps its node id and checkpoint identity. Then start the\n\
+replica as usual: the leader sends it a snapshot and the log. Until it has caught up it refuses\n\
+to vote and answers clients UNAVAILABLE (health NOT_SERVING). See docs/operations.md \"Disk faults\"."
+    )]
+    Recover(RecoverArgs),
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// TOML config file of the replica (for its data-dir)
+    #[arg(long, env = "ARBOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// The replica's data directory (overrides the config file)
+    #[arg(long, env = "ARBOR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +148,9 @@ struct DevArgs {
     /// First of three consecutive client ports on 127.0.0.1 (peers +100) [default: 7101]; a directory started before keeps its ports
     #[arg(long, env = "ARBOR_BASE_PORT", value_name = "PORT")]
     base_port: Option<u16>,
+    /// Log format on stderr: text (colour only on a terminal) or json (one object per line)
+    #[arg(long, env = "ARBOR_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -193,6 +223,12 @@ struct RunArgs {
     /// Raft log entries kept after a snapshot
     #[arg(long, env = "ARBOR_KEEP_LOGS")]
     keep_logs: Option<u64>,
+    /// Prometheus endpoint address (GET /metrics, plain HTTP), e.g. 127.0.0.1:9101
+    #[arg(long, env = "ARBOR_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Log format on stderr: text (colour only on a terminal) or json (one object per line)
+    #[arg(long, env = "ARBOR_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 impl RunArgs {
@@ -267,27 +303,76 @@ impl RunArgs {
         if let Some(v) = self.keep_logs {
             c.keep_logs = v;
         }
+        if let Some(v) = self.metrics_listen {
+            c.metrics_listen = Some(v);
+        }
         c.validate()?;
         Ok(c)
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG")
+/// Log filter: `RUST_LOG`, else `ARBOR_LOG` (the older name), else info.
+/// Colour only when stderr is a terminal; `--log-format json` for collectors.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("ARBOR_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+    }
 }
+
+/// Exit status of a replica that stopped because it can no longer serve
+/// (raft's core stopped, storage corrupt): a supervisor restarts it.
+const EXIT_OUT_OF_SERVICE: i32 = 1;
 
 async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // A second instance on the same data is named, not left to a RocksDB lock error.
     let _lock = arbor_node::dev::lock_data_dir(&config.data_dir)?;
     let node = start_node(config).await.context("cannot start replica")?;
-    println!("arbor-node {} serving on {}", node.id, node.addr);
-    arbor_node::dev::shutdown_signal().await;
-    node.shutdown().await;
+    match &node.metrics_addr {
+        Some(m) => println!(
+            "arbor-node {} serving on {} (metrics http://{m}/metrics)",
+            node.id, node.addr
+        ),
+        None => println!("arbor-node {} serving on {}", node.id, node.addr),
+    }
+    let stopped = node.stopped();
+    tokio::select! {
+        _ = arbor_node::dev::shutdown_signal() => {
+            node.shutdown().await;
+            Ok(())
+        }
+        reason = stopped => {
+            tracing::error!(node = node.id, %reason, "replica out of service: exiting so that a supervisor restarts it");
+            eprintln!("error: replica {} out of service: {reason}", node.id);
+            node.shutdown().await;
+            std::process::exit(EXIT_OUT_OF_SERVICE);
+        }
+    }
+}
+
+fn recover(args: RecoverArgs) -> anyhow::Result<()> {
+    let data_dir = match (args.data_dir, args.config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => NodeConfig::from_file(&c)?.data_dir,
+        (None, None) => anyhow::bail!("give --data-dir or --config"),
+    };
+    // Not while the replica runs on it.
+    let _lock = arbor_node::dev::lock_data_dir(&data_dir)?;
+    let moved = arbor_node::health::recover(&data_dir)?;
+    println!(
+        "damaged storage moved to {}; start the replica as usual: it rebuilds from its peers",
+        moved.display()
+    );
     Ok(())
 }
 
@@ -341,7 +426,12 @@ fn main() {
         },
         _ => None,
     };
-    init_tracing();
+    let log_format = match &cli.cmd {
+        Cmd::Dev(d) => d.log_format,
+        Cmd::Run(r) => r.log_format,
+        Cmd::Cert(_) | Cmd::Recover(_) => None,
+    };
+    init_tracing(log_format.unwrap_or_default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -351,6 +441,7 @@ fn main() {
             Cmd::Dev(d) => arbor_node::dev::run(d.data_dir, d.base_port).await,
             Cmd::Run(_) => run(run_config.expect("checked above")).await,
             Cmd::Cert(c) => cert(c),
+            Cmd::Recover(r) => recover(r),
         }
     });
     if let Err(e) = result {

@@ -24,4 +24,9 @@ pub mod wire;
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("arbor.v1");
+
+    /// The encoded `FileDescriptorSet` of `arbor/v1/arbor.proto`, for gRPC
+    /// server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/arbor_descriptor.bin"));
 }

@@ -75,6 +75,8 @@ struct Replica {
     process: Process,
     /// SIGSTOPped by [`TestCluster::pause`]: alive but unresponsive.
     paused: AtomicBool,
+    /// The Prometheus endpoint (`--metrics-listen`).
+    metrics_addr: String,
 }
 
 /// What [`TestCluster::check_invariants`] verified: the chain and its replayed state.
@@ -279,6 +281,8 @@ impl TestCluster {
             args.extend(["--lease-grace-ms".into(), n.to_string()]);
         }
         args.extend(self.opts.extra_args.iter().cloned());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        args.extend(["--metrics-listen".into(), metrics_addr.clone()]);
         let mut process = Process::new(
             format!("replica {id}"),
             &self.bin,
@@ -294,6 +298,7 @@ impl TestCluster {
                 proxy,
                 process,
                 paused: AtomicBool::new(false),
+                metrics_addr,
             },
         );
     }
@@ -415,6 +420,36 @@ impl TestCluster {
     }
 
     /// The last `lines` of replica `id`'s log.
+    /// Replica `id`'s Prometheus endpoint, `HOST:PORT`.
+    pub fn metrics_addr(&self, id: u64) -> &str {
+        &self.replica(id).metrics_addr
+    }
+
+    /// Replica `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("n{id}")).join("data")
+    }
+
+    /// The `arbor-node` binary the replicas run.
+    pub fn node_bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// Starts a stopped replica's process again without waiting for it to
+    /// answer (it may be expected to refuse to start).
+    pub fn start_process(&mut self, id: u64) {
+        self.replicas
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+            .process
+            .start();
+    }
+
+    /// The exit status of replica `id`'s process, if it has exited.
+    pub fn exited(&self, id: u64) -> Option<ExitStatus> {
+        self.replica(id).process.exited()
+    }
+
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         self.replica(id).process.log_tail(lines)
     }

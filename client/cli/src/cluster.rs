@@ -19,9 +19,17 @@ the term, and one row per replica: id, address, raft state, \
 voter or learner, last applied log index, and the sequence number and hash prefix of \
 its chain head. Replicas that did not answer are listed with the error. Identical \
 head seq and hash on all replicas mean their chains agree up to there.\n\n\
-Example:\n  arbor cluster status"
+Exits 4 (unavailable) naming the replicas when any member did not answer, no leader is \
+known, or a replica's applied log index is more than --max-lag entries behind the most \
+advanced one; 0 when all is well.\n\n\
+Example:\n  arbor cluster status --max-lag 500"
     )]
-    Status,
+    Status {
+        /// Most raft log entries a replica may be behind the most advanced one before the
+        /// status is unhealthy (exit 4)
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_LAG)]
+        max_lag: u64,
+    },
     /// Add a replica to the cluster (an operator-signed AddReplica ledger command)
     #[command(
         long_about = "Add a replica to the cluster: submits an operator-signed AddReplica command, \
@@ -64,11 +72,20 @@ Example:\n  arbor cluster remove-node 4 --key operator.key"
     },
 }
 
+/// Default of `arbor cluster status --max-lag`.
+pub const DEFAULT_MAX_LAG: u64 = 1000;
+
 pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
     match cmd {
-        ClusterCmd::Status => {
+        ClusterCmd::Status { max_lag } => {
             let s = ctx.client().await?.cluster_status().await?;
-            Ok(Reply::new(show_status(ctx, &s)))
+            let problems = problems(&s, max_lag);
+            let mut reply = Reply::new(show_status(ctx, &s, &problems));
+            if !problems.is_empty() {
+                reply.failed = Some(format!("cluster unhealthy: {}", problems.join("; ")));
+                reply.exit = Some(crate::exit::Exit::Unavailable);
+            }
+            Ok(reply)
         }
         ClusterCmd::AddNode {
             node_id,
@@ -107,7 +124,39 @@ fn role(voter: Option<bool>) -> String {
     }
 }
 
-fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
+/// What is wrong with the cluster, one line per problem (empty: healthy).
+fn problems(s: &pb::ClusterStatusReply, max_lag: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.leader_id == 0 {
+        out.push("no leader known".to_string());
+    }
+    for m in &s.members {
+        if !s.replicas.iter().any(|r| r.node_id == m.node_id) {
+            out.push(format!("replica {} ({}) unreachable", m.node_id, m.addr));
+        }
+    }
+    if s.members.is_empty() {
+        // Without the member list, the unreachable entries are all we know.
+        for u in &s.unreachable {
+            out.push(format!("unreachable: {}", u.replace('\n', " ")));
+        }
+    }
+    let newest = s.replicas.iter().map(|r| r.last_applied).max().unwrap_or(0);
+    let mut rows: Vec<&pb::LocalStatusReply> = s.replicas.iter().collect();
+    rows.sort_by_key(|r| r.node_id);
+    for r in rows {
+        let lag = newest.saturating_sub(r.last_applied);
+        if lag > max_lag {
+            out.push(format!(
+                "replica {} ({}) lags {lag} entries behind (applied {}, newest {newest}; --max-lag {max_lag})",
+                r.node_id, r.addr, r.last_applied
+            ));
+        }
+    }
+    out
+}
+
+fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply, problems: &[String]) -> String {
     let leader_addr = s
         .members
         .iter()
@@ -147,6 +196,8 @@ fn show_status(ctx: &Ctx, s: &pb::ClusterStatusReply) -> String {
         "members": members_json(&s.members),
         "replicas": replicas,
         "unreachable": s.unreachable,
+        "healthy": problems.is_empty(),
+        "problems": problems,
     });
     render(ctx.format, json, || {
         let leader = if s.leader_id == 0 {
@@ -256,4 +307,47 @@ fn show_change(ctx: &Ctx, r: &MembershipChange) -> Reply {
         out
     });
     reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(id: u64, applied: u64) -> pb::LocalStatusReply {
+        pb::LocalStatusReply {
+            node_id: id,
+            addr: format!("h:{id}"),
+            last_applied: applied,
+            ..Default::default()
+        }
+    }
+
+    fn member(id: u64) -> pb::Member {
+        pb::Member {
+            node_id: id,
+            addr: format!("h:{id}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn unreachable_lagging_and_leaderless_are_problems() {
+        let mut s = pb::ClusterStatusReply {
+            leader_id: 1,
+            term: 3,
+            members: vec![member(1), member(2), member(3)],
+            replicas: vec![replica(1, 500), replica(2, 500), replica(3, 499)],
+            unreachable: vec![],
+        };
+        assert!(problems(&s, 1).is_empty());
+        assert_eq!(
+            problems(&s, 0),
+            ["replica 3 (h:3) lags 1 entries behind (applied 499, newest 500; --max-lag 0)"]
+        );
+        s.replicas.remove(1);
+        s.unreachable = vec!["2 h:2: connection refused".into()];
+        assert_eq!(problems(&s, 1), ["replica 2 (h:2) unreachable"]);
+        s.leader_id = 0;
+        assert_eq!(problems(&s, 1)[0], "no leader known");
+    }
 }

@@ -73,6 +73,8 @@ pub struct Admission {
     cluster_id: Arc<std::sync::OnceLock<Arc<str>>>,
     pending: Arc<Semaphore>,
     max_pending: usize,
+    /// Batch sizes are recorded here once set (`with_metrics`).
+    metrics: Arc<std::sync::OnceLock<crate::metrics::Metrics>>,
 }
 
 /// One submit's slot in the admission queue; given back when dropped.
@@ -89,13 +91,26 @@ impl Admission {
             .map(|n| n.get())
             .unwrap_or(1);
         let shared = Arc::new(Verifier::new());
-        tokio::spawn(collect(rx, Arc::new(Semaphore::new(verifiers)), shared));
+        let metrics: Arc<std::sync::OnceLock<crate::metrics::Metrics>> = Arc::default();
+        tokio::spawn(collect(
+            rx,
+            Arc::new(Semaphore::new(verifiers)),
+            shared,
+            metrics.clone(),
+        ));
         Admission {
             tx,
             cluster_id: Arc::default(),
             pending: Arc::new(Semaphore::new(max_pending)),
             max_pending,
+            metrics,
         }
+    }
+
+    /// Records each batch's size in `metrics`.
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Admission {
+        let _ = self.metrics.set(metrics);
+        self
     }
 
     /// A slot in the admission queue, or `RESOURCE_EXHAUSTED` naming
@@ -157,6 +172,7 @@ async fn collect(
     mut rx: mpsc::UnboundedReceiver<Job>,
     slots: Arc<Semaphore>,
     verifier: Arc<Verifier>,
+    metrics: Arc<std::sync::OnceLock<crate::metrics::Metrics>>,
 ) {
     while let Some(first) = rx.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -168,6 +184,9 @@ async fn collect(
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
+        }
+        if let Some(m) = metrics.get() {
+            m.admission_batch.observe(jobs.len() as f64);
         }
         let verifier = verifier.clone();
         tokio::task::spawn_blocking(move || {

@@ -55,6 +55,10 @@ pub struct ArborApi {
     pub admission: Admission,
     /// Reply sizes and open watch streams (`limits.rs`).
     pub limits: crate::limits::ApiLimits,
+    /// Proposals and refusals are counted here (`metrics.rs`).
+    pub metrics: crate::metrics::Metrics,
+    /// Set while the replica catches up after `arbor-node recover`: it does not vote.
+    pub recovery: crate::health::Recovery,
 }
 
 impl ArborApi {

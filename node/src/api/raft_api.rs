@@ -118,6 +118,7 @@ impl pb::raft_server::Raft for RaftApi {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
+        crate::health::refuse_vote_while_recovering(&self.api.recovery)?;
         let term = self.check_vote(&req, &rpc.vote)?;
         self.check_log_id(&req, "last_log_id", rpc.last_log_id.as_ref(), term)?;
         let resp = self

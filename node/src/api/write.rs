@@ -51,7 +51,10 @@ impl ArborApi {
             }
             Err(Admit::Refused(refusal)) => match self.applied_before(env)? {
                 Some(reply) => return Ok(reply),
-                None => return Err(status::refusal(&refusal).into()),
+                None => {
+                    self.metrics.refused(refusal.kind());
+                    return Err(status::refusal(&refusal).into());
+                }
             },
         };
         let req = RaftRequest {
@@ -65,6 +68,7 @@ impl ArborApi {
         let written = tokio::select! {
             w = self.raft.client_write(req) => w,
             since = routing::quorum_lost(&self.raft) => {
+                self.metrics.proposed("failed");
                 return Err(status::unavailable(
                     format!(
                         "not committed yet: this leader has not heard from a quorum of replicas \
@@ -78,15 +82,22 @@ impl ArborApi {
             }
         };
         let resp = match written {
-            Ok(r) => r.response().clone(),
+            Ok(r) => {
+                self.metrics.proposed("committed");
+                r.response().clone()
+            }
             // Leadership moved while proposing: the new leader decides.
-            Err(e) if e.forward_to_leader().is_some() => return Err(Served::Moved),
+            Err(e) if e.forward_to_leader().is_some() => {
+                self.metrics.proposed("forwarded");
+                return Err(Served::Moved);
+            }
             Err(e) => {
+                self.metrics.proposed("failed");
                 return Err(status::unavailable(
                     format!("command not committed: raft is not running on this replica: {e}"),
                     None,
                 )
-                .into())
+                .into());
             }
         };
         match resp {

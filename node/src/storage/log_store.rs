@@ -49,6 +49,8 @@ const CACHE_ENTRIES: usize = 8192;
 pub struct LogStore {
     db: Arc<DB>,
     cache: Arc<Mutex<TailCache>>,
+    fault: super::Fault,
+    metrics: crate::metrics::Metrics,
 }
 
 /// A contiguous run of the newest log entries, by index.
@@ -104,10 +106,12 @@ impl TailCache {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
+    pub(crate) fn new(db: Arc<DB>, fault: super::Fault, metrics: crate::metrics::Metrics) -> Self {
         LogStore {
             db,
             cache: Arc::default(),
+            fault,
+            metrics,
         }
     }
 
@@ -118,7 +122,10 @@ impl LogStore {
     fn write(&self, batch: WriteBatch, sync: bool, what: &str) -> io::Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        self.db.write_opt(batch, &opts).map_err(|e| io_err(what, e))
+        self.db.write_opt(batch, &opts).map_err(|e| {
+            self.fault.check(what, &e);
+            io_err(what, e)
+        })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
@@ -193,7 +200,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mode = IteratorMode::From(&from, Direction::Forward);
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf(&self.db, CF_LOG), mode) {
-            let (k, v) = item.map_err(|e| io_err(format_args!("read {CF_LOG} from {start}"), e))?;
+            let (k, v) = item.map_err(|e| {
+                self.fault
+                    .check(format_args!("read {CF_LOG} from {start}"), &e);
+                io_err(format_args!("read {CF_LOG} from {start}"), e)
+            })?;
             let (index, entry) = Self::decode_entry(&k, &v)?;
             if !range.contains(&index) {
                 break;
@@ -268,7 +279,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Synced before the callback: openraft counts the entries as
         // persisted (and may vote or commit on them) once it is called.
         // Cached after the write: until then a read of them goes to RocksDB.
-        match self.write(batch, true, "append raft log entries") {
+        let started = std::time::Instant::now();
+        let written = self.write(batch, true, "append raft log entries");
+        self.metrics
+            .log_append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .log_append_entries
+            .observe(entries.len() as f64);
+        match written {
             Ok(()) => {
                 self.cache().appended(entries);
                 callback.io_completed(Ok(()));
@@ -319,6 +338,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 None => BTreeMap::new(),
             };
         }
+        self.metrics.log_purges.inc();
         self.write(batch, true, "purge raft log")
     }
 }

@@ -27,6 +27,20 @@
 //!   one replaces the state machine in a single batch, so a crash leaves
 //!   either the old state or the new one.
 //!
+//! - **Damage is detected, never served.** RocksDB recovers its WAL in
+//!   `AbsoluteConsistency` mode: a WAL that is truncated or fails its
+//!   checksums makes the open fail instead of silently dropping its tail
+//!   (which could be log entries or a vote this replica acknowledged: raft's
+//!   safety rests on them). [`open_checked`] then salvages up to the last
+//!   consistent record and says so, and the replica recovers from its peers
+//!   before it votes or serves. Synced WALs are also tracked in the MANIFEST.
+//!   Paranoid checks are on and every read verifies block checksums; a
+//!   corruption found at read time raises the replica's [`Fault`], which
+//!   takes it out of service and makes the binary exit (`health.rs`). At
+//!   start [`scrub`] reads every record once, so damage in data nobody reads
+//!   often is found at once. docs/operations.md "Disk faults" has the
+//!   reasoning and the recovery procedure.
+//!
 //! On disk: `<dir>/db` is the RocksDB, `<dir>/snapshots/` the snapshot files.
 //! [`keys`] owns every column family name and key encoding.
 
@@ -44,7 +58,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, Options,
+    ReadOptions, DB,
+};
+
+use crate::metrics::Metrics;
 
 pub use feed::AppliedHead;
 pub use log_store::LogStore;
@@ -76,9 +95,85 @@ pub enum StorageError {
     },
 }
 
+/// Corruption found in this replica's storage: once raised, it stays raised
+/// (the replica must not go on serving; `health.rs` watches it).
+#[derive(Clone)]
+pub struct Fault(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Fault {
+    fn default() -> Self {
+        Fault(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Fault {
+    /// Records the first corruption (later ones are only logged).
+    pub fn raise(&self, what: impl std::fmt::Display) {
+        let what = what.to_string();
+        tracing::error!(error = %what, "storage corruption: this replica stops serving");
+        self.0.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(what);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Raises the fault if `e` is a corruption RocksDB detected.
+    pub fn check(&self, what: impl std::fmt::Display, e: &rocksdb::Error) {
+        if e.kind() == rocksdb::ErrorKind::Corruption {
+            self.raise(format_args!("{what}: {e}"));
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.0.subscribe()
+    }
+}
+
+/// The RocksDB options every open uses (see the module docs).
+fn db_options(wal: DBRecoveryMode) -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.create_missing_column_families(true);
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_wal_recovery_mode(wal);
+    o.set_paranoid_checks(true);
+    o.set_track_and_verify_wals_in_manifest(true);
+    o
+}
+
 /// Opens (creating if needed) the storage under `dir`: the RocksDB in
 /// `dir/db` with every column family, and the snapshot directory.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_with(dir, Metrics::new())
+}
+
+/// [`open`], recording storage metrics in `metrics`.
+pub fn open_with(
+    dir: &Path,
+    metrics: Metrics,
+) -> Result<(LogStore, StateMachineStore), StorageError> {
+    open_checked(dir, metrics, false).map(|(log, sm, _)| (log, sm))
+}
+
+/// [`open_with`]. When `salvage_wal` and the WAL is damaged (the
+/// `AbsoluteConsistency` open fails with `Corruption`), the database is
+/// opened again in `PointInTime` mode, up to the last consistent record,
+/// and the third value describes the damage: the caller must then treat
+/// the replica as having lost acknowledged log entries (it recovers: no
+/// vote, no election, no service until caught up; see `health::Recovery`).
+pub fn open_checked(
+    dir: &Path,
+    metrics: Metrics,
+    salvage_wal: bool,
+) -> Result<(LogStore, StateMachineStore, Option<String>), StorageError> {
     let db_path = dir.join("db");
     let snapshot_dir = dir.join("snapshots");
     for path in [&db_path, &snapshot_dir] {
@@ -88,29 +183,81 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
         })?;
     }
 
-    let mut db_opts = Options::default();
-    db_opts.create_if_missing(true);
-    db_opts.create_missing_column_families(true);
-    db_opts.set_compression_type(DBCompressionType::Lz4);
-    let cfs = keys::ALL_CFS.iter().map(|name| {
-        let mut o = Options::default();
-        o.set_compression_type(DBCompressionType::Lz4);
-        ColumnFamilyDescriptor::new(*name, o)
-    });
-    let db =
-        DB::open_cf_descriptors(&db_opts, &db_path, cfs).map_err(|source| StorageError::Open {
-            path: db_path.clone(),
-            source,
-        })?;
+    let open = |mode| {
+        let cfs = keys::ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        DB::open_cf_descriptors(&db_options(mode), &db_path, cfs)
+    };
+    let mut damage = None;
+    let db = match open(DBRecoveryMode::AbsoluteConsistency) {
+        Ok(db) => db,
+        Err(e) if salvage_wal && e.kind() == rocksdb::ErrorKind::Corruption => {
+            let db = open(DBRecoveryMode::PointInTime).map_err(|_| StorageError::Open {
+                path: db_path.clone(),
+                source: e.clone(),
+            })?;
+            tracing::error!(
+                error = %e,
+                "the write-ahead log is damaged: opened up to its last consistent record; \
+                 acknowledged raft entries may be lost, so this replica recovers from its peers \
+                 before it votes or serves"
+            );
+            damage = Some(e.to_string());
+            db
+        }
+        Err(source) => {
+            return Err(StorageError::Open {
+                path: db_path.clone(),
+                source,
+            })
+        }
+    };
     leases::ensure_built(&db).map_err(|source| StorageError::LeaseIndex {
         path: db_path.clone(),
         source,
     })?;
     let db = Arc::new(db);
+    let fault = Fault::default();
     Ok((
-        LogStore::new(db.clone()),
-        StateMachineStore::new(db, snapshot_dir),
+        LogStore::new(db.clone(), fault.clone(), metrics.clone()),
+        StateMachineStore::new(db, snapshot_dir, fault, metrics),
+        damage,
     ))
+}
+
+/// Reads every record of every column family once, verifying checksums
+/// (blocking; run it off the async threads). The first corruption is
+/// returned (and raised on `fault`).
+pub fn scrub(db: &DB, fault: &Fault) -> Result<u64, String> {
+    let mut records = 0u64;
+    for name in keys::ALL_CFS {
+        let mut ro = ReadOptions::default();
+        ro.set_verify_checksums(true);
+        ro.fill_cache(false);
+        for item in db.iterator_cf_opt(cf(db, name), ro, IteratorMode::Start) {
+            match item {
+                Ok(_) => records += 1,
+                Err(e) => {
+                    let what = format!("scrub of column family {name}: {e}");
+                    fault.raise(&what);
+                    return Err(what);
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Flushes every column family's memtable to SST files (at shutdown: the
+/// next start then replays little WAL).
+pub fn flush(db: &DB) -> Result<(), rocksdb::Error> {
+    for name in keys::ALL_CFS {
+        db.flush_cf(cf(db, name))?;
+    }
+    Ok(())
 }
 
 /// The handle of a column family. Every name in [`keys::ALL_CFS`] is opened

@@ -57,19 +57,63 @@ impl ReadError {
 #[derive(Clone)]
 pub struct LedgerReader {
     db: Arc<DB>,
+    /// Raised when RocksDB reports corruption on a read.
+    fault: super::Fault,
     /// Writes not yet in RocksDB, read first (the state machine's reader only).
     overlay: Option<Arc<Overlay>>,
 }
 
 impl LedgerReader {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        LedgerReader { db, overlay: None }
+    pub(crate) fn new(db: Arc<DB>, fault: super::Fault) -> Self {
+        LedgerReader {
+            db,
+            fault,
+            overlay: None,
+        }
+    }
+
+    /// The storage fault this reader raises (and the database it reads),
+    /// for the replica's health and its start-up scrub.
+    pub fn fault(&self) -> &super::Fault {
+        &self.fault
+    }
+
+    /// Reads every record once (see [`super::scrub`]); blocking.
+    pub fn scrub(&self) -> Result<u64, String> {
+        super::scrub(&self.db, &self.fault)
+    }
+
+    /// Flushes memtables to SST files (see [`super::flush`]); blocking.
+    pub fn flush(&self) -> Result<(), String> {
+        super::flush(&self.db).map_err(|e| e.to_string())
+    }
+
+    /// RocksDB's running compactions and whether one is pending.
+    pub fn compaction_state(&self) -> (u64, u64) {
+        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        (
+            prop("rocksdb.num-running-compactions"),
+            prop("rocksdb.compaction-pending"),
+        )
+    }
+
+    fn db_err(&self, cf_name: &'static str, key: &[u8], source: rocksdb::Error) -> ReadError {
+        self.fault.check(
+            format_args!("read of {cf_name}/{}", keys::display_key(key)),
+            &source,
+        );
+        ReadError::Db {
+            cf: cf_name,
+            key: keys::display_key(key),
+            source,
+        }
     }
 
     /// This reader, seeing `overlay`'s pending writes over RocksDB.
     pub(crate) fn with_overlay(&self, overlay: Arc<Overlay>) -> Self {
         LedgerReader {
             db: self.db.clone(),
+            fault: self.fault.clone(),
             overlay: Some(overlay),
         }
     }
@@ -83,11 +127,7 @@ impl LedgerReader {
         let value = self
             .db
             .get_cf(cf(&self.db, cf_name), key)
-            .map_err(|source| ReadError::Db {
-                cf: cf_name,
-                key: keys::display_key(key),
-                source,
-            })?;
+            .map_err(|source| self.db_err(cf_name, key, source))?;
         if let Some(o) = &self.overlay {
             o.remember(cf_name, key, value.as_deref());
         }
@@ -140,10 +180,14 @@ impl LedgerReader {
             .iterator_cf(cf(&self.db, CF_LEDGER), mode)
             .take(limit)
         {
-            let (k, v) = item.map_err(|source| ReadError::Db {
-                cf: CF_LEDGER,
-                key: format!("{from_seq}.."),
-                source,
+            let (k, v) = item.map_err(|source| {
+                self.fault
+                    .check(format_args!("scan of {CF_LEDGER}"), &source);
+                ReadError::Db {
+                    cf: CF_LEDGER,
+                    key: format!("{from_seq}.."),
+                    source,
+                }
             })?;
             out.push(decode_entry(&k, &v)?);
         }
@@ -170,10 +214,14 @@ impl LedgerReader {
             .iterator_cf(cf(&self.db, CF_LEDGER), mode)
             .take(limit)
         {
-            let (k, v) = item.map_err(|source| ReadError::Db {
-                cf: CF_LEDGER,
-                key: format!("{from_seq}.."),
-                source,
+            let (k, v) = item.map_err(|source| {
+                self.fault
+                    .check(format_args!("scan of {CF_LEDGER}"), &source);
+                ReadError::Db {
+                    cf: CF_LEDGER,
+                    key: format!("{from_seq}.."),
+                    source,
+                }
             })?;
             let n = size(v.len());
             if !out.is_empty() && total.saturating_add(n) > max_bytes {
@@ -309,10 +357,14 @@ impl LedgerReader {
             .iterator_cf(super::cf(&self.db, CF_ORDERS), mode)
             .enumerate()
         {
-            let (k, v) = item.map_err(|source| ReadError::Db {
-                cf: CF_ORDERS,
-                key: format!("{after}.."),
-                source,
+            let (k, v) = item.map_err(|source| {
+                self.fault
+                    .check(format_args!("scan of {CF_ORDERS}"), &source);
+                ReadError::Db {
+                    cf: CF_ORDERS,
+                    key: format!("{after}.."),
+                    source,
+                }
             })?;
             if k.as_ref() == after.as_bytes() {
                 continue;

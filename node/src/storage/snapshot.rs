@@ -399,6 +399,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (meta, bytes) = build(&self.db)?;
         self.snapshots.save(&meta, &bytes, true)?;
         tracing::info!(snapshot = %meta, bytes = bytes.len(), "snapshot built");
+        self.metrics.snapshot("built");
         Ok(Snapshot {
             meta,
             snapshot: Cursor::new(bytes),

@@ -65,17 +65,24 @@ pub struct StateMachineStore {
     pub(super) snapshots: Arc<SnapshotFiles>,
     /// Announces each applied entry to the live feed (see `feed.rs`).
     head_feed: Arc<HeadPublisher>,
+    pub(super) metrics: crate::metrics::Metrics,
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Self {
-        let reader = LedgerReader::new(db.clone());
+    pub(crate) fn new(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+        fault: super::Fault,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        let reader = LedgerReader::new(db.clone(), fault);
         let next_seq = next_seq(&reader);
         StateMachineStore {
             reader,
             db,
             snapshots: Arc::new(SnapshotFiles::new(snapshot_dir)),
             head_feed: Arc::new(HeadPublisher::new(next_seq)),
+            metrics,
         }
     }
 
@@ -123,12 +130,14 @@ impl StateMachineStore {
                 put_json(w, CF_SM_META, KEY_MEMBERSHIP, &stored)?;
                 Response::Noop
             }
-            EntryPayload::Normal(req) => apply_request(reader, w, req).map_err(|e| {
-                io_err(
-                    format_args!("apply raft log entry {}", entry.log_id.index),
-                    e,
-                )
-            })?,
+            EntryPayload::Normal(req) => {
+                apply_request(reader, w, req, &self.metrics).map_err(|e| {
+                    io_err(
+                        format_args!("apply raft log entry {}", entry.log_id.index),
+                        e,
+                    )
+                })?
+            }
         };
         Ok(response)
     }
@@ -152,9 +161,13 @@ fn apply_request(
     reader: &LedgerReader,
     w: &mut PendingWrites,
     req: &Request,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Response, ApplyError> {
-    let id = match rules::decode(&req.command) {
-        Ok(a) => command_id(&a.envelope.signer, &a.envelope.command),
+    let (id, command) = match rules::decode(&req.command) {
+        Ok(a) => (
+            command_id(&a.envelope.signer, &a.envelope.command),
+            rules::command_name(&a.command),
+        ),
         Err(r) => return Ok(refused(&r)),
     };
     if let Some(seq) = reader.command_seq(&id)? {
@@ -201,6 +214,7 @@ fn apply_request(
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
     put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
     tracing::debug!(seq, code = %entry.code, "ledger entry appended");
+    metrics.applied(command, entry.accepted, &entry.code);
     Ok(Response::Appended {
         seq,
         outcome: outcome(&entry),
@@ -323,12 +337,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
+        let started = std::time::Instant::now();
+        let mut batch_entries = 0u64;
         let mut w = PendingWrites::new(self.db.clone());
         let reader = self.reader.with_overlay(w.overlay());
         let mut replies = Vec::new();
         let mut last = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            batch_entries += 1;
             let response = self.decide_entry(&reader, &mut w, &entry)?;
             last = Some(entry.log_id);
             if let Some(responder) = responder {
@@ -347,6 +364,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             write_pending(&mut w, &last)?;
             self.publish_head();
         }
+        self.metrics
+            .apply_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .apply_batch_entries
+            .observe(batch_entries as f64);
         // Only now is every entry of the stream written.
         for (responder, response) in replies {
             responder.send(response);
@@ -364,6 +387,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         snapshot::install(self, meta, snapshot.into_inner())?;
+        self.metrics.snapshot("installed");
         self.publish_head();
         Ok(())
     }

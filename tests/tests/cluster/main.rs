@@ -15,6 +15,7 @@ mod fulfillment_example;
 mod limits;
 mod membership;
 mod nemesis;
+mod observe;
 mod partition;
 mod peer_boundary;
 mod protocol;

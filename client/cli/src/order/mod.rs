@@ -811,6 +811,7 @@ mod tests {
             }),
             entry_hash: vec![1; 32],
             duplicate: false,
+            owner: String::new(),
         };
         let text = offer_reply(
             Format::Table,
