@@ -40,8 +40,10 @@ pub struct CheckpointSummary {
     pub replicas: usize,
     /// Signatures needed: `replicas / 2 + 1`.
     pub quorum: usize,
-    /// Whether the signatures were checked (only when the export starts at genesis).
+    /// Whether the signatures were checked (with a trust, or when the export starts at genesis).
     pub signatures_verified: bool,
+    /// The signed note itself.
+    pub note: String,
 }
 
 /// What a successful verification established.

@@ -325,6 +325,7 @@ impl<'a> Walk<'a> {
             replicas: 0,
             quorum: 0,
             signatures_verified: false,
+            note: h.checkpoint.clone(),
         };
         if let Some(t) = &trust {
             summary_cp.signed_by = t.signed_by.clone();
@@ -456,12 +457,16 @@ impl<'a> Walk<'a> {
             out.anchored = Some(s.size);
         }
         if saved.is_some_and(|s| cp.size <= s.size) {
-            // A prefix of a tree the pinned keys already vouched for.
-            notes.push(format!(
-                "the checkpoint of size {} is proven a prefix of the trusted checkpoint of size {}; its own signatures are not needed",
-                cp.size,
-                saved.map_or(0, |s| s.size)
-            ));
+            // A prefix of (or the same tree as) one the pinned keys already
+            // vouched for: its own signatures are shown when they hold.
+            match t.check_checkpoint(&h.checkpoint) {
+                Ok(v) => out.signed_by = v.signed_by,
+                Err(_) => notes.push(format!(
+                    "the checkpoint of size {} is proven a prefix of the trusted checkpoint of size {}; its own signatures are not needed (and do not count under the pinned keys)",
+                    cp.size,
+                    saved.map_or(0, |s| s.size)
+                )),
+            }
         } else {
             let v = t.check_checkpoint(&h.checkpoint)?;
             out.signed_by = v.signed_by;
