@@ -358,3 +358,77 @@ async fn checkpoints_need_replica_keys_enrolled_in_the_ledger() {
     let cp = client.get_checkpoint().await.expect("checkpoint");
     assert!(cp.signed_by.len() >= 2, "{:?}", cp.signed_by);
 }
+
+/// Pinned trust against a real cluster: a trust file made from one replica
+/// is the one made from another (same fingerprint); an export verifies
+/// against it; a checkpoint saved in it makes later checks prove the ledger
+/// only grew, including a partial export that starts after it (the anchor
+/// proof); a partial export without that proof is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_trust_made_from_a_cluster_verifies_full_and_partial_exports() {
+    use arbor_proto::audit::{verify_export_trusted, VerifyOptions};
+    let opts = || VerifyOptions {
+        threads: 2,
+        batch: 64,
+        progress: None,
+    };
+
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    c.enroll_replicas().await;
+    let channel = c.enroll_channel("shop").await;
+    for i in 0..5 {
+        c.register_order(&channel, &format!("ord-{i}")).await;
+    }
+    let ids = c.ids();
+    let trust = c
+        .client_for(&ids[..1])
+        .await
+        .trust_init()
+        .await
+        .expect("trust");
+    let other = c
+        .client_for(&ids[1..2])
+        .await
+        .trust_init()
+        .await
+        .expect("trust");
+    assert_eq!(trust.fingerprint(), other.fingerprint());
+    assert_eq!(trust.cluster_id, "arbor-test");
+    assert_eq!(trust.replicas.len(), 3);
+    let saved = trust.checkpoint.clone().expect("saved").checkpoint.size;
+
+    for i in 5..12 {
+        c.register_order(&channel, &format!("ord-{i}")).await;
+    }
+    let client = c.client().await;
+    // The cluster's current checkpoint, judged by the trust alone.
+    let tc = client.checkpoint_against(&trust).await.expect("trusted");
+    assert_eq!(tc.anchored, Some(saved));
+    assert!(tc.checkpoint.size > saved);
+
+    let (bytes, _) = client
+        .export(Vec::new(), 0, None, |_, _| {})
+        .await
+        .expect("export");
+    let s = verify_export_trusted(bytes.as_slice(), Some(&trust), opts()).expect("verifies");
+    let ts = s.trust.expect("judged by the trust");
+    assert_eq!(ts.anchored, Some(saved));
+    assert!(ts.signed_by.len() >= 2, "{ts:?}");
+
+    // A range after the saved checkpoint: only with the anchor proof.
+    let from = saved + 2;
+    let (with, _) = client
+        .export_for(Vec::new(), from, None, Some(&trust), |_, _| {})
+        .await
+        .expect("export");
+    let s = verify_export_trusted(with.as_slice(), Some(&trust), opts()).expect("anchored");
+    assert!(!s.complete && s.trust.expect("trust").anchored == Some(saved));
+    let (without, _) = client
+        .export(Vec::new(), from, None, |_, _| {})
+        .await
+        .expect("export");
+    let err = verify_export_trusted(without.as_slice(), Some(&trust), opts())
+        .expect_err("nothing ties it to the saved checkpoint");
+    assert!(err.to_string().contains("nothing proves"), "{err}");
+}
