@@ -80,7 +80,7 @@ pub fn verify_export<R: Read>(r: R, opts: VerifyOptions<'_>) -> Result<Summary, 
 /// See the module documentation.
 pub fn verify_export_trusted<'a, R: Read>(
     r: R,
-    trust: Option<&'a Trust>,
+    trust: Option<&Trust>,
     mut opts: VerifyOptions<'a>,
 ) -> Result<Summary, AuditError> {
     let started = Instant::now();

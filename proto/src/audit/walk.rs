@@ -23,7 +23,7 @@ use crate::pb;
 use crate::rules::{Applied, Code, MemState};
 
 /// The main thread's pass over the entries.
-pub(crate) struct Walk<'a> {
+pub(crate) struct Walk<'a, 't> {
     replay: bool,
     expected: u64,
     total: u64,
@@ -42,13 +42,13 @@ pub(crate) struct Walk<'a> {
     tx: Option<SyncSender<SigBatch>>,
     progress: Option<&'a mut dyn FnMut(u64, u64)>,
     /// The pinned trust the verdict rests on, if any.
-    trust: Option<&'a Trust>,
+    trust: Option<&'t Trust>,
     /// The size of the trust's saved checkpoint, and the root the walk
     /// computed at that size (when the range reaches it).
     anchor: Option<(u64, Option<Hash>)>,
 }
 
-impl<'a> Walk<'a> {
+impl<'a, 't> Walk<'a, 't> {
     pub(crate) fn new(
         h: &ExportHeader,
         frontier: Frontier,
@@ -56,8 +56,8 @@ impl<'a> Walk<'a> {
         batch_size: usize,
         tx: SyncSender<SigBatch>,
         progress: Option<&'a mut dyn FnMut(u64, u64)>,
-        trust: Option<&'a Trust>,
-    ) -> Walk<'a> {
+        trust: Option<&'t Trust>,
+    ) -> Walk<'a, 't> {
         let anchor = trust
             .and_then(|t| t.checkpoint.as_ref())
             .map(|c| c.checkpoint.size)
