@@ -23,7 +23,7 @@ use super::Ctx;
 
 /// Said when a verdict rests on no pinned trust (exit 7).
 pub const UNVERIFIED_FILE: &str = "UNVERIFIED: no --trust given. This result shows internal consistency only: \
-the replica keys were learnt from the file itself, so a forger who wrote the whole file gets the same result. \
+no key in it was checked against keys you pinned, so a forger who wrote the whole file gets the same result. \
 Pin the ledger once (`arbor audit trust init`, compare its fingerprint out of band) and pass --trust FILE";
 
 /// Said when a checkpoint was judged by keys the cluster itself reported (exit 7).

@@ -385,6 +385,43 @@ async fn export_then_verify_offline() {
         "the saved checkpoint is this one"
     );
 
+    // --save-checkpoint into a trust file that pins the keys only: the
+    // checkpoint is saved, the fingerprint (the keys) unchanged.
+    let text = std::fs::read_to_string(&trust).unwrap();
+    let keys_only: String = text
+        .lines()
+        .filter(|l| !l.starts_with("checkpoint "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let bare = dir.path().join("keys-only.trust");
+    std::fs::write(&bare, keys_only).unwrap();
+    let before = arbor_proto::audit::Trust::load(&bare).unwrap();
+    assert!(before.checkpoint.is_none());
+    let o = arbor(&[
+        "audit",
+        "verify",
+        f,
+        "--trust",
+        path_str(&bare),
+        "--save-checkpoint",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("pinned keys unchanged"),
+        "{}",
+        stdout(&o)
+    );
+    let after = arbor_proto::audit::Trust::load(&bare).unwrap();
+    assert_eq!(after.checkpoint.as_ref().unwrap().checkpoint.size, N);
+    assert_eq!(after.fingerprint(), before.fingerprint());
+    let o = arbor(&["audit", "verify", f, "--save-checkpoint"]).await;
+    assert_eq!(
+        o.status.code().map(|c| c != 0 && c != 7),
+        Some(true),
+        "needs --trust"
+    );
+
     // Without trust: the same checks, said loudly to be internal consistency only, exit 7.
     let o = arbor(&["audit", "verify", f]).await;
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
@@ -789,4 +826,55 @@ fn bench_verify_runs_without_a_server() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["entries"], 500);
     assert!(v["best_entries_per_second"].as_f64().unwrap() > 0.0);
+}
+
+/// The committed vector's ledger revokes a pinned replica key after the
+/// trust was made: verifying it with --save-checkpoint pins the keys its
+/// checkpoint (signed by the pinned keys) vouched for, and says so.
+#[test]
+fn saving_a_checkpoint_moves_the_pinned_keys_to_those_it_vouched_for() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/tests/vectors");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("t.trust");
+    std::fs::copy(vectors.join("cluster-v1.trust"), &trust).unwrap();
+    let before = arbor_proto::audit::Trust::load(&trust).unwrap();
+    let export = vectors.join("cluster-v1.export");
+    let o = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args([
+            "audit",
+            "verify",
+            path_str(&export),
+            "--trust",
+            path_str(&trust),
+        ])
+        .arg("--save-checkpoint")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = arbor_proto::audit::Trust::load(&trust).unwrap();
+    assert_ne!(after.fingerprint(), before.fingerprint());
+    assert!(
+        stdout(&o).contains(&format!(
+            "fingerprint {} -> {}",
+            before.fingerprint(),
+            after.fingerprint()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let names: Vec<&str> = after.replicas.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["arbor-replica-1", "arbor-replica-2"]);
+    assert!(after.checkpoint.unwrap().checkpoint.size > before.checkpoint.unwrap().checkpoint.size);
+    // The saved trust still judges the same export valid.
+    let o = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args([
+            "audit",
+            "verify",
+            path_str(&export),
+            "--trust",
+            path_str(&trust),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
 }
