@@ -272,6 +272,8 @@ impl Client {
         }
         let mut trust = Trust::new(&cluster_id, genesis.hash, tc.keys);
         trust.set_checkpoint(tc.reply.note).map_err(malformed)?;
+        // What a later load would refuse (e.g. one key under two names) is refused now.
+        Trust::parse(&trust.to_text()).map_err(|e| malformed(e.to_string()))?;
         Ok(trust)
     }
 

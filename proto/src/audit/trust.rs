@@ -218,6 +218,14 @@ impl Trust {
                 w[0]
             )));
         }
+        let mut keys: Vec<&[u8; 32]> = replicas.iter().map(|k| &k.public_key).collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return Err(TrustError::Invalid(
+                "one public key is pinned under two names: it would count twice towards a quorum"
+                    .into(),
+            ));
+        }
         let mut t = Trust::new(&cluster, genesis, replicas);
         if let Some(note) = note {
             t.set_checkpoint(note).map_err(TrustError::Invalid)?;
@@ -453,6 +461,16 @@ mod tests {
         let e = Trust::parse(&text.replace("genesis 0909", "genesis 09x9")).unwrap_err();
         assert!(e.to_string().contains("genesis"), "{e}");
         assert!(Trust::parse("arbor-trust v1\ncluster c1\n").is_err());
+        // One key under two names would count twice.
+        let twice = format!(
+            "{text}replica {}\n",
+            verifier_key(&NoteKey {
+                name: "arbor-replica-9".into(),
+                public_key: ks[0].0.public_key,
+            })
+        );
+        let e = Trust::parse(&twice).unwrap_err();
+        assert!(e.to_string().contains("two names"), "{e}");
         assert!(Trust::parse("hello\n").is_err());
     }
 
