@@ -424,8 +424,8 @@ fn save_verified(t: &Trust, path: &Path, s: &Summary) -> Result<String> {
         Some(keys) => t.with_replicas(keys.clone()),
         None => t.clone(),
     };
-    let note = exported_note(s)?;
-    next.set_checkpoint(note).map_err(anyhow::Error::msg)?;
+    next.set_checkpoint(s.checkpoint.note.clone())
+        .map_err(anyhow::Error::msg)?;
     next.save(path)?;
     let keys = if next.fingerprint() == t.fingerprint() {
         "pinned keys unchanged".to_string()
@@ -441,11 +441,6 @@ fn save_verified(t: &Trust, path: &Path, s: &Summary) -> Result<String> {
         cp.size,
         path.display()
     ))
-}
-
-/// The signed note of a verified export (kept in the summary's checkpoint).
-fn exported_note(s: &Summary) -> Result<String> {
-    Ok(s.checkpoint.note.clone())
 }
 
 fn rate(entries: u64, d: Duration) -> f64 {
