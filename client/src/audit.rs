@@ -1,9 +1,14 @@
 //! Audit calls: cosigned checkpoints, Merkle proofs, replica identities, and
 //! exporting the ledger to a file.
 //!
-//! [`Client::trusted_checkpoint`] fetches the current checkpoint and checks
-//! its signatures against the replica keys the ledger enrols; custody over
-//! an order's verified entries is `arbor_proto::rules::custody`.
+//! [`Client::checkpoint_against`] fetches the current checkpoint and judges
+//! it by a pinned [`Trust`] (a quorum of the pinned replica keys, and a
+//! consistency proof from the trust's saved checkpoint);
+//! [`Client::trusted_checkpoint`] checks it against the replica keys the
+//! cluster itself reports, which shows internal consistency only;
+//! [`Client::trust_init`] builds a trust file from a running cluster, to be
+//! compared by fingerprint out of band. Custody over an order's verified
+//! entries is `arbor_proto::rules::custody`.
 //!
 //! The calls go through the same retry loop as every other call (the server
 //! routes them to the leader). Their answers are *claims*: check them with
@@ -26,14 +31,20 @@
 use std::io::Write;
 
 use arbor_proto::audit::{ExportHeader, ExportWriter, Frontier};
+pub use arbor_proto::audit::{Trust, TrustError};
 use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use arbor_proto::ledger::merkle::{self, leaf_hash, Hash};
+use arbor_proto::ledger::Entry;
 use arbor_proto::pb;
 
 pub use arbor_proto::audit::proofs::{
     note_signers, verify_checkpoint, verify_consistency, verify_inclusion,
 };
-pub use arbor_proto::audit::{verify_export, AuditError, Summary, VerifyOptions};
+pub use arbor_proto::audit::{
+    verify_export, verify_export_trusted, AuditError, Summary, VerifyOptions,
+};
+
+use prost::Message;
 
 use crate::client::{call_one, Client};
 use crate::error::ClientError;
@@ -82,6 +93,11 @@ pub struct TrustedCheckpoint {
     pub keys: Vec<NoteKey>,
     /// More than half of `keys`.
     pub quorum: usize,
+    /// The fingerprint of the pinned trust the checkpoint was judged by;
+    /// `None` when the keys came from the cluster itself.
+    pub fingerprint: Option<String>,
+    /// The size of the trust's saved checkpoint this one was proven consistent with.
+    pub anchored: Option<u64>,
 }
 
 /// Why no checkpoint could be trusted.
@@ -161,7 +177,104 @@ impl Client {
             signed_by: v.signed_by,
             keys,
             quorum,
+            fingerprint: None,
+            anchored: None,
         })
+    }
+
+    /// Fetches the cluster's current checkpoint and judges it by `trust`
+    /// alone: its origin must be the pinned cluster's, a quorum of the
+    /// pinned replica keys must have signed it, and when the trust holds a
+    /// saved checkpoint, a consistency proof (fetched and verified) must tie
+    /// the two. Nothing the cluster says about its keys is used.
+    pub async fn checkpoint_against(
+        &self,
+        trust: &Trust,
+    ) -> Result<TrustedCheckpoint, CheckpointError> {
+        let reply = self.get_checkpoint().await?;
+        let v = trust.check_checkpoint(&reply.note)?;
+        if reply.size != v.checkpoint.size || reply.root != v.checkpoint.root {
+            return Err(AuditError::Checkpoint(
+                "the reply's size or root differs from its signed note".into(),
+            )
+            .into());
+        }
+        let anchored = match &trust.checkpoint {
+            None => None,
+            Some(saved) => {
+                let (s, c) = (&saved.checkpoint, &v.checkpoint);
+                if s.size == c.size {
+                    if s.root != c.root {
+                        return Err(AuditError::Checkpoint(format!(
+                            "the checkpoint of size {} has another root than the trusted checkpoint of that size (a fork)",
+                            c.size
+                        ))
+                        .into());
+                    }
+                } else {
+                    let (a, b) = if s.size < c.size { (s, c) } else { (c, s) };
+                    let p = self.get_consistency_proof(a.size, b.size).await?;
+                    verify_consistency(&p, a.size, &a.root, b.size, &b.root).map_err(|e| {
+                        AuditError::Checkpoint(format!(
+                            "the checkpoint of size {} is not proven consistent with the trusted checkpoint of size {}: {e}",
+                            c.size, s.size
+                        ))
+                    })?;
+                }
+                Some(s.size)
+            }
+        };
+        Ok(TrustedCheckpoint {
+            reply,
+            checkpoint: v.checkpoint,
+            signed_by: v.signed_by,
+            keys: trust.replicas.clone(),
+            quorum: v.quorum,
+            fingerprint: Some(trust.fingerprint()),
+            anchored,
+        })
+    }
+
+    /// A trust file's contents from this cluster: the genesis entry (its
+    /// hash checked against its contents and proven in the checkpoint), the
+    /// replica keys the cluster reports (as [`Client::trusted_checkpoint`]
+    /// finds them) and the current checkpoint, signed by a quorum of them.
+    /// Everything here is the cluster's word: the result is worth trusting
+    /// only once its fingerprint matches one obtained out of band.
+    pub async fn trust_init(&self) -> Result<Trust, CheckpointError> {
+        let malformed = CheckpointError::Malformed;
+        let tc = self.trusted_checkpoint().await?;
+        let page = self.get_entries(0, 1).await?;
+        let g = page
+            .entries
+            .first()
+            .ok_or_else(|| malformed("the cluster served no genesis entry".into()))?;
+        let genesis = Entry::from_pb(g).map_err(malformed)?;
+        if genesis.seq != 0 || genesis.compute_hash() != genesis.hash {
+            return Err(malformed(
+                "the genesis entry served does not hash to its contents".into(),
+            ));
+        }
+        let cluster_id = pb::SignedCommand::decode(genesis.command.as_slice())
+            .ok()
+            .and_then(|env| pb::Command::decode(env.command.as_slice()).ok())
+            .and_then(|c| match c.body {
+                Some(pb::command::Body::Genesis(g)) => Some(g.cluster_id),
+                _ => None,
+            })
+            .ok_or_else(|| malformed("entry 0 holds no Genesis command".into()))?;
+        let proof = self.get_inclusion_proof(0, tc.checkpoint.size).await?;
+        let proven = verify_inclusion(&proof, 0, tc.checkpoint.size, &tc.checkpoint.root)?;
+        if proven.hash != genesis.hash {
+            return Err(malformed(
+                "the genesis entry served is not the one in the checkpoint".into(),
+            ));
+        }
+        let mut trust = Trust::new(&cluster_id, genesis.hash, tc.keys);
+        trust.set_checkpoint(tc.reply.note).map_err(malformed)?;
+        // What a later load would refuse (e.g. one key under two names) is refused now.
+        Trust::parse(&trust.to_text()).map_err(|e| malformed(e.to_string()))?;
+        Ok(trust)
     }
 
     /// The inclusion proof of entry `seq` in the tree of `tree_size` entries
@@ -211,6 +324,21 @@ impl Client {
         w: W,
         from: u64,
         to: Option<u64>,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<(W, Exported), ExportError> {
+        self.export_for(w, from, to, None, progress).await
+    }
+
+    /// As [`Client::export`]; with a `trust` that holds a saved checkpoint
+    /// of another size, the header also carries the consistency proof
+    /// between the two (its anchor, docs/ledger-format.md §8), so that a
+    /// partial export can be proven against that trust.
+    pub async fn export_for<W: Write>(
+        &self,
+        w: W,
+        from: u64,
+        to: Option<u64>,
+        trust: Option<&Trust>,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<(W, Exported), ExportError> {
         let reply = self.get_checkpoint().await?;
@@ -251,7 +379,20 @@ impl Client {
             Vec::new()
         };
         let mut tree = Frontier::from_path(from, &prefix).map_err(ExportError::Inconsistent)?;
-        let header = ExportHeader::new(from, to, reply.note.clone(), &prefix, &consistency);
+        let mut header = ExportHeader::new(from, to, reply.note.clone(), &prefix, &consistency);
+        if let Some(saved) = trust.and_then(|t| t.checkpoint.as_ref()) {
+            let s = &saved.checkpoint;
+            if s.size != cp.size {
+                let (lo, hi) = (s.size.min(cp.size), s.size.max(cp.size));
+                let p = self.get_consistency_proof(lo, hi).await?;
+                let path: Vec<Hash> = p
+                    .path
+                    .iter()
+                    .map(|h| hash32(h, "an anchor hash"))
+                    .collect::<Result<_, _>>()?;
+                header = header.with_anchor(s.size, &path);
+            }
+        }
         let mut out = ExportWriter::new(w, header)?;
 
         let total = to - from + 1;

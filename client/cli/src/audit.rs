@@ -1,5 +1,9 @@
-//! `arbor audit`: export the ledger, verify an export offline, check the
-//! cluster's checkpoint, and measure verification speed.
+//! `arbor audit`: pin trust in a ledger, export it, verify an export
+//! offline, check the cluster's checkpoint, and measure verification speed.
+//!
+//! Every command that judges a checkpoint takes `--trust FILE` (a trust
+//! file, `arbor_proto::audit::trust`): only then can it exit 0. Without it
+//! the result shows internal consistency only, says so loudly and exits 7.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -7,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use arbor_client::audit::{verify_export, Summary, TrustedCheckpoint, VerifyOptions};
+use arbor_client::audit::{
+    verify_export, verify_export_trusted, Summary, Trust, TrustedCheckpoint, VerifyOptions,
+};
 use arbor_proto::audit::synth::Synth;
 use clap::Subcommand;
 use serde_json::json;
@@ -15,8 +21,67 @@ use serde_json::json;
 use super::output::{kv, render, utc, Reply};
 use super::Ctx;
 
+/// Said when a verdict rests on no pinned trust (exit 7).
+pub const UNVERIFIED_FILE: &str = "UNVERIFIED: no --trust given. This result shows internal consistency only: \
+no key in it was checked against keys you pinned, so a forger who wrote the whole file gets the same result. \
+Pin the ledger once (`arbor audit trust init`, compare its fingerprint out of band) and pass --trust FILE";
+
+/// Said when a checkpoint was judged by keys the cluster itself reported (exit 7).
+pub const UNVERIFIED_CLUSTER: &str = "UNVERIFIED: no --trust given. The replica keys came from the cluster \
+being checked, so one lying replica could have chosen them. Pin the ledger once (`arbor audit trust init`, \
+compare its fingerprint out of band) and pass --trust FILE";
+
+/// The trust file option of every command that judges a checkpoint.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TrustArg {
+    /// Trust file to judge checkpoints by (`arbor audit trust init`); without it the result is unverified (exit 7)
+    #[arg(long, env = "ARBOR_TRUST", value_name = "TRUSTFILE")]
+    pub trust: Option<PathBuf>,
+}
+
+impl TrustArg {
+    pub fn load(&self) -> Result<Option<Trust>> {
+        self.trust
+            .as_deref()
+            .map(|p| Trust::load(p).map_err(anyhow::Error::from))
+            .transpose()
+    }
+}
+
+#[derive(Subcommand)]
+pub enum TrustCmd {
+    /// Build a trust file from a running cluster (then compare its fingerprint out of band)
+    #[command(
+        long_about = "Build a trust file from a running cluster: the cluster id and the hash of the \
+genesis entry (its hash checked against its contents and proven in the checkpoint), the replica \
+keys the cluster currently uses (enrolled replica parties among the checkpoint's signers and \
+the members), and the latest checkpoint, signed by a quorum of them. Refuses to overwrite \
+FILE. Everything in it is the cluster's word: compare the printed fingerprint with one \
+obtained out of band (from the operator, another auditor) before relying on it. The format is \
+in docs/ledger-format.md §10.\n\nExample:\n  arbor audit trust init --out arbor.trust"
+    )]
+    Init {
+        /// File to write (must not exist)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print a trust file's fingerprint and what it pins
+    #[command(
+        long_about = "Print the fingerprint of a trust file (SHA256 of its canonical anchors: \
+cluster id, genesis hash, replica keys; not the saved checkpoint), and what it pins.\n\n\
+Example:\n  arbor audit trust fingerprint arbor.trust"
+    )]
+    Fingerprint {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum AuditCmd {
+    /// Pin trust in a ledger: build a trust file, print its fingerprint
+    #[command(subcommand)]
+    Trust(TrustCmd),
     /// Export the ledger to a file that `arbor audit verify` checks offline
     #[command(
         long_about = "Export the ledger to FILE. First fetches a checkpoint cosigned by a quorum of \
@@ -36,21 +101,37 @@ Examples:\n  arbor audit export --out ledger.arbor\n  arbor audit export --out r
         /// Last entry to export [default: the checkpoint's last entry]
         #[arg(long, value_name = "SEQ")]
         to: Option<u64>,
+        /// Add the consistency proof to this trust file's saved checkpoint (needed to verify a partial export that does not reach it)
+        #[arg(long, value_name = "TRUSTFILE")]
+        trust: Option<PathBuf>,
     },
     /// Verify an export file offline: hashes, signatures, replay, checkpoint
     #[command(
         long_about = "Verify an export file without any server: every entry's hash and link, every \
 command signature against the key its signer was enrolled with, a replay of the arbitration \
 rules that must reproduce every recorded outcome byte for byte, and the Merkle root against \
-the checkpoint, signed by a quorum of the replica keys the ledger enrols. Uses every core. \
-Exits 0 when the export is valid, 1 with one `error: entry N: ...` line at the first problem. \
-An export that does not start at entry 0 is checked for links and root only (reported as partial).\n\n\
-Examples:\n  arbor audit verify ledger.arbor\n  arbor audit verify ledger.arbor --output json"
+the checkpoint. With --trust, entry 0 must be the pinned genesis and the checkpoint must be \
+signed by a quorum of the pinned replica keys (and be proven consistent with the trust's saved \
+checkpoint); without it the checkpoint is checked against the replica keys the ledger itself \
+enrols, which shows internal consistency only. Uses every core.\n\n\
+Exits 0 only when the export verified against pinned trust; 7 (with a warning) when it is \
+internally consistent but no --trust was given; 1 with one `error: entry N: ...` line at the \
+first problem. An export that does not start at entry 0 is checked for links and root only \
+(reported as partial), and exits 0 only if its checkpoint verifies against the trust.\n\n\
+--save-checkpoint writes the verified checkpoint into the trust file, so the next \
+verification also proves the ledger only grew; a complete export also moves the pinned \
+replica keys to the ones in force at the checkpoint (they were vouched for by it).\n\n\
+Examples:\n  arbor audit verify ledger.arbor --trust arbor.trust\n  arbor audit verify ledger.arbor --trust arbor.trust --save-checkpoint --output json"
     )]
     Verify {
         /// The export file
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        #[command(flatten)]
+        trust: TrustArg,
+        /// Save the verified checkpoint into the trust file (needs --trust)
+        #[arg(long, requires = "trust")]
+        save_checkpoint: bool,
         /// Signature worker threads (0: one per core)
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
@@ -60,11 +141,19 @@ Examples:\n  arbor audit verify ledger.arbor\n  arbor audit verify ledger.arbor 
         long_about = "Fetch the cluster's current cosigned checkpoint (C2SP signed note) and check \
 its signatures against the replica keys enrolled in the ledger, read with GetParty for the \
 cluster's members (`arbor-replica-<id>`) and the note's signers. A quorum is more than half \
-of the replica keys found. The keys come from the cluster itself; for a check that trusts \
-nothing, export and verify.\n\n\
-Example:\n  arbor audit checkpoint"
+of the replica keys found. Those keys come from the cluster itself, so without --trust the \
+result is unverified (exit 7). With --trust only the pinned keys count (a quorum of them), and \
+a consistency proof from the trust's saved checkpoint must verify; --save-checkpoint then \
+writes the checkpoint into the trust file.\n\n\
+Example:\n  arbor audit checkpoint --trust arbor.trust --save-checkpoint"
     )]
-    Checkpoint,
+    Checkpoint {
+        #[command(flatten)]
+        trust: TrustArg,
+        /// Save the verified checkpoint into the trust file (needs --trust)
+        #[arg(long, requires = "trust")]
+        save_checkpoint: bool,
+    },
     /// One order's custody timeline, every entry proven in the cosigned ledger
     #[command(
         long_about = "Trace one order: every entry of its history, fetched with an inclusion proof \
@@ -82,13 +171,16 @@ Then the custody intervals: who held the goods from which entry to which (claim 
 accepted handoff -> the node, shipped -> the carrier; release, lapse or delivery with \
 proof end custody), and the order's disputes.\n\n\
 Every line is marked [proof ok] or [proof FAILED]. Exits 1 if any proof or signature \
-fails (after printing the timeline).\n\n\
+fails (after printing the timeline). With --trust the checkpoint is judged by the pinned keys \
+only (as `arbor audit checkpoint --trust` does); without it the result is unverified (exit 7).\n\n\
 Examples:\n  arbor audit trace ord-1001\n  arbor audit trace ord-1001 --output json | jq '.custody[] | {holder, from_seq, to_seq}'"
     )]
     Trace {
         /// Canonical order id
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
+        #[command(flatten)]
+        trust: TrustArg,
     },
     /// Preview the ruling on an order's dispute; --resolve signs and submits it
     #[command(
@@ -164,10 +256,27 @@ Example:\n  cargo run --release -p arbor-cli --bin arbor -- audit bench-verify -
 
 pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<Reply> {
     match cmd {
-        AuditCmd::Export { out, from, to } => export(ctx, &out, from, to).await,
-        AuditCmd::Verify { file, threads } => verify(ctx, &file, threads),
-        AuditCmd::Checkpoint => checkpoint(ctx).await,
-        AuditCmd::Trace { order_id } => super::trace::trace(ctx, &order_id).await,
+        AuditCmd::Trust(TrustCmd::Init { out }) => trust_init(ctx, &out).await,
+        AuditCmd::Trust(TrustCmd::Fingerprint { file }) => trust_show(ctx, &file),
+        AuditCmd::Export {
+            out,
+            from,
+            to,
+            trust,
+        } => export(ctx, &out, from, to, trust).await,
+        AuditCmd::Verify {
+            file,
+            trust,
+            save_checkpoint,
+            threads,
+        } => verify(ctx, &file, &trust, save_checkpoint, threads),
+        AuditCmd::Checkpoint {
+            trust,
+            save_checkpoint,
+        } => checkpoint(ctx, &trust, save_checkpoint).await,
+        AuditCmd::Trace { order_id, trust } => {
+            super::trace::trace(ctx, &order_id, trust.load()?.as_ref()).await
+        }
         AuditCmd::Dispute {
             order_id,
             dispute,
@@ -217,10 +326,17 @@ impl Progress {
     }
 }
 
-async fn export(ctx: &Ctx, out: &Path, from: u64, to: Option<u64>) -> Result<Reply> {
+async fn export(
+    ctx: &Ctx,
+    out: &Path,
+    from: u64,
+    to: Option<u64>,
+    trust: Option<PathBuf>,
+) -> Result<Reply> {
     if out.exists() {
         bail!("{} already exists; refusing to overwrite it", out.display());
     }
+    let trust = trust.as_deref().map(Trust::load).transpose()?;
     let client = ctx.client().await?;
     let file = OpenOptions::new()
         .write(true)
@@ -229,7 +345,9 @@ async fn export(ctx: &Ctx, out: &Path, from: u64, to: Option<u64>) -> Result<Rep
         .with_context(|| format!("cannot create {}", out.display()))?;
     let mut progress = Progress::new("exporting");
     let result = client
-        .export(BufWriter::new(file), from, to, |d, t| progress.update(d, t))
+        .export_for(BufWriter::new(file), from, to, trust.as_ref(), |d, t| {
+            progress.update(d, t)
+        })
         .await;
     progress.clear();
     let (w, x) = match result.map_err(anyhow::Error::from).and_then(|(w, x)| {
@@ -275,18 +393,29 @@ async fn export(ctx: &Ctx, out: &Path, from: u64, to: Option<u64>) -> Result<Rep
                 "cosigned by",
                 format!("{} (not yet verified)", x.signed_by.join(", ")),
             ),
-            ("next", format!("arbor audit verify {}", out.display())),
+            (
+                "next",
+                format!("arbor audit verify {} --trust TRUSTFILE", out.display()),
+            ),
         ])
     });
     Ok(Reply::new(text))
 }
 
-fn verify(ctx: &Ctx, file: &Path, threads: usize) -> Result<Reply> {
+fn verify(
+    ctx: &Ctx,
+    file: &Path,
+    trust_arg: &TrustArg,
+    save: bool,
+    threads: usize,
+) -> Result<Reply> {
+    let trust = trust_arg.load()?;
     let f = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut progress = Progress::new("verifying");
     let mut cb = |d: u64, t: u64| progress.update(d, t);
-    let result = verify_export(
+    let result = verify_export_trusted(
         f,
+        trust.as_ref(),
         VerifyOptions {
             threads,
             progress: Some(&mut cb),
@@ -294,12 +423,53 @@ fn verify(ctx: &Ctx, file: &Path, threads: usize) -> Result<Reply> {
         },
     );
     progress.clear();
-    let s = result?;
-    Ok(Reply::new(show_summary(
-        ctx,
-        &file.display().to_string(),
-        &s,
-    )))
+    let mut s = result?;
+    if let (true, Some(t), Some(path)) = (save, &trust, &trust_arg.trust) {
+        s.notes.push(save_verified(t, path, &s)?);
+    }
+    let mut reply = Reply::new(show_summary(ctx, &file.display().to_string(), &s));
+    if s.trust.is_none() {
+        reply.unverified = Some(UNVERIFIED_FILE.into());
+    }
+    Ok(reply)
+}
+
+/// Writes the checkpoint of a verified export into the trust file (and,
+/// for a complete export, the replica keys it vouched for); says what changed.
+fn save_verified(t: &Trust, path: &Path, s: &Summary) -> Result<String> {
+    let ts = s.trust.as_ref().expect("verified against the trust");
+    let cp = &s.checkpoint;
+    if t.checkpoint
+        .as_ref()
+        .is_some_and(|c| c.checkpoint.size >= cp.size)
+    {
+        return Ok(format!(
+            "--save-checkpoint: the trust file already holds a checkpoint of size {} >= {}; left unchanged",
+            t.checkpoint.as_ref().map_or(0, |c| c.checkpoint.size),
+            cp.size
+        ));
+    }
+    let mut next = match &ts.replicas_at_checkpoint {
+        Some(keys) => t.with_replicas(keys.clone()),
+        None => t.clone(),
+    };
+    next.set_checkpoint(s.checkpoint.note.clone())
+        .map_err(anyhow::Error::msg)?;
+    next.save(path)?;
+    let keys = if next.fingerprint() == t.fingerprint() {
+        "pinned keys unchanged".to_string()
+    } else {
+        format!(
+            "pinned replica keys changed: fingerprint {} -> {}",
+            t.fingerprint(),
+            next.fingerprint()
+        )
+    };
+    Ok(format!(
+        "--save-checkpoint: checkpoint of size {} saved in {} ({keys})",
+        cp.size,
+        path.display()
+    ))
 }
 
 fn rate(entries: u64, d: Duration) -> f64 {
@@ -310,7 +480,16 @@ fn summary_json(file: &str, s: &Summary) -> serde_json::Value {
     let c = &s.checkpoint;
     json!({
         "file": file,
-        "valid": true,
+        "valid": s.trust.is_some(),
+        "verified_against_trust": s.trust.is_some(),
+        "internally_consistent": true,
+        "trust": s.trust.as_ref().map(|t| json!({
+            "fingerprint": t.fingerprint,
+            "signed_by": t.signed_by,
+            "quorum": t.quorum,
+            "pinned": t.pinned,
+            "anchored": t.anchored,
+        })),
         "complete": s.complete,
         "from_seq": s.from_seq,
         "to_seq": s.to_seq,
@@ -362,7 +541,34 @@ fn show_summary(ctx: &Ctx, file: &str, s: &Summary) -> String {
         rows.push(("checkpoint", format!("{} size {}", c.origin, c.size)));
         rows.push(("root", hex::encode(c.root)));
         rows.push(("time", utc(c.time_ms)));
-        if c.signatures_verified {
+        if let Some(t) = &s.trust {
+            rows.push((
+                "trust",
+                format!("{} ({} pinned replica keys)", t.fingerprint, t.pinned),
+            ));
+            if t.signed_by.is_empty() {
+                rows.push((
+                    "signed by",
+                    "(a proven prefix of the trusted checkpoint)".into(),
+                ));
+            } else {
+                rows.push((
+                    "signed by",
+                    format!(
+                        "{} (quorum {} of {} pinned keys)",
+                        t.signed_by.join(", "),
+                        t.quorum,
+                        t.pinned
+                    ),
+                ));
+            }
+            if let Some(a) = t.anchored {
+                rows.push((
+                    "anchored",
+                    format!("consistent with the trusted checkpoint of size {a}"),
+                ));
+            }
+        } else if c.signatures_verified {
             rows.push((
                 "signed by",
                 format!(
@@ -383,10 +589,18 @@ fn show_summary(ctx: &Ctx, file: &str, s: &Summary) -> String {
         ));
         rows.push((
             "result",
-            if s.complete {
-                "valid".into()
-            } else {
-                "valid as far as checked (partial export, see notes)".into()
+            match (s.trust.is_some(), s.complete) {
+                (true, true) => "valid: verified against pinned trust".into(),
+                (true, false) => {
+                    "valid: the range verified against pinned trust (partial export, see notes)"
+                        .into()
+                }
+                (false, true) => {
+                    "UNVERIFIED: internally consistent only (no --trust given)".into()
+                }
+                (false, false) => {
+                    "UNVERIFIED: links and root consistent within the range only (partial export, no --trust given)".into()
+                }
             },
         ));
         let mut out = kv(&rows);
@@ -397,16 +611,55 @@ fn show_summary(ctx: &Ctx, file: &str, s: &Summary) -> String {
     })
 }
 
-async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
+async fn checkpoint(ctx: &Ctx, trust_arg: &TrustArg, save: bool) -> Result<Reply> {
+    let trust = trust_arg.load()?;
     let client = ctx.client().await?;
+    let tc = match &trust {
+        Some(t) => client.checkpoint_against(t).await?,
+        None => client.trusted_checkpoint().await?,
+    };
+    let mut saved = None;
+    if let (true, Some(t), Some(path)) = (save, &trust, &trust_arg.trust) {
+        let mut next = t.clone();
+        if t.checkpoint
+            .as_ref()
+            .is_some_and(|c| c.checkpoint.size >= tc.checkpoint.size)
+        {
+            saved = Some(format!(
+                "the trust file already holds a checkpoint of size {} >= {}; left unchanged",
+                t.checkpoint.as_ref().map_or(0, |c| c.checkpoint.size),
+                tc.checkpoint.size
+            ));
+        } else {
+            next.set_checkpoint(tc.reply.note.clone())
+                .map_err(anyhow::Error::msg)?;
+            next.save(path)?;
+            saved = Some(format!(
+                "checkpoint of size {} saved in {} (pinned keys unchanged)",
+                tc.checkpoint.size,
+                path.display()
+            ));
+        }
+    }
     let TrustedCheckpoint {
         reply,
         checkpoint: cp,
         signed_by,
         keys,
         quorum,
-    } = client.trusted_checkpoint().await?;
+        fingerprint,
+        anchored,
+    } = tc;
+    let what_keys = if fingerprint.is_some() {
+        "pinned keys"
+    } else {
+        "replica keys found"
+    };
     let json = json!({
+        "verified_against_trust": fingerprint.is_some(),
+        "trust": fingerprint,
+        "anchored": anchored,
+        "saved": saved,
         "origin": cp.origin,
         "size": cp.size,
         "root": hex::encode(cp.root),
@@ -425,18 +678,126 @@ async fn checkpoint(ctx: &Ctx) -> Result<Reply> {
             (
                 "signed by",
                 format!(
-                    "{} (quorum {} of {} replica keys found)",
+                    "{} (quorum {} of {} {what_keys})",
                     signed_by.join(", "),
                     quorum,
                     keys.len()
                 ),
             ),
         ]);
+        let mut more = Vec::new();
+        if let Some(f) = &fingerprint {
+            more.push(("trust", f.clone()));
+        }
+        if let Some(a) = anchored {
+            more.push((
+                "anchored",
+                format!("consistent with the trusted checkpoint of size {a}"),
+            ));
+        }
+        if let Some(s) = &saved {
+            more.push(("saved", s.clone()));
+        }
+        more.push((
+            "result",
+            if fingerprint.is_some() {
+                "valid: verified against pinned trust".into()
+            } else {
+                "UNVERIFIED: judged by keys the cluster reported (no --trust given)".into()
+            },
+        ));
+        out.push_str(&kv(&more));
         out.push('\n');
         out.push_str(&reply.note);
         out
     });
-    Ok(Reply::new(text))
+    let mut r = Reply::new(text);
+    if fingerprint.is_none() {
+        r.unverified = Some(UNVERIFIED_CLUSTER.into());
+    }
+    Ok(r)
+}
+
+async fn trust_init(ctx: &Ctx, out: &Path) -> Result<Reply> {
+    if out.exists() {
+        bail!("{} already exists; refusing to overwrite it", out.display());
+    }
+    let client = ctx.client().await?;
+    let t = client.trust_init().await?;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .and_then(|mut f| {
+            f.write_all(t.to_text().as_bytes())
+                .and_then(|_| f.sync_all())
+        })
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut reply = trust_reply(ctx, &out.display().to_string(), &t);
+    if ctx.format == super::output::Format::Table {
+        reply.text.push_str(&format!(
+            "\nCompare this fingerprint with one obtained OUT OF BAND (from the operator, or another\n\
+auditor who pinned the same ledger) before relying on {}: everything in it is what the\n\
+cluster you asked says.\n",
+            out.display()
+        ));
+    }
+    eprintln!(
+        "compare the fingerprint {} out of band before relying on {}",
+        t.fingerprint(),
+        out.display()
+    );
+    Ok(reply)
+}
+
+fn trust_show(ctx: &Ctx, file: &Path) -> Result<Reply> {
+    let t = Trust::load(file)?;
+    Ok(trust_reply(ctx, &file.display().to_string(), &t))
+}
+
+fn trust_reply(ctx: &Ctx, file: &str, t: &Trust) -> Reply {
+    let keys: Vec<String> = t
+        .replicas
+        .iter()
+        .map(arbor_proto::audit::trust::verifier_key)
+        .collect();
+    let saved = t.checkpoint.as_ref().map(|c| &c.checkpoint);
+    let json = json!({
+        "file": file,
+        "fingerprint": t.fingerprint(),
+        "cluster_id": t.cluster_id,
+        "genesis_hash": hex::encode(t.genesis_hash),
+        "replicas": keys,
+        "quorum": t.quorum(),
+        "checkpoint": saved.map(|c| json!({
+            "size": c.size,
+            "root": hex::encode(c.root),
+            "time_ms": c.time_ms,
+        })),
+    });
+    let text = render(ctx.format, json, || {
+        let mut rows = vec![
+            ("file", file.to_string()),
+            ("fingerprint", t.fingerprint()),
+            ("cluster", t.cluster_id.clone()),
+            ("genesis", hex::encode(t.genesis_hash)),
+            (
+                "quorum",
+                format!("{} of {} pinned replica keys", t.quorum(), t.replicas.len()),
+            ),
+        ];
+        for k in &keys {
+            rows.push(("replica", k.clone()));
+        }
+        if let Some(c) = saved {
+            rows.push((
+                "checkpoint",
+                format!("size {}, root {}", c.size, hex::encode(c.root)),
+            ));
+        }
+        kv(&rows)
+    });
+    Reply::new(text)
 }
 
 fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {

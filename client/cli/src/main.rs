@@ -265,7 +265,12 @@ fn main() -> ExitCode {
             let code = reply.exit_code();
             match &reply.failed {
                 Some(e) => report_error(json_errors, &CliError::new(code, e.clone())),
-                None => code.into(),
+                None => {
+                    if let Some(w) = &reply.unverified {
+                        eprintln!("warning: {w}");
+                    }
+                    code.into()
+                }
             }
         }
         Err(e) => {

@@ -19,6 +19,9 @@ pub struct Reply {
     pub exit: Option<Exit>,
     /// The entry's seq when a submitted command was accepted.
     pub accepted_seq: Option<u64>,
+    /// Printed after `text` as a `warning:` line, exit code 7: an audit
+    /// result that shows internal consistency only (no pinned trust).
+    pub unverified: Option<String>,
 }
 
 impl Reply {
@@ -29,16 +32,18 @@ impl Reply {
             failed: None,
             exit: None,
             accepted_seq: None,
+            unverified: None,
         }
     }
 
     /// The exit code this reply ends the process with.
     pub fn exit_code(&self) -> Exit {
-        match (self.exit, &self.failed, self.rejected) {
-            (Some(e), _, _) => e,
-            (None, Some(_), _) => Exit::Failure,
-            (None, None, true) => Exit::Rejected,
-            (None, None, false) => Exit::Success,
+        match (self.exit, &self.failed, &self.unverified, self.rejected) {
+            (Some(e), _, _, _) => e,
+            (None, Some(_), _, _) => Exit::Failure,
+            (None, None, Some(_), _) => Exit::Unverified,
+            (None, None, None, true) => Exit::Rejected,
+            (None, None, None, false) => Exit::Success,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arbor_client::audit::{verify_checkpoint, verify_consistency, verify_inclusion};
 use arbor_client::pb::arbor_server::{Arbor, ArborServer};
 use arbor_client::{pb, Client, Transport};
-use arbor_proto::audit::synth::{rehash_from, Synth};
+use arbor_proto::audit::synth::{key, rehash_from, Synth};
 use arbor_proto::ledger::merkle::{consistency_proof, inclusion_proof, leaf_hash, Hash};
 use arbor_proto::ledger::Entry;
 use tonic::transport::server::TcpIncoming;
@@ -26,6 +26,20 @@ struct Ledger {
 impl Ledger {
     fn honest() -> Ledger {
         let s = Synth::build(N, 3);
+        Ledger {
+            entries: Arc::new(s.entries.clone()),
+            synth: Arc::new(s),
+        }
+    }
+
+    /// The real genesis (the forger holds the operator key), replicas with
+    /// the forger's keys under the real names: a lying replica that answers
+    /// with keys it chose and a checkpoint they signed.
+    fn forged_replicas() -> Ledger {
+        let forged = (1..=3)
+            .map(|i| (format!("arbor-replica-{i}"), key(90 + i)))
+            .collect();
+        let s = Synth::build_keyed(N, key(1), forged);
         Ledger {
             entries: Arc::new(s.entries.clone()),
             synth: Arc::new(s),
@@ -51,9 +65,24 @@ impl Arbor for Ledger {
     }
     async fn get_order(
         &self,
-        _: Request<pb::GetOrderRequest>,
+        r: Request<pb::GetOrderRequest>,
     ) -> Result<Response<pb::OrderView>, Status> {
-        unimplemented()
+        let id = r.into_inner().order_id;
+        let history: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|e| e.order_id == id)
+            .map(|e| e.seq)
+            .collect();
+        if history.is_empty() {
+            return Err(Status::not_found(format!("no order {id:?}")));
+        }
+        Ok(Response::new(pb::OrderView {
+            order_id: id,
+            status: "claimed".into(),
+            history,
+            ..Default::default()
+        }))
     }
     async fn resolve_ref(
         &self,
@@ -335,21 +364,27 @@ async fn export_then_verify_offline() {
         stdout(&o)
     );
 
+    let trust = trust_init(&dir, &addr).await;
+    let t = path_str(&trust);
+
     // Verify needs no server: no --endpoints given, nothing listens on the default ones.
-    let o = arbor(&["audit", "verify", f]).await;
+    let o = arbor(&["audit", "verify", f, "--trust", t]).await;
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).is_empty(),
         "no progress line when stderr is not a terminal"
     );
     let text = stdout(&o);
-    assert!(text.contains("result      valid"), "{text}");
     assert!(
-        text.contains("arbor-replica-1, arbor-replica-3 (quorum 2 of 3 enrolled replicas)"),
+        text.contains("result      valid: verified against pinned trust"),
+        "{text}"
+    );
+    assert!(
+        text.contains("arbor-replica-1, arbor-replica-3 (quorum 2 of 3 pinned keys)"),
         "{text}"
     );
 
-    let o = arbor(&["audit", "verify", f, "--output", "json"]).await;
+    let o = arbor(&["audit", "verify", f, "--trust", t, "--output", "json"]).await;
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["valid"], true);
@@ -357,6 +392,71 @@ async fn export_then_verify_offline() {
     assert_eq!(v["entries"], N);
     assert_eq!(v["signatures_verified"], N - 1);
     assert_eq!(v["checkpoint"]["quorum"], 2);
+    assert_eq!(
+        v["trust"]["anchored"], N,
+        "the saved checkpoint is this one"
+    );
+
+    // --save-checkpoint into a trust file that pins the keys only: the
+    // checkpoint is saved, the fingerprint (the keys) unchanged.
+    let text = std::fs::read_to_string(&trust).unwrap();
+    let keys_only: String = text
+        .lines()
+        .filter(|l| !l.starts_with("checkpoint "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let bare = dir.path().join("keys-only.trust");
+    std::fs::write(&bare, keys_only).unwrap();
+    let before = arbor_proto::audit::Trust::load(&bare).unwrap();
+    assert!(before.checkpoint.is_none());
+    let o = arbor(&[
+        "audit",
+        "verify",
+        f,
+        "--trust",
+        path_str(&bare),
+        "--save-checkpoint",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("pinned keys unchanged"),
+        "{}",
+        stdout(&o)
+    );
+    let after = arbor_proto::audit::Trust::load(&bare).unwrap();
+    assert_eq!(after.checkpoint.as_ref().unwrap().checkpoint.size, N);
+    assert_eq!(after.fingerprint(), before.fingerprint());
+    let o = arbor(&["audit", "verify", f, "--save-checkpoint"]).await;
+    assert_eq!(
+        o.status.code().map(|c| c != 0 && c != 7),
+        Some(true),
+        "needs --trust"
+    );
+
+    // Without trust: the same checks, said loudly to be internal consistency only, exit 7.
+    let o = arbor(&["audit", "verify", f]).await;
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("warning: UNVERIFIED: no --trust given"),
+        "{}",
+        stderr(&o)
+    );
+    let text = stdout(&o);
+    assert!(
+        text.contains("result      UNVERIFIED: internally consistent only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("arbor-replica-1, arbor-replica-3 (quorum 2 of 3 enrolled replicas)"),
+        "{text}"
+    );
+    let o = arbor(&["audit", "verify", f, "--output", "json"]).await;
+    assert_eq!(o.status.code(), Some(7));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["internally_consistent"], true);
+    assert!(v["trust"].is_null());
 
     // Never overwritten.
     let before = std::fs::read(&file).unwrap();
@@ -423,14 +523,96 @@ async fn a_partial_export_is_tied_to_the_checkpoint_and_reported_as_partial() {
     ])
     .await;
     assert!(o.status.success(), "{}", stderr(&o));
+    // Without trust a partial export is never valid.
     let o = arbor(&["audit", "verify", f, "--output", "json"]).await;
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
     assert_eq!(v["complete"], false);
     assert_eq!(v["entries"], 151);
     assert!(
         v["notes"][0].as_str().unwrap().contains("not at genesis"),
         "{v}"
+    );
+    // With trust: the checkpoint is checked by the pinned keys and tied to the saved one.
+    let trust = trust_init(&dir, &addr).await;
+    let o = arbor(&[
+        "audit",
+        "verify",
+        f,
+        "--trust",
+        path_str(&trust),
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["complete"], false);
+    assert_eq!(
+        v["trust"]["signed_by"],
+        serde_json::json!(["arbor-replica-1", "arbor-replica-3"])
+    );
+
+    // The same range with an outcome changed and the checkpoint's root
+    // replaced: the replicas' signatures no longer hold.
+    let s = Synth::build(N, 3);
+    let mut entries = s.entries.clone();
+    entries[150].accepted ^= true;
+    rehash_from(&mut entries, 150);
+    let leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(&e.hash)).collect();
+    let real = s.checkpoint(N);
+    let forged = arbor_proto::ledger::checkpoint::Checkpoint {
+        root: arbor_proto::ledger::merkle::root(&leaves, N),
+        ..real.clone()
+    };
+    let real_note = s.note(&real, &[0, 2]);
+    let lines = &real_note[real_note.find("\n\n").unwrap() + 2..];
+    let note = format!("{}\n{lines}", forged.body());
+    let bad = dir.path().join("forged-mid.arbor");
+    std::fs::write(&bad, s.export_with(&entries, 100, 250, N, &note)).unwrap();
+    let o = arbor(&["audit", "verify", path_str(&bad), "--output", "json"]).await;
+    assert_eq!(o.status.code(), Some(7), "never valid: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["valid"], false);
+    let err = one_error_line(
+        &arbor(&[
+            "audit",
+            "verify",
+            path_str(&bad),
+            "--trust",
+            path_str(&trust),
+        ])
+        .await,
+    );
+    assert!(
+        err.contains("checkpoint: the ledger does not extend the trusted checkpoint of size 300"),
+        "the saved checkpoint finds it first: {err}"
+    );
+    // A trust with no saved checkpoint: the pinned keys' signatures fail.
+    let text = std::fs::read_to_string(&trust).unwrap();
+    let keys_only: String = text
+        .lines()
+        .filter(|l| !l.starts_with("checkpoint "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let bare = dir.path().join("keys-only.trust");
+    std::fs::write(&bare, keys_only).unwrap();
+    let err = one_error_line(
+        &arbor(&[
+            "audit",
+            "verify",
+            path_str(&bad),
+            "--trust",
+            path_str(&bare),
+        ])
+        .await,
+    );
+    assert!(
+        err.contains("checkpoint: ")
+            && err.contains("checkpoint signature of arbor-replica-1 does not verify"),
+        "{err}"
     );
 
     let o = arbor(&[
@@ -480,6 +662,139 @@ async fn an_export_of_entries_that_do_not_match_the_checkpoint_fails_and_leaves_
     assert!(!file.exists());
 }
 
+/// `arbor audit trust init` against `addr`, into a new file in `dir`.
+async fn trust_init(dir: &tempfile::TempDir, addr: &str) -> std::path::PathBuf {
+    let mut n = 0;
+    let file = loop {
+        let f = dir.path().join(format!("t{n}.trust"));
+        if !f.exists() {
+            break f;
+        }
+        n += 1;
+    };
+    let o = arbor(&[
+        "audit",
+        "trust",
+        "init",
+        "--out",
+        path_str(&file),
+        "--endpoints",
+        addr,
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("OUT OF BAND"), "{}", stdout(&o));
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_file_is_made_once_and_shown_by_fingerprint() {
+    let addr = serve(Ledger::honest()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = trust_init(&dir, &addr).await;
+    let text = std::fs::read_to_string(&t).unwrap();
+    assert!(
+        text.contains("\narbor-trust v1\ncluster synth\ngenesis "),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("\nreplica arbor-replica-").count(),
+        3,
+        "{text}"
+    );
+    let s = Synth::build(N, 3);
+    assert!(text.contains(&hex::encode(s.entries[0].hash)), "{text}");
+    let parsed = arbor_proto::audit::Trust::parse(&text).unwrap();
+    assert_eq!(parsed.replicas, s.replica_note_keys());
+    assert_eq!(parsed.checkpoint.as_ref().unwrap().checkpoint.size, N);
+
+    let o = arbor(&[
+        "audit",
+        "trust",
+        "fingerprint",
+        path_str(&t),
+        "--output",
+        "json",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["fingerprint"], parsed.fingerprint());
+    assert!(v["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert_eq!(v["quorum"], 2);
+    // Two auditors who pin the same ledger see the same fingerprint.
+    let t2 = trust_init(&dir, &addr).await;
+    assert_eq!(
+        arbor_proto::audit::Trust::load(&t2).unwrap().fingerprint(),
+        parsed.fingerprint()
+    );
+    // Never overwritten.
+    let o = arbor(&[
+        "audit",
+        "trust",
+        "init",
+        "--out",
+        path_str(&t),
+        "--endpoints",
+        &addr,
+    ])
+    .await;
+    assert!(one_error_line(&o).contains("already exists"));
+}
+
+/// A replica that serves a checkpoint signed by keys it chose (and reports
+/// those keys as the replicas'): accepted only as unverified without trust,
+/// refused with the trust of the real ledger — by `checkpoint` and `trace`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_serving_a_checkpoint_signed_by_keys_it_chose_is_refused() {
+    let honest = serve(Ledger::honest()).await;
+    let liar = serve(Ledger::forged_replicas()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = trust_init(&dir, &honest).await;
+    let t = path_str(&t);
+
+    let o = arbor(&["audit", "checkpoint", "--endpoints", &liar]).await;
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("UNVERIFIED"), "{}", stderr(&o));
+
+    let o = arbor(&["audit", "checkpoint", "--endpoints", &liar, "--trust", t]).await;
+    let err = one_error_line(&o);
+    assert!(
+        err.contains("keys the trust does not pin: arbor-replica-1"),
+        "{err}"
+    );
+    let o = arbor(&["audit", "trace", "o-5", "--endpoints", &liar, "--trust", t]).await;
+    let err = one_error_line(&o);
+    assert!(
+        err.contains("not signed by a quorum of the pinned replica keys"),
+        "{err}"
+    );
+    assert!(stdout(&o).is_empty(), "nothing shown as proven");
+
+    // The honest replica passes and the checkpoint can be saved.
+    let o = arbor(&[
+        "audit",
+        "checkpoint",
+        "--endpoints",
+        &honest,
+        "--trust",
+        t,
+        "--save-checkpoint",
+    ])
+    .await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("valid: verified against pinned trust"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("left unchanged"),
+        "same size as saved: {}",
+        stdout(&o)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkpoint_command_checks_signers_against_enrolled_replica_keys() {
     let addr = serve(Ledger::honest()).await;
@@ -492,7 +807,8 @@ async fn the_checkpoint_command_checks_signers_against_enrolled_replica_keys() {
         "json",
     ])
     .await;
-    assert!(o.status.success(), "{}", stderr(&o));
+    // The keys came from the cluster itself: unverified.
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["size"], N);
     assert_eq!(v["quorum"], 2);
@@ -525,4 +841,55 @@ fn bench_verify_runs_without_a_server() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["entries"], 500);
     assert!(v["best_entries_per_second"].as_f64().unwrap() > 0.0);
+}
+
+/// The committed vector's ledger revokes a pinned replica key after the
+/// trust was made: verifying it with --save-checkpoint pins the keys its
+/// checkpoint (signed by the pinned keys) vouched for, and says so.
+#[test]
+fn saving_a_checkpoint_moves_the_pinned_keys_to_those_it_vouched_for() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto/tests/vectors");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("t.trust");
+    std::fs::copy(vectors.join("cluster-v1.trust"), &trust).unwrap();
+    let before = arbor_proto::audit::Trust::load(&trust).unwrap();
+    let export = vectors.join("cluster-v1.export");
+    let o = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args([
+            "audit",
+            "verify",
+            path_str(&export),
+            "--trust",
+            path_str(&trust),
+        ])
+        .arg("--save-checkpoint")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = arbor_proto::audit::Trust::load(&trust).unwrap();
+    assert_ne!(after.fingerprint(), before.fingerprint());
+    assert!(
+        stdout(&o).contains(&format!(
+            "fingerprint {} -> {}",
+            before.fingerprint(),
+            after.fingerprint()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let names: Vec<&str> = after.replicas.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["arbor-replica-1", "arbor-replica-2"]);
+    assert!(after.checkpoint.unwrap().checkpoint.size > before.checkpoint.unwrap().checkpoint.size);
+    // The saved trust still judges the same export valid.
+    let o = Command::new(env!("CARGO_BIN_EXE_arbor"))
+        .args([
+            "audit",
+            "verify",
+            path_str(&export),
+            "--trust",
+            path_str(&trust),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
 }

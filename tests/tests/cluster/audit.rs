@@ -6,8 +6,8 @@ use arbor_proto::ledger::checkpoint::{verify_note, NoteKey};
 use arbor_proto::ledger::merkle::{self, Hash};
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_client::ArborClient;
-use arbor_tests::fixtures::SAMPLE_TOTAL;
-use arbor_tests::{TestCluster, TIMEOUT};
+use arbor_tests::fixtures::{sample_profile, SAMPLE_TOTAL};
+use arbor_tests::{Options, TestCluster, TIMEOUT};
 
 fn hash(b: &[u8]) -> Hash {
     b.try_into().expect("32-byte hash")
@@ -174,16 +174,28 @@ async fn checkpoints_are_quorum_cosigned_and_proofs_verify() {
 }
 
 /// A real cluster's ledger, exported through the client library, verifies
-/// offline (hashes, signatures, replay, quorum checkpoint), and one flipped
-/// byte is found. With ARBOR_WRITE_VECTOR=FILE the export is also written
-/// there (how proto/tests/vectors/cluster-v1.export was made).
+/// offline (hashes, signatures, replay, quorum checkpoint) and against the
+/// trust pinned from the cluster, and one flipped byte is found. With
+/// ARBOR_WRITE_VECTOR=FILE the export is also written there, with a partial
+/// export (prefix, consistency and anchor proofs) and the trust file beside
+/// it (how proto/tests/vectors/cluster-v1.* were made).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
-    use arbor_proto::audit::{verify_export, VerifyOptions};
+    use arbor_proto::audit::{verify_export, verify_export_trusted, VerifyOptions};
 
-    let c = TestCluster::voters(3).await;
+    // A short lease grace, so that a slow node's lease lapses during the test.
+    let c = TestCluster::start(
+        3,
+        Options {
+            lease_grace_ms: Some(100),
+            ..Default::default()
+        },
+    )
+    .await;
     c.wait_leader(TIMEOUT).await;
     enroll_replicas(&c).await;
+    // The auditor pins the ledger now: its keys and this first checkpoint.
+    let trust = c.client().await.trust_init().await.expect("trust");
     let channel = c.enroll_channel("shop").await;
     let node_a = c.enroll_node("store-a").await;
     let node_b = c.enroll_node("wh-b").await;
@@ -287,11 +299,90 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
     )
     .await;
 
+    // A lease that lapses: the leader's sweep records it (RecordLapse,
+    // signed by a replica key). Then a party's key revoked, and a replica
+    // identity rotated in the ledger and revoked.
+    let slow = c
+        .enroll_node_with(
+            "store-slow",
+            pb::NodeKind::Store,
+            pb::PublishProfile {
+                dispatch_time_ms: 200,
+                max_open_orders: 1,
+                ..sample_profile()
+            },
+        )
+        .await;
+    c.register_order(&channel, "ord-5").await;
+    s.submit_accepted("claim ord-5", slow.claim_order("ord-5", 1, SAMPLE_TOTAL))
+        .await;
+    c.wait_until("the sweep to record the lapse", TIMEOUT, async || {
+        let st = client
+            .node_stats("store-slow")
+            .await
+            .map_err(|e| e.to_string())?;
+        if st.lapses == 1 {
+            Ok(())
+        } else {
+            Err(format!("lapses {}", st.lapses))
+        }
+    })
+    .await;
+    s.submit_accepted(
+        "revoke store-slow",
+        c.operator().revoke_key("store-slow", "retired"),
+    )
+    .await;
+    let retired = arbor_client::Identity::generate("arbor-replica-3");
+    s.submit_accepted(
+        "rotate arbor-replica-3",
+        c.operator()
+            .rotate_key("arbor-replica-3", &c.signer(&retired).public_key()),
+    )
+    .await;
+    s.submit_accepted(
+        "revoke arbor-replica-3",
+        c.operator().revoke_key("arbor-replica-3", "retired"),
+    )
+    .await;
+
     let (bytes, exported) = client
         .export(Vec::new(), 0, None, |_, _| {})
         .await
         .expect("export");
     assert_eq!(exported.entries, exported.checkpoint.size);
+    // Against the pinned trust: the first checkpoint is anchored, and the
+    // keys in force at the end (replica-3 revoked) are what to pin next.
+    let saved = trust.checkpoint.as_ref().expect("saved").checkpoint.size;
+    let opts = || VerifyOptions {
+        threads: 2,
+        batch: 64,
+        progress: None,
+    };
+    let ts = verify_export_trusted(bytes.as_slice(), Some(&trust), opts())
+        .expect("verifies against the trust")
+        .trust
+        .expect("trust");
+    assert_eq!(ts.anchored, Some(saved));
+    let next = ts.replicas_at_checkpoint.expect("keys at the checkpoint");
+    let names: Vec<&str> = next.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["arbor-replica-1", "arbor-replica-2"]);
+    // A partial range: prefix, consistency proof to the checkpoint, and the
+    // anchor proof from the trust's saved checkpoint.
+    let (partial, px) = client
+        .export_for(
+            Vec::new(),
+            saved + 5,
+            Some(exported.to_seq - 2),
+            Some(&trust),
+            |_, _| {},
+        )
+        .await
+        .expect("partial export");
+    let ps = verify_export_trusted(partial.as_slice(), Some(&trust), opts())
+        .expect("partial verifies against the trust");
+    assert!(!ps.complete && ps.trust.expect("trust").anchored == Some(saved));
+    assert!(px.checkpoint.size > px.to_seq + 1);
     let summary = verify_export(
         bytes.as_slice(),
         VerifyOptions {
@@ -316,6 +407,11 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
             format!("{}\n", hex_root(&exported.checkpoint.root)),
         )
         .expect("write root");
+        let stem = path.strip_suffix(".export").expect("a .export path");
+        std::fs::write(format!("{stem}-partial.export"), &partial).expect("write partial");
+        trust
+            .save(std::path::Path::new(&format!("{stem}.trust")))
+            .expect("write trust");
     }
 
     // Flip one byte well inside the entries: the verifier names an entry.
@@ -357,4 +453,78 @@ async fn checkpoints_need_replica_keys_enrolled_in_the_ledger() {
     enroll_replicas(&c).await;
     let cp = client.get_checkpoint().await.expect("checkpoint");
     assert!(cp.signed_by.len() >= 2, "{:?}", cp.signed_by);
+}
+
+/// Pinned trust against a real cluster: a trust file made from one replica
+/// is the one made from another (same fingerprint); an export verifies
+/// against it; a checkpoint saved in it makes later checks prove the ledger
+/// only grew, including a partial export that starts after it (the anchor
+/// proof); a partial export without that proof is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_trust_made_from_a_cluster_verifies_full_and_partial_exports() {
+    use arbor_proto::audit::{verify_export_trusted, VerifyOptions};
+    let opts = || VerifyOptions {
+        threads: 2,
+        batch: 64,
+        progress: None,
+    };
+
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    c.enroll_replicas().await;
+    let channel = c.enroll_channel("shop").await;
+    for i in 0..5 {
+        c.register_order(&channel, &format!("ord-{i}")).await;
+    }
+    let ids = c.ids();
+    let trust = c
+        .client_for(&ids[..1])
+        .await
+        .trust_init()
+        .await
+        .expect("trust");
+    let other = c
+        .client_for(&ids[1..2])
+        .await
+        .trust_init()
+        .await
+        .expect("trust");
+    assert_eq!(trust.fingerprint(), other.fingerprint());
+    assert_eq!(trust.cluster_id, "arbor-test");
+    assert_eq!(trust.replicas.len(), 3);
+    let saved = trust.checkpoint.clone().expect("saved").checkpoint.size;
+
+    for i in 5..12 {
+        c.register_order(&channel, &format!("ord-{i}")).await;
+    }
+    let client = c.client().await;
+    // The cluster's current checkpoint, judged by the trust alone.
+    let tc = client.checkpoint_against(&trust).await.expect("trusted");
+    assert_eq!(tc.anchored, Some(saved));
+    assert!(tc.checkpoint.size > saved);
+
+    let (bytes, _) = client
+        .export(Vec::new(), 0, None, |_, _| {})
+        .await
+        .expect("export");
+    let s = verify_export_trusted(bytes.as_slice(), Some(&trust), opts()).expect("verifies");
+    let ts = s.trust.expect("judged by the trust");
+    assert_eq!(ts.anchored, Some(saved));
+    assert!(ts.signed_by.len() >= 2, "{ts:?}");
+
+    // A range after the saved checkpoint: only with the anchor proof.
+    let from = saved + 2;
+    let (with, _) = client
+        .export_for(Vec::new(), from, None, Some(&trust), |_, _| {})
+        .await
+        .expect("export");
+    let s = verify_export_trusted(with.as_slice(), Some(&trust), opts()).expect("anchored");
+    assert!(!s.complete && s.trust.expect("trust").anchored == Some(saved));
+    let (without, _) = client
+        .export(Vec::new(), from, None, |_, _| {})
+        .await
+        .expect("export");
+    let err = verify_export_trusted(without.as_slice(), Some(&trust), opts())
+        .expect_err("nothing ties it to the saved checkpoint");
+    assert!(err.to_string().contains("nothing proves"), "{err}");
 }

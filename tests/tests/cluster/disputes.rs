@@ -254,11 +254,17 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
     );
 
     // The trace: every entry of the history, proven and signed; custody
-    // store -> warehouse -> 3PL -> carrier.
-    let trace = cli(args(&["audit", "trace", ORDER, "--output", "json"]))
+    // store -> warehouse -> 3PL -> carrier. Judged by a pinned trust file.
+    let trust = tmp.path().join("arbor.trust").display().to_string();
+    cli(args(&["audit", "trust", "init", "--out", &trust]))
         .await
-        .ok()
-        .json();
+        .ok();
+    let trace = cli(args(&[
+        "audit", "trace", ORDER, "--trust", &trust, "--output", "json",
+    ]))
+    .await
+    .ok()
+    .json();
     assert_eq!(trace["all_proofs_ok"], true, "{trace:#}");
     assert_eq!(trace["all_signatures_ok"], true, "{trace:#}");
     let entries = trace["entries"].as_array().expect("entries");
@@ -300,7 +306,10 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         ],
         "{trace:#}"
     );
-    let text = cli(args(&["audit", "trace", ORDER])).await.ok().stdout;
+    let text = cli(args(&["audit", "trace", ORDER, "--trust", &trust]))
+        .await
+        .ok()
+        .stdout;
     assert!(!text.contains("FAILED"), "{text}");
     assert!(text.contains("[proof ok] held by wh-east from"), "{text}");
 
@@ -312,10 +321,12 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         c.operator().rotate_key("store-sh", &new_key.public_key()),
     )
     .await;
-    let trace = cli(args(&["audit", "trace", ORDER, "--output", "json"]))
-        .await
-        .ok()
-        .json();
+    let trace = cli(args(&[
+        "audit", "trace", ORDER, "--trust", &trust, "--output", "json",
+    ]))
+    .await
+    .ok()
+    .json();
     let entries = trace["entries"].as_array().expect("entries");
     let claim_entry = entries.iter().find(|e| e["seq"] == claim.seq).unwrap();
     assert_eq!(
@@ -323,7 +334,10 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         "{claim_entry}"
     );
     assert_eq!(trace["all_proofs_ok"], true);
-    let text = cli(args(&["audit", "trace", ORDER])).await.ok().stdout;
+    let text = cli(args(&["audit", "trace", ORDER, "--trust", &trust]))
+        .await
+        .ok()
+        .stdout;
     assert!(
         text.contains("claimed by store-sh at price version 1, total 3000 — accepted; key rotated since; verified offline by `arbor audit verify`"),
         "{text}"

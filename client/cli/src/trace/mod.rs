@@ -2,8 +2,10 @@
 //! proven to be in the quorum-cosigned ledger.
 //!
 //! For each entry of the order's history: an inclusion proof against a
-//! checkpoint whose signatures were checked against the replica keys the
-//! ledger enrols ([`Client::trusted_checkpoint`]), the entry's own hash, its
+//! checkpoint signed by a quorum of the pinned replica keys
+//! ([`Client::checkpoint_against`], with `--trust`; without it the keys the
+//! cluster reports, [`Client::trusted_checkpoint`], and the result is
+//! unverified), the entry's own hash, its
 //! signed command decoded (who did what), and its signature checked against
 //! the signer's key — when that key is the one the party had then (it was
 //! set before the entry). Who held the goods when, and which entry recorded
@@ -14,7 +16,7 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use arbor_client::audit::{verify_inclusion, TrustedCheckpoint};
+use arbor_client::audit::{verify_inclusion, Trust, TrustedCheckpoint};
 use arbor_client::{pb, Client};
 use arbor_proto::ledger::{verify_command, Entry};
 use arbor_proto::rules::custody::OrderEntry;
@@ -152,11 +154,15 @@ pub(crate) struct Interval {
     pub(crate) notes: Vec<String>,
 }
 
-pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
+pub async fn trace(ctx: &Ctx, order_id: &str, trust: Option<&Trust>) -> Result<Reply> {
     let client = ctx.client().await?;
     let order = client.get_order(order_id).await?;
     // Fetched after the order, so it covers every entry of its history.
-    let tc = client.trusted_checkpoint().await?;
+    // With a trust, only the pinned keys count; never the cluster's own word.
+    let tc = match trust {
+        Some(t) => client.checkpoint_against(t).await?,
+        None => client.trusted_checkpoint().await?,
+    };
     // Signatures name the cluster id; the cosigned checkpoint's origin,
     // `arbor/<cluster id>`, says which (unless --cluster-id does).
     let cluster_id = match (&ctx.cluster_id, tc.checkpoint.origin.strip_prefix("arbor/")) {
@@ -184,6 +190,9 @@ pub async fn trace(ctx: &Ctx, order_id: &str) -> Result<Reply> {
         trace_text(&order, &tc, &steps, &custody)
     });
     let mut reply = Reply::new(text);
+    if tc.fingerprint.is_none() {
+        reply.unverified = Some(super::audit::UNVERIFIED_CLUSTER.into());
+    }
     if !failures.is_empty() {
         reply.failed = Some(format!(
             "{} of {} entries of order {order_id} failed verification; first: {}",

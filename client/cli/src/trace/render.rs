@@ -196,7 +196,10 @@ pub(super) fn trace_json(
             "signed_by": tc.signed_by,
             "replicas": tc.keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
             "quorum": tc.quorum,
+            "trust": tc.fingerprint,
+            "anchored": tc.anchored,
         },
+        "verified_against_trust": tc.fingerprint.is_some(),
         "history": order.history,
         "entries": entries,
         "custody": custody,
@@ -244,13 +247,17 @@ pub(super) fn trace_text(
     }
     let ok = steps.iter().filter(|s| s.proof_ok()).count();
     out.push_str(&format!(
-        "checkpoint {} size {} root {}, cosigned by {} (quorum {} of {} replica keys)\n",
+        "checkpoint {} size {} root {}, cosigned by {} (quorum {} of {} {})\n",
         cp.origin,
         cp.size,
         hex::encode(cp.root),
         tc.signed_by.join(", "),
         tc.quorum,
-        tc.keys.len()
+        tc.keys.len(),
+        match &tc.fingerprint {
+            Some(f) => format!("pinned keys, trust {f}"),
+            None => "replica keys the cluster reported: UNVERIFIED, no --trust given".into(),
+        }
     ));
     out.push_str(&format!(
         "proofs: {ok} of {} entries included in that checkpoint\n\ntimeline\n",
