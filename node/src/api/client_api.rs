@@ -476,6 +476,15 @@ impl Arbor for ArborApi {
         self.consistency(req.get_ref()).map(Response::new)
     }
 
+    async fn get_order_map_proof(
+        &self,
+        req: Request<pb::OrderMapProofRequest>,
+    ) -> Result<Response<pb::OrderMapProofReply>, Status> {
+        on_leader!(self, req, get_order_map_proof);
+        self.linearize().await?;
+        self.order_map_proof(req.get_ref()).await.map(Response::new)
+    }
+
     async fn get_replica_identity(
         &self,
         _req: Request<pb::ReplicaIdentityRequest>,

@@ -33,6 +33,7 @@
 mod feed;
 pub mod keys;
 mod log_store;
+mod order_map;
 mod overlay;
 mod reader;
 pub mod snapshot;
@@ -47,6 +48,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, 
 
 pub use feed::AppliedHead;
 pub use log_store::LogStore;
+pub use order_map::{MapError, MapSnapshot};
 pub use reader::{LedgerReader, ReadError};
 pub use snapshot::SnapshotData;
 pub use state_machine::StateMachineStore;

@@ -199,6 +199,7 @@ fn apply_request(
     w.put(CF_COMMANDS, &id, &u64_key(seq));
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
     put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
+    super::order_map::after_entry(reader, w, seq)?;
     tracing::debug!(seq, code = %entry.code, "ledger entry appended");
     Ok(Response::Appended {
         seq,
@@ -216,6 +217,8 @@ enum ApplyError {
     Write(#[from] io::Error),
     #[error("{0}")]
     Missing(String),
+    #[error(transparent)]
+    Map(#[from] super::order_map::MapError),
 }
 
 fn refused(r: &Refusal) -> Response {

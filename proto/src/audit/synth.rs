@@ -252,6 +252,7 @@ impl Synth {
             size,
             root: root(&self.leaves(), size),
             time_ms: T0 + 3 * size,
+            map: None,
         }
     }
 

@@ -1,0 +1,229 @@
+//! The order map in RocksDB (`arbor_proto::ledger::map`): its nodes and its
+//! root at every map epoch, in column family `order_map`.
+//!
+//! The state machine updates it when it appends the last entry of an epoch
+//! (entry `M - 1`, `M` a multiple of `MAP_EPOCH`), in the same write batch:
+//! it reads that epoch's entries back (through the batch's overlay), takes
+//! each order's latest entry among them and writes the changed nodes and
+//! the root at `M`. Nodes are overwritten in place, so the nodes always
+//! describe the newest epoch; roots of every epoch are kept (32 bytes
+//! each), so a cosigner can check the `map` line of a checkpoint at any size.
+
+use std::collections::BTreeMap;
+
+use arbor_proto::ledger::map::{self, Node, NodeStore, OrderHead, MAP_EPOCH};
+use arbor_proto::ledger::merkle::Hash;
+use arbor_proto::ledger::Head;
+use rocksdb::DB;
+
+use super::cf;
+use super::keys::{map_node_key, map_root_key, CF_ORDER_MAP, CF_SM_META, KEY_HEAD};
+use super::overlay::PendingWrites;
+use super::{LedgerReader, ReadError};
+
+/// The map's nodes as the state machine sees them while applying: reads
+/// through its overlay, writes into its batch.
+struct Applying<'a> {
+    reader: &'a LedgerReader,
+    w: &'a mut PendingWrites,
+    error: Option<ReadError>,
+}
+
+fn decode_node(key: &[u8], v: &[u8]) -> Result<Node, ReadError> {
+    Node::decode(v).map_err(|e| LedgerReader::corrupt_err(CF_ORDER_MAP, key, e))
+}
+
+impl NodeStore for Applying<'_> {
+    fn get_node(&mut self, position: &[u8]) -> Result<Option<Node>, String> {
+        let key = map_node_key(position);
+        let r = self
+            .reader
+            .raw(CF_ORDER_MAP, &key)
+            .and_then(|v| v.map(|v| decode_node(&key, &v)).transpose());
+        r.map_err(|e| {
+            let m = e.to_string();
+            self.error = Some(e);
+            m
+        })
+    }
+
+    fn put_node(&mut self, position: &[u8], node: &Node) {
+        self.w
+            .put(CF_ORDER_MAP, &map_node_key(position), &node.encode());
+    }
+}
+
+/// Why the map could not be updated or read.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("order map: {0}")]
+    Map(String),
+}
+
+/// Called after entry `seq` is put into `w`: at the end of an epoch, writes
+/// the map update for it and the root at `seq + 1`.
+pub(super) fn after_entry(
+    reader: &LedgerReader,
+    w: &mut PendingWrites,
+    seq: u64,
+) -> Result<(), MapError> {
+    let size = seq + 1;
+    if !size.is_multiple_of(MAP_EPOCH) {
+        return Ok(());
+    }
+    let mut changes: BTreeMap<Hash, OrderHead> = BTreeMap::new();
+    for s in size - MAP_EPOCH..size {
+        let e = reader.entry(s)?.ok_or_else(|| {
+            MapError::Map(format!(
+                "entry {s} of the epoch ending at {size} is missing"
+            ))
+        })?;
+        if !e.order_id.is_empty() {
+            changes.insert(
+                map::order_key(&e.order_id),
+                OrderHead {
+                    seq: e.seq,
+                    hash: e.hash,
+                },
+            );
+        }
+    }
+    let mut store = Applying {
+        reader,
+        w,
+        error: None,
+    };
+    let root = map::update(&mut store, &changes);
+    if let Some(e) = store.error.take() {
+        return Err(e.into());
+    }
+    let root = root.map_err(MapError::Map)?;
+    w.put(CF_ORDER_MAP, &map_root_key(size), &root);
+    Ok(())
+}
+
+impl LedgerReader {
+    /// The order map root at map size `size` (a multiple of `MAP_EPOCH`, > 0).
+    pub fn map_root(&self, size: u64) -> Result<Option<Hash>, ReadError> {
+        root_at(self, size)
+    }
+
+    /// `order_id`'s proof at the newest map epoch of the written ledger,
+    /// read under one RocksDB snapshot with the ledger size it belongs to.
+    pub fn order_map_proof(&self, order_id: &str) -> Result<MapSnapshot, MapError> {
+        proof(self, order_id)
+    }
+}
+
+fn root_at(reader: &LedgerReader, size: u64) -> Result<Option<Hash>, ReadError> {
+    let key = map_root_key(size);
+    match reader.raw(CF_ORDER_MAP, &key)? {
+        None => Ok(None),
+        Some(v) => v
+            .as_slice()
+            .try_into()
+            .map(Some)
+            .map_err(|_| LedgerReader::corrupt_err(CF_ORDER_MAP, &key, "not a 32-byte root")),
+    }
+}
+
+/// An order's map proof at the newest map epoch, read under one RocksDB
+/// snapshot together with the head of the ledger it belongs to.
+pub struct MapSnapshot {
+    /// Entries in the ledger when the snapshot was taken.
+    pub size: u64,
+    /// The newest map epoch at or below `size` (0: none yet).
+    pub map_size: u64,
+    pub map_root: Hash,
+    pub proof: map::MapProof,
+}
+
+struct AtSnapshot<'a> {
+    db: &'a DB,
+    snap: &'a rocksdb::Snapshot<'a>,
+    error: Option<ReadError>,
+}
+
+impl AtSnapshot<'_> {
+    fn read(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, ReadError> {
+        self.snap
+            .get_cf(cf(self.db, cf_name), key)
+            .map_err(|source| ReadError::Db {
+                cf: cf_name,
+                key: super::keys::display_key(key),
+                source,
+            })
+    }
+}
+
+impl NodeStore for AtSnapshot<'_> {
+    fn get_node(&mut self, position: &[u8]) -> Result<Option<Node>, String> {
+        let key = map_node_key(position);
+        let r = self
+            .read(CF_ORDER_MAP, &key)
+            .and_then(|v| v.map(|v| decode_node(&key, &v)).transpose());
+        r.map_err(|e| {
+            let m = e.to_string();
+            self.error = Some(e);
+            m
+        })
+    }
+
+    fn put_node(&mut self, _: &[u8], _: &Node) {
+        unreachable!("proofs only read the map")
+    }
+}
+
+/// `order_id`'s proof at the newest map epoch of the written ledger.
+fn proof(reader: &LedgerReader, order_id: &str) -> Result<MapSnapshot, MapError> {
+    let db: &DB = &reader.db;
+    let snap = db.snapshot();
+    let mut s = AtSnapshot {
+        db,
+        snap: &snap,
+        error: None,
+    };
+    let size = match s.read(CF_SM_META, KEY_HEAD)? {
+        None => 0,
+        Some(v) => {
+            let h: Head = serde_json::from_slice(&v)
+                .map_err(|e| LedgerReader::corrupt_err(CF_SM_META, KEY_HEAD, e))?;
+            h.seq + 1
+        }
+    };
+    let map_size = map::epoch_at(size);
+    if map_size == 0 {
+        return Ok(MapSnapshot {
+            size,
+            map_size,
+            map_root: map::EMPTY,
+            proof: map::MapProof {
+                siblings: Vec::new(),
+                leaf: None,
+            },
+        });
+    }
+    let key = map_root_key(map_size);
+    let map_root: Hash = s
+        .read(CF_ORDER_MAP, &key)?
+        .ok_or_else(|| {
+            MapError::Map(format!(
+                "this replica has no order map root at size {map_size} (its database predates the map)"
+            ))
+        })?
+        .as_slice()
+        .try_into()
+        .map_err(|_| LedgerReader::corrupt_err(CF_ORDER_MAP, &key, "not a 32-byte root"))?;
+    let proof = map::prove(&mut s, &map::order_key(order_id));
+    if let Some(e) = s.error.take() {
+        return Err(e.into());
+    }
+    Ok(MapSnapshot {
+        size,
+        map_size,
+        map_root,
+        proof: proof.map_err(MapError::Map)?,
+    })
+}
