@@ -9,6 +9,9 @@
 //!   the replica keys the ledger itself enrols.
 //! - [`proofs`]: checks what a replica answers (inclusion and consistency
 //!   proofs, cosigned checkpoints) against a root the caller already trusts.
+//! - [`trust`]: the trust file an auditor pins (cluster id, genesis hash,
+//!   replica verifier keys, a saved checkpoint) and the rule that judges a
+//!   checkpoint by it.
 //! - [`Frontier`]: an RFC 6962 tree built leaf by leaf in O(log n) memory.
 //! - [`synth`]: deterministic synthetic ledgers for tests and benchmarks.
 //!
@@ -17,8 +20,12 @@
 //!
 //! # Trust model
 //!
-//! The verifier trusts nothing but the export's first entry (genesis, which
-//! names the operators) and the rules. Every other key is learnt by replaying
+//! With a pinned [`Trust`], a verdict rests on it: entry 0 must be the pinned
+//! genesis and the checkpoint must be signed by a quorum of the pinned
+//! replica keys (or be proven a prefix of the saved checkpoint), whatever
+//! keys the file enrols. Without one, the verifier shows internal
+//! consistency only: it trusts nothing but the export's first entry
+//! (genesis, which names the operators) and the rules. Every other key is learnt by replaying
 //! the ledger: a command's signature is checked against the key its signer had
 //! been enrolled with *before* that entry, and a checkpoint of size `N` counts
 //! signatures only from `ROLE_REPLICA` parties enrolled in entries `< N`, of
@@ -31,14 +38,16 @@ pub mod proofs;
 mod sigs;
 mod summary;
 pub mod synth;
+pub mod trust;
 pub mod verify;
 mod walk;
 
 pub use export::{ExportHeader, ExportReader, ExportTrailer, ExportWriter, EXPORT_MAGIC};
 pub use frontier::Frontier;
 pub use sigs::r_is_strict;
-pub use summary::{CheckpointSummary, Summary};
-pub use verify::{verify_export, VerifyOptions};
+pub use summary::{CheckpointSummary, Summary, TrustSummary};
+pub use trust::{Trust, TrustError};
+pub use verify::{verify_export, verify_export_trusted, VerifyOptions};
 
 use std::fmt;
 

@@ -3,7 +3,29 @@
 
 use std::time::Duration;
 
+use crate::ledger::checkpoint::NoteKey;
 use crate::ledger::merkle::Hash;
+
+/// The pinned trust a verdict rests on (docs/ledger-format.md §10).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustSummary {
+    /// The trust file's fingerprint (`SHA256:...`).
+    pub fingerprint: String,
+    /// Pinned keys whose checkpoint signatures verified (empty when the
+    /// checkpoint was proven a prefix of the saved one instead).
+    pub signed_by: Vec<String>,
+    /// Signatures needed: `pinned / 2 + 1`.
+    pub quorum: usize,
+    /// Replica keys the trust pins.
+    pub pinned: usize,
+    /// The size of the trust's saved checkpoint the export was proven consistent with.
+    pub anchored: Option<u64>,
+    /// The replica keys in force at the checkpoint's size, learnt by the
+    /// replay and vouched for by the trusted checkpoint: what
+    /// `--save-checkpoint` pins next. Only for an export from genesis that
+    /// ends at the checkpoint.
+    pub replicas_at_checkpoint: Option<Vec<NoteKey>>,
+}
 
 /// The checkpoint an export was verified against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +67,9 @@ pub struct Summary {
     pub checkpoint: CheckpointSummary,
     /// Every check was made: the export starts at genesis.
     pub complete: bool,
+    /// The pinned trust the checkpoint was judged by; `None` when the
+    /// verification shows internal consistency only (no trust given).
+    pub trust: Option<TrustSummary>,
     /// What was not checked, and why.
     pub notes: Vec<String>,
     pub elapsed: Duration,

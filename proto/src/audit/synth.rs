@@ -66,26 +66,32 @@ impl Synth {
     /// operator, the channel, four nodes and the replicas) with `replicas`
     /// replica identities enrolled.
     pub fn build(n: u64, replicas: usize) -> Synth {
+        let replicas = (0..replicas)
+            .map(|i| (format!("arbor-replica-{}", i + 1), key(40 + i as u8)))
+            .collect();
+        Synth::build_keyed(n, key(1), replicas)
+    }
+
+    /// As [`Synth::build`], with another operator key (so another genesis)
+    /// and the given replica identities: what a forger who holds these
+    /// keys can build with the same names and cluster id.
+    pub fn build_keyed(n: u64, operator: SigningKey, replicas: Vec<(String, SigningKey)>) -> Synth {
         let mut s = Synth {
-            operator: key(1),
+            operator,
             channel: key(2),
             nodes: (0..4).map(|i| key(10 + i)).collect(),
-            replicas: (0..replicas)
-                .map(|i| (format!("arbor-replica-{}", i + 1), key(40 + i as u8)))
-                .collect(),
+            replicas,
             entries: Vec::new(),
         };
         let ops = s.workload(n);
         let cmds = s.sign_all(&ops);
-        let mut state = MemState::default();
-        for (i, c) in cmds.iter().enumerate() {
-            match state.apply(c, T0 + 3 * i as u64, i == 0) {
-                Applied::Appended(_) => {}
-                other => panic!("synthetic command {i} was not appended: {other:?}"),
-            }
-        }
-        s.entries = state.entries;
+        s.entries = replay(&cmds);
         s
+    }
+
+    /// The signed commands of the entries, in order.
+    pub fn commands(&self) -> Vec<Vec<u8>> {
+        self.entries.iter().map(|e| e.command.clone()).collect()
     }
 
     fn workload(&self, n: u64) -> Vec<Op> {
@@ -323,6 +329,34 @@ pub fn rehash_from(entries: &mut [Entry], from: usize) {
         }
         entries[i].hash = entries[i].compute_hash();
     }
+}
+
+/// The entries the rules append for `commands` (signed command bytes; the
+/// first is the genesis), entry `i` stamped `T0 + 3 i`. Panics if one is
+/// not appended.
+pub fn replay(commands: &[Vec<u8>]) -> Vec<Entry> {
+    let mut state = MemState::default();
+    for (i, c) in commands.iter().enumerate() {
+        match state.apply(c, T0 + 3 * i as u64, i == 0) {
+            Applied::Appended(_) => {}
+            other => panic!("synthetic command {i} was not appended: {other:?}"),
+        }
+    }
+    state.entries
+}
+
+/// `body` signed by `signer` with `key` for the synthetic cluster.
+pub fn signed(key: &SigningKey, signer: &str, nonce: u64, body: Body) -> Vec<u8> {
+    sign_command(
+        key,
+        CLUSTER_ID,
+        signer,
+        &pb::Command {
+            nonce,
+            body: Some(body),
+        },
+    )
+    .encode_to_vec()
 }
 
 /// The unsigned genesis command naming operator `ops`.

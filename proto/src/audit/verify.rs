@@ -36,7 +36,8 @@ use std::time::Instant;
 
 use super::export::{hashes, ExportReader};
 use super::sigs::{BadSignature, SigBatch};
-pub use super::summary::{CheckpointSummary, Summary};
+pub use super::summary::{CheckpointSummary, Summary, TrustSummary};
+use super::trust::Trust;
 use super::walk::Walk;
 use super::{AuditError, Frontier};
 #[cfg(doc)]
@@ -66,8 +67,22 @@ impl Default for VerifyOptions<'_> {
     }
 }
 
-/// Verifies an export read from `r`. See the module documentation.
-pub fn verify_export<R: Read>(r: R, mut opts: VerifyOptions<'_>) -> Result<Summary, AuditError> {
+/// Verifies an export read from `r` for internal consistency only: the
+/// replica keys are the ones the ledger itself enrols, so a forger who wrote
+/// the whole file controls them. See [`verify_export_trusted`].
+pub fn verify_export<R: Read>(r: R, opts: VerifyOptions<'_>) -> Result<Summary, AuditError> {
+    verify_export_trusted(r, None, opts)
+}
+
+/// Verifies an export read from `r`; with `trust`, the genesis hash and
+/// cluster id must be the pinned ones and the checkpoint must count under
+/// the pinned keys (docs/ledger-format.md §10), and [`Summary::trust`] says so.
+/// See the module documentation.
+pub fn verify_export_trusted<'a, R: Read>(
+    r: R,
+    trust: Option<&'a Trust>,
+    mut opts: VerifyOptions<'a>,
+) -> Result<Summary, AuditError> {
     let started = Instant::now();
     let mut reader = ExportReader::open(r)?;
     let header = reader.header().clone();
@@ -86,7 +101,7 @@ pub fn verify_export<R: Read>(r: R, mut opts: VerifyOptions<'_>) -> Result<Summa
     // Only the workers hold the receiver: should they all die, a send fails
     // instead of blocking forever.
     let rx = Arc::new(Mutex::new(rx));
-    let mut walk = Walk::new(&header, frontier, replay, batch, tx, progress);
+    let mut walk = Walk::new(&header, frontier, replay, batch, tx, progress, trust);
 
     let (result, bad_sig) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..if replay { threads } else { 0 })

@@ -13,7 +13,8 @@ use prost::Message;
 
 use super::export::{hashes, ExportHeader, ExportReader};
 use super::sigs::SigBatch;
-use super::summary::{CheckpointSummary, Summary};
+use super::summary::{CheckpointSummary, Summary, TrustSummary};
+use super::trust::Trust;
 use super::{AuditError, Frontier};
 use crate::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use crate::ledger::merkle::{leaf_hash, verify_consistency, Hash};
@@ -40,6 +41,11 @@ pub(crate) struct Walk<'a> {
     batch: SigBatch,
     tx: Option<SyncSender<SigBatch>>,
     progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// The pinned trust the verdict rests on, if any.
+    trust: Option<&'a Trust>,
+    /// The size of the trust's saved checkpoint, and the root the walk
+    /// computed at that size (when the range reaches it).
+    anchor: Option<(u64, Option<Hash>)>,
 }
 
 impl<'a> Walk<'a> {
@@ -50,7 +56,12 @@ impl<'a> Walk<'a> {
         batch_size: usize,
         tx: SyncSender<SigBatch>,
         progress: Option<&'a mut dyn FnMut(u64, u64)>,
+        trust: Option<&'a Trust>,
     ) -> Walk<'a> {
+        let anchor = trust
+            .and_then(|t| t.checkpoint.as_ref())
+            .map(|c| c.checkpoint.size)
+            .map(|size| (size, (size == frontier.size()).then(|| frontier.root())));
         Walk {
             replay,
             expected: h.from_seq,
@@ -68,6 +79,8 @@ impl<'a> Walk<'a> {
             batch: SigBatch::with_capacity(batch_size),
             tx: Some(tx),
             progress,
+            trust,
+            anchor,
         }
     }
 
@@ -123,10 +136,24 @@ impl<'a> Walk<'a> {
                 .verify_link(prev.as_ref())
                 .map_err(|m| strip_entry(&m, e.seq))?,
         }
+        if let (0, Some(t)) = (e.seq, self.trust) {
+            if e.hash != t.genesis_hash {
+                return Err(format!(
+                    "the genesis entry's hash is {}, but the trust pins genesis {}: this is not the ledger the trust is for",
+                    hex::encode(e.hash),
+                    hex::encode(t.genesis_hash)
+                ));
+            }
+        }
         if self.replay {
             self.replay(e)?;
         }
         self.frontier.push(leaf_hash(&e.hash));
+        if let Some((size, seen)) = &mut self.anchor {
+            if *size == e.seq + 1 {
+                *seen = Some(self.frontier.root());
+            }
+        }
         if e.accepted {
             self.accepted += 1;
         } else {
@@ -168,6 +195,12 @@ impl<'a> Walk<'a> {
             let cmd = pb::Command::decode(env.command.as_slice())
                 .map_err(|err| format!("genesis command does not decode: {err}"))?;
             if let Some(pb::command::Body::Genesis(g)) = cmd.body {
+                if let Some(t) = self.trust.filter(|t| t.cluster_id != g.cluster_id) {
+                    return Err(format!(
+                        "the genesis names cluster {:?}, but the trust pins cluster {:?}",
+                        g.cluster_id, t.cluster_id
+                    ));
+                }
                 self.cluster_id = Some(g.cluster_id);
             }
             return Ok(());
@@ -279,6 +312,10 @@ impl<'a> Walk<'a> {
         }
 
         let mut notes = Vec::new();
+        let trust = match self.trust {
+            Some(t) => Some(self.judge(t, h, &cp, &mut notes)?),
+            None => None,
+        };
         let mut summary_cp = CheckpointSummary {
             origin: cp.origin.clone(),
             size: cp.size,
@@ -289,7 +326,18 @@ impl<'a> Walk<'a> {
             quorum: 0,
             signatures_verified: false,
         };
-        if self.replay {
+        if let Some(t) = &trust {
+            summary_cp.signed_by = t.signed_by.clone();
+            summary_cp.replicas = t.pinned;
+            summary_cp.quorum = t.quorum;
+            summary_cp.signatures_verified = !t.signed_by.is_empty();
+            if !self.replay {
+                notes.push(format!(
+                    "the export starts at entry {}, not at genesis: command signatures and the replay of the rules were skipped (the keys and state they need are in earlier entries); the range is tied to the checkpoint, which the pinned keys signed",
+                    h.from_seq
+                ));
+            }
+        } else if self.replay {
             let cluster = self.cluster_id.clone().unwrap_or_default();
             let origin = format!("arbor/{cluster}");
             if cp.origin != origin {
@@ -341,9 +389,96 @@ impl<'a> Walk<'a> {
             head_hash: self.head_hash,
             checkpoint: summary_cp,
             complete: self.replay,
+            trust,
             notes,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// The checkpoint judged against pinned trust (docs/ledger-format.md §10):
+    /// its origin; a quorum of pinned keys, or a proven prefix of the saved
+    /// checkpoint; and consistency with the saved checkpoint.
+    fn judge(
+        &self,
+        t: &Trust,
+        h: &ExportHeader,
+        cp: &Checkpoint,
+        notes: &mut Vec<String>,
+    ) -> Result<TrustSummary, AuditError> {
+        let bad = AuditError::Checkpoint;
+        if cp.origin != t.origin() {
+            return Err(bad(format!(
+                "origin is {:?}, but the trust pins cluster {:?} (origin {:?}): another ledger",
+                cp.origin,
+                t.cluster_id,
+                t.origin()
+            )));
+        }
+        let mut out = TrustSummary {
+            fingerprint: t.fingerprint(),
+            signed_by: Vec::new(),
+            quorum: t.quorum(),
+            pinned: t.replicas.len(),
+            anchored: None,
+            replicas_at_checkpoint: None,
+        };
+        let saved = t.checkpoint.as_ref().map(|s| &s.checkpoint);
+        // Consistency with the saved checkpoint, when there is one.
+        if let Some(s) = saved {
+            let proof = hashes(&h.anchor_proof);
+            let ok = if s.size == cp.size {
+                s.root == cp.root
+            } else if let (Some((_, Some(root))), true) = (self.anchor, s.size < cp.size) {
+                // The walk computed the root at the saved size itself.
+                root == s.root
+            } else if h.anchor_size == s.size {
+                let (a, b) = if s.size < cp.size { (s, cp) } else { (cp, s) };
+                verify_consistency(a.size, b.size, &a.root, &b.root, &proof).map_err(|e| {
+                    bad(format!(
+                        "the export's anchor proof does not tie the checkpoint of size {} to the trusted checkpoint of size {}: {e}",
+                        cp.size, s.size
+                    ))
+                })?;
+                true
+            } else {
+                return Err(bad(format!(
+                    "nothing proves the checkpoint of size {} consistent with the trusted checkpoint of size {}: the range {}..={} does not reach it and the export carries no anchor proof for it (export with --trust)",
+                    cp.size, s.size, h.from_seq, h.to_seq
+                )));
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "the ledger does not extend the trusted checkpoint of size {} (root {}): at that size this ledger's root is different (a fork or a rewritten history)",
+                    s.size,
+                    hex::encode(s.root)
+                )));
+            }
+            out.anchored = Some(s.size);
+        }
+        if saved.is_some_and(|s| cp.size <= s.size) {
+            // A prefix of a tree the pinned keys already vouched for.
+            notes.push(format!(
+                "the checkpoint of size {} is proven a prefix of the trusted checkpoint of size {}; its own signatures are not needed",
+                cp.size,
+                saved.map_or(0, |s| s.size)
+            ));
+        } else {
+            let v = t.check_checkpoint(&h.checkpoint)?;
+            out.signed_by = v.signed_by;
+        }
+        if self.replay {
+            let keys = self.replica_keys(cp.size);
+            if !t.pins_exactly(&keys) && h.to_seq + 1 == cp.size {
+                notes.push(format!(
+                    "the ledger's replica keys at size {} differ from the pinned ones; this checkpoint, signed by the pinned keys, vouches for the change: --save-checkpoint pins them",
+                    cp.size
+                ));
+            }
+            if h.to_seq + 1 == cp.size && !keys.is_empty() {
+                out.replicas_at_checkpoint = Some(keys);
+            }
+        }
+        Ok(out)
     }
 
     /// Replica parties enrolled before entry `size`, as note keys.

@@ -63,6 +63,16 @@ pub struct ExportHeader {
     /// checkpoint's size. Empty when the export ends at the checkpoint.
     #[prost(bytes = "vec", repeated, tag = "7")]
     pub consistency: Vec<Vec<u8>>,
+    /// The size `S` of a checkpoint the exporter's trust file saved (0: none).
+    /// With [`anchor_proof`](Self::anchor_proof) it proves the checkpoint
+    /// consistent with that saved checkpoint (docs/ledger-format.md §10).
+    #[prost(uint64, tag = "8")]
+    pub anchor_size: u64,
+    /// RFC 6962 consistency proof from the smaller of `anchor_size` and the
+    /// checkpoint's size to the larger; empty when they are equal or
+    /// `anchor_size` is 0.
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub anchor_proof: Vec<Vec<u8>>,
 }
 
 impl ExportHeader {
@@ -82,7 +92,16 @@ impl ExportHeader {
             checkpoint,
             prefix: prefix.iter().map(|h| h.to_vec()).collect(),
             consistency: consistency.iter().map(|h| h.to_vec()).collect(),
+            anchor_size: 0,
+            anchor_proof: Vec::new(),
         }
+    }
+
+    /// Adds the proof that ties the checkpoint to a saved checkpoint of size `size`.
+    pub fn with_anchor(mut self, size: u64, proof: &[Hash]) -> ExportHeader {
+        self.anchor_size = size;
+        self.anchor_proof = proof.iter().map(|h| h.to_vec()).collect();
+        self
     }
 }
 

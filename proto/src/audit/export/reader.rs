@@ -321,9 +321,13 @@ fn check_header(h: &ExportHeader) -> Result<Checkpoint, String> {
     if h.prefix
         .iter()
         .chain(&h.consistency)
+        .chain(&h.anchor_proof)
         .any(|x| x.len() != HASH_LEN)
     {
-        return Err("a prefix or consistency hash is not 32 bytes".into());
+        return Err("a prefix, consistency or anchor hash is not 32 bytes".into());
+    }
+    if (h.anchor_size == 0 || h.anchor_size == cp.size) && !h.anchor_proof.is_empty() {
+        return Err("anchor proof must be empty without an anchor of another size".into());
     }
     Ok(cp)
 }

@@ -25,6 +25,7 @@ mod checkpoints;
 mod entries;
 mod framing;
 mod signatures;
+mod trust;
 
 /// 120 entries: genesis, a second operator, a channel, 4 nodes, 3 replicas
 /// (entries 7, 8, 9), then orders with accepted and rejected claims.
