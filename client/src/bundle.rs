@@ -1,4 +1,4 @@
-//! Building a dispute bundle (docs/ledger-format.md §11) from a cluster:
+//! Building a dispute bundle (docs/ledger-format.md §12) from a cluster:
 //! [`Client::dispute_bundle`]. Everything the cluster serves is checked on
 //! the way (map proof, inclusion paths, the order's links), but the result
 //! is only as trustworthy as [`verify_bundle`] finds it, offline.

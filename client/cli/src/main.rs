@@ -8,6 +8,7 @@
 //! cluster recorded the command as rejected).
 
 mod audit;
+mod audit_bundle;
 mod bench;
 mod cluster;
 mod dispute;
@@ -38,6 +39,7 @@ const EXIT_CODES: &str = "Exit codes:
   0  success
   1  error: bad arguments, unreadable key or file, cluster unreachable, command refused
   2  the command was committed but its outcome is `rejected` (recorded in the ledger)
+  7  an audit result that shows internal consistency only: no --trust was given
 
 Errors are printed as one line starting with `error:` on stderr.";
 
@@ -215,6 +217,9 @@ fn main() -> ExitCode {
                 .and_then(|_| out.flush());
             if let Some(e) = &reply.failed {
                 fail(e)
+            } else if let Some(w) = &reply.unverified {
+                eprintln!("warning: {w}");
+                ExitCode::from(7)
             } else if reply.rejected {
                 ExitCode::from(2)
             } else {

@@ -11,6 +11,9 @@ pub struct Reply {
     /// Printed after `text` as the one-line error, exit code 1 (a check that
     /// failed after its report was made, e.g. a proof in `arbor audit trace`).
     pub failed: Option<String>,
+    /// Printed after `text` as a `warning:` line, exit code 7: an audit
+    /// result that shows internal consistency only (no pinned trust).
+    pub unverified: Option<String>,
 }
 
 impl Reply {
@@ -19,6 +22,7 @@ impl Reply {
             text,
             rejected: false,
             failed: None,
+            unverified: None,
         }
     }
 }
@@ -132,6 +136,7 @@ pub fn submit_reply(format: Format, r: &pb::SubmitReply) -> Reply {
         text,
         rejected: !o.accepted,
         failed: None,
+        unverified: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The dispute bundle: one order's complete history up to a map epoch,
 //! proven against one checkpoint, checked with no server and no database
-//! (docs/ledger-format.md §11).
+//! (docs/ledger-format.md §12).
 //!
 //! A bundle is the magic line [`BUNDLE_MAGIC`] followed by the canonical
 //! protobuf encoding of `pb::DisputeBundle`: the checkpoint (a signed note
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
+use super::trust::Trust;
 use crate::ledger::checkpoint::{verify_note, Checkpoint, MapCommitment, NoteKey};
 use crate::ledger::map::{self, MapProof, OrderHead};
 use crate::ledger::merkle::{self, Hash};
@@ -83,8 +84,10 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<pb::DisputeBundle, BundleError> {
 
 /// The keys a bundle's checkpoint is judged by.
 pub enum CheckpointKeys<'a> {
-    /// Keys the auditor pinned, out of band: a result can be trusted.
-    Pinned { keys: &'a [NoteKey], quorum: usize },
+    /// The trust the auditor pinned, out of band (`super::trust`): its
+    /// cluster id and genesis hash must be the bundle's, and a quorum of
+    /// its replica keys must have signed the checkpoint.
+    Pinned(&'a Trust),
     /// The replica keys the bundle carries (internal consistency only).
     Carried,
 }
@@ -332,11 +335,28 @@ pub fn verify_bundle(
 
     // 4. The checkpoint's signatures.
     let (verified, pinned) = match keys {
-        CheckpointKeys::Pinned { keys, quorum } => (
-            verify_note(&b.checkpoint, keys, quorum)
-                .map_err(|m| BundleError(format!("checkpoint: {m} (pinned keys)")))?,
-            true,
-        ),
+        CheckpointKeys::Pinned(trust) => {
+            if trust.cluster_id != sup.cluster_id || trust.genesis_hash != supporting[0].entry.hash
+            {
+                return err(format!(
+                    "entry 0: the bundle's genesis (cluster {:?}, hash {}) is not the one the trust pins (cluster {:?}, hash {}): another ledger",
+                    sup.cluster_id,
+                    hex::encode(supporting[0].entry.hash),
+                    trust.cluster_id,
+                    hex::encode(trust.genesis_hash)
+                ));
+            }
+            let t = trust
+                .check_checkpoint(&b.checkpoint)
+                .map_err(|e| BundleError(e.to_string()))?;
+            (
+                crate::ledger::checkpoint::VerifiedNote {
+                    checkpoint: t.checkpoint,
+                    signed_by: t.signed_by,
+                },
+                true,
+            )
+        }
         CheckpointKeys::Carried => {
             let mut carried = Vec::new();
             for name in &sup.replicas {

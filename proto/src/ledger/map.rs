@@ -1,6 +1,6 @@
 //! The order map: an authenticated map from order id to the order's latest
 //! ledger entry (its *head*: sequence number and entry hash), committed by
-//! every checkpoint (docs/ledger-format.md §10).
+//! every checkpoint (docs/ledger-format.md §11).
 //!
 //! A path-compressed binary sparse Merkle tree over 256-bit keys
 //! `SHA-256(order_id)`, read from the most significant bit of the first

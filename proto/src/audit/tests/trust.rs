@@ -44,6 +44,7 @@ fn note_over(entries: &[Entry], signers: &[(String, SigningKey)]) -> (Checkpoint
         size: n,
         root: root(&leaves, n),
         time_ms: entries[entries.len() - 1].time_ms,
+        map: None,
     };
     let lines: Vec<String> = signers.iter().map(|(n, k)| cp.sign_line(n, k)).collect();
     let note = cp.note(&lines);
