@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use arbor_proto::audit::bundle::{decode_bundle, encode_bundle};
 pub use arbor_proto::audit::bundle::{
-    verify_bundle, BundleError, BundleReport, CheckpointKeys, BUNDLE_MAGIC,
+    pack, unpack, verify_bundle, verify_unpacked, BundleError, BundleReport, CheckpointKeys,
+    Unpacked, BUNDLE_MAGIC,
 };
 use arbor_proto::ledger::checkpoint::Checkpoint;
 use arbor_proto::ledger::map::{self, MapProof};
@@ -128,10 +129,7 @@ impl Client {
                 .map_err(|m| bad(format!("entry {seq}: {m}")))?
                 .body;
             let prev = e.order_prev_seq;
-            entries.push(pb::ProvenEntry {
-                entry: p.entry,
-                path: p.path,
-            });
+            entries.push((p.entry.unwrap_or_default(), p.path));
             decoded.push((e, env.signer, body));
             if prev == 0 {
                 break;
@@ -170,18 +168,14 @@ impl Client {
         for seq in want.into_iter().filter(|s| *s < cp.size) {
             let p = self.get_inclusion_proof(seq, cp.size).await?;
             verify_inclusion(&p, seq, cp.size, &cp.root).map_err(|e| bad(e.to_string()))?;
-            supporting.push(pb::ProvenEntry {
-                entry: p.entry,
-                path: p.path,
-            });
+            supporting.push((p.entry.unwrap_or_default(), p.path));
         }
-        Ok(pb::DisputeBundle {
-            format_version: 1,
+        Ok(pack(&Unpacked {
             order_id: order_id.to_string(),
             checkpoint: cpr.note,
             map_proof: Some(proof_pb),
             entries,
             supporting,
-        })
+        }))
     }
 }

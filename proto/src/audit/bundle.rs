@@ -82,6 +82,109 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<pb::DisputeBundle, BundleError> {
     Ok(b)
 }
 
+/// A bundle with its inclusion paths spelt out: what [`pack`] stores with
+/// the distinct path hashes given once, and [`unpack`] reads back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    pub order_id: String,
+    pub checkpoint: String,
+    pub map_proof: Option<pb::OrderMapProof>,
+    /// (entry, inclusion path leaf to root).
+    pub entries: Vec<(pb::LedgerEntry, Vec<Vec<u8>>)>,
+    pub supporting: Vec<(pb::LedgerEntry, Vec<Vec<u8>>)>,
+}
+
+/// The bundle message of `u`: every path hash stored once, in order of
+/// first use.
+pub fn pack(u: &Unpacked) -> pb::DisputeBundle {
+    let mut table: Vec<Vec<u8>> = Vec::new();
+    let mut index: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    let mut proven = |list: &[(pb::LedgerEntry, Vec<Vec<u8>>)]| -> Vec<pb::ProvenEntry> {
+        list.iter()
+            .map(|(e, path)| pb::ProvenEntry {
+                entry: Some(e.clone()),
+                path: path
+                    .iter()
+                    .map(|h| {
+                        *index.entry(h.clone()).or_insert_with(|| {
+                            table.push(h.clone());
+                            (table.len() - 1) as u32
+                        })
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let entries = proven(&u.entries);
+    let supporting = proven(&u.supporting);
+    pb::DisputeBundle {
+        format_version: 1,
+        order_id: u.order_id.clone(),
+        checkpoint: u.checkpoint.clone(),
+        map_proof: u.map_proof.clone(),
+        entries,
+        supporting,
+        path_hashes: table,
+    }
+}
+
+/// Reads the paths back; refuses a table that is not exactly the distinct
+/// hashes in order of first use (so a bundle has one encoding).
+pub fn unpack(b: &pb::DisputeBundle) -> Result<Unpacked, BundleError> {
+    let mut next = 0usize;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut read =
+        |list: &[pb::ProvenEntry]| -> Result<Vec<(pb::LedgerEntry, Vec<Vec<u8>>)>, BundleError> {
+            let mut out = Vec::with_capacity(list.len());
+            for p in list {
+                let e = p
+                    .entry
+                    .clone()
+                    .ok_or_else(|| BundleError("a proven entry holds no entry".into()))?;
+                let mut path = Vec::with_capacity(p.path.len());
+                for &i in &p.path {
+                    let i = i as usize;
+                    let Some(h) = b.path_hashes.get(i) else {
+                        return err(format!(
+                            "entry {}: path hash {i} is not in the bundle's {} path hashes",
+                            e.seq,
+                            b.path_hashes.len()
+                        ));
+                    };
+                    if i == next {
+                        if h.len() != 32 || !seen.insert(h.clone()) {
+                            return err(format!("path hash {i} is not a distinct 32-byte hash"));
+                        }
+                        next += 1;
+                    } else if i > next {
+                        return err(format!(
+                        "entry {}: path hash {i} is used before {next} (not in order of first use)",
+                        e.seq
+                    ));
+                    }
+                    path.push(h.clone());
+                }
+                out.push((e, path));
+            }
+            Ok(out)
+        };
+    let entries = read(&b.entries)?;
+    let supporting = read(&b.supporting)?;
+    if next != b.path_hashes.len() {
+        return err(format!(
+            "the bundle has {} path hashes, its paths use {next}",
+            b.path_hashes.len()
+        ));
+    }
+    Ok(Unpacked {
+        order_id: b.order_id.clone(),
+        checkpoint: b.checkpoint.clone(),
+        map_proof: b.map_proof.clone(),
+        entries,
+        supporting,
+    })
+}
+
 /// The keys a bundle's checkpoint is judged by.
 pub enum CheckpointKeys<'a> {
     /// The trust the auditor pinned, out of band (`super::trust`): its
@@ -137,11 +240,11 @@ pub struct BundleReport {
 }
 
 /// An entry and its proof of inclusion in the tree of `size` with `root`.
-fn proven(p: &pb::ProvenEntry, size: u64, root: &Hash) -> Result<Entry, BundleError> {
-    let pe = p
-        .entry
-        .as_ref()
-        .ok_or_else(|| BundleError("a proven entry holds no entry".into()))?;
+fn proven(
+    (pe, path): &(pb::LedgerEntry, Vec<Vec<u8>>),
+    size: u64,
+    root: &Hash,
+) -> Result<Entry, BundleError> {
     let e = Entry::from_pb(pe).map_err(|m| BundleError(format!("entry {}: {m}", pe.seq)))?;
     if e.compute_hash() != e.hash {
         return err(format!(
@@ -149,8 +252,7 @@ fn proven(p: &pb::ProvenEntry, size: u64, root: &Hash) -> Result<Entry, BundleEr
             e.seq
         ));
     }
-    let path: Vec<Hash> = p
-        .path
+    let path: Vec<Hash> = path
         .iter()
         .map(|h| {
             h.as_slice().try_into().map_err(|_| {
@@ -281,6 +383,14 @@ fn support(entries: &[Decoded]) -> Result<Support, BundleError> {
 /// Verifies a bundle; see the module documentation for the steps.
 pub fn verify_bundle(
     b: &pb::DisputeBundle,
+    keys: CheckpointKeys<'_>,
+) -> Result<BundleReport, BundleError> {
+    verify_unpacked(&unpack(b)?, keys)
+}
+
+/// [`verify_bundle`] of a bundle already unpacked.
+pub fn verify_unpacked(
+    b: &Unpacked,
     keys: CheckpointKeys<'_>,
 ) -> Result<BundleReport, BundleError> {
     // 1. The checkpoint text and its map line.

@@ -6,7 +6,10 @@
 //! file (FILE.trust) are written there (how proto/tests/vectors/
 //! cluster-v1.bundle was made).
 
-use arbor_client::bundle::{bundle_bytes, read_bundle, verify_bundle, CheckpointKeys};
+use arbor_client::bundle::{
+    bundle_bytes, pack, read_bundle, unpack, verify_bundle, verify_unpacked, CheckpointKeys,
+    Unpacked,
+};
 use arbor_client::Commands;
 use arbor_proto::audit::trust::Trust;
 use arbor_proto::ledger::checkpoint::NoteKey;
@@ -35,10 +38,17 @@ async fn pad_past_next_epoch(c: &TestCluster, channel: &arbor_client::Signer, ta
     pad_to(c, channel, next + 1, tag).await;
 }
 
-fn verify_err(b: &pb::DisputeBundle) -> String {
-    verify_bundle(b, CheckpointKeys::Carried)
+fn verify_err(b: &Unpacked) -> String {
+    let e = verify_unpacked(b, CheckpointKeys::Carried)
         .expect_err("a tampered bundle must fail")
-        .to_string()
+        .to_string();
+    // Packed into a file and read back, it fails the same way.
+    let again = read_bundle(&bundle_bytes(&pack(b)))
+        .and_then(|p| verify_bundle(&p, CheckpointKeys::Carried))
+        .expect_err("a tampered bundle file must fail")
+        .to_string();
+    assert_eq!(e, again);
+    e
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +111,7 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
         )
         .await;
     pad_past_next_epoch(&c, &shop, "a").await;
-    let old = client.dispute_bundle(ORDER).await.expect("older bundle");
+    let old = unpack(&client.dispute_bundle(ORDER).await.expect("older bundle")).expect("unpack");
 
     // The ruling recorded, then another epoch: the newer bundle covers it.
     let ruling = client
@@ -121,10 +131,12 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
         )
         .await;
     pad_past_next_epoch(&c, &shop, "b").await;
-    let b = client.dispute_bundle(ORDER).await.expect("bundle");
+    let packed = client.dispute_bundle(ORDER).await.expect("bundle");
+    let b = unpack(&packed).expect("unpack");
+    assert_eq!(pack(&b), packed);
 
     // It verifies against the keys it carries (internal consistency only).
-    let report = verify_bundle(&b, CheckpointKeys::Carried).expect("bundle verifies");
+    let report = verify_unpacked(&b, CheckpointKeys::Carried).expect("bundle verifies");
     assert!(!report.pinned);
     assert_eq!(report.history.len(), 12, "{:#?}", report.history);
     assert_eq!(report.history.last().map(|h| h.seq), Some(resolved.seq));
@@ -144,9 +156,9 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
             &ruling.evidence
         )
     );
-    let bytes = bundle_bytes(&b);
+    let bytes = bundle_bytes(&packed);
     assert!(bytes.len() < 16 * 1024, "bundle is {} bytes", bytes.len());
-    assert_eq!(read_bundle(&bytes).expect("reads back"), b);
+    assert_eq!(read_bundle(&bytes).expect("reads back"), packed);
 
     // ... and against trust pinned from the cluster's own replicas.
     let genesis = client.get_entries(0, 1).await.expect("genesis").entries[0].clone();
@@ -166,11 +178,11 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
         genesis.hash.as_slice().try_into().expect("32 bytes"),
         keys,
     );
-    let report = verify_bundle(&b, CheckpointKeys::Pinned(&trust)).expect("pinned");
+    let report = verify_unpacked(&b, CheckpointKeys::Pinned(&trust)).expect("pinned");
     assert!(report.pinned);
     // A trust for another ledger (another genesis) refuses it.
     let other = Trust::new(c.cluster_id(), [9; 32], trust.replicas.clone());
-    let e = verify_bundle(&b, CheckpointKeys::Pinned(&other)).expect_err("another genesis");
+    let e = verify_unpacked(&b, CheckpointKeys::Pinned(&other)).expect_err("another genesis");
     assert!(e.to_string().contains("not the one the trust pins"), "{e}");
 
     // Dropping any one entry fails, naming why.
@@ -202,10 +214,7 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
         .await
         .expect("proof");
     let mut t = b.clone();
-    t.entries[3] = pb::ProvenEntry {
-        entry: p.entry,
-        path: p.path,
-    };
+    t.entries[3] = (p.entry.expect("entry"), p.path);
     let e = verify_err(&t);
     assert!(e.contains("belongs to order \"ord-other\""), "{e}");
     // The older map (its proof from the earlier epoch) against the newer checkpoint.
@@ -214,7 +223,7 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     let e = verify_err(&t);
     assert!(e.contains("map proof does not lead to the map root"), "{e}");
     // The older bundle itself verifies, and ends before the ruling.
-    let r_old = verify_bundle(&old, CheckpointKeys::Carried).expect("older bundle verifies");
+    let r_old = verify_unpacked(&old, CheckpointKeys::Carried).expect("older bundle verifies");
     assert_eq!(r_old.history.len(), 11);
     assert_eq!(r_old.disputes[0].resolved_seq, None);
     // The older checkpoint with the newer history: not in its tree.
@@ -225,9 +234,7 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     assert!(e.contains("not in the checkpoint's tree"), "{e}");
     // A changed byte of an entry, a checkpoint without its map line.
     let mut t = b.clone();
-    if let Some(e) = t.entries[2].entry.as_mut() {
-        e.time_ms += 1;
-    }
+    t.entries[2].0.time_ms += 1;
     assert!(verify_err(&t).contains("hash does not match"));
     let mut t = b.clone();
     let line_start = t.checkpoint.find("\nmap ").expect("map line") + 1;
@@ -276,9 +283,10 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     assert_eq!(j["pinned"], true);
     assert_eq!(j["history"].as_array().map(Vec::len), Some(12));
     assert_eq!(j["disputes"][0]["rule"], ruling.rule.as_str());
-    let mut bad = read_bundle(&std::fs::read(&file).expect("read")).expect("decode");
+    let mut bad = unpack(&read_bundle(&std::fs::read(&file).expect("read")).expect("decode"))
+        .expect("unpack");
     bad.entries.remove(5);
-    std::fs::write(&file, bundle_bytes(&bad)).expect("write");
+    std::fs::write(&file, bundle_bytes(&pack(&bad))).expect("write");
     let out = run_cli(&["audit", "verify-bundle", &file_s, "--trust", &trust_s]).await;
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stderr.contains("missing from the bundle"), "{out}");
@@ -292,7 +300,7 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
 }
 
 /// The tree size of a bundle's checkpoint.
-fn client_size(b: &pb::DisputeBundle) -> u64 {
+fn client_size(b: &Unpacked) -> u64 {
     b.checkpoint
         .lines()
         .nth(1)
