@@ -82,6 +82,9 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<pb::DisputeBundle, BundleError> {
     Ok(b)
 }
 
+/// An entry and its inclusion path (leaf to root), spelt out.
+pub type PathedEntry = (pb::LedgerEntry, Vec<Vec<u8>>);
+
 /// A bundle with its inclusion paths spelt out: what [`pack`] stores with
 /// the distinct path hashes given once, and [`unpack`] reads back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,8 +93,8 @@ pub struct Unpacked {
     pub checkpoint: String,
     pub map_proof: Option<pb::OrderMapProof>,
     /// (entry, inclusion path leaf to root).
-    pub entries: Vec<(pb::LedgerEntry, Vec<Vec<u8>>)>,
-    pub supporting: Vec<(pb::LedgerEntry, Vec<Vec<u8>>)>,
+    pub entries: Vec<PathedEntry>,
+    pub supporting: Vec<PathedEntry>,
 }
 
 /// The bundle message of `u`: every path hash stored once, in order of
@@ -99,7 +102,7 @@ pub struct Unpacked {
 pub fn pack(u: &Unpacked) -> pb::DisputeBundle {
     let mut table: Vec<Vec<u8>> = Vec::new();
     let mut index: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
-    let mut proven = |list: &[(pb::LedgerEntry, Vec<Vec<u8>>)]| -> Vec<pb::ProvenEntry> {
+    let mut proven = |list: &[PathedEntry]| -> Vec<pb::ProvenEntry> {
         list.iter()
             .map(|(e, path)| pb::ProvenEntry {
                 entry: Some(e.clone()),
@@ -133,41 +136,40 @@ pub fn pack(u: &Unpacked) -> pb::DisputeBundle {
 pub fn unpack(b: &pb::DisputeBundle) -> Result<Unpacked, BundleError> {
     let mut next = 0usize;
     let mut seen = std::collections::BTreeSet::new();
-    let mut read =
-        |list: &[pb::ProvenEntry]| -> Result<Vec<(pb::LedgerEntry, Vec<Vec<u8>>)>, BundleError> {
-            let mut out = Vec::with_capacity(list.len());
-            for p in list {
-                let e = p
-                    .entry
-                    .clone()
-                    .ok_or_else(|| BundleError("a proven entry holds no entry".into()))?;
-                let mut path = Vec::with_capacity(p.path.len());
-                for &i in &p.path {
-                    let i = i as usize;
-                    let Some(h) = b.path_hashes.get(i) else {
-                        return err(format!(
-                            "entry {}: path hash {i} is not in the bundle's {} path hashes",
-                            e.seq,
-                            b.path_hashes.len()
-                        ));
-                    };
-                    if i == next {
-                        if h.len() != 32 || !seen.insert(h.clone()) {
-                            return err(format!("path hash {i} is not a distinct 32-byte hash"));
-                        }
-                        next += 1;
-                    } else if i > next {
-                        return err(format!(
+    let mut read = |list: &[pb::ProvenEntry]| -> Result<Vec<PathedEntry>, BundleError> {
+        let mut out = Vec::with_capacity(list.len());
+        for p in list {
+            let e = p
+                .entry
+                .clone()
+                .ok_or_else(|| BundleError("a proven entry holds no entry".into()))?;
+            let mut path = Vec::with_capacity(p.path.len());
+            for &i in &p.path {
+                let i = i as usize;
+                let Some(h) = b.path_hashes.get(i) else {
+                    return err(format!(
+                        "entry {}: path hash {i} is not in the bundle's {} path hashes",
+                        e.seq,
+                        b.path_hashes.len()
+                    ));
+                };
+                if i == next {
+                    if h.len() != 32 || !seen.insert(h.clone()) {
+                        return err(format!("path hash {i} is not a distinct 32-byte hash"));
+                    }
+                    next += 1;
+                } else if i > next {
+                    return err(format!(
                         "entry {}: path hash {i} is used before {next} (not in order of first use)",
                         e.seq
                     ));
-                    }
-                    path.push(h.clone());
                 }
-                out.push((e, path));
+                path.push(h.clone());
             }
-            Ok(out)
-        };
+            out.push((e, path));
+        }
+        Ok(out)
+    };
     let entries = read(&b.entries)?;
     let supporting = read(&b.supporting)?;
     if next != b.path_hashes.len() {
@@ -240,11 +242,7 @@ pub struct BundleReport {
 }
 
 /// An entry and its proof of inclusion in the tree of `size` with `root`.
-fn proven(
-    (pe, path): &(pb::LedgerEntry, Vec<Vec<u8>>),
-    size: u64,
-    root: &Hash,
-) -> Result<Entry, BundleError> {
+fn proven((pe, path): &PathedEntry, size: u64, root: &Hash) -> Result<Entry, BundleError> {
     let e = Entry::from_pb(pe).map_err(|m| BundleError(format!("entry {}: {m}", pe.seq)))?;
     if e.compute_hash() != e.hash {
         return err(format!(
