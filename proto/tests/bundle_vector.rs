@@ -21,7 +21,7 @@ fn the_committed_bundle_verifies_against_its_pinned_trust() {
     assert_eq!(r.order_id, "ord-disputed");
     assert_eq!(r.history.len(), 12);
     assert_eq!(r.history[0].command, "RegisterOrder");
-    assert!(r.map_size > 0 && r.map_size % 32 == 0 && r.map_size <= r.size);
+    assert!(r.map_size > 0 && r.map_size.is_multiple_of(32) && r.map_size <= r.size);
     assert_eq!(r.disputes.len(), 1);
     assert!(r.disputes[0].resolved_seq.is_some());
     assert_eq!(r.disputes[0].ruling.rule.as_str(), "custodian_at_incident");
