@@ -104,6 +104,68 @@ pub(super) fn after_entry(
     Ok(())
 }
 
+/// Builds the map from the ledger when the newest epoch's root is missing:
+/// a database written before the order map existed, or a snapshot from such
+/// a replica. Replays every epoch in order (each epoch's root is written),
+/// from an emptied `order_map`, so an interrupted rebuild starts over. O(the
+/// ledger), once; afterwards the state machine keeps the map up to date.
+pub(super) fn catch_up(reader: &LedgerReader) -> Result<(), MapError> {
+    let Some(head) = reader.head()? else {
+        return Ok(());
+    };
+    let newest = map::epoch_at(head.seq + 1);
+    if newest == 0 || root_at(reader, newest)?.is_some() {
+        return Ok(());
+    }
+    tracing::info!(
+        epochs = newest / MAP_EPOCH,
+        "building the order map from the ledger (database older than the map)"
+    );
+    let db: &DB = &reader.db;
+    db.delete_range_cf(
+        cf(db, CF_ORDER_MAP),
+        [0u8].as_slice(),
+        [0xffu8; 2].as_slice(),
+    )
+    .map_err(|e| MapError::Map(format!("clearing the order map: {e}")))?;
+    let mut from = 0;
+    while from < newest {
+        let size = from + MAP_EPOCH;
+        let mut w = PendingWrites::new(reader.db.clone());
+        let overlay = reader.with_overlay(w.overlay());
+        let mut changes: BTreeMap<Hash, OrderHead> = BTreeMap::new();
+        for e in reader.entries(from, MAP_EPOCH as usize)? {
+            if e.seq >= size {
+                break;
+            }
+            if !e.order_id.is_empty() {
+                changes.insert(
+                    map::order_key(&e.order_id),
+                    OrderHead {
+                        seq: e.seq,
+                        hash: e.hash,
+                    },
+                );
+            }
+        }
+        let mut store = Applying {
+            reader: &overlay,
+            w: &mut w,
+            error: None,
+        };
+        let root = map::update(&mut store, &changes);
+        if let Some(e) = store.error.take() {
+            return Err(e.into());
+        }
+        let root = root.map_err(MapError::Map)?;
+        w.put(CF_ORDER_MAP, &map_root_key(size), &root);
+        w.write()
+            .map_err(|e| MapError::Map(format!("writing the order map at {size}: {e}")))?;
+        from = size;
+    }
+    Ok(())
+}
+
 impl LedgerReader {
     /// The order map root at map size `size` (a multiple of `MAP_EPOCH`, > 0).
     pub fn map_root(&self, size: u64) -> Result<Option<Hash>, ReadError> {
@@ -308,5 +370,88 @@ mod tests {
             map::verify(&snap.proof, &map::order_key("never"), &root).unwrap(),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod catch_up_tests {
+    use super::*;
+    use crate::storage::keys::{u64_key, CF_LEDGER};
+    use crate::storage::open;
+    use arbor_proto::ledger::Entry;
+    use prost::Message;
+
+    /// A ledger written without the map gets it, epoch by epoch, equal to
+    /// the map the state machine would have kept.
+    #[test]
+    fn a_ledger_without_the_map_gets_it_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let mut head = None;
+        let mut reference = BTreeMap::new();
+        let mut roots = Vec::new();
+        let mut changes = BTreeMap::new();
+        for seq in 0..100u64 {
+            let order = if seq % 3 == 0 {
+                String::new()
+            } else {
+                format!("o-{}", seq % 7)
+            };
+            let e = Entry::next(
+                head.as_ref(),
+                seq,
+                vec![1],
+                true,
+                "accepted".into(),
+                String::new(),
+                order.clone(),
+                0,
+            );
+            sm.db
+                .put_cf(
+                    cf(&sm.db, CF_LEDGER),
+                    u64_key(seq),
+                    e.to_pb().encode_to_vec(),
+                )
+                .unwrap();
+            if !order.is_empty() {
+                changes.insert(map::order_key(&order), OrderHead { seq, hash: e.hash });
+            }
+            if (seq + 1) % MAP_EPOCH == 0 {
+                roots.push((
+                    seq + 1,
+                    map::update(&mut reference, &std::mem::take(&mut changes)).unwrap(),
+                ));
+            }
+            head = Some(e.head());
+        }
+        sm.db
+            .put_cf(
+                cf(&sm.db, CF_SM_META),
+                KEY_HEAD,
+                serde_json::to_vec(&head.unwrap()).unwrap(),
+            )
+            .unwrap();
+        // A stray node from some older state is cleared first.
+        sm.db
+            .put_cf(cf(&sm.db, CF_ORDER_MAP), map_node_key(&[0, 0]), [9u8; 3])
+            .unwrap();
+        catch_up(&sm.reader()).unwrap();
+        for (size, root) in &roots {
+            assert_eq!(
+                sm.reader().map_root(*size).unwrap(),
+                Some(*root),
+                "size {size}"
+            );
+        }
+        let snap = sm.reader().order_map_proof("o-1").unwrap();
+        assert_eq!(snap.map_size, 96);
+        assert!(
+            map::verify(&snap.proof, &map::order_key("o-1"), &roots[2].1)
+                .unwrap()
+                .is_some()
+        );
+        // Nothing to do the second time.
+        catch_up(&sm.reader()).unwrap();
     }
 }

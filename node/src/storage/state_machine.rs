@@ -69,6 +69,7 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Self {
         let reader = LedgerReader::new(db.clone());
+        catch_up_order_map(&reader);
         let next_seq = next_seq(&reader);
         StateMachineStore {
             reader,
@@ -277,6 +278,15 @@ fn put_effect(w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
     }
 }
 
+/// Builds the order map if the database predates it (see
+/// `order_map::catch_up`); a failure is logged, and checkpoints then say
+/// the map is missing.
+fn catch_up_order_map(reader: &LedgerReader) {
+    if let Err(e) = super::order_map::catch_up(reader) {
+        tracing::error!(error = %e, "cannot build the order map from the ledger");
+    }
+}
+
 /// The sequence number after the applied head (0 before genesis; 0 too if
 /// the head cannot be read, which only delays watchers until the next entry).
 fn next_seq(reader: &LedgerReader) -> u64 {
@@ -352,6 +362,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
         snapshot::install(self, meta, snapshot.into_inner())?;
+        catch_up_order_map(&self.reader);
         self.publish_head();
         Ok(())
     }
