@@ -43,6 +43,24 @@ pub trait Commands: sealed::Sealed {
             role: role as i32,
             kind: kind as i32,
             public_key: public_key.to_vec(),
+            channel_names: Vec::new(),
+        }))
+    }
+
+    /// An operator command enrolling a channel whose orders' external
+    /// references may use the given channel names (none: its own party id).
+    fn enroll_channel(
+        &self,
+        party_id: &str,
+        public_key: &[u8],
+        channel_names: &[String],
+    ) -> pb::SignedCommand {
+        self.signer().sign(Body::EnrollParty(pb::EnrollParty {
+            party_id: party_id.to_string(),
+            role: pb::Role::Channel as i32,
+            kind: pb::NodeKind::Unspecified as i32,
+            public_key: public_key.to_vec(),
+            channel_names: channel_names.to_vec(),
         }))
     }
 

@@ -216,6 +216,7 @@ async fn enroll_replicas(
                 role: pb::Role::Replica as i32,
                 kind: pb::NodeKind::Unspecified as i32,
                 public_key: n.identity.public_key().to_vec(),
+                channel_names: Vec::new(),
             })),
         };
         let reply = client

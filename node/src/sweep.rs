@@ -10,9 +10,9 @@
 //! it only if the lease has run out by the entry's time, so a sweep racing
 //! another command on the same order is harmless (`not_lapsed`).
 //!
-//! The scan reads every order (JSON) once per tick: fine for the ledgers this
-//! version targets; an index by lease deadline would make it proportional to
-//! the lapses instead.
+//! It reads the state machine's lease index (orders under a lease by
+//! deadline, `storage::leases`) up to the current time, so a tick costs in
+//! proportion to the leases that ran out, not to the orders in the ledger.
 
 use std::time::Duration;
 
@@ -67,8 +67,8 @@ async fn sweep(raft: &Raft, reader: &LedgerReader, id: &ReplicaIdentity) -> Resu
         .map(|c| c.cluster_id)
         .ok_or("no genesis yet")?;
     let now = now_ms();
-    let (lapsed, _) = reader
-        .scan_orders("", PER_TICK, usize::MAX, |o| o.lease_lapsed(now))
+    let lapsed = reader
+        .lapsed_leases(now, PER_TICK)
         .map_err(|e| e.to_string())?;
     for order in lapsed {
         let cmd = pb::Command {

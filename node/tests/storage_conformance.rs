@@ -82,6 +82,12 @@ fn enroll(party_id: &str, k: u8, role: pb::Role, kind: pb::NodeKind) -> Body {
         role: role as i32,
         kind: kind as i32,
         public_key: public(k),
+        // The channel "shop" registers the references of its web store.
+        channel_names: if role == pb::Role::Channel {
+            vec!["web".into()]
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -255,7 +261,76 @@ fn dump(r: &LedgerReader) -> String {
         out += &format!("{:?}\n", r.party_by_key(&public(k)).unwrap());
     }
     out += &format!("{:?}\n", r.order_by_ref("web", "1001").unwrap());
+    out += &format!("leased {:?}\n", leased(r));
     out
+}
+
+/// The ids of every order under a lease, from the lease index.
+fn leased(r: &LedgerReader) -> Vec<String> {
+    leased_at(r, u64::MAX)
+}
+
+/// The lease index holds exactly the leased orders, by deadline, through
+/// claims, releases and reclaims; a database without it (written before it
+/// existed) has it built when opened.
+#[test]
+fn the_lease_index_follows_the_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, sm) = open(&dir);
+    let (_, mut index) = apply_script(&sm);
+    let r = sm.reader();
+    let o = r.order("o-1").unwrap().unwrap();
+    let deadline = o.lease.as_ref().expect("o-1 is claimed").deadline_ms;
+    assert!(r.lapsed_leases(deadline, 10).unwrap().is_empty(), "not yet");
+    assert_eq!(leased_at(&r, deadline + 1), vec!["o-1"]);
+    assert_eq!(leased(&r), vec!["o-1"]);
+
+    let mut apply = |cmd: Vec<u8>, t: u64| {
+        index += 1;
+        sm.apply_entry(&normal(index, cmd, t, false)).unwrap()
+    };
+    // Released: out of the index. Reclaimed later: back, with the new deadline.
+    let release = Body::ReleaseOrder(pb::ReleaseOrder {
+        order_id: "o-1".into(),
+        reason: "out of stock".into(),
+    });
+    apply(signed(3, "store-1", 3, release), 1_010);
+    assert!(leased(&r).is_empty(), "{:?}", leased(&r));
+    apply(signed(4, "store-2", 3, claim("o-1")), 5_000);
+    let again = r.order("o-1").unwrap().unwrap();
+    assert_eq!(again.owner.as_deref(), Some("store-2"));
+    let new_deadline = again.lease.unwrap().deadline_ms;
+    assert!(new_deadline > deadline);
+    assert!(leased_at(&r, deadline + 1).is_empty(), "old deadline gone");
+    assert_eq!(leased_at(&r, new_deadline + 1), vec!["o-1"]);
+    drop((r, sm, _log));
+
+    // Remove the index (as a database of an older version has none): opening
+    // builds it from the orders.
+    {
+        let opts = rocksdb::Options::default();
+        let db =
+            rocksdb::DB::open_cf(&opts, dir.path().join("db"), storage::keys::ALL_CFS).unwrap();
+        let cf = db.cf_handle(storage::keys::CF_LEASES).unwrap();
+        let keys: Vec<_> = db
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .map(|i| i.unwrap().0)
+            .collect();
+        assert_eq!(keys.len(), 2, "the marker and o-1");
+        for k in keys {
+            db.delete_cf(cf, k).unwrap();
+        }
+    }
+    let (_log, sm) = open(&dir);
+    assert_eq!(leased_at(&sm.reader(), new_deadline + 1), vec!["o-1"]);
+}
+
+fn leased_at(r: &LedgerReader, now_ms: u64) -> Vec<String> {
+    r.lapsed_leases(now_ms, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect()
 }
 
 #[test]

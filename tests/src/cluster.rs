@@ -727,9 +727,22 @@ impl TestCluster {
         id
     }
 
+    /// Enrols a channel whose orders' external references use the fixtures'
+    /// marketplace name ([`crate::fixtures::CHANNEL_NAME`]) as well as its own id.
     pub async fn enroll_channel(&self, party_id: &str) -> Signer {
-        self.enroll(party_id, pb::Role::Channel, pb::NodeKind::Unspecified)
+        let id = self.signer(&Identity::generate(party_id));
+        let names = [
+            crate::fixtures::CHANNEL_NAME.to_string(),
+            party_id.to_string(),
+        ];
+        let cmd = self
+            .operator
+            .enroll_channel(party_id, &id.public_key(), &names);
+        self.submitter()
             .await
+            .submit_accepted(&format!("enrol {party_id}"), cmd)
+            .await;
+        id
     }
 
     /// Enrols a store node and publishes [`sample_profile`] for it, so it

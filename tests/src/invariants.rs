@@ -270,6 +270,11 @@ mod tests {
             role: role as i32,
             kind: kind as i32,
             public_key: k.verifying_key().to_bytes().to_vec(),
+            channel_names: if role == pb::Role::Channel {
+                vec![crate::fixtures::CHANNEL_NAME.into()]
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -55,6 +55,10 @@ Example:\n  arbor party enroll --key operator.key --role node --kind store --pub
         /// Kind of fulfilment node; required with --role node, refused otherwise
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
+        /// With --role channel: a channel name its orders' external references may use
+        /// (repeatable) [default: the party id only]
+        #[arg(long = "channel-name", value_name = "NAME")]
+        channel_names: Vec<String>,
         #[command(flatten)]
         new_key: PublicKeyArgs,
     },
@@ -163,6 +167,7 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
             id,
             role,
             kind,
+            channel_names,
             new_key,
         } => {
             let (party_id, public_key) = new_key.resolve(id)?;
@@ -177,8 +182,15 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                 ),
                 (r, None) => (role_pb(r), pb::NodeKind::Unspecified),
             };
+            if !channel_names.is_empty() && role != pb::Role::Channel {
+                bail!("--channel-name applies to --role channel only");
+            }
             let operator = operator_signer(ctx, key).await?;
-            let cmd = operator.enroll_party(&party_id, role, kind, &public_key);
+            let cmd = if channel_names.is_empty() {
+                operator.enroll_party(&party_id, role, kind, &public_key)
+            } else {
+                operator.enroll_channel(&party_id, &public_key, &channel_names)
+            };
             let reply = ctx.client().await?.submit(cmd).await?;
             Ok(submit_reply(ctx.format, &reply))
         }
@@ -203,6 +215,7 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                 "enrolled_seq": p.enrolled_seq,
                 "key_seq": p.key_seq,
                 "revoked": p.revoked,
+                "channel_names": p.channel_names,
             });
             Ok(Reply::new(render(ctx.format, json, || {
                 let mut pairs = vec![("party", p.party_id.clone()), ("role", role_name(p.role))];
@@ -212,6 +225,9 @@ pub async fn run(ctx: &Ctx, cmd: PartyCmd) -> Result<Reply> {
                 pairs.push(("public key", hex::encode(&p.public_key)));
                 pairs.push(("enrolled", format!("seq {}", p.enrolled_seq)));
                 pairs.push(("key set", format!("seq {}", p.key_seq)));
+                if !p.channel_names.is_empty() {
+                    pairs.push(("reference channels", p.channel_names.join(", ")));
+                }
                 if p.revoked {
                     pairs.push(("revoked", "yes: signs nothing until rotated".into()));
                 }

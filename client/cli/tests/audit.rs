@@ -81,6 +81,7 @@ impl Arbor for Ledger {
             enrolled_seq: 11 + i as u64,
             key_seq: 11 + i as u64,
             revoked: false,
+            channel_names: Vec::new(),
         }))
     }
     async fn get_profile(

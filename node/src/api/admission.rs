@@ -290,6 +290,7 @@ mod tests {
             enrolled_seq: 1,
             key_seq: 1,
             revoked: false,
+            channel_names: Vec::new(),
         }
     }
 

@@ -14,7 +14,9 @@ fn refusal_code(kind: RefusalKind) -> Code {
         RefusalKind::Unsigned | RefusalKind::UnknownSigner | RefusalKind::BadSignature => {
             Code::Unauthenticated
         }
-        RefusalKind::WrongRole | RefusalKind::RevokedKey => Code::PermissionDenied,
+        RefusalKind::WrongRole | RefusalKind::RevokedKey | RefusalKind::ForeignReference => {
+            Code::PermissionDenied
+        }
         RefusalKind::NoGenesis => Code::FailedPrecondition,
         // Admitted under a key that changed before commit: sign again.
         RefusalKind::KeyChanged => Code::Aborted,

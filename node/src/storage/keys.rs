@@ -18,6 +18,7 @@
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
 //! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
 //! | `order_map` | `r` + map size, u64 big-endian | the order map root at that size (32 bytes) |
+//! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
 //! comparator, so iterating `raft_log` or `ledger` walks them in order.
@@ -46,6 +47,9 @@ pub const CF_PROFILES: &str = "profiles";
 pub const CF_STATS: &str = "node_stats";
 /// The order map's nodes and its root at each map epoch (`order_map.rs`).
 pub const CF_ORDER_MAP: &str = "order_map";
+/// Orders under a lease by deadline, for the lease sweep (derived from
+/// `orders`, not in snapshots: see `storage::leases`).
+pub const CF_LEASES: &str = "leases";
 
 /// The column families that make up the state machine, i.e. what a snapshot
 /// carries. A snapshot record's tag is `1 +` the index in this list, so the
@@ -64,7 +68,7 @@ pub const STATE_MACHINE_CFS: [&str; 10] = [
 ];
 
 /// Every column family the database is opened with.
-pub const ALL_CFS: [&str; 12] = [
+pub const ALL_CFS: [&str; 13] = [
     CF_LOG,
     CF_RAFT_META,
     CF_LEDGER,
@@ -77,6 +81,7 @@ pub const ALL_CFS: [&str; 12] = [
     CF_PROFILES,
     CF_STATS,
     CF_ORDER_MAP,
+    CF_LEASES,
 ];
 
 // Keys of `raft_meta`.

@@ -32,6 +32,7 @@
 
 mod feed;
 pub mod keys;
+mod leases;
 mod log_store;
 mod order_map;
 mod overlay;
@@ -59,6 +60,12 @@ pub use view::CheckedView;
 pub enum StorageError {
     #[error("cannot create storage directory {path}: {source}")]
     CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot build the lease index of {path}: {source}")]
+    LeaseIndex {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -97,6 +104,10 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
             path: db_path.clone(),
             source,
         })?;
+    leases::ensure_built(&db).map_err(|source| StorageError::LeaseIndex {
+        path: db_path.clone(),
+        source,
+    })?;
     let db = Arc::new(db);
     Ok((
         LogStore::new(db.clone()),

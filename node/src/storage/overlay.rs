@@ -88,7 +88,6 @@ impl PendingWrites {
         self.overlay.set(cf_name, key, Some(value));
     }
 
-    #[allow(dead_code)]
     pub(crate) fn delete(&mut self, cf_name: &'static str, key: &[u8]) {
         self.batch.delete_cf(cf(&self.db, cf_name), key);
         self.overlay.set(cf_name, key, None);

@@ -274,6 +274,36 @@ impl LedgerReader {
         self.get_json(CF_SM_META, KEY_REPLICAS)
     }
 
+    /// Up to `limit` orders whose lease has run out by `now_ms`
+    /// ([`Order::lease_lapsed`]), earliest deadline first, read through the
+    /// lease index: the cost is proportional to the lapsed leases, not to
+    /// the orders.
+    pub fn lapsed_leases(&self, now_ms: u64, limit: usize) -> Result<Vec<Order>, ReadError> {
+        let mut out = Vec::new();
+        let handle = cf(&self.db, keys::CF_LEASES);
+        for item in self.db.iterator_cf(handle, IteratorMode::Start) {
+            let (k, _) = item.map_err(|source| ReadError::Db {
+                cf: keys::CF_LEASES,
+                key: "..".into(),
+                source,
+            })?;
+            if k.as_ref() == super::leases::KEY_BUILT {
+                continue;
+            }
+            let (deadline, order_id) = super::leases::parse_key(&k).ok_or_else(|| {
+                ReadError::corrupt(keys::CF_LEASES, &k, "not deadline || order id")
+            })?;
+            if deadline >= now_ms || out.len() >= limit {
+                break;
+            }
+            match self.order(order_id)? {
+                Some(o) if o.lease_lapsed(now_ms) => out.push(o),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// Orders in id order after `after` (exclusive; "" from the start) that
     /// `keep` selects, up to `limit`, scanning at most `scan_limit` records.
     /// Returns the orders and the id to continue after (None at the end).

@@ -341,6 +341,13 @@ pub(super) fn install(sm: &StateMachineStore, meta: &Meta, bytes: Vec<u8>) -> io
     for (name, k, v) in &parsed.records {
         batch.put_cf(cf(db, name), k, v);
     }
+    // The lease index is derived from the orders, not carried.
+    let orders = parsed
+        .records
+        .iter()
+        .filter(|(name, _, _)| *name == keys::CF_ORDERS)
+        .map(|(_, k, v)| (*k, *v));
+    super::leases::rebuild_into(db, &mut batch, orders)?;
     let meta_cf = cf(db, CF_SM_META);
     match &meta.last_log_id {
         Some(id) => batch.put_cf(meta_cf, KEY_LAST_APPLIED, serde_json::to_vec(id)?),

@@ -44,6 +44,7 @@ use serde::Serialize;
 
 use super::feed::{AppliedHead, HeadPublisher};
 use super::keys::*;
+use super::leases;
 use super::overlay::PendingWrites;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
 use super::CheckedView;
@@ -195,7 +196,7 @@ fn apply_request(
         d.order_prev_seq,
     );
     for effect in d.effects {
-        put_effect(w, effect)?;
+        put_effect(reader, w, effect)?;
     }
     w.put(CF_COMMANDS, &id, &u64_key(seq));
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
@@ -252,13 +253,27 @@ fn put_json(
 
 /// Writes one effect of a decision, as `MemState::put` does. The one place
 /// that maps an effect to records.
-fn put_effect(w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
+fn put_effect(reader: &LedgerReader, w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
     match effect {
         Effect::PutParty(p) => {
             w.put(CF_PARTY_KEYS, &p.public_key, p.party_id.as_bytes());
             put_json(w, CF_PARTIES, p.party_id.as_bytes(), &p)
         }
-        Effect::PutOrder(o) => put_json(w, CF_ORDERS, o.order_id.as_bytes(), &o),
+        Effect::PutOrder(o) => {
+            // The lease index follows the order (its previous version read
+            // through the overlay, so earlier entries of this batch count).
+            let old = reader
+                .order(&o.order_id)
+                .map_err(|e| io_err(format_args!("read order {}", o.order_id), e))?;
+            let (delete, put) = leases::index_writes(old.as_ref(), &o);
+            if let Some(k) = delete {
+                w.delete(CF_LEASES, &k);
+            }
+            if let Some(k) = put {
+                w.put(CF_LEASES, &k, &[]);
+            }
+            put_json(w, CF_ORDERS, o.order_id.as_bytes(), &o)
+        }
         Effect::PutRef {
             channel,
             external_id,

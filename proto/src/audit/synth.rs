@@ -207,6 +207,12 @@ impl Synth {
                     role: *role as i32,
                     kind: *kind as i32,
                     public_key: pk.to_vec(),
+                    // The channel "shop" sells on the marketplace "meituan".
+                    channel_names: if *role == pb::Role::Channel {
+                        vec!["meituan".into()]
+                    } else {
+                        Vec::new()
+                    },
                 }),
             ),
             Op::Register { order, ext } => (
@@ -402,3 +408,27 @@ fn register(order: u64, ext: u64) -> pb::RegisterOrder {
 }
 
 const REGION: &str = "cn-sh";
+
+/// An ed25519 point with two 32-byte encodings: its canonical one and a
+/// second, non-canonical one (`y + p`, which RFC 8032 §5.1.3 calls invalid
+/// but lenient decoders accept). Only points with `y < 19` have such a twin;
+/// this is the first of them that is not of small order. Tests use it to try
+/// enrolling "another" key that is the same point as an enrolled one.
+pub fn non_canonical_twin() -> ([u8; 32], [u8; 32]) {
+    for y in 2u8..19 {
+        let mut canonical = [0u8; 32];
+        canonical[0] = y;
+        let Ok(k) = ed25519_dalek::VerifyingKey::from_bytes(&canonical) else {
+            continue;
+        };
+        if k.is_weak() {
+            continue;
+        }
+        // p = 2^255 - 19, little-endian: ed ff .. ff 7f; y + p fits since y < 19.
+        let mut twin = [0xffu8; 32];
+        twin[0] = 0xed + y;
+        twin[31] = 0x7f;
+        return (canonical, twin);
+    }
+    unreachable!("some y < 19 gives a point of large order")
+}

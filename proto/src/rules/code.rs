@@ -199,6 +199,7 @@ names! {
         BadSignature = "bad_signature",
         NoGenesis = "no_genesis",
         GenesisNotAllowed = "genesis_not_allowed",
+        ForeignReference = "foreign_reference",
     }
 }
 
@@ -350,6 +351,7 @@ mod tests {
             (RefusalKind::BadSignature, "bad_signature"),
             (RefusalKind::NoGenesis, "no_genesis"),
             (RefusalKind::GenesisNotAllowed, "genesis_not_allowed"),
+            (RefusalKind::ForeignReference, "foreign_reference"),
         ];
         check(codes, Code::ALL, Code::as_str, Code::parse);
         check(rules, Rule::ALL, Rule::as_str, Rule::parse);

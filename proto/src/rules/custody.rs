@@ -290,6 +290,11 @@ mod tests {
                         role: role as i32,
                         kind: kind as i32,
                         public_key: k.verifying_key().to_bytes().to_vec(),
+                        channel_names: if role == pb::Role::Channel {
+                            vec!["meituan".into()]
+                        } else {
+                            Vec::new()
+                        },
                     }),
                 );
                 assert!(e.accepted, "{e:?}");

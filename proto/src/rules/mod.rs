@@ -147,6 +147,12 @@ pub enum Refusal {
     NoGenesis,
     #[error("genesis can only be the first entry and is never submitted by a client")]
     GenesisNotAllowed,
+    #[error("channel {party:?} may not register external references under channel {channel:?}; its enrolment allows: {allowed}")]
+    ForeignReference {
+        party: String,
+        channel: String,
+        allowed: String,
+    },
 }
 
 impl Refusal {
@@ -162,6 +168,7 @@ impl Refusal {
             Refusal::BadSignature(_) => RefusalKind::BadSignature,
             Refusal::NoGenesis => RefusalKind::NoGenesis,
             Refusal::GenesisNotAllowed => RefusalKind::GenesisNotAllowed,
+            Refusal::ForeignReference { .. } => RefusalKind::ForeignReference,
         }
     }
 
@@ -328,6 +335,19 @@ pub fn authorize(
                     .map(|r| role_name(*r))
                     .collect::<Vec<_>>()
                     .join(" or "),
+            });
+        }
+    }
+    if let Some(pb::command::Body::RegisterOrder(r)) = &a.command.body {
+        if let Some(x) = r
+            .external_refs
+            .iter()
+            .find(|x| !party.may_use_channel(&x.channel))
+        {
+            return Err(Refusal::ForeignReference {
+                party: party.party_id.clone(),
+                channel: x.channel.clone(),
+                allowed: party.reference_channels().collect::<Vec<_>>().join(", "),
             });
         }
     }

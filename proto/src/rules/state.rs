@@ -22,6 +22,10 @@ pub struct Party {
     /// The key was revoked: nothing it signs is admitted until a rotation.
     #[serde(default)]
     pub revoked: bool,
+    /// A channel's names for external references, as enrolled (empty: its
+    /// own party id). See [`Party::may_use_channel`].
+    #[serde(default)]
+    pub channel_names: Vec<String>,
 }
 
 impl Party {
@@ -34,7 +38,27 @@ impl Party {
             enrolled_seq: self.enrolled_seq,
             revoked: self.revoked,
             key_seq: self.key_seq,
+            channel_names: if self.role == pb::Role::Channel as i32 {
+                self.reference_channels().map(str::to_string).collect()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// The channel names this party may register external references under:
+    /// those its enrolment named, or its own party id when it named none.
+    pub fn reference_channels(&self) -> impl Iterator<Item = &str> {
+        let own = self
+            .channel_names
+            .is_empty()
+            .then_some(self.party_id.as_str());
+        self.channel_names.iter().map(String::as_str).chain(own)
+    }
+
+    /// Whether this party may register an external reference under `channel`.
+    pub fn may_use_channel(&self, channel: &str) -> bool {
+        self.reference_channels().any(|c| c == channel)
     }
 }
 

@@ -36,9 +36,18 @@ fn check_public_key(bytes: &[u8]) -> Result<(), Refusal> {
     let key: [u8; 32] = bytes
         .try_into()
         .map_err(|_| bad(format!("public key is {} bytes, expected 32", bytes.len())))?;
-    let key = ed25519_dalek::VerifyingKey::from_bytes(&key)
+    let point = ed25519_dalek::VerifyingKey::from_bytes(&key)
         .map_err(|_| bad("public key is not a valid ed25519 point"))?;
-    if key.is_weak() {
+    // RFC 8032 §5.1.3: an encoding whose y is not reduced mod p (or that sets
+    // the sign bit of x = 0) is invalid. The decoder accepts it, so a party
+    // could enrol a second spelling of a key another party holds: compare the
+    // bytes with the point's one canonical encoding.
+    if point.to_edwards().compress().to_bytes() != key {
+        return Err(bad(
+            "public key is not canonically encoded (RFC 8032 5.1.3): the same point has another, canonical encoding",
+        ));
+    }
+    if point.is_weak() {
         return Err(bad("public key is a weak (small-order) ed25519 key"));
     }
     Ok(())
@@ -142,6 +151,20 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 (pb::Role::Node, _) => {}
                 (_, pb::NodeKind::Unspecified) => {}
                 (_, _) => return Err(bad("only node parties have a kind")),
+            }
+            if !e.channel_names.is_empty() && role != pb::Role::Channel {
+                return Err(bad("only channel parties name reference channels"));
+            }
+            if e.channel_names.len() > MAX_REFS {
+                return Err(bad(format!(
+                    "a channel names more than {MAX_REFS} reference channels"
+                )));
+            }
+            for (i, c) in e.channel_names.iter().enumerate() {
+                check_id("reference channel name", c)?;
+                if e.channel_names[..i].contains(c) {
+                    return Err(bad(format!("reference channel {c} is listed twice")));
+                }
             }
             check_public_key(&e.public_key)
         }

@@ -452,6 +452,28 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
         vec!["external reference"],
     ));
     cases.push((
+        "foreign reference: the channel registers another channel's reference",
+        order_with(&|o| {
+            o.external_refs = vec![pb::ExternalRef {
+                channel: "jd".into(),
+                external_id: "x-2011".into(),
+            }]
+        }),
+        Code::PermissionDenied,
+        vec!["shop", "\"jd\"", "foreign_reference"],
+    ));
+    cases.push((
+        "malformed enrolment: a second, non-canonical encoding of a key",
+        c.operator().enroll_party(
+            "twin",
+            pb::Role::Auditor,
+            pb::NodeKind::Unspecified,
+            &arbor_proto::audit::synth::non_canonical_twin().1,
+        ),
+        Code::InvalidArgument,
+        vec!["canonically encoded"],
+    ));
+    cases.push((
         "malformed order: currency",
         order_with(&|o| o.currency = "yuan".into()),
         Code::InvalidArgument,

@@ -56,6 +56,9 @@ async fn newcomer_path_with_the_dev_cluster() {
         "shop",
         "--role",
         "channel",
+        // Its orders carry references of the marketplace "meituan".
+        "--channel-name",
+        "meituan",
         "--public-key-file",
         &key("shop"),
     ])

@@ -93,11 +93,10 @@ async fn writes_through_a_follower_succeed() {
     let enrolled = sub
         .submit_accepted(
             "enrol through a follower",
-            c.operator().enroll_party(
+            c.operator().enroll_channel(
                 "shop",
-                pb::Role::Channel,
-                pb::NodeKind::Unspecified,
                 &channel.public_key(),
+                &[arbor_tests::fixtures::CHANNEL_NAME.to_string()],
             ),
         )
         .await;

@@ -70,6 +70,7 @@ fn appends(term: u64, node: u64) -> Vec<pb::RaftPayload> {
             role: pb::Role::Operator as i32,
             kind: pb::NodeKind::Unspecified as i32,
             public_key: vec![7; 32],
+            channel_names: Vec::new(),
         })),
     };
     let signed = pb::SignedCommand {

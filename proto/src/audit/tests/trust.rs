@@ -120,6 +120,7 @@ fn one_operator_enrolling_its_own_replica_quorum_fails() {
                 role: pb::Role::Replica as i32,
                 kind: 0,
                 public_key: k.verifying_key().to_bytes().to_vec(),
+                channel_names: Vec::new(),
             }),
         ));
     }
@@ -315,6 +316,7 @@ fn replica_key_changes_count_only_when_a_trusted_checkpoint_covers_them() {
             role: pb::Role::Replica as i32,
             kind: 0,
             public_key: added.verifying_key().to_bytes().to_vec(),
+            channel_names: Vec::new(),
         }),
     ));
     cmds.push(signed(

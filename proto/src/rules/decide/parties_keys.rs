@@ -21,6 +21,7 @@ pub(super) fn genesis(g: &pb::Genesis, seq: u64) -> Decision {
                 enrolled_seq: seq,
                 key_seq: seq,
                 revoked: false,
+                channel_names: Vec::new(),
             })
         })
         .collect();
@@ -78,6 +79,7 @@ pub(super) fn enroll(view: &impl StateView, e: &pb::EnrollParty, seq: u64) -> De
         enrolled_seq: seq,
         key_seq: seq,
         revoked: false,
+        channel_names: e.channel_names.clone(),
     })];
     if e.role == pb::Role::Operator as i32 {
         let mut config = view.config().unwrap_or_default();

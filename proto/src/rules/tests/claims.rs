@@ -163,6 +163,7 @@ fn record_lapse_is_accepted_only_for_a_lapsed_lease_and_only_from_a_replica() {
                 role: pb::Role::Replica as i32,
                 kind: 0,
                 public_key: rk.verifying_key().to_bytes().to_vec(),
+                channel_names: Vec::new(),
             }),
         )
         .accepted

@@ -17,6 +17,7 @@ impl World {
                     role: pb::Role::Auditor as i32,
                     kind: 0,
                     public_key: k.verifying_key().to_bytes().to_vec(),
+                    channel_names: Vec::new(),
                 }),
             );
             assert!(e.accepted);

@@ -108,3 +108,61 @@ fn rotated_and_revoked_keys() {
     assert!(e.accepted);
     assert_eq!(w.s.config.as_ref().unwrap().active_operators, 1);
 }
+
+/// A second, non-canonical encoding of an enrolled key is one key, not two:
+/// refused at enrolment, rotation and genesis, nothing appended.
+#[test]
+fn non_canonical_key_encodings_are_refused() {
+    let (canonical, twin) = crate::audit::synth::non_canonical_twin();
+    let a = ed25519_dalek::VerifyingKey::from_bytes(&canonical).unwrap();
+    let b = ed25519_dalek::VerifyingKey::from_bytes(&twin).unwrap();
+    assert_eq!(a.to_edwards(), b.to_edwards(), "the twin is the same point");
+    assert_ne!(canonical, twin);
+
+    let mut w = World::new(1);
+    let enrol = |id: &str, pk: &[u8; 32]| {
+        Body::EnrollParty(pb::EnrollParty {
+            party_id: id.into(),
+            role: pb::Role::Auditor as i32,
+            kind: 0,
+            public_key: pk.to_vec(),
+            channel_names: Vec::new(),
+        })
+    };
+    assert!(w.operator(30, enrol("aud-1", &canonical)).accepted);
+    let n = w.s.entries.len();
+    for body in [
+        enrol("aud-2", &twin),
+        Body::RotateKey(pb::RotateKey {
+            party_id: "n0".into(),
+            public_key: twin.to_vec(),
+        }),
+    ] {
+        let bytes = signed(&w.op, "ops", 31, body);
+        match w.s.apply(&bytes, 31, false) {
+            Applied::Refused(r) => {
+                assert_eq!(r.kind(), RefusalKind::Malformed, "{r}");
+                assert!(r.to_string().contains("canonically encoded"), "{r}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(w.s.entries.len(), n, "nothing appended");
+    assert!(!w.s.parties.contains_key("aud-2"));
+
+    // Genesis too: validated like any command.
+    let cmd = pb::Command {
+        nonce: 0,
+        body: Some(Body::Genesis(pb::Genesis {
+            cluster_id: "test".into(),
+            lease_grace_ms: 0,
+            members: Vec::new(),
+            operators: vec![pb::GenesisOperator {
+                party_id: "ops".into(),
+                public_key: twin.to_vec(),
+            }],
+        })),
+    };
+    let err = crate::rules::validate_command(&cmd).unwrap_err();
+    assert!(err.to_string().contains("canonically encoded"), "{err}");
+}

@@ -181,6 +181,7 @@ fn only_operators_change_the_membership() {
                 role: pb::Role::Channel as i32,
                 kind: 0,
                 public_key: ch.verifying_key().to_bytes().to_vec(),
+                channel_names: vec!["meituan".into()],
             }),
         )
         .accepted
@@ -193,6 +194,7 @@ fn only_operators_change_the_membership() {
                 role: pb::Role::Node as i32,
                 kind: pb::NodeKind::Store as i32,
                 public_key: n.verifying_key().to_bytes().to_vec(),
+                channel_names: Vec::new(),
             }),
         )
         .accepted

@@ -103,6 +103,12 @@ fn enroll(
             role: role as i32,
             kind: kind as i32,
             public_key: k.verifying_key().to_bytes().to_vec(),
+            // The test channel "shop" sells on the marketplace "meituan".
+            channel_names: if role == pb::Role::Channel {
+                vec!["meituan".into()]
+            } else {
+                Vec::new()
+            },
         }),
     )
 }

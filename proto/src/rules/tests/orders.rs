@@ -89,6 +89,7 @@ fn price_amendments_bump_the_version_and_stale_quotes_are_rejected() {
             role: pb::Role::Channel as i32,
             kind: 0,
             public_key: other.verifying_key().to_bytes().to_vec(),
+            channel_names: Vec::new(),
         }),
     );
     let bytes = signed(&other, "jd", 1, amend(2, 1));
@@ -97,4 +98,79 @@ fn price_amendments_bump_the_version_and_stale_quotes_are_rejected() {
         Code::NotOrderChannel,
         "registered by channel shop",
     );
+}
+
+/// A channel registers external references only under the channel names its
+/// enrolment allows (its own id when it named none): another channel's
+/// reference is refused, nothing appended.
+#[test]
+fn a_channel_registers_references_only_under_its_own_names() {
+    let mut w = World::new(0);
+    let jd = key(61);
+    let e = w.operator(
+        20,
+        Body::EnrollParty(pb::EnrollParty {
+            party_id: "jd".into(),
+            role: pb::Role::Channel as i32,
+            kind: 0,
+            public_key: jd.verifying_key().to_bytes().to_vec(),
+            channel_names: Vec::new(),
+        }),
+    );
+    assert!(e.accepted, "{e:?}");
+    assert_eq!(w.s.parties["jd"].to_pb().channel_names, vec!["jd"]);
+    assert_eq!(w.s.parties["shop"].to_pb().channel_names, vec!["meituan"]);
+    let with_ref = |id: &str, channel: &str| {
+        let mut o = order(id, "x-2011", 500);
+        o.external_refs[0].channel = channel.into();
+        Body::RegisterOrder(o)
+    };
+    let n = w.s.entries.len();
+    // "shop" (allowed: meituan) takes jd's reference; jd takes meituan's.
+    for (k, signer, body) in [
+        (&w.ch, "shop", with_ref("o1", "jd")),
+        (&jd, "jd", with_ref("o2", "meituan")),
+        (&w.ch, "shop", with_ref("o3", "shop")),
+    ] {
+        match w.s.apply(&signed(k, signer, 9, body), 21, false) {
+            Applied::Refused(r) => {
+                assert_eq!(r.kind(), RefusalKind::ForeignReference, "{r}");
+                assert!(r.to_string().contains(signer), "{r}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(w.s.entries.len(), n, "nothing appended");
+    assert!(w.s.orders.is_empty());
+    // Under its own names both register.
+    let e = appended(w.s.apply(&signed(&jd, "jd", 10, with_ref("o2", "jd")), 22, false));
+    assert!(e.accepted, "{e:?}");
+    w.register_with(
+        match with_ref("o1", "meituan") {
+            Body::RegisterOrder(o) => o,
+            _ => unreachable!(),
+        },
+        23,
+    );
+
+    // Only a channel names reference channels, each once.
+    let bad = |role: pb::Role, names: &[&str]| pb::Command {
+        nonce: 1,
+        body: Some(Body::EnrollParty(pb::EnrollParty {
+            party_id: "x".into(),
+            role: role as i32,
+            kind: if role == pb::Role::Node { 1 } else { 0 },
+            public_key: key(62).verifying_key().to_bytes().to_vec(),
+            channel_names: names.iter().map(|s| s.to_string()).collect(),
+        })),
+    };
+    for (cmd, why) in [
+        (bad(pb::Role::Node, &["jd"]), "only channel parties"),
+        (bad(pb::Role::Channel, &["jd", "jd"]), "listed twice"),
+        (bad(pb::Role::Channel, &["j d"]), "contains"),
+    ] {
+        let err = crate::rules::validate_command(&cmd).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    assert!(crate::rules::validate_command(&bad(pb::Role::Channel, &["jd", "jd.com"])).is_ok());
 }

@@ -15,6 +15,7 @@ fn the_profile_in_force_gates_every_claim() {
             role: pb::Role::Node as i32,
             kind: pb::NodeKind::Store as i32,
             public_key: k.verifying_key().to_bytes().to_vec(),
+            channel_names: Vec::new(),
         }),
     );
     assert!(e.accepted);

@@ -61,6 +61,7 @@ fn refusals_append_nothing() {
                     role: 3,
                     kind: 0,
                     public_key: vec![1; 32],
+                    channel_names: Vec::new(),
                 }),
             ),
             RefusalKind::Malformed,

@@ -1,0 +1,139 @@
+//! The lease index: every order under a lease, by lease deadline.
+//!
+//! The leader's lease sweep (`crate::sweep`) asks which leases have run out.
+//! Reading every order for that costs O(orders) per tick, so the state
+//! machine keeps an index, `leases`: key `u64be(deadline_ms) || order id`,
+//! empty value, one record for each order whose status holds a lease
+//! (`claimed`, `picked`, `packed`) — exactly the orders
+//! [`Order::lease_lapsed`] can select. The sweep walks it from the start to
+//! the current time, so its cost is proportional to the leases that ran
+//! out, not to the ledger.
+//!
+//! The index is derived state: it is written in the same atomic batch as
+//! the order ([`index_writes`] from the state machine's one effect writer),
+//! it is not part of a snapshot (installing one rebuilds it from the
+//! snapshot's orders, in the same batch), and a database written before the
+//! index existed has it built once when it is opened ([`ensure_built`]; the
+//! empty key marks it built).
+
+use std::io;
+
+use arbor_proto::rules::Order;
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
+
+use super::keys::{CF_LEASES, CF_ORDERS};
+use super::{cf, io_err};
+
+/// Marks the index as built (sorts before every lease key).
+pub(crate) const KEY_BUILT: &[u8] = b"";
+
+/// The index key of an order, `None` when it holds no lease.
+pub(crate) fn lease_key(o: &Order) -> Option<Vec<u8>> {
+    if !o.status.is_leased() {
+        return None;
+    }
+    let lease = o.lease.as_ref()?;
+    let mut k = Vec::with_capacity(8 + o.order_id.len());
+    k.extend_from_slice(&lease.deadline_ms.to_be_bytes());
+    k.extend_from_slice(o.order_id.as_bytes());
+    Some(k)
+}
+
+/// The index key to delete and the one to put when `old` (the order as it
+/// was, if it existed) becomes `new`; both `None` when the key is unchanged.
+pub(crate) fn index_writes(old: Option<&Order>, new: &Order) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let before = old.and_then(lease_key);
+    let after = lease_key(new);
+    if before == after {
+        (None, None)
+    } else {
+        (before, after)
+    }
+}
+
+/// Splits an index key into deadline and order id.
+pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, &str)> {
+    let (deadline, id) = k.split_first_chunk::<8>()?;
+    let id = std::str::from_utf8(id).ok().filter(|s| !s.is_empty())?;
+    Some((u64::from_be_bytes(*deadline), id))
+}
+
+/// Adds to `batch` the clearing of the index.
+fn clear_into(db: &DB, batch: &mut WriteBatch) -> io::Result<()> {
+    let handle = cf(db, CF_LEASES);
+    if let Some(item) = db.iterator_cf(handle, IteratorMode::End).next() {
+        let (last, _) = item.map_err(|e| io_err("read the lease index", e))?;
+        batch.delete_range_cf(handle, &[][..], &last[..]);
+        batch.delete_cf(handle, &last);
+    }
+    Ok(())
+}
+
+/// Adds to `batch` the index record of one encoded order record, if leased.
+fn put_order_record(db: &DB, batch: &mut WriteBatch, k: &[u8], v: &[u8]) -> io::Result<bool> {
+    let o: Order = serde_json::from_slice(v).map_err(|e| {
+        io_err(
+            format_args!("decode order {}", String::from_utf8_lossy(k)),
+            e,
+        )
+    })?;
+    match lease_key(&o) {
+        Some(key) => {
+            batch.put_cf(cf(db, CF_LEASES), key, []);
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Adds to `batch` the replacement of the index by one built from `orders`
+/// (encoded order records: a snapshot being installed) and the built marker.
+pub(crate) fn rebuild_into<'a>(
+    db: &DB,
+    batch: &mut WriteBatch,
+    orders: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> io::Result<usize> {
+    clear_into(db, batch)?;
+    let mut n = 0;
+    for (k, v) in orders {
+        n += usize::from(put_order_record(db, batch, k, v)?);
+    }
+    batch.put_cf(cf(db, CF_LEASES), KEY_BUILT, []);
+    Ok(n)
+}
+
+/// Builds the index from the orders if this database has none yet (written
+/// by a version without it), streaming the orders in bounded batches; the
+/// marker is written last, so an interrupted build starts over.
+pub(crate) fn ensure_built(db: &DB) -> io::Result<()> {
+    let built = db
+        .get_cf(cf(db, CF_LEASES), KEY_BUILT)
+        .map_err(|e| io_err("read the lease index", e))?
+        .is_some();
+    if built {
+        return Ok(());
+    }
+    let write = |batch: WriteBatch| {
+        db.write(batch)
+            .map_err(|e| io_err("write the lease index", e))
+    };
+    let mut batch = WriteBatch::default();
+    clear_into(db, &mut batch)?;
+    let (mut n, mut pending) = (0usize, 0usize);
+    for item in db.iterator_cf(cf(db, CF_ORDERS), IteratorMode::Start) {
+        let (k, v) = item.map_err(|e| io_err("read orders for the lease index", e))?;
+        n += usize::from(put_order_record(db, &mut batch, &k, &v)?);
+        pending += 1;
+        if pending == 10_000 {
+            write(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    batch.put_cf(cf(db, CF_LEASES), KEY_BUILT, []);
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)
+        .map_err(|e| io_err("write the lease index", e))?;
+    tracing::info!(leases = n, "lease index built");
+    Ok(())
+}
