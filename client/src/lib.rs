@@ -9,6 +9,7 @@
 //!   (retries with backoff, follows leader hints, resends identical bytes).
 //! - [`watch`]: [`Client::watch`], the live entry feed that resumes on
 //!   another replica after a disconnect, never missing or repeating an entry.
+//! - [`bundle`]: [`Client::dispute_bundle`], one order's proven history for a dispute.
 //! - [`audit`]: checkpoints, Merkle proofs and exports, and the checks that
 //!   never trust the replica that answered.
 //! - Disputes: [`Commands::open_dispute`], [`Client::preview_ruling`] (the
@@ -40,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod bundle;
 mod client;
 mod commands;
 mod endpoints;

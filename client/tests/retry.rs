@@ -163,6 +163,12 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::ConsistencyProofReply>, Status> {
         Err(Status::unimplemented("mock"))
     }
+    async fn get_order_map_proof(
+        &self,
+        _: Request<pb::OrderMapProofRequest>,
+    ) -> Result<Response<pb::OrderMapProofReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn get_replica_identity(
         &self,
         _: Request<pb::ReplicaIdentityRequest>,

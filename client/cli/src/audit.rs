@@ -252,6 +252,8 @@ Example:\n  cargo run --release -p arbor-cli --bin arbor -- audit bench-verify -
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
     },
+    #[command(flatten)]
+    Bundle(super::audit_bundle::BundleCmd),
 }
 
 pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<Reply> {
@@ -290,6 +292,7 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<Reply> {
             runs,
             threads,
         } => bench(ctx, entries, runs, threads),
+        AuditCmd::Bundle(c) => super::audit_bundle::run(ctx, c).await,
     }
 }
 

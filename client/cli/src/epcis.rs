@@ -45,6 +45,8 @@ pub struct EpcisArgs {
     /// File to write the JSON-LD document to (must not exist; `-` for standard output)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub trust: crate::audit::TrustArg,
 }
 
 /// Entries of a range read at most (a range is fetched in full before writing).
@@ -74,7 +76,12 @@ pub async fn run(ctx: &Ctx, a: EpcisArgs) -> Result<Reply> {
         Some(id) => Some(client.get_order(id).await?),
         None => None,
     };
-    let tc = Trust::Ledger
+    let trust = match a.trust.load()? {
+        Some(t) => Trust::Pinned(Box::new(t)),
+        None => Trust::Ledger,
+    };
+    let unverified = matches!(trust, Trust::Ledger);
+    let tc = trust
         .checkpoint(&client)
         .await
         .map_err(|e| anyhow::anyhow!("the checkpoint could not be verified: {e}"))?;
@@ -157,8 +164,14 @@ pub async fn run(ctx: &Ctx, a: EpcisArgs) -> Result<Reply> {
         .collect();
     let doc = document(&cluster_id, &tc, &sources, crate::explore::now_ms());
     let text = serde_json::to_string_pretty(&doc)? + "\n";
+    let verdict = |mut r: Reply| {
+        if unverified {
+            r.unverified = Some(crate::audit::UNVERIFIED_CLUSTER.to_string());
+        }
+        r
+    };
     if to_stdout {
-        return Ok(Reply::new(text));
+        return Ok(verdict(Reply::new(text)));
     }
     write_new(&a.out, text.as_bytes())?;
     let summary = json!({
@@ -167,7 +180,7 @@ pub async fn run(ctx: &Ctx, a: EpcisArgs) -> Result<Reply> {
         "entries_checked": steps.len() + offers.len(),
         "checkpoint": {"origin": tc.checkpoint.origin, "size": tc.checkpoint.size, "root": hex::encode(tc.checkpoint.root)},
     });
-    Ok(Reply::new(render(ctx.format, summary, || {
+    Ok(verdict(Reply::new(render(ctx.format, summary, || {
         kv(&[
             ("file", a.out.display().to_string()),
             ("events", sources.len().to_string()),
@@ -181,7 +194,7 @@ pub async fn run(ctx: &Ctx, a: EpcisArgs) -> Result<Reply> {
                 ),
             ),
         ])
-    })))
+    }))))
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -526,10 +539,13 @@ mod tests {
                 size: 9,
                 root: [7; 32],
                 time_ms: 1_765_000_000_100,
+                map: None,
             },
             signed_by: vec!["arbor-replica-1".into()],
             keys: vec![],
             quorum: 1,
+            fingerprint: None,
+            anchored: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! the replica, 6 refused locally, 64 usage, 1 anything else).
 
 mod audit;
+mod audit_bundle;
 mod bench;
 mod cluster;
 mod decode;

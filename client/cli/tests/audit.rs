@@ -208,6 +208,13 @@ impl Arbor for Ledger {
             path: path.iter().map(|h| h.to_vec()).collect(),
         }))
     }
+    async fn get_order_map_proof(
+        &self,
+        _: Request<pb::OrderMapProofRequest>,
+    ) -> Result<Response<pb::OrderMapProofReply>, Status> {
+        Err(Status::unimplemented("no order map in this fake"))
+    }
+
     async fn get_consistency_proof(
         &self,
         r: Request<pb::ConsistencyProofRequest>,

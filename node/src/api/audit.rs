@@ -6,11 +6,18 @@
 //! same root at that size and the checkpoint's time is within
 //! [`COSIGN_CLOCK_TOLERANCE_MS`] of its own clock, so a quorum of signatures
 //! means a quorum of replicas hold that exact ledger at about that time.
+//!
+//! Once the ledger has a map epoch, the checkpoint also names the order map
+//! root at the newest epoch `M <= size` (its `map` line); a cosigner signs
+//! only if its own root at `M` is the same. `GetOrderMapProof` serves an
+//! order's map proof at the newest epoch, read under one RocksDB snapshot,
+//! with a checkpoint at the size of that snapshot.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
+use arbor_proto::ledger::checkpoint::{verify_note, Checkpoint, MapCommitment, NoteKey};
+use arbor_proto::ledger::map;
 use arbor_proto::pb;
 use openraft::async_runtime::WatchReceiver;
 use tonic::{Request, Status};
@@ -28,16 +35,69 @@ impl ArborApi {
             .ok_or_else(|| status::failed_precondition("ledger has no entries yet"))
     }
 
+    /// The map line of a checkpoint of `size` entries, from this replica's
+    /// own order map.
+    fn map_commitment(&self, size: u64) -> Result<Option<MapCommitment>, Status> {
+        let m = map::epoch_at(size);
+        if m == 0 {
+            return Ok(None);
+        }
+        let root = self
+            .reader
+            .map_root(m)
+            .map_err(status::internal)?
+            .ok_or_else(|| {
+                status::failed_precondition(format!(
+                    "replica {} has no order map root at size {m} (its database predates the order map)",
+                    self.id
+                ))
+            })?;
+        Ok(Some(MapCommitment { size: m, root }))
+    }
+
     /// Builds and cosigns a checkpoint of the current ledger (leader only).
     pub(super) async fn checkpoint(&self) -> Result<pb::CheckpointReply, Status> {
         let size = self.size()?;
+        self.checkpoint_at(size).await
+    }
+
+    /// An order's map proof at the newest map epoch and a cosigned
+    /// checkpoint naming it (leader only).
+    pub(super) async fn order_map_proof(
+        &self,
+        req: &pb::OrderMapProofRequest,
+    ) -> Result<pb::OrderMapProofReply, Status> {
+        let snap = self
+            .reader
+            .order_map_proof(&req.order_id)
+            .map_err(status::internal)?;
+        if snap.map_size == 0 {
+            return Err(status::failed_precondition(format!(
+                "the ledger has {} entries: the order map's first epoch is at {}",
+                snap.size,
+                map::MAP_EPOCH
+            )));
+        }
+        let checkpoint = self.checkpoint_at(snap.size).await?;
+        Ok(pb::OrderMapProofReply {
+            checkpoint: Some(checkpoint),
+            map_size: snap.map_size,
+            map_root: snap.map_root.to_vec(),
+            proof: Some(snap.proof.to_pb()),
+        })
+    }
+
+    /// Builds and cosigns a checkpoint of the first `size` entries.
+    async fn checkpoint_at(&self, size: u64) -> Result<pb::CheckpointReply, Status> {
         let root = self.leaves.root(size).map_err(status::internal)?;
         let origin = self.leaves.origin().map_err(status::internal)?;
+        let map = self.map_commitment(size)?;
         let cp = Checkpoint {
             origin: origin.clone(),
             size,
             root,
             time_ms: now_ms(),
+            map,
         };
         let mut lines = vec![cp.sign_line(&self.identity.name, &self.identity.key)];
         let mut signed_by = vec![self.identity.name.clone()];
@@ -58,6 +118,8 @@ impl ArborApi {
                 size,
                 root: root.to_vec(),
                 time_ms: cp.time_ms,
+                map_size: map.map_or(0, |m| m.size),
+                map_root: map.map_or(Vec::new(), |m| m.root.to_vec()),
             };
             calls.push(tokio::spawn(async move {
                 let mut c = peers.raft(peer_id, &peer_addr).map_err(status::internal)?;
@@ -174,11 +236,23 @@ impl ArborApi {
                 self.id, req.size
             )));
         }
+        let map = self.map_commitment(req.size)?;
+        let (map_size, map_root) = map.map_or((0, Vec::new()), |m| (m.size, m.root.to_vec()));
+        if req.map_size != map_size || req.map_root != map_root {
+            return Err(status::failed_precondition(format!(
+                "replica {} has order map root {} at size {map_size}, the checkpoint names {} at size {}: refusing to cosign",
+                self.id,
+                hex::encode(&map_root),
+                hex::encode(&req.map_root),
+                req.map_size
+            )));
+        }
         let cp = Checkpoint {
             origin,
             size: req.size,
             root,
             time_ms: req.time_ms,
+            map,
         };
         Ok(pb::CosignReply {
             name: self.identity.name.clone(),

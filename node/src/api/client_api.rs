@@ -579,6 +579,18 @@ impl Arbor for ArborApi {
         .await
     }
 
+    async fn get_order_map_proof(
+        &self,
+        req: Request<pb::OrderMapProofRequest>,
+    ) -> Result<Response<pb::OrderMapProofReply>, Status> {
+        let dl = self.deadline(&req);
+        within(dl, "GetOrderMapProof", async move {
+            leader_read!(self, req, dl, get_order_map_proof);
+            self.order_map_proof(req.get_ref()).await.map(Response::new)
+        })
+        .await
+    }
+
     async fn get_replica_identity(
         &self,
         _req: Request<pb::ReplicaIdentityRequest>,

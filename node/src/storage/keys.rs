@@ -16,6 +16,8 @@
 //! | `sm_meta` | `head`, `last_applied`, `membership` (raft's), `config`, `replicas` (the ledger's desired membership) | serde_json |
 //! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json |
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
+//! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
+//! | `order_map` | `r` + map size, u64 big-endian | the order map root at that size (32 bytes) |
 //! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
@@ -43,6 +45,8 @@ pub const CF_SM_META: &str = "sm_meta";
 pub const CF_PROFILES: &str = "profiles";
 /// A node's counters (open orders for capacity, claims, lapses, ...).
 pub const CF_STATS: &str = "node_stats";
+/// The order map's nodes and its root at each map epoch (`order_map.rs`).
+pub const CF_ORDER_MAP: &str = "order_map";
 /// Orders under a lease by deadline, for the lease sweep (derived from
 /// `orders`, not in snapshots: see `storage::leases`).
 pub const CF_LEASES: &str = "leases";
@@ -50,7 +54,7 @@ pub const CF_LEASES: &str = "leases";
 /// The column families that make up the state machine, i.e. what a snapshot
 /// carries. A snapshot record's tag is `1 +` the index in this list, so the
 /// order is part of the snapshot format: append only, never reorder.
-pub const STATE_MACHINE_CFS: [&str; 9] = [
+pub const STATE_MACHINE_CFS: [&str; 10] = [
     CF_LEDGER,
     CF_ORDERS,
     CF_REFS,
@@ -60,10 +64,11 @@ pub const STATE_MACHINE_CFS: [&str; 9] = [
     CF_SM_META,
     CF_PROFILES,
     CF_STATS,
+    CF_ORDER_MAP,
 ];
 
 /// Every column family the database is opened with.
-pub const ALL_CFS: [&str; 12] = [
+pub const ALL_CFS: [&str; 13] = [
     CF_LOG,
     CF_RAFT_META,
     CF_LEDGER,
@@ -75,6 +80,7 @@ pub const ALL_CFS: [&str; 12] = [
     CF_SM_META,
     CF_PROFILES,
     CF_STATS,
+    CF_ORDER_MAP,
     CF_LEASES,
 ];
 
@@ -100,6 +106,21 @@ pub fn u64_key(n: u64) -> [u8; 8] {
 /// Decodes a [`u64_key`]; `None` when the key is not 8 bytes.
 pub fn decode_u64_key(key: &[u8]) -> Option<u64> {
     key.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The key of an order map node at `position` (`ledger::map::position`).
+pub fn map_node_key(position: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + position.len());
+    k.push(b'n');
+    k.extend_from_slice(position);
+    k
+}
+
+/// The key of the order map root at map size `size`.
+pub fn map_root_key(size: u64) -> [u8; 9] {
+    let mut k = [b'r'; 9];
+    k[1..].copy_from_slice(&size.to_be_bytes());
+    k
 }
 
 /// The key of an external reference: `channel \0 external_id`.

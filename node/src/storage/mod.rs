@@ -48,6 +48,7 @@ mod feed;
 pub mod keys;
 mod leases;
 mod log_store;
+mod order_map;
 mod overlay;
 mod reader;
 pub mod snapshot;
@@ -67,6 +68,7 @@ use crate::metrics::Metrics;
 
 pub use feed::AppliedHead;
 pub use log_store::LogStore;
+pub use order_map::{MapError, MapSnapshot};
 pub use reader::{LedgerReader, ReadError};
 pub use snapshot::SnapshotData;
 pub use state_machine::StateMachineStore;

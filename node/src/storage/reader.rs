@@ -56,7 +56,7 @@ impl ReadError {
 /// Read-only view of the ledger, orders and parties. Cheap to clone.
 #[derive(Clone)]
 pub struct LedgerReader {
-    db: Arc<DB>,
+    pub(super) db: Arc<DB>,
     /// Raised when RocksDB reports corruption on a read.
     fault: super::Fault,
     /// Writes not yet in RocksDB, read first (the state machine's reader only).
@@ -132,6 +132,19 @@ impl LedgerReader {
             o.remember(cf_name, key, value.as_deref());
         }
         Ok(value)
+    }
+
+    /// A point read of a raw value (through the overlay, as every read).
+    pub(super) fn raw(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, ReadError> {
+        self.get(cf_name, key)
+    }
+
+    pub(super) fn corrupt_err(cf: &'static str, key: &[u8], reason: impl ToString) -> ReadError {
+        ReadError::corrupt(cf, key, reason)
     }
 
     fn get_json<T: DeserializeOwned>(

@@ -76,6 +76,7 @@ impl StateMachineStore {
         metrics: crate::metrics::Metrics,
     ) -> Self {
         let reader = LedgerReader::new(db.clone(), fault);
+        catch_up_order_map(&reader);
         let next_seq = next_seq(&reader);
         StateMachineStore {
             reader,
@@ -213,6 +214,7 @@ fn apply_request(
     w.put(CF_COMMANDS, &id, &u64_key(seq));
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
     put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
+    super::order_map::after_entry(reader, w, seq)?;
     tracing::debug!(seq, code = %entry.code, "ledger entry appended");
     metrics.applied(command, entry.accepted, &entry.code);
     Ok(Response::Appended {
@@ -231,6 +233,8 @@ enum ApplyError {
     Write(#[from] io::Error),
     #[error("{0}")]
     Missing(String),
+    #[error(transparent)]
+    Map(#[from] super::order_map::MapError),
 }
 
 fn refused(r: &Refusal) -> Response {
@@ -300,6 +304,15 @@ fn put_effect(reader: &LedgerReader, w: &mut PendingWrites, effect: Effect) -> i
         Effect::PutStats { node, stats } => put_json(w, CF_STATS, node.as_bytes(), &stats),
         Effect::PutConfig(c) => put_json(w, CF_SM_META, KEY_CONFIG, &c),
         Effect::PutMembership(m) => put_json(w, CF_SM_META, KEY_REPLICAS, &m),
+    }
+}
+
+/// Builds the order map if the database predates it (see
+/// `order_map::catch_up`); a failure is logged, and checkpoints then say
+/// the map is missing.
+fn catch_up_order_map(reader: &LedgerReader) {
+    if let Err(e) = super::order_map::catch_up(reader) {
+        tracing::error!(error = %e, "cannot build the order map from the ledger");
     }
 }
 
@@ -388,6 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), io::Error> {
         snapshot::install(self, meta, snapshot.into_inner())?;
         self.metrics.snapshot("installed");
+        catch_up_order_map(&self.reader);
         self.publish_head();
         Ok(())
     }

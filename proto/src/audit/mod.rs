@@ -31,6 +31,7 @@
 //! signatures only from `ROLE_REPLICA` parties enrolled in entries `< N`, of
 //! which it needs `floor(k/2) + 1`.
 
+pub mod bundle;
 pub mod export;
 mod frontier;
 pub mod proofs;

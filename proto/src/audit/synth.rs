@@ -264,6 +264,7 @@ impl Synth {
             size,
             root: root(&self.leaves(), size),
             time_ms: T0 + 3 * size,
+            map: None,
         }
     }
 

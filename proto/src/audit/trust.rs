@@ -424,6 +424,7 @@ mod tests {
             size,
             root: [size as u8; 32],
             time_ms: 5,
+            map: None,
         }
     }
 

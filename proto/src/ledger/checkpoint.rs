@@ -6,6 +6,7 @@
 //! <tree size, decimal>\n
 //! <root hash, base64>\n
 //! time <ms since the Unix epoch>\n      (extension line)
+//! map <M> <map root, base64>\n          (extension line, once the ledger has a map epoch)
 //! \n
 //! — <key name> <base64(key id[4] || ed25519 signature[64])>\n   (one per signer)
 //! ```
@@ -13,6 +14,10 @@
 //! The signature covers the note text (every line up to and including the
 //! last extension line's newline). The key id is the first 4 bytes of
 //! SHA-256(key name || "\n" || 0x01 || 32-byte public key) (0x01: ed25519).
+//!
+//! The `map` line commits to the order map (`super::map`) at size `M`, the
+//! newest map epoch at or below the tree size: `M = map::epoch_at(size)`.
+//! It is absent while `M` is 0, and in checkpoints made before the map.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -30,6 +35,16 @@ pub struct Checkpoint {
     pub size: u64,
     pub root: Hash,
     pub time_ms: u64,
+    /// The order map root at size `map_size`, the newest map epoch (`None`
+    /// before the first epoch, and in checkpoints older than the map).
+    pub map: Option<MapCommitment>,
+}
+
+/// A checkpoint's `map` line: the order map's root at tree size `size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapCommitment {
+    pub size: u64,
+    pub root: Hash,
 }
 
 /// A known signer: its note key name and public key.
@@ -58,13 +73,17 @@ pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
 impl Checkpoint {
     /// The note text that signatures cover.
     pub fn body(&self) -> String {
-        format!(
+        let mut s = format!(
             "{}\n{}\n{}\ntime {}\n",
             self.origin,
             self.size,
             B64.encode(self.root),
             self.time_ms
-        )
+        );
+        if let Some(m) = &self.map {
+            s.push_str(&format!("map {} {}\n", m.size, B64.encode(m.root)));
+        }
+        s
     }
 
     /// One signature line for this checkpoint.
@@ -104,9 +123,31 @@ impl Checkpoint {
             .and_then(|b| b.try_into().ok())
             .ok_or("checkpoint root hash is not 32 bytes of base64")?;
         let mut time_ms = 0;
+        let mut map = None;
         for l in lines {
             if let Some(t) = l.strip_prefix("time ") {
                 time_ms = t.parse().map_err(|_| "checkpoint time is not a number")?;
+            } else if let Some(m) = l.strip_prefix("map ") {
+                let (m_size, m_root) = m
+                    .split_once(' ')
+                    .ok_or("checkpoint map line is not `map <size> <root>`")?;
+                let m_size: u64 = m_size
+                    .parse()
+                    .map_err(|_| "checkpoint map size is not a decimal number")?;
+                let m_root: Hash = B64
+                    .decode(m_root)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or("checkpoint map root is not 32 bytes of base64")?;
+                if m_size > size {
+                    return Err(format!(
+                        "checkpoint map size {m_size} is beyond its tree size {size}"
+                    ));
+                }
+                map = Some(MapCommitment {
+                    size: m_size,
+                    root: m_root,
+                });
             }
         }
         Ok(Checkpoint {
@@ -114,6 +155,7 @@ impl Checkpoint {
             size,
             root,
             time_ms,
+            map,
         })
     }
 }
@@ -188,6 +230,7 @@ mod tests {
             size: 42,
             root: [7; 32],
             time_ms: 1_700_000_000_000,
+            map: None,
         }
     }
 
@@ -234,5 +277,40 @@ mod tests {
         let impostor = SigningKey::from_bytes(&[9; 32]);
         let forged = c.note(&[c.sign_line(n, &impostor)]);
         assert!(verify_note(&forged, &known(), 1).is_err());
+    }
+
+    #[test]
+    fn the_map_line_is_signed_and_optional() {
+        let mut c = cp();
+        c.map = Some(MapCommitment {
+            size: 32,
+            root: [3; 32],
+        });
+        let lines: Vec<String> = keys()[..2].iter().map(|(n, k)| c.sign_line(n, k)).collect();
+        let note = c.note(&lines);
+        assert!(note.contains("\ntime 1700000000000\nmap 32 AwMD"));
+        let v = verify_note(&note, &known(), 2).unwrap();
+        assert_eq!(v.checkpoint, c);
+        // Dropping or changing the line breaks every signature.
+        let dropped = note.replacen(&format!("map 32 {}\n", B64.encode([3u8; 32])), "", 1);
+        assert!(verify_note(&dropped, &known(), 1).is_err());
+        let older = note.replacen("map 32 ", "map 0 ", 1);
+        assert!(verify_note(&older, &known(), 1)
+            .unwrap_err()
+            .contains("does not verify"));
+        // A map beyond the tree, or a malformed line, is refused outright.
+        assert!(
+            Checkpoint::parse_body(&c.body().replace("map 32", "map 43"))
+                .unwrap_err()
+                .contains("beyond")
+        );
+        assert!(Checkpoint::parse_body(&c.body().replace("map 32 ", "map 32")).is_err());
+        // A note without the line (older checkpoints) still verifies.
+        let plain = cp();
+        let note = plain.note(&[plain.sign_line(&keys()[0].0, &keys()[0].1)]);
+        assert_eq!(
+            verify_note(&note, &known(), 1).unwrap().checkpoint.map,
+            None
+        );
     }
 }

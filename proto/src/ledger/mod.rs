@@ -7,6 +7,7 @@
 pub mod checkpoint;
 mod encode;
 mod entry;
+pub mod map;
 pub mod merkle;
 mod sign;
 

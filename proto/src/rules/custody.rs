@@ -168,7 +168,7 @@ pub fn intervals(entries: &[OrderEntry<'_>]) -> Vec<Interval> {
 /// what the command itself did. The profile version and dispatch time of a
 /// lease start are not in the entries and are left 0 (custody does not use
 /// them).
-fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
+pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.accepted) {
         let mut push = |kind| {

@@ -32,7 +32,7 @@ struct Explorer {
 }
 
 impl Explorer {
-    async fn start(c: &TestCluster) -> Explorer {
+    async fn start(c: &TestCluster, extra: &[&str]) -> Explorer {
         let mut child = tokio::process::Command::new(cli_bin())
             .args([
                 "--endpoints",
@@ -44,6 +44,7 @@ impl Explorer {
                 "--listen",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .env_remove("ARBOR_ENDPOINTS")
             .env_remove("ARBOR_CACERT")
             .stdin(Stdio::null())
@@ -159,7 +160,7 @@ async fn explorer_in_chromium_and_epcis_export() {
 
     // Before any replica key is enrolled no checkpoint can be verified: the
     // explorer says so.
-    let ex = Explorer::start(&c).await;
+    let ex = Explorer::start(&c, &[]).await;
     let dom = browser.dom(&ex.url("/"), None).await;
     assert!(dom.contains("✘ NOT verified"), "{dom}");
     assert!(!dom.contains("✔ verified"), "{dom}");
@@ -578,6 +579,24 @@ async fn explorer_in_chromium_and_epcis_export() {
         "--cacert".into(),
         c.cacert(),
     ];
+    // Judged by a pinned trust file (without one the export exits 7, unverified).
+    let trust = tmp.path().join("arbor.trust").display().to_string();
+    let mut init = base.to_vec();
+    init.extend(["audit", "trust", "init", "--out", &trust].map(String::from));
+    run_cli(&init.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .ok();
+    {
+        // The explorer judged by the same trust: its fingerprint shown, verified.
+        let pinned = Explorer::start(&c, &["--trust", &trust]).await;
+        let dom = browser.dom(&pinned.url("/"), None).await;
+        assert!(dom.contains("✔ verified"), "{dom}");
+        assert!(dom.contains("pinned trust SHA256:"), "{dom}");
+        let dom = browser
+            .dom(&pinned.url(&format!("/order?id={ORDER}")), None)
+            .await;
+        assert!(dom.contains("verified: all"), "{dom}");
+    }
     let run = |extra: Vec<String>| {
         let mut all = base.to_vec();
         all.extend(extra);
@@ -593,6 +612,8 @@ async fn explorer_in_chromium_and_epcis_export() {
         ORDER,
         "--out",
         out.to_str().unwrap(),
+        "--trust",
+        &trust,
     ]))
     .await
     .ok();
@@ -657,6 +678,8 @@ async fn explorer_in_chromium_and_epcis_export() {
         &head.to_string(),
         "--out",
         out2.to_str().unwrap(),
+        "--trust",
+        &trust,
     ]))
     .await
     .ok();
@@ -696,10 +719,14 @@ async fn explorer_in_chromium_and_epcis_export() {
         "{doc2:#}"
     );
     // `--out -` prints the same document.
-    let printed = run(s(&["audit", "epcis", ORDER, "--out", "-"]))
-        .await
-        .ok()
-        .json();
+    let unverified = run(s(&["audit", "epcis", ORDER, "--out", "-"])).await;
+    assert_eq!(unverified.code, Some(7), "without --trust: unverified");
+    let printed = run(s(&[
+        "audit", "epcis", ORDER, "--out", "-", "--trust", &trust,
+    ]))
+    .await
+    .ok()
+    .json();
     assert_eq!(printed["epcisBody"], doc["epcisBody"]);
     // It never overwrites, and an unknown order is an error.
     let again = run(s(&[
@@ -708,6 +735,8 @@ async fn explorer_in_chromium_and_epcis_export() {
         ORDER,
         "--out",
         out.to_str().unwrap(),
+        "--trust",
+        &trust,
     ]))
     .await;
     assert_ne!(again.code, Some(0), "{again}");

@@ -5,6 +5,7 @@
 mod arbitration;
 mod audit;
 mod bench;
+mod bundle;
 mod cli;
 mod deadlines;
 mod disputes;

@@ -149,6 +149,7 @@ fn cosign() -> pb::CosignRequest {
         size: 1,
         root: vec![0; 32],
         time_ms: 4_102_444_800_000, // 2100-01-01
+        ..Default::default()
     }
 }
 

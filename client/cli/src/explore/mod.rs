@@ -58,6 +58,8 @@ pub struct ServeArgs {
     /// Ledger entries the live tail keeps in memory and shows
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub tail: u64,
+    #[command(flatten)]
+    pub trust: crate::audit::TrustArg,
 }
 
 /// What every handler shares.
@@ -77,6 +79,13 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Reply> {
             args.listen
         );
     }
+    let trust = match args.trust.load()? {
+        Some(t) => Trust::Pinned(Box::new(t)),
+        None => {
+            eprintln!("warning: {}", crate::audit::UNVERIFIED_CLUSTER);
+            Trust::Ledger
+        }
+    };
     let client = ctx.client().await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -85,7 +94,7 @@ pub async fn serve(ctx: &Ctx, args: ServeArgs) -> Result<Reply> {
     let state = Arc::new(Explorer {
         tail: tail::Tail::start(client.clone(), args.tail as usize),
         client,
-        trust: Trust::Ledger,
+        trust,
         cluster_id: ctx.cluster_id.clone(),
     });
     // Only requests naming this address in `Host` (a page of another site

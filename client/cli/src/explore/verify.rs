@@ -11,27 +11,31 @@ use arbor_client::{pb, Client};
 
 use crate::trace::{check_entry, Step};
 
-/// Where the replica keys that a checkpoint must be signed by come from.
-///
-/// Today the one source is the ledger itself ([`Client::trusted_checkpoint`]:
-/// the replica keys the ledger enrols, a quorum of them). A pinned trust
-/// file (`--trust FILE`, keys the auditor fixed beforehand) is another
-/// variant of this enum, checked in [`Trust::checkpoint`]; nothing else in
-/// the explorer needs to change for it.
+/// Where the replica keys that a checkpoint must be signed by come from:
+/// a pinned trust file (`--trust FILE`, keys the auditor fixed beforehand,
+/// [`Client::checkpoint_against`]), or, without one, the ledger itself
+/// ([`Client::trusted_checkpoint`]: the replica keys the cluster reports as
+/// enrolled, a quorum of them), which shows internal consistency only.
 #[derive(Clone, Debug)]
 pub enum Trust {
     /// The replica keys enrolled in the ledger (internal consistency only).
     Ledger,
+    /// The keys of a trust file, with its fingerprint.
+    Pinned(Box<arbor_proto::audit::Trust>),
 }
 
 impl Trust {
     /// Said on every page next to "verified".
-    pub fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> String {
         match self {
-            Trust::Ledger => {
-                "checkpoint signatures checked against the replica keys enrolled in the ledger \
-                 (internal consistency; for a check that trusts nothing, export and verify)"
-            }
+            Trust::Ledger => "UNVERIFIED against pinned trust: checkpoint signatures checked against \
+                 the replica keys the cluster reports as enrolled (internal consistency only; \
+                 pass --trust FILE from `arbor audit trust init`)"
+                .to_string(),
+            Trust::Pinned(t) => format!(
+                "checkpoint signatures checked against the pinned trust {} (a quorum of its replica keys)",
+                t.fingerprint()
+            ),
         }
     }
 
@@ -39,6 +43,10 @@ impl Trust {
     pub async fn checkpoint(&self, client: &Client) -> Result<TrustedCheckpoint, String> {
         match self {
             Trust::Ledger => client.trusted_checkpoint().await.map_err(|e| e.to_string()),
+            Trust::Pinned(t) => client
+                .checkpoint_against(t)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }

@@ -52,6 +52,7 @@ impl<R: Read> ExportReader<R> {
                 size: 0,
                 root: [0; 32],
                 time_ms: 0,
+                map: None,
             },
             read: 0,
             last_hash: Vec::new(),

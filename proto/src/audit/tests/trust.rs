@@ -44,6 +44,7 @@ fn note_over(entries: &[Entry], signers: &[(String, SigningKey)]) -> (Checkpoint
         size: n,
         root: root(&leaves, n),
         time_ms: entries[entries.len() - 1].time_ms,
+        map: None,
     };
     let lines: Vec<String> = signers.iter().map(|(n, k)| cp.sign_line(n, k)).collect();
     let note = cp.note(&lines);
@@ -119,6 +120,7 @@ fn one_operator_enrolling_its_own_replica_quorum_fails() {
                 role: pb::Role::Replica as i32,
                 kind: 0,
                 public_key: k.verifying_key().to_bytes().to_vec(),
+                channel_names: Vec::new(),
             }),
         ));
     }
@@ -332,6 +334,7 @@ fn replica_key_changes_count_only_when_a_trusted_checkpoint_covers_them() {
             role: pb::Role::Replica as i32,
             kind: 0,
             public_key: added.verifying_key().to_bytes().to_vec(),
+            channel_names: Vec::new(),
         }),
     ));
     cmds.push(signed(

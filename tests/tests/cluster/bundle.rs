@@ -1,0 +1,309 @@
+//! The order map and dispute bundles on a real cluster: a bundle for an
+//! order with a dozen entries verifies offline (against the keys it carries,
+//! exit 7, and against pinned trust, exit 0), and dropping any one of its
+//! entries, swapping in another order's entry or using an older map fails,
+//! each named. With ARBOR_WRITE_BUNDLE_VECTOR=FILE the bundle and its trust
+//! file (FILE.trust) are written there (how proto/tests/vectors/
+//! cluster-v1.bundle was made).
+
+use arbor_client::bundle::{
+    bundle_bytes, pack, read_bundle, unpack, verify_bundle, verify_unpacked, CheckpointKeys,
+    Unpacked,
+};
+use arbor_client::Commands;
+use arbor_proto::audit::trust::Trust;
+use arbor_proto::ledger::checkpoint::NoteKey;
+use arbor_proto::ledger::map::MAP_EPOCH;
+use arbor_proto::pb;
+use arbor_tests::dev::run_cli;
+use arbor_tests::fixtures::SAMPLE_TOTAL;
+use arbor_tests::{TestCluster, TIMEOUT};
+
+const ORDER: &str = "ord-disputed";
+
+/// Registers filler orders until the ledger has at least `size` entries.
+async fn pad_to(c: &TestCluster, channel: &arbor_client::Signer, size: u64, tag: &str) {
+    let mut i = 0;
+    while c.head_seq().await + 1 < size {
+        c.register_order(channel, &format!("pad-{tag}-{i}")).await;
+        i += 1;
+    }
+}
+
+/// The next map epoch boundary strictly after the current head, plus one
+/// more entry so the checkpoint's size is past it.
+async fn pad_past_next_epoch(c: &TestCluster, channel: &arbor_client::Signer, tag: &str) {
+    let size = c.head_seq().await + 1;
+    let next = (size / MAP_EPOCH + 1) * MAP_EPOCH;
+    pad_to(c, channel, next + 1, tag).await;
+}
+
+fn verify_err(b: &Unpacked) -> String {
+    let e = verify_unpacked(b, CheckpointKeys::Carried)
+        .expect_err("a tampered bundle must fail")
+        .to_string();
+    // Packed into a file and read back, it fails the same way.
+    let again = read_bundle(&bundle_bytes(&pack(b)))
+        .and_then(|p| verify_bundle(&p, CheckpointKeys::Carried))
+        .expect_err("a tampered bundle file must fail")
+        .to_string();
+    assert_eq!(e, again);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named() {
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    let replicas = c.enroll_replicas().await;
+    let shop = c.enroll_channel("shop").await;
+    let store = c.enroll_node("store-a").await;
+    let wh = c.enroll_node("wh-b").await;
+    let auditor = c
+        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
+        .await;
+    let s = c.submitter().await;
+    let client = c.client().await;
+
+    // The order's history, interleaved with another order's.
+    c.register_order(&shop, ORDER).await;
+    c.register_order(&shop, "ord-other").await;
+    s.submit_accepted("claim", store.claim_order(ORDER, 1, SAMPLE_TOTAL))
+        .await;
+    s.submit_accepted("claim other", wh.claim_order("ord-other", 1, SAMPLE_TOTAL))
+        .await;
+    let r = s
+        .submit(wh.claim_order(ORDER, 1, SAMPLE_TOTAL))
+        .await
+        .expect("second claim");
+    assert!(!r.outcome.unwrap_or_default().accepted, "already owned");
+    let r = s
+        .submit(store.claim_order(ORDER, 7, SAMPLE_TOTAL))
+        .await
+        .expect("claim with a wrong price version");
+    assert!(!r.outcome.unwrap_or_default().accepted);
+    s.submit_accepted(
+        "picked",
+        store.report_milestone(ORDER, pb::Milestone::Picked),
+    )
+    .await;
+    let offer = s
+        .submit_accepted("offer", store.offer_handoff(ORDER, "wh-b", 600_000))
+        .await;
+    s.submit_accepted("accept", wh.accept_handoff(ORDER, offer.seq, false, ""))
+        .await;
+    s.submit_accepted("packed", wh.report_milestone(ORDER, pb::Milestone::Packed))
+        .await;
+    s.submit_accepted("shipped", wh.report_shipped(ORDER, "sf-express", "SF9"))
+        .await;
+    s.submit_accepted("delivered", wh.report_delivered(ORDER, ""))
+        .await;
+    let shipped_ms = client
+        .get_entries(offer.seq + 3, 1)
+        .await
+        .expect("shipped entry")
+        .entries[0]
+        .time_ms;
+    let opened = s
+        .submit_accepted(
+            "open dispute",
+            shop.open_dispute(ORDER, pb::IncidentKind::Lost, shipped_ms, "never arrived"),
+        )
+        .await;
+    pad_past_next_epoch(&c, &shop, "a").await;
+    let old = unpack(&client.dispute_bundle(ORDER).await.expect("older bundle")).expect("unpack");
+
+    // The ruling recorded, then another epoch: the newer bundle covers it.
+    let ruling = client
+        .preview_ruling(ORDER, opened.seq)
+        .await
+        .expect("preview");
+    let resolved = s
+        .submit_accepted(
+            "resolve",
+            auditor.resolve_dispute(
+                ORDER,
+                opened.seq,
+                &ruling.liable,
+                &ruling.rule,
+                ruling.evidence.clone(),
+            ),
+        )
+        .await;
+    pad_past_next_epoch(&c, &shop, "b").await;
+    let packed = client.dispute_bundle(ORDER).await.expect("bundle");
+    let b = unpack(&packed).expect("unpack");
+    assert_eq!(pack(&b), packed);
+
+    // It verifies against the keys it carries (internal consistency only).
+    let report = verify_unpacked(&b, CheckpointKeys::Carried).expect("bundle verifies");
+    assert!(!report.pinned);
+    assert_eq!(report.history.len(), 12, "{:#?}", report.history);
+    assert_eq!(report.history.last().map(|h| h.seq), Some(resolved.seq));
+    assert!(report.signed_by.len() >= 2, "{:?}", report.signed_by);
+    assert_eq!(report.disputes.len(), 1);
+    let d = &report.disputes[0];
+    assert_eq!(d.resolved_seq, Some(resolved.seq));
+    assert_eq!(
+        (
+            d.ruling.liable.as_str(),
+            d.ruling.rule.as_str(),
+            &d.ruling.evidence
+        ),
+        (
+            ruling.liable.as_str(),
+            ruling.rule.as_str(),
+            &ruling.evidence
+        )
+    );
+    let bytes = bundle_bytes(&packed);
+    assert!(bytes.len() < 16 * 1024, "bundle is {} bytes", bytes.len());
+    assert_eq!(read_bundle(&bytes).expect("reads back"), packed);
+
+    // ... and against trust pinned from the cluster's own replicas.
+    let genesis = client.get_entries(0, 1).await.expect("genesis").entries[0].clone();
+    let mut keys = Vec::new();
+    for id in c.ids() {
+        let ident = arbor_client::Client::get_replica_identity(c.transport(), &c.endpoint(id))
+            .await
+            .expect("identity");
+        keys.push(NoteKey {
+            name: ident.name,
+            public_key: ident.public_key.as_slice().try_into().expect("32 bytes"),
+        });
+    }
+    assert_eq!(keys.len(), replicas.len());
+    let trust = Trust::new(
+        c.cluster_id(),
+        genesis.hash.as_slice().try_into().expect("32 bytes"),
+        keys,
+    );
+    let report = verify_unpacked(&b, CheckpointKeys::Pinned(&trust)).expect("pinned");
+    assert!(report.pinned);
+    // A trust for another ledger (another genesis) refuses it.
+    let other = Trust::new(c.cluster_id(), [9; 32], trust.replicas.clone());
+    let e = verify_unpacked(&b, CheckpointKeys::Pinned(&other)).expect_err("another genesis");
+    assert!(e.to_string().contains("not the one the trust pins"), "{e}");
+
+    // Dropping any one entry fails, naming why.
+    let n = b.entries.len();
+    for i in 0..n {
+        let mut t = b.clone();
+        t.entries.remove(i);
+        let e = verify_err(&t);
+        let why = if i == n - 1 {
+            "entries are missing"
+        } else if i == 0 {
+            "does not reach the registration"
+        } else {
+            "which is missing from the bundle"
+        };
+        assert!(e.contains(why), "dropping entry {i}: {e}");
+    }
+    // An entry of another order (with its genuine inclusion proof) swapped in.
+    let other_head = client
+        .get_order("ord-other")
+        .await
+        .expect("other order")
+        .history
+        .last()
+        .copied()
+        .expect("other order's history");
+    let p = client
+        .get_inclusion_proof(other_head, client_size(&b))
+        .await
+        .expect("proof");
+    let mut t = b.clone();
+    t.entries[3] = (p.entry.expect("entry"), p.path);
+    let e = verify_err(&t);
+    assert!(e.contains("belongs to order \"ord-other\""), "{e}");
+    // The older map (its proof from the earlier epoch) against the newer checkpoint.
+    let mut t = b.clone();
+    t.map_proof = old.map_proof.clone();
+    let e = verify_err(&t);
+    assert!(e.contains("map proof does not lead to the map root"), "{e}");
+    // The older bundle itself verifies, and ends before the ruling.
+    let r_old = verify_unpacked(&old, CheckpointKeys::Carried).expect("older bundle verifies");
+    assert_eq!(r_old.history.len(), 11);
+    assert_eq!(r_old.disputes[0].resolved_seq, None);
+    // The older checkpoint with the newer history: not in its tree.
+    let mut t = b.clone();
+    t.checkpoint = old.checkpoint.clone();
+    t.map_proof = old.map_proof.clone();
+    let e = verify_err(&t);
+    assert!(e.contains("not in the checkpoint's tree"), "{e}");
+    // A changed byte of an entry, a checkpoint without its map line.
+    let mut t = b.clone();
+    t.entries[2].0.time_ms += 1;
+    assert!(verify_err(&t).contains("hash does not match"));
+    let mut t = b.clone();
+    let line_start = t.checkpoint.find("\nmap ").expect("map line") + 1;
+    let line_end = line_start + t.checkpoint[line_start..].find('\n').expect("eol") + 1;
+    t.checkpoint.replace_range(line_start..line_end, "");
+    assert!(verify_err(&t).contains("no map line"));
+
+    // The commands: `arbor audit bundle` writes it; `verify-bundle` exits 7
+    // without trust, 0 with it, 1 on a tampered file.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let file = tmp.path().join("order.bundle");
+    let trust_file = tmp.path().join("arbor.trust");
+    trust.save(&trust_file).expect("save trust");
+    let (file_s, trust_s) = (file.display().to_string(), trust_file.display().to_string());
+    let eps = c.endpoints().join(",");
+    let cacert = c.cacert();
+    let out = run_cli(&[
+        "--endpoints",
+        &eps,
+        "--cacert",
+        &cacert,
+        "audit",
+        "bundle",
+        ORDER,
+        "--out",
+        &file_s,
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = run_cli(&["audit", "verify-bundle", &file_s]).await;
+    assert_eq!(out.code, Some(7), "{out}");
+    assert!(out.stderr.contains("UNVERIFIED"), "{out}");
+    assert!(out.stdout.contains("liable under"), "{out}");
+    let out = run_cli(&[
+        "--output",
+        "json",
+        "audit",
+        "verify-bundle",
+        &file_s,
+        "--trust",
+        &trust_s,
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let j = out.json();
+    assert_eq!(j["pinned"], true);
+    assert_eq!(j["history"].as_array().map(Vec::len), Some(12));
+    assert_eq!(j["disputes"][0]["rule"], ruling.rule.as_str());
+    let mut bad = unpack(&read_bundle(&std::fs::read(&file).expect("read")).expect("decode"))
+        .expect("unpack");
+    bad.entries.remove(5);
+    std::fs::write(&file, bundle_bytes(&pack(&bad))).expect("write");
+    let out = run_cli(&["audit", "verify-bundle", &file_s, "--trust", &trust_s]).await;
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("missing from the bundle"), "{out}");
+
+    if let Ok(path) = std::env::var("ARBOR_WRITE_BUNDLE_VECTOR") {
+        std::fs::write(&path, &bytes).expect("write vector");
+        trust
+            .save(format!("{path}.trust").as_ref())
+            .expect("write trust");
+    }
+}
+
+/// The tree size of a bundle's checkpoint.
+fn client_size(b: &Unpacked) -> u64 {
+    b.checkpoint
+        .lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .expect("checkpoint size line")
+}
