@@ -72,6 +72,7 @@ cluster id, genesis hash, replica keys; not the saved checkpoint), and what it p
 Example:\n  arbor audit trust fingerprint arbor.trust"
     )]
     Fingerprint {
+        /// The trust file (made by `arbor audit trust init`)
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
