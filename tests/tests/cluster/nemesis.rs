@@ -1,7 +1,7 @@
 //! A bounded fault campaign against real replicas (`scripts/nemesis.sh` runs
 //! the long one): leader and follower SIGKILL + restart, SIGSTOP + SIGCONT,
 //! partitions through the harness's proxies, whole-cluster SIGTERM +
-//! restart, while racers keep registering orders and making several
+//! restart, a follower's write-ahead log cut in half after a SIGKILL, while racers keep registering orders and making several
 //! fulfillment nodes claim each one at once.
 //!
 //! Every claim attempt's answer is recorded, then checked against the final
@@ -14,9 +14,10 @@
 //!
 //! Failover is measured from the fault to the first claim accepted after it.
 //!
-//! WAL truncation is not among the faults: a replica that lost acknowledged
-//! raft log entries is not yet kept from voting (disk faults are a separate
-//! change), so the campaign would only show that known gap.
+//! WAL truncation: the follower comes back having lost the tail of what it
+//! acknowledged; it salvages the consistent prefix and recovers from its
+//! peers before it votes or serves (docs/operations.md, "Disk faults"), so
+//! the chains still end identical and no acknowledged claim is lost.
 //!
 //! Bounded in count and time: `ARBOR_NEMESIS_FAULTS` (the long run; default
 //! 120) and `ARBOR_NEMESIS_SECS` (default 1800): no fault starts after the
@@ -44,11 +45,12 @@ enum Fault {
     PartitionLeader,
     PartitionFollower,
     RestartAll,
+    TruncateFollowerWal,
 }
 
 /// The campaign's cycle of faults: the leader's SIGKILL twice as often (the
 /// failover figure).
-const CYCLE: [Fault; 8] = [
+const CYCLE: [Fault; 9] = [
     Fault::KillLeader,
     Fault::PauseFollower,
     Fault::PauseLeader,
@@ -57,6 +59,7 @@ const CYCLE: [Fault; 8] = [
     Fault::PartitionLeader,
     Fault::PartitionFollower,
     Fault::RestartAll,
+    Fault::TruncateFollowerWal,
 ];
 
 /// One claim attempt and its answer.
@@ -228,6 +231,12 @@ async fn campaign(faults: usize, budget: Duration) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 c.heal();
             }
+            Fault::TruncateFollowerWal => {
+                c.kill(follower);
+                truncate_newest_wal(&c.data_dir(follower).join("db"));
+                // Ready once it answers again: only after it has caught up.
+                c.restart(follower).await;
+            }
             Fault::RestartAll => {
                 for id in c.ids() {
                     c.stop(id).await;
@@ -366,4 +375,24 @@ async fn long_campaign() {
     let faults = env_or("ARBOR_NEMESIS_FAULTS", 120) as usize;
     let secs = env_or("ARBOR_NEMESIS_SECS", 1800);
     campaign(faults, Duration::from_secs(secs)).await;
+}
+
+/// Cuts the newest RocksDB write-ahead log in `db` to half its length (a
+/// torn write of a crash on a disk that loses its cache).
+fn truncate_newest_wal(db: &std::path::Path) {
+    let newest = std::fs::read_dir(db)
+        .expect("read the data dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max();
+    if let Some(wal) = newest {
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        if len > 64 {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&wal)
+                .expect("open the WAL");
+            f.set_len(len / 2 + 3).expect("truncate the WAL");
+        }
+    }
 }
