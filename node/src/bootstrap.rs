@@ -67,6 +67,9 @@ pub fn genesis_command(
                     peer_addr: m.peer_addr.clone(),
                 })
                 .collect(),
+            // New clusters start under the newest rules, with the default fence.
+            rules_version: arbor_proto::rules::CURRENT_RULES_VERSION,
+            fence_ms: 0,
         })),
     };
     pb::SignedCommand {

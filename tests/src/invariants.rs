@@ -295,6 +295,8 @@ mod tests {
                 Body::Genesis(pb::Genesis {
                     cluster_id: "t".into(),
                     lease_grace_ms: 0,
+                    rules_version: 0,
+                    fence_ms: 0,
                     members: Vec::new(),
                     operators: vec![pb::GenesisOperator {
                         party_id: "operator".into(),

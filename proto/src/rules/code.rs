@@ -99,6 +99,9 @@ names! {
         LastReplica = "last_replica",
         ReplicaAddressInUse = "replica_address_in_use",
 
+        // Rules versions
+        RulesVersionLowered = "rules_version_lowered",
+
         // Orders: registration, price, cancellation, exceptions
         DuplicateOrder = "duplicate_order",
         ExternalRefTaken = "external_ref_taken",
@@ -118,6 +121,8 @@ names! {
         NotOwner = "not_owner",
         NotClaimed = "not_claimed",
         NotLapsed = "not_lapsed",
+        /// Rules version 2: claimed by another node while fenced for its old owner.
+        Fenced = "fenced",
         AtCapacity = "at_capacity",
 
         // Eligibility by profile
@@ -166,6 +171,8 @@ names! {
         NoCustodian = "no_custodian",
         DamageNotedAtAcceptance = "damage_noted_at_acceptance",
         LeaseLapsed = "lease_lapsed",
+        /// Rules version 2: a fenced old owner neither confirmed nor shipped.
+        FenceExpired = "fence_expired",
         LateDispatch = "late_dispatch",
         NoBreach = "no_breach",
         MilestoneWithoutOwnership = "milestone_without_ownership",
@@ -262,6 +269,7 @@ mod tests {
             (Code::UnknownReplica, "unknown_replica"),
             (Code::LastReplica, "last_replica"),
             (Code::ReplicaAddressInUse, "replica_address_in_use"),
+            (Code::RulesVersionLowered, "rules_version_lowered"),
             (Code::DuplicateOrder, "duplicate_order"),
             (Code::ExternalRefTaken, "external_ref_taken"),
             (Code::UnknownOrder, "unknown_order"),
@@ -278,6 +286,7 @@ mod tests {
             (Code::NotOwner, "not_owner"),
             (Code::NotClaimed, "not_claimed"),
             (Code::NotLapsed, "not_lapsed"),
+            (Code::Fenced, "fenced"),
             (Code::AtCapacity, "at_capacity"),
             (Code::NoProfile, "no_profile"),
             (Code::RegionNotServed, "region_not_served"),
@@ -311,6 +320,7 @@ mod tests {
             (Rule::NoCustodian, "no_custodian"),
             (Rule::DamageNotedAtAcceptance, "damage_noted_at_acceptance"),
             (Rule::LeaseLapsed, "lease_lapsed"),
+            (Rule::FenceExpired, "fence_expired"),
             (Rule::LateDispatch, "late_dispatch"),
             (Rule::NoBreach, "no_breach"),
             (

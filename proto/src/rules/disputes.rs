@@ -81,7 +81,10 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
                 How::CleanAcceptance
             },
         }),
-        EventKind::Released { .. } | EventKind::Lapsed { .. } => None,
+        EventKind::Released { .. }
+        | EventKind::Lapsed { .. }
+        | EventKind::FenceCleared { .. }
+        | EventKind::FenceExpired { .. } => None,
         EventKind::Shipped { carrier, .. } => Some(Custody {
             holder: carrier.clone(),
             seq: e.seq,
@@ -93,7 +96,9 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
             how: How::CarrierNoProof,
             ..prev
         }),
-        EventKind::Cancelled
+        // A fenced old owner keeps the goods it picked or packed.
+        EventKind::Fenced { .. }
+        | EventKind::Cancelled
         | EventKind::WrongPrice { .. }
         | EventKind::MilestoneWithoutOwnership { .. } => c,
     }
@@ -114,15 +119,7 @@ pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
         Incident::Lost => custodian_rule(order, t, "lost"),
         Incident::Damaged => damaged(order, t),
         Incident::Late => late(order),
-        Incident::DuplicateProcessing => first_fact(
-            order,
-            |k| match k {
-                EventKind::MilestoneWithoutOwnership { party } => Some(party.clone()),
-                _ => None,
-            },
-            Rule::MilestoneWithoutOwnership,
-            "reported a milestone on an order it did not own",
-        ),
+        Incident::DuplicateProcessing => duplicate(order),
         Incident::PriceMismatch => first_fact(
             order,
             |k| match k {
@@ -211,7 +208,10 @@ fn damaged(order: &Order, t: u64) -> Ruling {
 /// the profile version in force.
 fn late(order: &Order) -> Ruling {
     let lapse = order.events.iter().find_map(|e| match &e.kind {
-        EventKind::Lapsed { node, deadline_ms } => Some((e.seq, node.clone(), *deadline_ms)),
+        EventKind::Lapsed { node, deadline_ms }
+        | EventKind::Fenced {
+            node, deadline_ms, ..
+        } => Some((e.seq, node.clone(), *deadline_ms)),
         _ => None,
     });
     if let Some((seq, node, deadline)) = lapse {
@@ -286,6 +286,37 @@ fn lease_start_before(order: &Order, before: u64, node: &str) -> Option<(u64, u6
             } if to == node => Some((e.seq, e.time_ms, *dispatch_time_ms)),
             _ => None,
         })
+}
+
+/// Duplicate processing: the first node that reported a milestone on an
+/// order it did not own, or (rules version 2) whose fence ran out before
+/// that, neither confirming nor shipping the order it had picked or packed.
+fn duplicate(order: &Order) -> Ruling {
+    let fact = order.events.iter().find_map(|e| match &e.kind {
+        EventKind::MilestoneWithoutOwnership { party } => Some((e.seq, party, false)),
+        EventKind::FenceExpired { node, .. } => Some((e.seq, node, true)),
+        _ => None,
+    });
+    match fact {
+        Some((seq, node, true)) => ruling(
+            node,
+            Rule::FenceExpired,
+            vec![seq],
+            format!(
+                "{node} let the fence on order {} run out (entry {seq}) without confirming it did not ship or reporting it shipped",
+                order.order_id
+            ),
+        ),
+        _ => first_fact(
+            order,
+            |k| match k {
+                EventKind::MilestoneWithoutOwnership { party } => Some(party.clone()),
+                _ => None,
+            },
+            Rule::MilestoneWithoutOwnership,
+            "reported a milestone on an order it did not own",
+        ),
+    }
 }
 
 fn first_fact(

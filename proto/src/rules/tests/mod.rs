@@ -53,11 +53,18 @@ fn genesis(op: &SigningKey) -> Vec<u8> {
 }
 
 fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
+    genesis_with(op, nonce, 0, 0)
+}
+
+/// Genesis under rules version `rules_version` (0: version 1) with fence `fence_ms`.
+fn genesis_with(op: &SigningKey, nonce: u64, rules_version: u32, fence_ms: u64) -> Vec<u8> {
     let cmd = pb::Command {
         nonce,
         body: Some(Body::Genesis(pb::Genesis {
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
+            rules_version,
+            fence_ms,
             members: Vec::new(),
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),
