@@ -9,6 +9,7 @@ mod cli;
 mod disputes;
 mod election;
 mod failover;
+mod fences;
 mod fulfillment_example;
 mod limits;
 mod membership;
