@@ -101,6 +101,32 @@ async fn a_packed_order_that_lapses_is_fenced_for_its_old_owner() {
         ("", "store-slow", "store-slow")
     );
     assert!(view.fence_until_ms > 0 && !view.fence_expired);
+    // Not listed as open, nor as claimable by the other node, while fenced.
+    for filter in [
+        pb::ListOrdersRequest {
+            status: "open".into(),
+            ..Default::default()
+        },
+        pb::ListOrdersRequest {
+            claimable_by: "store-other".into(),
+            ..Default::default()
+        },
+    ] {
+        let page = client.list_orders(filter).await.expect("list");
+        assert!(
+            page.orders.iter().all(|o| o.order_id != "o-ship"),
+            "a fenced order is listed as open: {:?}",
+            page.orders
+        );
+    }
+    let fenced = client
+        .list_orders(pb::ListOrdersRequest {
+            status: "fenced".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(fenced.orders.len(), 1, "{:?}", fenced.orders);
     let shipped = s
         .submit_accepted(
             "shipped from the fence",

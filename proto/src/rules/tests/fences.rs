@@ -164,7 +164,22 @@ fn the_old_owner_confirms_it_did_not_ship_and_the_order_opens() {
 fn a_fence_that_runs_out_opens_the_order_and_stands_against_the_old_owner() {
     let (mut w, deadline) = in_progress(pb::Milestone::Packed);
     let rk = w.replica(deadline);
-    assert!(w.sweep(&rk, "o1", deadline + 1).accepted);
+    let fenced = w.sweep(&rk, "o1", deadline + 1);
+    assert!(fenced.accepted);
+    // The worked example of docs/disputes.md §4.4.
+    assert_eq!((deadline, fenced.seq), (3_601_100, 10));
+    let lost = Dispute {
+        seq: 99,
+        kind: "lost".into(),
+        incident_ms: 5_000_000,
+        opened_by: "shop".into(),
+        ruling: None,
+    };
+    let r = rule_on(&w.s.orders["o1"], &lost);
+    assert_eq!(
+        (r.liable.as_str(), r.rule, r.evidence.clone()),
+        ("n0", Rule::CustodianAtIncident, vec![7])
+    );
     let until = deadline + FENCE;
     let x = w.sweep(&rk, "o1", until + 1);
     assert!(x.accepted, "{x:?}");
@@ -199,6 +214,7 @@ fn a_fence_that_runs_out_opens_the_order_and_stands_against_the_old_owner() {
     let r = rule_on(&w.s.orders["o1"], &d);
     assert_eq!((r.liable.as_str(), r.rule), ("n0", Rule::FenceExpired));
     assert_eq!(r.evidence, vec![x.seq]);
+    assert_eq!(x.seq, 11);
 }
 
 #[test]
