@@ -110,6 +110,16 @@ pub trait Commands: sealed::Sealed {
             .sign(Body::RemoveReplica(pb::RemoveReplica { node_id }))
     }
 
+    /// An operator command raising the rules version from its own entry on
+    /// (never lowering it), with the fence of version 2 (0: the default).
+    fn set_rules_version(&self, version: u32, fence_ms: u64) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::SetRulesVersion(pb::SetRulesVersion {
+                version,
+                fence_ms,
+            }))
+    }
+
     /// A node publishing its own capability profile (the next version).
     fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
         self.signer().sign(Body::PublishProfile(profile))

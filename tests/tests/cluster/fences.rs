@@ -180,6 +180,22 @@ async fn a_packed_order_that_lapses_is_fenced_for_its_old_owner() {
         .await
         .expect("submit");
     assert_eq!(late.outcome.unwrap_or_default().code, "not_owner");
+
+    // The cluster started at the newest rules version: it is never lowered,
+    // but an operator may change the fence.
+    let lower = s
+        .submit(c.operator().set_rules_version(1, 0))
+        .await
+        .expect("submit");
+    let o = lower.outcome.unwrap_or_default();
+    assert_eq!(o.code, "rules_version_lowered", "{}", o.message);
+    let set = s
+        .submit_accepted("a shorter fence", c.operator().set_rules_version(2, 60_000))
+        .await;
+    assert_eq!(
+        set.outcome.unwrap_or_default().message,
+        format!("rules version 2 from entry {} (was 2)", set.seq)
+    );
     c.check_invariants().await;
 }
 
