@@ -158,6 +158,10 @@ names! {
         UnknownDispute = "unknown_dispute",
         AlreadyResolved = "already_resolved",
         RulingMismatch = "ruling_mismatch",
+        /// Rules version 2: a dispute of the same kind on the same incident exists.
+        DuplicateIncident = "duplicate_incident",
+        /// The command uses what a later rules version brings.
+        NotInRulesVersion = "not_in_rules_version",
     }
 }
 
@@ -173,6 +177,8 @@ names! {
         LeaseLapsed = "lease_lapsed",
         /// Rules version 2: a fenced old owner neither confirmed nor shipped.
         FenceExpired = "fence_expired",
+        /// Rules version 2: several custodians held the goods in the window.
+        SharedCustody = "shared_custody",
         LateDispatch = "late_dispatch",
         NoBreach = "no_breach",
         MilestoneWithoutOwnership = "milestone_without_ownership",
@@ -312,6 +318,8 @@ mod tests {
             (Code::UnknownDispute, "unknown_dispute"),
             (Code::AlreadyResolved, "already_resolved"),
             (Code::RulingMismatch, "ruling_mismatch"),
+            (Code::DuplicateIncident, "duplicate_incident"),
+            (Code::NotInRulesVersion, "not_in_rules_version"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),
@@ -321,6 +329,7 @@ mod tests {
             (Rule::DamageNotedAtAcceptance, "damage_noted_at_acceptance"),
             (Rule::LeaseLapsed, "lease_lapsed"),
             (Rule::FenceExpired, "fence_expired"),
+            (Rule::SharedCustody, "shared_custody"),
             (Rule::LateDispatch, "late_dispatch"),
             (Rule::NoBreach, "no_breach"),
             (

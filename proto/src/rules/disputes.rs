@@ -106,7 +106,6 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
 
 /// The ruling the rules give for `dispute` on `order`.
 pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
-    let t = dispute.incident_ms;
     let Some(kind) = Incident::parse(&dispute.kind) else {
         return ruling(
             "",
@@ -116,8 +115,8 @@ pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
         );
     };
     match kind {
-        Incident::Lost => custodian_rule(order, t, "lost"),
-        Incident::Damaged => damaged(order, t),
+        Incident::Lost => custodian_rule(order, dispute, "lost"),
+        Incident::Damaged => damaged(order, dispute),
         Incident::Late => late(order),
         Incident::DuplicateProcessing => duplicate(order),
         Incident::PriceMismatch => first_fact(
@@ -132,8 +131,14 @@ pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
     }
 }
 
-/// Liability stays with whoever held the goods at the incident.
-fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
+/// Liability stays with whoever held the goods at the incident, or (rules
+/// version 2, a dispute naming a window) with whoever held them in the
+/// window.
+fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
+    let t = dispute.incident_ms;
+    if dispute.known_good_ms != 0 {
+        return window_rule(order, dispute.known_good_ms, t, what);
+    }
     match custody_at(order, t) {
         None => ruling(
             "",
@@ -141,7 +146,73 @@ fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
             Vec::new(),
             format!("nobody in the chain held order {} at {t}", order.order_id),
         ),
-        Some(c) => {
+        Some(c) => custody_ruling(order, c, t, what),
+    }
+}
+
+/// Rules version 2: the custody intervals that overlap the window from
+/// `good` (last known good) to `bad` (first known bad). A clean
+/// countersigned acceptance in the window shows the goods were good when
+/// the receiver took them, so the window starts again there. One holder
+/// left: the rule for its custody, as at an instant. Several: nobody is
+/// liable by the rules and the ruling is escalated (`shared_custody`),
+/// citing each holder's custody entry, for the parties to settle.
+fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
+    let mut held: Vec<Custody> = Vec::new();
+    let mut c = custody_at(order, good);
+    held.extend(c.clone());
+    for e in order
+        .events
+        .iter()
+        .filter(|e| e.time_ms > good && e.time_ms <= bad)
+    {
+        let next = custody_after(c.clone(), e);
+        if next != c {
+            if let Some(n) = &next {
+                if n.how == How::CleanAcceptance {
+                    held.clear();
+                }
+                match held.iter_mut().find(|h| h.holder == n.holder) {
+                    // Still the same holder (a delivery without proof): its latest custody.
+                    Some(h) if n.how == How::CarrierNoProof => *h = n.clone(),
+                    Some(_) => {}
+                    None => held.push(n.clone()),
+                }
+            }
+        }
+        c = next;
+    }
+    match held.len() {
+        0 => ruling(
+            "",
+            Rule::NoCustodian,
+            Vec::new(),
+            format!(
+                "nobody in the chain held order {} between {good} and {bad}",
+                order.order_id
+            ),
+        ),
+        1 => custody_ruling(order, held.remove(0), bad, what),
+        _ => ruling(
+            "",
+            Rule::SharedCustody,
+            held.iter().map(|h| h.seq).collect(),
+            format!(
+                "order {} {what} between {good} and {bad}: {} held it in that window and no clean countersigned acceptance narrows it to one; escalated",
+                order.order_id,
+                held.iter()
+                    .map(|h| h.holder.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    }
+}
+
+/// The ruling against the holder of custody `c` for an incident at `t`.
+fn custody_ruling(order: &Order, c: Custody, t: u64, what: &str) -> Ruling {
+    {
+        {
             let (rule, why) = match c.how {
                 How::Claim => (Rule::CustodianAtIncident, "held it by its claim"),
                 How::CleanAcceptance => (
@@ -181,7 +252,7 @@ fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
 
 /// Damage noted at a countersigned acceptance points to the previous
 /// custodian; otherwise the custodian at the incident is liable.
-fn damaged(order: &Order, t: u64) -> Ruling {
+fn damaged(order: &Order, dispute: &Dispute) -> Ruling {
     // Damage noted at any acceptance happened before it, whenever it was reported.
     let noted = order
         .events
@@ -200,7 +271,7 @@ fn damaged(order: &Order, t: u64) -> Ruling {
             );
         }
     }
-    custodian_rule(order, t, "was damaged")
+    custodian_rule(order, dispute, "was damaged")
 }
 
 /// A lapse is the lapsed owner's; otherwise late when the hand-off to the

@@ -413,6 +413,21 @@ pub struct Dispute {
     pub incident_ms: u64,
     pub opened_by: String,
     pub ruling: Option<RulingRecord>,
+    /// Rules version 2: the window's start, the goods last known good (0:
+    /// no window, the dispute names the instant `incident_ms`).
+    #[serde(default)]
+    pub known_good_ms: u64,
+}
+
+impl Dispute {
+    /// The times the dispute is about: its window, or the instant.
+    pub fn window(&self) -> (u64, u64) {
+        if self.known_good_ms == 0 {
+            (self.incident_ms, self.incident_ms)
+        } else {
+            (self.known_good_ms, self.incident_ms)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -572,6 +587,7 @@ impl Order {
                     incident_ms: d.incident_ms,
                     opened_by: d.opened_by.clone(),
                     resolved: d.ruling.is_some(),
+                    known_good_ms: d.known_good_ms,
                     ruling: d.ruling.as_ref().map(|r| pb::Ruling {
                         liable: r.liable.clone(),
                         rule: r.rule.clone(),

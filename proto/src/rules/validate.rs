@@ -356,6 +356,20 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             if d.incident_ms == 0 {
                 return Err(bad("incident time is not set"));
             }
+            if d.known_good_ms > d.incident_ms {
+                return Err(bad(format!(
+                    "the window's known-good time {} is after its known-bad time {}",
+                    d.known_good_ms, d.incident_ms
+                )));
+            }
+            if d.known_good_ms != 0
+                && !matches!(
+                    pb::IncidentKind::try_from(d.kind),
+                    Ok(pb::IncidentKind::Lost | pb::IncidentKind::Damaged)
+                )
+            {
+                return Err(bad("only lost and damaged disputes name a window"));
+            }
             check_text("statement", &d.statement, false)
         }
         Some(Body::ResolveDispute(r)) => {

@@ -128,6 +128,7 @@ fn the_old_owner_ships_from_the_fence_counted_late_and_delivers() {
         incident_ms: deadline + 20,
         opened_by: "shop".into(),
         ruling: None,
+        known_good_ms: 0,
     };
     let r = rule_on(&w.s.orders["o1"], &d);
     assert_eq!((r.liable.as_str(), r.rule), ("n0", Rule::LeaseLapsed));
@@ -174,6 +175,7 @@ fn a_fence_that_runs_out_opens_the_order_and_stands_against_the_old_owner() {
         incident_ms: 5_000_000,
         opened_by: "shop".into(),
         ruling: None,
+        known_good_ms: 0,
     };
     let r = rule_on(&w.s.orders["o1"], &lost);
     assert_eq!(
@@ -210,6 +212,7 @@ fn a_fence_that_runs_out_opens_the_order_and_stands_against_the_old_owner() {
         incident_ms: until + 3,
         opened_by: "shop".into(),
         ruling: None,
+        known_good_ms: 0,
     };
     let r = rule_on(&w.s.orders["o1"], &d);
     assert_eq!((r.liable.as_str(), r.rule), ("n0", Rule::FenceExpired));
