@@ -18,3 +18,4 @@ mod peer_boundary;
 mod protocol;
 mod snapshot;
 mod watch;
+mod windows;
