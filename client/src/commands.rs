@@ -110,6 +110,16 @@ pub trait Commands: sealed::Sealed {
             .sign(Body::RemoveReplica(pb::RemoveReplica { node_id }))
     }
 
+    /// An operator command raising the rules version from its own entry on
+    /// (never lowering it), with the fence of version 2 (0: the default).
+    fn set_rules_version(&self, version: u32, fence_ms: u64) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::SetRulesVersion(pb::SetRulesVersion {
+                version,
+                fence_ms,
+            }))
+    }
+
     /// A node publishing its own capability profile (the next version).
     fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
         self.signer().sign(Body::PublishProfile(profile))
@@ -274,6 +284,27 @@ pub trait Commands: sealed::Sealed {
             kind: kind as i32,
             incident_ms,
             statement: statement.to_string(),
+            known_good_ms: 0,
+        }))
+    }
+
+    /// Any party opening a dispute over the window from `known_good_ms`
+    /// (the goods last known good) to `known_bad_ms` (first known bad);
+    /// rules version 2, lost and damaged only.
+    fn open_dispute_window(
+        &self,
+        order_id: &str,
+        kind: pb::IncidentKind,
+        known_good_ms: u64,
+        known_bad_ms: u64,
+        statement: &str,
+    ) -> pb::SignedCommand {
+        self.signer().sign(Body::OpenDispute(pb::OpenDispute {
+            order_id: order_id.to_string(),
+            kind: kind as i32,
+            incident_ms: known_bad_ms,
+            statement: statement.to_string(),
+            known_good_ms,
         }))
     }
 

@@ -36,14 +36,19 @@ pub struct Bootstrap {
     pub data_dir: PathBuf,
     pub cluster_id: String,
     pub lease_grace_ms: u64,
+    /// The fence genesis records (0: the rules' default).
+    pub fence_ms: u64,
     pub operators: Vec<OperatorKey>,
     pub members: BTreeMap<NodeId, Member>,
 }
 
 /// The genesis command: unsigned, naming the operator keys and the members.
+/// New clusters start under the newest rules version, with `fence_ms` (0:
+/// the rules' default).
 pub fn genesis_command(
     cluster_id: &str,
     lease_grace_ms: u64,
+    fence_ms: u64,
     operators: &[OperatorKey],
     members: &BTreeMap<NodeId, Member>,
 ) -> Vec<u8> {
@@ -67,6 +72,8 @@ pub fn genesis_command(
                     peer_addr: m.peer_addr.clone(),
                 })
                 .collect(),
+            rules_version: arbor_proto::rules::CURRENT_RULES_VERSION,
+            fence_ms,
         })),
     };
     pb::SignedCommand {
@@ -138,6 +145,7 @@ impl Bootstrap {
             command: genesis_command(
                 &self.cluster_id,
                 self.lease_grace_ms,
+                self.fence_ms,
                 &self.operators,
                 &self.members,
             ),

@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// Lease grace recorded in the genesis entry (ms): added to a node's
     /// declared dispatch time before its ownership of an order lapses.
     pub lease_grace_ms: u64,
+    /// The fence recorded in the genesis entry (ms; rules version 2): how
+    /// long a lapsed order that was picked or packed stays held for its old
+    /// owner before another node may claim it. 0: the rules' default, 2 h.
+    pub fence_ms: u64,
     /// Every this many ms the leader records the lapse of orders whose lease
     /// has run out (signed with its replica identity, which must be enrolled).
     /// 0 turns the sweep off: lapses are then recorded only by the next
@@ -86,6 +90,7 @@ impl Default for NodeConfig {
             operators: Vec::new(),
             cluster_id: "arbor".into(),
             lease_grace_ms: 300_000,
+            fence_ms: 0,
             lapse_sweep_ms: 1_000,
             heartbeat_ms: 100,
             election_timeout_min_ms: 200,

@@ -372,6 +372,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             data_dir: config.data_dir.clone(),
             cluster_id: config.cluster_id.clone(),
             lease_grace_ms: config.lease_grace_ms,
+            fence_ms: config.fence_ms,
             operators: config.parsed_operators()?,
             members,
         }

@@ -210,6 +210,10 @@ struct RunArgs {
     /// declared dispatch time before its ownership of an unshipped order lapses
     #[arg(long, env = "ARBOR_LEASE_GRACE_MS")]
     lease_grace_ms: Option<u64>,
+    /// Fence in ms recorded in the genesis entry: how long a lapsed order that
+    /// was picked or packed stays held for its old owner (0 = the default, 2 h)
+    #[arg(long, env = "ARBOR_FENCE_MS")]
+    fence_ms: Option<u64>,
     /// Every N ms the leader records lapsed leases (RecordLapse, signed by its
     /// enrolled replica identity); 0 = off
     #[arg(long, env = "ARBOR_LAPSE_SWEEP_MS")]
@@ -293,6 +297,9 @@ impl RunArgs {
         }
         if let Some(v) = self.lease_grace_ms {
             c.lease_grace_ms = v;
+        }
+        if let Some(v) = self.fence_ms {
+            c.fence_ms = v;
         }
         if let Some(v) = self.lapse_sweep_ms {
             c.lapse_sweep_ms = v;

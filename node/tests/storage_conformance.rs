@@ -57,6 +57,8 @@ fn genesis(cluster_id: &str) -> Vec<u8> {
                 public_key: public(1),
             }],
             lease_grace_ms: 60_000,
+            rules_version: 0,
+            fence_ms: 0,
             members: Vec::new(),
         })),
     };

@@ -51,6 +51,8 @@ pub struct Options {
     pub keep_logs: Option<u64>,
     /// `--lease-grace-ms N` (recorded in genesis by the bootstrap replica)
     pub lease_grace_ms: Option<u64>,
+    /// `--fence-ms N` (recorded in genesis by the bootstrap replica)
+    pub fence_ms: Option<u64>,
     /// Put a TCP proxy in front of every replica's peer port (and give each
     /// its own source address) so that [`TestCluster::partition`] can cut links.
     pub partitionable: bool,
@@ -279,6 +281,9 @@ impl TestCluster {
         }
         if let Some(n) = self.opts.lease_grace_ms {
             args.extend(["--lease-grace-ms".into(), n.to_string()]);
+        }
+        if let Some(n) = self.opts.fence_ms {
+            args.extend(["--fence-ms".into(), n.to_string()]);
         }
         args.extend(self.opts.extra_args.iter().cloned());
         let metrics_addr = format!("127.0.0.1:{}", free_port());

@@ -169,7 +169,8 @@ pub fn check_signatures(entries: &[Entry], _state: &MemState) -> Result<(), Stri
 }
 
 /// Never two owners: replaying step by step, a claim is only accepted on an
-/// order nobody owns (or whose owner's lease ran out by the entry's time),
+/// order nobody owns (or whose owner's lease ran out by the entry's time)
+/// and that is not fenced for its old owner (rules version 2),
 /// and every claim rejected as `already_owned` names the owner at that point.
 pub fn check_single_owner(entries: &[Entry], _state: &MemState) -> Result<(), String> {
     let mut s = MemState::default();
@@ -182,6 +183,20 @@ pub fn check_single_owner(entries: &[Entry], _state: &MemState) -> Result<(), St
                     .filter(|_| !o.lease_lapsed(e.time_ms))
                     .map(|w| (w, o.claimed_seq))
             });
+            // Rules version 2: never claimed while fenced for its old owner.
+            let fenced = s.orders.get(&c.order_id).and_then(|o| {
+                let config = s.config.clone().unwrap_or_default();
+                o.fence
+                    .as_ref()
+                    .filter(|_| o.owner.is_none() && !o.open_at(e.time_ms, &config))
+                    .map(|f| (f.node.clone(), f.until_ms))
+            });
+            if let (true, Some((node, until))) = (e.accepted, &fenced) {
+                return Err(format!(
+                    "entry {} accepted a claim of {} by {} while it was fenced for {node} until {until}",
+                    e.seq, c.order_id, env.signer
+                ));
+            }
             if e.accepted {
                 if let Some((owner, seq)) = owner {
                     return Err(format!(
@@ -295,6 +310,8 @@ mod tests {
                 Body::Genesis(pb::Genesis {
                     cluster_id: "t".into(),
                     lease_grace_ms: 0,
+                    rules_version: 0,
+                    fence_ms: 0,
                     members: Vec::new(),
                     operators: vec![pb::GenesisOperator {
                         party_id: "operator".into(),

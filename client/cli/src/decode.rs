@@ -212,6 +212,10 @@ pub fn body_json(c: &pb::Command) -> Value {
             if d.incident_ms != 0 {
                 v["incident_time"] = json!(utc(d.incident_ms));
             }
+            if d.known_good_ms != 0 {
+                v["known_good_ms"] = json!(d.known_good_ms);
+                v["known_good_time"] = json!(utc(d.known_good_ms));
+            }
             v
         }
         Body::ResolveDispute(r) => json!({
@@ -223,6 +227,7 @@ pub fn body_json(c: &pb::Command) -> Value {
             json!({"node_id": a.node_id, "addr": a.addr, "peer_addr": a.peer_addr})
         }
         Body::RemoveReplica(r) => json!({"node_id": r.node_id}),
+        Body::SetRulesVersion(r) => json!({"version": r.version, "fence_ms": r.fence_ms}),
     };
     out
 }

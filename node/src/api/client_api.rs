@@ -347,9 +347,11 @@ impl Arbor for ArborApi {
             let now = now_ms();
             let reader = &self.reader;
             let view = CheckedView::new(reader);
+            // Open as a claim would find it, under the rules version in force.
+            let config = rules::StateView::config(&view).unwrap_or_default();
             let (orders, next) = reader
                 .scan_orders(&q.after, limit, 100_000, |o| {
-                    let effective_open = o.status == rules::OrderStatus::Open || o.lease_lapsed(now);
+                    let effective_open = o.open_at(now, &config);
                     status.is_none_or(|s| {
                         s == o.status || (s == rules::OrderStatus::Open && effective_open)
                     }) && (q.owner.is_empty()

@@ -4,8 +4,9 @@
 //! Reading every order for that costs O(orders) per tick, so the state
 //! machine keeps an index, `leases`: key `u64be(deadline_ms) || order id`,
 //! empty value, one record for each order whose status holds a lease
-//! (`claimed`, `picked`, `packed`) — exactly the orders
-//! [`Order::lease_lapsed`] can select. The sweep walks it from the start to
+//! (`claimed`, `picked`, `packed`) or, from rules version 2, a fence
+//! (`fenced`, keyed by the fence's end: [`Order::hold_deadline`]) — exactly
+//! the orders [`Order::hold_expired`] can select. The sweep walks it from the start to
 //! the current time, so its cost is proportional to the leases that ran
 //! out, not to the ledger.
 //!
@@ -29,12 +30,9 @@ pub(crate) const KEY_BUILT: &[u8] = b"";
 
 /// The index key of an order, `None` when it holds no lease.
 pub(crate) fn lease_key(o: &Order) -> Option<Vec<u8>> {
-    if !o.status.is_leased() {
-        return None;
-    }
-    let lease = o.lease.as_ref()?;
+    let deadline = o.hold_deadline()?;
     let mut k = Vec::with_capacity(8 + o.order_id.len());
-    k.extend_from_slice(&lease.deadline_ms.to_be_bytes());
+    k.extend_from_slice(&deadline.to_be_bytes());
     k.extend_from_slice(o.order_id.as_bytes());
     Some(k)
 }

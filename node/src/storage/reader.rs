@@ -322,8 +322,8 @@ impl LedgerReader {
         self.get_json(CF_SM_META, KEY_REPLICAS)
     }
 
-    /// Up to `limit` orders whose lease has run out by `now_ms`
-    /// ([`Order::lease_lapsed`]), earliest deadline first, read through the
+    /// Up to `limit` orders whose lease (or fence) has run out by `now_ms`
+    /// ([`Order::hold_expired`]), earliest deadline first, read through the
     /// lease index: the cost is proportional to the lapsed leases, not to
     /// the orders.
     pub fn lapsed_leases(&self, now_ms: u64, limit: usize) -> Result<Vec<Order>, ReadError> {
@@ -345,7 +345,7 @@ impl LedgerReader {
                 break;
             }
             match self.order(order_id)? {
-                Some(o) if o.lease_lapsed(now_ms) => out.push(o),
+                Some(o) if o.hold_expired(now_ms) => out.push(o),
                 _ => {}
             }
         }
@@ -491,6 +491,8 @@ mod tests {
                     public_key: key.verifying_key().to_bytes().to_vec(),
                 }],
                 lease_grace_ms: 0,
+                rules_version: 0,
+                fence_ms: 0,
                 members: Vec::new(),
             })),
         };

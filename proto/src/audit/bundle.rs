@@ -715,6 +715,7 @@ fn order_for_rules(order_id: &str, events: Vec<Event>) -> Order {
         claimed_seq: 0,
         lease: None,
         offer: None,
+        fence: None,
         carrier: String::new(),
         tracking_id: String::new(),
         proof_of_delivery: String::new(),
@@ -746,6 +747,7 @@ fn rulings(
             seq: d.entry.seq,
             kind: kind.into(),
             incident_ms: o.incident_ms,
+            known_good_ms: o.known_good_ms,
             opened_by: d.signer.clone(),
             ruling: None,
         };

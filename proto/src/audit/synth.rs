@@ -376,6 +376,8 @@ pub fn genesis(op: &SigningKey) -> Vec<u8> {
                 public_key: op.verifying_key().to_bytes().to_vec(),
             }],
             lease_grace_ms: 0,
+            rules_version: 0,
+            fence_ms: 0,
             members: Vec::new(),
         })),
     };

@@ -99,6 +99,9 @@ names! {
         LastReplica = "last_replica",
         ReplicaAddressInUse = "replica_address_in_use",
 
+        // Rules versions
+        RulesVersionLowered = "rules_version_lowered",
+
         // Orders: registration, price, cancellation, exceptions
         DuplicateOrder = "duplicate_order",
         ExternalRefTaken = "external_ref_taken",
@@ -118,6 +121,8 @@ names! {
         NotOwner = "not_owner",
         NotClaimed = "not_claimed",
         NotLapsed = "not_lapsed",
+        /// Rules version 2: claimed by another node while fenced for its old owner.
+        Fenced = "fenced",
         AtCapacity = "at_capacity",
 
         // Eligibility by profile
@@ -153,6 +158,10 @@ names! {
         UnknownDispute = "unknown_dispute",
         AlreadyResolved = "already_resolved",
         RulingMismatch = "ruling_mismatch",
+        /// Rules version 2: a dispute of the same kind on the same incident exists.
+        DuplicateIncident = "duplicate_incident",
+        /// The command uses what a later rules version brings.
+        NotInRulesVersion = "not_in_rules_version",
     }
 }
 
@@ -166,6 +175,10 @@ names! {
         NoCustodian = "no_custodian",
         DamageNotedAtAcceptance = "damage_noted_at_acceptance",
         LeaseLapsed = "lease_lapsed",
+        /// Rules version 2: a fenced old owner neither confirmed nor shipped.
+        FenceExpired = "fence_expired",
+        /// Rules version 2: several custodians held the goods in the window.
+        SharedCustody = "shared_custody",
         LateDispatch = "late_dispatch",
         NoBreach = "no_breach",
         MilestoneWithoutOwnership = "milestone_without_ownership",
@@ -262,6 +275,7 @@ mod tests {
             (Code::UnknownReplica, "unknown_replica"),
             (Code::LastReplica, "last_replica"),
             (Code::ReplicaAddressInUse, "replica_address_in_use"),
+            (Code::RulesVersionLowered, "rules_version_lowered"),
             (Code::DuplicateOrder, "duplicate_order"),
             (Code::ExternalRefTaken, "external_ref_taken"),
             (Code::UnknownOrder, "unknown_order"),
@@ -278,6 +292,7 @@ mod tests {
             (Code::NotOwner, "not_owner"),
             (Code::NotClaimed, "not_claimed"),
             (Code::NotLapsed, "not_lapsed"),
+            (Code::Fenced, "fenced"),
             (Code::AtCapacity, "at_capacity"),
             (Code::NoProfile, "no_profile"),
             (Code::RegionNotServed, "region_not_served"),
@@ -303,6 +318,8 @@ mod tests {
             (Code::UnknownDispute, "unknown_dispute"),
             (Code::AlreadyResolved, "already_resolved"),
             (Code::RulingMismatch, "ruling_mismatch"),
+            (Code::DuplicateIncident, "duplicate_incident"),
+            (Code::NotInRulesVersion, "not_in_rules_version"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),
@@ -311,6 +328,8 @@ mod tests {
             (Rule::NoCustodian, "no_custodian"),
             (Rule::DamageNotedAtAcceptance, "damage_noted_at_acceptance"),
             (Rule::LeaseLapsed, "lease_lapsed"),
+            (Rule::FenceExpired, "fence_expired"),
+            (Rule::SharedCustody, "shared_custody"),
             (Rule::LateDispatch, "late_dispatch"),
             (Rule::NoBreach, "no_breach"),
             (

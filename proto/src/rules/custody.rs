@@ -36,18 +36,76 @@ pub struct OrderEntry<'a> {
 
 impl OrderEntry<'_> {
     /// The lapse this entry recorded, if any: only an accepted entry records
-    /// one, and its message is then exactly the rules' [`LapseNote`].
+    /// one, and its message then starts with exactly the rules' [`LapseNote`].
     pub fn lapse(&self) -> Option<LapseNote> {
         if !self.accepted {
             return None;
         }
-        LapseNote::parse(self.message)
+        self.message.split("; ").find_map(LapseNote::parse)
+    }
+
+    /// The fence expiry this entry recorded, if any (rules version 2): the
+    /// [`FenceExpiryNote`] in an accepted entry's message.
+    pub fn fence_expiry(&self) -> Option<FenceExpiryNote> {
+        if !self.accepted {
+            return None;
+        }
+        self.message.split("; ").find_map(FenceExpiryNote::parse)
+    }
+}
+
+/// Reads a note's number: ASCII digits only.
+fn num(s: &str) -> Option<u64> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// The note the rules write into the entry that records the end of a
+/// fence (rules version 2): `fence of NODE expired at UNTIL (lapsed at
+/// entry SEQ)`. After a [`LapseNote`] in the same message, joined by "; ",
+/// when one entry records both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FenceExpiryNote {
+    /// The old owner the order was fenced for.
+    pub node: String,
+    pub until_ms: u64,
+    /// The entry that recorded the lapse and began the fence.
+    pub lapsed_seq: u64,
+}
+
+impl FenceExpiryNote {
+    /// Reads a note back; `None` unless `message` is a whole fence expiry note.
+    pub fn parse(message: &str) -> Option<FenceExpiryNote> {
+        let rest = message.strip_prefix("fence of ")?.strip_suffix(")")?;
+        let (node, rest) = rest.rsplit_once(" expired at ")?;
+        let (until, seq) = rest.split_once(" (lapsed at entry ")?;
+        if node.is_empty() {
+            return None;
+        }
+        Some(FenceExpiryNote {
+            node: node.to_string(),
+            until_ms: num(until)?,
+            lapsed_seq: num(seq)?,
+        })
+    }
+}
+
+impl fmt::Display for FenceExpiryNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fence of {} expired at {} (lapsed at entry {})",
+            self.node, self.until_ms, self.lapsed_seq
+        )
     }
 }
 
 /// The note the rules write into the entry that records a lapsed lease:
 /// `lease of OWNER lapsed at DEADLINE (owner since entry SEQ, dispatch time
-/// MS ms of profile vN + grace)`. [`fmt::Display`] gives that text back.
+/// MS ms of profile vN + grace)`, and from rules version 2, when the order
+/// was picked or packed, `, fenced until UNTIL` after it.
+/// [`fmt::Display`] gives that text back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LapseNote {
     /// The owner whose lease lapsed.
@@ -57,23 +115,22 @@ pub struct LapseNote {
     pub since_seq: u64,
     pub dispatch_time_ms: u64,
     pub profile_version: u64,
+    /// Rules version 2: the lapse fenced the order for its owner until then.
+    pub fenced_until_ms: Option<u64>,
 }
 
 impl LapseNote {
     /// Reads a note back; `None` unless `message` is a whole lapse note.
     pub fn parse(message: &str) -> Option<LapseNote> {
-        let rest = message
-            .strip_prefix("lease of ")?
-            .strip_suffix(" + grace)")?;
+        let rest = message.strip_prefix("lease of ")?;
+        let (rest, fenced_until_ms) = match rest.rsplit_once(" + grace), fenced until ") {
+            Some((rest, until)) => (rest, Some(num(until)?)),
+            None => (rest.strip_suffix(" + grace)")?, None),
+        };
         let (owner, rest) = rest.rsplit_once(" lapsed at ")?;
         let (deadline, rest) = rest.split_once(" (owner since entry ")?;
         let (since, rest) = rest.split_once(", dispatch time ")?;
         let (dispatch, version) = rest.split_once(" ms of profile v")?;
-        let num = |s: &str| -> Option<u64> {
-            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| s.parse().ok())
-                .flatten()
-        };
         if owner.is_empty() {
             return None;
         }
@@ -83,6 +140,7 @@ impl LapseNote {
             since_seq: num(since)?,
             dispatch_time_ms: num(dispatch)?,
             profile_version: num(version)?,
+            fenced_until_ms,
         })
     }
 }
@@ -93,7 +151,11 @@ impl fmt::Display for LapseNote {
             f,
             "lease of {} lapsed at {} (owner since entry {}, dispatch time {} ms of profile v{} + grace)",
             self.owner, self.deadline_ms, self.since_seq, self.dispatch_time_ms, self.profile_version
-        )
+        )?;
+        if let Some(until) = self.fenced_until_ms {
+            write!(f, ", fenced until {until}")?;
+        }
+        Ok(())
     }
 }
 
@@ -118,8 +180,10 @@ pub struct End {
     pub seq: u64,
     pub time_ms: u64,
     /// [`EventKind::Lapsed`], [`EventKind::Released`],
-    /// [`EventKind::HandedOff`], [`EventKind::Shipped`] or
-    /// [`EventKind::Delivered`] with proof.
+    /// [`EventKind::HandedOff`], [`EventKind::Shipped`],
+    /// [`EventKind::Delivered`] with proof, or (rules version 2, after a
+    /// [`EventKind::Fenced`] lapse that keeps custody)
+    /// [`EventKind::FenceCleared`] or [`EventKind::FenceExpired`].
     pub fact: EventKind,
 }
 
@@ -170,6 +234,8 @@ pub fn intervals(entries: &[OrderEntry<'_>]) -> Vec<Interval> {
 /// them).
 pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
     let mut out = Vec::new();
+    // Rules version 2: the old owner the order is fenced for.
+    let mut fenced: Option<String> = None;
     for e in entries.iter().filter(|e| e.accepted) {
         let mut push = |kind| {
             out.push(Event {
@@ -179,14 +245,36 @@ pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
             })
         };
         let lapse = e.lapse();
-        if let Some(l) = &lapse {
-            push(EventKind::Lapsed {
+        match &lapse {
+            Some(l) if l.fenced_until_ms.is_some() => {
+                fenced = Some(l.owner.clone());
+                push(EventKind::Fenced {
+                    node: l.owner.clone(),
+                    deadline_ms: l.deadline_ms,
+                    until_ms: l.fenced_until_ms.unwrap_or_default(),
+                });
+            }
+            Some(l) => push(EventKind::Lapsed {
                 node: l.owner.clone(),
                 deadline_ms: l.deadline_ms,
+            }),
+            None => {}
+        }
+        if let Some(x) = e.fence_expiry() {
+            fenced = None;
+            push(EventKind::FenceExpired {
+                node: x.node,
+                until_ms: x.until_ms,
             });
         }
         let node = e.signer.to_string();
+        let fenced_signer = fenced.as_deref() == Some(e.signer);
         match e.body {
+            // The fenced old owner confirms it did not ship.
+            Some(Body::ReleaseOrder(_)) if fenced_signer => {
+                fenced = None;
+                push(EventKind::FenceCleared { node });
+            }
             Some(Body::ClaimOrder(_)) => push(EventKind::Claimed {
                 node,
                 profile_version: 0,
@@ -206,12 +294,18 @@ pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
             // The lapsed owner giving the order back only confirms the lapse.
             Some(Body::ReleaseOrder(_)) if lapse.as_ref().is_some_and(|l| l.owner == node) => {}
             Some(Body::ReleaseOrder(_)) => push(EventKind::Released { node }),
-            Some(Body::CancelOrder(_)) => push(EventKind::Cancelled),
+            Some(Body::CancelOrder(_)) => {
+                fenced = None;
+                push(EventKind::Cancelled)
+            }
             Some(Body::ReportMilestone(m)) => match pb::Milestone::try_from(m.milestone) {
-                Ok(pb::Milestone::Shipped) => push(EventKind::Shipped {
-                    node,
-                    carrier: m.carrier.clone(),
-                }),
+                Ok(pb::Milestone::Shipped) => {
+                    fenced = None;
+                    push(EventKind::Shipped {
+                        node,
+                        carrier: m.carrier.clone(),
+                    })
+                }
                 Ok(pb::Milestone::Delivered) => push(EventKind::Delivered {
                     node,
                     proof: !m.proof_of_delivery.is_empty(),
@@ -257,6 +351,8 @@ mod tests {
                     body: Some(Body::Genesis(pb::Genesis {
                         cluster_id: "test".into(),
                         lease_grace_ms: GRACE,
+                        rules_version: 0,
+                        fence_ms: 0,
                         members: Vec::new(),
                         operators: vec![pb::GenesisOperator {
                             party_id: "ops".into(),
@@ -586,8 +682,32 @@ mod tests {
             since_seq: 3,
             dispatch_time_ms: 4,
             profile_version: 2,
+            fenced_until_ms: None,
         };
         assert_eq!(LapseNote::parse(&note.to_string()), Some(note.clone()));
+        let fenced = LapseNote {
+            fenced_until_ms: Some(9),
+            ..note.clone()
+        };
+        assert_eq!(LapseNote::parse(&fenced.to_string()), Some(fenced.clone()));
+        let expiry = FenceExpiryNote {
+            node: "n0".into(),
+            until_ms: 9,
+            lapsed_seq: 3,
+        };
+        assert_eq!(
+            FenceExpiryNote::parse(&expiry.to_string()),
+            Some(expiry.clone())
+        );
+        for m in [
+            "fence of n0 expired at 9",
+            "fence of  expired at 9 (lapsed at entry 3)",
+            "fence of n0 expired at 9 (lapsed at entry x)",
+            "lease of n0 lapsed at 5 (owner since entry 3, dispatch time 4 ms of profile v2 + grace), fenced until ",
+        ] {
+            assert_eq!(FenceExpiryNote::parse(m), None, "{m:?}");
+            assert_eq!(LapseNote::parse(m), None, "{m:?}");
+        }
         for m in [
             "",
             "lease of n0 lapsed",

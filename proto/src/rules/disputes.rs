@@ -81,7 +81,10 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
                 How::CleanAcceptance
             },
         }),
-        EventKind::Released { .. } | EventKind::Lapsed { .. } => None,
+        EventKind::Released { .. }
+        | EventKind::Lapsed { .. }
+        | EventKind::FenceCleared { .. }
+        | EventKind::FenceExpired { .. } => None,
         EventKind::Shipped { carrier, .. } => Some(Custody {
             holder: carrier.clone(),
             seq: e.seq,
@@ -93,7 +96,9 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
             how: How::CarrierNoProof,
             ..prev
         }),
-        EventKind::Cancelled
+        // A fenced old owner keeps the goods it picked or packed.
+        EventKind::Fenced { .. }
+        | EventKind::Cancelled
         | EventKind::WrongPrice { .. }
         | EventKind::MilestoneWithoutOwnership { .. } => c,
     }
@@ -101,7 +106,6 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
 
 /// The ruling the rules give for `dispute` on `order`.
 pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
-    let t = dispute.incident_ms;
     let Some(kind) = Incident::parse(&dispute.kind) else {
         return ruling(
             "",
@@ -111,18 +115,10 @@ pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
         );
     };
     match kind {
-        Incident::Lost => custodian_rule(order, t, "lost"),
-        Incident::Damaged => damaged(order, t),
+        Incident::Lost => custodian_rule(order, dispute, "lost"),
+        Incident::Damaged => damaged(order, dispute),
         Incident::Late => late(order),
-        Incident::DuplicateProcessing => first_fact(
-            order,
-            |k| match k {
-                EventKind::MilestoneWithoutOwnership { party } => Some(party.clone()),
-                _ => None,
-            },
-            Rule::MilestoneWithoutOwnership,
-            "reported a milestone on an order it did not own",
-        ),
+        Incident::DuplicateProcessing => duplicate(order),
         Incident::PriceMismatch => first_fact(
             order,
             |k| match k {
@@ -135,8 +131,14 @@ pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
     }
 }
 
-/// Liability stays with whoever held the goods at the incident.
-fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
+/// Liability stays with whoever held the goods at the incident, or (rules
+/// version 2, a dispute naming a window) with whoever held them in the
+/// window.
+fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
+    let t = dispute.incident_ms;
+    if dispute.known_good_ms != 0 {
+        return window_rule(order, dispute.known_good_ms, t, what);
+    }
     match custody_at(order, t) {
         None => ruling(
             "",
@@ -144,7 +146,73 @@ fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
             Vec::new(),
             format!("nobody in the chain held order {} at {t}", order.order_id),
         ),
-        Some(c) => {
+        Some(c) => custody_ruling(order, c, t, what),
+    }
+}
+
+/// Rules version 2: the custody intervals that overlap the window from
+/// `good` (last known good) to `bad` (first known bad). A clean
+/// countersigned acceptance in the window shows the goods were good when
+/// the receiver took them, so the window starts again there. One holder
+/// left: the rule for its custody, as at an instant. Several: nobody is
+/// liable by the rules and the ruling is escalated (`shared_custody`),
+/// citing each holder's custody entry, for the parties to settle.
+fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
+    let mut held: Vec<Custody> = Vec::new();
+    let mut c = custody_at(order, good);
+    held.extend(c.clone());
+    for e in order
+        .events
+        .iter()
+        .filter(|e| e.time_ms > good && e.time_ms <= bad)
+    {
+        let next = custody_after(c.clone(), e);
+        if next != c {
+            if let Some(n) = &next {
+                if n.how == How::CleanAcceptance {
+                    held.clear();
+                }
+                match held.iter_mut().find(|h| h.holder == n.holder) {
+                    // Still the same holder (a delivery without proof): its latest custody.
+                    Some(h) if n.how == How::CarrierNoProof => *h = n.clone(),
+                    Some(_) => {}
+                    None => held.push(n.clone()),
+                }
+            }
+        }
+        c = next;
+    }
+    match held.len() {
+        0 => ruling(
+            "",
+            Rule::NoCustodian,
+            Vec::new(),
+            format!(
+                "nobody in the chain held order {} between {good} and {bad}",
+                order.order_id
+            ),
+        ),
+        1 => custody_ruling(order, held.remove(0), bad, what),
+        _ => ruling(
+            "",
+            Rule::SharedCustody,
+            held.iter().map(|h| h.seq).collect(),
+            format!(
+                "order {} {what} between {good} and {bad}: {} held it in that window and no clean countersigned acceptance narrows it to one; escalated",
+                order.order_id,
+                held.iter()
+                    .map(|h| h.holder.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    }
+}
+
+/// The ruling against the holder of custody `c` for an incident at `t`.
+fn custody_ruling(order: &Order, c: Custody, t: u64, what: &str) -> Ruling {
+    {
+        {
             let (rule, why) = match c.how {
                 How::Claim => (Rule::CustodianAtIncident, "held it by its claim"),
                 How::CleanAcceptance => (
@@ -184,7 +252,7 @@ fn custodian_rule(order: &Order, t: u64, what: &str) -> Ruling {
 
 /// Damage noted at a countersigned acceptance points to the previous
 /// custodian; otherwise the custodian at the incident is liable.
-fn damaged(order: &Order, t: u64) -> Ruling {
+fn damaged(order: &Order, dispute: &Dispute) -> Ruling {
     // Damage noted at any acceptance happened before it, whenever it was reported.
     let noted = order
         .events
@@ -203,7 +271,7 @@ fn damaged(order: &Order, t: u64) -> Ruling {
             );
         }
     }
-    custodian_rule(order, t, "was damaged")
+    custodian_rule(order, dispute, "was damaged")
 }
 
 /// A lapse is the lapsed owner's; otherwise late when the hand-off to the
@@ -211,7 +279,10 @@ fn damaged(order: &Order, t: u64) -> Ruling {
 /// the profile version in force.
 fn late(order: &Order) -> Ruling {
     let lapse = order.events.iter().find_map(|e| match &e.kind {
-        EventKind::Lapsed { node, deadline_ms } => Some((e.seq, node.clone(), *deadline_ms)),
+        EventKind::Lapsed { node, deadline_ms }
+        | EventKind::Fenced {
+            node, deadline_ms, ..
+        } => Some((e.seq, node.clone(), *deadline_ms)),
         _ => None,
     });
     if let Some((seq, node, deadline)) = lapse {
@@ -286,6 +357,37 @@ fn lease_start_before(order: &Order, before: u64, node: &str) -> Option<(u64, u6
             } if to == node => Some((e.seq, e.time_ms, *dispatch_time_ms)),
             _ => None,
         })
+}
+
+/// Duplicate processing: the first node that reported a milestone on an
+/// order it did not own, or (rules version 2) whose fence ran out before
+/// that, neither confirming nor shipping the order it had picked or packed.
+fn duplicate(order: &Order) -> Ruling {
+    let fact = order.events.iter().find_map(|e| match &e.kind {
+        EventKind::MilestoneWithoutOwnership { party } => Some((e.seq, party, false)),
+        EventKind::FenceExpired { node, .. } => Some((e.seq, node, true)),
+        _ => None,
+    });
+    match fact {
+        Some((seq, node, true)) => ruling(
+            node,
+            Rule::FenceExpired,
+            vec![seq],
+            format!(
+                "{node} let the fence on order {} run out (entry {seq}) without confirming it did not ship or reporting it shipped",
+                order.order_id
+            ),
+        ),
+        _ => first_fact(
+            order,
+            |k| match k {
+                EventKind::MilestoneWithoutOwnership { party } => Some(party.clone()),
+                _ => None,
+            },
+            Rule::MilestoneWithoutOwnership,
+            "reported a milestone on an order it did not own",
+        ),
+    }
 }
 
 fn first_fact(

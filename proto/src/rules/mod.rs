@@ -34,8 +34,9 @@ pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
 pub use state::{
-    lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Lease, Line, Membership,
-    NodeStats, Offer, Order, OrderStatus, Party, Profile, Replica, Requirements, RulingRecord,
+    lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Fence, Lease, Line,
+    Membership, NodeStats, Offer, Order, OrderStatus, Party, Profile, Replica, Requirements,
+    RulingRecord, CURRENT_RULES_VERSION, DEFAULT_FENCE_MS, MAX_FENCE_MS,
 };
 pub use validate::{check_addr, validate_command, MAX_ADDR_LEN, MAX_ID_LEN};
 
@@ -265,6 +266,7 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::RecordLapse(_) => (&[Replica], "RecordLapse"),
         Body::AddReplica(_) => (&[Operator], "AddReplica"),
         Body::RemoveReplica(_) => (&[Operator], "RemoveReplica"),
+        Body::SetRulesVersion(_) => (&[Operator], "SetRulesVersion"),
     })
 }
 

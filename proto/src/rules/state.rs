@@ -70,6 +70,43 @@ pub struct ClusterConfig {
     pub lease_grace_ms: u64,
     /// Operators whose key is not revoked (the last one cannot be revoked).
     pub active_operators: u64,
+    /// The rules version in force (0, as in a ledger written before
+    /// versions existed, is version 1): see [`ClusterConfig::rules`].
+    #[serde(default)]
+    pub rules_version: u32,
+    /// The entry that set the rules version (genesis or a `SetRulesVersion`).
+    #[serde(default)]
+    pub rules_seq: u64,
+    /// The fence of version 2 and later, as recorded (0: [`DEFAULT_FENCE_MS`]).
+    #[serde(default)]
+    pub fence_ms: u64,
+}
+
+/// The newest rules version this code knows; new clusters start at it.
+pub const CURRENT_RULES_VERSION: u32 = 2;
+
+/// The fence when genesis or `SetRulesVersion` names none: 2 h.
+pub const DEFAULT_FENCE_MS: u64 = 2 * 3_600_000;
+
+/// The longest fence genesis or `SetRulesVersion` may set: 30 days.
+pub const MAX_FENCE_MS: u64 = 30 * 24 * 3_600_000;
+
+impl ClusterConfig {
+    /// The rules version in force: 1 (the rules as first written) until
+    /// genesis or a `SetRulesVersion` names a later one.
+    pub fn rules(&self) -> u32 {
+        self.rules_version.max(1)
+    }
+
+    /// How long a lapsed order that was picked or packed stays fenced
+    /// (version 2 and later).
+    pub fn fence(&self) -> u64 {
+        if self.fence_ms == 0 {
+            DEFAULT_FENCE_MS
+        } else {
+            self.fence_ms
+        }
+    }
 }
 
 /// A replica of the desired membership.
@@ -153,6 +190,11 @@ pub struct NodeStats {
     pub shipped: u64,
     pub late_shipments: u64,
     pub delivered: u64,
+    /// Fences that ran out on this node: it neither confirmed that a lapsed
+    /// order it had picked or packed did not ship nor reported it shipped
+    /// (rules version 2).
+    #[serde(default)]
+    pub fence_expiries: u64,
 }
 
 impl NodeStats {
@@ -170,6 +212,7 @@ impl NodeStats {
             late_shipments: self.late_shipments,
             delivered: self.delivered,
             profile_version: profile.map(|p| p.version).unwrap_or(0),
+            fence_expiries: self.fence_expiries,
         }
     }
 }
@@ -181,6 +224,9 @@ pub enum OrderStatus {
     Claimed,
     Picked,
     Packed,
+    /// Rules version 2: lapsed while picked or packed, held for the old
+    /// owner until its fence runs out ([`Order::fence`]).
+    Fenced,
     Shipped,
     Delivered,
     Cancelled,
@@ -196,6 +242,7 @@ impl OrderStatus {
             OrderStatus::Claimed => "claimed",
             OrderStatus::Picked => "picked",
             OrderStatus::Packed => "packed",
+            OrderStatus::Fenced => "fenced",
             OrderStatus::Shipped => "shipped",
             OrderStatus::Delivered => "delivered",
             OrderStatus::Cancelled => "cancelled",
@@ -205,11 +252,12 @@ impl OrderStatus {
         }
     }
 
-    pub const ALL: [OrderStatus; 10] = [
+    pub const ALL: [OrderStatus; 11] = [
         OrderStatus::Open,
         OrderStatus::Claimed,
         OrderStatus::Picked,
         OrderStatus::Packed,
+        OrderStatus::Fenced,
         OrderStatus::Shipped,
         OrderStatus::Delivered,
         OrderStatus::Cancelled,
@@ -254,6 +302,26 @@ pub struct Lease {
     /// The owner's profile version in force when the lease started.
     pub profile_version: u64,
     pub dispatch_time_ms: u64,
+}
+
+/// Rules version 2: a lapsed order that its old owner had picked or packed,
+/// held for it. The old owner confirms it did not ship (`ReleaseOrder`: the
+/// order opens) or reports the hand-off to the carrier (`shipped`, counted
+/// late); nobody else may claim it until `until_ms` has passed, and then
+/// the expiry is recorded against the old owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The old owner (and still the custodian).
+    pub node: String,
+    /// What it had reported before the lapse: picked or packed.
+    pub status: OrderStatus,
+    /// The entry that recorded the lapse.
+    pub lapsed_seq: u64,
+    /// The lease deadline the order lapsed at: the fence starts there,
+    /// whenever the lapse was recorded.
+    pub from_ms: u64,
+    /// `from_ms` plus the fence in force at the lapse.
+    pub until_ms: u64,
 }
 
 /// A handoff offered and not yet accepted or declined.
@@ -315,6 +383,24 @@ pub enum EventKind {
     MilestoneWithoutOwnership {
         party: String,
     },
+    /// Rules version 2: the owner's lease ran out while the order was
+    /// picked or packed; it is fenced for the owner, which keeps custody
+    /// (recorded by entry `seq`). Counts as a lapse.
+    Fenced {
+        node: String,
+        deadline_ms: u64,
+        until_ms: u64,
+    },
+    /// The fenced old owner confirmed it did not ship: custody ends.
+    FenceCleared {
+        node: String,
+    },
+    /// The fence ran out with neither a confirmation nor a shipment: custody
+    /// ends, and the fact stands against the old owner.
+    FenceExpired {
+        node: String,
+        until_ms: u64,
+    },
 }
 
 /// A dispute opened on an order, and its ruling once resolved.
@@ -327,6 +413,21 @@ pub struct Dispute {
     pub incident_ms: u64,
     pub opened_by: String,
     pub ruling: Option<RulingRecord>,
+    /// Rules version 2: the window's start, the goods last known good (0:
+    /// no window, the dispute names the instant `incident_ms`).
+    #[serde(default)]
+    pub known_good_ms: u64,
+}
+
+impl Dispute {
+    /// The times the dispute is about: its window, or the instant.
+    pub fn window(&self) -> (u64, u64) {
+        if self.known_good_ms == 0 {
+            (self.incident_ms, self.incident_ms)
+        } else {
+            (self.known_good_ms, self.incident_ms)
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,6 +462,9 @@ pub struct Order {
     pub claimed_seq: u64,
     pub lease: Option<Lease>,
     pub offer: Option<Offer>,
+    /// Rules version 2: set while the order is [`OrderStatus::Fenced`].
+    #[serde(default)]
+    pub fence: Option<Fence>,
     pub carrier: String,
     pub tracking_id: String,
     pub proof_of_delivery: String,
@@ -382,6 +486,45 @@ impl Order {
     /// Whether the lease has run out at `now_ms` (and so the owner no longer owns it).
     pub fn lease_lapsed(&self, now_ms: u64) -> bool {
         self.status.is_leased() && self.lease.as_ref().is_some_and(|l| now_ms > l.deadline_ms)
+    }
+
+    /// Whether the order is fenced and its fence has run out at `now_ms`
+    /// (claimable once that is recorded; rules version 2).
+    pub fn fence_expired(&self, now_ms: u64) -> bool {
+        self.status == OrderStatus::Fenced
+            && self.fence.as_ref().is_some_and(|f| now_ms > f.until_ms)
+    }
+
+    /// Whether the owner's hold has run out at `now_ms`: its lease lapsed,
+    /// or its fence expired. The leader's sweep records these
+    /// (`RecordLapse`).
+    pub fn hold_expired(&self, now_ms: u64) -> bool {
+        self.lease_lapsed(now_ms) || self.fence_expired(now_ms)
+    }
+
+    /// When the hold on the order runs out: the lease deadline while a lease
+    /// runs, the fence's end while fenced; `None` otherwise.
+    pub fn hold_deadline(&self) -> Option<u64> {
+        match (self.status, &self.lease, &self.fence) {
+            (s, Some(l), _) if s.is_leased() => Some(l.deadline_ms),
+            (OrderStatus::Fenced, _, Some(f)) => Some(f.until_ms),
+            _ => None,
+        }
+    }
+
+    /// Whether a claim at `now_ms` would find the order open, under the
+    /// rules of `config` (the version in force decides whether a lapse of a
+    /// picked or packed order fences it first).
+    pub fn open_at(&self, now_ms: u64, config: &ClusterConfig) -> bool {
+        match self.status {
+            OrderStatus::Open => true,
+            OrderStatus::Fenced => self.fence_expired(now_ms),
+            OrderStatus::Picked | OrderStatus::Packed if config.rules() >= 2 => self
+                .lease
+                .as_ref()
+                .is_some_and(|l| now_ms > l.deadline_ms.saturating_add(config.fence())),
+            _ => self.lease_lapsed(now_ms),
+        }
     }
 
     pub fn to_pb(&self, history: Vec<u64>, now_ms: u64) -> pb::OrderView {
@@ -444,6 +587,7 @@ impl Order {
                     incident_ms: d.incident_ms,
                     opened_by: d.opened_by.clone(),
                     resolved: d.ruling.is_some(),
+                    known_good_ms: d.known_good_ms,
                     ruling: d.ruling.as_ref().map(|r| pb::Ruling {
                         liable: r.liable.clone(),
                         rule: r.rule.clone(),
@@ -453,7 +597,19 @@ impl Order {
                     }),
                 })
                 .collect(),
+            fenced_node: self
+                .fence_view()
+                .map(|f| f.node.clone())
+                .unwrap_or_default(),
+            fence_until_ms: self.fence_view().map(|f| f.until_ms).unwrap_or(0),
+            fence_expired: self.fence_expired(now_ms),
         }
+    }
+
+    fn fence_view(&self) -> Option<&Fence> {
+        self.fence
+            .as_ref()
+            .filter(|_| self.status == OrderStatus::Fenced)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Structural checks: a command that fails these is malformed and refused,
 //! never appended. They depend only on the command itself.
 
+use super::state::{CURRENT_RULES_VERSION, MAX_FENCE_MS};
 use super::Refusal;
 use crate::pb;
 use crate::pb::command::Body;
@@ -97,6 +98,26 @@ fn check_replica(node_id: u64, addr: &str, peer_addr: &str) -> Result<(), Refusa
     check_addr("peer address", peer_addr)
 }
 
+/// A rules version this code knows, and a fence within bounds.
+fn check_rules_version(what: &str, version: u32, fence_ms: u64) -> Result<(), Refusal> {
+    if version > CURRENT_RULES_VERSION {
+        return Err(bad(format!(
+            "{what} names rules version {version}; this code knows versions 1 to {CURRENT_RULES_VERSION}"
+        )));
+    }
+    if fence_ms > MAX_FENCE_MS {
+        return Err(bad(format!(
+            "{what} sets a fence of {fence_ms} ms, over the limit of {MAX_FENCE_MS} ms (30 days)"
+        )));
+    }
+    if version < 2 && fence_ms != 0 {
+        return Err(bad(format!(
+            "{what} sets a fence under rules version {version}; fences exist from version 2"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a command's structure.
 pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
     match cmd.body.as_ref() {
@@ -126,7 +147,15 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                     return Err(bad(format!("genesis lists replica {} twice", m.node_id)));
                 }
             }
-            Ok(())
+            check_rules_version("genesis", g.rules_version.max(1), g.fence_ms)
+        }
+        Some(Body::SetRulesVersion(r)) => {
+            if r.version == 0 {
+                return Err(bad(
+                    "SetRulesVersion names no version (versions start at 1)",
+                ));
+            }
+            check_rules_version("SetRulesVersion", r.version, r.fence_ms)
         }
         Some(Body::AddReplica(a)) => check_replica(a.node_id, &a.addr, &a.peer_addr),
         Some(Body::RemoveReplica(r)) => {
@@ -326,6 +355,20 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             }
             if d.incident_ms == 0 {
                 return Err(bad("incident time is not set"));
+            }
+            if d.known_good_ms > d.incident_ms {
+                return Err(bad(format!(
+                    "the window's known-good time {} is after its known-bad time {}",
+                    d.known_good_ms, d.incident_ms
+                )));
+            }
+            if d.known_good_ms != 0
+                && !matches!(
+                    pb::IncidentKind::try_from(d.kind),
+                    Ok(pb::IncidentKind::Lost | pb::IncidentKind::Damaged)
+                )
+            {
+                return Err(bad("only lost and damaged disputes name a window"));
             }
             check_text("statement", &d.statement, false)
         }

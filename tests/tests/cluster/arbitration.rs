@@ -336,6 +336,8 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
             public_key: random_key().verifying_key().to_bytes().to_vec(),
         }],
         lease_grace_ms: 0,
+        rules_version: 0,
+        fence_ms: 0,
         members: Vec::new(),
     });
 

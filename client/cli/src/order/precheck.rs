@@ -130,6 +130,15 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
             profile_version: v.claim_profile_version,
             dispatch_time_ms: 0,
         }),
+        // The view names the fenced node and the fence's end, enough for
+        // what a claim or a milestone is decided on.
+        fence: (!v.fenced_node.is_empty()).then(|| rules::Fence {
+            node: v.fenced_node.clone(),
+            status: OrderStatus::Packed,
+            lapsed_seq: 0,
+            from_ms: 0,
+            until_ms: v.fence_until_ms,
+        }),
         offer: v.offer.as_ref().map(|o| Offer {
             to: o.to.clone(),
             offer_seq: o.offer_seq,
@@ -150,6 +159,7 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
                 seq: d.seq,
                 kind: d.kind.clone(),
                 incident_ms: d.incident_ms,
+                known_good_ms: d.known_good_ms,
                 opened_by: d.opened_by.clone(),
                 ruling: d.ruling.as_ref().map(|r| RulingRecord {
                     liable: r.liable.clone(),
@@ -274,6 +284,7 @@ pub async fn predict(
                     shipped: s.shipped,
                     late_shipments: s.late_shipments,
                     delivered: s.delivered,
+                    fence_expiries: s.fence_expiries,
                 },
             );
         }

@@ -77,6 +77,13 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
                 at.map(Step::message).unwrap_or_default()
             ),
             (EventKind::Released { .. }, _) => "released".to_string(),
+            (EventKind::FenceCleared { node }, _) => {
+                format!("{node} confirmed it did not ship (fence cleared)")
+            }
+            (EventKind::FenceExpired { .. }, _) => format!(
+                "fence ran out (recorded here: {})",
+                at.map(Step::message).unwrap_or_default()
+            ),
             (EventKind::HandedOff { to, .. }, Some(Body::AcceptHandoff(a))) => {
                 format!("handed off to {to} (offer seq {})", a.offer_seq)
             }

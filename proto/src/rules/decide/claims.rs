@@ -2,8 +2,11 @@
 //! of its declared dispatch time plus the cluster's grace; it may release it;
 //! a lease that runs out lapses, recorded by the next accepted command on the
 //! order (or by the leader's `RecordLapse`), and the order is open again.
+//! From rules version 2 a lapse of a picked or packed order fences it for
+//! the old owner first ([`Fence`]).
 
-use super::super::state::{EventKind, Lease, OrderStatus, Profile};
+use super::super::custody::{FenceExpiryNote, LapseNote};
+use super::super::state::{EventKind, Fence, Lease, OrderStatus, Profile};
 use super::super::{Code, StateView};
 use super::{rej, OnOrder, Reject};
 use crate::pb;
@@ -12,29 +15,127 @@ impl<V: StateView> OnOrder<'_, V> {
     /// If the owner's lease ran out before this entry, the order is open
     /// again and the lapse is counted against the old owner. Only written
     /// if the command is accepted; otherwise the next command finds it again.
+    ///
+    /// From rules version 2 a lapse of an order that was picked or packed
+    /// fences it for the old owner instead (from the lease deadline, for the
+    /// fence in force); a fence that has run out by this entry opens the
+    /// order and is counted against the old owner. One entry can record
+    /// both; the notes are joined by "; " ([`crate::rules::custody`]).
     pub(super) fn record_lapse(&mut self) {
-        if !self.order.lease_lapsed(self.now) {
-            return;
+        let mut notes = Vec::new();
+        if self.order.lease_lapsed(self.now) {
+            if let (Some(owner), Some(lease)) = (self.order.owner.take(), self.order.lease.take()) {
+                notes.push(self.lapse(owner, lease));
+            }
         }
-        let (Some(owner), Some(lease)) = (self.order.owner.take(), self.order.lease.take()) else {
-            return;
-        };
+        if self.order.fence_expired(self.now) {
+            if let Some(fence) = self.order.fence.take() {
+                self.stats_mut(&fence.node).fence_expiries += 1;
+                self.order.status = OrderStatus::Open;
+                self.order.custodian = None;
+                self.event(EventKind::FenceExpired {
+                    node: fence.node.clone(),
+                    until_ms: fence.until_ms,
+                });
+                notes.push(
+                    FenceExpiryNote {
+                        node: fence.node,
+                        until_ms: fence.until_ms,
+                        lapsed_seq: fence.lapsed_seq,
+                    }
+                    .to_string(),
+                );
+            }
+        }
+        if !notes.is_empty() {
+            self.lapse_note = Some(notes.join("; "));
+        }
+    }
+
+    /// Records the lapse of `owner`'s lease: the order opens, or from rules
+    /// version 2 a picked or packed order is fenced. Returns the note.
+    fn lapse(&mut self, owner: String, lease: Lease) -> String {
         let s = self.stats_mut(&owner);
         s.lapses += 1;
         s.open_orders = s.open_orders.saturating_sub(1);
-        self.lapse_note = Some(format!(
-            "lease of {owner} lapsed at {} (owner since entry {}, dispatch time {} ms of profile v{} + grace)",
-            lease.deadline_ms, self.order.claimed_seq, lease.dispatch_time_ms, lease.profile_version
-        ));
-        self.order.status = OrderStatus::Open;
-        self.order.custodian = None;
+        let fenced = self.rules() >= 2
+            && matches!(self.order.status, OrderStatus::Picked | OrderStatus::Packed);
+        let mut note = LapseNote {
+            owner: owner.clone(),
+            deadline_ms: lease.deadline_ms,
+            since_seq: self.order.claimed_seq,
+            dispatch_time_ms: lease.dispatch_time_ms,
+            profile_version: lease.profile_version,
+            fenced_until_ms: None,
+        };
         self.order.offer = None;
         self.order.claimed_seq = 0;
-        self.event(EventKind::Lapsed {
-            node: owner.clone(),
-            deadline_ms: lease.deadline_ms,
-        });
+        if fenced {
+            let until_ms = lease.deadline_ms.saturating_add(self.fence_ms());
+            note.fenced_until_ms = Some(until_ms);
+            // The old owner still holds the goods: custody stays with it.
+            self.order.fence = Some(Fence {
+                node: owner.clone(),
+                status: self.order.status,
+                lapsed_seq: self.seq,
+                from_ms: lease.deadline_ms,
+                until_ms,
+            });
+            self.order.status = OrderStatus::Fenced;
+            self.event(EventKind::Fenced {
+                node: owner.clone(),
+                deadline_ms: lease.deadline_ms,
+                until_ms,
+            });
+        } else {
+            self.order.status = OrderStatus::Open;
+            self.order.custodian = None;
+            self.event(EventKind::Lapsed {
+                node: owner.clone(),
+                deadline_ms: lease.deadline_ms,
+            });
+        }
         self.order.last_lapsed_owner = owner;
+        note.to_string()
+    }
+
+    /// The fence, if the order is fenced for `node`.
+    pub(super) fn fenced_for(&self, node: &str) -> Option<&Fence> {
+        self.order
+            .fence
+            .as_ref()
+            .filter(|f| self.order.status == OrderStatus::Fenced && f.node == node)
+    }
+
+    /// The fenced old owner confirms it did not ship: the order opens.
+    fn clear_fence(&mut self) {
+        let Some(fence) = self.order.fence.take() else {
+            return;
+        };
+        self.order.status = OrderStatus::Open;
+        self.order.custodian = None;
+        self.event(EventKind::FenceCleared { node: fence.node });
+    }
+
+    /// Refuses a claim while the order is fenced for its old owner.
+    fn not_fenced(&self) -> Result<(), Reject> {
+        match (&self.order.fence, self.order.status) {
+            (Some(f), OrderStatus::Fenced) => rej(
+                Code::Fenced,
+                format!(
+                    "order {} is fenced for {} until {}: its lease lapsed at {} while it was {} (entry {}); \
+                     {} confirms it did not ship, reports it shipped, or the fence runs out",
+                    self.order.order_id,
+                    f.node,
+                    f.until_ms,
+                    f.from_ms,
+                    f.status.as_str(),
+                    f.lapsed_seq,
+                    f.node
+                ),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Makes `node` the owner and custodian, with a fresh lease.
@@ -66,6 +167,7 @@ impl<V: StateView> OnOrder<'_, V> {
 
     pub(super) fn claim(&mut self, c: &pb::ClaimOrder) -> Result<(), Reject> {
         self.not_cancelled()?;
+        self.not_fenced()?;
         if let Some(owner) = &self.order.owner {
             return rej(
                 Code::AlreadyOwned,
@@ -96,6 +198,11 @@ impl<V: StateView> OnOrder<'_, V> {
     }
 
     pub(super) fn release(&mut self) -> Result<(), Reject> {
+        // Rules version 2: the fenced old owner confirms it did not ship.
+        if self.fenced_for(self.signer).is_some() {
+            self.clear_fence();
+            return Ok(());
+        }
         // The owner whose lease just lapsed gives it up: the lapse recorded by
         // this entry already returned the order and freed its capacity.
         if self.lapse_note.is_some() && self.order.last_lapsed_owner == self.signer {
@@ -124,11 +231,17 @@ impl<V: StateView> OnOrder<'_, V> {
             return Ok(());
         }
         let o = &self.order;
+        let fence = o
+            .fence
+            .as_ref()
+            .filter(|_| o.status == OrderStatus::Fenced)
+            .map(|f| format!("it is fenced for {} until {}", f.node, f.until_ms));
         let deadline = o
             .lease
             .as_ref()
             .filter(|_| o.status.is_leased())
             .map(|l| format!("its lease runs until {}", l.deadline_ms))
+            .or(fence)
             .unwrap_or_else(|| format!("it is {} with no lease running", o.status.as_str()));
         rej(
             Code::NotLapsed,

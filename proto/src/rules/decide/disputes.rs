@@ -22,14 +22,56 @@ impl<V: StateView> OnOrder<'_, V> {
         let Some(kind) = Incident::from_pb(d.kind) else {
             return rej(Code::Malformed, "incident kind is not set".into());
         };
-        self.order.disputes.push(Dispute {
+        let dispute = Dispute {
             seq: self.seq,
             kind: kind.as_str().into(),
             incident_ms: d.incident_ms,
             opened_by: self.signer.to_string(),
             ruling: None,
-        });
+            known_good_ms: d.known_good_ms,
+        };
+        if self.rules() < 2 {
+            if d.known_good_ms != 0 {
+                return rej(
+                    Code::NotInRulesVersion,
+                    format!(
+                        "dispute windows need rules version 2; the rules are at version {}",
+                        self.rules()
+                    ),
+                );
+            }
+        } else if let Some(earlier) = self.same_incident(&dispute) {
+            return rej(
+                Code::DuplicateIncident,
+                format!(
+                    "order {} already has a {} dispute on this incident (entry {earlier}); one incident has one ruling",
+                    self.order.order_id, dispute.kind
+                ),
+            );
+        }
+        self.order.disputes.push(dispute);
         Ok(())
+    }
+
+    /// Rules version 2, one ruling per incident: the earlier dispute of the
+    /// same kind whose window (or instant) overlaps this one's; for late,
+    /// duplicate processing and price mismatch, whose rulings read no time,
+    /// any earlier dispute of the same kind.
+    fn same_incident(&self, d: &Dispute) -> Option<u64> {
+        let timed = matches!(
+            Incident::parse(&d.kind),
+            Some(Incident::Lost | Incident::Damaged)
+        );
+        let (from, to) = d.window();
+        self.order
+            .disputes
+            .iter()
+            .filter(|e| e.kind == d.kind)
+            .find(|e| {
+                let (f, t) = e.window();
+                !timed || (f <= to && from <= t)
+            })
+            .map(|e| e.seq)
     }
 
     pub(super) fn resolve_dispute(&mut self, r: &pb::ResolveDispute) -> Result<(), Reject> {

@@ -10,6 +10,9 @@ use crate::pb;
 impl<V: StateView> OnOrder<'_, V> {
     pub(super) fn milestone(&mut self, m: &pb::ReportMilestone) -> Result<(), Reject> {
         self.not_cancelled()?;
+        if self.fenced_for(self.signer).is_some() {
+            return self.shipped_from_fence(m);
+        }
         self.owner_only()?;
         if m.price_version != 0 {
             self.quote(m.price_version, m.total)?;
@@ -88,6 +91,42 @@ impl<V: StateView> OnOrder<'_, V> {
             _ => {}
         }
         self.order.status = next;
+        Ok(())
+    }
+
+    /// Rules version 2: the fenced old owner reports the hand-off to the
+    /// carrier it made (or makes) after its lease lapsed. Accepted and
+    /// counted late; the node is the owner again, for the delivery.
+    fn shipped_from_fence(&mut self, m: &pb::ReportMilestone) -> Result<(), Reject> {
+        let milestone = pb::Milestone::try_from(m.milestone).unwrap_or(pb::Milestone::Unspecified);
+        if milestone != pb::Milestone::Shipped {
+            let fence = self.order.fence.as_ref().map(|f| f.until_ms).unwrap_or(0);
+            return rej(
+                Code::MilestoneOutOfOrder,
+                format!(
+                    "order {} is fenced for {} until {fence}: it can only report shipped, or release the order to confirm it did not ship",
+                    self.order.order_id, self.signer
+                ),
+            );
+        }
+        if m.price_version != 0 {
+            self.quote(m.price_version, m.total)?;
+        }
+        let signer = self.signer;
+        // The lapse already took the order off its open orders.
+        let s = self.stats_mut(signer);
+        s.shipped += 1;
+        s.late_shipments += 1;
+        self.order.fence = None;
+        self.order.owner = Some(signer.to_string());
+        self.order.carrier = m.carrier.clone();
+        self.order.tracking_id = m.tracking_id.clone();
+        self.order.custodian = Some(m.carrier.clone());
+        self.order.status = OrderStatus::Shipped;
+        self.event(EventKind::Shipped {
+            node: signer.to_string(),
+            carrier: m.carrier.clone(),
+        });
         Ok(())
     }
 

@@ -21,7 +21,12 @@
 //! - [`handoffs`]: offers between nodes, accepted or declined;
 //! - [`milestones`]: the fulfilment milestones and exceptions;
 //! - [`returns`]: return requests, claims and receipts;
-//! - [`disputes`]: opening disputes and recording the rules' ruling.
+//! - [`disputes`]: opening disputes and recording the rules' ruling;
+//! - [`versions`]: the rules version in force, raised by an operator.
+//!
+//! Rules that differ between rules versions ask [`OnOrder::rules`] for the
+//! version in force at the entry being decided, so an old ledger replays
+//! under its own rules (docs/ledger-format.md, "Rules versions").
 
 use std::collections::BTreeMap;
 
@@ -39,6 +44,7 @@ mod orders;
 mod parties_keys;
 mod profiles;
 mod returns;
+mod versions;
 
 pub use profiles::{check_eligible, claimable_by};
 
@@ -62,6 +68,7 @@ pub fn decide(
         Some(Body::RegisterOrder(r)) => orders::register(view, signer, r, seq),
         Some(Body::AddReplica(a)) => membership::add(view, a, seq),
         Some(Body::RemoveReplica(r)) => membership::remove(view, r, seq),
+        Some(Body::SetRulesVersion(r)) => versions::set(view, r, seq),
         Some(body) => match order_id_of(body) {
             Some(order_id) => on_order(view, signer, order_id, body, seq, now_ms),
             None => Decision::reject(Code::Malformed, "command concerns no order", ""),
@@ -98,7 +105,8 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         | Body::RevokeKey(_)
         | Body::PublishProfile(_)
         | Body::AddReplica(_)
-        | Body::RemoveReplica(_) => return None,
+        | Body::RemoveReplica(_)
+        | Body::SetRulesVersion(_) => return None,
     })
 }
 
@@ -250,6 +258,16 @@ impl<V: StateView> OnOrder<'_, V> {
             self.stats.insert(node.to_string(), current);
         }
         self.stats.get_mut(node).expect("inserted above")
+    }
+
+    /// The rules version in force at this entry.
+    fn rules(&self) -> u32 {
+        self.view.config().map(|c| c.rules()).unwrap_or(1)
+    }
+
+    /// The fence in force at this entry (rules version 2 and later).
+    fn fence_ms(&self) -> u64 {
+        self.view.config().map(|c| c.fence()).unwrap_or_default()
     }
 
     fn grace(&self) -> u64 {

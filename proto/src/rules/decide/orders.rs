@@ -61,6 +61,7 @@ pub(super) fn register(
         claimed_seq: 0,
         lease: None,
         offer: None,
+        fence: None,
         carrier: String::new(),
         tracking_id: String::new(),
         proof_of_delivery: String::new(),
@@ -135,6 +136,7 @@ impl<V: StateView> OnOrder<'_, V> {
         self.drop_owner_count();
         self.order.status = OrderStatus::Cancelled;
         self.order.offer = None;
+        self.order.fence = None;
         self.event(EventKind::Cancelled);
         Ok(())
     }

@@ -29,6 +29,9 @@ pub(super) fn genesis(g: &pb::Genesis, seq: u64) -> Decision {
         cluster_id: g.cluster_id.clone(),
         lease_grace_ms: g.lease_grace_ms,
         active_operators: g.operators.len() as u64,
+        rules_version: g.rules_version,
+        rules_seq: seq,
+        fence_ms: g.fence_ms,
     }));
     // The replicas the cluster starts with: the first desired membership.
     effects.push(Effect::PutMembership(Membership {

@@ -107,8 +107,8 @@ pub fn check_eligible(view: &impl StateView, node: &str, order: &Order) -> Resul
 /// Whether `node` could claim `order` now: open (or lapsed), eligible by
 /// profile, below capacity. For listings; the ledger decides.
 pub fn claimable_by(view: &impl StateView, node: &str, order: &Order, now_ms: u64) -> bool {
-    let open = order.status == OrderStatus::Open || order.lease_lapsed(now_ms);
-    if !open || order.status == OrderStatus::Cancelled {
+    let config = view.config().unwrap_or_default();
+    if !order.open_at(now_ms, &config) || order.status == OrderStatus::Cancelled {
         return false;
     }
     let Ok(p) = check_eligible(view, node, order) else {

@@ -33,6 +33,7 @@ impl World {
                 kind: kind as i32,
                 incident_ms: incident,
                 statement: "customer complaint".into(),
+                known_good_ms: 0,
             }),
         );
         assert!(e.accepted, "{e:?}");
@@ -341,7 +342,176 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
             kind: pb::IncidentKind::Lost as i32,
             incident_ms: 10_000,
             statement: String::new(),
+            known_good_ms: 0,
         }),
     );
     rejected(&e, Code::IncidentInFuture, "10000");
+}
+
+// Rules version 2: dispute windows and one ruling per incident.
+
+/// Opens a dispute of `kind` over the window [good, bad] (good 0: the instant bad).
+fn open_window(w: &mut World, kind: pb::IncidentKind, good: u64, bad: u64, t: u64) -> Entry {
+    w.channel(
+        t,
+        Body::OpenDispute(pb::OpenDispute {
+            order_id: "o1".into(),
+            kind: kind as i32,
+            incident_ms: bad,
+            statement: "found on unboxing".into(),
+            known_good_ms: good,
+        }),
+    )
+}
+
+/// A version 2 world: n0 claims o1 at 100.
+fn v2_claimed() -> (World, Entry) {
+    let mut w = World::with_rules(2, 2, 0);
+    w.register("o1", 20);
+    let claim = w.claim(0, "o1", 100);
+    assert!(claim.accepted);
+    (w, claim)
+}
+
+#[test]
+fn a_window_with_one_custodian_rules_against_it() {
+    let (mut w, claim) = v2_claimed();
+    let d = open_window(&mut w, pb::IncidentKind::Lost, 150, 300, 500);
+    assert!(d.accepted, "{d:?}");
+    assert_eq!(w.s.orders["o1"].disputes[0].window(), (150, 300));
+    let r = w.ruling("o1", d.seq);
+    assert_eq!(
+        (r.liable.as_str(), r.rule, r.evidence),
+        ("n0", Rule::CustodianAtIncident, vec![claim.seq])
+    );
+}
+
+#[test]
+fn a_clean_acceptance_in_the_window_narrows_it_to_the_receiver() {
+    let (mut w, _) = v2_claimed();
+    let offer = w.offer(0, "o1", "n1", 200, 10_000);
+    let accept = w.accept(1, "o1", offer.seq, 300, false);
+    assert!(accept.accepted);
+    let d = open_window(&mut w, pb::IncidentKind::Damaged, 150, 400, 500);
+    let r = w.ruling("o1", d.seq);
+    assert_eq!(
+        (r.liable.as_str(), r.rule, r.evidence),
+        ("n1", Rule::CleanAcceptance, vec![accept.seq])
+    );
+}
+
+#[test]
+fn a_window_spanning_two_custodians_is_escalated_and_cannot_be_shopped() {
+    let (mut w, claim) = v2_claimed();
+    let ship = w.milestone(0, "o1", 200, pb::Milestone::Shipped);
+    let delivered = w.milestone(0, "o1", 300, pb::Milestone::Delivered);
+    assert!(ship.accepted && delivered.accepted);
+    // Found damaged on unboxing at 400, after a delivery with proof: at the
+    // instant nobody held it, but the window since 150 spans the node and
+    // the carrier, with no countersigned acceptance between them.
+    let d = open_window(&mut w, pb::IncidentKind::Damaged, 150, 400, 500);
+    assert!(d.accepted, "{d:?}");
+    let r = w.ruling("o1", d.seq);
+    assert_eq!(
+        (r.liable.as_str(), r.rule, r.evidence.clone()),
+        ("", Rule::SharedCustody, vec![claim.seq, ship.seq])
+    );
+    // The worked example of docs/disputes.md §4.6.
+    assert_eq!((claim.seq, ship.seq, d.seq), (7, 8, 10));
+    assert_eq!(
+        r.explanation,
+        "order o1 was damaged between 150 and 400: n0, sf-express held it in that window \
+         and no clean countersigned acceptance narrows it to one; escalated"
+    );
+    // As an instant at 400, nobody held it.
+    let instant = Dispute {
+        known_good_ms: 0,
+        ..w.s.orders["o1"].disputes[0].clone()
+    };
+    assert_eq!(rule_on(&w.s.orders["o1"], &instant).rule, Rule::NoCustodian);
+    // The escalated ruling is what a resolution must carry.
+    let e = w.resolve("o1", d.seq, "", Rule::SharedCustody, r.evidence, 501);
+    assert!(e.accepted, "{e:?}");
+    // The same incident again, as an instant inside the window or an
+    // overlapping window, is not another ruling.
+    for (good, bad) in [(0, 160), (350, 450), (100, 150)] {
+        rejected(
+            &open_window(&mut w, pb::IncidentKind::Damaged, good, bad, 502),
+            Code::DuplicateIncident,
+            &format!("(entry {})", d.seq),
+        );
+    }
+    // Another kind, or a window that does not overlap, is another incident.
+    assert!(open_window(&mut w, pb::IncidentKind::Lost, 150, 400, 503).accepted);
+    assert!(open_window(&mut w, pb::IncidentKind::Damaged, 120, 149, 504).accepted);
+    // A window after the carrier took it: the carrier alone.
+    let mut w2 = v2_claimed().0;
+    let ship2 = w2.milestone(0, "o1", 200, pb::Milestone::Shipped);
+    w2.milestone(0, "o1", 300, pb::Milestone::Delivered);
+    let d2 = open_window(&mut w2, pb::IncidentKind::Damaged, 250, 400, 500);
+    let r2 = w2.ruling("o1", d2.seq);
+    assert_eq!(
+        (r2.liable.as_str(), r2.rule, r2.evidence),
+        ("sf-express", Rule::CustodianAtIncident, vec![ship2.seq])
+    );
+}
+
+#[test]
+fn version_2_has_one_dispute_per_untimed_kind() {
+    let (mut w, _) = v2_claimed();
+    assert!(open_window(&mut w, pb::IncidentKind::Late, 0, 200, 300).accepted);
+    rejected(
+        &open_window(&mut w, pb::IncidentKind::Late, 0, 250, 301),
+        Code::DuplicateIncident,
+        "one incident has one ruling",
+    );
+}
+
+#[test]
+fn version_1_has_no_windows_and_keeps_repeated_disputes() {
+    let mut w = World::new(1);
+    w.register("o1", 20);
+    assert!(w.claim(0, "o1", 100).accepted);
+    rejected(
+        &open_window(&mut w, pb::IncidentKind::Lost, 150, 300, 500),
+        Code::NotInRulesVersion,
+        "need rules version 2",
+    );
+    assert!(open_window(&mut w, pb::IncidentKind::Lost, 0, 300, 501).accepted);
+    assert!(open_window(&mut w, pb::IncidentKind::Lost, 0, 300, 502).accepted);
+}
+
+#[test]
+fn a_malformed_window_is_refused() {
+    let (mut w, _) = v2_claimed();
+    for (kind, good, bad, why) in [
+        (
+            pb::IncidentKind::Lost,
+            301,
+            300,
+            "is after its known-bad time",
+        ),
+        (pb::IncidentKind::Late, 100, 300, "only lost and damaged"),
+    ] {
+        let nonce = w.next_nonce();
+        let bytes = signed(
+            &w.ch,
+            "shop",
+            nonce,
+            Body::OpenDispute(pb::OpenDispute {
+                order_id: "o1".into(),
+                kind: kind as i32,
+                incident_ms: bad,
+                statement: String::new(),
+                known_good_ms: good,
+            }),
+        );
+        match w.s.apply(&bytes, 500, false) {
+            Applied::Refused(r) => {
+                assert_eq!(r.kind(), RefusalKind::Malformed);
+                assert!(r.to_string().contains(why), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -252,6 +252,8 @@ fn a_genesis_cluster_id_that_could_blur_the_signed_message_is_refused() {
             body: Some(Body::Genesis(pb::Genesis {
                 cluster_id: bad.to_string(),
                 lease_grace_ms: 0,
+                rules_version: 0,
+                fence_ms: 0,
                 members: Vec::new(),
                 operators: vec![pb::GenesisOperator {
                     party_id: "ops".into(),

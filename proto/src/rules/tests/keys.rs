@@ -156,6 +156,8 @@ fn non_canonical_key_encodings_are_refused() {
         body: Some(Body::Genesis(pb::Genesis {
             cluster_id: "test".into(),
             lease_grace_ms: 0,
+            rules_version: 0,
+            fence_ms: 0,
             members: Vec::new(),
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),

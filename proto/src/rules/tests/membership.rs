@@ -18,6 +18,8 @@ fn genesis_with(members: Vec<pb::ReplicaMember>) -> Vec<u8> {
         body: Some(Body::Genesis(pb::Genesis {
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
+            rules_version: 0,
+            fence_ms: 0,
             members,
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),

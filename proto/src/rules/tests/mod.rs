@@ -15,6 +15,7 @@ mod basics;
 mod claims;
 mod disputes;
 mod encoding;
+mod fences;
 mod handoffs;
 mod keys;
 mod membership;
@@ -24,6 +25,7 @@ mod profiles;
 mod property;
 mod refusals;
 mod returns;
+mod versions;
 mod world;
 
 /// Admission as the leader does it (there with signatures checked in
@@ -48,16 +50,19 @@ fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
 }
 
-fn genesis(op: &SigningKey) -> Vec<u8> {
-    genesis_nonce(op, 0)
+fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
+    genesis_with(op, nonce, 0, 0)
 }
 
-fn genesis_nonce(op: &SigningKey, nonce: u64) -> Vec<u8> {
+/// Genesis under rules version `rules_version` (0: version 1) with fence `fence_ms`.
+fn genesis_with(op: &SigningKey, nonce: u64, rules_version: u32, fence_ms: u64) -> Vec<u8> {
     let cmd = pb::Command {
         nonce,
         body: Some(Body::Genesis(pb::Genesis {
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
+            rules_version,
+            fence_ms,
             members: Vec::new(),
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),
@@ -154,11 +159,20 @@ fn claim(
 
 /// A state with genesis, a channel "shop" and nodes "n0".."n{nodes-1}".
 fn setup(nodes: u8) -> (MemState, SigningKey, SigningKey, Vec<SigningKey>) {
+    setup_with(nodes, 0, 0)
+}
+
+/// [`setup`] under rules version `rules_version` (0: version 1) with fence `fence_ms`.
+fn setup_with(
+    nodes: u8,
+    rules_version: u32,
+    fence_ms: u64,
+) -> (MemState, SigningKey, SigningKey, Vec<SigningKey>) {
     let op = key(1);
     let ch = key(2);
     let mut s = MemState::default();
     assert!(matches!(
-        s.apply(&genesis(&op), 10, true),
+        s.apply(&genesis_with(&op, 0, rules_version, fence_ms), 10, true),
         Applied::Appended(_)
     ));
     s.apply(

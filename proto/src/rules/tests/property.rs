@@ -1,8 +1,14 @@
 //! A property test over random command sequences of the whole protocol: the
 //! invariants (one owner, custody and capacity counters, monotonic time and
 //! price versions) hold after every step, and a replay is byte-identical.
+//! Run under rules version 1 and 2; under version 2 also: never two nodes
+//! physically in progress on one order outside a fence.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
+
+use crate::rules::custody::{FenceExpiryNote, LapseNote};
 
 use super::world::*;
 use super::*;
@@ -83,8 +89,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// A world where n0 serves everything with room for 2 orders, n1 also
 /// handles returns, n2 serves another region only.
-fn prop_world() -> World {
-    let mut w = World::new(NODES as u8);
+fn prop_world(rules: Rules) -> World {
+    let mut w = World::with_rules(NODES as u8, rules.version, rules.fence_ms);
     w.publish(
         0,
         13,
@@ -247,9 +253,94 @@ fn order_fixture(id: &str) -> pb::RegisterOrder {
     order(id, &format!("m-{id}"), 500)
 }
 
+/// The rules a run is under: the genesis version and fence.
+#[derive(Clone, Copy, Debug)]
+struct Rules {
+    version: u32,
+    fence_ms: u64,
+}
+
+const V1: Rules = Rules {
+    version: 0,
+    fence_ms: 0,
+};
+
+/// A fence short enough for the runs' waits to outlast it.
+const V2: Rules = Rules {
+    version: 2,
+    fence_ms: 1_000,
+};
+
+/// The nodes that have goods of an order physically in hand, by order: a
+/// node enters by an accepted `picked` or `packed`, passes them on by a
+/// countersigned handoff, and leaves by shipping them, by giving the order
+/// up (a release, or the confirmation of a fenced owner), by a cancel, or
+/// when its fence runs out (the expiry stands against it). Tracked from the
+/// entries alone, not from the rules' state.
+type Workers = BTreeMap<String, BTreeSet<String>>;
+
+/// Under version 2: no lapse drops a node with goods in hand without a
+/// fence, and no node starts picking or packing while another has them.
+fn track_workers(workers: &mut Workers, e: &Entry) -> Result<(), TestCaseError> {
+    if !e.accepted || e.order_id.is_empty() {
+        return Ok(());
+    }
+    let a = decode(&e.command).unwrap();
+    let signer = a.envelope.signer.clone();
+    let w = workers.entry(e.order_id.clone()).or_default();
+    for note in e.message.split("; ") {
+        if let Some(l) = LapseNote::parse(note) {
+            prop_assert!(
+                l.fenced_until_ms.is_some() || !w.contains(&l.owner),
+                "{} lapsed with goods in hand and no fence: {}",
+                l.owner,
+                e.message
+            );
+        }
+        if let Some(x) = FenceExpiryNote::parse(note) {
+            w.remove(&x.node);
+        }
+    }
+    match a.command.body.as_ref().unwrap() {
+        Body::ReportMilestone(m) => match pb::Milestone::try_from(m.milestone) {
+            Ok(pb::Milestone::Picked | pb::Milestone::Packed) => {
+                prop_assert!(
+                    w.iter().all(|n| *n == signer),
+                    "{} started on order {} while {:?} have goods in hand",
+                    signer,
+                    e.order_id,
+                    w
+                );
+                w.insert(signer);
+            }
+            Ok(pb::Milestone::Shipped) => {
+                w.remove(&signer);
+            }
+            _ => {}
+        },
+        Body::ReleaseOrder(_) => {
+            w.remove(&signer);
+        }
+        // The goods moved to the signer, countersigned.
+        Body::AcceptHandoff(_) if !w.is_empty() => {
+            w.clear();
+            w.insert(signer);
+        }
+        Body::CancelOrder(_) => w.clear(),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Runs the ops, checking the invariants after every step; returns the state.
 fn run_checked(ops: &[Op]) -> Result<MemState, TestCaseError> {
-    let mut w = prop_world();
+    run_under(V1, ops)
+}
+
+/// [`run_checked`] under the given rules.
+fn run_under(rules: Rules, ops: &[Op]) -> Result<MemState, TestCaseError> {
+    let mut w = prop_world(rules);
+    let mut workers = Workers::new();
     let mut now = 1_000u64;
     let mut sent: Vec<Vec<u8>> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
@@ -271,6 +362,9 @@ fn run_checked(ops: &[Op]) -> Result<MemState, TestCaseError> {
             continue;
         };
         check_step(&before, &w.s, &e)?;
+        if rules.version >= 2 {
+            track_workers(&mut workers, &e)?;
+        }
     }
     Ok(w.s)
 }
@@ -284,6 +378,7 @@ fn check_step(before: &MemState, after: &MemState, e: &Entry) -> Result<(), Test
     let signer = a.envelope.signer.as_str();
     let body = a.command.body.as_ref().unwrap();
     let lapsed = e.message.contains("lapsed");
+    let config = before.config.clone().unwrap_or_default();
     for (id, o) in &after.orders {
         let Some(b) = before.orders.get(id) else {
             continue;
@@ -296,8 +391,13 @@ fn check_step(before: &MemState, after: &MemState, e: &Entry) -> Result<(), Test
         // Ownership changes only by a claim, an accepted handoff, a release or a recorded lapse.
         if o.owner != b.owner {
             prop_assert!(e.accepted, "owner changed by a rejected entry");
+            // Or (version 2) by the fenced old owner shipping.
+            let from_fence = b.status == OrderStatus::Fenced
+                && b.fence.as_ref().is_some_and(|f| f.node == signer)
+                && o.owner.as_deref() == Some(signer);
             prop_assert!(
                 lapsed
+                    || from_fence
                     || matches!(
                         body,
                         Body::ClaimOrder(_) | Body::AcceptHandoff(_) | Body::ReleaseOrder(_)
@@ -331,6 +431,13 @@ fn check_step(before: &MemState, after: &MemState, e: &Entry) -> Result<(), Test
                 let b = &before.orders[&c.order_id];
                 // Never two owners: the order was free (or its lease had run out).
                 prop_assert!(b.owner.is_none() || b.lease_lapsed(e.time_ms));
+                // Open by the rules in force: never within a fence.
+                prop_assert!(
+                    b.open_at(e.time_ms, &config),
+                    "claimed while {:?}",
+                    b.status
+                );
+                prop_assert!(b.status != OrderStatus::Fenced || b.fence_expired(e.time_ms));
                 // The amount matched the version in force.
                 prop_assert_eq!(c.price_version, b.price_version);
                 prop_assert_eq!(c.total, b.total);
@@ -383,6 +490,19 @@ proptest! {
         for (i, e) in s.entries.iter().enumerate() {
             prop_assert_eq!(e.seq, i as u64);
             prop_assert!(e.verify_link(i.checked_sub(1).map(|p| s.entries[p].head()).as_ref()).is_ok());
+        }
+    }
+
+    #[test]
+    fn version_2_never_has_two_nodes_in_progress_outside_a_fence(ops in proptest::collection::vec(op(), 0..80)) {
+        let s = run_under(V2, &ops)?;
+        // A replay of its entries gives them back byte for byte.
+        let mut again = MemState::default();
+        for (i, e) in s.entries.iter().enumerate() {
+            let Applied::Appended(r) = again.apply(&e.command, e.time_ms, i == 0) else {
+                return Err(TestCaseError::fail(format!("entry {i} not appended on replay")));
+            };
+            prop_assert_eq!(&r, e);
         }
     }
 }

@@ -18,7 +18,12 @@ pub(super) struct World {
 
 impl World {
     pub(super) fn new(nodes: u8) -> World {
-        let (s, op, ch, nodes) = setup(nodes);
+        World::with_rules(nodes, 0, 0)
+    }
+
+    /// A world whose genesis names rules version `version` and fence `fence_ms`.
+    pub(super) fn with_rules(nodes: u8, version: u32, fence_ms: u64) -> World {
+        let (s, op, ch, nodes) = setup_with(nodes, version, fence_ms);
         World {
             s,
             op,
@@ -134,6 +139,49 @@ impl World {
         let e = self.node(n, t, Body::PublishProfile(p));
         assert!(e.accepted);
         e
+    }
+
+    /// Enrols the replica party "arbor-replica-1" (whose key signs the sweep's
+    /// `RecordLapse`) and returns its key.
+    pub(super) fn replica(&mut self, t: u64) -> SigningKey {
+        let rk = key(90);
+        let e = self.operator(
+            t,
+            Body::EnrollParty(pb::EnrollParty {
+                party_id: "arbor-replica-1".into(),
+                role: pb::Role::Replica as i32,
+                kind: 0,
+                public_key: rk.verifying_key().to_bytes().to_vec(),
+                channel_names: Vec::new(),
+            }),
+        );
+        assert!(e.accepted, "{e:?}");
+        rk
+    }
+
+    /// The leader's sweep records the lapse (or fence expiry) of `id` at `t`.
+    pub(super) fn sweep(&mut self, rk: &SigningKey, id: &str, t: u64) -> Entry {
+        let nonce = self.next_nonce();
+        let bytes = signed(
+            rk,
+            "arbor-replica-1",
+            nonce,
+            Body::RecordLapse(pb::RecordLapse {
+                order_id: id.into(),
+            }),
+        );
+        appended(self.s.apply(&bytes, t, false))
+    }
+
+    pub(super) fn release(&mut self, n: usize, id: &str, t: u64) -> Entry {
+        self.node(
+            n,
+            t,
+            Body::ReleaseOrder(pb::ReleaseOrder {
+                order_id: id.into(),
+                reason: "did not ship".into(),
+            }),
+        )
     }
 
     pub(super) fn stats(&self, n: usize) -> NodeStats {
