@@ -4,7 +4,7 @@
 //! under one directory, an operator key generated on first start, the cluster
 //! bootstrapped, TLS on both ports with a local CA and replica certificates
 //! generated on first start under `DIR/tls/`. The ports chosen on first
-//! start are kept in `dev.json` (written only once all six were found free)
+//! start are kept in `dev.json` (written only once all nine were found free: client, peer and metrics)
 //! so a restart on the same directory finds the same membership and
 //! resumes. Peer ports are the client ports + 100. Each replica directory
 //! is locked for the process ([`lock_data_dir`]).
@@ -87,15 +87,21 @@ fn ports(dir: &Path, base_port: Option<u16>) -> anyhow::Result<[u16; 3]> {
     let s = DevState {
         ports: [base_port, base_port + 1, base_port + 2],
     };
-    for p in s.ports.iter().flat_map(|p| [*p, p + PEER_PORT_OFFSET]) {
+    for p in s
+        .ports
+        .iter()
+        .flat_map(|p| [*p, p + PEER_PORT_OFFSET, p + METRICS_PORT_OFFSET])
+    {
         if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", p)) {
             anyhow::bail!(
-                "port {p} on 127.0.0.1 is not free ({e}): the dev cluster needs ports {}-{} and \
-                 {}-{}; pick another range with --base-port N (nothing was saved in {})",
+                "port {p} on 127.0.0.1 is not free ({e}): the dev cluster needs ports {}-{}, \
+                 {}-{} and {}-{}; pick another range with --base-port N (nothing was saved in {})",
                 s.ports[0],
                 s.ports[2],
                 s.ports[0] + PEER_PORT_OFFSET,
                 s.ports[2] + PEER_PORT_OFFSET,
+                s.ports[0] + METRICS_PORT_OFFSET,
+                s.ports[2] + METRICS_PORT_OFFSET,
                 dir.display()
             );
         }

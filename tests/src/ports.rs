@@ -35,15 +35,21 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
-/// The first of `n` consecutive ports that are all free right now
-/// (for `arbor-node dev --base-port P`, which listens on P..P+n).
-pub fn free_port_range(n: u16) -> u16 {
+/// The first of `n` consecutive ports that are all free right now, and so
+/// are the same `n` ports at each of `offsets` above them (for `arbor-node
+/// dev --base-port P`: client ports P..P+3, peer ports +100, metrics +200).
+pub fn free_port_ranges(n: u16, offsets: &[u16]) -> u16 {
     for _ in 0..1000 {
         let first = free_port();
-        if first.checked_add(n).is_none() {
+        let top = offsets.iter().max().copied().unwrap_or(0);
+        if first.checked_add(n + top).is_none() {
             continue;
         }
-        let rest: Vec<u16> = (1..n).map(|i| first + i).collect();
+        let rest: Vec<u16> = std::iter::once(0)
+            .chain(offsets.iter().copied())
+            .flat_map(|o| (0..n).map(move |i| first + o + i))
+            .filter(|p| *p != first)
+            .collect();
         // Hold every listener at once so the check is for the whole range.
         let held: Vec<TcpListener> = rest
             .iter()
@@ -53,7 +59,12 @@ pub fn free_port_range(n: u16) -> u16 {
             return first;
         }
     }
-    panic!("no {n} consecutive free ports found");
+    panic!("no {n} consecutive free ports (and at {offsets:?} above them) found");
+}
+
+/// The first of `n` consecutive ports that are all free right now.
+pub fn free_port_range(n: u16) -> u16 {
+    free_port_ranges(n, &[])
 }
 
 #[cfg(test)]

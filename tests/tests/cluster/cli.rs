@@ -2,7 +2,7 @@
 //! and the `arbor` CLI, as the README tells a new user to run them.
 
 use arbor_tests::dev::DevCluster;
-use arbor_tests::ports::free_port_range;
+use arbor_tests::ports::free_port_ranges;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newcomer_path_with_the_dev_cluster() {
@@ -11,7 +11,8 @@ async fn newcomer_path_with_the_dev_cluster() {
         .tempdir()
         .expect("temp dir");
     let data = tmp.path().join("data");
-    let base = free_port_range(3);
+    // Client ports, peer ports (+100) and metrics ports (+200).
+    let base = free_port_ranges(3, &[100, 200]);
     let mut dev = DevCluster::start(&data, base, tmp.path().join("dev.log")).await;
     assert!(
         data.join("operator.key").is_file(),
