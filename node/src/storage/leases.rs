@@ -28,24 +28,31 @@ use super::{cf, io_err};
 /// Marks the index as built (sorts before every lease key).
 pub(crate) const KEY_BUILT: &[u8] = b"";
 
-/// The index key of an order, `None` when it holds no lease.
-pub(crate) fn lease_key(o: &Order) -> Option<Vec<u8>> {
-    let deadline = o.hold_deadline()?;
-    let mut k = Vec::with_capacity(8 + o.order_id.len());
+/// The index key of an order held until `deadline`.
+fn key(deadline: u64, order_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + order_id.len());
     k.extend_from_slice(&deadline.to_be_bytes());
-    k.extend_from_slice(o.order_id.as_bytes());
-    Some(k)
+    k.extend_from_slice(order_id.as_bytes());
+    k
 }
 
-/// The index key to delete and the one to put when `old` (the order as it
-/// was, if it existed) becomes `new`; both `None` when the key is unchanged.
-pub(crate) fn index_writes(old: Option<&Order>, new: &Order) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let before = old.and_then(lease_key);
-    let after = lease_key(new);
+/// The index key of an order, `None` when it holds no lease.
+pub(crate) fn lease_key(o: &Order) -> Option<Vec<u8>> {
+    o.hold_deadline().map(|d| key(d, &o.order_id))
+}
+
+/// The index key to delete and the one to put when the order, held until
+/// `before` (its hold deadline as it was; `None`: not held or new), becomes
+/// `new`; both `None` when the key is unchanged.
+pub(crate) fn index_writes(before: Option<u64>, new: &Order) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let after = new.hold_deadline();
     if before == after {
         (None, None)
     } else {
-        (before, after)
+        (
+            before.map(|d| key(d, &new.order_id)),
+            after.map(|d| key(d, &new.order_id)),
+        )
     }
 }
 

@@ -192,6 +192,8 @@ fn apply_request(
     // Empty: not recorded (genesis, tests): the key is not compared.
     let verified_key = (!req.verified_key.is_empty()).then_some(req.verified_key.as_slice());
     let decision = rules::apply(&view, &req.command, seq, time_ms, req.genesis, verified_key);
+    // Hold deadlines of the orders the rules read, for the lease index.
+    let mut holds = view.take_holds();
     view.finish()?;
     let d = match decision {
         Ok(d) => d,
@@ -209,7 +211,7 @@ fn apply_request(
         d.order_prev_seq,
     );
     for effect in d.effects {
-        put_effect(reader, w, effect)?;
+        put_effect(reader, w, &mut holds, effect)?;
     }
     w.put(CF_COMMANDS, &id, &u64_key(seq));
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
@@ -267,19 +269,32 @@ fn put_json(
 
 /// Writes one effect of a decision, as `MemState::put` does. The one place
 /// that maps an effect to records.
-fn put_effect(reader: &LedgerReader, w: &mut PendingWrites, effect: Effect) -> io::Result<()> {
+fn put_effect(
+    reader: &LedgerReader,
+    w: &mut PendingWrites,
+    holds: &mut [(String, Option<u64>)],
+    effect: Effect,
+) -> io::Result<()> {
     match effect {
         Effect::PutParty(p) => {
             w.put(CF_PARTY_KEYS, &p.public_key, p.party_id.as_bytes());
             put_json(w, CF_PARTIES, p.party_id.as_bytes(), &p)
         }
         Effect::PutOrder(o) => {
-            // The lease index follows the order (its previous version read
-            // through the overlay, so earlier entries of this batch count).
-            let old = reader
-                .order(&o.order_id)
-                .map_err(|e| io_err(format_args!("read order {}", o.order_id), e))?;
-            let (delete, put) = leases::index_writes(old.as_ref(), &o);
+            // The lease index follows the order: its hold deadline before
+            // this entry as the rules read it, else (an order they did not
+            // read) read again through the overlay, so earlier entries of
+            // this batch count.
+            let after = o.hold_deadline();
+            let before = match holds.iter_mut().find(|(id, _)| *id == o.order_id) {
+                // A later write of the same order starts from this one.
+                Some((_, h)) => std::mem::replace(h, after),
+                None => reader
+                    .order(&o.order_id)
+                    .map_err(|e| io_err(format_args!("read order {}", o.order_id), e))?
+                    .and_then(|old| old.hold_deadline()),
+            };
+            let (delete, put) = leases::index_writes(before, &o);
             if let Some(k) = delete {
                 w.delete(CF_LEASES, &k);
             }

@@ -16,6 +16,10 @@ use super::{LedgerReader, ReadError};
 pub struct CheckedView<'a> {
     reader: &'a LedgerReader,
     failed: RefCell<Option<ReadError>>,
+    /// Each order the rules read, with its hold deadline as read
+    /// ([`Order::hold_deadline`]): the lease index's "before", so the state
+    /// machine need not read and decode the order a second time.
+    holds: RefCell<Vec<(String, Option<u64>)>>,
 }
 
 impl<'a> CheckedView<'a> {
@@ -23,7 +27,14 @@ impl<'a> CheckedView<'a> {
         CheckedView {
             reader,
             failed: RefCell::new(None),
+            holds: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Each order read so far with the hold deadline it had when first
+    /// read (`None`: not held, or absent), and forgets them.
+    pub fn take_holds(&self) -> Vec<(String, Option<u64>)> {
+        self.holds.take()
     }
 
     fn keep<T>(&self, r: Result<Option<T>, ReadError>) -> Option<T> {
@@ -44,7 +55,15 @@ impl StateView for CheckedView<'_> {
         self.keep(self.reader.party(party_id))
     }
     fn order(&self, order_id: &str) -> Option<Order> {
-        self.keep(self.reader.order(order_id))
+        let o = self.keep(self.reader.order(order_id));
+        let mut holds = self.holds.borrow_mut();
+        if !holds.iter().any(|(id, _)| id == order_id) {
+            holds.push((
+                order_id.to_string(),
+                o.as_ref().and_then(Order::hold_deadline),
+            ));
+        }
+        o
     }
     fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
         self.keep(self.reader.order_by_ref(channel, external_id))
