@@ -190,11 +190,19 @@ async fn a_packed_order_that_lapses_is_fenced_for_its_old_owner() {
     let o = lower.outcome.unwrap_or_default();
     assert_eq!(o.code, "rules_version_lowered", "{}", o.message);
     let set = s
-        .submit_accepted("a shorter fence", c.operator().set_rules_version(2, 60_000))
+        .submit_accepted(
+            "a shorter fence",
+            c.operator()
+                .set_rules_version(arbor_proto::rules::CURRENT_RULES_VERSION, 60_000),
+        )
         .await;
     assert_eq!(
         set.outcome.unwrap_or_default().message,
-        format!("rules version 2 from entry {} (was 2)", set.seq)
+        format!(
+            "rules version {v} from entry {} (was {v})",
+            set.seq,
+            v = arbor_proto::rules::CURRENT_RULES_VERSION
+        )
     );
     c.check_invariants().await;
 }
