@@ -149,21 +149,29 @@ pub enum Command {
     /// Export and verify the ledger, trace an order, rule on disputes
     #[command(subcommand, arg_required_else_help = true)]
     Audit(audit::AuditCmd),
-    /// Claims benchmark against a running cluster (throughput, latency, single owner)
+    /// Claims benchmark against a running cluster (throughput, latency, CPU per claim, single owner)
     #[command(
-        long_about = "Claims benchmark against a running cluster: throughput, latency, and a check that \
-every order ends with exactly one owner.\n\n\
-The operator key enrols a fresh channel and --nodes fresh fulfilment nodes (under a random \
-run id, so runs can repeat on one cluster). The channel registers --orders orders (not timed), \
-then the nodes claim them with --in-flight claims outstanding; a --duplicates share of the \
-claims is a second node racing for an order already claimed, which must be rejected \
-`already_owned`. Every claim is its own signed command, signed before the clock starts. \
-Reports claims/s over the claims phase, latency (submit to reply) p50/p90/p99/max in ms, \
-and accepted and rejected counts by code. Then every order is read back: if one has no \
-owner, or its owner is not the node whose claim was acknowledged as accepted, the report \
-is printed and the command exits 1. Progress goes to stderr. scripts/bench.sh runs it \
-against a fresh local three-replica cluster.\n\n\
-Example:\n  arbor bench --key operator.key --orders 20000 --in-flight 256 --duplicates 0.2 --output json"
+        long_about = "Claims benchmark against a running cluster: throughput, latency, CPU per claim, \
+and a check that every order ends with exactly one owner.\n\n\
+Production configuration first: each replica's checkpoint-signing identity is enrolled (role \
+replica) if it is not yet, as `arbor-node dev` does, so the leader's lease sweep runs. The \
+operator key enrols a fresh channel and --nodes fresh fulfilment nodes (under a random run id, \
+so runs can repeat on one cluster). Phases: --preload N orders registered and claimed by real \
+signed commands (fast, --preload-in-flight at a time; not measured as claims); --orders orders \
+registered; an idle window (--settle-secs, then --idle-secs with nothing submitted) measuring \
+each --pid process's CPU as % of a core; the claims, timed: --in-flight outstanding, a \
+--duplicates share of them a second node racing for an order already claimed, which must be \
+rejected `already_owned`, every claim its own signed command, signed before the clock starts; \
+then every order read back (linearizable GetOrder), timed. Claims and reads report ops/s, \
+latency (submit to reply) p50/p90/p99/p999/max in ms, and CPU microseconds per operation of \
+each --pid process (from /proc/PID/stat) and of the bench itself. If an order has no owner, \
+or its owner is not the node whose claim was acknowledged as accepted, the report is printed \
+and the command exits 1. Progress goes to stderr.\n\n\
+With --etcd ENDPOINTS the same workload runs against etcd v3 instead (a claim is one \
+transaction: owner key never created ? put owner : read owner). scripts/bench.sh and \
+scripts/bench-etcd.sh run it against fresh local clusters; scripts/bench-compare.sh runs both \
+side by side.\n\n\
+Example:\n  arbor bench --key operator.key --orders 20000 --in-flight 256 --duplicates 0.2 --pid 1=4242 --output json"
     )]
     Bench(bench::BenchArgs),
     /// Follow the ledger live: one line per entry as it is committed, until Ctrl-C

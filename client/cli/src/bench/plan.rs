@@ -80,9 +80,50 @@ pub fn schedule(
     keyed.into_iter().map(|(_, c)| c).collect()
 }
 
+/// The nodes that claim preload order `j` of `orders`, in sending order:
+/// its primary (`j % nodes`), then its share of `dups` duplicates spread
+/// evenly over the orders, each from a node other than the primary. Needs
+/// `nodes >= 2` when `dups > 0`.
+pub fn preload_claimants(j: usize, orders: usize, nodes: usize, dups: usize) -> Vec<usize> {
+    let primary = j % nodes;
+    let mine = match ((j + 1) * dups).checked_div(orders) {
+        Some(upto) => upto - j * dups / orders,
+        None => 0,
+    };
+    let mut out = Vec::with_capacity(1 + mine);
+    out.push(primary);
+    for k in 0..mine {
+        out.push((primary + 1 + k % (nodes - 1)) % nodes);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preload_claims_spread_the_duplicates_over_other_nodes() {
+        let (orders, nodes) = (1000, 8);
+        let dups = duplicate_count(orders, 0.2);
+        let mut total = 0;
+        for j in 0..orders {
+            let c = preload_claimants(j, orders, nodes, dups);
+            assert_eq!(c[0], j % nodes, "the primary first");
+            assert!(
+                c.len() <= 2,
+                "at most one duplicate per order at this share"
+            );
+            assert!(c[1..].iter().all(|&n| n != c[0] && n < nodes));
+            total += c.len();
+        }
+        assert_eq!(total, orders + dups);
+        // More duplicates than orders: several per order, none from the primary.
+        let many: Vec<Vec<usize>> = (0..10).map(|j| preload_claimants(j, 10, 3, 40)).collect();
+        assert_eq!(many.iter().map(Vec::len).sum::<usize>(), 50);
+        assert!(many.iter().all(|c| c[1..].iter().all(|&n| n != c[0])));
+        assert_eq!(preload_claimants(3, 10, 1, 0), vec![0]);
+    }
 
     #[test]
     fn duplicate_share_is_of_all_claims() {
