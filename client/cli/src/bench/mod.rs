@@ -407,6 +407,8 @@ async fn preload_phase<T: Target>(
     let mut results = futures::stream::iter(0..n)
         .map(|j| async move {
             let id = preload_id(run_id, j);
+            // A registration that failed (a timeout on a loaded machine, say)
+            // is counted, and its order's claims are not sent.
             t.register(j % conns, &id, j).await?;
             let mut answers = Vec::new();
             for node in plan::preload_claimants(j, n, nodes, dups) {
@@ -417,10 +419,18 @@ async fn preload_phase<T: Target>(
         })
         .buffer_unordered(args.preload_in_flight as usize);
     let (mut claims, mut accepted, mut rejected, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut register_errors: Vec<String> = Vec::new();
     let mut done = 0usize;
     let mut last = Instant::now();
     while let Some(r) = results.next().await {
-        for a in r? {
+        let answers = match r {
+            Ok(a) => a,
+            Err(e) => {
+                register_errors.push(format!("{e:#}"));
+                Vec::new()
+            }
+        };
+        for a in answers {
             claims += 1;
             match a {
                 Answer::Accepted => accepted += 1,
@@ -445,6 +455,8 @@ async fn preload_phase<T: Target>(
         "accepted": accepted,
         "rejected": rejected,
         "errors": errors,
+        "register_errors": register_errors.len(),
+        "register_error_samples": register_errors.iter().take(5).collect::<Vec<_>>(),
         "in_flight": args.preload_in_flight,
         "seconds": round3(secs),
         "orders_per_sec": round1(n as f64 / secs),
@@ -488,8 +500,13 @@ fn table(r: &Value) -> String {
         rows.push((
             "preload",
             format!(
-                "{} orders, {} claims in {} s ({} orders/s), {} errors",
-                p["orders"], p["claims"], p["seconds"], p["orders_per_sec"], p["errors"]
+                "{} orders, {} claims in {} s ({} orders/s), {} errors, {} registrations failed",
+                p["orders"],
+                p["claims"],
+                p["seconds"],
+                p["orders_per_sec"],
+                p["errors"],
+                p["register_errors"]
             ),
         ));
     }
@@ -631,7 +648,7 @@ mod tests {
         json!({
             "system": "arbor", "command": "arbor bench", "nodes": 8, "orders": 100,
             "register_seconds": 1.0, "registers_per_sec": 100.0, "leader": "127.0.0.1:1",
-            "preload": {"orders": 50, "claims": 62, "seconds": 1.5, "orders_per_sec": 33.3, "errors": 0},
+            "preload": {"orders": 50, "claims": 62, "seconds": 1.5, "orders_per_sec": 33.3, "errors": 0, "register_errors": 1},
             "idle": {"cluster_pct_core": 1.5, "window_seconds": 5.0,
                      "processes": [{"name": "replica-1", "pct_core": 1.0, "leader": true},
                                    {"name": "bench", "pct_core": 0.0}]},
@@ -656,6 +673,7 @@ mod tests {
         for want in [
             "preload   ",
             "50 orders, 62 claims",
+            "1 registrations failed",
             "cluster 1.5 over 5.0 s: replica-1* 1, bench 0",
             "1000.0 claims/s",
             "p999 4.0",
