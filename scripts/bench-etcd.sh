@@ -16,8 +16,10 @@
 #
 # etcd: `etcd` and `etcdctl` from PATH; when missing, Debian's etcd-server and
 # etcd-client packages (3.4.23 on bookworm) are installed with apt-get (as
-# root, or through sudo). Members run with etcd's defaults except a backend
-# quota of 8 GiB (room for large --preload runs).
+# root, or through sudo). On a machine with systemd the package also enables
+# and starts its own etcd service (127.0.0.1:2379); this script never talks
+# to it (`systemctl disable --now etcd` stops it). Members run with etcd's
+# defaults except a backend quota of 8 GiB (room for large --preload runs).
 #
 # Environment:
 #   ARBOR_BENCH_BIN_DIR=DIR  use `arbor` from DIR, skip the build

@@ -70,10 +70,16 @@ impl ArborTarget {
                     format!("reading the identity of replica {} at {addr}", m.node_id)
                 })?;
             let state = match client.get_party(&ident.name).await {
-                Ok(p) if p.public_key == ident.public_key && !p.revoked => "enrolled",
+                Ok(p)
+                    if p.role == pb::Role::Replica as i32
+                        && p.public_key == ident.public_key
+                        && !p.revoked =>
+                {
+                    "enrolled"
+                }
                 Ok(_) => {
                     progress(&format!(
-                        "warning: {} is enrolled with another key (or revoked): its lease sweep cannot run",
+                        "warning: {} is enrolled with another key or role (or revoked): its lease sweep cannot run",
                         ident.name
                     ));
                     "other_key"
