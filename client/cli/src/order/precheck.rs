@@ -170,6 +170,23 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
             })
             .collect(),
         last_seq: v.history.last().copied().unwrap_or(0),
+        // Rules version 3: the tender and its acceptance as the view shows them.
+        tender: (v.tender_seq != 0).then(|| rules::Tender {
+            carrier: v.tender_carrier.clone(),
+            node: v.owner.clone(),
+            seq: v.tender_seq,
+            parcels: v.tender_parcels,
+            accepted: (v.tender_accepted_seq != 0).then(|| rules::TenderAcceptance {
+                seq: v.tender_accepted_seq,
+                tracking_id: v.tracking_id.clone(),
+                parcels: v.received_parcels,
+                weight_grams: v.received_weight_grams,
+                damaged: false,
+            }),
+        }),
+        delivery_code_sha256: v.delivery_code_sha256.clone(),
+        delivery_code_used_seq: v.delivery_code_used_seq,
+        delivery_grade: rules::Grade::parse(&v.delivery_grade),
     }
 }
 
