@@ -987,6 +987,45 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_code_is_registered_as_its_hash_only() {
+        let t = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"delivery_code\": \"K7Q2M9XD44AB\",",
+        );
+        let o = parse_order(&t).unwrap();
+        assert_eq!(
+            o.delivery_code_sha256,
+            arbor_client::delivery_code_hash("o-1", "K7Q2M9XD44AB").to_vec()
+        );
+        let hex = hex::encode(&o.delivery_code_sha256);
+        let t = GOOD.replace(
+            "\"total\": 2598,",
+            &format!("\"total\": 2598, \"delivery_code_sha256\": \"{hex}\","),
+        );
+        assert_eq!(
+            parse_order(&t).unwrap().delivery_code_sha256,
+            o.delivery_code_sha256
+        );
+        let both = GOOD.replace(
+            "\"total\": 2598,",
+            &format!("\"total\": 2598, \"delivery_code\": \"K7Q2M9XD44AB\", \"delivery_code_sha256\": \"{hex}\","),
+        );
+        assert!(parse_order(&both)
+            .unwrap_err()
+            .to_string()
+            .contains("not both"));
+        let short = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"delivery_code_sha256\": \"abcd\",",
+        );
+        assert!(parse_order(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("64 hex digits"));
+        assert!(parse_order(GOOD).unwrap().delivery_code_sha256.is_empty());
+    }
+
+    #[test]
     fn bad_json_error_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("broken-order.json");

@@ -513,6 +513,8 @@ fn the_nodes_word_does_not_end_a_signed_carriers_custody_but_its_scan_does() {
     );
     let (_, r) = w.lost("o1", 450, 460);
     ruled(&r, "sf", Rule::DeliveredOnNodeWord, &[a.seq, d.seq]);
+    // The worked example of docs/disputes.md §4.7 is this ledger.
+    assert_eq!((tender.seq, a.seq, d.seq), (8, 9, 10));
     // The carrier ends its liability with its own signed scan.
     let s = w.scan("sf", "o1", "SF-1", "", 470);
     assert!(s.accepted, "{s:?}");
@@ -528,6 +530,17 @@ fn the_nodes_word_does_not_end_a_signed_carriers_custody_but_its_scan_does() {
     );
     let (_, r) = w.lost("o1", 480, 490);
     ruled(&r, "", Rule::DeliveredByCarrierScan, &[a.seq, s.seq]);
+    assert_eq!(s.seq, 12);
+    assert_eq!(
+        r.explanation,
+        "order o1 lost at 480: it was delivered before, by sf's signed delivery scan (entry 12), so nobody in the chain held it"
+    );
+    let (_, r) = w.lost("o1", 350, 491);
+    ruled(&r, "sf", Rule::CarrierSignedTender, &[a.seq]);
+    assert_eq!(
+        r.explanation,
+        "order o1 lost at 350: sf held it as the carrier since it signed the tender acceptance"
+    );
     // A scan cannot be repeated.
     rejected(
         &w.scan("sf", "o1", "SF-1", "", 495),
