@@ -68,12 +68,15 @@ impl<V: StateView> OnOrder<'_, V> {
         &mut self,
         m: &pb::ReportMilestone,
     ) -> Option<Result<(), Reject>> {
-        if m.tender || m.parcels != 0 || !m.delivery_code.is_empty() {
+        let is_owner = self.order.owner.as_deref() == Some(self.signer);
+        // A non-owner is rejected `not_owner` as usual (and that is evidence
+        // against it), whatever fields it sets.
+        let may_report = is_owner || self.fenced_for(self.signer).is_some();
+        if may_report && (m.tender || m.parcels != 0 || !m.delivery_code.is_empty()) {
             if let Err(r) = self.carriers_only("tenders to carriers and delivery codes") {
                 return Some(Err(r));
             }
         }
-        let is_owner = self.order.owner.as_deref() == Some(self.signer);
         let milestone = pb::Milestone::try_from(m.milestone).unwrap_or(pb::Milestone::Unspecified);
         let pending = self
             .order

@@ -629,6 +629,7 @@ fn a_fenced_old_owner_may_tender() {
 #[test]
 fn before_version_3_the_new_fields_are_rejected() {
     let mut w = World::with_rules(1, 2, 0);
+    w.register("o2", 19);
     let mut o = order("o1", "m-o1", 500);
     o.delivery_code_sha256 = delivery_code_hash("o1", CODE).to_vec();
     let e = w.channel(20, Body::RegisterOrder(o));
@@ -649,6 +650,24 @@ fn before_version_3_the_new_fields_are_rejected() {
     assert!(w.milestone(0, "o1", 201, pb::Milestone::Shipped).accepted);
     let e = w.delivered(0, "o1", CODE, 300);
     rejected(&e, Code::NotInRulesVersion, "need rules version 3");
+    // A non-owner setting the new fields is still `not_owner`, on record.
+    let e = w.node(
+        0,
+        250,
+        Body::ReportMilestone(pb::ReportMilestone {
+            order_id: "o2".into(),
+            milestone: pb::Milestone::Shipped as i32,
+            carrier: "sf".into(),
+            tracking_id: "N-1".into(),
+            tender: true,
+            ..Default::default()
+        }),
+    );
+    rejected(&e, Code::NotOwner, "no owner");
+    assert!(matches!(
+        &w.s.orders["o2"].events[..],
+        [Event { kind: EventKind::MilestoneWithoutOwnership { party }, .. }] if party == "n0"
+    ));
     // Without the new fields, the old rules: proof ends custody, no grade.
     let e = w.milestone(0, "o1", 301, pb::Milestone::Delivered);
     assert!(e.accepted);
