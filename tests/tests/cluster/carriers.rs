@@ -11,6 +11,7 @@ use arbor_client::bundle::{unpack, verify_unpacked, CheckpointKeys};
 use arbor_client::{delivery_code_hash, pb, Commands};
 use arbor_proto::audit::{verify_export, VerifyOptions};
 use arbor_proto::ledger::map::MAP_EPOCH;
+use arbor_tests::dev::run_cli;
 use arbor_tests::fixtures::{sample_order, SAMPLE_TOTAL};
 use arbor_tests::{TestCluster, TIMEOUT};
 
@@ -203,6 +204,97 @@ async fn a_carrier_signed_tender_and_delivery_with_a_dispute_ruled_against_the_c
         ("", "delivered_with_code", vec![scan.seq])
     );
     let _ = word;
+
+    // The same flow through the CLI, on a second order: the pre-check
+    // refuses another carrier's acceptance locally (exit 6).
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let key = |name: &str| tmp.path().join(format!("{name}.key"));
+    store.identity().save(&key("store")).expect("store key");
+    sf.identity().save(&key("sf")).expect("sf key");
+    jd.identity().save(&key("jd")).expect("jd key");
+    let (eps, cacert) = (c.endpoints().join(","), c.cacert());
+    let cli = async |args: &[&str]| {
+        let mut all = vec!["--endpoints", &eps, "--cacert", &cacert];
+        all.extend_from_slice(args);
+        run_cli(&all).await
+    };
+    c.register_order(&shop, "ord-cli").await;
+    s.submit_accepted("claim", store.claim_order("ord-cli", 1, SAMPLE_TOTAL))
+        .await;
+    let (store_key, sf_key, jd_key) = (
+        key("store").display().to_string(),
+        key("sf").display().to_string(),
+        key("jd").display().to_string(),
+    );
+    let out = cli(&[
+        "order",
+        "milestone",
+        "ord-cli",
+        "shipped",
+        "--tender",
+        "--carrier",
+        "sf-express",
+        "--tracking-id",
+        "N-2",
+        "--parcels",
+        "1",
+        "--key",
+        &store_key,
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = cli(&["--output", "json", "order", "get", "ord-cli"]).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(v["custodian"], "store-1", "{v}");
+    assert_eq!(v["tender"]["carrier"], "sf-express", "{v}");
+    let tender_seq = v["tender"]["tender_seq"]
+        .as_u64()
+        .expect("tender seq")
+        .to_string();
+    let accept = |k: &str| {
+        [
+            "order",
+            "accept-tender",
+            "ord-cli",
+            "--tender-seq",
+            &tender_seq,
+            "--tracking-id",
+            "SF-9002",
+            "--parcels",
+            "1",
+            "--key",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .chain([k.to_string()])
+        .collect::<Vec<_>>()
+    };
+    let args = accept(&jd_key);
+    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(out.code, Some(6), "{out}");
+    assert!(out.stderr.contains("not_tendered_to_signer"), "{out}");
+    let args = accept(&sf_key);
+    let out = cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = cli(&[
+        "order",
+        "scan-delivery",
+        "ord-cli",
+        "--tracking-id",
+        "SF-9002",
+        "--key",
+        &sf_key,
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = cli(&["--output", "json", "order", "get", "ord-cli"]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(
+        (&v["status"], &v["custodian"], &v["delivery_grade"]),
+        (&"delivered".into(), &"".into(), &"scan".into()),
+        "{v}"
+    );
 
     // The dispute bundle proves the history and recomputes the ruling.
     loop {
