@@ -318,7 +318,9 @@ fn mapping(s: &Step) -> Option<(&'static str, Option<&'static str>)> {
             pb::Milestone::Picked => ("picking", Some("in_progress")),
             pb::Milestone::Packed => ("packing", Some("in_progress")),
             pb::Milestone::Shipped => ("shipping", Some("in_transit")),
-            pb::Milestone::Delivered if m.proof_of_delivery.is_empty() => {
+            pb::Milestone::Delivered
+                if m.proof_of_delivery.is_empty() && m.delivery_code.is_empty() =>
+            {
                 ("arriving", Some("in_transit"))
             }
             pb::Milestone::Delivered => ("arriving", None),
