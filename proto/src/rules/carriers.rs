@@ -6,6 +6,10 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::code::{Grade, Rule};
+use super::disputes::{custody_after, Ruling};
+use super::state::{EventKind, Order};
+
 /// The domain tag of a delivery code's hash.
 pub const DELIVERY_CODE_TAG: &[u8] = b"arbor.v3.delivery-code\0";
 
@@ -50,4 +54,65 @@ pub struct TenderAcceptance {
     pub parcels: u32,
     pub weight_grams: u64,
     pub damaged: bool,
+}
+
+/// A ruling that names nobody liable.
+fn ruling(rule: Rule, evidence: Vec<u64>, explanation: String) -> Ruling {
+    Ruling {
+        liable: String::new(),
+        rule,
+        evidence,
+        explanation,
+    }
+}
+
+/// Rules version 3: when custody had ended by `t` with a proven delivery,
+/// the ruling rests on its grade: nobody is liable, and the evidence is the
+/// delivery entry (with the tender acceptance, for a carrier's scan).
+pub(super) fn proven_delivery(order: &Order, t: u64, what: &str) -> Option<Ruling> {
+    let mut c = None;
+    let mut ended = None;
+    for e in order.events.iter().filter(|e| e.time_ms <= t) {
+        let next = custody_after(c.clone(), e);
+        if next.is_none() && c.is_some() {
+            ended = Some(e);
+        } else if next.is_some() {
+            ended = None;
+        }
+        c = next;
+    }
+    let e = ended?;
+    let EventKind::DeliveryProven { by, grade } = &e.kind else {
+        return None;
+    };
+    let id = &order.order_id;
+    Some(match grade {
+        Grade::Code | Grade::Word => ruling(
+            Rule::DeliveredWithCode,
+            vec![e.seq],
+            format!(
+                "order {id} {what} at {t}: it was delivered before, {by} presenting the recipient's one-time delivery code (entry {}), so nobody in the chain held it",
+                e.seq
+            ),
+        ),
+        Grade::Scan => {
+            let mut evidence: Vec<u64> = order
+                .events
+                .iter()
+                .rev()
+                .filter(|x| x.seq < e.seq)
+                .find(|x| matches!(x.kind, EventKind::TenderAccepted { .. }))
+                .map(|x| vec![x.seq])
+                .unwrap_or_default();
+            evidence.push(e.seq);
+            ruling(
+                Rule::DeliveredByCarrierScan,
+                evidence,
+                format!(
+                    "order {id} {what} at {t}: it was delivered before, by {by}'s signed delivery scan (entry {}), so nobody in the chain held it",
+                    e.seq
+                ),
+            )
+        }
+    })
 }

@@ -7,7 +7,8 @@
 //! ledger reproduces it, and the state machine rejects a `ResolveDispute`
 //! that says anything else.
 
-use super::code::{Grade, Incident, Rule};
+use super::carriers::proven_delivery;
+use super::code::{Incident, Rule};
 use super::state::{Dispute, Event, EventKind, Order};
 
 /// A computed ruling.
@@ -181,59 +182,6 @@ fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
         }),
         Some(c) => custody_ruling(order, c, t, what),
     }
-}
-
-/// Rules version 3: when custody had ended by `t` with a proven delivery,
-/// the ruling rests on its grade: nobody is liable, and the evidence is the
-/// delivery entry (with the tender acceptance, for a carrier's scan).
-fn proven_delivery(order: &Order, t: u64, what: &str) -> Option<Ruling> {
-    let mut c = None;
-    let mut ended = None;
-    for e in order.events.iter().filter(|e| e.time_ms <= t) {
-        let next = custody_after(c.clone(), e);
-        if next.is_none() && c.is_some() {
-            ended = Some(e);
-        } else if next.is_some() {
-            ended = None;
-        }
-        c = next;
-    }
-    let e = ended?;
-    let EventKind::DeliveryProven { by, grade } = &e.kind else {
-        return None;
-    };
-    let id = &order.order_id;
-    Some(match grade {
-        Grade::Code | Grade::Word => ruling(
-            "",
-            Rule::DeliveredWithCode,
-            vec![e.seq],
-            format!(
-                "order {id} {what} at {t}: it was delivered before, {by} presenting the recipient's one-time delivery code (entry {}), so nobody in the chain held it",
-                e.seq
-            ),
-        ),
-        Grade::Scan => {
-            let mut evidence: Vec<u64> = order
-                .events
-                .iter()
-                .rev()
-                .filter(|x| x.seq < e.seq)
-                .find(|x| matches!(x.kind, EventKind::TenderAccepted { .. }))
-                .map(|x| vec![x.seq])
-                .unwrap_or_default();
-            evidence.push(e.seq);
-            ruling(
-                "",
-                Rule::DeliveredByCarrierScan,
-                evidence,
-                format!(
-                    "order {id} {what} at {t}: it was delivered before, by {by}'s signed delivery scan (entry {}), so nobody in the chain held it",
-                    e.seq
-                ),
-            )
-        }
-    })
 }
 
 /// Rules version 2: the custody intervals that overlap the window from
