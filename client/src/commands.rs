@@ -231,6 +231,69 @@ pub trait Commands: sealed::Sealed {
             }))
     }
 
+    /// Rules version 3: the owner tendering the order to the enrolled
+    /// carrier `carrier` (`parcels` tendered, 0: not stated). The owner stays
+    /// the custodian until the carrier signs [`accept_tender`](Self::accept_tender).
+    fn report_tender(
+        &self,
+        order_id: &str,
+        carrier: &str,
+        tracking_id: &str,
+        parcels: u32,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::ReportMilestone(pb::ReportMilestone {
+                order_id: order_id.to_string(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: carrier.to_string(),
+                tracking_id: tracking_id.to_string(),
+                tender: true,
+                parcels,
+                ..Default::default()
+            }))
+    }
+
+    /// Rules version 3: the owner reporting delivery with the recipient's
+    /// one-time delivery code (and a proof reference, "" if none).
+    fn report_delivered_with_code(
+        &self,
+        order_id: &str,
+        proof_of_delivery: &str,
+        delivery_code: &str,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::ReportMilestone(pb::ReportMilestone {
+                order_id: order_id.to_string(),
+                milestone: pb::Milestone::Delivered as i32,
+                proof_of_delivery: proof_of_delivery.to_string(),
+                delivery_code: delivery_code.to_string(),
+                ..Default::default()
+            }))
+    }
+
+    /// Rules version 3: the carrier named by the tender of entry
+    /// `tender_seq` signing for the goods: custody passes to it.
+    fn accept_tender(&self, accept: pb::AcceptTender) -> pb::SignedCommand {
+        self.signer().sign(Body::AcceptTender(accept))
+    }
+
+    /// Rules version 3: the carrier holding the goods by its signed tender
+    /// scanning the delivery (`delivery_code` "" when the recipient gave none).
+    fn scan_delivery(
+        &self,
+        order_id: &str,
+        tracking_id: &str,
+        delivery_code: &str,
+        note: &str,
+    ) -> pb::SignedCommand {
+        self.signer().sign(Body::ScanDelivery(pb::ScanDelivery {
+            order_id: order_id.to_string(),
+            tracking_id: tracking_id.to_string(),
+            delivery_code: delivery_code.to_string(),
+            note: note.to_string(),
+        }))
+    }
+
     /// The owner or the registering channel reporting an exception.
     fn report_exception(
         &self,
@@ -374,5 +437,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn carrier_commands_carry_their_fields() {
+        let node = Identity::generate("store-1").for_cluster("c1");
+        let t = node.report_tender("o-1", "sf", "T-1", 2);
+        match pb::Command::decode(t.command.as_slice()).unwrap().body {
+            Some(Body::ReportMilestone(m)) => {
+                assert!(m.tender);
+                assert_eq!((m.carrier.as_str(), m.parcels), ("sf", 2));
+                assert_eq!(m.milestone, pb::Milestone::Shipped as i32);
+            }
+            other => panic!("{other:?}"),
+        }
+        let sf = Identity::generate("sf").for_cluster("c1");
+        let a = sf.accept_tender(pb::AcceptTender {
+            order_id: "o-1".into(),
+            tender_seq: 7,
+            tracking_id: "SF1".into(),
+            parcels: 2,
+            ..Default::default()
+        });
+        verify_command(&a, "c1", &sf.public_key()).unwrap();
+        assert!(matches!(
+            pb::Command::decode(a.command.as_slice()).unwrap().body,
+            Some(Body::AcceptTender(ref x)) if x.tender_seq == 7 && x.tracking_id == "SF1"
+        ));
+        let s = sf.scan_delivery("o-1", "SF1", "K7Q2-M9XD", "front desk");
+        assert!(matches!(
+            pb::Command::decode(s.command.as_slice()).unwrap().body,
+            Some(Body::ScanDelivery(ref x)) if x.delivery_code == "K7Q2-M9XD" && x.note == "front desk"
+        ));
+        let h = crate::delivery_code_hash("o-1", "K7Q2-M9XD");
+        assert_eq!(
+            h,
+            arbor_proto::rules::carriers::delivery_code_hash("o-1", "K7Q2-M9XD")
+        );
+        assert_ne!(h, crate::delivery_code_hash("o-2", "K7Q2-M9XD"));
     }
 }

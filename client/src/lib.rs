@@ -51,6 +51,8 @@ pub mod watch;
 
 pub use arbor_proto::identity::{Identity, KeyFileError, Signer};
 pub use arbor_proto::pb;
+/// Rules version 3: the hash a channel registers for a one-time delivery code.
+pub use arbor_proto::rules::carriers::delivery_code_hash;
 pub use client::{Client, MembershipChange, ATTEMPT_TIMEOUT, DEFAULT_TIMEOUT, LEADER_HEADER};
 pub use commands::Commands;
 pub use endpoints::{channel, parse_endpoints};

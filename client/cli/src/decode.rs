@@ -161,6 +161,9 @@ pub fn body_json(c: &pb::Command) -> Value {
                 "promised_delivery",
                 r.promised_delivery_ms,
             );
+            if !r.delivery_code_sha256.is_empty() {
+                v["delivery_code_sha256"] = json!(hex::encode(&r.delivery_code_sha256));
+            }
             v
         }
         Body::ClaimOrder(c) => json!({
@@ -190,11 +193,31 @@ pub fn body_json(c: &pb::Command) -> Value {
         Body::DeclineHandoff(d) => json!({
             "order_id": d.order_id, "offer_seq": d.offer_seq, "reason": d.reason,
         }),
-        Body::ReportMilestone(m) => json!({
-            "order_id": m.order_id, "milestone": milestone_name(m.milestone),
-            "carrier": m.carrier, "tracking_id": m.tracking_id,
-            "proof_of_delivery": m.proof_of_delivery,
-            "price_version": m.price_version, "total": m.total,
+        Body::ReportMilestone(m) => {
+            let mut v = json!({
+                "order_id": m.order_id, "milestone": milestone_name(m.milestone),
+                "carrier": m.carrier, "tracking_id": m.tracking_id,
+                "proof_of_delivery": m.proof_of_delivery,
+                "price_version": m.price_version, "total": m.total,
+            });
+            // Rules version 3: shown only when set.
+            if m.tender {
+                v["tender"] = json!(true);
+                v["parcels"] = json!(m.parcels);
+            }
+            if !m.delivery_code.is_empty() {
+                v["delivery_code"] = json!(m.delivery_code);
+            }
+            v
+        }
+        Body::AcceptTender(a) => json!({
+            "order_id": a.order_id, "tender_seq": a.tender_seq, "tracking_id": a.tracking_id,
+            "parcels": a.parcels, "weight_grams": a.weight_grams, "description": a.description,
+            "damaged": a.damaged, "note": a.note,
+        }),
+        Body::ScanDelivery(d) => json!({
+            "order_id": d.order_id, "tracking_id": d.tracking_id,
+            "delivery_code": d.delivery_code, "note": d.note,
         }),
         Body::ReportException(x) => json!({
             "order_id": x.order_id, "exception": exception_name(x.kind), "note": x.note,

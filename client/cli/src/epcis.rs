@@ -58,7 +58,8 @@ pub struct Source<'a> {
     pub order_id: &'a str,
     /// The order's lines (for `quantityList`).
     pub lines: &'a [pb::OrderLine],
-    /// For an accepted handoff: who offered it (the offer's signer).
+    /// For an accepted handoff: who offered it (the offer's signer); for a
+    /// tender acceptance, who tendered it.
     pub offered_by: Option<&'a str>,
 }
 
@@ -157,6 +158,11 @@ pub async fn run(ctx: &Ctx, a: EpcisArgs) -> Result<Reply> {
                 Some(Body::AcceptHandoff(h)) => all
                     .iter()
                     .find(|o| o.seq == h.offer_seq)
+                    .map(|o| o.signer.as_str()),
+                // The tender is in the order's history: the node that tendered.
+                Some(Body::AcceptTender(t)) => all
+                    .iter()
+                    .find(|o| o.seq == t.tender_seq)
                     .map(|o| o.signer.as_str()),
                 _ => None,
             },
@@ -260,6 +266,8 @@ fn custody_kind(command: &[u8]) -> bool {
                 | Body::ReportMilestone(_)
                 | Body::ClaimReturn(_)
                 | Body::ReceiveReturn(_)
+                | Body::AcceptTender(_)
+                | Body::ScanDelivery(_)
         ))
     )
 }
@@ -310,7 +318,9 @@ fn mapping(s: &Step) -> Option<(&'static str, Option<&'static str>)> {
             pb::Milestone::Picked => ("picking", Some("in_progress")),
             pb::Milestone::Packed => ("packing", Some("in_progress")),
             pb::Milestone::Shipped => ("shipping", Some("in_transit")),
-            pb::Milestone::Delivered if m.proof_of_delivery.is_empty() => {
+            pb::Milestone::Delivered
+                if m.proof_of_delivery.is_empty() && m.delivery_code.is_empty() =>
+            {
                 ("arriving", Some("in_transit"))
             }
             pb::Milestone::Delivered => ("arriving", None),
@@ -318,6 +328,10 @@ fn mapping(s: &Step) -> Option<(&'static str, Option<&'static str>)> {
         },
         Body::ClaimReturn(_) => ("accepting", Some("returned")),
         Body::ReceiveReturn(_) => ("receiving", Some("returned")),
+        // Rules version 3: the carrier signs for the goods, then delivers them.
+        Body::AcceptTender(t) if t.damaged => ("receiving", Some("damaged")),
+        Body::AcceptTender(_) => ("receiving", Some("in_transit")),
+        Body::ScanDelivery(_) => ("arriving", None),
         _ => return None,
     })
 }
@@ -399,8 +413,14 @@ pub fn event(cluster: &str, src: &Source<'_>) -> Option<Value> {
         ev.insert("disposition".into(), json!(d));
     }
     // Where it happened: the premises of the signing party, except in transit.
-    let in_transit = matches!(&s.body, Some(Body::ReportMilestone(m))
-        if m.milestone == pb::Milestone::Shipped as i32 || m.milestone == pb::Milestone::Delivered as i32);
+    let in_transit = match &s.body {
+        Some(Body::ReportMilestone(m)) => {
+            m.milestone == pb::Milestone::Shipped as i32
+                || m.milestone == pb::Milestone::Delivered as i32
+        }
+        Some(Body::AcceptTender(_) | Body::ScanDelivery(_)) => true,
+        _ => false,
+    };
     ev.insert(
         "readPoint".into(),
         json!({"id": location_urn(cluster, signer)}),
@@ -415,7 +435,9 @@ pub fn event(cluster: &str, src: &Source<'_>) -> Option<Value> {
         Some(Body::ClaimOrder(_)) | Some(Body::ClaimReturn(_)) | Some(Body::ReceiveReturn(_)) => {
             (vec![], vec![signer])
         }
-        Some(Body::AcceptHandoff(_)) => (src.offered_by.into_iter().collect(), vec![signer]),
+        Some(Body::AcceptHandoff(_)) | Some(Body::AcceptTender(_)) => {
+            (src.offered_by.into_iter().collect(), vec![signer])
+        }
         Some(Body::ReportMilestone(m)) if m.milestone == pb::Milestone::Shipped as i32 => {
             (vec![signer], vec![m.carrier.as_str()])
         }
@@ -433,14 +455,18 @@ pub fn event(cluster: &str, src: &Source<'_>) -> Option<Value> {
             party_list("possessing_party", "destination", cluster, &dests),
         );
     }
-    if let Some(Body::ReportMilestone(m)) = &s.body {
-        if !m.tracking_id.is_empty() {
-            ev.insert(
-                "bizTransactionList".into(),
-                json!([{"type": "bol", "bizTransaction": format!("urn:arbor:{}:tracking:{}:{}",
-                    urn_part(cluster), urn_part(&m.carrier), urn_part(&m.tracking_id))}]),
-            );
-        }
+    let tracking = match &s.body {
+        Some(Body::ReportMilestone(m)) => Some((m.carrier.as_str(), m.tracking_id.as_str())),
+        Some(Body::AcceptTender(t)) => Some((signer, t.tracking_id.as_str())),
+        Some(Body::ScanDelivery(d)) => Some((signer, d.tracking_id.as_str())),
+        _ => None,
+    };
+    if let Some((carrier, id)) = tracking.filter(|(_, id)| !id.is_empty()) {
+        ev.insert(
+            "bizTransactionList".into(),
+            json!([{"type": "bol", "bizTransaction": format!("urn:arbor:{}:tracking:{}:{}",
+                urn_part(cluster), urn_part(carrier), urn_part(id))}]),
+        );
     }
     // The extension: where the event is in the ledger, to ask arbor for its proof.
     ev.insert("arbor:seq".into(), json!(s.seq));
@@ -455,8 +481,26 @@ pub fn event(cluster: &str, src: &Source<'_>) -> Option<Value> {
                 ev.insert("arbor:note".into(), json!(h.note));
             }
         }
+        Some(Body::ReportMilestone(m)) if m.tender => {
+            ev.insert("arbor:tender".into(), json!(true));
+        }
+        Some(Body::ReportMilestone(m)) if !m.delivery_code.is_empty() => {
+            ev.insert("arbor:deliveryGrade".into(), json!("code"));
+        }
         Some(Body::ReportMilestone(m)) if !m.proof_of_delivery.is_empty() => {
             ev.insert("arbor:proofOfDelivery".into(), json!(m.proof_of_delivery));
+        }
+        Some(Body::AcceptTender(t)) => {
+            ev.insert("arbor:tenderSeq".into(), json!(t.tender_seq));
+            ev.insert("arbor:parcels".into(), json!(t.parcels));
+        }
+        Some(Body::ScanDelivery(d)) => {
+            let grade = if d.delivery_code.is_empty() {
+                "scan"
+            } else {
+                "code"
+            };
+            ev.insert("arbor:deliveryGrade".into(), json!(grade));
         }
         Some(Body::ReceiveReturn(r)) => {
             ev.insert("arbor:refund".into(), json!(r.refund));
@@ -709,5 +753,92 @@ mod tests {
         bad["epcisBody"]["eventList"][0]["bizStep"] =
             "urn:epcglobal:cbv:bizstep:teleporting".into();
         assert!(!v.is_valid(&bad));
+    }
+
+    #[test]
+    fn a_carrier_signed_tender_maps_to_receiving_by_the_carrier() {
+        let tender = Body::ReportMilestone(pb::ReportMilestone {
+            order_id: "o-1".into(),
+            milestone: pb::Milestone::Shipped as i32,
+            carrier: "sf".into(),
+            tracking_id: "N-1".into(),
+            tender: true,
+            parcels: 2,
+            ..Default::default()
+        });
+        let steps = [
+            step(6, "n1", true, tender),
+            step(
+                7,
+                "sf",
+                true,
+                Body::AcceptTender(pb::AcceptTender {
+                    order_id: "o-1".into(),
+                    tender_seq: 6,
+                    tracking_id: "SF-1".into(),
+                    parcels: 2,
+                    ..Default::default()
+                }),
+            ),
+            step(
+                8,
+                "sf",
+                true,
+                Body::ScanDelivery(pb::ScanDelivery {
+                    order_id: "o-1".into(),
+                    tracking_id: "SF-1".into(),
+                    delivery_code: "K7Q2M9XD44AB".into(),
+                    note: String::new(),
+                }),
+            ),
+        ];
+        let sources: Vec<Source<'_>> = steps
+            .iter()
+            .filter(|s| is_custody(s))
+            .map(|s| Source {
+                step: s,
+                order_id: "o-1",
+                lines: &[],
+                offered_by: (s.seq == 7).then_some("n1"),
+            })
+            .collect();
+        let doc = document("c1", &tc(), &sources, 1_765_000_000_200);
+        let ev = doc["epcisBody"]["eventList"].as_array().unwrap();
+        let got: Vec<(&str, &str)> = ev
+            .iter()
+            .map(|e| {
+                (
+                    e["bizStep"].as_str().unwrap(),
+                    e["disposition"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("shipping", "in_transit"),
+                ("receiving", "in_transit"),
+                ("arriving", "-")
+            ]
+        );
+        assert_eq!(ev[0]["arbor:tender"], true);
+        assert_eq!(ev[1]["sourceList"][0]["source"], "urn:arbor:c1:party:n1");
+        assert_eq!(
+            ev[1]["destinationList"][0]["destination"],
+            "urn:arbor:c1:party:sf"
+        );
+        assert_eq!(
+            ev[1]["bizTransactionList"][0]["bizTransaction"],
+            "urn:arbor:c1:tracking:sf:SF-1"
+        );
+        assert!(ev[1].get("bizLocation").is_none());
+        assert_eq!(ev[2]["arbor:deliveryGrade"], "code");
+        if let Some(v) = schema() {
+            let errors: Vec<String> = v
+                .iter_errors(&doc)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert_eq!(errors, Vec::<String>::new(), "{doc:#}");
+        }
     }
 }

@@ -21,6 +21,8 @@ pub enum RoleArg {
     Auditor,
     /// A replica's checkpoint-signing identity (enrolled by `arbor-node dev` or by an operator)
     Replica,
+    /// A carrier (rules version 3): takes custody only by signing a tender acceptance
+    Carrier,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,7 +40,7 @@ pub enum PartyCmd {
     #[command(
         long_about = "Enrol a party's public key with a role (operator-signed).\n\n\
 Roles: operator, channel (registers orders), node (claims and fulfils orders; needs \
---kind), auditor. The public key comes from --public-key HEX or from the party's public \
+--kind), auditor, carrier (rules version 3: signs tender acceptances and delivery scans; no --kind). The public key comes from --public-key HEX or from the party's public \
 key file (--public-key-file, written by `arbor keys export-public`; --id defaults to its \
 party id). A secret key file is refused: the secret stays with its party.\n\n\
 Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
@@ -280,6 +282,7 @@ fn role_pb(r: RoleArg) -> pb::Role {
         RoleArg::Node => pb::Role::Node,
         RoleArg::Auditor => pb::Role::Auditor,
         RoleArg::Replica => pb::Role::Replica,
+        RoleArg::Carrier => pb::Role::Carrier,
     }
 }
 

@@ -726,6 +726,10 @@ fn order_for_rules(order_id: &str, events: Vec<Event>) -> Order {
         events,
         disputes: Vec::new(),
         last_seq: 0,
+        tender: None,
+        delivery_code_sha256: Vec::new(),
+        delivery_code_used_seq: 0,
+        delivery_grade: None,
     }
 }
 

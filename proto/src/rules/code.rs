@@ -162,6 +162,19 @@ names! {
         DuplicateIncident = "duplicate_incident",
         /// The command uses what a later rules version brings.
         NotInRulesVersion = "not_in_rules_version",
+
+        // Carriers sign (rules version 3)
+        NotACarrier = "not_a_carrier",
+        TenderRequired = "tender_required",
+        NoTender = "no_tender",
+        NotTenderedToSigner = "not_tendered_to_signer",
+        TenderMismatch = "tender_mismatch",
+        TenderAlreadyAccepted = "tender_already_accepted",
+        TenderPending = "tender_pending",
+        TrackingIdMismatch = "tracking_id_mismatch",
+        NoDeliveryCode = "no_delivery_code",
+        WrongDeliveryCode = "wrong_delivery_code",
+        DeliveryCodeUsed = "delivery_code_used",
     }
 }
 
@@ -185,6 +198,30 @@ names! {
         WrongPriceQuoted = "wrong_price_quoted",
         /// The dispute's kind has no rule (not produced by `OpenDispute`).
         NoRule = "no_rule",
+
+        // Carriers sign (rules version 3)
+        /// The carrier held the goods by its signed tender acceptance.
+        CarrierSignedTender = "carrier_signed_tender",
+        /// Delivery rests on the node's word: the signed carrier stays custodian.
+        DeliveredOnNodeWord = "delivered_on_node_word",
+        /// Custody ended with the recipient's one-time delivery code.
+        DeliveredWithCode = "delivered_with_code",
+        /// Custody ended with the carrier's signed delivery scan.
+        DeliveredByCarrierScan = "delivered_by_carrier_scan",
+        /// The carrier noted damage when it signed for the goods.
+        DamageNotedAtTender = "damage_noted_at_tender",
+    }
+}
+
+names! {
+    /// Rules version 3: the grade of a delivery's proof, strongest first.
+    pub enum Grade {
+        /// The recipient's one-time code matched the hash the channel registered.
+        Code = "code",
+        /// The carrier holding the goods by its signed tender signed a delivery scan.
+        Scan = "scan",
+        /// The owner node reported the delivery (today's proof string).
+        Word = "word",
     }
 }
 
@@ -224,6 +261,8 @@ names! {
         Delayed = "delayed",
         /// Recorded by an `AcceptHandoff` that notes damage.
         DamageNotedAtHandoff = "damage_noted_at_handoff",
+        /// Rules version 3: recorded by an `AcceptTender` that notes damage.
+        DamageNotedAtTender = "damage_noted_at_tender",
     }
 }
 
@@ -320,6 +359,17 @@ mod tests {
             (Code::RulingMismatch, "ruling_mismatch"),
             (Code::DuplicateIncident, "duplicate_incident"),
             (Code::NotInRulesVersion, "not_in_rules_version"),
+            (Code::NotACarrier, "not_a_carrier"),
+            (Code::TenderRequired, "tender_required"),
+            (Code::NoTender, "no_tender"),
+            (Code::NotTenderedToSigner, "not_tendered_to_signer"),
+            (Code::TenderMismatch, "tender_mismatch"),
+            (Code::TenderAlreadyAccepted, "tender_already_accepted"),
+            (Code::TenderPending, "tender_pending"),
+            (Code::TrackingIdMismatch, "tracking_id_mismatch"),
+            (Code::NoDeliveryCode, "no_delivery_code"),
+            (Code::WrongDeliveryCode, "wrong_delivery_code"),
+            (Code::DeliveryCodeUsed, "delivery_code_used"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),
@@ -338,6 +388,11 @@ mod tests {
             ),
             (Rule::WrongPriceQuoted, "wrong_price_quoted"),
             (Rule::NoRule, "no_rule"),
+            (Rule::CarrierSignedTender, "carrier_signed_tender"),
+            (Rule::DeliveredOnNodeWord, "delivered_on_node_word"),
+            (Rule::DeliveredWithCode, "delivered_with_code"),
+            (Rule::DeliveredByCarrierScan, "delivered_by_carrier_scan"),
+            (Rule::DamageNotedAtTender, "damage_noted_at_tender"),
         ];
         let incidents: &[(Incident, &str)] = &[
             (Incident::Lost, "lost"),
@@ -386,7 +441,14 @@ mod tests {
             (Exception::Lost, "lost"),
             (Exception::Delayed, "delayed"),
             (Exception::DamageNotedAtHandoff, "damage_noted_at_handoff"),
+            (Exception::DamageNotedAtTender, "damage_noted_at_tender"),
         ];
+        let grades: &[(Grade, &str)] = &[
+            (Grade::Code, "code"),
+            (Grade::Scan, "scan"),
+            (Grade::Word, "word"),
+        ];
+        check(grades, Grade::ALL, Grade::as_str, Grade::parse);
         check(
             exceptions,
             Exception::ALL,

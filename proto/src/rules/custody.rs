@@ -13,6 +13,7 @@
 
 use std::fmt;
 
+use super::code::Grade;
 pub use super::disputes::How;
 use super::disputes::{custody_after, Custody};
 use super::state::{Event, EventKind};
@@ -164,7 +165,8 @@ impl fmt::Display for LapseNote {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interval {
     pub holder: String,
-    /// How it came to hold them ([`How::Claim`], an acceptance, or [`How::Carrier`]).
+    /// How it came to hold them ([`How::Claim`], an acceptance, [`How::Carrier`]
+    /// or, rules version 3, [`How::SignedTender`]).
     pub how: How,
     pub from_seq: u64,
     pub from_ms: u64,
@@ -197,7 +199,7 @@ pub fn intervals(entries: &[OrderEntry<'_>]) -> Vec<Interval> {
             continue;
         }
         match &next {
-            Some(n) if n.how == How::CarrierNoProof => {
+            Some(n) if n.how.is_delivery_kept() => {
                 if let Some(open) = out.last_mut().filter(|i| i.end.is_none()) {
                     open.deliveries_without_proof.push(e.seq);
                 }
@@ -299,11 +301,26 @@ pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
                 push(EventKind::Cancelled)
             }
             Some(Body::ReportMilestone(m)) => match pb::Milestone::try_from(m.milestone) {
+                // Rules version 3: a tender to an enrolled carrier.
+                Ok(pb::Milestone::Shipped) if m.tender => {
+                    fenced = None;
+                    push(EventKind::Tendered {
+                        node,
+                        carrier: m.carrier.clone(),
+                    })
+                }
                 Ok(pb::Milestone::Shipped) => {
                     fenced = None;
                     push(EventKind::Shipped {
                         node,
                         carrier: m.carrier.clone(),
+                    })
+                }
+                // Rules version 3: accepted, so the code matched.
+                Ok(pb::Milestone::Delivered) if !m.delivery_code.is_empty() => {
+                    push(EventKind::DeliveryProven {
+                        by: node,
+                        grade: Grade::Code,
                     })
                 }
                 Ok(pb::Milestone::Delivered) => push(EventKind::Delivered {
@@ -312,6 +329,24 @@ pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
                 }),
                 _ => {}
             },
+            // Rules version 3: the carrier's signature moves custody.
+            Some(Body::AcceptTender(a)) => push(EventKind::TenderAccepted {
+                node: entries
+                    .iter()
+                    .find(|o| o.seq == a.tender_seq)
+                    .map(|o| o.signer.to_string())
+                    .unwrap_or_default(),
+                carrier: node,
+                damaged: a.damaged,
+            }),
+            Some(Body::ScanDelivery(s)) => push(EventKind::DeliveryProven {
+                by: node,
+                grade: if s.delivery_code.is_empty() {
+                    Grade::Scan
+                } else {
+                    Grade::Code
+                },
+            }),
             _ => {}
         }
     }

@@ -7,6 +7,7 @@
 //! ledger reproduces it, and the state machine rejects a `ResolveDispute`
 //! that says anything else.
 
+use super::carriers::proven_delivery;
 use super::code::{Incident, Rule};
 use super::state::{Dispute, Event, EventKind, Order};
 
@@ -50,6 +51,18 @@ pub enum How {
     Carrier,
     /// Still the carrier: delivery was reported without proof of delivery.
     CarrierNoProof,
+    /// Rules version 3: as the carrier, by its signed tender acceptance.
+    SignedTender,
+    /// Rules version 3: still the signed carrier: the delivery was reported
+    /// on the node's word only.
+    CarrierWordOnly,
+}
+
+impl How {
+    /// Still the same holder, after a delivery that did not end its custody.
+    pub fn is_delivery_kept(self) -> bool {
+        matches!(self, How::CarrierNoProof | How::CarrierWordOnly)
+    }
 }
 
 /// Custody at time `t`: the last custody-moving fact at or before `t`.
@@ -67,6 +80,23 @@ fn custody_at(order: &Order, t: u64) -> Option<Custody> {
 /// an order's entries for auditors (`custody.rs`).
 pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
     match &e.kind {
+        // Rules version 3: the node's word does not end a signed carrier's custody.
+        EventKind::Delivered { .. }
+            if c.as_ref()
+                .is_some_and(|c| matches!(c.how, How::SignedTender | How::CarrierWordOnly)) =>
+        {
+            c.map(|prev| Custody {
+                seq: e.seq,
+                how: How::CarrierWordOnly,
+                ..prev
+            })
+        }
+        EventKind::TenderAccepted { carrier, .. } => Some(Custody {
+            holder: carrier.clone(),
+            seq: e.seq,
+            how: How::SignedTender,
+        }),
+        EventKind::DeliveryProven { .. } => None,
         EventKind::Claimed { node, .. } => Some(Custody {
             holder: node.clone(),
             seq: e.seq,
@@ -97,7 +127,9 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
             ..prev
         }),
         // A fenced old owner keeps the goods it picked or packed.
+        // A tender leaves the goods with the node until the carrier signs.
         EventKind::Fenced { .. }
+        | EventKind::Tendered { .. }
         | EventKind::Cancelled
         | EventKind::WrongPrice { .. }
         | EventKind::MilestoneWithoutOwnership { .. } => c,
@@ -140,12 +172,14 @@ fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
         return window_rule(order, dispute.known_good_ms, t, what);
     }
     match custody_at(order, t) {
-        None => ruling(
-            "",
-            Rule::NoCustodian,
-            Vec::new(),
-            format!("nobody in the chain held order {} at {t}", order.order_id),
-        ),
+        None => proven_delivery(order, t, what).unwrap_or_else(|| {
+            ruling(
+                "",
+                Rule::NoCustodian,
+                Vec::new(),
+                format!("nobody in the chain held order {} at {t}", order.order_id),
+            )
+        }),
         Some(c) => custody_ruling(order, c, t, what),
     }
 }
@@ -174,7 +208,7 @@ fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
                 }
                 match held.iter_mut().find(|h| h.holder == n.holder) {
                     // Still the same holder (a delivery without proof): its latest custody.
-                    Some(h) if n.how == How::CarrierNoProof => *h = n.clone(),
+                    Some(h) if n.how.is_delivery_kept() => *h = n.clone(),
                     Some(_) => {}
                     None => held.push(n.clone()),
                 }
@@ -183,15 +217,17 @@ fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
         c = next;
     }
     match held.len() {
-        0 => ruling(
-            "",
-            Rule::NoCustodian,
-            Vec::new(),
-            format!(
-                "nobody in the chain held order {} between {good} and {bad}",
-                order.order_id
-            ),
-        ),
+        0 => proven_delivery(order, bad, what).unwrap_or_else(|| {
+            ruling(
+                "",
+                Rule::NoCustodian,
+                Vec::new(),
+                format!(
+                    "nobody in the chain held order {} between {good} and {bad}",
+                    order.order_id
+                ),
+            )
+        }),
         1 => custody_ruling(order, held.remove(0), bad, what),
         _ => ruling(
             "",
@@ -228,8 +264,25 @@ fn custody_ruling(order: &Order, c: Custody, t: u64, what: &str) -> Ruling {
                     Rule::DeliveredWithoutProof,
                     "reported delivery without proof of delivery, so custody stays with the carrier",
                 ),
+                How::SignedTender => (
+                    Rule::CarrierSignedTender,
+                    "held it as the carrier since it signed the tender acceptance",
+                ),
+                How::CarrierWordOnly => (
+                    Rule::DeliveredOnNodeWord,
+                    "signed the tender acceptance, and the delivery rests on the node's word only (no delivery scan, no delivery code), so custody stays with the carrier",
+                ),
             };
             let mut evidence = vec![c.seq];
+            if c.how == How::CarrierWordOnly {
+                if let Some(s) =
+                    order.events.iter().rev().find(|e| {
+                        e.seq < c.seq && matches!(e.kind, EventKind::TenderAccepted { .. })
+                    })
+                {
+                    evidence.insert(0, s.seq);
+                }
+            }
             if c.how == How::CarrierNoProof {
                 if let Some(s) = order
                     .events
@@ -254,10 +307,30 @@ fn custody_ruling(order: &Order, c: Custody, t: u64, what: &str) -> Ruling {
 /// custodian; otherwise the custodian at the incident is liable.
 fn damaged(order: &Order, dispute: &Dispute) -> Ruling {
     // Damage noted at any acceptance happened before it, whenever it was reported.
-    let noted = order
-        .events
-        .iter()
-        .find(|e| matches!(e.kind, EventKind::HandedOff { damaged: true, .. }));
+    let noted = order.events.iter().find(|e| {
+        matches!(
+            e.kind,
+            EventKind::HandedOff { damaged: true, .. }
+                | EventKind::TenderAccepted { damaged: true, .. }
+        )
+    });
+    if let Some(Event {
+        seq,
+        kind: EventKind::TenderAccepted { node, carrier, .. },
+        ..
+    }) = noted
+    {
+        // Rules version 3: the carrier noted damage when it signed for the goods.
+        return ruling(
+            node,
+            Rule::DamageNotedAtTender,
+            vec![*seq],
+            format!(
+                "{carrier} noted damage when it signed for order {} from {node}, so it was damaged before the tender",
+                order.order_id
+            ),
+        );
+    }
     if let Some(e) = noted {
         if let EventKind::HandedOff { from, to, .. } = &e.kind {
             return ruling(
@@ -300,7 +373,10 @@ fn late(order: &Order) -> Ruling {
         );
     }
     let shipped = order.events.iter().find_map(|e| match &e.kind {
-        EventKind::Shipped { node, .. } => Some((e.seq, e.time_ms, node.clone())),
+        // Rules version 3: a tender is the node's hand-off.
+        EventKind::Shipped { node, .. } | EventKind::Tendered { node, .. } => {
+            Some((e.seq, e.time_ms, node.clone()))
+        }
         _ => None,
     });
     let Some((ship_seq, ship_ms, node)) = shipped else {

@@ -21,6 +21,7 @@
 //! family; `disputes` the responsibility rules; `state` the records the rules
 //! keep; `mem` the in-memory state that replay and the tests apply to.
 
+pub mod carriers;
 mod code;
 pub mod custody;
 mod decide;
@@ -29,14 +30,14 @@ mod mem;
 mod state;
 mod validate;
 
-pub use code::{Code, Exception, Incident, RefusalKind, Rule};
+pub use code::{Code, Exception, Grade, Incident, RefusalKind, Rule};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use mem::{Applied, MemState};
 pub use state::{
     lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Fence, Lease, Line,
     Membership, NodeStats, Offer, Order, OrderStatus, Party, Profile, Replica, Requirements,
-    RulingRecord, CURRENT_RULES_VERSION, DEFAULT_FENCE_MS, MAX_FENCE_MS,
+    RulingRecord, Tender, TenderAcceptance, CURRENT_RULES_VERSION, DEFAULT_FENCE_MS, MAX_FENCE_MS,
 };
 pub use validate::{check_addr, validate_command, MAX_ADDR_LEN, MAX_ID_LEN};
 
@@ -241,7 +242,7 @@ fn check_canonical(what: &str, bytes: &[u8], decoded: &impl Message) -> Result<(
 /// The roles a command body allows its signer to have, and the command's name.
 pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static str)> {
     use pb::command::Body;
-    use pb::Role::{Auditor, Channel, Node, Operator, Replica};
+    use pb::Role::{Auditor, Carrier, Channel, Node, Operator, Replica};
     Some(match cmd.body.as_ref()? {
         Body::Genesis(_) => return None,
         Body::EnrollParty(_) => (&[Operator], "EnrollParty"),
@@ -261,12 +262,14 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::ClaimReturn(_) => (&[Node], "ClaimReturn"),
         Body::ReceiveReturn(_) => (&[Node], "ReceiveReturn"),
         Body::ReportException(_) => (&[Node, Channel], "ReportException"),
-        Body::OpenDispute(_) => (&[Operator, Channel, Node, Auditor], "OpenDispute"),
+        Body::OpenDispute(_) => (&[Operator, Channel, Node, Auditor, Carrier], "OpenDispute"),
         Body::ResolveDispute(_) => (&[Auditor], "ResolveDispute"),
         Body::RecordLapse(_) => (&[Replica], "RecordLapse"),
         Body::AddReplica(_) => (&[Operator], "AddReplica"),
         Body::RemoveReplica(_) => (&[Operator], "RemoveReplica"),
         Body::SetRulesVersion(_) => (&[Operator], "SetRulesVersion"),
+        Body::AcceptTender(_) => (&[Carrier], "AcceptTender"),
+        Body::ScanDelivery(_) => (&[Carrier], "ScanDelivery"),
     })
 }
 
@@ -286,6 +289,7 @@ pub fn role_name(r: pb::Role) -> &'static str {
         pb::Role::Node => "node",
         pb::Role::Auditor => "auditor",
         pb::Role::Replica => "replica",
+        pb::Role::Carrier => "carrier",
     }
 }
 

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::carriers::{Tender, TenderAcceptance};
+use super::code::Grade;
 use crate::pb;
 
 /// An enrolled party.
@@ -401,6 +403,25 @@ pub enum EventKind {
         node: String,
         until_ms: u64,
     },
+    /// Rules version 3: the owner tendered the order to an enrolled
+    /// carrier; it keeps custody until the carrier signs.
+    Tendered {
+        node: String,
+        carrier: String,
+    },
+    /// Rules version 3: the carrier signed the tender acceptance; custody
+    /// passes to it.
+    TenderAccepted {
+        node: String,
+        carrier: String,
+        damaged: bool,
+    },
+    /// Rules version 3: a delivery proven by a carrier's signed scan or the
+    /// recipient's one-time code; custody ends.
+    DeliveryProven {
+        by: String,
+        grade: Grade,
+    },
 }
 
 /// A dispute opened on an order, and its ruling once resolved.
@@ -480,6 +501,18 @@ pub struct Order {
     pub disputes: Vec<Dispute>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
+    /// Rules version 3: the tender to an enrolled carrier, if any.
+    #[serde(default)]
+    pub tender: Option<Tender>,
+    /// Rules version 3: the SHA-256 of the one-time delivery code the
+    /// channel registered (empty: none), and the entry that used it (0: unused).
+    #[serde(default)]
+    pub delivery_code_sha256: Vec<u8>,
+    #[serde(default)]
+    pub delivery_code_used_seq: u64,
+    /// Rules version 3: the grade of the delivery's proof.
+    #[serde(default)]
+    pub delivery_grade: Option<Grade>,
 }
 
 impl Order {
@@ -603,7 +636,29 @@ impl Order {
                 .unwrap_or_default(),
             fence_until_ms: self.fence_view().map(|f| f.until_ms).unwrap_or(0),
             fence_expired: self.fence_expired(now_ms),
+            tender_carrier: self
+                .tender
+                .as_ref()
+                .map(|t| t.carrier.clone())
+                .unwrap_or_default(),
+            tender_seq: self.tender.as_ref().map(|t| t.seq).unwrap_or(0),
+            tender_accepted_seq: self.acceptance().map(|a| a.seq).unwrap_or(0),
+            tender_parcels: self.tender.as_ref().map(|t| t.parcels).unwrap_or(0),
+            received_parcels: self.acceptance().map(|a| a.parcels).unwrap_or(0),
+            received_weight_grams: self.acceptance().map(|a| a.weight_grams).unwrap_or(0),
+            delivery_grade: self
+                .delivery_grade
+                .map(|g| g.as_str().to_string())
+                .unwrap_or_default(),
+            delivery_code_registered: !self.delivery_code_sha256.is_empty(),
+            delivery_code_used_seq: self.delivery_code_used_seq,
+            delivery_code_sha256: self.delivery_code_sha256.clone(),
         }
+    }
+
+    /// Rules version 3: the carrier's signed tender acceptance, if any.
+    pub fn acceptance(&self) -> Option<&TenderAcceptance> {
+        self.tender.as_ref().and_then(|t| t.accepted.as_ref())
     }
 
     fn fence_view(&self) -> Option<&Fence> {

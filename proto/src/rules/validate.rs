@@ -228,6 +228,12 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 )));
             }
             check_id("destination region", &r.destination_region)?;
+            if !r.delivery_code_sha256.is_empty() && r.delivery_code_sha256.len() != 32 {
+                return Err(bad(format!(
+                    "delivery code hash is {} bytes, expected 32 (SHA-256)",
+                    r.delivery_code_sha256.len()
+                )));
+            }
             if let Some(req) = &r.requirements {
                 if !req.category.is_empty() {
                     check_id("required category", &req.category)?;
@@ -321,6 +327,21 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                     "carrier and tracking id belong to the shipped milestone only",
                 ));
             }
+            if !shipped && (m.tender || m.parcels != 0) {
+                return Err(bad("a tender belongs to the shipped milestone only"));
+            }
+            if m.parcels != 0 && !m.tender {
+                return Err(bad("parcels are stated with a tender only"));
+            }
+            check_parcels(m.parcels)?;
+            if !m.delivery_code.is_empty() {
+                if milestone != pb::Milestone::Delivered {
+                    return Err(bad(
+                        "a delivery code belongs to the delivered milestone only",
+                    ));
+                }
+                check_delivery_code(&m.delivery_code)?;
+            }
             if milestone != pb::Milestone::Delivered && !m.proof_of_delivery.is_empty() {
                 return Err(bad(
                     "proof of delivery belongs to the delivered milestone only",
@@ -386,6 +407,33 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             }
             Ok(())
         }
+        Some(Body::AcceptTender(a)) => {
+            check_id("order id", &a.order_id)?;
+            if a.tender_seq == 0 {
+                return Err(bad("tender seq is 0: name the entry of the tender"));
+            }
+            check_text("tracking id", &a.tracking_id, true)?;
+            if a.parcels == 0 {
+                return Err(bad("a tender acceptance signs for at least one parcel"));
+            }
+            check_parcels(a.parcels)?;
+            if a.weight_grams > MAX_WEIGHT_GRAMS {
+                return Err(bad(format!(
+                    "weight {} g is over {MAX_WEIGHT_GRAMS} g",
+                    a.weight_grams
+                )));
+            }
+            check_text("description", &a.description, false)?;
+            check_text("note", &a.note, false)
+        }
+        Some(Body::ScanDelivery(d)) => {
+            check_id("order id", &d.order_id)?;
+            check_text("tracking id", &d.tracking_id, true)?;
+            if !d.delivery_code.is_empty() {
+                check_delivery_code(&d.delivery_code)?;
+            }
+            check_text("note", &d.note, false)
+        }
         Some(Body::ReceiveReturn(r)) => {
             check_id("order id", &r.order_id)?;
             if r.refund < 0 {
@@ -400,6 +448,36 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
 }
 
 const MAX_TEXT: usize = 1024;
+/// Rules version 3: the most parcels a tender names, and the heaviest
+/// weight a tender acceptance states (100 t).
+const MAX_PARCELS: u32 = 10_000;
+const MAX_WEIGHT_GRAMS: u64 = 100_000_000;
+
+fn check_parcels(parcels: u32) -> Result<(), Refusal> {
+    if parcels > MAX_PARCELS {
+        return Err(bad(format!(
+            "{parcels} parcels is over the limit of {MAX_PARCELS}"
+        )));
+    }
+    Ok(())
+}
+
+/// A one-time delivery code: 8-64 printable ASCII characters, no spaces.
+fn check_delivery_code(code: &str) -> Result<(), Refusal> {
+    use super::carriers::{MAX_DELIVERY_CODE_LEN, MIN_DELIVERY_CODE_LEN};
+    if code.len() < MIN_DELIVERY_CODE_LEN || code.len() > MAX_DELIVERY_CODE_LEN {
+        return Err(bad(format!(
+            "delivery code is {} bytes; codes have {MIN_DELIVERY_CODE_LEN}-{MAX_DELIVERY_CODE_LEN}",
+            code.len()
+        )));
+    }
+    if !code.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "delivery code has a character other than printable ASCII (no spaces)",
+        ));
+    }
+    Ok(())
+}
 const MAX_LIST: usize = 256;
 const MAX_DISPATCH_MS: u64 = 30 * 24 * 3600 * 1000;
 const MAX_OFFER_MS: u64 = 7 * 24 * 3600 * 1000;

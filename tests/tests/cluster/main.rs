@@ -6,6 +6,7 @@ mod arbitration;
 mod audit;
 mod bench;
 mod bundle;
+mod carriers;
 mod cli;
 mod deadlines;
 mod disputes;

@@ -23,6 +23,13 @@ struct OrderFile {
     /// The same as RFC 3339 (`2025-12-08T08:00:00Z`).
     #[serde(default)]
     promised_delivery: Option<String>,
+    /// Rules version 3: the recipient's one-time delivery code. Only its
+    /// hash (with the order id) is registered; the code itself is not sent.
+    #[serde(default)]
+    delivery_code: Option<String>,
+    /// The same, already hashed (64 hex digits).
+    #[serde(default)]
+    delivery_code_sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +72,21 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
             ))
         }
     };
+    let delivery_code_sha256 = match (&f.delivery_code, &f.delivery_code_sha256) {
+        (None, None) => Vec::new(),
+        (Some(code), None) => arbor_client::delivery_code_hash(&f.order_id, code).to_vec(),
+        (None, Some(h)) => hex::decode(h)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                serde_json::Error::custom("delivery_code_sha256 is not 64 hex digits")
+            })?,
+        (Some(_), Some(_)) => {
+            return Err(serde_json::Error::custom(
+                "give delivery_code or delivery_code_sha256, not both",
+            ))
+        }
+    };
     Ok(pb::RegisterOrder {
         order_id: f.order_id,
         external_refs: f
@@ -93,6 +115,7 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
             category: r.category,
         }),
         promised_delivery_ms,
+        delivery_code_sha256,
     })
 }
 

@@ -291,8 +291,77 @@ Example:\n  arbor order milestone o-1 shipped --carrier sf-express --tracking-id
         /// delivered: a reference to the proof of delivery (without it custody stays with the carrier)
         #[arg(long, value_name = "REF", default_value = "")]
         proof_of_delivery: String,
+        /// shipped (rules version 3): tender to the enrolled carrier --carrier; you stay the custodian until it signs `arbor order accept-tender`
+        #[arg(long)]
+        tender: bool,
+        /// shipped with --tender: the number of parcels tendered
+        #[arg(long, value_name = "N", default_value = "0", requires = "tender")]
+        parcels: u32,
+        /// delivered (rules version 3): the recipient's one-time delivery code, checked against the hash the channel registered
+        #[arg(long, value_name = "CODE", default_value = "")]
+        delivery_code: String,
         /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
+    },
+    /// Sign for a tendered order: custody passes to you (carrier-signed, rules version 3)
+    #[command(
+        long_about = "Sign the tender acceptance of the tender made at entry --tender-seq (the owner's `arbor order milestone ORDER shipped --tender --carrier YOU`), stating what you received and your tracking id. Custody passes to you with this entry; until then the node holds the goods. Refused unless the tender names you; a second acceptance is rejected tender_already_accepted.\n\n\
+Example:\n  arbor order accept-tender o-1 --tender-seq 42 --tracking-id SF1234 --parcels 2 --weight-grams 1800 --description \"2 boxes, sealed\" --key sf-express.key"
+    )]
+    AcceptTender {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// Sequence number of the tender's ledger entry (shown by `arbor order get` as the tender)
+        #[arg(long, value_name = "SEQ")]
+        tender_seq: u64,
+        /// Your own tracking id for the shipment
+        #[arg(long, value_name = "ID")]
+        tracking_id: String,
+        /// Parcels received (at least 1)
+        #[arg(long, value_name = "N", default_value = "1")]
+        parcels: u32,
+        /// Declared weight received, in grams (0: not stated)
+        #[arg(long, value_name = "GRAMS", default_value = "0")]
+        weight_grams: u64,
+        /// What was received, as you saw it (recorded in the ledger)
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Visible damage noted at pickup (a damaged dispute then points to the node)
+        #[arg(long)]
+        damaged: bool,
+        /// Anything else noted at pickup (recorded in the ledger)
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Carrier key file
+        #[arg(long, env = "ARBOR_KEY", value_name = "CARRIERKEY")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
+    },
+    /// Scan a delivery: custody ends, proof graded scan or code (carrier-signed, rules version 3)
+    #[command(
+        long_about = "Report the delivery of an order you signed for (carrier-signed): custody ends and the proof of delivery is graded `scan`, or `code` with the recipient's one-time delivery code (--delivery-code, checked against the hash the channel registered; a wrong or reused code is rejected). Also accepted after the node reported the delivery on its own word, which does not end your custody.\n\n\
+Example:\n  arbor order scan-delivery o-1 --tracking-id SF1234 --delivery-code K7Q2M9XD --key sf-express.key"
+    )]
+    ScanDelivery {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// The tracking id you accepted the tender with
+        #[arg(long, value_name = "ID")]
+        tracking_id: String,
+        /// The recipient's one-time delivery code, if the recipient gave it
+        #[arg(long, value_name = "CODE", default_value = "")]
+        delivery_code: String,
+        /// Where or to whom it was delivered (recorded in the ledger)
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Carrier key file
+        #[arg(long, env = "ARBOR_KEY", value_name = "CARRIERKEY")]
         key: Option<PathBuf>,
         #[command(flatten)]
         sign: SignOpts,
@@ -568,6 +637,9 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             carrier,
             tracking_id,
             proof_of_delivery,
+            tender,
+            parcels,
+            delivery_code,
             key,
             sign,
         } => {
@@ -575,9 +647,57 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             let cmd = match milestone {
                 MilestoneArg::Picked => id.report_milestone(&order_id, pb::Milestone::Picked),
                 MilestoneArg::Packed => id.report_milestone(&order_id, pb::Milestone::Packed),
+                MilestoneArg::Shipped if tender => {
+                    id.report_tender(&order_id, &carrier, &tracking_id, parcels)
+                }
                 MilestoneArg::Shipped => id.report_shipped(&order_id, &carrier, &tracking_id),
+                MilestoneArg::Delivered if !delivery_code.is_empty() => {
+                    id.report_delivered_with_code(&order_id, &proof_of_delivery, &delivery_code)
+                }
                 MilestoneArg::Delivered => id.report_delivered(&order_id, &proof_of_delivery),
             };
+            submit_checked(ctx, cmd, sign).await
+        }
+        OrderCmd::AcceptTender {
+            order_id,
+            tender_seq,
+            tracking_id,
+            parcels,
+            weight_grams,
+            description,
+            damaged,
+            note,
+            key,
+            sign,
+        } => {
+            let cmd = signing_key(ctx, key)
+                .await?
+                .accept_tender(pb::AcceptTender {
+                    order_id,
+                    tender_seq,
+                    tracking_id,
+                    parcels,
+                    weight_grams,
+                    description,
+                    damaged,
+                    note,
+                });
+            submit_checked(ctx, cmd, sign).await
+        }
+        OrderCmd::ScanDelivery {
+            order_id,
+            tracking_id,
+            delivery_code,
+            note,
+            key,
+            sign,
+        } => {
+            let cmd = signing_key(ctx, key).await?.scan_delivery(
+                &order_id,
+                &tracking_id,
+                &delivery_code,
+                &note,
+            );
             submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Dispute {
@@ -864,6 +984,45 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("promised_delivery"));
+    }
+
+    #[test]
+    fn a_delivery_code_is_registered_as_its_hash_only() {
+        let t = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"delivery_code\": \"K7Q2M9XD44AB\",",
+        );
+        let o = parse_order(&t).unwrap();
+        assert_eq!(
+            o.delivery_code_sha256,
+            arbor_client::delivery_code_hash("o-1", "K7Q2M9XD44AB").to_vec()
+        );
+        let hex = hex::encode(&o.delivery_code_sha256);
+        let t = GOOD.replace(
+            "\"total\": 2598,",
+            &format!("\"total\": 2598, \"delivery_code_sha256\": \"{hex}\","),
+        );
+        assert_eq!(
+            parse_order(&t).unwrap().delivery_code_sha256,
+            o.delivery_code_sha256
+        );
+        let both = GOOD.replace(
+            "\"total\": 2598,",
+            &format!("\"total\": 2598, \"delivery_code\": \"K7Q2M9XD44AB\", \"delivery_code_sha256\": \"{hex}\","),
+        );
+        assert!(parse_order(&both)
+            .unwrap_err()
+            .to_string()
+            .contains("not both"));
+        let short = GOOD.replace(
+            "\"total\": 2598,",
+            "\"total\": 2598, \"delivery_code_sha256\": \"abcd\",",
+        );
+        assert!(parse_order(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("64 hex digits"));
+        assert!(parse_order(GOOD).unwrap().delivery_code_sha256.is_empty());
     }
 
     #[test]

@@ -56,12 +56,31 @@ impl Prediction {
 }
 
 /// The state a command is decided against, as read from the cluster.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Remote {
     pub order: Option<Order>,
     pub parties: BTreeMap<String, Party>,
     pub profiles: BTreeMap<String, Profile>,
     pub stats: BTreeMap<String, NodeStats>,
+    /// The rules version to predict under (`None`: version 1). No read
+    /// serves the version in force; carrier commands (rules version 3) are
+    /// predicted under it ([`carriers_config`]).
+    pub config: Option<ClusterConfig>,
+}
+
+/// Rules version 3, carriers sign: a command that uses what only version 3
+/// has is predicted under version 3. On an older ledger the cluster rejects
+/// it `not_in_rules_version`, which the pre-check does not foresee.
+pub fn carriers_config(body: &Body) -> Option<ClusterConfig> {
+    let v3 = match body {
+        Body::AcceptTender(_) | Body::ScanDelivery(_) => true,
+        Body::ReportMilestone(m) => m.tender || !m.delivery_code.is_empty(),
+        _ => false,
+    };
+    v3.then(|| ClusterConfig {
+        rules_version: 3,
+        ..Default::default()
+    })
 }
 
 impl StateView for Remote {
@@ -87,7 +106,7 @@ impl StateView for Remote {
         self.stats.get(node).cloned()
     }
     fn config(&self) -> Option<ClusterConfig> {
-        None
+        self.config.clone()
     }
     fn membership(&self) -> Option<Membership> {
         None
@@ -170,6 +189,23 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
             })
             .collect(),
         last_seq: v.history.last().copied().unwrap_or(0),
+        // Rules version 3: the tender and its acceptance as the view shows them.
+        tender: (v.tender_seq != 0).then(|| rules::Tender {
+            carrier: v.tender_carrier.clone(),
+            node: v.owner.clone(),
+            seq: v.tender_seq,
+            parcels: v.tender_parcels,
+            accepted: (v.tender_accepted_seq != 0).then(|| rules::TenderAcceptance {
+                seq: v.tender_accepted_seq,
+                tracking_id: v.tracking_id.clone(),
+                parcels: v.received_parcels,
+                weight_grams: v.received_weight_grams,
+                damaged: false,
+            }),
+        }),
+        delivery_code_sha256: v.delivery_code_sha256.clone(),
+        delivery_code_used_seq: v.delivery_code_used_seq,
+        delivery_grade: rules::Grade::parse(&v.delivery_grade),
     }
 }
 
@@ -259,6 +295,13 @@ pub async fn predict(
     if let Body::OfferHandoff(o) = body {
         parties.push(o.to.clone());
     }
+    // The carrier a shipment names: a tender needs it enrolled as a carrier.
+    if let Body::ReportMilestone(m) = body {
+        if !m.carrier.is_empty() {
+            parties.push(m.carrier.clone());
+        }
+    }
+    view.config = carriers_config(body);
     for p in parties {
         if let Some(v) = found(client.get_party(&p).await)? {
             view.parties.insert(p, party_from_view(v));
@@ -470,5 +513,72 @@ mod tests {
         remote.order = None;
         let got = d("n2", n2.claim_order("o-1", 1, 2598), &remote);
         assert_eq!(got.code, rules::Code::UnknownOrder);
+    }
+
+    #[test]
+    fn carrier_commands_are_predicted_under_rules_version_3() {
+        let n1 = arbor_client::Identity::generate("n1").for_cluster("t");
+        let sf = arbor_client::Identity::generate("sf").for_cluster("t");
+        let cmd = |c: &pb::SignedCommand| pb::Command::decode(c.command.as_slice()).unwrap();
+        let carrier = |role: pb::Role| Party {
+            party_id: "sf".into(),
+            role: role as i32,
+            kind: 0,
+            public_key: vec![2; 32],
+            enrolled_seq: 1,
+            key_seq: 1,
+            revoked: false,
+            channel_names: Vec::new(),
+        };
+        let tender = n1.report_tender("o-1", "sf", "N-1", 1);
+        let body = cmd(&tender).body.unwrap();
+        let mut remote = Remote {
+            order: Some(order_from_view(&view())),
+            config: carriers_config(&body),
+            ..Default::default()
+        };
+        // Not enrolled, enrolled as a node, then as a carrier.
+        let got = rules::decide(&remote, "n1", &cmd(&tender), 100, 1000);
+        assert_eq!(got.code, rules::Code::UnknownParty, "{}", got.message);
+        remote.parties.insert("sf".into(), carrier(pb::Role::Node));
+        let got = rules::decide(&remote, "n1", &cmd(&tender), 100, 1000);
+        assert_eq!(got.code, rules::Code::NotACarrier, "{}", got.message);
+        remote
+            .parties
+            .insert("sf".into(), carrier(pb::Role::Carrier));
+        assert!(rules::decide(&remote, "n1", &cmd(&tender), 100, 1000).accepted);
+        // A plain shipment to the enrolled carrier needs a tender.
+        let plain = n1.report_shipped("o-1", "sf", "N-1");
+        let got = rules::decide(
+            &Remote {
+                config: Some(ClusterConfig {
+                    rules_version: 3,
+                    ..Default::default()
+                }),
+                ..remote.clone()
+            },
+            "n1",
+            &cmd(&plain),
+            100,
+            1000,
+        );
+        assert_eq!(got.code, rules::Code::TenderRequired, "{}", got.message);
+        // The view shows a pending tender: an acceptance naming another entry is caught.
+        let mut shipped = view();
+        shipped.status = "shipped".into();
+        shipped.lease_deadline_ms = 0;
+        shipped.tender_carrier = "sf".into();
+        shipped.tender_seq = 9;
+        remote.order = Some(order_from_view(&shipped));
+        let accept = sf.accept_tender(pb::AcceptTender {
+            order_id: "o-1".into(),
+            tender_seq: 8,
+            tracking_id: "SF1".into(),
+            parcels: 1,
+            ..Default::default()
+        });
+        remote.config = carriers_config(cmd(&accept).body.as_ref().unwrap());
+        let got = rules::decide(&remote, "sf", &cmd(&accept), 100, 1000);
+        assert_eq!(got.code, rules::Code::TenderMismatch, "{}", got.message);
     }
 }

@@ -64,7 +64,7 @@ fn deadline_text(o: &pb::OrderView) -> String {
 
 fn order_json(o: &pb::OrderView) -> serde_json::Value {
     let req = o.requirements.clone().unwrap_or_default();
-    json!({
+    let mut v = json!({
         "order_id": o.order_id,
         "status": o.status,
         "owner": o.owner,
@@ -98,7 +98,28 @@ fn order_json(o: &pb::OrderView) -> serde_json::Value {
             .map(|l| json!({"sku": l.sku, "quantity": l.quantity, "unit_price": l.unit_price}))
             .collect::<Vec<_>>(),
         "history": o.history,
-    })
+    });
+    // Rules version 3: the tender to a carrier and the delivery's grade, when there are any.
+    if o.tender_seq != 0 {
+        v["tender"] = json!({
+            "carrier": o.tender_carrier,
+            "tender_seq": o.tender_seq,
+            "parcels": o.tender_parcels,
+            "accepted_seq": o.tender_accepted_seq,
+            "received_parcels": o.received_parcels,
+            "received_weight_grams": o.received_weight_grams,
+        });
+    }
+    if !o.delivery_grade.is_empty() {
+        v["delivery_grade"] = json!(o.delivery_grade);
+    }
+    if o.delivery_code_registered {
+        v["delivery_code"] = json!({
+            "sha256": hex::encode(&o.delivery_code_sha256),
+            "used_seq": o.delivery_code_used_seq,
+        });
+    }
+    v
 }
 
 pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
@@ -180,8 +201,25 @@ pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
                 format!("{} tracking {}", o.carrier, o.tracking_id),
             ));
         }
+        if o.tender_seq != 0 {
+            let state = if o.tender_accepted_seq == 0 {
+                "pending: the node holds the goods until the carrier signs".to_string()
+            } else {
+                format!(
+                    "signed for at seq {} ({} parcels)",
+                    o.tender_accepted_seq, o.received_parcels
+                )
+            };
+            rows.push((
+                "tender",
+                format!("to {} at seq {}, {state}", o.tender_carrier, o.tender_seq),
+            ));
+        }
         if !o.proof_of_delivery.is_empty() {
             rows.push(("delivery proof", o.proof_of_delivery.clone()));
+        }
+        if !o.delivery_grade.is_empty() {
+            rows.push(("delivery grade", o.delivery_grade.clone()));
         }
         if !o.last_lapsed_owner.is_empty() {
             rows.push(("lapsed owner", o.last_lapsed_owner.clone()));

@@ -400,6 +400,13 @@ pub(crate) fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
             };
             let mut text = format!("{name} reported by {by}");
             match name {
+                "shipped" if m.tender => text.push_str(&format!(
+                    ": tendered to carrier {} ({} parcels), which takes custody only by signing for it",
+                    m.carrier, m.parcels
+                )),
+                "delivered" if !m.delivery_code.is_empty() => {
+                    text.push_str(": the recipient's one-time delivery code presented (grade code)")
+                }
                 "shipped" => text.push_str(&format!(
                     ": handed to carrier {}, tracking {}",
                     m.carrier, m.tracking_id
@@ -480,6 +487,30 @@ pub(crate) fn describe(step: &Step, steps: &[Step]) -> (String, Value) {
                 json!({"dispute_seq": r.dispute_seq, "liable": r.liable, "rule": r.rule, "evidence": r.evidence}),
             )
         }
+        Body::AcceptTender(a) => (
+            format!(
+                "tender of seq {} signed for by carrier {by}: {} parcels, {} g, tracking {}{}",
+                a.tender_seq,
+                a.parcels,
+                a.weight_grams,
+                a.tracking_id,
+                if a.damaged { ", damage noted" } else { "" }
+            ),
+            json!({"tender_seq": a.tender_seq, "tracking_id": a.tracking_id, "parcels": a.parcels,
+                   "weight_grams": a.weight_grams, "description": a.description, "damaged": a.damaged, "note": a.note}),
+        ),
+        Body::ScanDelivery(d) => (
+            format!(
+                "delivery scanned by carrier {by}, tracking {} (grade {})",
+                d.tracking_id,
+                if d.delivery_code.is_empty() {
+                    "scan"
+                } else {
+                    "code"
+                }
+            ),
+            json!({"tracking_id": d.tracking_id, "delivery_code_presented": !d.delivery_code.is_empty(), "note": d.note}),
+        ),
         _ => (format!("{} by {by}", step.kind), json!({})),
     }
 }

@@ -67,6 +67,10 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
             let by = started.map(|s| s.signer.as_str()).unwrap_or_default();
             format!("shipped by {by}, tracking {}", m.tracking_id)
         }
+        (How::SignedTender | How::CarrierWordOnly, Some(Body::AcceptTender(a))) => format!(
+            "signed the tender acceptance (tender seq {}), tracking {}, {} parcels",
+            a.tender_seq, a.tracking_id, a.parcels
+        ),
         _ => "?".to_string(),
     };
     let ended_by = i.end.as_ref().map(|e| {
@@ -92,6 +96,12 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
                 format!("delivered (proof {})", m.proof_of_delivery)
             }
             (EventKind::Claimed { node, .. }, _) => format!("claimed by {node}"),
+            (EventKind::TenderAccepted { carrier, .. }, _) => {
+                format!("signed for by {carrier} (tender accepted)")
+            }
+            (EventKind::DeliveryProven { by, grade }, _) => {
+                format!("delivered, proof graded {grade} ({by})")
+            }
             (fact, _) => format!("{fact:?}"),
         }
     });
@@ -106,10 +116,17 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
             .deliveries_without_proof
             .iter()
             .map(|seq| {
-                format!(
-                    "delivery reported at seq {seq} without proof: custody stays with {}",
-                    i.holder
-                )
+                if i.how == How::SignedTender {
+                    format!(
+                        "delivery reported at seq {seq} on the node's word: custody stays with {}, which signed for it",
+                        i.holder
+                    )
+                } else {
+                    format!(
+                        "delivery reported at seq {seq} without proof: custody stays with {}",
+                        i.holder
+                    )
+                }
             })
             .collect(),
     }

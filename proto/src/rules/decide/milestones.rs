@@ -2,7 +2,7 @@
 //! packed, shipped to a carrier, delivered), never backwards; the owner or
 //! the registering channel report exceptions (damaged, lost, delayed).
 
-use super::super::state::{EventKind, OrderStatus};
+use super::super::state::OrderStatus;
 use super::super::{Code, Exception, StateView};
 use super::{rej, OnOrder, Reject};
 use crate::pb;
@@ -10,6 +10,10 @@ use crate::pb;
 impl<V: StateView> OnOrder<'_, V> {
     pub(super) fn milestone(&mut self, m: &pb::ReportMilestone) -> Result<(), Reject> {
         self.not_cancelled()?;
+        // Rules version 3: tenders to carriers and delivery codes (carriers.rs).
+        if let Some(decided) = self.carrier_milestone(m) {
+            return decided;
+        }
         if self.fenced_for(self.signer).is_some() {
             return self.shipped_from_fence(m);
         }
@@ -70,23 +74,12 @@ impl<V: StateView> OnOrder<'_, V> {
                 self.order.offer = None;
                 self.order.carrier = m.carrier.clone();
                 self.order.tracking_id = m.tracking_id.clone();
-                self.order.custodian = Some(m.carrier.clone());
-                self.event(EventKind::Shipped {
-                    node: signer.to_string(),
-                    carrier: m.carrier.clone(),
-                });
+                self.hand_over(m)?;
             }
             Delivered => {
                 self.stats_mut(signer).delivered += 1;
                 self.order.proof_of_delivery = m.proof_of_delivery.clone();
-                if !m.proof_of_delivery.is_empty() {
-                    // Delivered with proof: nobody in the chain holds it any more.
-                    self.order.custodian = None;
-                }
-                self.event(EventKind::Delivered {
-                    node: signer.to_string(),
-                    proof: !m.proof_of_delivery.is_empty(),
-                });
+                self.deliver(m)?;
             }
             _ => {}
         }
@@ -121,13 +114,8 @@ impl<V: StateView> OnOrder<'_, V> {
         self.order.owner = Some(signer.to_string());
         self.order.carrier = m.carrier.clone();
         self.order.tracking_id = m.tracking_id.clone();
-        self.order.custodian = Some(m.carrier.clone());
         self.order.status = OrderStatus::Shipped;
-        self.event(EventKind::Shipped {
-            node: signer.to_string(),
-            carrier: m.carrier.clone(),
-        });
-        Ok(())
+        self.hand_over(m)
     }
 
     pub(super) fn exception(&mut self, e: &pb::ReportException) -> Result<(), Reject> {

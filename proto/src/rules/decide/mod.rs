@@ -22,7 +22,9 @@
 //! - [`milestones`]: the fulfilment milestones and exceptions;
 //! - [`returns`]: return requests, claims and receipts;
 //! - [`disputes`]: opening disputes and recording the rules' ruling;
-//! - [`versions`]: the rules version in force, raised by an operator.
+//! - [`versions`]: the rules version in force, raised by an operator;
+//! - [`carriers`]: tenders to enrolled carriers, their signed acceptance
+//!   and graded proof of delivery (rules version 3).
 //!
 //! Rules that differ between rules versions ask [`OnOrder::rules`] for the
 //! version in force at the entry being decided, so an old ledger replays
@@ -35,6 +37,7 @@ use super::{Code, Decision, Effect, StateView};
 use crate::pb;
 use crate::pb::command::Body;
 
+mod carriers;
 mod claims;
 mod disputes;
 mod handoffs;
@@ -99,6 +102,8 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         Body::OpenDispute(c) => &c.order_id,
         Body::ResolveDispute(c) => &c.order_id,
         Body::RecordLapse(c) => &c.order_id,
+        Body::AcceptTender(c) => &c.order_id,
+        Body::ScanDelivery(c) => &c.order_id,
         Body::Genesis(_)
         | Body::EnrollParty(_)
         | Body::RotateKey(_)
@@ -206,6 +211,8 @@ fn on_order(
         Body::OpenDispute(c) => o.open_dispute(c),
         Body::ResolveDispute(c) => o.resolve_dispute(c),
         Body::RecordLapse(_) => o.lapse_recorded(),
+        Body::AcceptTender(c) => o.accept_tender(c),
+        Body::ScanDelivery(c) => o.scan_delivery(c),
         _ => rej(Code::Malformed, "not an order command".into()),
     };
     let order_id = o.order.order_id.clone();

@@ -34,6 +34,9 @@ pub(super) fn register(
             );
         }
     }
+    if let Some(refused) = super::carriers::register_check(view, r) {
+        return refused;
+    }
     let req = r.requirements.clone().unwrap_or_default();
     let order = Order {
         order_id: r.order_id.clone(),
@@ -72,6 +75,10 @@ pub(super) fn register(
         events: Vec::new(),
         disputes: Vec::new(),
         last_seq: seq,
+        tender: None,
+        delivery_code_sha256: r.delivery_code_sha256.clone(),
+        delivery_code_used_seq: 0,
+        delivery_grade: None,
     };
     let mut effects: Vec<Effect> = r
         .external_refs

@@ -74,6 +74,9 @@ pub(super) fn enroll(view: &impl StateView, e: &pb::EnrollParty, seq: u64) -> De
             "",
         );
     }
+    if let Some(refused) = super::carriers::enroll_check(view, e) {
+        return refused;
+    }
     let mut effects = vec![Effect::PutParty(Party {
         party_id: e.party_id.clone(),
         role: e.role,

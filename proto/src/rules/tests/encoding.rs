@@ -215,6 +215,7 @@ fn the_largest_valid_command_fits_the_limit() {
             category: id('k'),
         }),
         promised_delivery_ms: u64::MAX,
+        delivery_code_sha256: vec![0xff; 32],
     };
     let cmd = pb::Command {
         nonce: u64::MAX,

@@ -12,6 +12,7 @@ use crate::ledger::{sign_command, Entry};
 use crate::pb::command::Body;
 
 mod basics;
+mod carriers;
 mod claims;
 mod disputes;
 mod encoding;
