@@ -115,6 +115,7 @@ pub trait Commands: sealed::Sealed {
     fn set_rules_version(&self, version: u32, fence_ms: u64) -> pb::SignedCommand {
         self.signer()
             .sign(Body::SetRulesVersion(pb::SetRulesVersion {
+                claim_deadlines: None,
                 version,
                 fence_ms,
             }))

@@ -132,6 +132,7 @@ impl ArborApi {
             .unwrap_or_default();
         let head = self.reader.head().map_err(status::internal)?;
         Ok(pb::LocalStatusReply {
+            rules: None,
             node_id: self.id,
             addr: self.addr.clone(),
             state: format!("{:?}", m.state),

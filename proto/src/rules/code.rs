@@ -162,6 +162,10 @@ names! {
         DuplicateIncident = "duplicate_incident",
         /// The command uses what a later rules version brings.
         NotInRulesVersion = "not_in_rules_version",
+
+        // SLA clocks and claim deadlines (rules version 3)
+        /// A dispute opened after its kind's claim deadline.
+        ClaimDeadlinePassed = "claim_deadline_passed",
     }
 }
 
@@ -185,6 +189,16 @@ names! {
         WrongPriceQuoted = "wrong_price_quoted",
         /// The dispute's kind has no rule (not produced by `OpenDispute`).
         NoRule = "no_rule",
+
+        // SLA clocks (rules version 3)
+        /// A node that took the order on in time for its ship-by (or
+        /// promised delivery) did not get it to the carrier by then.
+        MissedShipBy = "missed_ship_by",
+        /// Nobody took the order on in time for its ship-by: the time was
+        /// the sourcer's (the channel, or the broker sourcing it).
+        SourcedLate = "sourced_late",
+        /// Dispatched in time, delivered after the promised delivery.
+        LateDelivery = "late_delivery",
     }
 }
 
@@ -320,6 +334,7 @@ mod tests {
             (Code::RulingMismatch, "ruling_mismatch"),
             (Code::DuplicateIncident, "duplicate_incident"),
             (Code::NotInRulesVersion, "not_in_rules_version"),
+            (Code::ClaimDeadlinePassed, "claim_deadline_passed"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),
@@ -338,6 +353,9 @@ mod tests {
             ),
             (Rule::WrongPriceQuoted, "wrong_price_quoted"),
             (Rule::NoRule, "no_rule"),
+            (Rule::MissedShipBy, "missed_ship_by"),
+            (Rule::SourcedLate, "sourced_late"),
+            (Rule::LateDelivery, "late_delivery"),
         ];
         let incidents: &[(Incident, &str)] = &[
             (Incident::Lost, "lost"),

@@ -299,6 +299,11 @@ fn late(order: &Order) -> Ruling {
             ),
         );
     }
+    // Rules version 3: an order registered with SLA terms is judged by its
+    // order clock and its channel's targets (`sla.rs`).
+    if let Some(terms) = &order.sla {
+        return super::sla::late(order, terms);
+    }
     let shipped = order.events.iter().find_map(|e| match &e.kind {
         EventKind::Shipped { node, .. } => Some((e.seq, e.time_ms, node.clone())),
         _ => None,

@@ -80,6 +80,10 @@ pub struct ClusterConfig {
     /// The fence of version 2 and later, as recorded (0: [`DEFAULT_FENCE_MS`]).
     #[serde(default)]
     pub fence_ms: u64,
+    /// Rules version 3: the claim deadline of each dispute kind, as
+    /// recorded (0s: the defaults; [`super::deadlines`]).
+    #[serde(default)]
+    pub claim_deadlines: super::deadlines::ClaimDeadlines,
 }
 
 /// The newest rules version this code knows; new clusters start at it.
@@ -195,6 +199,10 @@ pub struct NodeStats {
     /// (rules version 2).
     #[serde(default)]
     pub fence_expiries: u64,
+    /// The node's health counters, folded from the facts of every entry
+    /// applied so far ([`super::health`]).
+    #[serde(default)]
+    pub health: super::health::HealthCounters,
 }
 
 impl NodeStats {
@@ -213,6 +221,7 @@ impl NodeStats {
             delivered: self.delivered,
             profile_version: profile.map(|p| p.version).unwrap_or(0),
             fence_expiries: self.fence_expiries,
+            health: Some(self.health.to_pb(0)),
         }
     }
 }
@@ -478,6 +487,11 @@ pub struct Order {
     pub events: Vec<Event>,
     #[serde(default)]
     pub disputes: Vec<Dispute>,
+    /// Rules version 3: the SLA terms the order was registered with (and
+    /// when its clock started); `None` for orders registered earlier, whose
+    /// late rule stays the one of their version ([`super::sla`]).
+    #[serde(default)]
+    pub sla: Option<super::sla::SlaTerms>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
 }
@@ -603,6 +617,9 @@ impl Order {
                 .unwrap_or_default(),
             fence_until_ms: self.fence_view().map(|f| f.until_ms).unwrap_or(0),
             fence_expired: self.fence_expired(now_ms),
+            ship_by_ms: self.sla.as_ref().map(|t| t.ship_by_ms).unwrap_or(0),
+            sourceable_ms: self.sla.as_ref().map(|t| t.sourceable_ms).unwrap_or(0),
+            lease_fenced: false,
         }
     }
 

@@ -101,6 +101,7 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let req = v.requirements.clone().unwrap_or_default();
     Order {
+        sla: None,
         order_id: v.order_id.clone(),
         external_refs: v
             .external_refs
@@ -275,6 +276,7 @@ pub async fn predict(
             view.stats.insert(
                 signer.clone(),
                 NodeStats {
+                    health: Default::default(),
                     open_orders: s.open_orders,
                     claims: s.claims,
                     releases: s.releases,

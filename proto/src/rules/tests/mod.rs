@@ -59,6 +59,7 @@ fn genesis_with(op: &SigningKey, nonce: u64, rules_version: u32, fence_ms: u64) 
     let cmd = pb::Command {
         nonce,
         body: Some(Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
             rules_version,
