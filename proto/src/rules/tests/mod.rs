@@ -17,6 +17,7 @@ mod disputes;
 mod encoding;
 mod fences;
 mod handoffs;
+mod health;
 mod keys;
 mod membership;
 mod milestones;
@@ -25,6 +26,7 @@ mod profiles;
 mod property;
 mod refusals;
 mod returns;
+mod sla;
 mod versions;
 mod world;
 
