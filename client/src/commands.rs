@@ -121,6 +121,23 @@ pub trait Commands: sealed::Sealed {
             }))
     }
 
+    /// An operator command setting the rules version (never lower), the
+    /// fence (0: the default) and, from version 3, the claim deadline of
+    /// each dispute kind (`None`, or a kind's 0: its default).
+    fn set_rules(
+        &self,
+        version: u32,
+        fence_ms: u64,
+        claim_deadlines: Option<pb::ClaimDeadlines>,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::SetRulesVersion(pb::SetRulesVersion {
+                version,
+                fence_ms,
+                claim_deadlines,
+            }))
+    }
+
     /// A node publishing its own capability profile (the next version).
     fn publish_profile(&self, profile: pb::PublishProfile) -> pb::SignedCommand {
         self.signer().sign(Body::PublishProfile(profile))

@@ -23,6 +23,12 @@ struct OrderFile {
     /// The same as RFC 3339 (`2025-12-08T08:00:00Z`).
     #[serde(default)]
     promised_delivery: Option<String>,
+    /// Rules version 3: the latest hand-off to the carrier the channel expects.
+    #[serde(default)]
+    ship_by_ms: u64,
+    /// The same as RFC 3339.
+    #[serde(default)]
+    ship_by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -65,8 +71,18 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
             ))
         }
     };
+    let ship_by_ms = match (&f.ship_by, f.ship_by_ms) {
+        (None, ms) => ms,
+        (Some(t), 0) => crate::time::parse_time(t)
+            .map_err(|e| serde_json::Error::custom(format!("ship_by: {e}")))?,
+        (Some(_), _) => {
+            return Err(serde_json::Error::custom(
+                "give ship_by (RFC 3339) or ship_by_ms, not both",
+            ))
+        }
+    };
     Ok(pb::RegisterOrder {
-        ship_by_ms: 0,
+        ship_by_ms,
         order_id: f.order_id,
         external_refs: f
             .external_refs

@@ -62,6 +62,8 @@ pub struct Remote {
     pub parties: BTreeMap<String, Party>,
     pub profiles: BTreeMap<String, Profile>,
     pub stats: BTreeMap<String, NodeStats>,
+    /// The rules in force, as the cluster's status names them.
+    pub config: Option<ClusterConfig>,
 }
 
 impl StateView for Remote {
@@ -87,7 +89,7 @@ impl StateView for Remote {
         self.stats.get(node).cloned()
     }
     fn config(&self) -> Option<ClusterConfig> {
-        None
+        self.config.clone()
     }
     fn membership(&self) -> Option<Membership> {
         None
@@ -250,7 +252,14 @@ pub async fn predict(
     let Some(body) = a.command.body.as_ref() else {
         anyhow::bail!("the command has no body");
     };
-    let mut view = Remote::default();
+    // The cluster's rules version and configuration decide, not a default.
+    let mut view = Remote {
+        config: client
+            .rules_config()
+            .await?
+            .map(|(id, r)| ClusterConfig::from_rules_pb(&id, &r)),
+        ..Default::default()
+    };
     let mut order_view = None;
     if let Some(order_id) = rules::order_id_of(body) {
         order_view = read_order(client, order_id).await?;
@@ -295,7 +304,7 @@ pub async fn predict(
     let mut now = now_ms();
     if let Some(v) = &order_view {
         if v.lease_deadline_ms != 0 {
-            now = if v.lease_lapsed {
+            now = if v.lease_lapsed || v.lease_fenced {
                 now.max(v.lease_deadline_ms + 1)
             } else {
                 now.min(v.lease_deadline_ms)
