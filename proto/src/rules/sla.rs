@@ -264,6 +264,11 @@ impl Order {
         if self.status == OrderStatus::Fenced {
             v.lease_fenced = true;
         }
+        if let Some((seq, ms, what)) = super::deadlines::claim_anchor(self) {
+            v.claim_from_seq = seq;
+            v.claim_from_ms = ms;
+            v.claim_from_delivery = what == "delivery";
+        }
         v
     }
 }

@@ -620,6 +620,9 @@ impl Order {
             ship_by_ms: self.sla.as_ref().map(|t| t.ship_by_ms).unwrap_or(0),
             sourceable_ms: self.sla.as_ref().map(|t| t.sourceable_ms).unwrap_or(0),
             lease_fenced: false,
+            claim_from_seq: 0,
+            claim_from_ms: 0,
+            claim_from_delivery: false,
         }
     }
 

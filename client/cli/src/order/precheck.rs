@@ -154,7 +154,26 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
         return_node: v.return_node.clone(),
         refund: v.refund,
         exceptions: Vec::new(),
-        events: Vec::new(),
+        // The one fact a check here reads: where the claim deadlines run
+        // from (an OpenDispute under rules version 3).
+        events: (v.claim_from_seq != 0)
+            .then(|| rules::Event {
+                seq: v.claim_from_seq,
+                time_ms: v.claim_from_ms,
+                kind: if v.claim_from_delivery {
+                    rules::EventKind::Delivered {
+                        node: String::new(),
+                        proof: true,
+                    }
+                } else {
+                    rules::EventKind::Shipped {
+                        node: String::new(),
+                        carrier: String::new(),
+                    }
+                },
+            })
+            .into_iter()
+            .collect(),
         disputes: v
             .disputes
             .iter()
@@ -481,5 +500,44 @@ mod tests {
         remote.order = None;
         let got = d("n2", n2.claim_order("o-1", 1, 2598), &remote);
         assert_eq!(got.code, rules::Code::UnknownOrder);
+    }
+
+    #[test]
+    fn the_cluster_rules_decide_a_claim_deadline() {
+        let mut shipped = view();
+        shipped.status = "shipped".into();
+        shipped.lease_deadline_ms = 0;
+        shipped.claim_from_seq = 9;
+        shipped.claim_from_ms = 100;
+        let ch = arbor_client::Identity::generate("ch").for_cluster("t");
+        let cmd = ch.open_dispute("o-1", pb::IncidentKind::Damaged, 500, "");
+        let command = pb::Command::decode(cmd.command.as_slice()).unwrap();
+        let status = pb::RulesConfig {
+            rules_version: 3,
+            claim_deadlines_recorded: Some(pb::ClaimDeadlines {
+                damaged_ms: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut remote = Remote {
+            order: Some(order_from_view(&shipped)),
+            config: Some(ClusterConfig::from_rules_pb("t", &status)),
+            ..Default::default()
+        };
+        let got = rules::decide(&remote, "ch", &command, 1000, 1000);
+        assert_eq!(
+            got.code,
+            rules::Code::ClaimDeadlinePassed,
+            "{}",
+            got.message
+        );
+        assert!(got
+            .message
+            .contains("10 ms after its hand-off to the carrier (entry 9)"));
+        // Without the cluster's config the pre-check would decide under
+        // version 1, which has no deadlines.
+        remote.config = None;
+        assert!(rules::decide(&remote, "ch", &command, 1000, 1000).accepted);
     }
 }
