@@ -234,26 +234,40 @@ async fn sla_clocks_health_and_claim_deadlines() {
             .ok_or_else(|| "not yet".to_string())
     })
     .await;
-    // A damaged window on o-shipby, opened with the CLI: too late.
+    // A damaged window on o-shipby, opened with the CLI: too late. The
+    // pre-check, deciding by the cluster's rules, refuses it unsigned; with
+    // --force the cluster records the rejection.
     let shop_key = key_file(tmp.path(), &shop);
     let now = wall_ms().to_string();
     let good = (t - 1).to_string();
-    let too_late = cli(args(&[
-        "order",
-        "dispute",
-        "o-shipby",
-        "--kind",
-        "damaged",
-        "--known-good-ms",
-        &good,
-        "--incident-ms",
-        &now,
-        "--key",
-        &shop_key,
-        "--output",
-        "json",
-    ]))
-    .await;
+    let damaged = |force: bool| {
+        let mut a = args(&[
+            "order",
+            "dispute",
+            "o-shipby",
+            "--kind",
+            "damaged",
+            "--known-good-ms",
+            &good,
+            "--incident-ms",
+            &now,
+            "--key",
+            &shop_key,
+            "--output",
+            "json",
+        ]);
+        if force {
+            a.push("--force".into());
+        }
+        cli(a)
+    };
+    let refused = damaged(false).await;
+    assert_eq!(refused.code, Some(6), "{refused}");
+    assert!(
+        refused.stderr.contains("claim_deadline_passed"),
+        "{refused}"
+    );
+    let too_late = damaged(true).await;
     assert_eq!(too_late.code, Some(2), "{too_late}");
     let j = too_late.json();
     assert_eq!(j["code"], "claim_deadline_passed", "{j}");
