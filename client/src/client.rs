@@ -257,6 +257,16 @@ impl Client {
             })
     }
 
+    /// The rules the cluster decides by (version, fence, lease grace, claim
+    /// deadlines), as the replica answering has applied them, with the
+    /// cluster id; `None` before genesis.
+    pub async fn rules_config(&self) -> Result<Option<(String, pb::RulesConfig)>, ClientError> {
+        let local = self
+            .call(|mut c| async move { c.local_status(pb::LocalStatusRequest {}).await })
+            .await?;
+        Ok(local.rules.map(|r| (local.cluster_id, r)))
+    }
+
     /// Adds replica `node_id` serving clients at `addr` and peers at
     /// `peer_addr`: an operator-signed `AddReplica` (see
     /// [`Client::change_membership`]), waiting up to the client's timeout.

@@ -115,8 +115,26 @@ pub trait Commands: sealed::Sealed {
     fn set_rules_version(&self, version: u32, fence_ms: u64) -> pb::SignedCommand {
         self.signer()
             .sign(Body::SetRulesVersion(pb::SetRulesVersion {
+                claim_deadlines: None,
                 version,
                 fence_ms,
+            }))
+    }
+
+    /// An operator command setting the rules version (never lower), the
+    /// fence (0: the default) and, from version 3, the claim deadline of
+    /// each dispute kind (`None`, or a kind's 0: its default).
+    fn set_rules(
+        &self,
+        version: u32,
+        fence_ms: u64,
+        claim_deadlines: Option<pb::ClaimDeadlines>,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::SetRulesVersion(pb::SetRulesVersion {
+                version,
+                fence_ms,
+                claim_deadlines,
             }))
     }
 

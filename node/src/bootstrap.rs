@@ -55,6 +55,7 @@ pub fn genesis_command(
     let cmd = pb::Command {
         nonce: 0,
         body: Some(pb::command::Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: cluster_id.to_string(),
             operators: operators
                 .iter()

@@ -51,6 +51,7 @@ fn genesis(cluster_id: &str) -> Vec<u8> {
     let cmd = pb::Command {
         nonce: 1,
         body: Some(Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: cluster_id.into(),
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),

@@ -308,6 +308,7 @@ mod tests {
             command: cmd(
                 0,
                 Body::Genesis(pb::Genesis {
+                    claim_deadlines: None,
                     cluster_id: "t".into(),
                     lease_grace_ms: 0,
                     rules_version: 0,

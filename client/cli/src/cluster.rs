@@ -70,6 +70,27 @@ Example:\n  arbor cluster remove-node 4 --key operator.key"
         #[arg(long, value_name = "OPKEY")]
         key: Option<PathBuf>,
     },
+    /// Show the rules version in force, its fence, the lease grace and the claim deadlines
+    #[command(
+        long_about = "Show the rules the cluster decides by, as the replica answering has \
+applied them: the rules version and the entry that set it, the lease grace, the fence of a \
+lapsed picked or packed order (version 2 and later) and each dispute kind's claim deadline \
+(version 3). The CLI's pre-check decides by the same.\n\n\
+Example:\n  arbor cluster rules --output json"
+    )]
+    Rules,
+    /// Raise the rules version, set the fence and the claim deadlines (an operator-signed SetRulesVersion ledger command)
+    #[command(
+        long_about = "Submit an operator-signed SetRulesVersion: from its entry on the cluster \
+decides by rules version VERSION (never lower than the one in force: rejected \
+rules_version_lowered), with the fence --fence (version 2 and later; absent: 2h) and, from \
+version 3, the claim deadline of each dispute kind named by --claim-deadline (a kind not \
+named gets its default: lost 60d, damaged 30d, late 30d, duplicate_processing 90d, \
+price_mismatch 90d). Each command replaces the fence and the deadlines recorded before. \
+Running leases and fences keep their deadlines.\n\n\
+Example:\n  arbor cluster set-rules 3 --fence 4h --claim-deadline damaged=14d --claim-deadline lost=45d --key operator.key"
+    )]
+    SetRules(crate::cluster_rules::SetRulesArgs),
 }
 
 /// Default of `arbor cluster status --max-lag`.
@@ -106,6 +127,8 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCmd) -> Result<Reply> {
             let r = ctx.client().await?.remove_replica(&op, node_id).await?;
             Ok(show_change(ctx, &r))
         }
+        ClusterCmd::Rules => crate::cluster_rules::show(ctx).await,
+        ClusterCmd::SetRules(a) => crate::cluster_rules::set(ctx, a).await,
     }
 }
 

@@ -164,6 +164,9 @@ pub fn body_json(c: &pb::Command) -> Value {
             if !r.delivery_code_sha256.is_empty() {
                 v["delivery_code_sha256"] = json!(hex::encode(&r.delivery_code_sha256));
             }
+            if r.ship_by_ms != 0 {
+                time(v.as_object_mut().expect("object"), "ship_by", r.ship_by_ms);
+            }
             v
         }
         Body::ClaimOrder(c) => json!({
@@ -250,7 +253,19 @@ pub fn body_json(c: &pb::Command) -> Value {
             json!({"node_id": a.node_id, "addr": a.addr, "peer_addr": a.peer_addr})
         }
         Body::RemoveReplica(r) => json!({"node_id": r.node_id}),
-        Body::SetRulesVersion(r) => json!({"version": r.version, "fence_ms": r.fence_ms}),
+        Body::SetRulesVersion(r) => {
+            let mut v = json!({"version": r.version, "fence_ms": r.fence_ms});
+            if let Some(d) = &r.claim_deadlines {
+                v["claim_deadlines"] = json!({
+                    "lost_ms": d.lost_ms,
+                    "damaged_ms": d.damaged_ms,
+                    "late_ms": d.late_ms,
+                    "duplicate_processing_ms": d.duplicate_processing_ms,
+                    "price_mismatch_ms": d.price_mismatch_ms,
+                });
+            }
+            v
+        }
     };
     out
 }

@@ -12,6 +12,7 @@ mod audit;
 mod audit_bundle;
 mod bench;
 mod cluster;
+mod cluster_rules;
 mod decode;
 mod dispute;
 mod epcis;

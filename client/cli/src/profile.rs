@@ -60,7 +60,10 @@ pub enum NodeCmd {
         long_about = "A node's counters as the ledger keeps them: open orders (claimed \
 or received, not yet shipped) against the capacity of its profile in force, claims, releases, \
 lease lapses, handoffs out and in, shipments and shipments later than the declared dispatch \
-time, deliveries.\n\n\
+time, deliveries, fence expiries; and its health: a score out of 1000 folded from the \
+ledger's facts (dispatch on time against the declared time from its first lease start on each \
+order, lapses, releases, declines, fence expiries, damage noted by receivers, dispute rulings \
+against it), as of the replica's applied entry (docs/disputes.md §9).\n\n\
 Example:\n  arbor node stats store-17"
     )]
     Stats {
@@ -196,6 +199,8 @@ pub async fn run_node(ctx: &Ctx, cmd: NodeCmd) -> Result<Reply> {
                 "shipped": s.shipped,
                 "late_shipments": s.late_shipments,
                 "delivered": s.delivered,
+                "fence_expiries": s.fence_expiries,
+                "health": s.health.as_ref().map(health_json),
             });
             Ok(Reply::new(render(ctx.format, json, || {
                 kv(&[
@@ -219,10 +224,54 @@ pub async fn run_node(ctx: &Ctx, cmd: NodeCmd) -> Result<Reply> {
                         format!("{} ({} late)", s.shipped, s.late_shipments),
                     ),
                     ("delivered", s.delivered.to_string()),
+                    ("fence expiries", s.fence_expiries.to_string()),
+                    (
+                        "health",
+                        s.health
+                            .as_ref()
+                            .map(health_text)
+                            .unwrap_or_else(|| "-".into()),
+                    ),
                 ])
             })))
         }
     }
+}
+
+/// The node's health as `arbor node stats --output json` shows it.
+fn health_json(h: &pb::HealthView) -> serde_json::Value {
+    json!({
+        "score": h.score,
+        "as_of_seq": h.as_of_seq,
+        "taken_on": h.taken_on,
+        "shipped": h.shipped,
+        "on_time": h.on_time,
+        "lapses": h.lapses,
+        "releases": h.releases,
+        "declines": h.declines,
+        "fence_expiries": h.fence_expiries,
+        "damage_noted": h.damage_noted,
+        "rulings_against": h.rulings_against,
+    })
+}
+
+/// One line: the score out of 1000 and the counters it rests on.
+fn health_text(h: &pb::HealthView) -> String {
+    format!(
+        "{} of {} as of entry {} ({} taken on; {} of {} shipped on time; {} lapses, {} releases, {} declines, {} fence expiries, {} damage noted, {} rulings against)",
+        h.score,
+        arbor_proto::rules::MAX_HEALTH_SCORE,
+        h.as_of_seq,
+        h.taken_on,
+        h.on_time,
+        h.shipped,
+        h.lapses,
+        h.releases,
+        h.declines,
+        h.fence_expiries,
+        h.damage_noted,
+        h.rulings_against
+    )
 }
 
 #[cfg(test)]

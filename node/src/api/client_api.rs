@@ -105,7 +105,12 @@ impl ArborApi {
             .reader
             .order_history(order_id)
             .map_err(status::internal)?;
-        Ok(order.to_pb(history, now_ms()))
+        let config = self
+            .reader
+            .config()
+            .map_err(status::internal)?
+            .unwrap_or_default();
+        Ok(order.to_pb_under(history, now_ms(), &config))
     }
 
     fn members(&self) -> Vec<pb::Member> {
@@ -131,7 +136,9 @@ impl ArborApi {
             .and_then(|l| membership.get_node(&l).map(|n| n.addr.clone()))
             .unwrap_or_default();
         let head = self.reader.head().map_err(status::internal)?;
+        let config = self.reader.config().map_err(status::internal)?;
         Ok(pb::LocalStatusReply {
+            rules: config.as_ref().map(|c| c.rules_pb()),
             node_id: self.id,
             addr: self.addr.clone(),
             state: format!("{:?}", m.state),
@@ -146,12 +153,7 @@ impl ArborApi {
             members: self.members(),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()).unwrap_or(0),
             purged_index: m.purged.as_ref().map(|l| l.index()).unwrap_or(0),
-            cluster_id: self
-                .reader
-                .config()
-                .map_err(status::internal)?
-                .map(|c| c.cluster_id)
-                .unwrap_or_default(),
+            cluster_id: config.map(|c| c.cluster_id).unwrap_or_default(),
         })
     }
 }
@@ -369,7 +371,7 @@ impl Arbor for ArborApi {
                 let history = reader
                     .order_history(&o.order_id)
                     .map_err(status::internal)?;
-                views.push(o.to_pb(history, now));
+                views.push(o.to_pb_under(history, now, &config));
             }
             Ok(Response::new(pb::ListOrdersReply {
                 orders: views,
@@ -441,13 +443,17 @@ impl Arbor for ArborApi {
                 }
                 None => return Err(status::not_found(format!("party {node} is not enrolled"))),
             }
+            // Read first: the counters include at least the entries up to it.
+            let head = self.reader.head().map_err(status::internal)?;
             let stats = self
                 .reader
                 .stats(node)
                 .map_err(status::internal)?
                 .unwrap_or_default();
             let profile = self.reader.profile(node).map_err(status::internal)?;
-            Ok(Response::new(stats.to_pb(node, profile.as_ref())))
+            let mut view = stats.to_pb(node, profile.as_ref());
+            view.health = Some(stats.health.to_pb(head.map(|h| h.seq).unwrap_or(0)));
+            Ok(Response::new(view))
         })
         .await
     }

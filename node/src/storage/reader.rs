@@ -485,6 +485,7 @@ mod tests {
         let genesis = pb::Command {
             nonce: 1,
             body: Some(Body::Genesis(pb::Genesis {
+                claim_deadlines: None,
                 cluster_id: "test".into(),
                 operators: vec![pb::GenesisOperator {
                     party_id: "ops".into(),

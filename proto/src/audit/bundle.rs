@@ -698,6 +698,7 @@ fn order_events(history: &[Decoded], sup: &Support, notes: &mut Vec<String>) -> 
 /// The order as far as the responsibility rules look at it.
 fn order_for_rules(order_id: &str, events: Vec<Event>) -> Order {
     Order {
+        sla: None,
         order_id: order_id.to_string(),
         external_refs: Vec::new(),
         lines: Vec::new(),

@@ -370,6 +370,7 @@ pub fn genesis(op: &SigningKey) -> Vec<u8> {
     let cmd = pb::Command {
         nonce: 0,
         body: Some(Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: CLUSTER_ID.into(),
             operators: vec![pb::GenesisOperator {
                 party_id: "ops".into(),

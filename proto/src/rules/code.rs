@@ -175,6 +175,9 @@ names! {
         NoDeliveryCode = "no_delivery_code",
         WrongDeliveryCode = "wrong_delivery_code",
         DeliveryCodeUsed = "delivery_code_used",
+        // SLA clocks and claim deadlines (rules version 3)
+        /// A dispute opened after its kind's claim deadline.
+        ClaimDeadlinePassed = "claim_deadline_passed",
     }
 }
 
@@ -210,6 +213,16 @@ names! {
         DeliveredByCarrierScan = "delivered_by_carrier_scan",
         /// The carrier noted damage when it signed for the goods.
         DamageNotedAtTender = "damage_noted_at_tender",
+
+        // SLA clocks (rules version 3)
+        /// A node that took the order on in time for its ship-by (or
+        /// promised delivery) did not get it to the carrier by then.
+        MissedShipBy = "missed_ship_by",
+        /// Nobody took the order on in time for its ship-by: the time was
+        /// the sourcer's (the channel, or the broker sourcing it).
+        SourcedLate = "sourced_late",
+        /// Dispatched in time, delivered after the promised delivery.
+        LateDelivery = "late_delivery",
     }
 }
 
@@ -370,6 +383,7 @@ mod tests {
             (Code::NoDeliveryCode, "no_delivery_code"),
             (Code::WrongDeliveryCode, "wrong_delivery_code"),
             (Code::DeliveryCodeUsed, "delivery_code_used"),
+            (Code::ClaimDeadlinePassed, "claim_deadline_passed"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),
@@ -393,6 +407,9 @@ mod tests {
             (Rule::DeliveredWithCode, "delivered_with_code"),
             (Rule::DeliveredByCarrierScan, "delivered_by_carrier_scan"),
             (Rule::DamageNotedAtTender, "damage_noted_at_tender"),
+            (Rule::MissedShipBy, "missed_ship_by"),
+            (Rule::SourcedLate, "sourced_late"),
+            (Rule::LateDelivery, "late_delivery"),
         ];
         let incidents: &[(Incident, &str)] = &[
             (Incident::Lost, "lost"),

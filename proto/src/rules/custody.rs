@@ -384,6 +384,7 @@ mod tests {
                 command: pb::Command {
                     nonce: 0,
                     body: Some(Body::Genesis(pb::Genesis {
+                        claim_deadlines: None,
                         cluster_id: "test".into(),
                         lease_grace_ms: GRACE,
                         rules_version: 0,

@@ -372,6 +372,11 @@ fn late(order: &Order) -> Ruling {
             ),
         );
     }
+    // Rules version 3: an order registered with SLA terms is judged by its
+    // order clock and its channel's targets (`sla.rs`).
+    if let Some(terms) = &order.sla {
+        return super::sla::late(order, terms);
+    }
     let shipped = order.events.iter().find_map(|e| match &e.kind {
         // Rules version 3: a tender is the node's hand-off.
         EventKind::Shipped { node, .. } | EventKind::Tendered { node, .. } => {

@@ -24,15 +24,20 @@
 pub mod carriers;
 mod code;
 pub mod custody;
+mod deadlines;
 mod decide;
 mod disputes;
+pub mod health;
 mod mem;
+pub mod sla;
 mod state;
 mod validate;
 
 pub use code::{Code, Exception, Grade, Incident, RefusalKind, Rule};
+pub use deadlines::{claim_anchor, ClaimDeadlines, MAX_CLAIM_DEADLINE_MS};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
+pub use health::{health_at, health_score, HealthCounters, MAX_HEALTH_SCORE};
 pub use mem::{Applied, MemState};
 pub use state::{
     lines_from_pb, lines_to_pb, ClusterConfig, Dispute, Event, EventKind, Fence, Lease, Line,

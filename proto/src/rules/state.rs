@@ -82,6 +82,10 @@ pub struct ClusterConfig {
     /// The fence of version 2 and later, as recorded (0: [`DEFAULT_FENCE_MS`]).
     #[serde(default)]
     pub fence_ms: u64,
+    /// Rules version 3: the claim deadline of each dispute kind, as
+    /// recorded (0s: the defaults; [`super::deadlines`]).
+    #[serde(default)]
+    pub claim_deadlines: super::deadlines::ClaimDeadlines,
 }
 
 /// The newest rules version this code knows; new clusters start at it.
@@ -197,6 +201,10 @@ pub struct NodeStats {
     /// (rules version 2).
     #[serde(default)]
     pub fence_expiries: u64,
+    /// The node's health counters, folded from the facts of every entry
+    /// applied so far ([`super::health`]).
+    #[serde(default)]
+    pub health: super::health::HealthCounters,
 }
 
 impl NodeStats {
@@ -215,6 +223,7 @@ impl NodeStats {
             delivered: self.delivered,
             profile_version: profile.map(|p| p.version).unwrap_or(0),
             fence_expiries: self.fence_expiries,
+            health: Some(self.health.to_pb(0)),
         }
     }
 }
@@ -499,6 +508,11 @@ pub struct Order {
     pub events: Vec<Event>,
     #[serde(default)]
     pub disputes: Vec<Dispute>,
+    /// Rules version 3: the SLA terms the order was registered with (and
+    /// when its clock started); `None` for orders registered earlier, whose
+    /// late rule stays the one of their version ([`super::sla`]).
+    #[serde(default)]
+    pub sla: Option<super::sla::SlaTerms>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
     /// Rules version 3: the tender to an enrolled carrier, if any.
@@ -653,6 +667,12 @@ impl Order {
             delivery_code_registered: !self.delivery_code_sha256.is_empty(),
             delivery_code_used_seq: self.delivery_code_used_seq,
             delivery_code_sha256: self.delivery_code_sha256.clone(),
+            ship_by_ms: self.sla.as_ref().map(|t| t.ship_by_ms).unwrap_or(0),
+            sourceable_ms: self.sla.as_ref().map(|t| t.sourceable_ms).unwrap_or(0),
+            lease_fenced: false,
+            claim_from_seq: 0,
+            claim_from_ms: 0,
+            claim_from_delivery: false,
         }
     }
 

@@ -118,6 +118,29 @@ fn check_rules_version(what: &str, version: u32, fence_ms: u64) -> Result<(), Re
     Ok(())
 }
 
+/// Rules version 3: claim deadlines within bounds, and only from version 3
+/// (`deadlines.rs`).
+fn check_claim_deadlines(
+    what: &str,
+    version: u32,
+    d: &Option<pb::ClaimDeadlines>,
+) -> Result<(), Refusal> {
+    let d = super::ClaimDeadlines::from_pb(d.as_ref());
+    if d.max() > super::MAX_CLAIM_DEADLINE_MS {
+        return Err(bad(format!(
+            "{what} sets a claim deadline of {} ms, over the limit of {} ms (10 years)",
+            d.max(),
+            super::MAX_CLAIM_DEADLINE_MS
+        )));
+    }
+    if version < 3 && d.is_set() {
+        return Err(bad(format!(
+            "{what} sets claim deadlines under rules version {version}; claim deadlines exist from version 3"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a command's structure.
 pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
     match cmd.body.as_ref() {
@@ -147,7 +170,8 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                     return Err(bad(format!("genesis lists replica {} twice", m.node_id)));
                 }
             }
-            check_rules_version("genesis", g.rules_version.max(1), g.fence_ms)
+            check_rules_version("genesis", g.rules_version.max(1), g.fence_ms)?;
+            check_claim_deadlines("genesis", g.rules_version.max(1), &g.claim_deadlines)
         }
         Some(Body::SetRulesVersion(r)) => {
             if r.version == 0 {
@@ -155,7 +179,8 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                     "SetRulesVersion names no version (versions start at 1)",
                 ));
             }
-            check_rules_version("SetRulesVersion", r.version, r.fence_ms)
+            check_rules_version("SetRulesVersion", r.version, r.fence_ms)?;
+            check_claim_deadlines("SetRulesVersion", r.version, &r.claim_deadlines)
         }
         Some(Body::AddReplica(a)) => check_replica(a.node_id, &a.addr, &a.peer_addr),
         Some(Body::RemoveReplica(r)) => {
@@ -238,6 +263,15 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 if !req.category.is_empty() {
                     check_id("required category", &req.category)?;
                 }
+            }
+            if r.ship_by_ms != 0
+                && r.promised_delivery_ms != 0
+                && r.ship_by_ms > r.promised_delivery_ms
+            {
+                return Err(bad(format!(
+                    "the ship-by {} is after the promised delivery {}",
+                    r.ship_by_ms, r.promised_delivery_ms
+                )));
             }
             Ok(())
         }

@@ -330,6 +330,7 @@ async fn bad_input_is_refused_and_nothing_is_appended() {
         channel.register_order(o)
     };
     let genesis = Body::Genesis(pb::Genesis {
+        claim_deadlines: None,
         cluster_id: "evil".into(),
         operators: vec![pb::GenesisOperator {
             party_id: "mallory".into(),

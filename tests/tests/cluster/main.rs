@@ -22,6 +22,7 @@ mod observe;
 mod partition;
 mod peer_boundary;
 mod protocol;
+mod sla;
 mod snapshot;
 mod watch;
 mod windows;

@@ -30,6 +30,12 @@ struct OrderFile {
     /// The same, already hashed (64 hex digits).
     #[serde(default)]
     delivery_code_sha256: Option<String>,
+    /// Rules version 3: the latest hand-off to the carrier the channel expects.
+    #[serde(default)]
+    ship_by_ms: u64,
+    /// The same as RFC 3339.
+    #[serde(default)]
+    ship_by: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +93,18 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
             ))
         }
     };
+    let ship_by_ms = match (&f.ship_by, f.ship_by_ms) {
+        (None, ms) => ms,
+        (Some(t), 0) => crate::time::parse_time(t)
+            .map_err(|e| serde_json::Error::custom(format!("ship_by: {e}")))?,
+        (Some(_), _) => {
+            return Err(serde_json::Error::custom(
+                "give ship_by (RFC 3339) or ship_by_ms, not both",
+            ))
+        }
+    };
     Ok(pb::RegisterOrder {
+        ship_by_ms,
         order_id: f.order_id,
         external_refs: f
             .external_refs

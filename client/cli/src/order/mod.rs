@@ -426,8 +426,14 @@ node or auditor), naming what happened and when: --at is the incident time (RFC 
 can only be seconds is refused); it may not be later than the entry's own time. Prints the \
 dispute's sequence number; `arbor audit dispute ORDER --dispute SEQ` previews the ruling the \
 responsibility rules compute, and an auditor resolves it with --resolve.\n\n\
+For lost and damaged (rules version 2 and later), --known-good (or --known-good-ms) names \
+the last time the goods were known good: the dispute is then about the window from it to \
+--at, judged by everyone who held the goods in it. Under rules version 3 a dispute opened \
+after its kind's claim deadline (from the order's delivery, or its hand-off to the carrier) \
+is rejected claim_deadline_passed; `arbor cluster rules` shows the deadlines.\n\n\
 Examples:\n  arbor order dispute ord-1001 --kind damaged --at 2025-12-07T15:23:00Z --statement \"box crushed on arrival\" --key meituan.key\n  \
-arbor order dispute ord-1001 --kind lost --at now-2h --key meituan.key"
+arbor order dispute ord-1001 --kind lost --at now-2h --key meituan.key\n  \
+arbor order dispute ord-1001 --kind damaged --known-good 2025-12-07T09:00:00Z --at 2025-12-07T15:23:00Z --key meituan.key"
     )]
     Dispute {
         /// Canonical order id
@@ -443,6 +449,12 @@ arbor order dispute ord-1001 --kind lost --at now-2h --key meituan.key"
         /// When it happened, in Unix milliseconds (a value that can only be seconds is refused)
         #[arg(long, value_name = "MS", value_parser = crate::time::parse_ms_arg)]
         incident_ms: Option<u64>,
+        /// Lost and damaged: the last time the goods were known good (RFC 3339, `now-6h`); the dispute names the window from it to --at
+        #[arg(long, value_name = "TIME", conflicts_with = "known_good_ms", value_parser = crate::time::parse_time_arg)]
+        known_good: Option<u64>,
+        /// The same in Unix milliseconds
+        #[arg(long, value_name = "MS", value_parser = crate::time::parse_ms_arg)]
+        known_good_ms: Option<u64>,
         /// What the party says happened (recorded in the ledger)
         #[arg(long, default_value = "")]
         statement: String,
@@ -705,17 +717,24 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             kind,
             at,
             incident_ms,
+            known_good,
+            known_good_ms,
             statement,
             key,
             sign,
         } => {
             let incident_ms = at.or(incident_ms).unwrap_or_default();
-            let cmd = signing_key(ctx, key).await?.open_dispute(
-                &order_id,
-                kind.to_pb(),
-                incident_ms,
-                &statement,
-            );
+            let signer = signing_key(ctx, key).await?;
+            let cmd = match known_good.or(known_good_ms) {
+                Some(good) => signer.open_dispute_window(
+                    &order_id,
+                    kind.to_pb(),
+                    good,
+                    incident_ms,
+                    &statement,
+                ),
+                None => signer.open_dispute(&order_id, kind.to_pb(), incident_ms, &statement),
+            };
             submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Exception {

@@ -62,25 +62,9 @@ pub struct Remote {
     pub parties: BTreeMap<String, Party>,
     pub profiles: BTreeMap<String, Profile>,
     pub stats: BTreeMap<String, NodeStats>,
-    /// The rules version to predict under (`None`: version 1). No read
-    /// serves the version in force; carrier commands (rules version 3) are
-    /// predicted under it ([`carriers_config`]).
+    /// The rules in force, as the cluster's status names them (`None`:
+    /// version 1).
     pub config: Option<ClusterConfig>,
-}
-
-/// Rules version 3, carriers sign: a command that uses what only version 3
-/// has is predicted under version 3. On an older ledger the cluster rejects
-/// it `not_in_rules_version`, which the pre-check does not foresee.
-pub fn carriers_config(body: &Body) -> Option<ClusterConfig> {
-    let v3 = match body {
-        Body::AcceptTender(_) | Body::ScanDelivery(_) => true,
-        Body::ReportMilestone(m) => m.tender || !m.delivery_code.is_empty(),
-        _ => false,
-    };
-    v3.then(|| ClusterConfig {
-        rules_version: 3,
-        ..Default::default()
-    })
 }
 
 impl StateView for Remote {
@@ -120,6 +104,7 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let req = v.requirements.clone().unwrap_or_default();
     Order {
+        sla: None,
         order_id: v.order_id.clone(),
         external_refs: v
             .external_refs
@@ -170,7 +155,26 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
         return_node: v.return_node.clone(),
         refund: v.refund,
         exceptions: Vec::new(),
-        events: Vec::new(),
+        // The one fact a check here reads: where the claim deadlines run
+        // from (an OpenDispute under rules version 3).
+        events: (v.claim_from_seq != 0)
+            .then(|| rules::Event {
+                seq: v.claim_from_seq,
+                time_ms: v.claim_from_ms,
+                kind: if v.claim_from_delivery {
+                    rules::EventKind::Delivered {
+                        node: String::new(),
+                        proof: true,
+                    }
+                } else {
+                    rules::EventKind::Shipped {
+                        node: String::new(),
+                        carrier: String::new(),
+                    }
+                },
+            })
+            .into_iter()
+            .collect(),
         disputes: v
             .disputes
             .iter()
@@ -285,7 +289,14 @@ pub async fn predict(
     let Some(body) = a.command.body.as_ref() else {
         anyhow::bail!("the command has no body");
     };
-    let mut view = Remote::default();
+    // The cluster's rules version and configuration decide, not a default.
+    let mut view = Remote {
+        config: client
+            .rules_config()
+            .await?
+            .map(|(id, r)| ClusterConfig::from_rules_pb(&id, &r)),
+        ..Default::default()
+    };
     let mut order_view = None;
     if let Some(order_id) = rules::order_id_of(body) {
         order_view = read_order(client, order_id).await?;
@@ -301,7 +312,6 @@ pub async fn predict(
             parties.push(m.carrier.clone());
         }
     }
-    view.config = carriers_config(body);
     for p in parties {
         if let Some(v) = found(client.get_party(&p).await)? {
             view.parties.insert(p, party_from_view(v));
@@ -318,6 +328,7 @@ pub async fn predict(
             view.stats.insert(
                 signer.clone(),
                 NodeStats {
+                    health: Default::default(),
                     open_orders: s.open_orders,
                     claims: s.claims,
                     releases: s.releases,
@@ -336,7 +347,7 @@ pub async fn predict(
     let mut now = now_ms();
     if let Some(v) = &order_view {
         if v.lease_deadline_ms != 0 {
-            now = if v.lease_lapsed {
+            now = if v.lease_lapsed || v.lease_fenced {
                 now.max(v.lease_deadline_ms + 1)
             } else {
                 now.min(v.lease_deadline_ms)
@@ -531,10 +542,15 @@ mod tests {
             channel_names: Vec::new(),
         };
         let tender = n1.report_tender("o-1", "sf", "N-1", 1);
-        let body = cmd(&tender).body.unwrap();
+        let v3 = || {
+            Some(ClusterConfig {
+                rules_version: 3,
+                ..Default::default()
+            })
+        };
         let mut remote = Remote {
             order: Some(order_from_view(&view())),
-            config: carriers_config(&body),
+            config: v3(),
             ..Default::default()
         };
         // Not enrolled, enrolled as a node, then as a carrier.
@@ -577,8 +593,47 @@ mod tests {
             parcels: 1,
             ..Default::default()
         });
-        remote.config = carriers_config(cmd(&accept).body.as_ref().unwrap());
+        remote.config = v3();
         let got = rules::decide(&remote, "sf", &cmd(&accept), 100, 1000);
         assert_eq!(got.code, rules::Code::TenderMismatch, "{}", got.message);
+    }
+
+    #[test]
+    fn the_cluster_rules_decide_a_claim_deadline() {
+        let mut shipped = view();
+        shipped.status = "shipped".into();
+        shipped.lease_deadline_ms = 0;
+        shipped.claim_from_seq = 9;
+        shipped.claim_from_ms = 100;
+        let ch = arbor_client::Identity::generate("ch").for_cluster("t");
+        let cmd = ch.open_dispute("o-1", pb::IncidentKind::Damaged, 500, "");
+        let command = pb::Command::decode(cmd.command.as_slice()).unwrap();
+        let status = pb::RulesConfig {
+            rules_version: 3,
+            claim_deadlines_recorded: Some(pb::ClaimDeadlines {
+                damaged_ms: 10,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut remote = Remote {
+            order: Some(order_from_view(&shipped)),
+            config: Some(ClusterConfig::from_rules_pb("t", &status)),
+            ..Default::default()
+        };
+        let got = rules::decide(&remote, "ch", &command, 1000, 1000);
+        assert_eq!(
+            got.code,
+            rules::Code::ClaimDeadlinePassed,
+            "{}",
+            got.message
+        );
+        assert!(got
+            .message
+            .contains("10 ms after its hand-off to the carrier (entry 9)"));
+        // Without the cluster's config the pre-check would decide under
+        // version 1, which has no deadlines.
+        remote.config = None;
+        assert!(rules::decide(&remote, "ch", &command, 1000, 1000).accepted);
     }
 }

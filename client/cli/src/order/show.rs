@@ -47,7 +47,9 @@ fn dash(s: &str) -> String {
 }
 
 fn status_text(o: &pb::OrderView) -> String {
-    if o.lease_lapsed {
+    if o.lease_fenced && o.status != "fenced" {
+        format!("{} (lease ran out: fenced for its owner)", o.status)
+    } else if o.lease_lapsed {
         format!("{} (lease lapsed)", o.status)
     } else {
         o.status.clone()
@@ -76,6 +78,10 @@ fn order_json(o: &pb::OrderView) -> serde_json::Value {
         "requirements": {"cold_chain": req.cold_chain, "hazmat": req.hazmat, "category": req.category},
         "promised_delivery_ms": o.promised_delivery_ms,
         "promised_delivery": (o.promised_delivery_ms != 0).then(|| utc(o.promised_delivery_ms)),
+        "ship_by_ms": o.ship_by_ms,
+        "ship_by": (o.ship_by_ms != 0).then(|| utc(o.ship_by_ms)),
+        "sourceable_ms": o.sourceable_ms,
+        "lease_fenced": o.lease_fenced,
         "registered_by": o.registered_by,
         "registered_seq": o.registered_seq,
         "claimed_seq": o.claimed_seq,
@@ -159,6 +165,14 @@ pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
                     "-".into()
                 } else {
                     utc(o.promised_delivery_ms)
+                },
+            ),
+            (
+                "ship by",
+                if o.ship_by_ms == 0 {
+                    "-".into()
+                } else {
+                    utc(o.ship_by_ms)
                 },
             ),
             (

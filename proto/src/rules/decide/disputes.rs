@@ -49,6 +49,9 @@ impl<V: StateView> OnOrder<'_, V> {
                 ),
             );
         }
+        if self.rules() >= 3 {
+            self.within_claim_deadline(kind)?;
+        }
         self.order.disputes.push(dispute);
         Ok(())
     }

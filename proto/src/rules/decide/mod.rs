@@ -39,6 +39,7 @@ use crate::pb::command::Body;
 
 mod carriers;
 mod claims;
+mod deadlines;
 mod disputes;
 mod handoffs;
 mod membership;
@@ -68,7 +69,7 @@ pub fn decide(
         Some(Body::RotateKey(r)) => parties_keys::rotate_key(view, r, seq),
         Some(Body::RevokeKey(r)) => parties_keys::revoke_key(view, r),
         Some(Body::PublishProfile(p)) => profiles::publish_profile(view, signer, p, seq),
-        Some(Body::RegisterOrder(r)) => orders::register(view, signer, r, seq),
+        Some(Body::RegisterOrder(r)) => orders::register(view, signer, r, seq, now_ms),
         Some(Body::AddReplica(a)) => membership::add(view, a, seq),
         Some(Body::RemoveReplica(r)) => membership::remove(view, r, seq),
         Some(Body::SetRulesVersion(r)) => versions::set(view, r, seq),
@@ -80,6 +81,7 @@ pub fn decide(
         None => Decision::reject(Code::Malformed, "command has no body", ""),
     };
     link_order_history(view, &mut d, seq);
+    super::health::account(view, &mut d, seq);
     d
 }
 

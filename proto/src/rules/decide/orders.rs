@@ -1,6 +1,7 @@
 //! Orders: registration (with the external references that map to it),
 //! price amendments by the registering channel, and cancellation.
 
+use super::super::sla::SlaTerms;
 use super::super::state::{lines_from_pb, EventKind, Order, OrderStatus, Requirements};
 use super::super::{Code, Decision, Effect, StateView};
 use super::{rej, OnOrder, Reject};
@@ -11,7 +12,17 @@ pub(super) fn register(
     signer: &str,
     r: &pb::RegisterOrder,
     seq: u64,
+    now: u64,
 ) -> Decision {
+    // Rules version 3: the order's SLA clock starts at its registration.
+    let rules = view.config().map(|c| c.rules()).unwrap_or(1);
+    if rules < 3 && r.ship_by_ms != 0 {
+        return Decision::reject(
+            Code::NotInRulesVersion,
+            format!("a ship-by needs rules version 3; the rules are at version {rules}"),
+            "",
+        );
+    }
     if let Some(existing) = view.order(&r.order_id) {
         return Decision::reject(
             Code::DuplicateOrder,
@@ -74,6 +85,10 @@ pub(super) fn register(
         exceptions: Vec::new(),
         events: Vec::new(),
         disputes: Vec::new(),
+        sla: (rules >= 3).then_some(SlaTerms {
+            sourceable_ms: now,
+            ship_by_ms: r.ship_by_ms,
+        }),
         last_seq: seq,
         tender: None,
         delivery_code_sha256: r.delivery_code_sha256.clone(),

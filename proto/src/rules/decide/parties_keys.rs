@@ -32,6 +32,7 @@ pub(super) fn genesis(g: &pb::Genesis, seq: u64) -> Decision {
         rules_version: g.rules_version,
         rules_seq: seq,
         fence_ms: g.fence_ms,
+        claim_deadlines: super::super::ClaimDeadlines::from_pb(g.claim_deadlines.as_ref()),
     }));
     // The replicas the cluster starts with: the first desired membership.
     effects.push(Effect::PutMembership(Membership {

@@ -24,6 +24,7 @@ pub(super) fn set(view: &impl StateView, r: &pb::SetRulesVersion, seq: u64) -> D
         rules_version: r.version,
         rules_seq: seq,
         fence_ms: r.fence_ms,
+        claim_deadlines: super::super::ClaimDeadlines::from_pb(r.claim_deadlines.as_ref()),
         ..config
     };
     let mut d = Decision::accept("", vec![Effect::PutConfig(config)]);

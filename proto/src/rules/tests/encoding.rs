@@ -192,6 +192,7 @@ fn the_largest_valid_command_fits_the_limit() {
     let (_, _, ch, _) = setup(0);
     let id = |c: char| c.to_string().repeat(MAX_ID_LEN);
     let o = pb::RegisterOrder {
+        ship_by_ms: 0,
         order_id: id('o'),
         external_refs: (0..16)
             .map(|i| pb::ExternalRef {
@@ -251,6 +252,7 @@ fn a_genesis_cluster_id_that_could_blur_the_signed_message_is_refused() {
         let cmd = pb::Command {
             nonce: 0,
             body: Some(Body::Genesis(pb::Genesis {
+                claim_deadlines: None,
                 cluster_id: bad.to_string(),
                 lease_grace_ms: 0,
                 rules_version: 0,

@@ -154,6 +154,7 @@ fn non_canonical_key_encodings_are_refused() {
     let cmd = pb::Command {
         nonce: 0,
         body: Some(Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: "test".into(),
             lease_grace_ms: 0,
             rules_version: 0,

@@ -16,6 +16,7 @@ fn genesis_with(members: Vec<pb::ReplicaMember>) -> Vec<u8> {
     let cmd = pb::Command {
         nonce: 0,
         body: Some(Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
             rules_version: 0,

@@ -18,6 +18,7 @@ mod disputes;
 mod encoding;
 mod fences;
 mod handoffs;
+mod health;
 mod keys;
 mod membership;
 mod milestones;
@@ -26,6 +27,7 @@ mod profiles;
 mod property;
 mod refusals;
 mod returns;
+mod sla;
 mod versions;
 mod world;
 
@@ -60,6 +62,7 @@ fn genesis_with(op: &SigningKey, nonce: u64, rules_version: u32, fence_ms: u64) 
     let cmd = pb::Command {
         nonce,
         body: Some(Body::Genesis(pb::Genesis {
+            claim_deadlines: None,
             cluster_id: "test".into(),
             lease_grace_ms: 1_000,
             rules_version,

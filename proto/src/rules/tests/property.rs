@@ -17,7 +17,7 @@ const NODES: usize = 3;
 const ORDERS: u8 = 3;
 
 #[derive(Clone, Debug)]
-enum Op {
+pub(super) enum Op {
     Register(u8),
     Claim {
         node: u8,
@@ -66,7 +66,7 @@ enum Op {
     Resend(usize),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     let n = 0..NODES as u8;
     let o = 0..ORDERS;
     prop_oneof![
@@ -255,7 +255,7 @@ fn order_fixture(id: &str) -> pb::RegisterOrder {
 
 /// The rules a run is under: the genesis version and fence.
 #[derive(Clone, Copy, Debug)]
-struct Rules {
+pub(super) struct Rules {
     version: u32,
     fence_ms: u64,
 }
@@ -268,6 +268,12 @@ const V1: Rules = Rules {
 /// A fence short enough for the runs' waits to outlast it.
 const V2: Rules = Rules {
     version: 2,
+    fence_ms: 1_000,
+};
+
+/// Version 3 with the same short fence (the health fold's property test).
+pub(super) const V3: Rules = Rules {
+    version: 3,
     fence_ms: 1_000,
 };
 
@@ -338,7 +344,7 @@ fn run_checked(ops: &[Op]) -> Result<MemState, TestCaseError> {
 }
 
 /// [`run_checked`] under the given rules.
-fn run_under(rules: Rules, ops: &[Op]) -> Result<MemState, TestCaseError> {
+pub(super) fn run_under(rules: Rules, ops: &[Op]) -> Result<MemState, TestCaseError> {
     let mut w = prop_world(rules);
     let mut workers = Workers::new();
     let mut now = 1_000u64;

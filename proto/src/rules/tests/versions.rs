@@ -8,7 +8,11 @@ use super::*;
 fn set_version(w: &mut World, t: u64, version: u32, fence_ms: u64) -> Entry {
     w.operator(
         t,
-        Body::SetRulesVersion(pb::SetRulesVersion { version, fence_ms }),
+        Body::SetRulesVersion(pb::SetRulesVersion {
+            claim_deadlines: None,
+            version,
+            fence_ms,
+        }),
     )
 }
 
@@ -76,6 +80,7 @@ fn a_version_is_never_lowered_and_unknown_versions_are_refused() {
             "ops",
             nonce,
             Body::SetRulesVersion(pb::SetRulesVersion {
+                claim_deadlines: None,
                 version,
                 fence_ms: fence,
             }),
@@ -95,6 +100,7 @@ fn a_version_is_never_lowered_and_unknown_versions_are_refused() {
         "n0",
         nonce,
         Body::SetRulesVersion(pb::SetRulesVersion {
+            claim_deadlines: None,
             version: 2,
             fence_ms: 0,
         }),
