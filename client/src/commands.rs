@@ -154,6 +154,7 @@ pub trait Commands: sealed::Sealed {
     /// The owner giving an order back.
     fn release_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
         self.signer().sign(Body::ReleaseOrder(pb::ReleaseOrder {
+            shortage: false,
             order_id: order_id.to_string(),
             reason: reason.to_string(),
         }))

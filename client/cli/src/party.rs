@@ -21,6 +21,8 @@ pub enum RoleArg {
     Auditor,
     /// A replica's checkpoint-signing identity (enrolled by `arbor-node dev` or by an operator)
     Replica,
+    /// Signs sourcing decisions for any order (rules version 3)
+    Broker,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -280,6 +282,7 @@ fn role_pb(r: RoleArg) -> pb::Role {
         RoleArg::Node => pb::Role::Node,
         RoleArg::Auditor => pb::Role::Auditor,
         RoleArg::Replica => pb::Role::Replica,
+        RoleArg::Broker => pb::Role::Broker,
     }
 }
 

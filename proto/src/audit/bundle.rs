@@ -725,6 +725,7 @@ fn order_for_rules(order_id: &str, events: Vec<Event>) -> Order {
         exceptions: Vec::new(),
         events,
         disputes: Vec::new(),
+        sourcing: None,
         last_seq: 0,
     }
 }

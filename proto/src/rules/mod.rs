@@ -26,6 +26,7 @@ pub mod custody;
 mod decide;
 mod disputes;
 mod mem;
+pub mod sourcing;
 mod state;
 mod validate;
 
@@ -241,7 +242,7 @@ fn check_canonical(what: &str, bytes: &[u8], decoded: &impl Message) -> Result<(
 /// The roles a command body allows its signer to have, and the command's name.
 pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static str)> {
     use pb::command::Body;
-    use pb::Role::{Auditor, Channel, Node, Operator, Replica};
+    use pb::Role::{Auditor, Broker, Channel, Node, Operator, Replica};
     Some(match cmd.body.as_ref()? {
         Body::Genesis(_) => return None,
         Body::EnrollParty(_) => (&[Operator], "EnrollParty"),
@@ -267,6 +268,11 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::AddReplica(_) => (&[Operator], "AddReplica"),
         Body::RemoveReplica(_) => (&[Operator], "RemoveReplica"),
         Body::SetRulesVersion(_) => (&[Operator], "SetRulesVersion"),
+        // Rules version 3: sourcing.
+        Body::SourceOrder(_) => (&[Broker, Channel], "SourceOrder"),
+        Body::AcceptAssignment(_) => (&[Node], "AcceptAssignment"),
+        Body::DeclineAssignment(_) => (&[Node], "DeclineAssignment"),
+        Body::ReassignOrder(_) => (&[Channel, Operator], "ReassignOrder"),
     })
 }
 
@@ -286,6 +292,7 @@ pub fn role_name(r: pb::Role) -> &'static str {
         pb::Role::Node => "node",
         pb::Role::Auditor => "auditor",
         pb::Role::Replica => "replica",
+        pb::Role::Broker => "broker",
     }
 }
 

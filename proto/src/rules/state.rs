@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sourcing::Sourcing;
 use crate::pb;
 
 /// An enrolled party.
@@ -195,6 +196,13 @@ pub struct NodeStats {
     /// (rules version 2).
     #[serde(default)]
     pub fence_expiries: u64,
+    /// Rules version 3: assignment offers it accepted, declined, or let run out.
+    #[serde(default)]
+    pub assignments_accepted: u64,
+    #[serde(default)]
+    pub assignments_declined: u64,
+    #[serde(default)]
+    pub assignments_expired: u64,
 }
 
 impl NodeStats {
@@ -213,6 +221,9 @@ impl NodeStats {
             delivered: self.delivered,
             profile_version: profile.map(|p| p.version).unwrap_or(0),
             fence_expiries: self.fence_expiries,
+            assignments_accepted: self.assignments_accepted,
+            assignments_declined: self.assignments_declined,
+            assignments_expired: self.assignments_expired,
         }
     }
 }
@@ -401,6 +412,13 @@ pub enum EventKind {
         node: String,
         until_ms: u64,
     },
+    /// Rules version 3: the channel or an operator took the order back from
+    /// `node` (its owner, or the node an assignment offered it to): custody
+    /// ends as with a release.
+    Reassigned {
+        node: String,
+        by: String,
+    },
 }
 
 /// A dispute opened on an order, and its ruling once resolved.
@@ -478,6 +496,10 @@ pub struct Order {
     pub events: Vec<Event>,
     #[serde(default)]
     pub disputes: Vec<Dispute>,
+    /// Rules version 3: how the order is sourced and its decisions (`None`
+    /// for orders registered before).
+    #[serde(default)]
+    pub sourcing: Option<Sourcing>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
 }
@@ -603,6 +625,7 @@ impl Order {
                 .unwrap_or_default(),
             fence_until_ms: self.fence_view().map(|f| f.until_ms).unwrap_or(0),
             fence_expired: self.fence_expired(now_ms),
+            ..self.sourcing_view(now_ms)
         }
     }
 

@@ -66,6 +66,7 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
         }
     };
     Ok(pb::RegisterOrder {
+        sourcing_mode: 0,
         order_id: f.order_id,
         external_refs: f
             .external_refs

@@ -744,6 +744,7 @@ fn offer_reply(format: Format, reply: Reply, order_id: &str, to: &str) -> Reply 
 mod file;
 pub mod precheck;
 mod show;
+pub mod source;
 
 pub use file::load_order_file;
 use show::{list_orders, show_order};

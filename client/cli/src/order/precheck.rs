@@ -169,6 +169,9 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
                 }),
             })
             .collect(),
+        // Rules version 3: the mode and the live assignment are what a
+        // claim is decided on.
+        sourcing: rules::sourcing::Sourcing::from_view(v),
         last_seq: v.history.last().copied().unwrap_or(0),
     }
 }
@@ -275,6 +278,9 @@ pub async fn predict(
             view.stats.insert(
                 signer.clone(),
                 NodeStats {
+                    assignments_accepted: 0,
+                    assignments_declined: 0,
+                    assignments_expired: 0,
                     open_orders: s.open_orders,
                     claims: s.claims,
                     releases: s.releases,

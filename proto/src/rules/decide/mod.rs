@@ -22,7 +22,8 @@
 //! - [`milestones`]: the fulfilment milestones and exceptions;
 //! - [`returns`]: return requests, claims and receipts;
 //! - [`disputes`]: opening disputes and recording the rules' ruling;
-//! - [`versions`]: the rules version in force, raised by an operator.
+//! - [`versions`]: the rules version in force, raised by an operator;
+//! - [`sourcing`]: sourcing decisions and their assignment offers (version 3).
 //!
 //! Rules that differ between rules versions ask [`OnOrder::rules`] for the
 //! version in force at the entry being decided, so an old ledger replays
@@ -44,6 +45,7 @@ mod orders;
 mod parties_keys;
 mod profiles;
 mod returns;
+mod sourcing;
 mod versions;
 
 pub use profiles::{check_eligible, claimable_by};
@@ -99,6 +101,10 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         Body::OpenDispute(c) => &c.order_id,
         Body::ResolveDispute(c) => &c.order_id,
         Body::RecordLapse(c) => &c.order_id,
+        Body::SourceOrder(c) => &c.order_id,
+        Body::AcceptAssignment(c) => &c.order_id,
+        Body::DeclineAssignment(c) => &c.order_id,
+        Body::ReassignOrder(c) => &c.order_id,
         Body::Genesis(_)
         | Body::EnrollParty(_)
         | Body::RotateKey(_)
@@ -194,7 +200,7 @@ fn on_order(
         Body::ClaimOrder(c) => o.claim(c),
         Body::AmendPrice(c) => o.amend_price(c),
         Body::CancelOrder(_) => o.cancel(),
-        Body::ReleaseOrder(_) => o.release(),
+        Body::ReleaseOrder(c) => o.release_reported(c),
         Body::OfferHandoff(c) => o.offer(c),
         Body::AcceptHandoff(c) => o.accept(c),
         Body::DeclineHandoff(c) => o.decline(c),
@@ -206,6 +212,10 @@ fn on_order(
         Body::OpenDispute(c) => o.open_dispute(c),
         Body::ResolveDispute(c) => o.resolve_dispute(c),
         Body::RecordLapse(_) => o.lapse_recorded(),
+        Body::SourceOrder(c) => o.source(c),
+        Body::AcceptAssignment(c) => o.accept_assignment(c),
+        Body::DeclineAssignment(c) => o.decline_assignment(c),
+        Body::ReassignOrder(c) => o.reassign(c),
         _ => rej(Code::Malformed, "not an order command".into()),
     };
     let order_id = o.order.order_id.clone();

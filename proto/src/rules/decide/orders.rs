@@ -34,6 +34,11 @@ pub(super) fn register(
             );
         }
     }
+    let rules = view.config().map(|c| c.rules()).unwrap_or(1);
+    let sourcing = match super::sourcing::on_register(rules, r.sourcing_mode) {
+        Ok(s) => s,
+        Err((code, message)) => return Decision::reject(code, message, ""),
+    };
     let req = r.requirements.clone().unwrap_or_default();
     let order = Order {
         order_id: r.order_id.clone(),
@@ -71,6 +76,7 @@ pub(super) fn register(
         exceptions: Vec::new(),
         events: Vec::new(),
         disputes: Vec::new(),
+        sourcing,
         last_seq: seq,
     };
     let mut effects: Vec<Effect> = r

@@ -192,6 +192,7 @@ fn the_largest_valid_command_fits_the_limit() {
     let (_, _, ch, _) = setup(0);
     let id = |c: char| c.to_string().repeat(MAX_ID_LEN);
     let o = pb::RegisterOrder {
+        sourcing_mode: 0,
         order_id: id('o'),
         external_refs: (0..16)
             .map(|i| pb::ExternalRef {

@@ -25,6 +25,7 @@ mod profiles;
 mod property;
 mod refusals;
 mod returns;
+mod sourcing;
 mod versions;
 mod world;
 
