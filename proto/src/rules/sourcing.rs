@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{EventKind, Order, OrderStatus};
+use super::state::{EventKind, Order, OrderStatus, Requirements};
 use super::validate::{bad, check_id, check_text, MAX_OFFER_MS};
-use super::{Code, Refusal};
+use super::{Code, Refusal, StateView};
 use crate::pb;
 use crate::pb::command::Body;
 
@@ -390,5 +390,96 @@ impl Sourcing {
             decisions: v.sourcing_decisions.clone(),
             ..Sourcing::default()
         })
+    }
+}
+
+/// A candidate's eligibility as the rules compute it for a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CandidateCheck {
+    /// The node's profile in force (0: none).
+    pub profile_version: u64,
+    /// "" when eligible, else the code a claim by it would be rejected with
+    /// (`unknown_party`, `not_a_node`, `no_profile`, `region_not_served`,
+    /// `cold_chain_required`, `hazmat_required`, `category_not_served`,
+    /// `at_capacity`), checked in that order.
+    pub ineligible: &'static str,
+    /// Capacity left: the profile's max open orders less `open_orders`
+    /// (0 without a profile, never negative).
+    pub headroom: i64,
+}
+
+/// What a claim of `order` by `node`, which has `open_orders` open, would
+/// meet eligibility-wise: the one computation the rules, the reference
+/// broker and an auditor share.
+pub fn check_candidate(
+    view: &impl StateView,
+    node: &str,
+    order: &Order,
+    open_orders: u64,
+) -> CandidateCheck {
+    let profile = view.profile(node);
+    let profile_version = profile.as_ref().map(|p| p.version).unwrap_or(0);
+    let headroom = profile
+        .as_ref()
+        .map(|p| {
+            (p.max_open_orders as i64)
+                .saturating_sub(open_orders as i64)
+                .max(0)
+        })
+        .unwrap_or(0);
+    let ineligible = match view.party(node) {
+        None => Code::UnknownParty.as_str(),
+        Some(p) if p.role != pb::Role::Node as i32 => Code::NotANode.as_str(),
+        Some(_) => match super::check_eligible(view, node, order) {
+            Err((code, _)) => code.as_str(),
+            Ok(_) if headroom <= 0 => Code::AtCapacity.as_str(),
+            Ok(_) => "",
+        },
+    };
+    CandidateCheck {
+        profile_version,
+        ineligible,
+        headroom,
+    }
+}
+
+/// The order as far as eligibility looks at it (id, destination region,
+/// requirements), from its view.
+pub fn order_for_sourcing(v: &pb::OrderView) -> Order {
+    let req = v.requirements.clone().unwrap_or_default();
+    Order {
+        order_id: v.order_id.clone(),
+        external_refs: Vec::new(),
+        lines: Vec::new(),
+        currency: v.currency.clone(),
+        total: v.total,
+        destination_region: v.destination_region.clone(),
+        requirements: Requirements {
+            cold_chain: req.cold_chain,
+            hazmat: req.hazmat,
+            category: req.category,
+        },
+        promised_delivery_ms: v.promised_delivery_ms,
+        price_version: v.price_version,
+        status: OrderStatus::parse(&v.status).unwrap_or(OrderStatus::Open),
+        owner: None,
+        custodian: None,
+        registered_by: v.registered_by.clone(),
+        registered_seq: v.registered_seq,
+        claimed_seq: 0,
+        lease: None,
+        offer: None,
+        fence: None,
+        carrier: String::new(),
+        tracking_id: String::new(),
+        proof_of_delivery: String::new(),
+        last_lapsed_owner: String::new(),
+        return_node: String::new(),
+        refund: 0,
+        exceptions: Vec::new(),
+        events: Vec::new(),
+        disputes: Vec::new(),
+        sourcing: Sourcing::from_view(v),
+        last_seq: 0,
     }
 }

@@ -22,5 +22,6 @@ mod partition;
 mod peer_boundary;
 mod protocol;
 mod snapshot;
+mod sourcing;
 mod watch;
 mod windows;

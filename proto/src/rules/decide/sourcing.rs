@@ -13,19 +13,14 @@
 //! first written; a decision's offer there is one more way in, and any
 //! admissible claim supersedes it. docs/ledger-format.md §4.12.
 
-use super::super::sourcing::{Assignment, NotAwaiting, Sourcing, SourcingMode, Trigger, HEADROOM};
+use super::super::sourcing::{
+    check_candidate, Assignment, CandidateCheck, NotAwaiting, Sourcing, SourcingMode, Trigger,
+    HEADROOM,
+};
 use super::super::state::{EventKind, OrderStatus};
 use super::super::{Code, StateView};
 use super::{rej, OnOrder, Reject};
 use crate::pb;
-
-/// A candidate's eligibility as the rules compute it.
-struct Computed {
-    profile_version: u64,
-    /// "" when eligible, else the code a claim by it would be rejected with.
-    ineligible: &'static str,
-    headroom: i64,
-}
 
 impl<V: StateView> OnOrder<'_, V> {
     fn v3(&self, what: &str) -> Result<(), Reject> {
@@ -55,30 +50,10 @@ impl<V: StateView> OnOrder<'_, V> {
             .open_orders
     }
 
-    /// What a claim by `node` would meet, eligibility-wise: the profile and
-    /// capacity checks of a claim, in the same order.
-    fn compute_candidate(&self, node: &str) -> Computed {
-        let profile = self.view.profile(node);
-        let profile_version = profile.as_ref().map(|p| p.version).unwrap_or(0);
-        let open = self.open_orders(node) as i64;
-        let headroom = profile
-            .as_ref()
-            .map(|p| (p.max_open_orders as i64 - open).max(0))
-            .unwrap_or(0);
-        let ineligible = match self.view.party(node) {
-            None => Code::UnknownParty.as_str(),
-            Some(p) if p.role != pb::Role::Node as i32 => Code::NotANode.as_str(),
-            Some(_) => match super::check_eligible(self.view, node, &self.order) {
-                Err((code, _)) => code.as_str(),
-                Ok(_) if headroom <= 0 => Code::AtCapacity.as_str(),
-                Ok(_) => "",
-            },
-        };
-        Computed {
-            profile_version,
-            ineligible,
-            headroom,
-        }
+    /// What a claim by `node` would meet, eligibility-wise, with the
+    /// counters as this entry leaves them so far.
+    fn compute_candidate(&self, node: &str) -> CandidateCheck {
+        check_candidate(self.view, node, &self.order, self.open_orders(node))
     }
 
     pub(super) fn source(&mut self, s: &pb::SourceOrder) -> Result<(), Reject> {
