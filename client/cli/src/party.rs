@@ -40,7 +40,7 @@ pub enum PartyCmd {
     #[command(
         long_about = "Enrol a party's public key with a role (operator-signed).\n\n\
 Roles: operator, channel (registers orders), node (claims and fulfils orders; needs \
---kind), auditor. The public key comes from --public-key HEX or from the party's public \
+--kind), auditor, broker (signs sourcing decisions, rules version 3). The public key comes from --public-key HEX or from the party's public \
 key file (--public-key-file, written by `arbor keys export-public`; --id defaults to its \
 party id). A secret key file is refused: the secret stays with its party.\n\n\
 Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\

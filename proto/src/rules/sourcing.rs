@@ -1,6 +1,6 @@
 //! Sourcing (rules version 3): the records a brokered order keeps and the
 //! structural checks of the sourcing commands. The rules that decide them
-//! are in `decide/sourcing.rs`; docs/ledger-format.md §4.12 specifies both.
+//! are in `decide/sourcing.rs`; docs/ledger-format.md §4.40 specifies both.
 
 use serde::{Deserialize, Serialize};
 

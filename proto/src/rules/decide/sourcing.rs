@@ -11,7 +11,7 @@
 //! assignment: a claim by the assigned node while its offer is open is its
 //! acceptance, every other claim is refused. Race orders keep the rules as
 //! first written; a decision's offer there is one more way in, and any
-//! admissible claim supersedes it. docs/ledger-format.md §4.12.
+//! admissible claim supersedes it. docs/ledger-format.md §4.40.
 
 use super::super::sourcing::{
     check_candidate, Assignment, CandidateCheck, NotAwaiting, Sourcing, SourcingMode, Trigger,
@@ -316,7 +316,7 @@ impl<V: StateView> OnOrder<'_, V> {
             };
             return rej(
                 Code::ReassignMismatch,
-                format!("order {id}: {held}; the reassignment names {:?}", r.from),
+                format!("order {id}: {held}; the reassignment names \"{}\"", r.from),
             );
         }
         if self.order.status == OrderStatus::Claimed {
