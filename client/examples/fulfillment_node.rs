@@ -1,5 +1,7 @@
-//! A fulfillment node's main loop, in about 200 lines: follow the ledger,
-//! claim the new orders this node can serve at the locked price, and report
+//! A fulfillment node's main loop, in about 300 lines: follow the ledger,
+//! claim the orders this node can serve at the locked price (new ones, and
+//! ones that come back after a lapse, a release or a reassignment), answer
+//! the assignment offers of sourcing decisions (rules version 3), and report
 //! picked, packed and shipped for each.
 //!
 //! ```text
@@ -24,20 +26,27 @@
 //! 1. [`Client::watch`] streams every committed ledger entry from `--from` on,
 //!    each exactly once and in order, resuming on another replica if the one
 //!    it reads dies.
-//! 2. For each accepted `RegisterOrder` entry, it reads the order
-//!    ([`Client::get_order`]) and its own profile ([`Client::get_profile`]) and
-//!    checks it may claim it: still open (or its owner's lease lapsed), the
-//!    destination region served, cold chain / hazmat / category offered. The
-//!    cluster checks all of this again (and capacity) when it decides the
-//!    claim: this pre-check only saves signing claims that cannot win.
-//! 3. It claims the order quoting the price version and total it just read.
-//!    The first admissible claim in log order wins; a rejection
-//!    (`already_owned` when another node was faster, `stale_price_version`
-//!    when the channel amended the price in between, `at_capacity`, ...) is
-//!    logged and the order skipped — never retried blindly.
-//! 4. It reports picked, packed and shipped (with carrier and tracking id).
+//! 2. For each accepted entry about an order it reads the order
+//!    ([`Client::get_order`]) and does what the order's state asks of it:
+//!    - an assignment offer to this node (a sourcing decision selected it):
+//!      it accepts when its profile serves the order (the cluster checks
+//!      eligibility and capacity again), and declines otherwise, naming why;
+//!    - an order fenced for this node (its lease lapsed while it was picked
+//!      or packed, rules version 2): it still holds the parcel, so it ships
+//!      it (a node that put the goods back would release it instead: the
+//!      order opens for others);
+//!    - an open order (new, or back after a lapse, a release or a
+//!      reassignment) that is not brokered: it checks it may claim it (the
+//!      destination region served, cold chain / hazmat / category offered)
+//!      and claims it quoting the price version and total it just read. The
+//!      first admissible claim in log order wins; a rejection
+//!      (`already_owned` when another node was faster, `stale_price_version`
+//!      when the channel amended the price in between, `at_capacity`, ...)
+//!      is logged and the order skipped — never retried blindly. A brokered
+//!      order is taken only through an assignment offer.
+//! 3. It reports picked, packed and shipped (with carrier and tracking id).
 //!    Shipping ends the lease; a node that does not ship within its declared
-//!    dispatch time loses the order to the next claimant.
+//!    dispatch time loses the order (or, once picked or packed, is fenced).
 //!
 //! Every command is signed once; [`Client::submit`] resends the same bytes on
 //! leader changes and the cluster applies them once, so a timeout never
@@ -133,10 +142,10 @@ async fn run(args: Args) -> Result<u64, ClientError> {
     let mut feed = client.watch(args.from);
     let mut shipped = 0;
     while let Some(entry) = feed.next().await {
-        let Some(order_id) = registered_order(&entry?) else {
+        let Some((order_id, registered)) = order_entry(&entry?) else {
             continue;
         };
-        if fulfil(&client, &me, &order_id, &args.carrier).await? {
+        if handle(&client, &me, &order_id, registered, &args.carrier).await? {
             shipped += 1;
             if args.max.is_some_and(|max| shipped >= max) {
                 break;
@@ -146,27 +155,22 @@ async fn run(args: Args) -> Result<u64, ClientError> {
     Ok(shipped)
 }
 
-/// The order an accepted `RegisterOrder` entry registered.
-fn registered_order(e: &pb::LedgerEntry) -> Option<String> {
-    if !e.outcome.as_ref().is_some_and(|o| o.accepted) {
+/// The order an accepted entry concerns, and whether the entry registered it.
+fn order_entry(e: &pb::LedgerEntry) -> Option<(String, bool)> {
+    if !e.outcome.as_ref().is_some_and(|o| o.accepted) || e.order_id.is_empty() {
         return None;
     }
     let env = pb::SignedCommand::decode(e.command.as_slice()).ok()?;
-    match pb::Command::decode(env.command.as_slice()).ok()?.body? {
-        Body::RegisterOrder(r) => Some(r.order_id),
-        _ => None,
-    }
+    let body = pb::Command::decode(env.command.as_slice()).ok()?.body?;
+    Some((e.order_id.clone(), matches!(body, Body::RegisterOrder(_))))
 }
 
-/// Why this node should not even try to claim `order` (None: try).
-async fn not_for_me(
+/// Why this node's profile does not serve `order` (None: it does).
+async fn not_served(
     client: &Client,
     me: &Signer,
     order: &pb::OrderView,
 ) -> Result<Option<String>, ClientError> {
-    if order.status != "open" && !order.lease_lapsed {
-        return Ok(Some(format!("already {} by {}", order.status, order.owner)));
-    }
     let profile = client.get_profile(&me.party_id).await?.profile;
     let Some(p) = profile else {
         return Ok(Some("this node has no capability profile".into()));
@@ -183,6 +187,23 @@ async fn not_for_me(
     } else {
         None
     })
+}
+
+/// Why this node should not even try to claim `order` (None: try).
+async fn not_for_me(
+    client: &Client,
+    me: &Signer,
+    order: &pb::OrderView,
+) -> Result<Option<String>, ClientError> {
+    if order.status != "open" && !order.lease_lapsed {
+        return Ok(Some(format!("already {} by {}", order.status, order.owner)));
+    }
+    if order.sourcing_mode == "brokered" {
+        return Ok(Some(
+            "brokered: taken only through a sourcing decision".into(),
+        ));
+    }
+    not_served(client, me, order).await
 }
 
 /// Submits `cmd`; Ok(true) when accepted, Ok(false) (logged) when rejected.
@@ -205,16 +226,49 @@ async fn step(
     Ok(o.accepted)
 }
 
-/// Claims and ships one order; Ok(true) when shipped by this node.
-async fn fulfil(
+/// Does what the order asks of this node now; Ok(true) when it shipped it.
+async fn handle(
     client: &Client,
     me: &Signer,
     order_id: &str,
+    registered: bool,
     carrier: &str,
 ) -> Result<bool, ClientError> {
     let order = client.get_order(order_id).await?;
+    // A sourcing decision offers the order to this node.
+    if let Some(a) = order.assignment.as_ref().filter(|a| a.to == me.party_id) {
+        let seq = a.decision_seq;
+        if let Some(why) = not_served(client, me, &order).await? {
+            let no = me.decline_assignment(order_id, seq, &why, false);
+            step(
+                client,
+                order_id,
+                &format!("declined decision {seq}: {why}"),
+                no,
+            )
+            .await?;
+            return Ok(false);
+        }
+        let yes = me.accept_assignment(order_id, seq, order.price_version, order.total);
+        if !step(client, order_id, &format!("accepted decision {seq}"), yes).await? {
+            let no = me.decline_assignment(order_id, seq, "could not take it on", false);
+            step(client, order_id, &format!("declined decision {seq}"), no).await?;
+            return Ok(false);
+        }
+        return ship(client, me, order_id, carrier).await;
+    }
+    // Fenced for this node: it still holds the parcel, so it ships it.
+    if order.status == "fenced" && order.fenced_node == me.party_id {
+        let tracking = format!("TRK-{order_id}");
+        let cmd = me.report_shipped(order_id, carrier, &tracking);
+        return step(client, order_id, "shipped while fenced (counted late)", cmd).await;
+    }
     if let Some(why) = not_for_me(client, me, &order).await? {
-        println!("{order_id}: skipped: {why}");
+        // Only a new order is worth a line; entries on orders that are not
+        // for this node are many.
+        if registered {
+            println!("{order_id}: skipped: {why}");
+        }
         return Ok(false);
     }
     let claim = me.claim_order(order_id, order.price_version, order.total);
@@ -225,6 +279,16 @@ async fn fulfil(
     if !step(client, order_id, &what, claim).await? {
         return Ok(false);
     }
+    ship(client, me, order_id, carrier).await
+}
+
+/// Reports picked, packed and shipped; Ok(true) when shipped.
+async fn ship(
+    client: &Client,
+    me: &Signer,
+    order_id: &str,
+    carrier: &str,
+) -> Result<bool, ClientError> {
     for (name, m) in [
         ("picked", pb::Milestone::Picked),
         ("packed", pb::Milestone::Packed),

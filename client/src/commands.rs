@@ -143,6 +143,68 @@ pub trait Commands: sealed::Sealed {
         self.signer().sign(Body::PublishProfile(profile))
     }
 
+    /// Rules version 3: a sourcing decision (broker- or channel-signed), as
+    /// [`ReferenceBroker::decide`](crate::broker::ReferenceBroker::decide) makes it.
+    fn source_order(&self, decision: pb::SourceOrder) -> pb::SignedCommand {
+        self.signer().sign(Body::SourceOrder(decision))
+    }
+
+    /// Rules version 3: the selected node taking on the order the decision
+    /// at entry `decision_seq` offered it, quoting the price.
+    fn accept_assignment(
+        &self,
+        order_id: &str,
+        decision_seq: u64,
+        price_version: u64,
+        total: i64,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::AcceptAssignment(pb::AcceptAssignment {
+                order_id: order_id.to_string(),
+                decision_seq,
+                price_version,
+                total,
+            }))
+    }
+
+    /// Rules version 3: the selected node declining (with `shortage`: it
+    /// lacks the stock).
+    fn decline_assignment(
+        &self,
+        order_id: &str,
+        decision_seq: u64,
+        reason: &str,
+        shortage: bool,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::DeclineAssignment(pb::DeclineAssignment {
+                order_id: order_id.to_string(),
+                decision_seq,
+                reason: reason.to_string(),
+                shortage,
+            }))
+    }
+
+    /// Rules version 3: the order's channel or an operator taking the order
+    /// back from `from` (its owner or assignee; "" when neither).
+    fn reassign_order(&self, order_id: &str, from: &str, reason: &str) -> pb::SignedCommand {
+        self.signer().sign(Body::ReassignOrder(pb::ReassignOrder {
+            order_id: order_id.to_string(),
+            from: from.to_string(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// Rules version 3: the owner giving an order back because it lacks the
+    /// stock (the next sourcing trigger is a shortage).
+    fn release_shortage(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
+        self.signer().sign(Body::ReleaseOrder(pb::ReleaseOrder {
+            order_id: order_id.to_string(),
+            reason: reason.to_string(),
+            shortage: true,
+        }))
+    }
+
     /// A channel amending the price of an order it registered.
     fn amend_price(
         &self,
@@ -172,6 +234,7 @@ pub trait Commands: sealed::Sealed {
     /// The owner giving an order back.
     fn release_order(&self, order_id: &str, reason: &str) -> pb::SignedCommand {
         self.signer().sign(Body::ReleaseOrder(pb::ReleaseOrder {
+            shortage: false,
             order_id: order_id.to_string(),
             reason: reason.to_string(),
         }))

@@ -12,6 +12,9 @@
 //! - [`bundle`]: [`Client::dispute_bundle`], one order's proven history for a dispute.
 //! - [`audit`]: checkpoints, Merkle proofs and exports, and the checks that
 //!   never trust the replica that answered.
+//! - [`broker`]: the reference broker (rules version 3): a sourcing decision
+//!   for an order from its candidates' profiles and counters, scored by
+//!   distance, headroom and a pluggable health score.
 //! - Disputes: [`Commands::open_dispute`], [`Client::preview_ruling`] (the
 //!   ruling the responsibility rules compute) and [`Commands::resolve_dispute`].
 //!
@@ -41,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod broker;
 pub mod bundle;
 mod client;
 mod commands;

@@ -294,6 +294,7 @@ fn the_lease_index_follows_the_orders() {
     };
     // Released: out of the index. Reclaimed later: back, with the new deadline.
     let release = Body::ReleaseOrder(pb::ReleaseOrder {
+        shortage: false,
         order_id: "o-1".into(),
         reason: "out of stock".into(),
     });

@@ -266,6 +266,19 @@ pub fn body_json(c: &pb::Command) -> Value {
             }
             v
         }
+        // Rules version 3: sourcing.
+        Body::SourceOrder(s) => crate::order::source::decision_json(s),
+        Body::AcceptAssignment(a) => json!({
+            "order_id": a.order_id, "decision_seq": a.decision_seq,
+            "price_version": a.price_version, "total": a.total,
+        }),
+        Body::DeclineAssignment(d) => json!({
+            "order_id": d.order_id, "decision_seq": d.decision_seq,
+            "reason": d.reason, "shortage": d.shortage,
+        }),
+        Body::ReassignOrder(r) => {
+            json!({"order_id": r.order_id, "from": r.from, "reason": r.reason})
+        }
     };
     out
 }

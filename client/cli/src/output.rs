@@ -168,6 +168,7 @@ pub fn role_name(role: i32) -> String {
         Ok(pb::Role::Auditor) => "auditor".into(),
         Ok(pb::Role::Replica) => "replica".into(),
         Ok(pb::Role::Carrier) => "carrier".into(),
+        Ok(pb::Role::Broker) => "broker".into(),
         Ok(pb::Role::Unspecified) => "unspecified".into(),
         Err(_) => format!("unknown ({role})"),
     }

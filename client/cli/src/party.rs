@@ -23,6 +23,8 @@ pub enum RoleArg {
     Replica,
     /// A carrier (rules version 3): takes custody only by signing a tender acceptance
     Carrier,
+    /// Signs sourcing decisions for any order (rules version 3)
+    Broker,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -40,7 +42,7 @@ pub enum PartyCmd {
     #[command(
         long_about = "Enrol a party's public key with a role (operator-signed).\n\n\
 Roles: operator, channel (registers orders), node (claims and fulfils orders; needs \
---kind), auditor, carrier (rules version 3: signs tender acceptances and delivery scans; no --kind). The public key comes from --public-key HEX or from the party's public \
+--kind), auditor, carrier (rules version 3: signs tender acceptances and delivery scans; no --kind), broker (signs sourcing decisions, rules version 3). The public key comes from --public-key HEX or from the party's public \
 key file (--public-key-file, written by `arbor keys export-public`; --id defaults to its \
 party id). A secret key file is refused: the secret stays with its party.\n\n\
 Prints `seq N: accepted` or `seq N: rejected (code): reason`; a rejected outcome exits with code 2.\n\n\
@@ -283,6 +285,7 @@ fn role_pb(r: RoleArg) -> pb::Role {
         RoleArg::Auditor => pb::Role::Auditor,
         RoleArg::Replica => pb::Role::Replica,
         RoleArg::Carrier => pb::Role::Carrier,
+        RoleArg::Broker => pb::Role::Broker,
     }
 }
 

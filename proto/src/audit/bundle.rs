@@ -726,6 +726,7 @@ fn order_for_rules(order_id: &str, events: Vec<Event>) -> Order {
         exceptions: Vec::new(),
         events,
         disputes: Vec::new(),
+        sourcing: None,
         last_seq: 0,
         tender: None,
         delivery_code_sha256: Vec::new(),

@@ -178,6 +178,20 @@ names! {
         // SLA clocks and claim deadlines (rules version 3)
         /// A dispute opened after its kind's claim deadline.
         ClaimDeadlinePassed = "claim_deadline_passed",
+        // Sourcing (rules version 3)
+        TriggerMismatch = "trigger_mismatch",
+        StaleDecision = "stale_decision",
+        EligibilityMismatch = "eligibility_mismatch",
+        SelectedNotEligible = "selected_not_eligible",
+        ScoreMismatch = "score_mismatch",
+        AssignmentPending = "assignment_pending",
+        NoAssignment = "no_assignment",
+        NotAssignedToSigner = "not_assigned_to_signer",
+        AssignmentMismatch = "assignment_mismatch",
+        AssignmentExpired = "assignment_expired",
+        BrokeredOrder = "brokered_order",
+        WorkInProgress = "work_in_progress",
+        ReassignMismatch = "reassign_mismatch",
     }
 }
 
@@ -384,6 +398,20 @@ mod tests {
             (Code::WrongDeliveryCode, "wrong_delivery_code"),
             (Code::DeliveryCodeUsed, "delivery_code_used"),
             (Code::ClaimDeadlinePassed, "claim_deadline_passed"),
+            // Sourcing (rules version 3)
+            (Code::TriggerMismatch, "trigger_mismatch"),
+            (Code::StaleDecision, "stale_decision"),
+            (Code::EligibilityMismatch, "eligibility_mismatch"),
+            (Code::SelectedNotEligible, "selected_not_eligible"),
+            (Code::ScoreMismatch, "score_mismatch"),
+            (Code::AssignmentPending, "assignment_pending"),
+            (Code::NoAssignment, "no_assignment"),
+            (Code::NotAssignedToSigner, "not_assigned_to_signer"),
+            (Code::AssignmentMismatch, "assignment_mismatch"),
+            (Code::AssignmentExpired, "assignment_expired"),
+            (Code::BrokeredOrder, "brokered_order"),
+            (Code::WorkInProgress, "work_in_progress"),
+            (Code::ReassignMismatch, "reassign_mismatch"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),

@@ -277,10 +277,16 @@ pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
                 fenced = None;
                 push(EventKind::FenceCleared { node });
             }
-            Some(Body::ClaimOrder(_)) => push(EventKind::Claimed {
+            // Rules version 3: an accepted assignment is a claim.
+            Some(Body::ClaimOrder(_) | Body::AcceptAssignment(_)) => push(EventKind::Claimed {
                 node,
                 profile_version: 0,
                 dispatch_time_ms: 0,
+            }),
+            // Rules version 3: the channel or an operator took it back.
+            Some(Body::ReassignOrder(r)) if !r.from.is_empty() => push(EventKind::Reassigned {
+                node: r.from.clone(),
+                by: node,
             }),
             Some(Body::AcceptHandoff(a)) => push(EventKind::HandedOff {
                 from: entries
@@ -608,6 +614,7 @@ mod tests {
         let first = w.claim("n0", 100);
         assert!(first.accepted);
         let release = pb::ReleaseOrder {
+            shortage: false,
             order_id: "o1".into(),
             reason: "no stock".into(),
         };
@@ -694,6 +701,7 @@ mod tests {
         assert!(claim.accepted);
         let late = 100 + HOUR + GRACE + 1;
         let release = pb::ReleaseOrder {
+            shortage: false,
             order_id: "o1".into(),
             reason: "too late".into(),
         };

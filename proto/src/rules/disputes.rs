@@ -114,7 +114,8 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
         EventKind::Released { .. }
         | EventKind::Lapsed { .. }
         | EventKind::FenceCleared { .. }
-        | EventKind::FenceExpired { .. } => None,
+        | EventKind::FenceExpired { .. }
+        | EventKind::Reassigned { .. } => None,
         EventKind::Shipped { carrier, .. } => Some(Custody {
             holder: carrier.clone(),
             seq: e.seq,

@@ -201,6 +201,7 @@ fn fold_event(before: &[Event], e: &Event, counters: &mut BTreeMap<String, Healt
         EventKind::Delivered { .. }
         | EventKind::TenderAccepted { .. }
         | EventKind::DeliveryProven { .. }
+        | EventKind::Reassigned { .. }
         | EventKind::Cancelled
         | EventKind::WrongPrice { .. }
         | EventKind::MilestoneWithoutOwnership { .. }

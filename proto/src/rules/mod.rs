@@ -30,6 +30,7 @@ mod disputes;
 pub mod health;
 mod mem;
 pub mod sla;
+pub mod sourcing;
 mod state;
 mod validate;
 
@@ -247,7 +248,7 @@ fn check_canonical(what: &str, bytes: &[u8], decoded: &impl Message) -> Result<(
 /// The roles a command body allows its signer to have, and the command's name.
 pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static str)> {
     use pb::command::Body;
-    use pb::Role::{Auditor, Carrier, Channel, Node, Operator, Replica};
+    use pb::Role::{Auditor, Broker, Carrier, Channel, Node, Operator, Replica};
     Some(match cmd.body.as_ref()? {
         Body::Genesis(_) => return None,
         Body::EnrollParty(_) => (&[Operator], "EnrollParty"),
@@ -275,6 +276,11 @@ pub fn required_role(cmd: &pb::Command) -> Option<(&'static [pb::Role], &'static
         Body::SetRulesVersion(_) => (&[Operator], "SetRulesVersion"),
         Body::AcceptTender(_) => (&[Carrier], "AcceptTender"),
         Body::ScanDelivery(_) => (&[Carrier], "ScanDelivery"),
+        // Rules version 3: sourcing.
+        Body::SourceOrder(_) => (&[Broker, Channel], "SourceOrder"),
+        Body::AcceptAssignment(_) => (&[Node], "AcceptAssignment"),
+        Body::DeclineAssignment(_) => (&[Node], "DeclineAssignment"),
+        Body::ReassignOrder(_) => (&[Channel, Operator], "ReassignOrder"),
     })
 }
 
@@ -295,6 +301,7 @@ pub fn role_name(r: pb::Role) -> &'static str {
         pb::Role::Auditor => "auditor",
         pb::Role::Replica => "replica",
         pb::Role::Carrier => "carrier",
+        pb::Role::Broker => "broker",
     }
 }
 

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::carriers::{Tender, TenderAcceptance};
 use super::code::Grade;
+use super::sourcing::Sourcing;
 use crate::pb;
 
 /// An enrolled party.
@@ -205,6 +206,13 @@ pub struct NodeStats {
     /// applied so far ([`super::health`]).
     #[serde(default)]
     pub health: super::health::HealthCounters,
+    /// Rules version 3: assignment offers it accepted, declined, or let run out.
+    #[serde(default)]
+    pub assignments_accepted: u64,
+    #[serde(default)]
+    pub assignments_declined: u64,
+    #[serde(default)]
+    pub assignments_expired: u64,
 }
 
 impl NodeStats {
@@ -224,6 +232,9 @@ impl NodeStats {
             profile_version: profile.map(|p| p.version).unwrap_or(0),
             fence_expiries: self.fence_expiries,
             health: Some(self.health.to_pb(0)),
+            assignments_accepted: self.assignments_accepted,
+            assignments_declined: self.assignments_declined,
+            assignments_expired: self.assignments_expired,
         }
     }
 }
@@ -431,6 +442,13 @@ pub enum EventKind {
         by: String,
         grade: Grade,
     },
+    /// Rules version 3: the channel or an operator took the order back from
+    /// `node` (its owner, or the node an assignment offered it to): custody
+    /// ends as with a release.
+    Reassigned {
+        node: String,
+        by: String,
+    },
 }
 
 /// A dispute opened on an order, and its ruling once resolved.
@@ -513,6 +531,10 @@ pub struct Order {
     /// late rule stays the one of their version ([`super::sla`]).
     #[serde(default)]
     pub sla: Option<super::sla::SlaTerms>,
+    /// Rules version 3: how the order is sourced and its decisions (`None`
+    /// for orders registered before).
+    #[serde(default)]
+    pub sourcing: Option<Sourcing>,
     /// The last ledger entry of this order (the head of its history links).
     pub last_seq: u64,
     /// Rules version 3: the tender to an enrolled carrier, if any.
@@ -673,6 +695,7 @@ impl Order {
             claim_from_seq: 0,
             claim_from_ms: 0,
             claim_from_delivery: false,
+            ..self.sourcing_view(now_ms)
         }
     }
 

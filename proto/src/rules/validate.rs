@@ -10,12 +10,12 @@ pub const MAX_ID_LEN: usize = 128;
 const MAX_LINES: usize = 1000;
 const MAX_REFS: usize = 16;
 
-fn bad(msg: impl Into<String>) -> Refusal {
+pub(super) fn bad(msg: impl Into<String>) -> Refusal {
     Refusal::Malformed(msg.into())
 }
 
 /// Ids: 1-128 chars of ASCII letters, digits and `_ - . : @ /`.
-fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
+pub(super) fn check_id(what: &str, id: &str) -> Result<(), Refusal> {
     if id.is_empty() {
         return Err(bad(format!("{what} is empty")));
     }
@@ -478,6 +478,13 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             }
             Ok(())
         }
+        // Rules version 3: sourcing (super::sourcing).
+        Some(
+            body @ (Body::SourceOrder(_)
+            | Body::AcceptAssignment(_)
+            | Body::DeclineAssignment(_)
+            | Body::ReassignOrder(_)),
+        ) => super::sourcing::validate(body).unwrap_or(Ok(())),
     }
 }
 
@@ -514,10 +521,10 @@ fn check_delivery_code(code: &str) -> Result<(), Refusal> {
 }
 const MAX_LIST: usize = 256;
 const MAX_DISPATCH_MS: u64 = 30 * 24 * 3600 * 1000;
-const MAX_OFFER_MS: u64 = 7 * 24 * 3600 * 1000;
+pub(super) const MAX_OFFER_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Free text (reasons, notes): at most 1 KiB, no control characters.
-fn check_text(what: &str, text: &str, required: bool) -> Result<(), Refusal> {
+pub(super) fn check_text(what: &str, text: &str, required: bool) -> Result<(), Refusal> {
     if required && text.trim().is_empty() {
         return Err(bad(format!("{what} is empty")));
     }

@@ -85,3 +85,106 @@ async fn the_example_node_claims_and_ships_new_orders() {
     assert_eq!(taken.owner, "store-rival");
     c.check_invariants().await;
 }
+
+/// Rules version 3: the example node notices an order that comes back
+/// (released by another node) and answers the assignment offer of a
+/// sourcing decision that selected it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_node_takes_released_orders_and_assignment_offers() {
+    use arbor_client::broker::{Candidates, ReferenceBroker};
+    use arbor_client::pb;
+
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    let channel = c.enroll_channel("shop").await;
+    let broker = c
+        .enroll("broker-1", pb::Role::Broker, pb::NodeKind::Unspecified)
+        .await;
+    let node = c.enroll_node("store-example").await;
+    let rival = c.enroll_node("store-rival").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("store-example.key");
+    node.save(&key).expect("save key");
+    let sub = c.submitter().await;
+    let client = c.client().await;
+
+    // Taken by the rival, then given back.
+    c.register_order(&channel, "o-ex-back").await;
+    sub.submit_accepted(
+        "rival claim",
+        rival.claim_order("o-ex-back", 1, arbor_tests::fixtures::SAMPLE_TOTAL),
+    )
+    .await;
+    sub.submit_accepted(
+        "rival release",
+        rival.release_order("o-ex-back", "no stock"),
+    )
+    .await;
+
+    let mut cmd = tokio::process::Command::new(example_bin("fulfillment_node"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ARBOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "--endpoints",
+        &c.endpoints().join(","),
+        "--cacert",
+        &c.cacert(),
+        "--key",
+        &key.display().to_string(),
+        "--max",
+        "2",
+        "--from",
+        "0",
+    ])
+    .kill_on_drop(true)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the example");
+
+    // A brokered order, sourced to the example node by the reference broker.
+    let mut order = arbor_tests::fixtures::sample_order("o-ex-brokered");
+    order.sourcing_mode = pb::SourcingMode::Brokered as i32;
+    sub.submit_accepted("register brokered", channel.register_order(order))
+        .await;
+    let view = client.get_order("o-ex-brokered").await.expect("order");
+    let candidates = Candidates::read(&client, &["store-example".to_string()])
+        .await
+        .expect("candidates");
+    let decision = ReferenceBroker::default()
+        .decide(&view, &candidates)
+        .expect("a decision");
+    sub.submit_accepted("decision", broker.source_order(decision))
+        .await;
+
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the example exits after --max 2 orders")
+        .expect("example output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "example failed: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("done: shipped 2 order(s)"), "{stdout}");
+    assert!(
+        stdout.contains("o-ex-brokered: accepted decision"),
+        "{stdout}"
+    );
+    for id in ["o-ex-back", "o-ex-brokered"] {
+        let o = client.get_order(id).await.expect("order");
+        assert_eq!(
+            (o.owner.as_str(), o.status.as_str()),
+            ("store-example", "shipped"),
+            "{id}: {o:?}\n{stdout}"
+        );
+    }
+    let st = client.node_stats("store-example").await.expect("stats");
+    assert_eq!(st.assignments_accepted, 1);
+    c.check_invariants().await;
+}

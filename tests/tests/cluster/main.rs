@@ -24,5 +24,6 @@ mod peer_boundary;
 mod protocol;
 mod sla;
 mod snapshot;
+mod sourcing;
 mod watch;
 mod windows;

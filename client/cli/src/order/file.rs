@@ -36,6 +36,9 @@ struct OrderFile {
     /// The same as RFC 3339.
     #[serde(default)]
     ship_by: Option<String>,
+    /// Rules version 3: "race" (the default) or "brokered".
+    #[serde(default)]
+    sourcing: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,7 +106,18 @@ pub(super) fn parse_order(text: &str) -> Result<pb::RegisterOrder, serde_json::E
             ))
         }
     };
+    let sourcing_mode = match f.sourcing.as_deref() {
+        None => 0,
+        Some("race") => pb::SourcingMode::Race as i32,
+        Some("brokered") => pb::SourcingMode::Brokered as i32,
+        Some(other) => {
+            return Err(serde_json::Error::custom(format!(
+                "sourcing: {other:?} is neither \"race\" nor \"brokered\""
+            )))
+        }
+    };
     Ok(pb::RegisterOrder {
+        sourcing_mode,
         ship_by_ms,
         order_id: f.order_id,
         external_refs: f

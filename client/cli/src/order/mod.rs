@@ -21,7 +21,9 @@ pub enum OrderCmd {
         long_about = "Register an order from a JSON file (channel-signed). This locks its price at version 1.\n\n\
 The file holds one JSON object; unknown fields are an error, and every field shown is \
 required except `requirements` (cold_chain, hazmat, category: what a claiming node's profile \
-must offer) and `promised_delivery` (RFC 3339, or `promised_delivery_ms` in Unix ms):\n\n  \
+must offer), `promised_delivery` (RFC 3339, or `promised_delivery_ms` in Unix ms) and \
+`sourcing` (rules version 3: \"race\", the default, where the first admissible claim wins, \
+or \"brokered\", where nodes take it on only through a sourcing decision, `arbor order source`):\n\n  \
 {\n    \"order_id\": \"o-20251207-0001\",\n    \
 \"external_refs\": [{\"channel\": \"meituan\", \"external_id\": \"meituan_20251207152344_8892\"}],\n    \
 \"lines\": [{\"sku\": \"tea-500g\", \"quantity\": 2, \"unit_price\": 1299}],\n    \
@@ -155,6 +157,41 @@ Example:\n  arbor order amend-price o-1 --base-version 1 --line tea-500g:2:1199 
         key: Option<PathBuf>,
         #[command(flatten)]
         sign: SignOpts,
+    },
+    /// Make a sourcing decision with the reference broker and sign it (broker- or channel-signed; rules version 3)
+    #[command(
+        long_about = "Make a sourcing decision for an order with the reference broker and sign it \
+(signed by a broker, or by the channel that registered the order; rules version 3).\n\n\
+The CLI reads the order (the trigger it awaits: registered, lapsed, released, declined, \
+offer_expired, shortage or reassigned, with the entry that caused it) and each candidate's \
+enrolment, profile in force and counters, lists every candidate with its profile version, \
+eligibility (as the ledger's rules compute it) and score, and selects the best eligible one: \
+score = 100 * min(headroom, 50) - 1000 * distance + health (distance: the position of the \
+destination region in the node's profile regions; health: 0, neutral). The cluster recomputes \
+every candidate's eligibility and rejects a decision that disagrees (eligibility_mismatch) or \
+that a newer fact has overtaken (trigger_mismatch, stale_decision): read and decide again.\n\n\
+An accepted decision offers the order to the selected node for --expires-in; it accepts \
+(AcceptAssignment, or a claim) or declines, and a decline or an expiry is the next trigger. \
+No eligible candidate, or an order that awaits no decision, exits with code 6 and signs nothing.\n\n\
+Examples:\n  arbor order source o-1 --candidates store-17,wh-shanghai --key broker.key\n  \
+arbor order source o-1 --candidates store-17,wh-shanghai --dry-run --key broker.key"
+    )]
+    Source {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// The candidate nodes, comma-separated (1 to 64; each is listed in the decision)
+        #[arg(long, value_name = "NODES", value_delimiter = ',', required = true)]
+        candidates: Vec<String>,
+        /// How long the selected node has to answer: a duration such as 5m, 90s (a bare number is seconds)
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::time::parse_duration_arg)]
+        expires_in: std::time::Duration,
+        /// Show the decision that would be signed; sign and send nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Broker key file (or the key of the channel that registered the order)
+        #[arg(long, env = "ARBOR_KEY", value_name = "BROKERKEY")]
+        key: Option<PathBuf>,
     },
     /// Cancel an order that has not shipped (channel-signed)
     #[command(
@@ -579,6 +616,16 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
                     .amend_price(&order_id, base_version, lines, &reason);
             submit_checked(ctx, cmd, sign).await
         }
+        OrderCmd::Source {
+            order_id,
+            candidates,
+            expires_in,
+            dry_run,
+            key,
+        } => {
+            let ms = u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
+            source::run(ctx, &order_id, &candidates, ms, dry_run, key).await
+        }
         OrderCmd::Cancel {
             order_id,
             reason,
@@ -883,6 +930,7 @@ fn offer_reply(format: Format, reply: Reply, order_id: &str, to: &str) -> Reply 
 mod file;
 pub mod precheck;
 mod show;
+pub mod source;
 
 pub use file::load_order_file;
 use show::{list_orders, show_order};

@@ -192,6 +192,9 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
                 }),
             })
             .collect(),
+        // Rules version 3: the mode and the live assignment are what a
+        // claim is decided on.
+        sourcing: rules::sourcing::Sourcing::from_view(v),
         last_seq: v.history.last().copied().unwrap_or(0),
         // Rules version 3: the tender and its acceptance as the view shows them.
         tender: (v.tender_seq != 0).then(|| rules::Tender {
@@ -329,6 +332,9 @@ pub async fn predict(
                 signer.clone(),
                 NodeStats {
                     health: Default::default(),
+                    assignments_accepted: 0,
+                    assignments_declined: 0,
+                    assignments_expired: 0,
                     open_orders: s.open_orders,
                     claims: s.claims,
                     releases: s.releases,

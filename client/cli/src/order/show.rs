@@ -128,8 +128,22 @@ fn order_json(o: &pb::OrderView) -> serde_json::Value {
     v
 }
 
+/// Rules version 3: the order's sourcing, added to its JSON when it has any.
+fn with_sourcing(mut json: serde_json::Value, o: &pb::OrderView) -> serde_json::Value {
+    if !o.sourcing_mode.is_empty() {
+        json["sourcing"] = json!({
+            "mode": o.sourcing_mode,
+            "assignment": o.assignment.as_ref().map(|a| json!({"to": a.to, "decision_seq": a.decision_seq, "expires_ms": a.expires_ms, "expires": utc(a.expires_ms)})),
+            "decisions": o.sourcing_decisions,
+            "awaiting_trigger": o.awaiting_trigger,
+            "awaiting_trigger_seq": o.awaiting_trigger_seq,
+        });
+    }
+    json
+}
+
 pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
-    let json = order_json(o);
+    let json = with_sourcing(order_json(o), o);
     render(ctx.format, json, || {
         let owner = if o.owner.is_empty() {
             "-".to_string()
@@ -208,6 +222,24 @@ pub(super) fn show_order(ctx: &Ctx, o: &pb::OrderView) -> String {
                     f.offer_seq
                 ),
             ));
+        }
+        if !o.sourcing_mode.is_empty() {
+            let mut line = o.sourcing_mode.clone();
+            if let Some(a) = &o.assignment {
+                line += &format!(
+                    "; offered to {} by decision {} until {}",
+                    a.to,
+                    a.decision_seq,
+                    utc(a.expires_ms)
+                );
+            }
+            if !o.awaiting_trigger.is_empty() {
+                line += &format!(
+                    "; awaits a decision: trigger {} (entry {})",
+                    o.awaiting_trigger, o.awaiting_trigger_seq
+                );
+            }
+            rows.push(("sourcing", line));
         }
         if !o.carrier.is_empty() {
             rows.push((

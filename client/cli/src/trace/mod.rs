@@ -584,6 +584,7 @@ mod tests {
     #[test]
     fn custody_follows_claims_releases_lapses_shipping_and_delivery() {
         let release = Body::ReleaseOrder(pb::ReleaseOrder {
+            shortage: false,
             order_id: "o-1".into(),
             reason: "no stock".into(),
         });

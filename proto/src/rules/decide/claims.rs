@@ -183,6 +183,10 @@ impl<V: StateView> OnOrder<'_, V> {
                 format!("order {} is {}", self.order.order_id, self.status()),
             );
         }
+        // Rules version 3: a brokered order, or an assignment offer.
+        if self.claim_sourced(c)? {
+            return Ok(());
+        }
         self.quote(c.price_version, c.total)?;
         let signer = self.signer;
         let profile = self.eligible(signer)?;

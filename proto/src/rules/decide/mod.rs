@@ -25,6 +25,7 @@
 //! - [`versions`]: the rules version in force, raised by an operator;
 //! - [`carriers`]: tenders to enrolled carriers, their signed acceptance
 //!   and graded proof of delivery (rules version 3).
+//! - [`sourcing`]: sourcing decisions and their assignment offers (version 3).
 //!
 //! Rules that differ between rules versions ask [`OnOrder::rules`] for the
 //! version in force at the entry being decided, so an old ledger replays
@@ -48,6 +49,7 @@ mod orders;
 mod parties_keys;
 mod profiles;
 mod returns;
+mod sourcing;
 mod versions;
 
 pub use profiles::{check_eligible, claimable_by};
@@ -106,6 +108,10 @@ pub fn order_id_of(body: &Body) -> Option<&str> {
         Body::RecordLapse(c) => &c.order_id,
         Body::AcceptTender(c) => &c.order_id,
         Body::ScanDelivery(c) => &c.order_id,
+        Body::SourceOrder(c) => &c.order_id,
+        Body::AcceptAssignment(c) => &c.order_id,
+        Body::DeclineAssignment(c) => &c.order_id,
+        Body::ReassignOrder(c) => &c.order_id,
         Body::Genesis(_)
         | Body::EnrollParty(_)
         | Body::RotateKey(_)
@@ -201,7 +207,7 @@ fn on_order(
         Body::ClaimOrder(c) => o.claim(c),
         Body::AmendPrice(c) => o.amend_price(c),
         Body::CancelOrder(_) => o.cancel(),
-        Body::ReleaseOrder(_) => o.release(),
+        Body::ReleaseOrder(c) => o.release_reported(c),
         Body::OfferHandoff(c) => o.offer(c),
         Body::AcceptHandoff(c) => o.accept(c),
         Body::DeclineHandoff(c) => o.decline(c),
@@ -215,6 +221,10 @@ fn on_order(
         Body::RecordLapse(_) => o.lapse_recorded(),
         Body::AcceptTender(c) => o.accept_tender(c),
         Body::ScanDelivery(c) => o.scan_delivery(c),
+        Body::SourceOrder(c) => o.source(c),
+        Body::AcceptAssignment(c) => o.accept_assignment(c),
+        Body::DeclineAssignment(c) => o.decline_assignment(c),
+        Body::ReassignOrder(c) => o.reassign(c),
         _ => rej(Code::Malformed, "not an order command".into()),
     };
     let order_id = o.order.order_id.clone();

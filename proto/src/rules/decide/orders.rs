@@ -48,6 +48,11 @@ pub(super) fn register(
     if let Some(refused) = super::carriers::register_check(view, r) {
         return refused;
     }
+    let rules = view.config().map(|c| c.rules()).unwrap_or(1);
+    let sourcing = match super::sourcing::on_register(rules, r.sourcing_mode) {
+        Ok(s) => s,
+        Err((code, message)) => return Decision::reject(code, message, ""),
+    };
     let req = r.requirements.clone().unwrap_or_default();
     let order = Order {
         order_id: r.order_id.clone(),
@@ -89,6 +94,7 @@ pub(super) fn register(
             sourceable_ms: now,
             ship_by_ms: r.ship_by_ms,
         }),
+        sourcing,
         last_seq: seq,
         tender: None,
         delivery_code_sha256: r.delivery_code_sha256.clone(),

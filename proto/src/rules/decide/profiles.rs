@@ -111,6 +111,9 @@ pub fn claimable_by(view: &impl StateView, node: &str, order: &Order, now_ms: u6
     if !order.open_at(now_ms, &config) || order.status == OrderStatus::Cancelled {
         return false;
     }
+    if !order.sourcing_allows_claim(node, now_ms, config.rules()) {
+        return false;
+    }
     let Ok(p) = check_eligible(view, node, order) else {
         return false;
     };

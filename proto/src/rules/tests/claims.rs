@@ -77,6 +77,7 @@ fn a_lapsed_owner_frees_its_capacity_by_releasing() {
         0,
         late + 1,
         Body::ReleaseOrder(pb::ReleaseOrder {
+            shortage: false,
             order_id: "o1".into(),
             reason: "too late, giving it back".into(),
         }),
@@ -137,6 +138,7 @@ fn release_returns_the_order_to_open() {
     assert!(w.claim(0, "o1", 100).accepted);
     let release = || {
         Body::ReleaseOrder(pb::ReleaseOrder {
+            shortage: false,
             order_id: "o1".into(),
             reason: "out of stock".into(),
         })

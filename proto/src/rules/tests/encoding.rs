@@ -193,6 +193,7 @@ fn the_largest_valid_command_fits_the_limit() {
     let id = |c: char| c.to_string().repeat(MAX_ID_LEN);
     let o = pb::RegisterOrder {
         ship_by_ms: 0,
+        sourcing_mode: 0,
         order_id: id('o'),
         external_refs: (0..16)
             .map(|i| pb::ExternalRef {

@@ -28,6 +28,7 @@ mod property;
 mod refusals;
 mod returns;
 mod sla;
+mod sourcing;
 mod versions;
 mod world;
 

@@ -150,6 +150,7 @@ fn command(w: &World, op: &Op, nonce: u64) -> Option<Vec<u8>> {
         Op::Release { node: n, order: o } => by_node(
             n,
             Body::ReleaseOrder(pb::ReleaseOrder {
+                shortage: false,
                 order_id: oid(o),
                 reason: "r".into(),
             }),

@@ -127,6 +127,7 @@ fn malformed_protocol_commands_are_refused() {
             ..Default::default()
         }),
         Body::ReleaseOrder(pb::ReleaseOrder {
+            shortage: false,
             order_id: "o1".into(),
             reason: String::new(),
         }),

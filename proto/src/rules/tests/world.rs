@@ -178,6 +178,7 @@ impl World {
             n,
             t,
             Body::ReleaseOrder(pb::ReleaseOrder {
+                shortage: false,
                 order_id: id.into(),
                 reason: "did not ship".into(),
             }),
