@@ -58,3 +58,53 @@ fn no_byte_flip_changes_what_the_bundle_proves() {
     }
     assert!(refused > BUNDLE.len() / 5 * 9 / 10, "{refused} refused");
 }
+
+#[test]
+fn the_committed_bundle_carries_complete_party_histories_and_none_can_shrink() {
+    use arbor_proto::audit::bundle::{unpack, verify_unpacked};
+    let trust = Trust::parse(TRUST).expect("trust file");
+    let u = unpack(&decode_bundle(BUNDLE).expect("decodes")).expect("unpacks");
+    let names: Vec<&str> = u.parties.iter().map(|p| p.party_id.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "arbor-replica-1",
+            "arbor-replica-2",
+            "arbor-replica-3",
+            "aud-1",
+            "shop",
+            "store-a",
+            "wh-b"
+        ]
+    );
+    // store-a signed the order's entries with three keys in turn.
+    let store = u.parties.iter().find(|p| p.party_id == "store-a").unwrap();
+    assert_eq!(store.entries.len(), 4, "enrolment, profile, two rotations");
+    // Leaving out any one party entry of any party, or a whole party, is
+    // refused, naming the party or the entry.
+    for (i, p) in u.parties.iter().enumerate() {
+        for j in 0..p.entries.len() {
+            let mut t = u.clone();
+            t.parties[i].entries.remove(j);
+            let e = verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+                .expect_err("a history left short")
+                .to_string();
+            assert!(e.contains(&format!("party {}", p.party_id)), "{e}");
+        }
+        if !p.party_id.starts_with("arbor-replica") {
+            let mut t = u.clone();
+            t.parties.remove(i);
+            let e = verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+                .expect_err("a party left out")
+                .to_string();
+            assert!(e.contains(&format!("of {}", p.party_id)), "{e}");
+        }
+    }
+    // Out of order, or one party twice: refused.
+    let mut t = u.clone();
+    t.parties.swap(0, 1);
+    assert!(verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+        .unwrap_err()
+        .to_string()
+        .contains("increasing order of party id"));
+}
