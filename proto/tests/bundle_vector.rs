@@ -100,9 +100,23 @@ fn the_committed_bundle_carries_complete_party_histories_and_none_can_shrink() {
             assert!(e.contains(&format!("of {}", p.party_id)), "{e}");
         }
     }
+    // A version 1 file (no party histories) is refused as such.
+    let mut v1 = arbor_proto::audit::bundle::BUNDLE_MAGIC_V1.to_vec();
+    v1.extend_from_slice(&BUNDLE[16..]);
+    assert!(decode_bundle(&v1)
+        .unwrap_err()
+        .to_string()
+        .contains("version 1 dispute bundle"));
     // Out of order, or one party twice: refused.
     let mut t = u.clone();
     t.parties.swap(0, 1);
+    assert!(verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+        .unwrap_err()
+        .to_string()
+        .contains("increasing order of party id"));
+    let mut t = u.clone();
+    let dup = t.parties[0].clone();
+    t.parties.insert(0, dup);
     assert!(verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
         .unwrap_err()
         .to_string()

@@ -374,6 +374,10 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     let line_end = line_start + t.checkpoint[line_start..].find('\n').expect("eol") + 1;
     t.checkpoint.replace_range(line_start..line_end, "");
     assert!(verify_err(&t).contains("no map line"));
+    // A version 1 map line (orders only) proves no party history.
+    let mut t = b.clone();
+    t.checkpoint = t.checkpoint.replacen("\nmap2 ", "\nmap ", 1);
+    assert!(verify_err(&t).contains("map version 1"));
 
     // The commands: `arbor audit bundle` writes it; `verify-bundle` exits 7
     // without trust, 0 with it, 1 on a tampered file.
