@@ -8,13 +8,11 @@ use std::collections::BTreeSet;
 use arbor_proto::audit::bundle::{decode_bundle, encode_bundle};
 pub use arbor_proto::audit::bundle::{
     pack, unpack, verify_bundle, verify_unpacked, BundleError, BundleReport, CheckpointKeys,
-    Unpacked, BUNDLE_MAGIC,
+    PartyUnpacked, Unpacked, BUNDLE_MAGIC,
 };
 use arbor_proto::ledger::checkpoint::Checkpoint;
 use arbor_proto::ledger::map::{self, MapProof};
-use arbor_proto::ledger::Entry;
 use arbor_proto::pb;
-use arbor_proto::pb::command::Body;
 use prost::Message;
 
 use crate::audit::{note_signers, verify_inclusion};
@@ -50,13 +48,16 @@ pub fn bundle_bytes(b: &pb::DisputeBundle) -> Vec<u8> {
 
 impl Client {
     /// An order's proof in the order map at the newest map epoch, with a
-    /// cosigned checkpoint naming that epoch.
+    /// cosigned checkpoint naming that epoch, and the map proofs and party
+    /// entries of `parties` at the same epoch.
     pub async fn get_order_map_proof(
         &self,
         order_id: &str,
+        parties: &[String],
     ) -> Result<pb::OrderMapProofReply, ClientError> {
         let req = pb::OrderMapProofRequest {
             order_id: order_id.to_string(),
+            parties: parties.to_vec(),
         };
         self.unary(
             &req,
@@ -67,15 +68,37 @@ impl Client {
 
     /// Builds the dispute bundle of `order_id`: the checkpoint, the map
     /// proof, the order's entries from registration to the head the map
-    /// names, and the supporting entries (genesis; the enrolments and key
-    /// rotations of the order's signers and of the replicas that signed the
-    /// checkpoint; the profile in force of each node that took the order on),
-    /// each with its inclusion path.
+    /// names, the complete key and profile history below the map size of
+    /// every party the history needs (its signers, the nodes that took the
+    /// order on, the replicas that signed the checkpoint) with their map
+    /// proofs, and the supporting entries (genesis; replica key changes at
+    /// or after the map size), each with its inclusion path.
     pub async fn dispute_bundle(
         &self,
         order_id: &str,
     ) -> Result<pb::DisputeBundle, BundleFetchError> {
-        let reply = self.get_order_map_proof(order_id).await?;
+        // The parties a history needs are known once it is read: ask again
+        // (at the then newest epoch) until the reply covers them all.
+        let mut asked: BTreeSet<String> = BTreeSet::new();
+        for _ in 0..4 {
+            let (b, needed) = self.bundle_attempt(order_id, &asked).await?;
+            if needed.is_subset(&asked) {
+                return Ok(b);
+            }
+            asked.extend(needed);
+        }
+        Err(bad(
+            "the parties the order's history needs kept changing while the bundle was built",
+        ))
+    }
+
+    async fn bundle_attempt(
+        &self,
+        order_id: &str,
+        asked: &BTreeSet<String>,
+    ) -> Result<(pb::DisputeBundle, BTreeSet<String>), BundleFetchError> {
+        let asked_list: Vec<String> = asked.iter().cloned().collect();
+        let reply = self.get_order_map_proof(order_id, &asked_list).await?;
         let cpr = reply
             .checkpoint
             .ok_or_else(|| bad("the map proof reply holds no checkpoint"))?;
@@ -107,7 +130,7 @@ impl Client {
 
         // The history, head first, then reversed.
         let mut entries = Vec::new();
-        let mut decoded: Vec<(Entry, String, Option<Body>)> = Vec::new();
+        let mut needed: BTreeSet<String> = note_signers(&cpr.note).into_iter().collect();
         let mut seq = head.seq;
         loop {
             let p = self.get_inclusion_proof(seq, cp.size).await?;
@@ -125,12 +148,11 @@ impl Client {
             }
             let env = pb::SignedCommand::decode(e.command.as_slice())
                 .map_err(|m| bad(format!("entry {seq}: {m}")))?;
-            let body = pb::Command::decode(env.command.as_slice())
-                .map_err(|m| bad(format!("entry {seq}: {m}")))?
-                .body;
+            // The signer; a lease's node is the signer of its claim or
+            // accepted handoff.
+            needed.insert(env.signer.clone());
             let prev = e.order_prev_seq;
             entries.push((p.entry.unwrap_or_default(), p.path));
-            decoded.push((e, env.signer, body));
             if prev == 0 {
                 break;
             }
@@ -141,41 +163,53 @@ impl Client {
         }
         entries.reverse();
 
-        // Supporting entries.
-        let mut want: BTreeSet<u64> = BTreeSet::from([0]);
-        let mut parties: BTreeSet<String> = decoded.iter().map(|(_, s, _)| s.clone()).collect();
-        parties.extend(note_signers(&cpr.note));
-        for name in &parties {
-            let Ok(p) = self.get_party(name).await else {
-                continue;
-            };
-            want.insert(p.enrolled_seq);
-            want.insert(p.key_seq);
+        // Each party's history below the map size, as the reply lists it.
+        let mut parties = Vec::new();
+        for pp in &reply.parties {
+            let mut list = Vec::new();
+            for &seq in pp.seqs.iter().filter(|s| **s > 0) {
+                if seq >= m.size {
+                    return Err(bad(format!(
+                        "party {}: entry {seq} is listed below the map size {}",
+                        pp.party_id, m.size
+                    )));
+                }
+                let p = self.get_inclusion_proof(seq, cp.size).await?;
+                verify_inclusion(&p, seq, cp.size, &cp.root).map_err(|e| bad(e.to_string()))?;
+                list.push((p.entry.unwrap_or_default(), p.path));
+            }
+            parties.push(PartyUnpacked {
+                party_id: pp.party_id.clone(),
+                map_proof: pp.proof.clone(),
+                entries: list,
+            });
         }
-        let nodes: BTreeSet<String> = decoded
-            .iter()
-            .filter(|(e, _, b)| {
-                e.accepted && matches!(b, Some(Body::ClaimOrder(_) | Body::AcceptHandoff(_)))
-            })
-            .map(|(_, s, _)| s.clone())
-            .collect();
-        for node in &nodes {
-            if let Ok(p) = self.get_profile(node).await {
-                want.insert(p.published_seq);
+        parties.sort_by(|a, b| a.party_id.cmp(&b.party_id));
+
+        // Supporting entries: genesis, and replica key changes the map does
+        // not cover yet (for a check against the keys the bundle carries).
+        let mut want: BTreeSet<u64> = BTreeSet::from([0]);
+        for name in note_signers(&cpr.note) {
+            if let Ok(p) = self.get_party(&name).await {
+                if p.key_seq >= m.size && p.key_seq < cp.size {
+                    want.insert(p.key_seq);
+                }
             }
         }
         let mut supporting = Vec::new();
-        for seq in want.into_iter().filter(|s| *s < cp.size) {
+        for seq in want {
             let p = self.get_inclusion_proof(seq, cp.size).await?;
             verify_inclusion(&p, seq, cp.size, &cp.root).map_err(|e| bad(e.to_string()))?;
             supporting.push((p.entry.unwrap_or_default(), p.path));
         }
-        Ok(pack(&Unpacked {
+        let bundle = pack(&Unpacked {
             order_id: order_id.to_string(),
             checkpoint: cpr.note,
             map_proof: Some(proof_pb),
             entries,
             supporting,
-        }))
+            parties,
+        });
+        Ok((bundle, needed))
     }
 }

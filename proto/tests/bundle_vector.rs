@@ -58,3 +58,67 @@ fn no_byte_flip_changes_what_the_bundle_proves() {
     }
     assert!(refused > BUNDLE.len() / 5 * 9 / 10, "{refused} refused");
 }
+
+#[test]
+fn the_committed_bundle_carries_complete_party_histories_and_none_can_shrink() {
+    use arbor_proto::audit::bundle::{unpack, verify_unpacked};
+    let trust = Trust::parse(TRUST).expect("trust file");
+    let u = unpack(&decode_bundle(BUNDLE).expect("decodes")).expect("unpacks");
+    let names: Vec<&str> = u.parties.iter().map(|p| p.party_id.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "arbor-replica-1",
+            "arbor-replica-2",
+            "arbor-replica-3",
+            "aud-1",
+            "shop",
+            "store-a",
+            "wh-b"
+        ]
+    );
+    // store-a signed the order's entries with three keys in turn.
+    let store = u.parties.iter().find(|p| p.party_id == "store-a").unwrap();
+    assert_eq!(store.entries.len(), 4, "enrolment, profile, two rotations");
+    // Leaving out any one party entry of any party, or a whole party, is
+    // refused, naming the party or the entry.
+    for (i, p) in u.parties.iter().enumerate() {
+        for j in 0..p.entries.len() {
+            let mut t = u.clone();
+            t.parties[i].entries.remove(j);
+            let e = verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+                .expect_err("a history left short")
+                .to_string();
+            assert!(e.contains(&format!("party {}", p.party_id)), "{e}");
+        }
+        if !p.party_id.starts_with("arbor-replica") {
+            let mut t = u.clone();
+            t.parties.remove(i);
+            let e = verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+                .expect_err("a party left out")
+                .to_string();
+            assert!(e.contains(&format!("of {}", p.party_id)), "{e}");
+        }
+    }
+    // A version 1 file (no party histories) is refused as such.
+    let mut v1 = arbor_proto::audit::bundle::BUNDLE_MAGIC_V1.to_vec();
+    v1.extend_from_slice(&BUNDLE[16..]);
+    assert!(decode_bundle(&v1)
+        .unwrap_err()
+        .to_string()
+        .contains("version 1 dispute bundle"));
+    // Out of order, or one party twice: refused.
+    let mut t = u.clone();
+    t.parties.swap(0, 1);
+    assert!(verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+        .unwrap_err()
+        .to_string()
+        .contains("increasing order of party id"));
+    let mut t = u.clone();
+    let dup = t.parties[0].clone();
+    t.parties.insert(0, dup);
+    assert!(verify_unpacked(&t, CheckpointKeys::Pinned(&trust))
+        .unwrap_err()
+        .to_string()
+        .contains("increasing order of party id"));
+}

@@ -30,9 +30,10 @@ pub enum BundleCmd {
         long_about = "Write the dispute bundle of ORDER to FILE: a checkpoint cosigned by a quorum \
 of replicas whose `map` line commits to the order map, the order's proof in that map (its \
 latest entry at the map size M), every entry of the order from its registration to that \
-head (through the entries' order_prev_seq links), and the entries that enrolled, rotated \
-and published the keys and profiles of its signers, of the nodes that held it and of the \
-replicas that signed — each with its inclusion proof in the checkpoint's tree. Entries of \
+head (through the entries' order_prev_seq links), and the complete key and profile history \
+below M of its signers, of the nodes that held it and of the replicas that signed (every \
+enrolment, key rotation, revocation and profile, proven complete by the order map) — each \
+with its inclusion proof in the checkpoint's tree. Entries of \
 the order at or after M are not in the bundle (the map is updated every 32 entries). \
 Refuses to overwrite FILE. `arbor audit verify-bundle` checks it with no server. The \
 format is specified in docs/ledger-format.md §12.\n\n\
@@ -52,7 +53,9 @@ Example:\n  arbor audit bundle ord-1001 --out ord-1001.bundle"
 (against the pinned trust with --trust; otherwise against the replica keys the bundle \
 carries, which shows internal consistency only and exits 7), every inclusion proof, the \
 order map proof, the order's history from the map's head back to its registration with \
-nothing missing and nothing foreign, every signature of it, and then the responsibility \
+nothing missing and nothing foreign, each needed party's key and profile history against \
+the map (nothing left out), every signature by the key in force at its entry, and then the \
+responsibility \
 rules on the facts it records: the ruling of each dispute on the order, which must be the \
 one recorded by any ResolveDispute. Exits 0 when verified against pinned trust, 7 when \
 consistent but unpinned, 1 with one `error:` line naming the check that failed.\n\n\

@@ -25,6 +25,9 @@ use tonic::{Request, Status};
 use super::client_api::{now_ms, ArborApi};
 use super::status;
 
+/// The most parties one `GetOrderMapProof` serves.
+pub const MAX_MAP_PROOF_PARTIES: usize = 64;
+
 /// How far a checkpoint's time may be from a cosigner's clock.
 pub const COSIGN_CLOCK_TOLERANCE_MS: u64 = 30_000;
 
@@ -52,7 +55,11 @@ impl ArborApi {
                     self.id
                 ))
             })?;
-        Ok(Some(MapCommitment { size: m, root }))
+        Ok(Some(MapCommitment {
+            size: m,
+            root,
+            version: map::MAP_VERSION,
+        }))
     }
 
     /// Builds and cosigns a checkpoint of the current ledger (leader only).
@@ -67,9 +74,15 @@ impl ArborApi {
         &self,
         req: &pb::OrderMapProofRequest,
     ) -> Result<pb::OrderMapProofReply, Status> {
+        if req.parties.len() > MAX_MAP_PROOF_PARTIES {
+            return Err(status::invalid(format!(
+                "{} parties asked for, at most {MAX_MAP_PROOF_PARTIES}",
+                req.parties.len()
+            )));
+        }
         let snap = self
             .reader
-            .order_map_proof(&req.order_id)
+            .order_map_proof(&req.order_id, &req.parties)
             .map_err(status::internal)?;
         if snap.map_size == 0 {
             return Err(status::failed_precondition(format!(
@@ -84,6 +97,15 @@ impl ArborApi {
             map_size: snap.map_size,
             map_root: snap.map_root.to_vec(),
             proof: Some(snap.proof.to_pb()),
+            parties: snap
+                .parties
+                .iter()
+                .map(|p| pb::PartyMapProof {
+                    party_id: p.party_id.clone(),
+                    proof: Some(p.proof.to_pb()),
+                    seqs: p.seqs.clone(),
+                })
+                .collect(),
         })
     }
 

@@ -17,7 +17,8 @@
 //! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json |
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
 //! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
-//! | `order_map` | `r` + map size, u64 big-endian | the order map root at that size (32 bytes) |
+//! | `order_map` | `R` + map size, u64 big-endian | the version 2 order map root at that size (32 bytes; version 1 roots were under `r`, and a database holding only those rebuilds the map) |
+//! | `order_map` | `p` + party key (`map::party_key`, 32 bytes) + seq, u64 big-endian | empty: the party's party entries below the newest map epoch |
 //! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
@@ -116,10 +117,19 @@ pub fn map_node_key(position: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The key of the order map root at map size `size`.
+/// The key of the (version 2) order map root at map size `size`.
 pub fn map_root_key(size: u64) -> [u8; 9] {
-    let mut k = [b'r'; 9];
+    let mut k = [b'R'; 9];
     k[1..].copy_from_slice(&size.to_be_bytes());
+    k
+}
+
+/// The key that lists entry `seq` as a party entry of the party whose map
+/// key is `party_key` (`ledger::map::party_key`).
+pub fn map_party_entry_key(party_key: &[u8; 32], seq: u64) -> [u8; 41] {
+    let mut k = [b'p'; 41];
+    k[1..33].copy_from_slice(party_key);
+    k[33..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 

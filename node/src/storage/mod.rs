@@ -68,7 +68,7 @@ use crate::metrics::Metrics;
 
 pub use feed::AppliedHead;
 pub use log_store::LogStore;
-pub use order_map::{MapError, MapSnapshot};
+pub use order_map::{MapError, MapSnapshot, PartySnapshot};
 pub use reader::{LedgerReader, ReadError};
 pub use snapshot::SnapshotData;
 pub use state_machine::StateMachineStore;

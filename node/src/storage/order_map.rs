@@ -9,15 +9,15 @@
 //! describe the newest epoch; roots of every epoch are kept (32 bytes
 //! each), so a cosigner can check the `map` line of a checkpoint at any size.
 
-use std::collections::BTreeMap;
-
-use arbor_proto::ledger::map::{self, Node, NodeStore, OrderHead, MAP_EPOCH};
+use arbor_proto::ledger::map::{self, Node, NodeStore, MAP_EPOCH};
 use arbor_proto::ledger::merkle::Hash;
 use arbor_proto::ledger::Head;
 use rocksdb::DB;
 
 use super::cf;
-use super::keys::{map_node_key, map_root_key, CF_ORDER_MAP, CF_SM_META, KEY_HEAD};
+use super::keys::{
+    map_node_key, map_party_entry_key, map_root_key, CF_ORDER_MAP, CF_SM_META, KEY_HEAD,
+};
 use super::overlay::PendingWrites;
 use super::{LedgerReader, ReadError};
 
@@ -73,40 +73,49 @@ pub(super) fn after_entry(
     if !size.is_multiple_of(MAP_EPOCH) {
         return Ok(());
     }
-    let mut changes: BTreeMap<Hash, OrderHead> = BTreeMap::new();
+    let mut epoch = Vec::with_capacity(MAP_EPOCH as usize);
     for s in size - MAP_EPOCH..size {
-        let e = reader.entry(s)?.ok_or_else(|| {
+        epoch.push(reader.entry(s)?.ok_or_else(|| {
             MapError::Map(format!(
                 "entry {s} of the epoch ending at {size} is missing"
             ))
-        })?;
-        if !e.order_id.is_empty() {
-            changes.insert(
-                map::order_key(&e.order_id),
-                OrderHead {
-                    seq: e.seq,
-                    hash: e.hash,
-                },
-            );
-        }
+        })?);
     }
+    write_epoch(reader, w, size, &epoch)
+}
+
+/// Writes the map update of the epoch ending at `size` (its entries
+/// `epoch`), the party index rows and the root at `size` into `w`.
+fn write_epoch(
+    reader: &LedgerReader,
+    w: &mut PendingWrites,
+    size: u64,
+    epoch: &[arbor_proto::ledger::Entry],
+) -> Result<(), MapError> {
     let mut store = Applying {
         reader,
         w,
         error: None,
     };
-    let root = map::update(&mut store, &changes);
+    let r = map::apply_epoch(&mut store, epoch);
     if let Some(e) = store.error.take() {
         return Err(e.into());
     }
-    let root = root.map_err(MapError::Map)?;
+    let (root, party_entries) = r.map_err(MapError::Map)?;
+    for (party, seq) in party_entries {
+        w.put(
+            CF_ORDER_MAP,
+            &map_party_entry_key(&map::party_key(&party), seq),
+            &[],
+        );
+    }
     w.put(CF_ORDER_MAP, &map_root_key(size), &root);
     Ok(())
 }
 
 /// Builds the map from the ledger when the newest epoch's root is missing:
-/// a database written before the order map existed, or a snapshot from such
-/// a replica. Replays every epoch in order (each epoch's root is written),
+/// a database written before the order map existed or before its version 2
+/// (whose roots are under another key), or a snapshot from such a replica. Replays every epoch in order (each epoch's root is written),
 /// from an emptied `order_map`, so an interrupted rebuild starts over. O(the
 /// ledger), once; afterwards the state machine keeps the map up to date.
 pub(super) fn catch_up(reader: &LedgerReader) -> Result<(), MapError> {
@@ -133,32 +142,12 @@ pub(super) fn catch_up(reader: &LedgerReader) -> Result<(), MapError> {
         let size = from + MAP_EPOCH;
         let mut w = PendingWrites::new(reader.db.clone());
         let overlay = reader.with_overlay(w.overlay());
-        let mut changes: BTreeMap<Hash, OrderHead> = BTreeMap::new();
-        for e in reader.entries(from, MAP_EPOCH as usize)? {
-            if e.seq >= size {
-                break;
-            }
-            if !e.order_id.is_empty() {
-                changes.insert(
-                    map::order_key(&e.order_id),
-                    OrderHead {
-                        seq: e.seq,
-                        hash: e.hash,
-                    },
-                );
-            }
-        }
-        let mut store = Applying {
-            reader: &overlay,
-            w: &mut w,
-            error: None,
-        };
-        let root = map::update(&mut store, &changes);
-        if let Some(e) = store.error.take() {
-            return Err(e.into());
-        }
-        let root = root.map_err(MapError::Map)?;
-        w.put(CF_ORDER_MAP, &map_root_key(size), &root);
+        let epoch: Vec<_> = reader
+            .entries(from, MAP_EPOCH as usize)?
+            .into_iter()
+            .filter(|e| e.seq < size)
+            .collect();
+        write_epoch(&overlay, &mut w, size, &epoch)?;
         w.write()
             .map_err(|e| MapError::Map(format!("writing the order map at {size}: {e}")))?;
         from = size;
@@ -173,9 +162,14 @@ impl LedgerReader {
     }
 
     /// `order_id`'s proof at the newest map epoch of the written ledger,
+    /// and each of `parties`' proof and party entries below that epoch,
     /// read under one RocksDB snapshot with the ledger size it belongs to.
-    pub fn order_map_proof(&self, order_id: &str) -> Result<MapSnapshot, MapError> {
-        proof(self, order_id)
+    pub fn order_map_proof(
+        &self,
+        order_id: &str,
+        parties: &[String],
+    ) -> Result<MapSnapshot, MapError> {
+        proof(self, order_id, parties)
     }
 }
 
@@ -200,6 +194,16 @@ pub struct MapSnapshot {
     pub map_size: u64,
     pub map_root: Hash,
     pub proof: map::MapProof,
+    /// The parties asked for, in the order asked.
+    pub parties: Vec<PartySnapshot>,
+}
+
+/// A party's proof in the map at `MapSnapshot::map_size` and the seqs of
+/// its party entries below it, oldest first.
+pub struct PartySnapshot {
+    pub party_id: String,
+    pub proof: map::MapProof,
+    pub seqs: Vec<u64>,
 }
 
 struct AtSnapshot<'a> {
@@ -239,7 +243,11 @@ impl NodeStore for AtSnapshot<'_> {
 }
 
 /// `order_id`'s proof at the newest map epoch of the written ledger.
-fn proof(reader: &LedgerReader, order_id: &str) -> Result<MapSnapshot, MapError> {
+fn proof(
+    reader: &LedgerReader,
+    order_id: &str,
+    parties: &[String],
+) -> Result<MapSnapshot, MapError> {
     let db: &DB = &reader.db;
     let snap = db.snapshot();
     let mut s = AtSnapshot {
@@ -265,6 +273,7 @@ fn proof(reader: &LedgerReader, order_id: &str) -> Result<MapSnapshot, MapError>
                 siblings: Vec::new(),
                 leaf: None,
             },
+            parties: Vec::new(),
         });
     }
     let key = map_root_key(map_size);
@@ -282,11 +291,46 @@ fn proof(reader: &LedgerReader, order_id: &str) -> Result<MapSnapshot, MapError>
     if let Some(e) = s.error.take() {
         return Err(e.into());
     }
+    let proof = proof.map_err(MapError::Map)?;
+    let mut out = Vec::with_capacity(parties.len());
+    for party in parties {
+        let key = map::party_key(party);
+        let p = map::prove(&mut s, &key);
+        if let Some(e) = s.error.take() {
+            return Err(e.into());
+        }
+        let from = map_party_entry_key(&key, 0);
+        let mut seqs = Vec::new();
+        let it = snap.iterator_cf(
+            cf(db, CF_ORDER_MAP),
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        for item in it {
+            let (k, _) = item.map_err(|source| ReadError::Db {
+                cf: CF_ORDER_MAP,
+                key: super::keys::display_key(&from),
+                source,
+            })?;
+            if k.len() != from.len() || k[..33] != from[..33] {
+                break;
+            }
+            let seq = u64::from_be_bytes(k[33..].try_into().expect("8 bytes"));
+            if seq < map_size {
+                seqs.push(seq);
+            }
+        }
+        out.push(PartySnapshot {
+            party_id: party.clone(),
+            proof: p.map_err(MapError::Map)?,
+            seqs,
+        });
+    }
     Ok(MapSnapshot {
         size,
         map_size,
         map_root,
-        proof: proof.map_err(MapError::Map)?,
+        proof,
+        parties: out,
     })
 }
 
@@ -294,6 +338,8 @@ fn proof(reader: &LedgerReader, order_id: &str) -> Result<MapSnapshot, MapError>
 mod tests {
     use super::*;
     use crate::storage::open;
+    use arbor_proto::ledger::map::OrderHead;
+    use std::collections::BTreeMap;
 
     fn changes(from: u64, n: u64) -> BTreeMap<Hash, OrderHead> {
         (from..from + n)
@@ -351,7 +397,7 @@ mod tests {
         assert_eq!(sm.reader().map_root(96).unwrap(), Some(root));
         for i in 0..50 {
             let id = format!("o-{i}");
-            let snap = sm.reader().order_map_proof(&id).unwrap();
+            let snap = sm.reader().order_map_proof(&id, &[]).unwrap();
             assert_eq!((snap.size, snap.map_size, snap.map_root), (97, 96, root));
             let h = map::verify(&snap.proof, &map::order_key(&id), &root)
                 .unwrap()
@@ -365,7 +411,7 @@ mod tests {
                     .map(|(_, h)| h)
             );
         }
-        let snap = sm.reader().order_map_proof("never").unwrap();
+        let snap = sm.reader().order_map_proof("never", &[]).unwrap();
         assert_eq!(
             map::verify(&snap.proof, &map::order_key("never"), &root).unwrap(),
             None
@@ -378,8 +424,10 @@ mod catch_up_tests {
     use super::*;
     use crate::storage::keys::{u64_key, CF_LEDGER};
     use crate::storage::open;
+    use arbor_proto::ledger::map::OrderHead;
     use arbor_proto::ledger::Entry;
     use prost::Message;
+    use std::collections::BTreeMap;
 
     /// A ledger written without the map gets it, epoch by epoch, equal to
     /// the map the state machine would have kept.
@@ -444,7 +492,7 @@ mod catch_up_tests {
                 "size {size}"
             );
         }
-        let snap = sm.reader().order_map_proof("o-1").unwrap();
+        let snap = sm.reader().order_map_proof("o-1", &[]).unwrap();
         assert_eq!(snap.map_size, 96);
         assert!(
             map::verify(&snap.proof, &map::order_key("o-1"), &roots[2].1)
@@ -453,5 +501,129 @@ mod catch_up_tests {
         );
         // Nothing to do the second time.
         catch_up(&sm.reader()).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod party_tests {
+    use super::*;
+    use crate::storage::keys::{u64_key, CF_LEDGER};
+    use crate::storage::open;
+    use arbor_proto::ledger::Entry;
+    use arbor_proto::pb;
+    use arbor_proto::pb::command::Body;
+    use prost::Message;
+
+    fn command(signer: &str, body: Body) -> Vec<u8> {
+        pb::SignedCommand {
+            signer: signer.into(),
+            command: pb::Command {
+                body: Some(body),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// A database whose map is version 1 (its roots under the old key) is
+    /// rebuilt as version 2, and a party's proof and party entries are
+    /// served at the newest epoch: its enrolment, profile and rotation, not
+    /// its rejected rotation, and nothing at or after the map size.
+    #[test]
+    fn party_chains_are_kept_and_served_and_a_version_1_map_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let mut head = None;
+        let enroll = Body::EnrollParty(pb::EnrollParty {
+            party_id: "p-1".into(),
+            public_key: vec![1; 32],
+            ..Default::default()
+        });
+        let rotate = Body::RotateKey(pb::RotateKey {
+            party_id: "p-1".into(),
+            public_key: vec![2; 32],
+        });
+        let mut expected = Vec::new();
+        for seq in 0..70u64 {
+            let (cmd, accepted, order) = match seq {
+                3 => (command("op", enroll.clone()), true, ""),
+                10 => (
+                    command("p-1", Body::PublishProfile(Default::default())),
+                    true,
+                    "",
+                ),
+                20 => (command("op", rotate.clone()), false, ""),
+                40 => (command("op", rotate.clone()), true, ""),
+                // After the newest epoch (64): not in the map yet.
+                65 => (command("op", rotate.clone()), true, ""),
+                _ => (vec![1], true, "o-1"),
+            };
+            let e = Entry::next(
+                head.as_ref(),
+                seq,
+                cmd,
+                accepted,
+                "accepted".into(),
+                String::new(),
+                order.into(),
+                0,
+            );
+            if [3, 10, 40].contains(&seq) {
+                expected.push((seq, e.hash));
+            }
+            sm.db
+                .put_cf(
+                    cf(&sm.db, CF_LEDGER),
+                    u64_key(seq),
+                    e.to_pb().encode_to_vec(),
+                )
+                .unwrap();
+            head = Some(e.head());
+        }
+        sm.db
+            .put_cf(
+                cf(&sm.db, CF_SM_META),
+                KEY_HEAD,
+                serde_json::to_vec(&head.unwrap()).unwrap(),
+            )
+            .unwrap();
+        // The version 1 root at 64 (key `r`) does not count.
+        let mut v1 = [b'r'; 9];
+        v1[1..].copy_from_slice(&64u64.to_be_bytes());
+        sm.db
+            .put_cf(cf(&sm.db, CF_ORDER_MAP), v1, [7u8; 32])
+            .unwrap();
+        catch_up(&sm.reader()).unwrap();
+        let root = sm.reader().map_root(64).unwrap().expect("rebuilt");
+        let snap = sm
+            .reader()
+            .order_map_proof("o-1", &["p-1".into(), "nobody".into()])
+            .unwrap();
+        assert_eq!((snap.map_size, snap.map_root), (64, root));
+        let p1 = &snap.parties[0];
+        assert_eq!(p1.seqs, [3, 10, 40]);
+        let mut chain = None;
+        for (seq, hash) in &expected {
+            chain = Some(map::OrderHead::then(chain.as_ref(), *seq, hash));
+        }
+        assert_eq!(
+            map::verify(&p1.proof, &map::party_key("p-1"), &root).unwrap(),
+            chain
+        );
+        // The party key is not the order key of the same name.
+        assert_eq!(
+            map::verify(&p1.proof, &map::order_key("p-1"), &root)
+                .ok()
+                .flatten(),
+            None
+        );
+        let nobody = &snap.parties[1];
+        assert!(nobody.seqs.is_empty());
+        assert_eq!(
+            map::verify(&nobody.proof, &map::party_key("nobody"), &root).unwrap(),
+            None
+        );
     }
 }

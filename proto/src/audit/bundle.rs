@@ -4,20 +4,25 @@
 //!
 //! A bundle is the magic line [`BUNDLE_MAGIC`] followed by the canonical
 //! protobuf encoding of `pb::DisputeBundle`: the checkpoint (a signed note
-//! of size `N` with a `map` line naming the order map root at `M <= N`),
-//! the order's map proof at `M`, the order's entries oldest first, and the
-//! supporting entries (genesis, the enrolments and rotations of the keys
-//! that signed, the replicas' keys, the nodes' profiles), each with its
-//! inclusion path in the tree of size `N`.
+//! of size `N` with a `map2` line naming the order map root at `M <= N`),
+//! the order's map proof at `M`, the order's entries oldest first, the
+//! complete key and profile history below `M` of every party the history
+//! needs (each with its own map proof: the map holds a chain over every
+//! party's party entries), and the supporting entries (genesis; replica
+//! key changes at or after `M`), each with its inclusion path in the tree
+//! of size `N`.
 //!
 //! [`verify_bundle`] checks, in order: the checkpoint text; every inclusion
-//! path; the genesis and the checkpoint's origin; the checkpoint's
-//! signatures (against pinned keys when given, otherwise against the
-//! replica keys the bundle itself carries — internal consistency only);
-//! the map proof; the order's history from the map's head back to its
-//! registration through `order_prev_seq`; every signature of the order's
-//! entries; and then the responsibility rules on the facts those entries
-//! record, which must reproduce every recorded ruling.
+//! path; the genesis and the checkpoint's origin; each party's history
+//! against its chain in the map (nothing left out, nothing foreign); the
+//! checkpoint's signatures (against pinned keys when given, otherwise
+//! against the replica keys the bundle itself carries — internal
+//! consistency only); the order's map proof; the order's history from the
+//! map's head back to its registration through `order_prev_seq`; every
+//! signature of the order's entries, by the key in force at that entry;
+//! and then the responsibility rules on the facts those entries record
+//! (each lease's dispatch time from the profile proven in force), which
+//! must reproduce every recorded ruling.
 
 use std::collections::BTreeMap;
 
@@ -36,7 +41,13 @@ use crate::rules::{
 };
 
 /// The first 16 bytes of a bundle file.
-pub const BUNDLE_MAGIC: &[u8; 16] = b"arbor-bundle v1\n";
+pub const BUNDLE_MAGIC: &[u8; 16] = b"arbor-bundle v2\n";
+
+/// The first 16 bytes of a version 1 bundle (no party histories), refused.
+pub const BUNDLE_MAGIC_V1: &[u8; 16] = b"arbor-bundle v1\n";
+
+/// The bundle format this code writes and reads.
+pub const BUNDLE_FORMAT_VERSION: u32 = 2;
 
 /// The largest bundle file read (a bundle is a few KB).
 pub const MAX_BUNDLE_BYTES: usize = 16 << 20;
@@ -65,17 +76,20 @@ pub fn decode_bundle(bytes: &[u8]) -> Result<pb::DisputeBundle, BundleError> {
             bytes.len()
         ));
     }
+    if bytes.starts_with(BUNDLE_MAGIC_V1) {
+        return err("a version 1 dispute bundle: it proves no party's key or profile history; make the bundle again with this version");
+    }
     let Some(body) = bytes.strip_prefix(BUNDLE_MAGIC.as_slice()) else {
-        return err("not a dispute bundle (the file does not start with \"arbor-bundle v1\")");
+        return err("not a dispute bundle (the file does not start with \"arbor-bundle v2\")");
     };
     let b = pb::DisputeBundle::decode(body)
         .map_err(|e| BundleError(format!("the bundle does not decode: {e}")))?;
     if b.encode_to_vec() != body {
         return err("the bundle is not in its canonical protobuf encoding");
     }
-    if b.format_version != 1 {
+    if b.format_version != BUNDLE_FORMAT_VERSION {
         return err(format!(
-            "bundle format version {} is not 1",
+            "bundle format version {} is not {BUNDLE_FORMAT_VERSION}",
             b.format_version
         ));
     }
@@ -95,6 +109,17 @@ pub struct Unpacked {
     /// (entry, inclusion path leaf to root).
     pub entries: Vec<PathedEntry>,
     pub supporting: Vec<PathedEntry>,
+    /// Each needed party's key and profile history below the map size.
+    pub parties: Vec<PartyUnpacked>,
+}
+
+/// One party's history as [`Unpacked`] holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartyUnpacked {
+    pub party_id: String,
+    pub map_proof: Option<pb::OrderMapProof>,
+    /// Its party entries other than entry 0, oldest first, with paths.
+    pub entries: Vec<PathedEntry>,
 }
 
 /// The bundle message of `u`: every path hash stored once, in order of
@@ -120,14 +145,24 @@ pub fn pack(u: &Unpacked) -> pb::DisputeBundle {
     };
     let entries = proven(&u.entries);
     let supporting = proven(&u.supporting);
+    let parties = u
+        .parties
+        .iter()
+        .map(|p| pb::PartyHistory {
+            party_id: p.party_id.clone(),
+            map_proof: p.map_proof.clone(),
+            entries: proven(&p.entries),
+        })
+        .collect();
     pb::DisputeBundle {
-        format_version: 1,
+        format_version: BUNDLE_FORMAT_VERSION,
         order_id: u.order_id.clone(),
         checkpoint: u.checkpoint.clone(),
         map_proof: u.map_proof.clone(),
         entries,
         supporting,
         path_hashes: table,
+        parties,
     }
 }
 
@@ -172,6 +207,14 @@ pub fn unpack(b: &pb::DisputeBundle) -> Result<Unpacked, BundleError> {
     };
     let entries = read(&b.entries)?;
     let supporting = read(&b.supporting)?;
+    let mut parties = Vec::with_capacity(b.parties.len());
+    for p in &b.parties {
+        parties.push(PartyUnpacked {
+            party_id: p.party_id.clone(),
+            map_proof: p.map_proof.clone(),
+            entries: read(&p.entries)?,
+        });
+    }
     if next != b.path_hashes.len() {
         return err(format!(
             "the bundle has {} path hashes, its paths use {next}",
@@ -184,6 +227,7 @@ pub fn unpack(b: &pb::DisputeBundle) -> Result<Unpacked, BundleError> {
         map_proof: b.map_proof.clone(),
         entries,
         supporting,
+        parties,
     })
 }
 
@@ -304,78 +348,192 @@ fn command_name(b: &Option<Body>) -> String {
     }
 }
 
-/// What the supporting entries say about keys and profiles, by party.
+/// A change of a party's key: `(seq, Some(key))` when entry `seq` gave it
+/// `key`, `(seq, None)` when entry `seq` revoked its key.
+type KeyEvent = (u64, Option<Vec<u8>>);
+
+/// What the proven party histories say about keys and profiles, by party.
 #[derive(Default)]
 struct Support {
     cluster_id: String,
-    /// party -> (seq, key) of each key it was given, oldest first.
-    keys: BTreeMap<String, Vec<(u64, Vec<u8>)>>,
-    /// party -> seqs of the revocations of its key.
-    revoked: BTreeMap<String, Vec<u64>>,
+    /// The genesis operators and their keys.
+    operators: BTreeMap<String, Vec<u8>>,
+    /// party -> its key changes, oldest first.
+    keys: BTreeMap<String, Vec<KeyEvent>>,
+    /// The parties enrolled with `ROLE_REPLICA`.
     replicas: Vec<String>,
     /// node -> (seq, dispatch time) of each profile it published.
     profiles: BTreeMap<String, Vec<(u64, u64)>>,
+    /// The parties whose complete history below the map size is proven.
+    proven: std::collections::BTreeSet<String>,
 }
 
 impl Support {
-    /// The key `party` held just before entry `seq`, and the entry that set it.
-    fn key_before(&self, party: &str, seq: u64) -> Option<&(u64, Vec<u8>)> {
+    /// The last key change of `party` before entry `seq`.
+    fn key_before(&self, party: &str, seq: u64) -> Option<&KeyEvent> {
         self.keys.get(party)?.iter().rev().find(|(s, _)| *s < seq)
     }
 
-    /// The dispatch time of the newest profile of `node` the bundle carries
-    /// from before entry `seq`.
+    /// The dispatch time of the newest profile of `node` from before entry
+    /// `seq` (complete below the map size: the node's history is proven).
     fn dispatch_before(&self, node: &str, seq: u64) -> Option<u64> {
         let all = self.profiles.get(node)?;
         all.iter().rev().find(|(s, _)| *s < seq).map(|(_, d)| *d)
     }
-}
 
-fn support(entries: &[Decoded]) -> Result<Support, BundleError> {
-    let mut s = Support::default();
-    let Some(first) = entries.first().filter(|d| d.entry.seq == 0) else {
-        return err("the bundle carries no genesis entry (entry 0)");
-    };
-    let Some(Body::Genesis(g)) = &first.body else {
-        return err("entry 0 is not a genesis");
-    };
-    s.cluster_id = g.cluster_id.clone();
-    for o in &g.operators {
-        s.keys
-            .entry(o.party_id.clone())
-            .or_default()
-            .push((0, o.public_key.clone()));
-    }
-    for d in &entries[1..] {
-        if !d.entry.accepted {
-            continue;
-        }
+    /// Records what party entry `d` of `party` changes.
+    fn record(&mut self, party: &str, d: &Decoded) {
         let seq = d.entry.seq;
         match &d.body {
-            Some(Body::EnrollParty(p)) => {
-                s.keys
-                    .entry(p.party_id.clone())
-                    .or_default()
-                    .push((seq, p.public_key.clone()));
-                if p.role == pb::Role::Replica as i32 && !s.replicas.contains(&p.party_id) {
-                    s.replicas.push(p.party_id.clone());
+            Some(Body::Genesis(_)) => {
+                if let Some(k) = self.operators.get(party) {
+                    let k = k.clone();
+                    self.keys
+                        .entry(party.into())
+                        .or_default()
+                        .push((0, Some(k)));
                 }
             }
-            Some(Body::RotateKey(r)) => s
+            Some(Body::EnrollParty(p)) => {
+                self.keys
+                    .entry(party.into())
+                    .or_default()
+                    .push((seq, Some(p.public_key.clone())));
+                if p.role == pb::Role::Replica as i32 && !self.replicas.iter().any(|r| r == party) {
+                    self.replicas.push(party.into());
+                }
+            }
+            Some(Body::RotateKey(r)) => self
                 .keys
-                .entry(r.party_id.clone())
+                .entry(party.into())
                 .or_default()
-                .push((seq, r.public_key.clone())),
-            Some(Body::RevokeKey(r)) => s.revoked.entry(r.party_id.clone()).or_default().push(seq),
-            Some(Body::PublishProfile(p)) => s
+                .push((seq, Some(r.public_key.clone()))),
+            Some(Body::RevokeKey(_)) => {
+                self.keys.entry(party.into()).or_default().push((seq, None))
+            }
+            Some(Body::PublishProfile(p)) => self
                 .profiles
-                .entry(d.signer.clone())
+                .entry(party.into())
                 .or_default()
                 .push((seq, p.dispatch_time_ms)),
             _ => {}
         }
     }
-    Ok(s)
+}
+
+/// Whom entry `d` is a party entry of, for messages.
+fn party_entry_of(d: &Decoded) -> String {
+    let of = map::party_entry_parties(d.entry.accepted, &d.entry.command);
+    if of.is_empty() {
+        format!("it is no party entry ({})", command_name(&d.body))
+    } else {
+        format!("it is a party entry of {}", of.join(", "))
+    }
+}
+
+/// Checks one party's history against the map (docs/ledger-format.md §12,
+/// step 4) and records it.
+fn check_party(
+    sup: &mut Support,
+    genesis: &Decoded,
+    party: &PartyUnpacked,
+    history: &[Decoded],
+    map_size: u64,
+    map_root: &Hash,
+) -> Result<(), BundleError> {
+    let name = &party.party_id;
+    let proof = MapProof::from_pb(party.map_proof.as_ref().ok_or_else(|| {
+        BundleError(format!(
+            "party {name}: the bundle holds no map proof for it"
+        ))
+    })?)
+    .map_err(|m| BundleError(format!("party {name}: map proof: {m}")))?;
+    let head = map::verify(&proof, &map::party_key(name), map_root).map_err(|m| {
+        BundleError(format!(
+            "party {name}: {m} (root at size {map_size}): its history is not the map's"
+        ))
+    })?;
+    let mut chain: Option<map::PartyChain> = None;
+    let mut entries: Vec<&Decoded> = Vec::with_capacity(history.len() + 1);
+    if sup.operators.contains_key(name) {
+        entries.push(genesis);
+    }
+    let mut last = 0;
+    for d in history {
+        let seq = d.entry.seq;
+        if seq == 0 {
+            return err(format!(
+                "party {name}: entry 0 is in its history (the genesis counts from the bundle's supporting entries)"
+            ));
+        }
+        if seq >= map_size {
+            return err(format!(
+                "party {name}: entry {seq} is at or after the map size {map_size}"
+            ));
+        }
+        if seq <= last {
+            return err(format!(
+                "party {name}: entry {seq} is out of order (after {last})"
+            ));
+        }
+        last = seq;
+        if !map::party_entry_parties(d.entry.accepted, &d.entry.command)
+            .iter()
+            .any(|p| p == name)
+        {
+            return err(format!(
+                "entry {seq}: it is not a party entry of {name} ({})",
+                party_entry_of(d)
+            ));
+        }
+        entries.push(d);
+    }
+    for d in &entries {
+        chain = Some(map::OrderHead::then(
+            chain.as_ref(),
+            d.entry.seq,
+            &d.entry.hash,
+        ));
+    }
+    match (head, chain) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return err(format!(
+                "party {name}: the order map holds no party entry of it at size {map_size}, but the bundle carries {}",
+                entries.len()
+            ))
+        }
+        (Some(h), None) => {
+            return err(format!(
+                "party {name}: the order map names entry {} as its latest party entry at size {map_size}, but the bundle carries none: entries are missing",
+                h.seq
+            ))
+        }
+        (Some(h), Some(c)) => {
+            if c.seq < h.seq {
+                return err(format!(
+                    "party {name}: the order map names entry {} as its latest party entry at size {map_size}, but the bundle's history of it ends at entry {}: entries are missing",
+                    h.seq, c.seq
+                ));
+            }
+            if c.seq > h.seq {
+                return err(format!(
+                    "party {name}: the bundle's history of it goes on to entry {}, past entry {}, which the order map names as its latest party entry at size {map_size}",
+                    c.seq, h.seq
+                ));
+            }
+            if c.hash != h.hash {
+                return err(format!(
+                    "party {name}: its key and profile history in the bundle is not the one the order map commits to at size {map_size}: an entry of it is missing or foreign"
+                ));
+            }
+        }
+    }
+    for d in entries {
+        sup.record(name, d);
+    }
+    sup.proven.insert(name.clone());
+    Ok(())
 }
 
 /// Verifies a bundle; see the module documentation for the steps.
@@ -401,10 +559,16 @@ pub fn verify_unpacked(
     let Some(MapCommitment {
         size: map_size,
         root: map_root,
+        version: map_version,
     }) = cp.map
     else {
         return err("checkpoint: it has no map line, so it commits to no order map");
     };
+    if map_version != map::MAP_VERSION {
+        return err(format!(
+            "checkpoint: its map line is of map version {map_version} (orders only), which commits to no party's key or profile history; a bundle needs a `map2` line"
+        ));
+    }
     if map_size != map::epoch_at(cp.size) || map_size == 0 {
         return err(format!(
             "checkpoint: its map size {map_size} is not the newest map epoch at or below its size {}",
@@ -412,7 +576,8 @@ pub fn verify_unpacked(
         ));
     }
 
-    // 2. Every inclusion path; supporting entries by increasing seq.
+    // 2. Every inclusion path; supporting entries: entry 0, then by
+    // increasing seq, at or after the map size.
     let mut supporting = Vec::with_capacity(b.supporting.len());
     for p in &b.supporting {
         let e = proven(p, cp.size, &cp.root)?;
@@ -423,6 +588,12 @@ pub fn verify_unpacked(
                     e.seq
                 ));
             }
+            if e.seq < map_size {
+                return err(format!(
+                    "supporting entry {} is below the map size {map_size}: party entries there belong in the party histories",
+                    e.seq
+                ));
+            }
         }
         supporting.push(decode(e)?);
     }
@@ -430,9 +601,31 @@ pub fn verify_unpacked(
     for p in &b.entries {
         history.push(decode(proven(p, cp.size, &cp.root)?)?);
     }
+    let mut parties = Vec::with_capacity(b.parties.len());
+    for party in &b.parties {
+        let mut h = Vec::with_capacity(party.entries.len());
+        for p in &party.entries {
+            h.push(decode(proven(p, cp.size, &cp.root)?)?);
+        }
+        parties.push(h);
+    }
 
-    // 3. Genesis, keys and the origin.
-    let sup = support(&supporting)?;
+    // 3. Genesis and the origin.
+    let Some(genesis) = supporting.first().filter(|d| d.entry.seq == 0) else {
+        return err("the bundle carries no genesis entry (entry 0)");
+    };
+    let Some(Body::Genesis(g)) = &genesis.body else {
+        return err("entry 0 is not a genesis");
+    };
+    let mut sup = Support {
+        cluster_id: g.cluster_id.clone(),
+        operators: g
+            .operators
+            .iter()
+            .map(|o| (o.party_id.clone(), o.public_key.clone()))
+            .collect(),
+        ..Support::default()
+    };
     let origin = format!("arbor/{}", sup.cluster_id);
     if cp.origin != origin {
         return err(format!(
@@ -441,15 +634,40 @@ pub fn verify_unpacked(
         ));
     }
 
+    // 4. Each party's complete key and profile history below the map size.
+    for w in b.parties.windows(2) {
+        if w[0].party_id >= w[1].party_id {
+            return err(format!(
+                "party {}: the party histories are not in increasing order of party id (after {})",
+                w[1].party_id, w[0].party_id
+            ));
+        }
+    }
+    for (party, h) in b.parties.iter().zip(&parties) {
+        check_party(&mut sup, genesis, party, h, map_size, &map_root)?;
+    }
+    // Party entries at or after the map size (for the checkpoint's keys).
+    for d in &supporting[1..] {
+        let of = map::party_entry_parties(d.entry.accepted, &d.entry.command);
+        let Some(party) = of.iter().find(|p| sup.proven.contains(*p)) else {
+            return err(format!(
+                "supporting entry {}: it is not a party entry of a party the bundle carries ({})",
+                d.entry.seq,
+                party_entry_of(d)
+            ));
+        };
+        let party = party.clone();
+        sup.record(&party, d);
+    }
+
     // 4. The checkpoint's signatures.
     let (verified, pinned) = match keys {
         CheckpointKeys::Pinned(trust) => {
-            if trust.cluster_id != sup.cluster_id || trust.genesis_hash != supporting[0].entry.hash
-            {
+            if trust.cluster_id != sup.cluster_id || trust.genesis_hash != genesis.entry.hash {
                 return err(format!(
                     "entry 0: the bundle's genesis (cluster {:?}, hash {}) is not the one the trust pins (cluster {:?}, hash {}): another ledger",
                     sup.cluster_id,
-                    hex::encode(supporting[0].entry.hash),
+                    hex::encode(genesis.entry.hash),
                     trust.cluster_id,
                     hex::encode(trust.genesis_hash)
                 ));
@@ -468,18 +686,13 @@ pub fn verify_unpacked(
         CheckpointKeys::Carried => {
             let mut carried = Vec::new();
             for name in &sup.replicas {
-                let Some((k_seq, key)) = sup.key_before(name, cp.size) else {
-                    continue;
-                };
-                let revoked = sup
-                    .revoked
-                    .get(name)
-                    .is_some_and(|r| r.iter().any(|s| s > k_seq && *s < cp.size));
-                if let (false, Ok(public_key)) = (revoked, <[u8; 32]>::try_from(key.as_slice())) {
-                    carried.push(NoteKey {
-                        name: name.clone(),
-                        public_key,
-                    });
+                if let Some((_, Some(key))) = sup.key_before(name, cp.size) {
+                    if let Ok(public_key) = <[u8; 32]>::try_from(key.as_slice()) {
+                        carried.push(NoteKey {
+                            name: name.clone(),
+                            public_key,
+                        });
+                    }
                 }
             }
             if carried.is_empty() {
@@ -577,23 +790,38 @@ pub fn verify_unpacked(
 
     // 7. Every signature of the history, by the key in force before it.
     for d in &history {
-        let Some((k_seq, key)) = sup.key_before(&d.signer, d.entry.seq) else {
+        if !sup.proven.contains(&d.signer) {
             return err(format!(
-                "entry {}: the bundle carries no key of its signer {} before it",
+                "entry {}: the bundle carries no proven key history of {}, its signer",
                 d.entry.seq, d.signer
             ));
+        }
+        let key = match sup.key_before(&d.signer, d.entry.seq) {
+            None => {
+                return err(format!(
+                    "entry {}: its signer {} had no key before it (its proven history holds none)",
+                    d.entry.seq, d.signer
+                ))
+            }
+            Some((k_seq, None)) => {
+                return err(format!(
+                    "entry {}: its signer {}'s key was revoked by entry {k_seq} before it",
+                    d.entry.seq, d.signer
+                ))
+            }
+            Some((k_seq, Some(key))) => (*k_seq, key),
         };
-        verify_command(&d.env, &sup.cluster_id, key).map_err(|m| {
+        verify_command(&d.env, &sup.cluster_id, key.1).map_err(|m| {
             BundleError(format!(
-                "entry {}: the signature of {} does not verify with its key of entry {k_seq}: {m}",
-                d.entry.seq, d.signer
+                "entry {}: the signature of {} does not verify with its key of entry {}: {m}",
+                d.entry.seq, d.signer, key.0
             ))
         })?;
     }
 
     // 8. The rules on the facts the history records.
     let mut notes = Vec::new();
-    let events = order_events(&history, &sup, &mut notes);
+    let events = order_events(&history, &sup, &mut notes)?;
     let disputes = rulings(&b.order_id, &history, &events)?;
     if !pinned {
         notes.push(
@@ -633,7 +861,11 @@ pub fn verify_unpacked(
 /// facts of accepted entries (with the dispatch time of the profile in
 /// force at each lease start, from the supporting entries) and the
 /// evidence of rejected ones (docs/ledger-format.md §4, step 5).
-fn order_events(history: &[Decoded], sup: &Support, notes: &mut Vec<String>) -> Vec<Event> {
+fn order_events(
+    history: &[Decoded],
+    sup: &Support,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Event>, BundleError> {
     let views: Vec<OrderEntry<'_>> = history
         .iter()
         .map(|d| OrderEntry {
@@ -646,7 +878,6 @@ fn order_events(history: &[Decoded], sup: &Support, notes: &mut Vec<String>) -> 
         })
         .collect();
     let mut events = custody::facts(&views);
-    let mut lease_starts = 0;
     for e in &mut events {
         let (node, dt) = match &mut e.kind {
             EventKind::Claimed {
@@ -661,19 +892,19 @@ fn order_events(history: &[Decoded], sup: &Support, notes: &mut Vec<String>) -> 
             } => (to.clone(), dispatch_time_ms),
             _ => continue,
         };
-        lease_starts += 1;
+        if !sup.proven.contains(&node) {
+            return err(format!(
+                "entry {}: the bundle carries no proven profile history of {node}, whose lease starts there",
+                e.seq
+            ));
+        }
         match sup.dispatch_before(&node, e.seq) {
             Some(d) => *dt = d,
             None => notes.push(format!(
-                "entry {}: the bundle carries no profile of {node} before it (dispatch time taken as 0)",
+                "entry {}: {node} had published no profile before it (dispatch time 0)",
                 e.seq
             )),
         }
-    }
-    if lease_starts > 0 {
-        notes.push(
-            "a lease's dispatch time is that of the newest profile the bundle carries from before the lease started; that the node published none in between is not proven".into(),
-        );
     }
     for d in history.iter().filter(|d| !d.entry.accepted) {
         let party = d.signer.clone();
@@ -692,7 +923,7 @@ fn order_events(history: &[Decoded], sup: &Support, notes: &mut Vec<String>) -> 
     }
     // Stable: a lapse and the fact of the same entry keep their order.
     events.sort_by_key(|e| e.seq);
-    events
+    Ok(events)
 }
 
 /// The order as far as the responsibility rules look at it.

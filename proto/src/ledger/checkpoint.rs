@@ -6,7 +6,7 @@
 //! <tree size, decimal>\n
 //! <root hash, base64>\n
 //! time <ms since the Unix epoch>\n      (extension line)
-//! map <M> <map root, base64>\n          (extension line, once the ledger has a map epoch)
+//! map2 <M> <map root, base64>\n         (extension line, once the ledger has a map epoch)
 //! \n
 //! — <key name> <base64(key id[4] || ed25519 signature[64])>\n   (one per signer)
 //! ```
@@ -15,9 +15,11 @@
 //! last extension line's newline). The key id is the first 4 bytes of
 //! SHA-256(key name || "\n" || 0x01 || 32-byte public key) (0x01: ed25519).
 //!
-//! The `map` line commits to the order map (`super::map`) at size `M`, the
-//! newest map epoch at or below the tree size: `M = map::epoch_at(size)`.
-//! It is absent while `M` is 0, and in checkpoints made before the map.
+//! The `map2` line commits to the order map (`super::map`, version 2: orders
+//! and parties) at size `M`, the newest map epoch at or below the tree
+//! size: `M = map::epoch_at(size)`. It is absent while `M` is 0, and in
+//! checkpoints made before the map. Older checkpoints carry `map <M>
+//! <root>` instead, the version 1 map (orders only); both parse.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -40,11 +42,14 @@ pub struct Checkpoint {
     pub map: Option<MapCommitment>,
 }
 
-/// A checkpoint's `map` line: the order map's root at tree size `size`.
+/// A checkpoint's map line: the order map's root at tree size `size`.
+/// Version 1 (`map <M> <root>`) is the map of orders only; version 2
+/// (`map2 <M> <root>`) also holds the parties' chains (`super::map`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapCommitment {
     pub size: u64,
     pub root: Hash,
+    pub version: u32,
 }
 
 /// A known signer: its note key name and public key.
@@ -81,7 +86,8 @@ impl Checkpoint {
             self.time_ms
         );
         if let Some(m) = &self.map {
-            s.push_str(&format!("map {} {}\n", m.size, B64.encode(m.root)));
+            let word = if m.version == 1 { "map" } else { "map2" };
+            s.push_str(&format!("{word} {} {}\n", m.size, B64.encode(m.root)));
         }
         s
     }
@@ -127,7 +133,14 @@ impl Checkpoint {
         for l in lines {
             if let Some(t) = l.strip_prefix("time ") {
                 time_ms = t.parse().map_err(|_| "checkpoint time is not a number")?;
-            } else if let Some(m) = l.strip_prefix("map ") {
+            } else if let Some((version, m)) = l
+                .strip_prefix("map ")
+                .map(|m| (1, m))
+                .or_else(|| l.strip_prefix("map2 ").map(|m| (2, m)))
+            {
+                if map.is_some() {
+                    return Err("checkpoint has two map lines".into());
+                }
                 let (m_size, m_root) = m
                     .split_once(' ')
                     .ok_or("checkpoint map line is not `map <size> <root>`")?;
@@ -147,6 +160,7 @@ impl Checkpoint {
                 map = Some(MapCommitment {
                     size: m_size,
                     root: m_root,
+                    version,
                 });
             }
         }
@@ -285,10 +299,23 @@ mod tests {
         c.map = Some(MapCommitment {
             size: 32,
             root: [3; 32],
+            version: 1,
         });
         let lines: Vec<String> = keys()[..2].iter().map(|(n, k)| c.sign_line(n, k)).collect();
         let note = c.note(&lines);
         assert!(note.contains("\ntime 1700000000000\nmap 32 AwMD"));
+        // Version 2 is its own line; the version is part of what is signed.
+        let mut c2 = c.clone();
+        c2.map.as_mut().unwrap().version = 2;
+        let note2 = c2.note(&[c2.sign_line(&keys()[0].0, &keys()[0].1)]);
+        assert!(note2.contains("\nmap2 32 AwMD"));
+        assert_eq!(verify_note(&note2, &known(), 1).unwrap().checkpoint, c2);
+        let downgraded = note2.replacen("\nmap2 ", "\nmap ", 1);
+        assert!(verify_note(&downgraded, &known(), 1).is_err());
+        let twice = c2.body() + "map 32 AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n";
+        assert!(Checkpoint::parse_body(&twice)
+            .unwrap_err()
+            .contains("two map lines"));
         let v = verify_note(&note, &known(), 2).unwrap();
         assert_eq!(v.checkpoint, c);
         // Dropping or changing the line breaks every signature.

@@ -48,6 +48,80 @@ pub fn order_key(order_id: &str) -> Hash {
     Sha256::digest(order_id.as_bytes()).into()
 }
 
+/// The version of the map this code computes: version 2 also holds one
+/// leaf per party, at [`party_key`], whose value is the party's chain
+/// ([`PartyChain`]) over its party entries ([`party_entry_parties`]).
+/// Version 1 (the `map` checkpoint line) held orders only.
+pub const MAP_VERSION: u32 = 2;
+
+/// The prefix of a party's map key; order ids hold no NUL byte, so no
+/// order's key is a party's.
+pub const PARTY_KEY_PREFIX: &[u8] = b"arbor.party\0";
+
+/// The map key of a party: `SHA-256("arbor.party\0" || party_id)`.
+pub fn party_key(party_id: &str) -> Hash {
+    let mut h = Sha256::new();
+    h.update(PARTY_KEY_PREFIX);
+    h.update(party_id.as_bytes());
+    h.finalize().into()
+}
+
+/// A party's chain: the value of its leaf. `seq` is its latest party
+/// entry, `hash` the fold over all of them, oldest first, of
+/// [`PartyChain::then`] from 32 zero bytes.
+pub type PartyChain = OrderHead;
+
+impl OrderHead {
+    /// The party chain after one more party entry `(seq, entry_hash)`:
+    /// `SHA-256(0x02 || chain || u64be(seq) || entry_hash)`.
+    pub fn then(prev: Option<&PartyChain>, seq: u64, entry_hash: &Hash) -> PartyChain {
+        let mut h = Sha256::new();
+        h.update([2u8]);
+        h.update(prev.map_or(EMPTY, |p| p.hash));
+        h.update(seq.to_be_bytes());
+        h.update(entry_hash);
+        OrderHead {
+            seq,
+            hash: h.finalize().into(),
+        }
+    }
+}
+
+/// The parties an accepted entry is a *party entry* of (docs/ledger-format.md
+/// §11): every operator of the genesis; the `party_id` of an `EnrollParty`,
+/// `RotateKey` or `RevokeKey`; the signer of a `PublishProfile`. Rejected
+/// entries and all other commands: none. `command` is the entry's
+/// `SignedCommand` bytes; one that does not decode is no party entry.
+pub fn party_entry_parties(accepted: bool, command: &[u8]) -> Vec<String> {
+    use crate::pb::command::Body;
+    use prost::Message;
+    if !accepted {
+        return Vec::new();
+    }
+    let Ok(env) = crate::pb::SignedCommand::decode(command) else {
+        return Vec::new();
+    };
+    let Ok(cmd) = crate::pb::Command::decode(env.command.as_slice()) else {
+        return Vec::new();
+    };
+    match cmd.body {
+        Some(Body::Genesis(g)) => g.operators.into_iter().map(|o| o.party_id).collect(),
+        Some(Body::EnrollParty(p)) => vec![p.party_id],
+        Some(Body::RotateKey(r)) => vec![r.party_id],
+        Some(Body::RevokeKey(r)) => vec![r.party_id],
+        Some(Body::PublishProfile(_)) => vec![env.signer],
+        _ => Vec::new(),
+    }
+}
+
+/// The value the map holds at `key`, if any (a walk down its path).
+pub fn get(store: &mut impl NodeStore, key: &Hash) -> Result<Option<OrderHead>, String> {
+    Ok(match prove(store, key)?.leaf {
+        Some((k, head)) if k == *key => Some(head),
+        _ => None,
+    })
+}
+
 /// An order's latest entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OrderHead {
@@ -177,6 +251,43 @@ pub fn update(
         return root(store);
     }
     update_at(store, 0, &ups)
+}
+
+/// Applies one map epoch: `entries` are entries `M - MAP_EPOCH .. M - 1`
+/// in order. Sets each order's head to its latest entry among them and
+/// extends each party's chain by its party entries among them, oldest
+/// first; returns the new root and the `(party, seq)` of every party
+/// entry (for the party index a replica keeps to serve proofs).
+pub fn apply_epoch<'a>(
+    store: &mut impl NodeStore,
+    entries: impl IntoIterator<Item = &'a crate::ledger::Entry>,
+) -> Result<(Hash, Vec<(String, u64)>), String> {
+    let mut changes: BTreeMap<Hash, OrderHead> = BTreeMap::new();
+    let mut party_entries = Vec::new();
+    for e in entries {
+        if !e.order_id.is_empty() {
+            // An order command is never a party entry (its entry names
+            // the order; party commands name none).
+            changes.insert(
+                order_key(&e.order_id),
+                OrderHead {
+                    seq: e.seq,
+                    hash: e.hash,
+                },
+            );
+            continue;
+        }
+        for party in party_entry_parties(e.accepted, &e.command) {
+            let k = party_key(&party);
+            let prev = match changes.get(&k) {
+                Some(c) => Some(*c),
+                None => get(store, &k)?,
+            };
+            changes.insert(k, OrderHead::then(prev.as_ref(), e.seq, &e.hash));
+            party_entries.push((party, e.seq));
+        }
+    }
+    Ok((update(store, &changes)?, party_entries))
 }
 
 /// Changes to write, sorted by key.
@@ -551,6 +662,118 @@ mod tests {
         assert_eq!(epoch_at(31), 0);
         assert_eq!(epoch_at(32), 32);
         assert_eq!(epoch_at(95), 64);
+    }
+
+    fn entry(
+        seq: u64,
+        order: &str,
+        signer: &str,
+        body: Option<crate::pb::command::Body>,
+    ) -> crate::ledger::Entry {
+        use prost::Message;
+        let command = crate::pb::SignedCommand {
+            signer: signer.into(),
+            command: crate::pb::Command {
+                body,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let mut e = crate::ledger::Entry::next(
+            None,
+            seq,
+            command,
+            true,
+            "accepted".into(),
+            String::new(),
+            order.into(),
+            0,
+        );
+        e.seq = seq;
+        e.hash = e.compute_hash();
+        e
+    }
+
+    /// An epoch sets the orders' heads and extends each party's chain by
+    /// its party entries in seq order, across epochs; the root is the
+    /// reference root of those values.
+    #[test]
+    fn epochs_keep_party_chains_beside_order_heads() {
+        use crate::pb::command::Body;
+        use crate::pb::{EnrollParty, Genesis, GenesisOperator, PublishProfile, RevokeKey};
+        let genesis = entry(
+            0,
+            "",
+            "",
+            Some(Body::Genesis(Genesis {
+                operators: vec![GenesisOperator {
+                    party_id: "op".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+        );
+        let enrol = entry(
+            1,
+            "",
+            "op",
+            Some(Body::EnrollParty(EnrollParty {
+                party_id: "n".into(),
+                ..Default::default()
+            })),
+        );
+        let order = entry(2, "o-1", "n", None);
+        let profile = entry(
+            3,
+            "",
+            "n",
+            Some(Body::PublishProfile(PublishProfile::default())),
+        );
+        let revoke = entry(
+            40,
+            "",
+            "op",
+            Some(Body::RevokeKey(RevokeKey {
+                party_id: "n".into(),
+                ..Default::default()
+            })),
+        );
+        let mut s = BTreeMap::new();
+        let (_, listed) = apply_epoch(&mut s, [&genesis, &enrol, &order, &profile]).unwrap();
+        assert_eq!(listed, [("op".into(), 0), ("n".into(), 1), ("n".into(), 3)]);
+        let (r, listed) = apply_epoch(&mut s, [&revoke]).unwrap();
+        assert_eq!(listed, [("n".to_string(), 40)]);
+        let c = |list: &[&crate::ledger::Entry]| {
+            let mut c = None;
+            for e in list {
+                c = Some(OrderHead::then(c.as_ref(), e.seq, &e.hash));
+            }
+            c.unwrap()
+        };
+        let mut reference = BTreeMap::new();
+        reference.insert(party_key("op"), c(&[&genesis]));
+        reference.insert(party_key("n"), c(&[&enrol, &profile, &revoke]));
+        reference.insert(
+            order_key("o-1"),
+            OrderHead {
+                seq: 2,
+                hash: order.hash,
+            },
+        );
+        assert_eq!(r, reference_root(&reference));
+        assert_eq!(
+            get(&mut s, &party_key("n")).unwrap(),
+            reference.get(&party_key("n")).copied()
+        );
+        assert_eq!(get(&mut s, &order_key("n")).unwrap(), None);
+        assert_ne!(party_key("o-1"), order_key("o-1"));
+        // A rejected party command, or an order's entry, is no party entry.
+        assert!(party_entry_parties(false, &enrol.command).is_empty());
+        assert_eq!(party_entry_parties(true, &profile.command), ["n"]);
+        assert!(party_entry_parties(true, &order.command).is_empty());
+        assert!(party_entry_parties(true, b"not a command").is_empty());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The order map and dispute bundles on a real cluster: a bundle for an
-//! order with a dozen entries verifies offline (against the keys it carries,
-//! exit 7, and against pinned trust, exit 0), and dropping any one of its
-//! entries, swapping in another order's entry or using an older map fails,
-//! each named. With ARBOR_WRITE_BUNDLE_VECTOR=FILE the bundle and its trust
+//! order with a dozen entries, one of whose signers rotated its key twice
+//! during it, verifies offline (against the keys it carries, exit 7, and
+//! against pinned trust, exit 0), and dropping any one of its entries,
+//! swapping in another order's entry, using an older map, leaving out a key
+//! rotation or a later profile of a party, carrying another party's profile
+//! or a stale party history fails, each named. With ARBOR_WRITE_BUNDLE_VECTOR=FILE the bundle and its trust
 //! file (FILE.trust) are written there (how proto/tests/vectors/
 //! cluster-v1.bundle was made).
 
 use arbor_client::bundle::{
     bundle_bytes, pack, read_bundle, unpack, verify_bundle, verify_unpacked, CheckpointKeys,
-    Unpacked,
+    PartyUnpacked, Unpacked,
 };
 use arbor_client::Commands;
 use arbor_proto::audit::trust::Trust;
@@ -16,7 +18,7 @@ use arbor_proto::ledger::checkpoint::NoteKey;
 use arbor_proto::ledger::map::MAP_EPOCH;
 use arbor_proto::pb;
 use arbor_tests::dev::run_cli;
-use arbor_tests::fixtures::SAMPLE_TOTAL;
+use arbor_tests::fixtures::{sample_profile, SAMPLE_TOTAL};
 use arbor_tests::{TestCluster, TIMEOUT};
 
 const ORDER: &str = "ord-disputed";
@@ -82,24 +84,43 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
         .await
         .expect("claim with a wrong price version");
     assert!(!r.outcome.unwrap_or_default().accepted);
+    // store-a's key is rotated twice while it holds the order: each of
+    // its entries verifies only with the key in force at that entry.
+    let rotate = |name: &'static str| {
+        let fresh = c.signer(&arbor_client::Identity::generate(name));
+        let cmd = c.operator().rotate_key(name, &fresh.public_key());
+        (fresh, cmd)
+    };
+    let (store, cmd) = rotate("store-a");
+    s.submit_accepted("rotate store-a", cmd).await;
     s.submit_accepted(
         "picked",
         store.report_milestone(ORDER, pb::Milestone::Picked),
     )
     .await;
+    let (store, cmd) = rotate("store-a");
+    s.submit_accepted("rotate store-a again", cmd).await;
     let offer = s
         .submit_accepted("offer", store.offer_handoff(ORDER, "wh-b", 600_000))
+        .await;
+    // wh-b's profile in force when it takes the order over is a newer one.
+    let profile = |dispatch_time_ms| pb::PublishProfile {
+        dispatch_time_ms,
+        ..sample_profile()
+    };
+    s.submit_accepted("wh-b profile 2", wh.publish_profile(profile(7_200_000)))
         .await;
     s.submit_accepted("accept", wh.accept_handoff(ORDER, offer.seq, false, ""))
         .await;
     s.submit_accepted("packed", wh.report_milestone(ORDER, pb::Milestone::Packed))
         .await;
-    s.submit_accepted("shipped", wh.report_shipped(ORDER, "sf-express", "SF9"))
+    let shipped = s
+        .submit_accepted("shipped", wh.report_shipped(ORDER, "sf-express", "SF9"))
         .await;
     s.submit_accepted("delivered", wh.report_delivered(ORDER, ""))
         .await;
     let shipped_ms = client
-        .get_entries(offer.seq + 3, 1)
+        .get_entries(shipped.seq, 1)
         .await
         .expect("shipped entry")
         .entries[0]
@@ -112,6 +133,10 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
         .await;
     pad_past_next_epoch(&c, &shop, "a").await;
     let old = unpack(&client.dispute_bundle(ORDER).await.expect("older bundle")).expect("unpack");
+    // wh-b publishes again after the older bundle's map: the older bundle's
+    // history of wh-b is stale for the newer map.
+    s.submit_accepted("wh-b profile 3", wh.publish_profile(profile(5_400_000)))
+        .await;
 
     // The ruling recorded, then another epoch: the newer bundle covers it.
     let ruling = client
@@ -185,6 +210,114 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     let e = verify_unpacked(&b, CheckpointKeys::Pinned(&other)).expect_err("another genesis");
     assert!(e.to_string().contains("not the one the trust pins"), "{e}");
 
+    // Every party the history needs comes with its whole key and profile
+    // history below the map size: store-a's enrolment, profile and both
+    // rotations; wh-b's enrolment and three profiles.
+    let party = |b: &Unpacked, name: &str| -> usize {
+        b.parties
+            .iter()
+            .position(|p| p.party_id == name)
+            .unwrap_or_else(|| panic!("the bundle carries no history of {name}"))
+    };
+    let commands = |p: &PartyUnpacked| -> Vec<String> {
+        p.entries
+            .iter()
+            .map(|(e, _)| {
+                let env = <pb::SignedCommand as prost::Message>::decode(e.command.as_slice())
+                    .expect("envelope");
+                let cmd = <pb::Command as prost::Message>::decode(env.command.as_slice())
+                    .expect("command");
+                format!("{:?}", cmd.body.expect("body"))
+                    .split('(')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    let (sa, wb) = (party(&b, "store-a"), party(&b, "wh-b"));
+    assert_eq!(
+        commands(&b.parties[sa]),
+        ["EnrollParty", "PublishProfile", "RotateKey", "RotateKey"]
+    );
+    assert_eq!(
+        commands(&b.parties[wb]),
+        [
+            "EnrollParty",
+            "PublishProfile",
+            "PublishProfile",
+            "PublishProfile"
+        ]
+    );
+    // Leaving out a key rotation (the first: then the picked milestone has
+    // no key; the last: the map's chain names it).
+    for i in [2, 3] {
+        let mut t = b.clone();
+        t.parties[sa].entries.remove(i);
+        let e = verify_err(&t);
+        assert!(
+            e.contains("party store-a") && e.contains("missing"),
+            "rotation {i} left out: {e}"
+        );
+    }
+    // Leaving out the later profile in force when wh-b took the order over
+    // (which would steer the lease's dispatch time).
+    let mut t = b.clone();
+    t.parties[wb].entries.remove(2);
+    let e = verify_err(&t);
+    assert!(
+        e.contains("party wh-b") && e.contains("missing"),
+        "profile left out: {e}"
+    );
+    // Its newest profile left out: the chain ends before the map's head.
+    let mut t = b.clone();
+    t.parties[wb].entries.pop();
+    let e = verify_err(&t);
+    assert!(
+        e.contains("party wh-b") && e.contains("latest party entry"),
+        "{e}"
+    );
+    // A profile of another party (wh-b's, genuinely in the tree) carried as
+    // store-a's.
+    let mut t = b.clone();
+    let foreign = t.parties[wb].entries[2].clone();
+    let at = t.parties[sa]
+        .entries
+        .partition_point(|(e, _)| e.seq < foreign.0.seq);
+    t.parties[sa].entries.insert(at, foreign);
+    let e = verify_err(&t);
+    assert!(e.contains("not a party entry of store-a"), "{e}");
+    // A stale party head: wh-b's history and map proof as of the older
+    // bundle's map, which predates wh-b's third profile (its entries with
+    // their paths in the newer tree).
+    let stale = &old.parties[party(&old, "wh-b")];
+    let stale_seqs: Vec<u64> = stale.entries.iter().map(|(e, _)| e.seq).collect();
+    assert_eq!(stale_seqs.len(), 3);
+    let stale_entries: Vec<_> = b.parties[wb]
+        .entries
+        .iter()
+        .filter(|(e, _)| stale_seqs.contains(&e.seq))
+        .cloned()
+        .collect();
+    let mut t = b.clone();
+    t.parties[wb].map_proof = stale.map_proof.clone();
+    t.parties[wb].entries = stale_entries.clone();
+    let e = verify_err(&t);
+    assert!(
+        e.contains("party wh-b") && e.contains("map proof does not lead to the map root"),
+        "{e}"
+    );
+    // ... and the older history with the newer map proof.
+    let mut t = b.clone();
+    t.parties[wb].entries = stale_entries;
+    let e = verify_err(&t);
+    assert!(e.contains("party wh-b"), "{e}");
+    // A signer's history left out altogether.
+    let mut t = b.clone();
+    t.parties.remove(sa);
+    let e = verify_err(&t);
+    assert!(e.contains("no proven key history of store-a"), "{e}");
+
     // Dropping any one entry fails, naming why.
     let n = b.entries.len();
     for i in 0..n {
@@ -237,10 +370,14 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     t.entries[2].0.time_ms += 1;
     assert!(verify_err(&t).contains("hash does not match"));
     let mut t = b.clone();
-    let line_start = t.checkpoint.find("\nmap ").expect("map line") + 1;
+    let line_start = t.checkpoint.find("\nmap2 ").expect("map line") + 1;
     let line_end = line_start + t.checkpoint[line_start..].find('\n').expect("eol") + 1;
     t.checkpoint.replace_range(line_start..line_end, "");
     assert!(verify_err(&t).contains("no map line"));
+    // A version 1 map line (orders only) proves no party history.
+    let mut t = b.clone();
+    t.checkpoint = t.checkpoint.replacen("\nmap2 ", "\nmap ", 1);
+    assert!(verify_err(&t).contains("map version 1"));
 
     // The commands: `arbor audit bundle` writes it; `verify-bundle` exits 7
     // without trust, 0 with it, 1 on a tampered file.
