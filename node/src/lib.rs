@@ -230,7 +230,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         reader: reader.clone(),
         peers,
         identity: identity.clone(),
-        leaves: proofs::LeafCache::new(reader.clone()),
+        leaves: proofs::MerkleProofs::new(reader.clone()),
         applied,
         admission: api::admission::Admission::start(config.limits.max_pending_admission)
             .with_metrics(metrics.clone()),

@@ -18,6 +18,8 @@
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
 //! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
 //! | `order_map` | `r` + map size, u64 big-endian | the order map root at that size (32 bytes) |
+//! | `merkle` | level u8, then index u64 big-endian | the root of the complete Merkle subtree over leaves `[index << level, (index + 1) << level)`, 32 bytes (derived from `ledger`: [`super::merkle_tree`]) |
+//! | `merkle` | `size` | the number of leaves the tree holds, u64 big-endian |
 //! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
@@ -51,6 +53,10 @@ pub const CF_ORDER_MAP: &str = "order_map";
 /// `orders`, not in snapshots: see `storage::leases`).
 pub const CF_LEASES: &str = "leases";
 
+/// The complete subtrees of the ledger's Merkle tree (derived from
+/// `ledger`, not in snapshots: see `storage::merkle_tree`).
+pub const CF_MERKLE: &str = "merkle";
+
 /// The column families that make up the state machine, i.e. what a snapshot
 /// carries. A snapshot record's tag is `1 +` the index in this list, so the
 /// order is part of the snapshot format: append only, never reorder.
@@ -68,7 +74,7 @@ pub const STATE_MACHINE_CFS: [&str; 10] = [
 ];
 
 /// Every column family the database is opened with.
-pub const ALL_CFS: [&str; 13] = [
+pub const ALL_CFS: [&str; 14] = [
     CF_LOG,
     CF_RAFT_META,
     CF_LEDGER,
@@ -82,6 +88,7 @@ pub const ALL_CFS: [&str; 13] = [
     CF_STATS,
     CF_ORDER_MAP,
     CF_LEASES,
+    CF_MERKLE,
 ];
 
 // Keys of `raft_meta`.
@@ -120,6 +127,18 @@ pub fn map_node_key(position: &[u8]) -> Vec<u8> {
 pub fn map_root_key(size: u64) -> [u8; 9] {
     let mut k = [b'r'; 9];
     k[1..].copy_from_slice(&size.to_be_bytes());
+    k
+}
+
+// Keys of `merkle`.
+/// How many leaves the Merkle tree holds (its nodes cover exactly those).
+pub const KEY_MERKLE_SIZE: &[u8] = b"size";
+
+/// The key of the complete Merkle subtree at `level` and `index`.
+pub fn merkle_node_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
     k
 }
 

@@ -48,6 +48,7 @@ mod feed;
 pub mod keys;
 mod leases;
 mod log_store;
+mod merkle_tree;
 mod order_map;
 mod overlay;
 mod reader;
@@ -85,6 +86,12 @@ pub enum StorageError {
     },
     #[error("cannot build the lease index of {path}: {source}")]
     LeaseIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot build the Merkle tree of {path}: {source}")]
+    MerkleTree {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -223,6 +230,12 @@ pub fn open_checked(
     })?;
     let db = Arc::new(db);
     let fault = Fault::default();
+    merkle_tree::ensure_built(&LedgerReader::new(db.clone(), fault.clone())).map_err(|source| {
+        StorageError::MerkleTree {
+            path: db_path.clone(),
+            source,
+        }
+    })?;
     Ok((
         LogStore::new(db.clone(), fault.clone(), metrics.clone()),
         StateMachineStore::new(db, snapshot_dir, fault, metrics),

@@ -348,6 +348,8 @@ pub(super) fn install(sm: &StateMachineStore, meta: &Meta, bytes: Vec<u8>) -> io
         .filter(|(name, _, _)| *name == keys::CF_ORDERS)
         .map(|(_, k, v)| (*k, *v));
     super::leases::rebuild_into(db, &mut batch, orders)?;
+    // So is the Merkle tree, from the ledger: built again once written.
+    super::merkle_tree::clear_into(db, &mut batch);
     let meta_cf = cf(db, CF_SM_META);
     match &meta.last_log_id {
         Some(id) => batch.put_cf(meta_cf, KEY_LAST_APPLIED, serde_json::to_vec(id)?),

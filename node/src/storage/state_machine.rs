@@ -216,6 +216,7 @@ fn apply_request(
     w.put(CF_COMMANDS, &id, &u64_key(seq));
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
     put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
+    super::merkle_tree::after_entry(reader, w, seq, &entry.hash)?;
     super::order_map::after_entry(reader, w, seq)?;
     tracing::debug!(seq, code = %entry.code, "ledger entry appended");
     metrics.applied(command, entry.accepted, &entry.code);
@@ -416,6 +417,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), io::Error> {
         snapshot::install(self, meta, snapshot.into_inner())?;
         self.metrics.snapshot("installed");
+        // The tree is derived from the ledger, not carried (see merkle_tree.rs).
+        super::merkle_tree::ensure_built(&self.reader)?;
         catch_up_order_map(&self.reader);
         self.publish_head();
         Ok(())
