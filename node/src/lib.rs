@@ -189,6 +189,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         .map_err(|e| NodeError::Storage(format!("{e} (docs/operations.md \"Disk faults\": `arbor-node recover` rebuilds this replica from its peers)")))?;
     let reader = sm.reader();
     let applied = sm.applied_head();
+    let snapshot_inbox = sm.snapshot_inbox();
     {
         let r = reader.clone();
         let scrubbed = tokio::task::spawn_blocking(move || r.scrub())
@@ -265,6 +266,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         raft: raft.clone(),
         auth: auth.clone(),
         api: api.clone(),
+        snapshots: snapshot_inbox,
     };
     let members_only = move |req: tonic::Request<()>| auth.member(&req).map(|_| req);
 

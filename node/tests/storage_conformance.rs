@@ -439,7 +439,7 @@ async fn snapshot_carries_the_whole_state() {
     let a_dir = tempfile::tempdir().unwrap();
     let (_a_log, mut a) = open(&a_dir);
     let (_, last_index) = apply_script(&a);
-    let snap = a
+    let mut snap = a
         .get_snapshot_builder()
         .await
         .build_snapshot()
@@ -459,16 +459,16 @@ async fn snapshot_carries_the_whole_state() {
 
     // A corrupted snapshot is refused and leaves the state alone.
     let before = dump(&b.reader());
-    let mut bad = snap.snapshot.get_ref().clone();
+    let mut bad = snap.snapshot.read_all().unwrap();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
     let err = b
-        .install_snapshot(&snap.meta, std::io::Cursor::new(bad))
+        .install_snapshot(&snap.meta, data_of(&b_dir, "bad", &bad))
         .await;
     assert!(err.is_err(), "corrupted snapshot installed");
     assert_eq!(dump(&b.reader()), before);
 
-    b.install_snapshot(&snap.meta, snap.snapshot.clone())
+    b.install_snapshot(&snap.meta, copy_of(&b_dir, &mut snap.snapshot))
         .await
         .unwrap();
     assert_eq!(dump(&b.reader()), dump(&a.reader()));
@@ -675,7 +675,7 @@ async fn an_installed_snapshot_brings_the_same_merkle_tree() {
     let a_dir = tempfile::tempdir().unwrap();
     let (_a_log, mut a) = open(&a_dir);
     let last = apply_script_and_orders(&a, 20);
-    let snap = a
+    let mut snap = a
         .get_snapshot_builder()
         .await
         .build_snapshot()
@@ -685,7 +685,7 @@ async fn an_installed_snapshot_brings_the_same_merkle_tree() {
     let (_b_log, mut b) = open(&b_dir);
     b.apply_entry(&normal(1, genesis("other"), 7, true))
         .unwrap();
-    b.install_snapshot(&snap.meta, snap.snapshot.clone())
+    b.install_snapshot(&snap.meta, copy_of(&b_dir, &mut snap.snapshot))
         .await
         .unwrap();
     let n = a.reader().head().unwrap().unwrap().seq + 1;
@@ -703,4 +703,86 @@ async fn an_installed_snapshot_brings_the_same_merkle_tree() {
     );
     assert_tree_matches_the_ledger(&b.reader());
     assert_eq!(b.reader().merkle_root(n + 1), a.reader().merkle_root(n + 1));
+}
+
+/// A snapshot file holding `bytes`, outside any snapshot directory.
+fn data_of(dir: &TempDir, name: &str, bytes: &[u8]) -> storage::SnapshotData {
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    storage::SnapshotData::open(&path).unwrap()
+}
+
+/// A copy of a snapshot file, as a peer would receive it.
+fn copy_of(dir: &TempDir, data: &mut storage::SnapshotData) -> storage::SnapshotData {
+    data_of(dir, "copy", &data.read_all().unwrap())
+}
+
+/// A crash in the middle of an install (the marker file still there, the
+/// state machine half replaced) is finished by the next open, from the
+/// current snapshot; a current snapshot that no longer verifies then keeps
+/// the storage from opening rather than serving the half state.
+#[tokio::test]
+async fn an_interrupted_install_is_finished_when_the_storage_opens() {
+    let a_dir = tempfile::tempdir().unwrap();
+    let (_a_log, mut a) = open(&a_dir);
+    apply_script_and_orders(&a, 10);
+    let mut snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    {
+        let (_b_log, mut b) = open(&b_dir);
+        b.install_snapshot(&snap.meta, copy_of(&b_dir, &mut snap.snapshot))
+            .await
+            .unwrap();
+        assert_eq!(dump(&b.reader()), dump(&a.reader()));
+    }
+    let marker = b_dir.path().join("snapshots/INSTALLING");
+    assert!(!marker.exists(), "removed once installed");
+    // The crash: the marker written, the column families cleared, part of
+    // the records written.
+    {
+        std::fs::write(&marker, b"").unwrap();
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            b_dir.path().join("db"),
+            storage::keys::ALL_CFS,
+        )
+        .unwrap();
+        for name in [storage::keys::CF_ORDERS, storage::keys::CF_SM_META] {
+            let cf = db.cf_handle(name).unwrap();
+            let keys: Vec<_> = db
+                .iterator_cf(cf, rocksdb::IteratorMode::Start)
+                .map(|i| i.unwrap().0)
+                .collect();
+            for k in keys {
+                db.delete_cf(cf, k).unwrap();
+            }
+        }
+    }
+    {
+        let (_b_log, mut b) = open(&b_dir);
+        assert!(!marker.exists());
+        assert_eq!(dump(&b.reader()), dump(&a.reader()));
+        assert_eq!(
+            b.applied_state().await.unwrap(),
+            a.applied_state().await.unwrap()
+        );
+        assert_tree_matches_the_ledger(&b.reader());
+    }
+    // With the marker and a damaged current snapshot, the open fails.
+    std::fs::write(&marker, b"").unwrap();
+    let current = b_dir.path().join("snapshots/current");
+    let mut bytes = std::fs::read(&current).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&current, bytes).unwrap();
+    let err = storage::open(b_dir.path())
+        .err()
+        .expect("opened")
+        .to_string();
+    assert!(err.contains("snapshot"), "{err}");
 }

@@ -21,11 +21,13 @@
 //!   decides through a [`LedgerReader`] that reads its pending batch (an
 //!   in-memory overlay keyed by column family and key) before RocksDB. The
 //!   gRPC API shares a plain reader of what is written.
-//! - **Snapshots are files.** A snapshot is a framed dump of the state
-//!   machine column families read under one RocksDB snapshot, persisted as
-//!   `<dir>/snapshots/current` (see [`snapshot`] for the format). Installing
-//!   one replaces the state machine in a single batch, so a crash leaves
-//!   either the old state or the new one.
+//! - **Snapshots are files, streamed.** A snapshot is a framed dump of the
+//!   state machine column families read under one RocksDB snapshot, written
+//!   record by record to `<dir>/snapshots/current` (see [`snapshot`] for the
+//!   format); it is sent, received and installed in bounded memory, chunk by
+//!   chunk and record by record. Installing replaces the state machine in
+//!   batches behind a marker file: a crash in between makes the next open
+//!   install it again, so nothing ever reads a half-replaced state.
 //!
 //! - **Damage is detected, never served.** RocksDB recovers its WAL in
 //!   `AbsoluteConsistency` mode: a WAL that is truncated or fails its
@@ -71,7 +73,7 @@ pub use feed::AppliedHead;
 pub use log_store::LogStore;
 pub use order_map::{MapError, MapSnapshot};
 pub use reader::{LedgerReader, ReadError};
-pub use snapshot::SnapshotData;
+pub use snapshot::{SnapshotData, SnapshotInbox};
 pub use state_machine::StateMachineStore;
 pub use view::CheckedView;
 
@@ -86,6 +88,12 @@ pub enum StorageError {
     },
     #[error("cannot build the lease index of {path}: {source}")]
     LeaseIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot finish installing the snapshot in {path}: {source}")]
+    Snapshot {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -224,6 +232,12 @@ pub fn open_checked(
             })
         }
     };
+    snapshot::finish_interrupted_install(&db, &snapshot_dir).map_err(|source| {
+        StorageError::Snapshot {
+            path: snapshot_dir.clone(),
+            source,
+        }
+    })?;
     leases::ensure_built(&db).map_err(|source| StorageError::LeaseIndex {
         path: db_path.clone(),
         source,

@@ -97,6 +97,11 @@ impl StateMachineStore {
         self.head_feed.publish(next_seq(&self.reader));
     }
 
+    /// Where snapshots from peers are received (the snapshot directory).
+    pub fn snapshot_inbox(&self) -> snapshot::SnapshotInbox {
+        self.snapshots.inbox()
+    }
+
     /// A read-only view of the applied state, for the API.
     pub fn reader(&self) -> LedgerReader {
         self.reader.clone()
@@ -415,7 +420,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        snapshot::install(self, meta, snapshot.into_inner())?;
+        snapshot::install(self, meta, snapshot)?;
         self.metrics.snapshot("installed");
         // The tree is derived from the ledger, not carried (see merkle_tree.rs).
         super::merkle_tree::ensure_built(&self.reader)?;
