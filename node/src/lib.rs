@@ -185,7 +185,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
 
     let metrics = metrics::Metrics::new();
     let recovery = health::Recovery::load(&config.data_dir);
-    let (log_store, sm, wal_damage) = storage::open_checked(&config.data_dir, metrics.clone(), true)
+    let (log_store, sm, wal_damage) = storage::open_checked(&config.data_dir, metrics.clone(), true, &config.storage)
         .map_err(|e| NodeError::Storage(format!("{e} (docs/operations.md \"Disk faults\": `arbor-node recover` rebuilds this replica from its peers)")))?;
     let reader = sm.reader();
     let applied = sm.applied_head();
