@@ -786,3 +786,53 @@ async fn an_interrupted_install_is_finished_when_the_storage_opens() {
         .to_string();
     assert!(err.contains("snapshot"), "{err}");
 }
+
+/// Not a test: the bytes on disk per ledger entry of a stopped replica's
+/// data dir, by column family (docs/performance.md has the command and the
+/// figures). `ARBOR_MEASURE_DIR=<data-dir> cargo test --workspace --test
+/// storage_conformance bytes_on_disk -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bytes_on_disk() {
+    let Ok(dir) = std::env::var("ARBOR_MEASURE_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let (_log, sm) = storage::open(&dir).expect("open the data dir (is the replica stopped?)");
+    drop((_log, sm));
+    let opts = rocksdb::Options::default();
+    let db = rocksdb::DB::open_cf(&opts, dir.join("db"), storage::keys::ALL_CFS).unwrap();
+    for name in storage::keys::ALL_CFS {
+        db.compact_range_cf(db.cf_handle(name).unwrap(), None::<&[u8]>, None::<&[u8]>);
+    }
+    let entries = {
+        let cf = db.cf_handle(storage::keys::CF_LEDGER).unwrap();
+        db.iterator_cf(cf, rocksdb::IteratorMode::Start).count() as u64
+    };
+    println!("ledger entries: {entries}");
+    println!("| column family | records | key+value bytes | SST bytes (compacted) | per entry |");
+    println!("|---|---|---|---|---|");
+    let mut total = 0u64;
+    for name in storage::keys::ALL_CFS {
+        let cf = db.cf_handle(name).unwrap();
+        let (mut n, mut raw) = (0u64, 0u64);
+        for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.unwrap();
+            n += 1;
+            raw += (k.len() + v.len()) as u64;
+        }
+        let sst = db
+            .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+            .unwrap()
+            .unwrap_or(0);
+        total += sst;
+        println!(
+            "| `{name}` | {n} | {raw} | {sst} | {:.0} |",
+            sst as f64 / entries.max(1) as f64
+        );
+    }
+    println!(
+        "| all | | | {total} | {:.0} |",
+        total as f64 / entries.max(1) as f64
+    );
+}
