@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub metrics_listen: Option<String>,
     /// Resource limits (`[limits]`; see `limits.rs`).
     pub limits: crate::limits::Limits,
+    /// RocksDB's memory (`[storage]`; see `storage::StorageConfig`).
+    pub storage: crate::storage::StorageConfig,
 }
 
 impl Default for NodeConfig {
@@ -99,6 +101,7 @@ impl Default for NodeConfig {
             keep_logs: 1_000,
             metrics_listen: None,
             limits: Default::default(),
+            storage: Default::default(),
         }
     }
 }
@@ -212,6 +215,7 @@ impl NodeConfig {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         self.parsed_source_ip()?;
         self.limits.validate()?;
+        self.storage.validate().map_err(ConfigError::Invalid)?;
         if self.id == 0 {
             return bad("id must be > 0".into());
         }

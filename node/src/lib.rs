@@ -185,10 +185,11 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
 
     let metrics = metrics::Metrics::new();
     let recovery = health::Recovery::load(&config.data_dir);
-    let (log_store, sm, wal_damage) = storage::open_checked(&config.data_dir, metrics.clone(), true)
+    let (log_store, sm, wal_damage) = storage::open_checked(&config.data_dir, metrics.clone(), true, &config.storage)
         .map_err(|e| NodeError::Storage(format!("{e} (docs/operations.md \"Disk faults\": `arbor-node recover` rebuilds this replica from its peers)")))?;
     let reader = sm.reader();
     let applied = sm.applied_head();
+    let snapshot_inbox = sm.snapshot_inbox();
     {
         let r = reader.clone();
         let scrubbed = tokio::task::spawn_blocking(move || r.scrub())
@@ -230,7 +231,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         reader: reader.clone(),
         peers,
         identity: identity.clone(),
-        leaves: proofs::LeafCache::new(reader.clone()),
+        leaves: proofs::MerkleProofs::new(reader.clone()),
         applied,
         admission: api::admission::Admission::start(config.limits.max_pending_admission)
             .with_metrics(metrics.clone()),
@@ -265,6 +266,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         raft: raft.clone(),
         auth: auth.clone(),
         api: api.clone(),
+        snapshots: snapshot_inbox,
     };
     let members_only = move |req: tonic::Request<()>| auth.member(&req).map(|_| req);
 

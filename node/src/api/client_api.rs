@@ -21,7 +21,7 @@ use super::routing::{route, within, Deadline};
 use super::status;
 use crate::identity::ReplicaIdentity;
 use crate::net::Peers;
-use crate::proofs::LeafCache;
+use crate::proofs::MerkleProofs;
 use crate::storage::{AppliedHead, CheckedView, LedgerReader};
 use crate::types::NodeId;
 use crate::Raft;
@@ -49,7 +49,7 @@ pub struct ArborApi {
     pub reader: LedgerReader,
     pub peers: Peers,
     pub identity: ReplicaIdentity,
-    pub leaves: LeafCache,
+    pub leaves: MerkleProofs,
     /// The state machine's applied head, for the live feed (`watch.rs`).
     pub applied: AppliedHead,
     pub admission: Admission,

@@ -9,7 +9,6 @@
 //! before these checks.
 
 use super::status;
-use std::io::Cursor;
 
 use arbor_proto::pb;
 use openraft::async_runtime::WatchReceiver;
@@ -20,6 +19,7 @@ use tonic::{Request, Response, Status};
 use super::client_api::ArborApi;
 use super::peer_auth::PeerAuth;
 use crate::raft::codec;
+use crate::storage::{SnapshotData, SnapshotInbox};
 use crate::types::TypeConfig;
 use crate::Raft;
 
@@ -34,6 +34,8 @@ pub struct RaftApi {
     pub auth: PeerAuth,
     /// For cosigning (this replica's ledger and identity).
     pub api: ArborApi,
+    /// Where snapshots sent by the leader are received.
+    pub snapshots: SnapshotInbox,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &pb::RaftPayload) -> Result<T, Status> {
@@ -131,28 +133,67 @@ impl pb::raft_server::Raft for RaftApi {
 
     async fn install_snapshot(
         &self,
-        req: Request<pb::RaftPayload>,
+        req: Request<tonic::Streaming<pb::RaftPayload>>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        let (vote, meta): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>) = decode(req.get_ref())?;
-        let term = self.check_vote(&req, &vote)?;
+        // The first message names the vote and the snapshot: checked before
+        // a byte of data is accepted.
+        let (meta_req, mut chunks) = {
+            let (metadata, extensions, mut stream) = req.into_parts();
+            let first = stream
+                .message()
+                .await?
+                .ok_or_else(|| status::invalid("snapshot stream is empty".to_string()))?;
+            (
+                Request::from_parts(metadata, extensions, ()),
+                (first, stream),
+            )
+        };
+        let (vote, meta): (VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>) = decode(&chunks.0)?;
+        let term = self.check_vote(&meta_req, &vote)?;
         self.check_log_id(
-            &req,
+            &meta_req,
             "snapshot last_log_id",
             meta.last_log_id.as_ref(),
             term,
         )?;
-        let payload = req.into_inner();
+        // Received into a file chunk by chunk: memory holds one chunk.
+        let mut incoming = self
+            .snapshots
+            .create()
+            .map_err(|e| status::internal(format!("receive snapshot: {e}")))?;
+        let mut chunk = std::mem::take(&mut chunks.0.blob);
+        loop {
+            incoming
+                .write(&chunk)
+                .map_err(|e| status::internal(format!("receive snapshot: {e}")))?;
+            match chunks.1.message().await? {
+                Some(next) => chunk = next.blob,
+                None => break,
+            }
+        }
         let head = self
             .api
             .reader
             .head()
             .map_err(status::internal)?
             .map(|h| (h.seq, h.hash));
-        crate::storage::snapshot::check_snapshot(&payload.blob, &meta, head)
-            .map_err(|e| status::invalid(format!("snapshot refused: {e}")))?;
-        let snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>> = openraft::Snapshot {
+        let (incoming, checked) = tokio::task::spawn_blocking(move || {
+            let checked = incoming
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|path| crate::storage::snapshot::check_snapshot_file(path, &meta, head))
+                .map(|()| meta);
+            (incoming, checked)
+        })
+        .await
+        .map_err(|e| status::internal(format!("check snapshot: {e}")))?;
+        let meta = checked.map_err(|e| status::invalid(format!("snapshot refused: {e}")))?;
+        let data = incoming
+            .into_data()
+            .map_err(|e| status::internal(format!("receive snapshot: {e}")))?;
+        let snapshot: SnapshotOf<TypeConfig, SnapshotData> = openraft::Snapshot {
             meta,
-            snapshot: Cursor::new(payload.blob),
+            snapshot: data,
         };
         let resp = self
             .raft

@@ -4,10 +4,10 @@
 //! TLS to the member's peer port), created lazily and reused for every RPC (a
 //! channel multiplexes HTTP/2 streams and reconnects by itself). Raft
 //! messages travel bincode-encoded (see [`super::codec`]) inside
-//! `RaftPayload.data` (they never leave the cluster); snapshot data travels
-//! as raw bytes beside it.
+//! `RaftPayload.data` (they never leave the cluster); a snapshot travels as
+//! a client stream of `RaftPayload`s, the file in chunks beside its metadata.
 
-use std::io::Cursor;
+use futures::StreamExt;
 use std::time::Duration;
 
 use arbor_proto::pb;
@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 
 use super::codec;
 use crate::net::Peers;
+use crate::storage::SnapshotData;
 use crate::types::{Member, NodeId, TypeConfig};
 
 /// Creates per-peer clients sharing one channel per member.
@@ -109,7 +110,7 @@ impl PeerClient {
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotData = SnapshotData;
 
     async fn append_entries(
         &mut self,
@@ -127,10 +128,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.call("vote", &rpc, option.hard_ttl()).await
     }
 
+    /// Sends the snapshot file as a stream of chunks of at most
+    /// `storage::snapshot::CHUNK_BYTES`, read from the file as the stream is
+    /// polled (HTTP/2 flow control paces it): memory holds a chunk or two,
+    /// whatever the snapshot's size.
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,
-        snapshot: SnapshotOf<TypeConfig, Cursor<Vec<u8>>>,
+        snapshot: SnapshotOf<TypeConfig, SnapshotData>,
         _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
@@ -138,8 +143,30 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .client()
             .map_err(|m| StreamingError::Unreachable(Unreachable::from_string(m)))?;
         let data = codec::encode(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
-        let blob = snapshot.snapshot.into_inner();
-        let mut request = tonic::Request::new(pb::RaftPayload { data, blob });
+        let mut file = snapshot.snapshot;
+        let first = file.next_chunk().map_err(|e| NetworkError::new(&e))?;
+        let rest = futures::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            match file.next_chunk() {
+                Ok(chunk) if chunk.is_empty() => None,
+                Ok(chunk) => Some((
+                    pb::RaftPayload {
+                        data: Vec::new(),
+                        blob: chunk,
+                    },
+                    Some(file),
+                )),
+                Err(e) => {
+                    // Ending early makes the receiver's check fail (the file
+                    // is cut); the error is what the log should say.
+                    tracing::warn!(error = %e, "reading the snapshot to send failed");
+                    None
+                }
+            }
+        });
+        let stream =
+            futures::stream::once(async move { pb::RaftPayload { data, blob: first } }).chain(rest);
+        let mut request = tonic::Request::new(stream);
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
         let reply = client.install_snapshot(request).await.map_err(|s| {
             NetworkError::from_string(format!(

@@ -19,6 +19,8 @@
 //! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
 //! | `order_map` | `R` + map size, u64 big-endian | the version 2 order map root at that size (32 bytes; version 1 roots were under `r`, and a database holding only those rebuilds the map) |
 //! | `order_map` | `p` + party key (`map::party_key`, 32 bytes) + seq, u64 big-endian | empty: the party's party entries below the newest map epoch |
+//! | `merkle` | level u8, then index u64 big-endian | the root of the complete Merkle subtree over leaves `[index << level, (index + 1) << level)`, 32 bytes (derived from `ledger`: [`super::merkle_tree`]) |
+//! | `merkle` | `size` | the number of leaves the tree holds, u64 big-endian |
 //! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise
@@ -52,6 +54,10 @@ pub const CF_ORDER_MAP: &str = "order_map";
 /// `orders`, not in snapshots: see `storage::leases`).
 pub const CF_LEASES: &str = "leases";
 
+/// The complete subtrees of the ledger's Merkle tree (derived from
+/// `ledger`, not in snapshots: see `storage::merkle_tree`).
+pub const CF_MERKLE: &str = "merkle";
+
 /// The column families that make up the state machine, i.e. what a snapshot
 /// carries. A snapshot record's tag is `1 +` the index in this list, so the
 /// order is part of the snapshot format: append only, never reorder.
@@ -69,7 +75,7 @@ pub const STATE_MACHINE_CFS: [&str; 10] = [
 ];
 
 /// Every column family the database is opened with.
-pub const ALL_CFS: [&str; 13] = [
+pub const ALL_CFS: [&str; 14] = [
     CF_LOG,
     CF_RAFT_META,
     CF_LEDGER,
@@ -83,6 +89,7 @@ pub const ALL_CFS: [&str; 13] = [
     CF_STATS,
     CF_ORDER_MAP,
     CF_LEASES,
+    CF_MERKLE,
 ];
 
 // Keys of `raft_meta`.
@@ -130,6 +137,18 @@ pub fn map_party_entry_key(party_key: &[u8; 32], seq: u64) -> [u8; 41] {
     let mut k = [b'p'; 41];
     k[1..33].copy_from_slice(party_key);
     k[33..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+// Keys of `merkle`.
+/// How many leaves the Merkle tree holds (its nodes cover exactly those).
+pub const KEY_MERKLE_SIZE: &[u8] = b"size";
+
+/// The key of the complete Merkle subtree at `level` and `index`.
+pub fn merkle_node_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
     k
 }
 

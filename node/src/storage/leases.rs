@@ -13,7 +13,8 @@
 //! The index is derived state: it is written in the same atomic batch as
 //! the order ([`index_writes`] from the state machine's one effect writer),
 //! it is not part of a snapshot (installing one rebuilds it from the
-//! snapshot's orders, in the same batch), and a database written before the
+//! snapshot's orders as they are written, the marker in the install's last
+//! batch), and a database written before the
 //! index existed has it built once when it is opened ([`ensure_built`]; the
 //! empty key marks it built).
 
@@ -64,7 +65,7 @@ pub(crate) fn parse_key(k: &[u8]) -> Option<(u64, &str)> {
 }
 
 /// Adds to `batch` the clearing of the index.
-fn clear_into(db: &DB, batch: &mut WriteBatch) -> io::Result<()> {
+pub(crate) fn clear_into(db: &DB, batch: &mut WriteBatch) -> io::Result<()> {
     let handle = cf(db, CF_LEASES);
     if let Some(item) = db.iterator_cf(handle, IteratorMode::End).next() {
         let (last, _) = item.map_err(|e| io_err("read the lease index", e))?;
@@ -75,7 +76,12 @@ fn clear_into(db: &DB, batch: &mut WriteBatch) -> io::Result<()> {
 }
 
 /// Adds to `batch` the index record of one encoded order record, if leased.
-fn put_order_record(db: &DB, batch: &mut WriteBatch, k: &[u8], v: &[u8]) -> io::Result<bool> {
+pub(crate) fn put_order_record(
+    db: &DB,
+    batch: &mut WriteBatch,
+    k: &[u8],
+    v: &[u8],
+) -> io::Result<bool> {
     let o: Order = serde_json::from_slice(v).map_err(|e| {
         io_err(
             format_args!("decode order {}", String::from_utf8_lossy(k)),
@@ -89,22 +95,6 @@ fn put_order_record(db: &DB, batch: &mut WriteBatch, k: &[u8], v: &[u8]) -> io::
         }
         None => Ok(false),
     }
-}
-
-/// Adds to `batch` the replacement of the index by one built from `orders`
-/// (encoded order records: a snapshot being installed) and the built marker.
-pub(crate) fn rebuild_into<'a>(
-    db: &DB,
-    batch: &mut WriteBatch,
-    orders: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> io::Result<usize> {
-    clear_into(db, batch)?;
-    let mut n = 0;
-    for (k, v) in orders {
-        n += usize::from(put_order_record(db, batch, k, v)?);
-    }
-    batch.put_cf(cf(db, CF_LEASES), KEY_BUILT, []);
-    Ok(n)
 }
 
 /// Builds the index from the orders if this database has none yet (written

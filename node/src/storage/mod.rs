@@ -21,11 +21,13 @@
 //!   decides through a [`LedgerReader`] that reads its pending batch (an
 //!   in-memory overlay keyed by column family and key) before RocksDB. The
 //!   gRPC API shares a plain reader of what is written.
-//! - **Snapshots are files.** A snapshot is a framed dump of the state
-//!   machine column families read under one RocksDB snapshot, persisted as
-//!   `<dir>/snapshots/current` (see [`snapshot`] for the format). Installing
-//!   one replaces the state machine in a single batch, so a crash leaves
-//!   either the old state or the new one.
+//! - **Snapshots are files, streamed.** A snapshot is a framed dump of the
+//!   state machine column families read under one RocksDB snapshot, written
+//!   record by record to `<dir>/snapshots/current` (see [`snapshot`] for the
+//!   format); it is sent, received and installed in bounded memory, chunk by
+//!   chunk and record by record. Installing replaces the state machine in
+//!   batches behind a marker file: a crash in between makes the next open
+//!   install it again, so nothing ever reads a half-replaced state.
 //!
 //! - **Damage is detected, never served.** RocksDB recovers its WAL in
 //!   `AbsoluteConsistency` mode: a WAL that is truncated or fails its
@@ -48,6 +50,7 @@ mod feed;
 pub mod keys;
 mod leases;
 mod log_store;
+mod merkle_tree;
 mod order_map;
 mod overlay;
 mod reader;
@@ -60,9 +63,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, IteratorMode, Options,
-    ReadOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    DBRecoveryMode, IteratorMode, Options, ReadOptions, DB,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
 
@@ -70,7 +74,7 @@ pub use feed::AppliedHead;
 pub use log_store::LogStore;
 pub use order_map::{MapError, MapSnapshot, PartySnapshot};
 pub use reader::{LedgerReader, ReadError};
-pub use snapshot::SnapshotData;
+pub use snapshot::{SnapshotData, SnapshotInbox};
 pub use state_machine::StateMachineStore;
 pub use view::CheckedView;
 
@@ -85,6 +89,18 @@ pub enum StorageError {
     },
     #[error("cannot build the lease index of {path}: {source}")]
     LeaseIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot finish installing the snapshot in {path}: {source}")]
+    Snapshot {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot build the Merkle tree of {path}: {source}")]
+    MerkleTree {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -139,6 +155,61 @@ impl Fault {
     }
 }
 
+const MIB: usize = 1024 * 1024;
+
+/// The replica's RocksDB memory (`[storage]` of the TOML config): what bounds
+/// the storage's memory, whatever the ledger's size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StorageConfig {
+    /// The block cache shared by every column family (bytes), holding data
+    /// blocks and the SST files' index and filter blocks.
+    pub block_cache_bytes: usize,
+    /// All memtables together (bytes): past it the largest is flushed. Each
+    /// column family's memtable is at most a quarter of it.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            block_cache_bytes: 64 * MIB,
+            write_buffer_bytes: 64 * MIB,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks the sizes; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("block-cache-bytes", self.block_cache_bytes),
+            ("write-buffer-bytes", self.write_buffer_bytes),
+        ] {
+            if v < MIB {
+                return Err(format!("storage.{key} = {v} must be at least 1 MiB"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each column family's memtable.
+    fn memtable_bytes(&self) -> usize {
+        (self.write_buffer_bytes / 4).max(MIB / 2)
+    }
+
+    /// The table options every column family shares: the one block cache,
+    /// with index and filter blocks in it (not held beside it, where they
+    /// would grow with the data).
+    fn table_options(&self, cache: &Cache) -> BlockBasedOptions {
+        let mut t = BlockBasedOptions::default();
+        t.set_block_cache(cache);
+        t.set_cache_index_and_filter_blocks(true);
+        t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        t
+    }
+}
+
 /// The RocksDB options every open uses (see the module docs).
 fn db_options(wal: DBRecoveryMode) -> Options {
     let mut o = Options::default();
@@ -162,7 +233,7 @@ pub fn open_with(
     dir: &Path,
     metrics: Metrics,
 ) -> Result<(LogStore, StateMachineStore), StorageError> {
-    open_checked(dir, metrics, false).map(|(log, sm, _)| (log, sm))
+    open_checked(dir, metrics, false, &StorageConfig::default()).map(|(log, sm, _)| (log, sm))
 }
 
 /// [`open_with`]. When `salvage_wal` and the WAL is damaged (the
@@ -171,10 +242,12 @@ pub fn open_with(
 /// and the third value describes the damage: the caller must then treat
 /// the replica as having lost acknowledged log entries (it recovers: no
 /// vote, no election, no service until caught up; see `health::Recovery`).
+/// `memory` sizes RocksDB's block cache and memtables.
 pub fn open_checked(
     dir: &Path,
     metrics: Metrics,
     salvage_wal: bool,
+    memory: &StorageConfig,
 ) -> Result<(LogStore, StateMachineStore, Option<String>), StorageError> {
     let db_path = dir.join("db");
     let snapshot_dir = dir.join("snapshots");
@@ -185,13 +258,20 @@ pub fn open_checked(
         })?;
     }
 
+    let cache = Cache::new_lru_cache(memory.block_cache_bytes);
     let open = |mode| {
         let cfs = keys::ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::Lz4);
+            o.set_block_based_table_factory(&memory.table_options(&cache));
+            o.set_write_buffer_size(memory.memtable_bytes());
             ColumnFamilyDescriptor::new(*name, o)
         });
-        DB::open_cf_descriptors(&db_options(mode), &db_path, cfs)
+        let mut o = db_options(mode);
+        o.set_block_based_table_factory(&memory.table_options(&cache));
+        o.set_write_buffer_size(memory.memtable_bytes());
+        o.set_db_write_buffer_size(memory.write_buffer_bytes);
+        DB::open_cf_descriptors(&o, &db_path, cfs)
     };
     let mut damage = None;
     let db = match open(DBRecoveryMode::AbsoluteConsistency) {
@@ -217,12 +297,24 @@ pub fn open_checked(
             })
         }
     };
+    snapshot::finish_interrupted_install(&db, &snapshot_dir).map_err(|source| {
+        StorageError::Snapshot {
+            path: snapshot_dir.clone(),
+            source,
+        }
+    })?;
     leases::ensure_built(&db).map_err(|source| StorageError::LeaseIndex {
         path: db_path.clone(),
         source,
     })?;
     let db = Arc::new(db);
     let fault = Fault::default();
+    merkle_tree::ensure_built(&LedgerReader::new(db.clone(), fault.clone())).map_err(|source| {
+        StorageError::MerkleTree {
+            path: db_path.clone(),
+            source,
+        }
+    })?;
     Ok((
         LogStore::new(db.clone(), fault.clone(), metrics.clone()),
         StateMachineStore::new(db, snapshot_dir, fault, metrics),
@@ -272,4 +364,48 @@ pub(crate) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
 /// An I/O error for openraft, with what was being done.
 pub(crate) fn io_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configured sizes are what RocksDB runs with: the one block cache
+    /// of that capacity (index and filter blocks in it), memtables bounded.
+    #[test]
+    fn the_storage_memory_is_what_the_config_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = StorageConfig {
+            block_cache_bytes: 8 * MIB,
+            write_buffer_bytes: 4 * MIB,
+        };
+        let (_log, sm, _) = open_checked(dir.path(), Metrics::new(), false, &memory).unwrap();
+        let db = &sm.db;
+        for name in keys::ALL_CFS {
+            let capacity = db
+                .property_int_value_cf(cf(db, name), "rocksdb.block-cache-capacity")
+                .unwrap();
+            assert_eq!(capacity, Some(8 * MIB as u64), "{name}");
+        }
+        let options = std::fs::read_dir(dir.path().join("db"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().starts_with("OPTIONS-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .expect("an OPTIONS file");
+        assert!(
+            options.contains(&format!("db_write_buffer_size={}", 4 * MIB)),
+            "{options}"
+        );
+        assert!(options.contains(&format!("write_buffer_size={}", MIB)));
+        assert!(options.contains("cache_index_and_filter_blocks=true"));
+
+        assert!(StorageConfig {
+            block_cache_bytes: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("storage.block-cache-bytes"));
+    }
 }

@@ -97,6 +97,11 @@ impl StateMachineStore {
         self.head_feed.publish(next_seq(&self.reader));
     }
 
+    /// Where snapshots from peers are received (the snapshot directory).
+    pub fn snapshot_inbox(&self) -> snapshot::SnapshotInbox {
+        self.snapshots.inbox()
+    }
+
     /// A read-only view of the applied state, for the API.
     pub fn reader(&self) -> LedgerReader {
         self.reader.clone()
@@ -216,6 +221,7 @@ fn apply_request(
     w.put(CF_COMMANDS, &id, &u64_key(seq));
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
     put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
+    super::merkle_tree::after_entry(reader, w, seq, &entry.hash)?;
     super::order_map::after_entry(reader, w, seq)?;
     tracing::debug!(seq, code = %entry.code, "ledger entry appended");
     metrics.applied(command, entry.accepted, &entry.code);
@@ -414,8 +420,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        snapshot::install(self, meta, snapshot.into_inner())?;
+        snapshot::install(self, meta, snapshot)?;
         self.metrics.snapshot("installed");
+        // The tree is derived from the ledger, not carried (see merkle_tree.rs).
+        super::merkle_tree::ensure_built(&self.reader)?;
         catch_up_order_map(&self.reader);
         self.publish_head();
         Ok(())

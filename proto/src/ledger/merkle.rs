@@ -144,6 +144,124 @@ fn subproof(
     }
 }
 
+/// Where proofs read the roots of *complete* subtrees from: a store that
+/// keeps, for every level `l` and index `i` it has filled, the root over
+/// leaves `[i << l, (i + 1) << l)` (level 0: the leaf hashes). In the RFC 6962
+/// shape every subtree whose size is a power of two starts at a multiple of
+/// its size, so any tree, inclusion path or consistency proof over the first
+/// `n` leaves is made of O(log n) such roots: the functions below read that
+/// many and hash that many times, whatever `n` is. They return exactly what
+/// [`root`], [`inclusion_proof`] and [`consistency_proof`] return over the
+/// same leaves.
+pub trait SubtreeSource {
+    type Error;
+    /// The root of the complete subtree at `level` and `index`.
+    fn complete(&self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// The root over leaves `[start, start + n)` from complete subtrees.
+fn range_root<S: SubtreeSource + ?Sized>(src: &S, start: u64, n: u64) -> Result<Hash, S::Error> {
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    if n.is_power_of_two() {
+        let level = n.trailing_zeros();
+        debug_assert_eq!(
+            start % n,
+            0,
+            "a complete subtree starts at a multiple of its size"
+        );
+        return src.complete(level, start >> level);
+    }
+    let k = split(n);
+    Ok(node_hash(
+        &range_root(src, start, k)?,
+        &range_root(src, start + k, n - k)?,
+    ))
+}
+
+/// [`root`] from complete subtrees: at most `log2(n) + 1` reads.
+pub fn root_from<S: SubtreeSource + ?Sized>(src: &S, n: u64) -> Result<Hash, S::Error> {
+    range_root(src, 0, n)
+}
+
+/// [`inclusion_proof`] from complete subtrees. The outer error is a leaf
+/// outside the tree; the inner one the source's.
+pub fn inclusion_proof_from<S: SubtreeSource + ?Sized>(
+    src: &S,
+    index: u64,
+    size: u64,
+) -> Result<Result<Vec<Hash>, S::Error>, String> {
+    if index >= size {
+        return Err(format!("leaf {index} is not in a tree of size {size}"));
+    }
+    let mut out = Vec::new();
+    Ok(path_from(src, index, 0, size, &mut out).map(|()| out))
+}
+
+fn path_from<S: SubtreeSource + ?Sized>(
+    src: &S,
+    m: u64,
+    start: u64,
+    n: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
+    if n <= 1 {
+        return Ok(());
+    }
+    let k = split(n);
+    if m < k {
+        path_from(src, m, start, k, out)?;
+        out.push(range_root(src, start + k, n - k)?);
+    } else {
+        path_from(src, m - k, start + k, n - k, out)?;
+        out.push(range_root(src, start, k)?);
+    }
+    Ok(())
+}
+
+/// [`consistency_proof`] from complete subtrees. The outer error is a bad
+/// pair of sizes; the inner one the source's.
+pub fn consistency_proof_from<S: SubtreeSource + ?Sized>(
+    src: &S,
+    old: u64,
+    new: u64,
+) -> Result<Result<Vec<Hash>, S::Error>, String> {
+    if old > new {
+        return Err(format!("old size {old} is larger than new size {new}"));
+    }
+    let mut out = Vec::new();
+    if old == 0 || old == new {
+        return Ok(Ok(out));
+    }
+    Ok(subproof_from(src, old, 0, new, true, &mut out).map(|()| out))
+}
+
+fn subproof_from<S: SubtreeSource + ?Sized>(
+    src: &S,
+    m: u64,
+    start: u64,
+    n: u64,
+    complete: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), S::Error> {
+    if m == n {
+        if !complete {
+            out.push(range_root(src, start, n)?);
+        }
+        return Ok(());
+    }
+    let k = split(n);
+    if m <= k {
+        subproof_from(src, m, start, k, complete, out)?;
+        out.push(range_root(src, start + k, n - k)?);
+    } else {
+        subproof_from(src, m - k, start + k, n - k, false, out)?;
+        out.push(range_root(src, start, k)?);
+    }
+    Ok(())
+}
+
 /// Verifies an inclusion proof (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(
     leaf: &Hash,
@@ -316,6 +434,115 @@ mod tests {
         let l = leaves(1000);
         assert!(inclusion_proof(&l, 500, 1000).unwrap().len() <= 10);
         assert!(consistency_proof(&l, 300, 1000).unwrap().len() <= 2 * 10);
+    }
+
+    /// Complete subtrees computed from leaves (once), counting the reads.
+    struct Counted {
+        leaves: Vec<Hash>,
+        nodes: std::collections::HashMap<(u32, u64), Hash>,
+        reads: std::cell::Cell<u64>,
+    }
+
+    impl SubtreeSource for Counted {
+        type Error = String;
+        fn complete(&self, level: u32, index: u64) -> Result<Hash, String> {
+            self.reads.set(self.reads.get() + 1);
+            self.nodes
+                .get(&(level, index))
+                .copied()
+                .ok_or_else(|| format!("no subtree at level {level} index {index}"))
+        }
+    }
+
+    fn counted(n: u64) -> Counted {
+        let leaves = leaves(n);
+        let mut nodes = std::collections::HashMap::new();
+        for level in 0..64u32 {
+            let width = 1u64 << level;
+            if width > n {
+                break;
+            }
+            for index in 0..n / width {
+                nodes.insert(
+                    (level, index),
+                    subtree_root(leaves.as_slice(), index * width, width),
+                );
+            }
+        }
+        Counted {
+            leaves,
+            nodes,
+            reads: std::cell::Cell::new(0),
+        }
+    }
+
+    #[test]
+    fn subtree_sources_give_the_leaf_results_in_logarithmic_reads() {
+        // log2(128) = 7 levels above the leaves.
+        let c = counted(100);
+        for n in 0..=100u64 {
+            c.reads.set(0);
+            assert_eq!(root_from(&c, n).unwrap(), root(&c.leaves, n), "root of {n}");
+            assert!(
+                c.reads.get() <= 7 + 1,
+                "root of {n}: {} reads",
+                c.reads.get()
+            );
+            for i in 0..n {
+                c.reads.set(0);
+                assert_eq!(
+                    inclusion_proof_from(&c, i, n).unwrap().unwrap(),
+                    inclusion_proof(&c.leaves, i, n).unwrap(),
+                    "inclusion of {i} in {n}"
+                );
+                assert!(
+                    c.reads.get() <= 2 * 7 + 2,
+                    "inclusion {i}/{n}: {} reads",
+                    c.reads.get()
+                );
+            }
+            for old in 0..=n {
+                c.reads.set(0);
+                assert_eq!(
+                    consistency_proof_from(&c, old, n).unwrap().unwrap(),
+                    consistency_proof(&c.leaves, old, n).unwrap(),
+                    "consistency {old}..{n}"
+                );
+                assert!(
+                    c.reads.get() <= 3 * 7 + 3,
+                    "consistency {old}/{n}: {} reads",
+                    c.reads.get()
+                );
+            }
+        }
+        assert!(inclusion_proof_from(&c, 5, 5).is_err());
+        assert!(consistency_proof_from(&c, 6, 5).is_err());
+        assert!(
+            root_from(&c, 101).is_err(),
+            "the source's error is passed on"
+        );
+    }
+
+    #[test]
+    fn a_large_tree_costs_a_few_dozen_reads() {
+        // No leaves at all: a source that makes up subtree roots, so the
+        // tree can be as large as a ledger after years.
+        struct Fake(std::cell::Cell<u64>);
+        impl SubtreeSource for Fake {
+            type Error = ();
+            fn complete(&self, level: u32, index: u64) -> Result<Hash, ()> {
+                self.0.set(self.0.get() + 1);
+                Ok(leaf_hash(
+                    &[&level.to_be_bytes()[..], &index.to_be_bytes()[..]].concat(),
+                ))
+            }
+        }
+        let f = Fake(std::cell::Cell::new(0));
+        let n = (1u64 << 40) + 12_345_678_901;
+        root_from(&f, n).unwrap();
+        inclusion_proof_from(&f, n / 3, n).unwrap().unwrap();
+        consistency_proof_from(&f, n / 2 + 7, n).unwrap().unwrap();
+        assert!(f.0.get() <= 6 * 41, "{} reads", f.0.get());
     }
 
     proptest! {

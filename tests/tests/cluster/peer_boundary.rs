@@ -184,7 +184,11 @@ async fn every_attack(
     note(
         "snapshot garbage",
         client
-            .install_snapshot(snapshot(term + 1, claimed, vec![0xAB; 4096]))
+            .install_snapshot(futures::stream::iter([snapshot(
+                term + 1,
+                claimed,
+                vec![0xAB; 4096],
+            )]))
             .await,
     );
     match client.cosign_checkpoint(cosign()).await {
@@ -363,7 +367,11 @@ async fn a_member_certificate_cannot_impersonate_or_send_impossible_terms() {
     assert!(err.message().contains("implausible"), "{err}");
     let term = c.status(target).await.unwrap().term;
     let err = client
-        .install_snapshot(snapshot(term, insider, vec![0xAB; 1024]))
+        .install_snapshot(futures::stream::iter([snapshot(
+            term,
+            insider,
+            vec![0xAB; 1024],
+        )]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
@@ -447,10 +455,10 @@ async fn a_snapshot_of_another_history_is_refused() {
     );
     let v = Vote::<LeaderId<u64, u64>>::new_committed(term, insider);
     let err = client
-        .install_snapshot(pb::RaftPayload {
+        .install_snapshot(futures::stream::iter([pb::RaftPayload {
             data: arbor_node::raft::codec::encode(&(&v, &meta)).unwrap(),
             blob: bytes,
-        })
+        }]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");

@@ -1,4 +1,5 @@
-//! A replica that joins after the log was purged catches up by snapshot.
+//! A replica that joins after the log was purged catches up by snapshot,
+//! one large enough to travel in several chunks.
 
 use arbor_client::Client;
 use arbor_tests::{Options, TestCluster, TIMEOUT};
@@ -15,8 +16,10 @@ async fn late_replica_catches_up_by_snapshot() {
     )
     .await;
     let channel = c.enroll_channel("shop").await;
-    let ids: Vec<String> = (0..100).map(|i| format!("o-{i}")).collect();
-    c.register_orders(&channel, &ids, 16).await;
+    // Enough orders for a snapshot of more than one 1 MiB chunk.
+    const ORDERS: u64 = 1_500;
+    let ids: Vec<String> = (0..ORDERS).map(|i| format!("o-{i}")).collect();
+    c.register_orders(&channel, &ids, 32).await;
 
     // The log the newcomer would need is gone: only a snapshot can bring it up.
     let leader = c.wait_leader(TIMEOUT).await;
@@ -37,20 +40,29 @@ async fn late_replica_catches_up_by_snapshot() {
     )
     .await;
 
+    let current = c.dir().join(format!("n{leader}/data/snapshots/current"));
+    let size = std::fs::metadata(&current)
+        .unwrap_or_else(|e| panic!("{}: {e}", current.display()))
+        .len();
+    assert!(
+        size > arbor_node::storage::snapshot::CHUNK_BYTES as u64,
+        "the snapshot is {size} bytes: too small to be sent in several chunks"
+    );
+
     let newcomer = c.add_replica().await;
     assert_eq!(newcomer, 4);
     let audit = c.check_invariants().await;
     assert_eq!(
-        audit.chain.len(),
-        103,
-        "genesis + enrolment + 100 orders + the AddReplica"
+        audit.chain.len() as u64,
+        ORDERS + 3,
+        "genesis + enrolment + the orders + the AddReplica"
     );
     let desired = audit
         .state
         .membership
         .as_ref()
         .expect("membership recorded");
-    assert_eq!(desired.replicas[&newcomer].added_seq, 102);
+    assert_eq!(desired.replicas[&newcomer].added_seq, ORDERS + 2);
 
     let s = c.status(newcomer).await.expect("newcomer answers");
     assert!(
@@ -68,8 +80,8 @@ async fn late_replica_catches_up_by_snapshot() {
     assert_eq!(o.registered_by, "shop");
 
     // And it follows new writes by log.
-    let more: Vec<String> = (100..110).map(|i| format!("o-{i}")).collect();
+    let more: Vec<String> = (ORDERS..ORDERS + 10).map(|i| format!("o-{i}")).collect();
     c.register_orders(&channel, &more, 4).await;
     let audit = c.check_invariants().await;
-    assert_eq!(audit.chain.len(), 113);
+    assert_eq!(audit.chain.len() as u64, ORDERS + 13);
 }
