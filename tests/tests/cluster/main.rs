@@ -21,6 +21,7 @@ mod observe;
 mod partition;
 mod peer_boundary;
 mod protocol;
+mod reads;
 mod snapshot;
 mod watch;
 mod windows;
