@@ -235,6 +235,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         applied,
         admission: api::admission::Admission::start(config.limits.max_pending_admission)
             .with_metrics(metrics.clone()),
+        reads: api::read_index::ReadIndex::new(raft.clone()),
         limits: limits::ApiLimits::new(&config.limits),
         metrics: metrics.clone(),
         recovery: recovery.clone(),

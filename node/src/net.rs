@@ -18,7 +18,8 @@ use crate::tls::TlsMaterial;
 /// The pool of peer channels, shared by the raft network and the API.
 #[derive(Clone)]
 pub struct Peers {
-    channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
+    /// By replica id: the address the channel connects to, and the channel.
+    channels: Arc<Mutex<HashMap<u64, (String, Channel)>>>,
     source_ip: Option<IpAddr>,
     /// `None` only with `insecure-plaintext`.
     tls: Option<TlsMaterial>,
@@ -38,10 +39,12 @@ impl Peers {
 
     /// The channel to replica `id`'s peer port at `addr`.
     pub fn channel(&self, id: u64, addr: &str) -> Result<Channel, String> {
-        let key = (id, addr.to_string());
+        // Looked up on every forward and raft client: no allocation when cached.
         let mut map = self.channels.lock().expect("peer map poisoned");
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
+        if let Some((a, c)) = map.get(&id) {
+            if a == addr {
+                return Ok(c.clone());
+            }
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
@@ -57,7 +60,7 @@ impl Peers {
                 .map_err(|e| format!("tls for peer {id} at {addr}: {e}"))?;
         }
         let c = ep.connect_lazy();
-        map.insert(key, c.clone());
+        map.insert(id, (addr.to_string(), c.clone()));
         Ok(c)
     }
 

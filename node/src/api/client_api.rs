@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arbor_proto::pb;
 use arbor_proto::pb::arbor_server::Arbor;
 use arbor_proto::rules;
-use openraft::ReadPolicy;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
+use super::read_index::{ReadError, ReadIndex};
 use super::routing::{route, within, Deadline};
 use super::status;
 use crate::identity::ReplicaIdentity;
@@ -53,6 +53,8 @@ pub struct ArborApi {
     /// The state machine's applied head, for the live feed (`watch.rs`).
     pub applied: AppliedHead,
     pub admission: Admission,
+    /// Linearizable reads, confirmed in batched ReadIndex rounds (`read_index.rs`).
+    pub reads: ReadIndex,
     /// Reply sizes and open watch streams (`limits.rs`).
     pub limits: crate::limits::ApiLimits,
     /// Proposals and refusals are counted here (`metrics.rs`).
@@ -69,20 +71,19 @@ impl ArborApi {
     }
 
     /// Waits until this leader's state machine reflects everything committed
-    /// before the read started (ReadIndex). `Moved` when this replica no
-    /// longer leads: the caller routes the read again.
+    /// before the read started (ReadIndex, one round for every read waiting
+    /// when it starts: `read_index.rs`). `Moved` when this replica no longer
+    /// leads: the caller routes the read again.
     async fn linearize(&self) -> Result<(), Served> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.forward_to_leader().is_some() => Err(Served::Moved),
-            Err(openraft::error::RaftError::APIError(_)) => {
-                Err(Served::Failed(status::unavailable(
-                    "this leader could not confirm its leadership with a quorum of replicas \
-                     in time (no quorum reachable); retry",
-                    None,
-                )))
-            }
-            Err(e) => Err(Served::Failed(status::unavailable(
+        match self.reads.linearize().await {
+            Ok(()) => Ok(()),
+            Err(ReadError::NotLeader) => Err(Served::Moved),
+            Err(ReadError::NoQuorum) => Err(Served::Failed(status::unavailable(
+                "this leader could not confirm its leadership with a quorum of replicas \
+                 in time (no quorum reachable); retry",
+                None,
+            ))),
+            Err(ReadError::Stopped(e)) => Err(Served::Failed(status::unavailable(
                 format!("raft is not running on this replica: {e}"),
                 None,
             ))),

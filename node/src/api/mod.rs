@@ -8,6 +8,7 @@ mod audit;
 pub mod client_api;
 pub mod peer_auth;
 pub mod raft_api;
+pub mod read_index;
 pub mod routing;
 pub mod status;
 pub mod watch;

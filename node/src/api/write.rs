@@ -84,7 +84,7 @@ impl ArborApi {
         let resp = match written {
             Ok(r) => {
                 self.metrics.proposed("committed");
-                r.response().clone()
+                r.data
             }
             // Leadership moved while proposing: the new leader decides.
             Err(e) if e.forward_to_leader().is_some() => {
@@ -101,29 +101,8 @@ impl ArborApi {
             }
         };
         match resp {
-            RaftResponse::Appended {
-                seq,
-                ref outcome,
-                hash,
-            }
-            | RaftResponse::Duplicate {
-                seq,
-                ref outcome,
-                hash,
-            } => {
-                let duplicate = matches!(resp, RaftResponse::Duplicate { .. });
-                Ok(pb::SubmitReply {
-                    owner: rejection_owner(&outcome.code, &outcome.message),
-                    seq,
-                    outcome: Some(pb::Outcome {
-                        accepted: outcome.accepted,
-                        code: outcome.code.clone(),
-                        message: outcome.message.clone(),
-                    }),
-                    entry_hash: hash.to_vec(),
-                    duplicate,
-                })
-            }
+            RaftResponse::Appended { seq, outcome, hash } => Ok(reply(seq, outcome, hash, false)),
+            RaftResponse::Duplicate { seq, outcome, hash } => Ok(reply(seq, outcome, hash, true)),
             RaftResponse::Refused { code, message } => Err(status::refused(&code, &message).into()),
             RaftResponse::Noop => Err(status::internal("state machine returned no outcome").into()),
         }
@@ -170,6 +149,26 @@ impl ArborApi {
             entry_hash: e.hash.to_vec(),
             duplicate: true,
         }))
+    }
+}
+
+/// The reply to a committed command, from the state machine's answer (moved, not copied).
+fn reply(
+    seq: u64,
+    outcome: crate::types::Outcome,
+    hash: [u8; 32],
+    duplicate: bool,
+) -> pb::SubmitReply {
+    pb::SubmitReply {
+        owner: rejection_owner(&outcome.code, &outcome.message),
+        seq,
+        outcome: Some(pb::Outcome {
+            accepted: outcome.accepted,
+            code: outcome.code,
+            message: outcome.message,
+        }),
+        entry_hash: hash.to_vec(),
+        duplicate,
     }
 }
 

@@ -23,6 +23,7 @@ mod partition;
 mod peer_boundary;
 mod protocol;
 mod sla;
+mod reads;
 mod snapshot;
 mod sourcing;
 mod watch;
