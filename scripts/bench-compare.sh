@@ -61,7 +61,10 @@ run_one() { # SYSTEM ROUND IN_FLIGHT ARGS...
   script=scripts/bench.sh
   [ "$system" = etcd ] && script=scripts/bench-etcd.sh
   echo "==> round $round/$rounds: $system, $f in flight: $script --in-flight $f $*" >&2
-  if line="$("$script" --in-flight "$f" "$@")"; then
+  # A fresh cluster's start can lose a free port to another process between
+  # the pick and the bind: such a run is retried once on a new cluster.
+  if line="$("$script" --in-flight "$f" "$@")" ||
+    { echo "==> retrying once on a fresh cluster" >&2 && line="$("$script" --in-flight "$f" "$@")"; }; then
     jq -c --argjson round "$round" --arg load "$(cut -d' ' -f1 /proc/loadavg)" \
       '. + {compare_round: $round, load_avg_before: ($load | tonumber)}' <<<"$line" >>"$results"
   else
