@@ -22,8 +22,9 @@
 //!   destination region in the node's profile regions, which a node lists
 //!   nearest first — 0 for its home region);
 //! - `health`: from a [`Health`] (the default, [`NeutralHealth`], is 0 for
-//!   every node: it changes no ranking). A health score folded from ledger
-//!   facts plugs in here.
+//!   every node: it changes no ranking); [`Candidates::ledger_health`]
+//!   gives the ledger's own health fold (`(health_score - 1000) / 2`, 0 for
+//!   a clean record down to -500), which `arbor order source` uses.
 //!
 //! An ineligible candidate scores 0. The highest score wins; ties go to the
 //! smallest node id.
@@ -352,7 +353,42 @@ fn profile_from_view(v: &pb::ProfileView) -> Profile {
 fn stats_from_view(s: &pb::NodeStatsView) -> NodeStats {
     NodeStats {
         open_orders: s.open_orders,
+        health: s
+            .health
+            .as_ref()
+            .map(arbor_proto::rules::HealthCounters::from_pb)
+            .unwrap_or_default(),
         ..NodeStats::default()
+    }
+}
+
+/// Health from the ledger's own fold ([`arbor_proto::rules::health_score`],
+/// 0 to 1000 from each candidate's counters as read), as the broker's
+/// health component `(score - 1000) / 2`: a node with a clean record (or no
+/// record yet) adds 0, one at score 0 loses 500, half of one step of
+/// region distance.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerHealth(BTreeMap<String, i64>);
+
+impl Health for LedgerHealth {
+    fn health(&self, node: &str) -> i64 {
+        self.0.get(node).copied().unwrap_or(0)
+    }
+}
+
+impl Candidates {
+    /// The candidates' health as folded by the ledger, for
+    /// [`ReferenceBroker::with_health`].
+    pub fn ledger_health(&self) -> LedgerHealth {
+        LedgerHealth(
+            self.stats
+                .iter()
+                .map(|(node, s)| {
+                    let score = i64::from(arbor_proto::rules::health_score(&s.health));
+                    (node.clone(), (score - 1000) / 2)
+                })
+                .collect(),
+        )
     }
 }
 
@@ -451,6 +487,28 @@ mod tests {
         assert_eq!(d.selected, "near");
         assert_eq!(d.candidates[0].score, 0);
         assert_eq!(d.candidates[1].score, 300);
+    }
+
+    #[test]
+    fn ledger_health_follows_the_counters_a_node_stats_view_carries() {
+        let stats = |node: &str, on_time: u64, lapses: u64| pb::NodeStatsView {
+            node: node.into(),
+            health: Some(pb::HealthView {
+                shipped: on_time,
+                on_time,
+                lapses,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let nodes = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let c = Candidates::from_views(&nodes, &[], &[], &[stats("a", 8, 0), stats("b", 0, 8)]);
+        let h = c.ledger_health();
+        // A clean record and no record both add nothing; lapses cost.
+        assert_eq!(h.health("a"), 0);
+        assert_eq!(h.health("c"), 0);
+        // score = 1000 * 2 / (2 + 8) = 200, so (200 - 1000) / 2.
+        assert_eq!(h.health("b"), -400);
     }
 
     #[test]

@@ -150,15 +150,34 @@ async fn the_example_node_takes_released_orders_and_assignment_offers() {
     order.sourcing_mode = pb::SourcingMode::Brokered as i32;
     sub.submit_accepted("register brokered", channel.register_order(order))
         .await;
-    let view = client.get_order("o-ex-brokered").await.expect("order");
-    let candidates = Candidates::read(&client, &["store-example".to_string()])
-        .await
-        .expect("candidates");
-    let decision = ReferenceBroker::default()
-        .decide(&view, &candidates)
-        .expect("a decision");
-    sub.submit_accepted("decision", broker.source_order(decision))
-        .await;
+    // The example node may take the released order between the broker's
+    // reads and its decision: the rules then refuse the stale headroom
+    // (`score_mismatch`) and the broker decides again from fresh reads.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let view = client.get_order("o-ex-brokered").await.expect("order");
+        let candidates = Candidates::read(&client, &["store-example".to_string()])
+            .await
+            .expect("candidates");
+        let decision = ReferenceBroker::default()
+            .decide(&view, &candidates)
+            .expect("a decision");
+        let reply = sub
+            .submit(broker.source_order(decision))
+            .await
+            .expect("submit the decision");
+        let o = reply.outcome.unwrap_or_default();
+        if o.accepted {
+            break;
+        }
+        assert!(
+            matches!(o.code.as_str(), "score_mismatch" | "eligibility_mismatch")
+                && std::time::Instant::now() < deadline,
+            "decision: {} ({})",
+            o.code,
+            o.message
+        );
+    }
 
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await

@@ -49,7 +49,8 @@ pub async fn run(
     let broker = ReferenceBroker {
         expires_in_ms,
         ..ReferenceBroker::default()
-    };
+    }
+    .with_health(facts.ledger_health());
     let decision = match broker.decide(&order, &facts) {
         Ok(d) => d,
         Err(e) => return fail(Exit::RefusedLocally, e.to_string()),
