@@ -33,26 +33,7 @@ script_cmd="scripts/bench-etcd.sh $*"
 work="$(mktemp -d "${TMPDIR:-/tmp}/arbor-bench-etcd-XXXXXX")"
 pids=()
 
-cleanup() {
-  local rc=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$rc" != 0 ]; then
-    for i in 1 2 3; do
-      if [ -f "$work/e$i.log" ]; then
-        echo "----- etcd member $i log tail ($work/e$i.log) -----" >&2
-        tail -n 20 "$work/e$i.log" >&2
-      fi
-    done
-  fi
-  if [ "${ARBOR_BENCH_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then
-    echo "bench-etcd.sh: kept $work" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
+trap 'bench_cleanup e "etcd member" bench-etcd.sh' EXIT
 trap 'exit 130' INT TERM
 
 # etcd itself.

@@ -30,26 +30,7 @@ script_cmd="scripts/bench.sh $*"
 work="$(mktemp -d "${TMPDIR:-/tmp}/arbor-bench-XXXXXX")"
 pids=()
 
-cleanup() {
-  local rc=$?
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "$rc" != 0 ]; then
-    for i in 1 2 3; do
-      if [ -f "$work/n$i.log" ]; then
-        echo "----- replica $i log tail ($work/n$i.log) -----" >&2
-        tail -n 20 "$work/n$i.log" >&2
-      fi
-    done
-  fi
-  if [ "${ARBOR_BENCH_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then
-    echo "bench.sh: kept $work" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
+trap 'bench_cleanup n replica bench.sh' EXIT
 trap 'exit 130' INT TERM
 
 if [ -n "${ARBOR_BENCH_BIN_DIR:-}" ]; then

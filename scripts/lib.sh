@@ -79,3 +79,27 @@ ensure_prereqs() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
   fi
 }
+
+# The exit trap of the benchmark scripts: stops the processes in "${pids[@]}",
+# on failure prints the tail of each member's log ("$work/<LOG_PREFIX>N.log"),
+# and removes "$work" unless the run failed or ARBOR_BENCH_KEEP=1.
+#   trap 'bench_cleanup n replica bench.sh' EXIT
+bench_cleanup() { # LOG_PREFIX MEMBER_NAME SCRIPT_NAME
+  local rc=$? prefix=$1 member=$2 script=$3
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$rc" != 0 ]; then
+    for i in 1 2 3; do
+      if [ -f "$work/$prefix$i.log" ]; then
+        echo "----- $member $i log tail ($work/$prefix$i.log) -----" >&2
+        tail -n 20 "$work/$prefix$i.log" >&2
+      fi
+    done
+  fi
+  if [ "${ARBOR_BENCH_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then
+    echo "$script: kept $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
