@@ -429,6 +429,29 @@ pub trait Commands: sealed::Sealed {
             incident_ms,
             statement: statement.to_string(),
             known_good_ms: 0,
+            parcels: 0,
+        }))
+    }
+
+    /// Rules version 4: a dispute about `parcels` of the order's parcels
+    /// only (0: the whole order; only a `lost` dispute names parcels). A
+    /// loss of no more parcels than a signed carrier's acceptance was short
+    /// of the tender is the shipper's (`parcels_short_at_tender`).
+    fn open_dispute_parcels(
+        &self,
+        order_id: &str,
+        kind: pb::IncidentKind,
+        incident_ms: u64,
+        parcels: u32,
+        statement: &str,
+    ) -> pb::SignedCommand {
+        self.signer().sign(Body::OpenDispute(pb::OpenDispute {
+            order_id: order_id.to_string(),
+            kind: kind as i32,
+            incident_ms,
+            statement: statement.to_string(),
+            known_good_ms: 0,
+            parcels,
         }))
     }
 
@@ -449,6 +472,7 @@ pub trait Commands: sealed::Sealed {
             incident_ms: known_bad_ms,
             statement: statement.to_string(),
             known_good_ms,
+            parcels: 0,
         }))
     }
 

@@ -10,6 +10,7 @@
 //! | `ledger` | ledger seq, u64 big-endian | `pb::LedgerEntry`, protobuf |
 //! | `orders` | order id (UTF-8) | `rules::Order`, serde_json |
 //! | `refs` | channel `\0` external id | order id (UTF-8) |
+//! | `refs` | `\0delivery-code\0` + delivery code hash (rules version 4: the hashes registered under it) | order id (UTF-8) |
 //! | `parties` | party id (UTF-8) | `rules::Party`, serde_json |
 //! | `party_keys` | public key (32 raw bytes) | party id (UTF-8) |
 //! | `commands` | command id (32 bytes) | ledger seq, u64 big-endian |
@@ -161,6 +162,17 @@ pub fn ref_key(channel: &str, external_id: &str) -> Vec<u8> {
     k
 }
 
+/// The `refs` key of a delivery code hash (rules version 4):
+/// `\0delivery-code\0` + hash. Channel ids are never empty, so no
+/// external reference's key starts with `\0`.
+pub fn delivery_code_key(hash: &[u8]) -> Vec<u8> {
+    const PREFIX: &[u8] = b"\0delivery-code\0";
+    let mut k = Vec::with_capacity(PREFIX.len() + hash.len());
+    k.extend_from_slice(PREFIX);
+    k.extend_from_slice(hash);
+    k
+}
+
 /// A key as it should appear in an error message: the text when it is
 /// printable ASCII, hex otherwise.
 pub fn display_key(key: &[u8]) -> String {
@@ -190,6 +202,12 @@ mod tests {
     fn ref_keys_do_not_collide() {
         assert_ne!(ref_key("ab", "c"), ref_key("a", "bc"));
         assert_eq!(ref_key("web", "42"), b"web\x0042".to_vec());
+        // No channel id is empty, so no ref key starts with NUL.
+        assert_eq!(
+            delivery_code_key(&[7; 2]),
+            b"\0delivery-code\0\x07\x07".to_vec()
+        );
+        assert_ne!(delivery_code_key(b"x")[0], ref_key("a", "x")[0]);
     }
 
     #[test]

@@ -299,6 +299,11 @@ impl LedgerReader {
         self.get_string(CF_REFS, &ref_key(channel, external_id))
     }
 
+    /// Rules version 4: the order that registered a delivery code hash.
+    pub fn order_by_delivery_code(&self, hash: &[u8]) -> Result<Option<String>, ReadError> {
+        self.get_string(CF_REFS, &delivery_code_key(hash))
+    }
+
     pub fn party(&self, party_id: &str) -> Result<Option<Party>, ReadError> {
         self.get_json(CF_PARTIES, party_id.as_bytes())
     }

@@ -325,6 +325,10 @@ fn put_effect(
         Effect::PutStats { node, stats } => put_json(w, CF_STATS, node.as_bytes(), &stats),
         Effect::PutConfig(c) => put_json(w, CF_SM_META, KEY_CONFIG, &c),
         Effect::PutMembership(m) => put_json(w, CF_SM_META, KEY_REPLICAS, &m),
+        Effect::PutDeliveryCode { hash, order_id } => {
+            w.put(CF_REFS, &delivery_code_key(&hash), order_id.as_bytes());
+            Ok(())
+        }
     }
 }
 

@@ -86,6 +86,9 @@ impl StateView for CheckedView<'_> {
     fn membership(&self) -> Option<Membership> {
         self.keep(self.reader.desired_membership())
     }
+    fn order_by_delivery_code(&self, hash: &[u8]) -> Option<String> {
+        self.keep(self.reader.order_by_delivery_code(hash))
+    }
 }
 
 #[cfg(test)]

@@ -985,6 +985,7 @@ fn rulings(
             kind: kind.into(),
             incident_ms: o.incident_ms,
             known_good_ms: o.known_good_ms,
+            parcels: 0,
             opened_by: d.signer.clone(),
             ruling: None,
         };

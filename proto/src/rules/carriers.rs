@@ -41,6 +41,10 @@ pub struct Tender {
     pub seq: u64,
     /// Parcels the node tendered (0: not stated).
     pub parcels: u32,
+    /// Rules version 4: the carrier must sign by then (the tender entry's
+    /// time + its timeout); 0: no deadline (a tender of version 3).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expires_ms: u64,
     /// The carrier's signed acceptance; `None` while the tender is pending.
     pub accepted: Option<TenderAcceptance>,
 }
@@ -55,6 +59,16 @@ pub struct TenderAcceptance {
     pub weight_grams: u64,
     pub damaged: bool,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Rules version 4: how long a tender stands when it names no timeout: 24 h.
+pub const DEFAULT_TENDER_TIMEOUT_MS: u64 = 24 * 3_600_000;
+
+/// Rules version 4: the longest timeout a tender may name: 7 days.
+pub const MAX_TENDER_TIMEOUT_MS: u64 = 7 * 24 * 3_600_000;
 
 /// A ruling that names nobody liable.
 fn ruling(rule: Rule, evidence: Vec<u64>, explanation: String) -> Ruling {

@@ -192,6 +192,11 @@ names! {
         BrokeredOrder = "brokered_order",
         WorkInProgress = "work_in_progress",
         ReassignMismatch = "reassign_mismatch",
+        // Carriers, version 4 (tender deadlines, unique delivery codes)
+        /// An `AcceptTender` after the tender's deadline.
+        TenderExpired = "tender_expired",
+        /// A `RegisterOrder` whose delivery code hash another order registered.
+        DeliveryCodeReused = "delivery_code_reused",
     }
 }
 
@@ -237,6 +242,15 @@ names! {
         SourcedLate = "sourced_late",
         /// Dispatched in time, delivered after the promised delivery.
         LateDelivery = "late_delivery",
+
+        // Carriers, version 4 (unsigned hand-offs, parcels compared)
+        /// The goods went to a carrier that is not enrolled and did not
+        /// sign: it carries as the shipping node's agent, and the node stays
+        /// the custodian until delivery.
+        UnsignedCarrierIsShippersAgent = "unsigned_carrier_is_shippers_agent",
+        /// The carrier signed for fewer parcels than the node tendered: the
+        /// missing parcels never reached it.
+        ParcelsShortAtTender = "parcels_short_at_tender",
     }
 }
 
@@ -290,6 +304,9 @@ names! {
         DamageNotedAtHandoff = "damage_noted_at_handoff",
         /// Rules version 3: recorded by an `AcceptTender` that notes damage.
         DamageNotedAtTender = "damage_noted_at_tender",
+        /// Rules version 4 (carriers): recorded by an `AcceptTender` that
+        /// signs for fewer parcels than were tendered.
+        ParcelsShortAtTender = "parcels_short_at_tender",
     }
 }
 
@@ -412,6 +429,9 @@ mod tests {
             (Code::BrokeredOrder, "brokered_order"),
             (Code::WorkInProgress, "work_in_progress"),
             (Code::ReassignMismatch, "reassign_mismatch"),
+            // Carriers, version 4
+            (Code::TenderExpired, "tender_expired"),
+            (Code::DeliveryCodeReused, "delivery_code_reused"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),
@@ -438,6 +458,12 @@ mod tests {
             (Rule::MissedShipBy, "missed_ship_by"),
             (Rule::SourcedLate, "sourced_late"),
             (Rule::LateDelivery, "late_delivery"),
+            // Carriers, version 4
+            (
+                Rule::UnsignedCarrierIsShippersAgent,
+                "unsigned_carrier_is_shippers_agent",
+            ),
+            (Rule::ParcelsShortAtTender, "parcels_short_at_tender"),
         ];
         let incidents: &[(Incident, &str)] = &[
             (Incident::Lost, "lost"),
@@ -487,6 +513,7 @@ mod tests {
             (Exception::Delayed, "delayed"),
             (Exception::DamageNotedAtHandoff, "damage_noted_at_handoff"),
             (Exception::DamageNotedAtTender, "damage_noted_at_tender"),
+            (Exception::ParcelsShortAtTender, "parcels_short_at_tender"),
         ];
         let grades: &[(Grade, &str)] = &[
             (Grade::Code, "code"),

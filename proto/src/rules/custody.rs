@@ -45,6 +45,15 @@ impl OrderEntry<'_> {
         self.message.split("; ").find_map(LapseNote::parse)
     }
 
+    /// Rules version 4: the unsigned hand-off this entry recorded, if any:
+    /// the [`UnsignedNote`] in an accepted entry's message.
+    pub fn unsigned(&self) -> Option<UnsignedNote> {
+        if !self.accepted {
+            return None;
+        }
+        self.message.split("; ").find_map(UnsignedNote::parse)
+    }
+
     /// The fence expiry this entry recorded, if any (rules version 2): the
     /// [`FenceExpiryNote`] in an accepted entry's message.
     pub fn fence_expiry(&self) -> Option<FenceExpiryNote> {
@@ -98,6 +107,45 @@ impl fmt::Display for FenceExpiryNote {
             f,
             "fence of {} expired at {} (lapsed at entry {})",
             self.node, self.until_ms, self.lapsed_seq
+        )
+    }
+}
+
+/// The note the rules write into an accepted plain `shipped` from rules
+/// version 4 on, when the carrier it names is not an enrolled carrier:
+/// `unsigned hand-off: CARRIER is not an enrolled carrier, so NODE stays the
+/// custodian until delivery`. The carrier carries as the node's agent
+/// ([`How::ShippersAgent`]). After any lapse note, joined by "; ".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsignedNote {
+    pub carrier: String,
+    /// The node that shipped (and stays the custodian).
+    pub node: String,
+}
+
+impl UnsignedNote {
+    /// Reads a note back; `None` unless `message` is a whole unsigned note.
+    pub fn parse(message: &str) -> Option<UnsignedNote> {
+        let rest = message
+            .strip_prefix("unsigned hand-off: ")?
+            .strip_suffix(" stays the custodian until delivery")?;
+        let (carrier, node) = rest.split_once(" is not an enrolled carrier, so ")?;
+        if carrier.is_empty() || node.is_empty() || node.contains(' ') {
+            return None;
+        }
+        Some(UnsignedNote {
+            carrier: carrier.to_string(),
+            node: node.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for UnsignedNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unsigned hand-off: {} is not an enrolled carrier, so {} stays the custodian until delivery",
+            self.carrier, self.node
         )
     }
 }
@@ -320,6 +368,8 @@ pub fn facts(entries: &[OrderEntry<'_>]) -> Vec<Event> {
                     push(EventKind::Shipped {
                         node,
                         carrier: m.carrier.clone(),
+                        // Rules version 4: the node stays the custodian.
+                        agent: e.unsigned().is_some(),
                     })
                 }
                 // Rules version 3: accepted, so the code matched.

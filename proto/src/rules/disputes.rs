@@ -56,6 +56,10 @@ pub enum How {
     /// Rules version 3: still the signed carrier: the delivery was reported
     /// on the node's word only.
     CarrierWordOnly,
+    /// Rules version 4: the node that shipped to a carrier that is not
+    /// enrolled and signed nothing: the carrier is its agent, and it stays
+    /// the custodian until delivery.
+    ShippersAgent,
 }
 
 impl How {
@@ -91,6 +95,20 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
                 ..prev
             })
         }
+        // Rules version 4: an unsigned hand-off leaves the goods with the node.
+        EventKind::Shipped {
+            node, agent: true, ..
+        } => Some(Custody {
+            holder: node.clone(),
+            seq: e.seq,
+            how: How::ShippersAgent,
+        }),
+        // Without proof the node's agent still has the goods: the node's custody.
+        EventKind::Delivered { proof: false, .. }
+            if c.as_ref().is_some_and(|c| c.how == How::ShippersAgent) =>
+        {
+            c
+        }
         EventKind::TenderAccepted { carrier, .. } => Some(Custody {
             holder: carrier.clone(),
             seq: e.seq,
@@ -116,7 +134,11 @@ pub(super) fn custody_after(c: Option<Custody>, e: &Event) -> Option<Custody> {
         | EventKind::FenceCleared { .. }
         | EventKind::FenceExpired { .. }
         | EventKind::Reassigned { .. } => None,
-        EventKind::Shipped { carrier, .. } => Some(Custody {
+        EventKind::Shipped {
+            carrier,
+            agent: false,
+            ..
+        } => Some(Custody {
             holder: carrier.clone(),
             seq: e.seq,
             how: How::Carrier,
@@ -170,7 +192,7 @@ pub fn rule_on(order: &Order, dispute: &Dispute) -> Ruling {
 fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
     let t = dispute.incident_ms;
     if dispute.known_good_ms != 0 {
-        return window_rule(order, dispute.known_good_ms, t, what);
+        return window_rule(order, dispute.known_good_ms, t, what, dispute.parcels);
     }
     match custody_at(order, t) {
         None => proven_delivery(order, t, what).unwrap_or_else(|| {
@@ -181,7 +203,7 @@ fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
                 format!("nobody in the chain held order {} at {t}", order.order_id),
             )
         }),
-        Some(c) => custody_ruling(order, c, t, what),
+        Some(c) => custody_ruling(order, c, t, what, dispute.parcels),
     }
 }
 
@@ -192,7 +214,7 @@ fn custodian_rule(order: &Order, dispute: &Dispute, what: &str) -> Ruling {
 /// left: the rule for its custody, as at an instant. Several: nobody is
 /// liable by the rules and the ruling is escalated (`shared_custody`),
 /// citing each holder's custody entry, for the parties to settle.
-fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
+fn window_rule(order: &Order, good: u64, bad: u64, what: &str, parcels: u32) -> Ruling {
     let mut held: Vec<Custody> = Vec::new();
     let mut c = custody_at(order, good);
     held.extend(c.clone());
@@ -229,7 +251,7 @@ fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
                 ),
             )
         }),
-        1 => custody_ruling(order, held.remove(0), bad, what),
+        1 => custody_ruling(order, held.remove(0), bad, what, parcels),
         _ => ruling(
             "",
             Rule::SharedCustody,
@@ -246,62 +268,133 @@ fn window_rule(order: &Order, good: u64, bad: u64, what: &str) -> Ruling {
     }
 }
 
-/// The ruling against the holder of custody `c` for an incident at `t`.
-fn custody_ruling(order: &Order, c: Custody, t: u64, what: &str) -> Ruling {
+/// The ruling against the holder of custody `c` for an incident at `t`;
+/// `parcels` is what a `lost` dispute names (rules version 4, 0: the whole
+/// order).
+fn custody_ruling(order: &Order, c: Custody, t: u64, what: &str, parcels: u32) -> Ruling {
+    let short = short_at_tender(order, &c);
+    if let Some(s) = short
+        .as_ref()
+        .filter(|s| parcels != 0 && parcels <= s.missing)
     {
+        return ruling(
+            &s.node,
+            Rule::ParcelsShortAtTender,
+            vec![s.tender_seq, s.accepted_seq],
+            format!(
+                "order {} {what} at {t}: {parcels} parcel(s), but {} signed for {} of the {} parcels {} tendered (entry {}), so the missing parcels never left {}",
+                order.order_id, s.carrier, s.received, s.tendered, s.node, s.accepted_seq, s.node
+            ),
+        );
+    }
+    let unsigned_carrier = || {
+        order
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::Shipped { carrier, .. } if e.seq == c.seq => Some(carrier.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let (rule, why) = match c.how {
+        How::Claim => (Rule::CustodianAtIncident, "held it by its claim".to_string()),
+        How::CleanAcceptance => (
+            Rule::CleanAcceptance,
+            "accepted it in good condition (a clean, countersigned handoff)".to_string(),
+        ),
+        How::DamagedAcceptance => (
+            Rule::CustodianAtIncident,
+            "held it since a countersigned handoff".to_string(),
+        ),
+        How::Carrier => (Rule::CustodianAtIncident, "held it as the carrier".to_string()),
+        How::CarrierNoProof => (
+            Rule::DeliveredWithoutProof,
+            "reported delivery without proof of delivery, so custody stays with the carrier"
+                .to_string(),
+        ),
+        How::SignedTender => (
+            Rule::CarrierSignedTender,
+            "held it as the carrier since it signed the tender acceptance".to_string(),
+        ),
+        How::CarrierWordOnly => (
+            Rule::DeliveredOnNodeWord,
+            "signed the tender acceptance, and the delivery rests on the node's word only (no delivery scan, no delivery code), so custody stays with the carrier".to_string(),
+        ),
+        How::ShippersAgent => (
+            Rule::UnsignedCarrierIsShippersAgent,
+            format!(
+                "handed it to {}, which is not an enrolled carrier and signed for nothing: it carried as {}'s agent, so {} stayed the custodian until delivery",
+                unsigned_carrier(),
+                c.holder,
+                c.holder
+            ),
+        ),
+    };
+    let mut evidence = vec![c.seq];
+    if c.how == How::CarrierWordOnly {
+        if let Some(s) = order
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.seq < c.seq && matches!(e.kind, EventKind::TenderAccepted { .. }))
         {
-            let (rule, why) = match c.how {
-                How::Claim => (Rule::CustodianAtIncident, "held it by its claim"),
-                How::CleanAcceptance => (
-                    Rule::CleanAcceptance,
-                    "accepted it in good condition (a clean, countersigned handoff)",
-                ),
-                How::DamagedAcceptance => (
-                    Rule::CustodianAtIncident,
-                    "held it since a countersigned handoff",
-                ),
-                How::Carrier => (Rule::CustodianAtIncident, "held it as the carrier"),
-                How::CarrierNoProof => (
-                    Rule::DeliveredWithoutProof,
-                    "reported delivery without proof of delivery, so custody stays with the carrier",
-                ),
-                How::SignedTender => (
-                    Rule::CarrierSignedTender,
-                    "held it as the carrier since it signed the tender acceptance",
-                ),
-                How::CarrierWordOnly => (
-                    Rule::DeliveredOnNodeWord,
-                    "signed the tender acceptance, and the delivery rests on the node's word only (no delivery scan, no delivery code), so custody stays with the carrier",
-                ),
-            };
-            let mut evidence = vec![c.seq];
-            if c.how == How::CarrierWordOnly {
-                if let Some(s) =
-                    order.events.iter().rev().find(|e| {
-                        e.seq < c.seq && matches!(e.kind, EventKind::TenderAccepted { .. })
-                    })
-                {
-                    evidence.insert(0, s.seq);
-                }
-            }
-            if c.how == How::CarrierNoProof {
-                if let Some(s) = order
-                    .events
-                    .iter()
-                    .rev()
-                    .find(|e| e.seq < c.seq && matches!(e.kind, EventKind::Shipped { .. }))
-                {
-                    evidence.insert(0, s.seq);
-                }
-            }
-            ruling(
-                &c.holder,
-                rule,
-                evidence,
-                format!("order {} {what} at {t}: {} {why}", order.order_id, c.holder),
-            )
+            evidence.insert(0, s.seq);
         }
     }
+    if c.how == How::CarrierNoProof {
+        if let Some(s) = order
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.seq < c.seq && matches!(e.kind, EventKind::Shipped { .. }))
+        {
+            evidence.insert(0, s.seq);
+        }
+    }
+    let mut explanation = format!("order {} {what} at {t}: {} {why}", order.order_id, c.holder);
+    if let Some(s) = short {
+        explanation.push_str(&format!(
+            " (it signed for {} of the {} parcels tendered: a lost dispute for no more than the {} missing names {})",
+            s.received, s.tendered, s.missing, s.node
+        ));
+    }
+    ruling(&c.holder, rule, evidence, explanation)
+}
+
+/// Rules version 4: a signed carrier's acceptance short of the tender.
+struct Short {
+    node: String,
+    carrier: String,
+    tender_seq: u64,
+    accepted_seq: u64,
+    tendered: u32,
+    received: u32,
+    missing: u32,
+}
+
+/// The shortfall of the tender acceptance custody `c` rests on, when the
+/// rules recorded one (`parcels_short_at_tender`, rules version 4 only).
+fn short_at_tender(order: &Order, c: &Custody) -> Option<Short> {
+    if !matches!(c.how, How::SignedTender | How::CarrierWordOnly) {
+        return None;
+    }
+    let t = order.tender.as_ref()?;
+    let a = t.accepted.as_ref()?;
+    let recorded = order.exceptions.iter().any(|(kind, by, seq)| {
+        kind == super::code::Exception::ParcelsShortAtTender.as_str()
+            && *seq == a.seq
+            && *by == t.carrier
+    });
+    (recorded && c.holder == t.carrier && a.parcels < t.parcels).then(|| Short {
+        node: t.node.clone(),
+        carrier: t.carrier.clone(),
+        tender_seq: t.seq,
+        accepted_seq: a.seq,
+        tendered: t.parcels,
+        received: a.parcels,
+        missing: t.parcels - a.parcels,
+    })
 }
 
 /// Damage noted at a countersigned acceptance points to the previous

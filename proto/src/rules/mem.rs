@@ -25,6 +25,8 @@ pub struct MemState {
     pub keys: HashMap<Vec<u8>, String>,
     pub orders: BTreeMap<String, Order>,
     pub refs: HashMap<(String, String), String>,
+    /// Rules version 4: delivery code hash -> order id.
+    pub delivery_codes: HashMap<Vec<u8>, String>,
     pub commands: HashMap<[u8; 32], u64>,
     pub profiles: BTreeMap<String, Profile>,
     pub stats: BTreeMap<String, NodeStats>,
@@ -62,6 +64,9 @@ impl StateView for MemState {
     }
     fn membership(&self) -> Option<Membership> {
         self.membership.clone()
+    }
+    fn order_by_delivery_code(&self, hash: &[u8]) -> Option<String> {
+        self.delivery_codes.get(hash).cloned()
     }
 }
 
@@ -128,6 +133,9 @@ impl MemState {
             }
             Effect::PutConfig(c) => self.config = Some(c),
             Effect::PutMembership(m) => self.membership = Some(m),
+            Effect::PutDeliveryCode { hash, order_id } => {
+                self.delivery_codes.insert(hash, order_id);
+            }
         }
     }
 }

@@ -70,6 +70,14 @@ pub trait StateView {
     fn config(&self) -> Option<ClusterConfig>;
     /// The desired membership the ledger records (`None` before genesis).
     fn membership(&self) -> Option<Membership>;
+    /// Rules version 4: the order that registered delivery code hash `hash`
+    /// (an index of the hashes registered under version 4 and later, one
+    /// lookup whatever the ledger's length). The replicas' views and the
+    /// in-memory state answer it; a view that cannot know it (a client's
+    /// pre-check) keeps this default, "none".
+    fn order_by_delivery_code(&self, _hash: &[u8]) -> Option<String> {
+        None
+    }
 }
 
 /// A state change produced by an accepted (or rejected) command.
@@ -90,6 +98,11 @@ pub enum Effect {
     },
     PutConfig(ClusterConfig),
     PutMembership(Membership),
+    /// Rules version 4: the delivery code hash index (`order_by_delivery_code`).
+    PutDeliveryCode {
+        hash: Vec<u8>,
+        order_id: String,
+    },
 }
 
 /// A command that is recorded in the ledger, with what it changes.

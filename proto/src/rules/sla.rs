@@ -112,7 +112,7 @@ pub(super) fn late(order: &Order, terms: &SlaTerms) -> Ruling {
     let id = &order.order_id;
     let shipped = order.events.iter().find_map(|e| match &e.kind {
         // A tender to an enrolled carrier is the node's hand-off.
-        EventKind::Shipped { node, carrier } | EventKind::Tendered { node, carrier } => {
+        EventKind::Shipped { node, carrier, .. } | EventKind::Tendered { node, carrier } => {
             Some((e.seq, e.time_ms, node.clone(), carrier.clone()))
         }
         _ => None,

@@ -391,6 +391,11 @@ pub enum EventKind {
     Shipped {
         node: String,
         carrier: String,
+        /// Rules version 4: the carrier is not an enrolled carrier and
+        /// signed nothing: it carries as the node's agent, and the node
+        /// stays the custodian until delivery.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        agent: bool,
     },
     Delivered {
         node: String,
@@ -465,6 +470,13 @@ pub struct Dispute {
     /// no window, the dispute names the instant `incident_ms`).
     #[serde(default)]
     pub known_good_ms: u64,
+    /// Rules version 4, lost: the parcels lost (0: the whole order).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parcels: u32,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 impl Dispute {
@@ -657,6 +669,7 @@ impl Order {
                     opened_by: d.opened_by.clone(),
                     resolved: d.ruling.is_some(),
                     known_good_ms: d.known_good_ms,
+                    parcels: d.parcels,
                     ruling: d.ruling.as_ref().map(|r| pb::Ruling {
                         liable: r.liable.clone(),
                         rule: r.rule.clone(),
@@ -695,6 +708,12 @@ impl Order {
             claim_from_seq: 0,
             claim_from_ms: 0,
             claim_from_delivery: false,
+            tender_expires_ms: self
+                .tender
+                .as_ref()
+                .filter(|t| t.accepted.is_none())
+                .map(|t| t.expires_ms)
+                .unwrap_or(0),
             ..self.sourcing_view(now_ms)
         }
     }

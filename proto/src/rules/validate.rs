@@ -368,6 +368,17 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
                 return Err(bad("parcels are stated with a tender only"));
             }
             check_parcels(m.parcels)?;
+            // Rules version 4: a tender's own timeout.
+            if m.tender_timeout_ms != 0 && !m.tender {
+                return Err(bad("a tender timeout is stated with a tender only"));
+            }
+            if m.tender_timeout_ms > super::carriers::MAX_TENDER_TIMEOUT_MS {
+                return Err(bad(format!(
+                    "a tender timeout of {} ms is over the limit of {} ms (7 days)",
+                    m.tender_timeout_ms,
+                    super::carriers::MAX_TENDER_TIMEOUT_MS
+                )));
+            }
             if !m.delivery_code.is_empty() {
                 if milestone != pb::Milestone::Delivered {
                     return Err(bad(
@@ -425,6 +436,11 @@ pub fn validate_command(cmd: &pb::Command) -> Result<(), Refusal> {
             {
                 return Err(bad("only lost and damaged disputes name a window"));
             }
+            // Rules version 4: the parcels a lost dispute is about.
+            if d.parcels != 0 && pb::IncidentKind::try_from(d.kind) != Ok(pb::IncidentKind::Lost) {
+                return Err(bad("only a lost dispute names parcels"));
+            }
+            check_parcels(d.parcels)?;
             check_text("statement", &d.statement, false)
         }
         Some(Body::ResolveDispute(r)) => {

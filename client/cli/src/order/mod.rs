@@ -492,6 +492,9 @@ arbor order dispute ord-1001 --kind damaged --known-good 2025-12-07T09:00:00Z --
         /// The same in Unix milliseconds
         #[arg(long, value_name = "MS", value_parser = crate::time::parse_ms_arg)]
         known_good_ms: Option<u64>,
+        /// Lost only (rules version 4): how many of the order's parcels are lost (absent: the whole order); a loss of parcels the carrier never signed for is the shipper's
+        #[arg(long, value_name = "N", conflicts_with_all = ["known_good", "known_good_ms"])]
+        parcels: Option<u32>,
         /// What the party says happened (recorded in the ledger)
         #[arg(long, default_value = "")]
         statement: String,
@@ -766,21 +769,27 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             incident_ms,
             known_good,
             known_good_ms,
+            parcels,
             statement,
             key,
             sign,
         } => {
             let incident_ms = at.or(incident_ms).unwrap_or_default();
             let signer = signing_key(ctx, key).await?;
-            let cmd = match known_good.or(known_good_ms) {
-                Some(good) => signer.open_dispute_window(
+            let cmd = match (known_good.or(known_good_ms), parcels) {
+                (_, Some(n)) => {
+                    signer.open_dispute_parcels(&order_id, kind.to_pb(), incident_ms, n, &statement)
+                }
+                (Some(good), None) => signer.open_dispute_window(
                     &order_id,
                     kind.to_pb(),
                     good,
                     incident_ms,
                     &statement,
                 ),
-                None => signer.open_dispute(&order_id, kind.to_pb(), incident_ms, &statement),
+                (None, None) => {
+                    signer.open_dispute(&order_id, kind.to_pb(), incident_ms, &statement)
+                }
             };
             submit_checked(ctx, cmd, sign).await
         }

@@ -170,6 +170,7 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
                     rules::EventKind::Shipped {
                         node: String::new(),
                         carrier: String::new(),
+                        agent: false,
                     }
                 },
             })
@@ -183,6 +184,7 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
                 kind: d.kind.clone(),
                 incident_ms: d.incident_ms,
                 known_good_ms: d.known_good_ms,
+                parcels: d.parcels,
                 opened_by: d.opened_by.clone(),
                 ruling: d.ruling.as_ref().map(|r| RulingRecord {
                     liable: r.liable.clone(),
@@ -202,6 +204,8 @@ pub fn order_from_view(v: &pb::OrderView) -> Order {
             node: v.owner.clone(),
             seq: v.tender_seq,
             parcels: v.tender_parcels,
+            // Rules version 4: the pending tender's deadline (`tender_expired`).
+            expires_ms: v.tender_expires_ms,
             accepted: (v.tender_accepted_seq != 0).then(|| rules::TenderAcceptance {
                 seq: v.tender_accepted_seq,
                 tracking_id: v.tracking_id.clone(),

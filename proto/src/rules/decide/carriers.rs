@@ -9,9 +9,18 @@
 //!
 //! A `shipped` without a tender, to a carrier name that is not an enrolled
 //! carrier, is the unsigned hand-off of versions 1 and 2 and is decided as
-//! before.
+//! before under version 3. From version 4 custody never passes to an
+//! unsigned name: the carrier carries as the node's agent and the node stays
+//! the custodian until delivery ([`UnsignedNote`] in the entry's message).
+//! Also from version 4: a tender expires (`tender_expired` after it; the
+//! node may tender again), and a tender acceptance that signs for fewer
+//! parcels than were tendered records `parcels_short_at_tender`, which a
+//! `lost` dispute for the missing parcels rules on against the node.
 
-use super::super::carriers::{delivery_code_hash, Tender, TenderAcceptance};
+use super::super::carriers::{
+    delivery_code_hash, Tender, TenderAcceptance, DEFAULT_TENDER_TIMEOUT_MS,
+};
+use super::super::custody::UnsignedNote;
 use super::super::state::EventKind;
 use super::super::{role_name, Code, Decision, Exception, Grade, StateView};
 use super::{rej, OnOrder, Reject};
@@ -19,6 +28,10 @@ use crate::pb;
 
 /// The rules version carriers arrive in.
 const CARRIERS_VERSION: u32 = 3;
+
+/// The rules version of unsigned hand-offs kept by the node, tender
+/// deadlines, parcels compared and unique delivery codes.
+const CARRIERS_V4: u32 = 4;
 
 fn rules_of(view: &impl StateView) -> u32 {
     view.config().map(|c| c.rules()).unwrap_or(1)
@@ -77,6 +90,15 @@ impl<V: StateView> OnOrder<'_, V> {
                 return Some(Err(r));
             }
         }
+        if may_report && m.tender_timeout_ms != 0 && self.rules() < CARRIERS_V4 {
+            return Some(rej(
+                Code::NotInRulesVersion,
+                format!(
+                    "tender timeouts need rules version {CARRIERS_V4}; the rules are at version {}",
+                    self.rules()
+                ),
+            ));
+        }
         let milestone = pb::Milestone::try_from(m.milestone).unwrap_or(pb::Milestone::Unspecified);
         let pending = self
             .order
@@ -121,11 +143,22 @@ impl<V: StateView> OnOrder<'_, V> {
         let signer = self.signer;
         if m.tender {
             self.tender_carrier(&m.carrier)?;
+            // Rules version 4: the carrier must sign by the tender's deadline.
+            let expires_ms = if self.rules() >= CARRIERS_V4 {
+                let timeout = match m.tender_timeout_ms {
+                    0 => DEFAULT_TENDER_TIMEOUT_MS,
+                    t => t,
+                };
+                self.now.saturating_add(timeout)
+            } else {
+                0
+            };
             self.order.tender = Some(Tender {
                 carrier: m.carrier.clone(),
                 node: signer.to_string(),
                 seq: self.seq,
                 parcels: m.parcels,
+                expires_ms,
                 accepted: None,
             });
             self.order.custodian = Some(signer.to_string());
@@ -149,12 +182,33 @@ impl<V: StateView> OnOrder<'_, V> {
                 ),
             );
         }
-        self.order.custodian = Some(m.carrier.clone());
+        // Rules version 4: custody never passes to an unsigned name: the
+        // carrier carries as the node's agent, and the node stays the custodian.
+        let agent = self.rules() >= CARRIERS_V4;
+        if agent {
+            self.order.custodian = Some(signer.to_string());
+            self.notes.push(
+                UnsignedNote {
+                    carrier: m.carrier.clone(),
+                    node: signer.to_string(),
+                }
+                .to_string(),
+            );
+        } else {
+            self.order.custodian = Some(m.carrier.clone());
+        }
         self.event(EventKind::Shipped {
             node: signer.to_string(),
             carrier: m.carrier.clone(),
+            agent,
         });
         Ok(())
+    }
+
+    /// Rules version 4: a tender past its deadline (never for a tender of
+    /// version 3, which has none).
+    fn tender_expired(&self, t: &Tender) -> bool {
+        t.expires_ms != 0 && self.now > t.expires_ms
     }
 
     /// The owner tenders again while its tender is pending (the carrier did
@@ -176,7 +230,14 @@ impl<V: StateView> OnOrder<'_, V> {
         let signer = self.signer.to_string();
         let proof = !m.proof_of_delivery.is_empty();
         if self.rules() >= CARRIERS_VERSION {
-            if let Some(t) = self.order.tender.as_ref().filter(|t| t.accepted.is_none()) {
+            // Rules version 4: a tender that expired unsigned no longer
+            // stands in the way of the node's own delivery.
+            if let Some(t) = self
+                .order
+                .tender
+                .as_ref()
+                .filter(|t| t.accepted.is_none() && !self.tender_expired(t))
+            {
                 return rej(
                     Code::TenderPending,
                     format!(
@@ -288,7 +349,30 @@ impl<V: StateView> OnOrder<'_, V> {
                 ),
             );
         }
+        if self.tender_expired(&t) {
+            return rej(
+                Code::TenderExpired,
+                format!(
+                    "the tender of order {id} (entry {}) expired at {} unsigned (this entry is at {}); the node may tender it again",
+                    t.seq, t.expires_ms, self.now
+                ),
+            );
+        }
         let carrier = self.signer.to_string();
+        // Rules version 4: what the carrier signed for, against the tender.
+        if self.rules() >= CARRIERS_V4 && t.parcels != 0 && a.parcels != t.parcels {
+            self.notes.push(format!(
+                "{carrier} signed for {} of the {} parcels tendered at entry {}",
+                a.parcels, t.parcels, t.seq
+            ));
+            if a.parcels < t.parcels {
+                self.order.exceptions.push((
+                    Exception::ParcelsShortAtTender.as_str().into(),
+                    carrier.clone(),
+                    self.seq,
+                ));
+            }
+        }
         self.order.tender = Some(Tender {
             accepted: Some(TenderAcceptance {
                 seq: self.seq,

@@ -29,7 +29,17 @@ impl<V: StateView> OnOrder<'_, V> {
             opened_by: self.signer.to_string(),
             ruling: None,
             known_good_ms: d.known_good_ms,
+            parcels: d.parcels,
         };
+        if self.rules() < 4 && d.parcels != 0 {
+            return rej(
+                Code::NotInRulesVersion,
+                format!(
+                    "parcels in a dispute need rules version 4; the rules are at version {}",
+                    self.rules()
+                ),
+            );
+        }
         if self.rules() < 2 {
             if d.known_good_ms != 0 {
                 return rej(

@@ -171,6 +171,9 @@ struct OnOrder<'a, V> {
     stats: BTreeMap<String, NodeStats>,
     /// Set when the owner's lease ran out before this entry.
     lapse_note: Option<String>,
+    /// Rules version 4: what else an accepted entry's message says, after
+    /// any lapse note, joined by "; " (e.g. [`super::custody::UnsignedNote`]).
+    notes: Vec<String>,
 }
 
 fn on_order(
@@ -196,6 +199,7 @@ fn on_order(
         order,
         stats: BTreeMap::new(),
         lapse_note: None,
+        notes: Vec::new(),
     };
     // Disputes change no custody: they neither record a lapse nor depend on
     // one being recorded, so a preview from the stored state and the
@@ -264,7 +268,12 @@ fn on_order(
                     .map(|(node, stats)| Effect::PutStats { node, stats }),
             );
             let mut d = Decision::accept(order_id, effects);
-            d.message = o.lapse_note.unwrap_or_default();
+            d.message = o
+                .lapse_note
+                .into_iter()
+                .chain(o.notes)
+                .collect::<Vec<_>>()
+                .join("; ");
             d
         }
     }

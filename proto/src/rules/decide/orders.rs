@@ -48,6 +48,20 @@ pub(super) fn register(
     if let Some(refused) = super::carriers::register_check(view, r) {
         return refused;
     }
+    // Rules version 4: a delivery code hash belongs to one order.
+    let index_code = rules >= 4 && !r.delivery_code_sha256.is_empty();
+    if index_code {
+        if let Some(other) = view.order_by_delivery_code(&r.delivery_code_sha256) {
+            return Decision::reject(
+                Code::DeliveryCodeReused,
+                format!(
+                    "the delivery code hash of order {} is already registered for order {other}; a delivery code belongs to one order",
+                    r.order_id
+                ),
+                "",
+            );
+        }
+    }
     let rules = view.config().map(|c| c.rules()).unwrap_or(1);
     let sourcing = match super::sourcing::on_register(rules, r.sourcing_mode) {
         Ok(s) => s,
@@ -110,6 +124,12 @@ pub(super) fn register(
             order_id: r.order_id.clone(),
         })
         .collect();
+    if index_code {
+        effects.push(Effect::PutDeliveryCode {
+            hash: r.delivery_code_sha256.clone(),
+            order_id: r.order_id.clone(),
+        });
+    }
     effects.push(Effect::PutOrder(order));
     Decision::accept(r.order_id.clone(), effects)
 }

@@ -130,6 +130,7 @@ impl World {
                 incident_ms: incident,
                 statement: "never arrived".into(),
                 known_good_ms: 0,
+                parcels: 0,
             }),
         );
         assert!(e.accepted, "{e:?}");
@@ -581,6 +582,7 @@ fn damage_noted_at_the_tender_points_to_the_node_and_late_counts_from_the_tender
             incident_ms: 350,
             statement: "crushed".into(),
             known_good_ms: 0,
+            parcels: 0,
         }),
     );
     let o = &w.s.orders["o1"];
@@ -595,6 +597,7 @@ fn damage_noted_at_the_tender_points_to_the_node_and_late_counts_from_the_tender
             incident_ms: 400,
             statement: "late".into(),
             known_good_ms: 0,
+            parcels: 0,
         }),
     );
     let o = &w.s.orders["o1"];
@@ -990,6 +993,7 @@ fn a_carrier_ruling_is_accepted_only_as_computed() {
             incident_ms: 403,
             statement: "handed over late".into(),
             known_good_ms: 0,
+            parcels: 0,
         }),
     );
     assert!(e.accepted, "{e:?}");

@@ -34,6 +34,7 @@ impl World {
                 incident_ms: incident,
                 statement: "customer complaint".into(),
                 known_good_ms: 0,
+                parcels: 0,
             }),
         );
         assert!(e.accepted, "{e:?}");
@@ -343,6 +344,7 @@ fn the_state_machine_accepts_only_the_ruling_the_rules_compute() {
             incident_ms: 10_000,
             statement: String::new(),
             known_good_ms: 0,
+            parcels: 0,
         }),
     );
     rejected(&e, Code::IncidentInFuture, "10000");
@@ -360,6 +362,7 @@ fn open_window(w: &mut World, kind: pb::IncidentKind, good: u64, bad: u64, t: u6
             incident_ms: bad,
             statement: "found on unboxing".into(),
             known_good_ms: good,
+            parcels: 0,
         }),
     )
 }
@@ -504,6 +507,7 @@ fn a_malformed_window_is_refused() {
                 incident_ms: bad,
                 statement: String::new(),
                 known_good_ms: good,
+                parcels: 0,
             }),
         );
         match w.s.apply(&bytes, 500, false) {

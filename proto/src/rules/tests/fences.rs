@@ -129,6 +129,7 @@ fn the_old_owner_ships_from_the_fence_counted_late_and_delivers() {
         opened_by: "shop".into(),
         ruling: None,
         known_good_ms: 0,
+        parcels: 0,
     };
     let r = rule_on(&w.s.orders["o1"], &d);
     assert_eq!((r.liable.as_str(), r.rule), ("n0", Rule::LeaseLapsed));
@@ -176,6 +177,7 @@ fn a_fence_that_runs_out_opens_the_order_and_stands_against_the_old_owner() {
         opened_by: "shop".into(),
         ruling: None,
         known_good_ms: 0,
+        parcels: 0,
     };
     let r = rule_on(&w.s.orders["o1"], &lost);
     assert_eq!(
@@ -213,6 +215,7 @@ fn a_fence_that_runs_out_opens_the_order_and_stands_against_the_old_owner() {
         opened_by: "shop".into(),
         ruling: None,
         known_good_ms: 0,
+        parcels: 0,
     };
     let r = rule_on(&w.s.orders["o1"], &d);
     assert_eq!((r.liable.as_str(), r.rule), ("n0", Rule::FenceExpired));

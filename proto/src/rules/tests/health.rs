@@ -85,6 +85,7 @@ fn a_ruling_counts_against_the_party_it_names() {
             incident_ms: 200 + HOUR,
             statement: String::new(),
             known_good_ms: 0,
+            parcels: 0,
         }),
     );
     assert!(d.accepted);

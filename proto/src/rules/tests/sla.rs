@@ -32,6 +32,7 @@ impl World {
                 incident_ms: t,
                 statement: String::new(),
                 known_good_ms: 0,
+                parcels: 0,
             }),
         )
     }
