@@ -1166,3 +1166,620 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Rules version 4: unsigned hand-offs stay with the node, tenders expire,
+// parcels are compared, delivery code hashes are unique.
+// ---------------------------------------------------------------------------
+
+use crate::rules::carriers::{DEFAULT_TENDER_TIMEOUT_MS, MAX_TENDER_TIMEOUT_MS};
+
+const DAY: u64 = 24 * 3_600_000;
+
+impl World {
+    /// A world at rules `version` with `nodes` nodes and the carriers sf and jd.
+    fn carriers_at(nodes: u8, version: u32) -> World {
+        let mut w = World::with_rules(nodes, version, 0);
+        for name in ["sf", "jd"] {
+            let e = w.enroll_carrier(name, 13);
+            assert!(e.accepted, "{e:?}");
+        }
+        w
+    }
+
+    /// n0 reports `id` shipped (no tender) with `carrier`.
+    fn ship_with(&mut self, id: &str, carrier: &str, t: u64) -> Entry {
+        self.node(
+            0,
+            t,
+            Body::ReportMilestone(pb::ReportMilestone {
+                order_id: id.into(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: carrier.into(),
+                tracking_id: "VAN-7".into(),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn tender_with(
+        &mut self,
+        id: &str,
+        carrier: &str,
+        parcels: u32,
+        timeout: u64,
+        t: u64,
+    ) -> Entry {
+        self.node(
+            0,
+            t,
+            Body::ReportMilestone(pb::ReportMilestone {
+                order_id: id.into(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: carrier.into(),
+                tracking_id: "N-1".into(),
+                tender: true,
+                parcels,
+                tender_timeout_ms: timeout,
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn sign_parcels(
+        &mut self,
+        carrier: &str,
+        id: &str,
+        tender_seq: u64,
+        parcels: u32,
+        t: u64,
+    ) -> Entry {
+        let Body::AcceptTender(a) = World::accept_body(id, tender_seq, false) else {
+            unreachable!()
+        };
+        self.carrier(
+            carrier,
+            t,
+            Body::AcceptTender(pb::AcceptTender { parcels, ..a }),
+        )
+    }
+
+    fn lost_parcels(&mut self, id: &str, incident: u64, parcels: u32, t: u64) -> Entry {
+        self.channel(
+            t,
+            Body::OpenDispute(pb::OpenDispute {
+                order_id: id.into(),
+                kind: pb::IncidentKind::Lost as i32,
+                incident_ms: incident,
+                statement: "a parcel never arrived".into(),
+                known_good_ms: 0,
+                parcels,
+            }),
+        )
+    }
+
+    /// Enrols auditor "aud" (key 80).
+    fn enroll_auditor(&mut self, t: u64) -> SigningKey {
+        let aud = key(80);
+        let e = self.operator(
+            t,
+            Body::EnrollParty(pb::EnrollParty {
+                party_id: "aud".into(),
+                role: pb::Role::Auditor as i32,
+                kind: 0,
+                public_key: aud.verifying_key().to_bytes().to_vec(),
+                channel_names: Vec::new(),
+            }),
+        );
+        assert!(e.accepted, "{e:?}");
+        aud
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resolve_as(
+        &mut self,
+        aud: &SigningKey,
+        id: &str,
+        dispute_seq: u64,
+        liable: &str,
+        rule: &str,
+        evidence: &[u64],
+        t: u64,
+    ) -> Entry {
+        let nonce = self.next_nonce();
+        let bytes = signed(
+            aud,
+            "aud",
+            nonce,
+            Body::ResolveDispute(pb::ResolveDispute {
+                order_id: id.into(),
+                dispute_seq,
+                liable: liable.into(),
+                rule: rule.into(),
+                evidence: evidence.to_vec(),
+            }),
+        );
+        appended(self.s.apply(&bytes, t, false))
+    }
+
+    fn ruling_of(&self, id: &str, dispute: &Entry) -> Ruling {
+        let o = &self.s.orders[id];
+        rule_on(o, o.disputes.iter().find(|d| d.seq == dispute.seq).unwrap())
+    }
+
+    fn intervals_of(&self, id: &str) -> Vec<(String, How, u64, Option<u64>)> {
+        let decoded: Vec<(Entry, String, Option<Body>)> = self
+            .s
+            .entries
+            .iter()
+            .filter(|e| e.order_id == id)
+            .map(|e| {
+                let env = pb::SignedCommand::decode(e.command.as_slice()).unwrap();
+                let cmd = pb::Command::decode(env.command.as_slice()).unwrap();
+                (e.clone(), env.signer, cmd.body)
+            })
+            .collect();
+        let views: Vec<OrderEntry<'_>> = decoded
+            .iter()
+            .map(|(e, signer, body)| OrderEntry {
+                seq: e.seq,
+                time_ms: e.time_ms,
+                signer,
+                accepted: e.accepted,
+                message: &e.message,
+                body: body.as_ref(),
+            })
+            .collect();
+        custody::intervals(&views)
+            .into_iter()
+            .map(|i| (i.holder, i.how, i.from_seq, i.end.map(|e| e.seq)))
+            .collect()
+    }
+}
+
+#[test]
+fn v4_an_unsigned_hand_off_leaves_the_node_liable_until_delivery() {
+    let mut w = World::carriers_at(1, 4);
+    w.register("o1", 20);
+    let claim = w.claim(0, "o1", 100);
+    let ship = w.ship_with("o1", "city-van", 200);
+    assert!(ship.accepted, "{ship:?}");
+    assert_eq!(
+        ship.message,
+        "unsigned hand-off: city-van is not an enrolled carrier, so n0 stays the custodian until delivery"
+    );
+    let o = &w.s.orders["o1"];
+    assert_eq!(o.status, OrderStatus::Shipped);
+    assert_eq!(o.custodian.as_deref(), Some("n0"));
+    assert_eq!(o.carrier, "city-van", "the carrier's name is recorded");
+    assert_eq!(w.stats(0).shipped, 1);
+    let (_, r) = w.lost("o1", 250, 260);
+    ruled(&r, "n0", Rule::UnsignedCarrierIsShippersAgent, &[ship.seq]);
+    assert!(
+        r.explanation
+            .contains("city-van, which is not an enrolled carrier"),
+        "{}",
+        r.explanation
+    );
+    // Before shipping, the claim's custody as ever.
+    let (_, r) = w.lost("o1", 150, 261);
+    ruled(&r, "n0", Rule::CustodianAtIncident, &[claim.seq]);
+    // A delivery without proof does not end it; with proof it does.
+    let bare = w.node(
+        0,
+        300,
+        Body::ReportMilestone(pb::ReportMilestone {
+            order_id: "o1".into(),
+            milestone: pb::Milestone::Delivered as i32,
+            ..Default::default()
+        }),
+    );
+    assert!(bare.accepted, "{bare:?}");
+    assert_eq!(w.s.orders["o1"].custodian.as_deref(), Some("n0"));
+    let (_, r) = w.lost("o1", 310, 320);
+    ruled(&r, "n0", Rule::UnsignedCarrierIsShippersAgent, &[ship.seq]);
+    // The auditor derives the same custody from the entries alone.
+    assert_eq!(facts_from_entries(&w.s, "o1"), comparable(&w.s, "o1"));
+    assert_eq!(
+        w.intervals_of("o1"),
+        [
+            ("n0".to_string(), How::Claim, claim.seq, Some(ship.seq)),
+            ("n0".to_string(), How::ShippersAgent, ship.seq, None),
+        ]
+    );
+    // An enrolled carrier still needs its signature.
+    w.register("o2", 400);
+    assert!(w.claim(0, "o2", 410).accepted);
+    rejected(
+        &w.ship_with("o2", "sf", 420),
+        Code::TenderRequired,
+        "only by its signature",
+    );
+}
+
+#[test]
+fn v4_a_delivery_with_proof_ends_the_nodes_custody_and_a_note_cannot_be_forged() {
+    let mut w = World::carriers_at(1, 4);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let ship = w.ship_with("o1", "city-van", 200);
+    let d = w.delivered(0, "o1", "", 300);
+    assert!(d.accepted, "{d:?}");
+    assert_eq!(w.s.orders["o1"].custodian, None);
+    let (_, r) = w.lost("o1", 350, 360);
+    assert_eq!(
+        (r.liable.as_str(), r.rule),
+        ("", Rule::NoCustodian),
+        "{}",
+        r.explanation
+    );
+    assert_eq!(
+        w.intervals_of("o1").last().map(|i| (i.1, i.2, i.3)),
+        Some((How::ShippersAgent, ship.seq, Some(d.seq)))
+    );
+    // The note is read from accepted entries only and only whole.
+    for bad in [
+        "unsigned hand-off: city-van is not an enrolled carrier, so n0 stays the custodian",
+        "unsigned hand-off:  is not an enrolled carrier, so n0 stays the custodian until delivery",
+        "unsigned hand-off: a is not an enrolled carrier, so n 0 stays the custodian until delivery",
+    ] {
+        assert_eq!(custody::UnsignedNote::parse(bad), None, "{bad}");
+    }
+    let note = custody::UnsignedNote::parse(&ship.message).unwrap();
+    assert_eq!(
+        (note.carrier.as_str(), note.node.as_str()),
+        ("city-van", "n0")
+    );
+    let rejected_entry = OrderEntry {
+        seq: 9,
+        time_ms: 9,
+        signer: "n0",
+        accepted: false,
+        message: &ship.message,
+        body: None,
+    };
+    assert_eq!(rejected_entry.unsigned(), None);
+}
+
+#[test]
+fn v3_an_unsigned_hand_off_still_makes_the_name_the_custodian() {
+    let mut w = World::carriers_at(1, 3);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let ship = w.ship_with("o1", "city-van", 200);
+    assert!(ship.accepted, "{ship:?}");
+    assert_eq!(ship.message, "", "no note under version 3");
+    assert_eq!(w.s.orders["o1"].custodian.as_deref(), Some("city-van"));
+    let (_, r) = w.lost("o1", 250, 260);
+    ruled(&r, "city-van", Rule::CustodianAtIncident, &[ship.seq]);
+    assert_eq!(facts_from_entries(&w.s, "o1"), comparable(&w.s, "o1"));
+    // The version 4 fields are not in version 3.
+    rejected(
+        &w.tender_with("o1", "sf", 1, 60_000, 300),
+        Code::NotInRulesVersion,
+        "tender timeouts need rules version 4",
+    );
+    rejected(
+        &w.lost_parcels("o1", 250, 1, 310),
+        Code::NotInRulesVersion,
+        "parcels in a dispute need rules version 4",
+    );
+}
+
+#[test]
+fn v4_a_tender_expires_and_the_node_may_tender_again() {
+    let mut w = World::carriers_at(1, 4);
+    let (_, tender) = w.tendered("o1", false);
+    let expires = 200 + DEFAULT_TENDER_TIMEOUT_MS;
+    assert_eq!(
+        w.s.orders["o1"].tender.as_ref().unwrap().expires_ms,
+        expires
+    );
+    assert_eq!(
+        w.s.orders["o1"].to_pb(Vec::new(), 201).tender_expires_ms,
+        expires
+    );
+    let before = unlinked(&w, "o1");
+    let e = w.sign_for("sf", "o1", tender.seq, expires + 1);
+    rejected(
+        &e,
+        Code::TenderExpired,
+        &format!(
+            "the tender of order o1 (entry {}) expired at {expires} unsigned",
+            tender.seq
+        ),
+    );
+    assert_eq!(unlinked(&w, "o1"), before, "a rejection changes nothing");
+    assert_eq!(w.s.orders["o1"].custodian.as_deref(), Some("n0"));
+    // A replay of the same acceptance is the same command: its first outcome.
+    let nonce = w.next_nonce();
+    let bytes = signed(
+        &carrier_key("sf"),
+        "sf",
+        nonce,
+        World::accept_body("o1", tender.seq, false),
+    );
+    let first = appended(w.s.apply(&bytes, expires + 2, false));
+    assert_eq!(first.code, "tender_expired");
+    assert!(
+        matches!(w.s.apply(&bytes, expires + 3, false), Applied::Duplicate(s) if s == first.seq)
+    );
+    // n0 tenders again, to jd, with its own timeout.
+    let again = w.tender_with("o1", "jd", 2, 60_000, expires + 10);
+    assert!(again.accepted, "{again:?}");
+    assert_eq!(w.stats(0).shipped, 1, "not a second shipment");
+    rejected(
+        &w.sign_for("sf", "o1", tender.seq, expires + 20),
+        Code::NotTenderedToSigner,
+        "tendered to jd",
+    );
+    let a = w.sign_for("jd", "o1", again.seq, expires + 10 + 60_000);
+    assert!(a.accepted, "at its deadline the tender still stands: {a:?}");
+    assert_eq!(w.s.orders["o1"].custodian.as_deref(), Some("jd"));
+    assert_eq!(w.s.orders["o1"].to_pb(Vec::new(), 0).tender_expires_ms, 0);
+}
+
+#[test]
+fn v4_an_expired_tender_no_longer_blocks_the_nodes_own_delivery() {
+    let mut w = World::carriers_at(1, 4);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let t = w.tender_with("o1", "sf", 1, 1_000, 200);
+    assert!(t.accepted, "{t:?}");
+    rejected(
+        &w.delivered(0, "o1", "", 1_200),
+        Code::TenderPending,
+        "has not signed for it",
+    );
+    let d = w.delivered(0, "o1", "", 1_201);
+    assert!(d.accepted, "{d:?}");
+    assert_eq!(w.s.orders["o1"].custodian, None);
+    rejected(
+        &w.sign_for("sf", "o1", t.seq, 1_300),
+        Code::TenderExpired,
+        "expired at 1200",
+    );
+}
+
+#[test]
+fn v3_a_tender_never_expires() {
+    let mut w = World::carriers_at(1, 3);
+    let (_, tender) = w.tendered("o1", false);
+    assert_eq!(w.s.orders["o1"].tender.as_ref().unwrap().expires_ms, 0);
+    let a = w.sign_for("sf", "o1", tender.seq, 200 + 30 * DAY);
+    assert!(a.accepted, "{a:?}");
+}
+
+#[test]
+fn v4_tender_timeouts_out_of_bounds_are_refused() {
+    let mut w = World::carriers_at(1, 4);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let cases = [
+        (
+            pb::ReportMilestone {
+                order_id: "o1".into(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: "sf".into(),
+                tracking_id: "N-1".into(),
+                tender: true,
+                tender_timeout_ms: MAX_TENDER_TIMEOUT_MS + 1,
+                ..Default::default()
+            },
+            "over the limit",
+        ),
+        (
+            pb::ReportMilestone {
+                order_id: "o1".into(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: "city-van".into(),
+                tracking_id: "N-1".into(),
+                tender_timeout_ms: 60_000,
+                ..Default::default()
+            },
+            "with a tender only",
+        ),
+    ];
+    for (m, needle) in cases {
+        let nonce = w.next_nonce();
+        let bytes = signed(&w.nodes[0], "n0", nonce, Body::ReportMilestone(m));
+        match w.s.apply(&bytes, 300, false) {
+            Applied::Refused(Refusal::Malformed(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("{needle}: {other:?}"),
+        }
+    }
+    let ok = w.tender_with("o1", "sf", 1, MAX_TENDER_TIMEOUT_MS, 300);
+    assert!(ok.accepted, "{ok:?}");
+}
+
+#[test]
+fn v4_a_short_acceptance_puts_the_missing_parcels_on_the_shipper() {
+    let mut w = World::carriers_at(1, 4);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let t = w.tender_with("o1", "sf", 3, 0, 200);
+    // The wrong carrier cannot sign, short or not.
+    rejected(
+        &w.sign_parcels("jd", "o1", t.seq, 1, 250),
+        Code::NotTenderedToSigner,
+        "not jd",
+    );
+    let a = w.sign_parcels("sf", "o1", t.seq, 2, 300);
+    assert!(a.accepted, "{a:?}");
+    assert_eq!(
+        a.message,
+        format!(
+            "sf signed for 2 of the 3 parcels tendered at entry {}",
+            t.seq
+        )
+    );
+    let o = &w.s.orders["o1"];
+    assert_eq!(
+        o.custodian.as_deref(),
+        Some("sf"),
+        "it signed, so it holds what it took"
+    );
+    assert!(o.exceptions.contains(&(
+        "parcels_short_at_tender".to_string(),
+        "sf".to_string(),
+        a.seq
+    )));
+    // One parcel lost: the one sf never signed for.
+    let d1 = w.lost_parcels("o1", 350, 1, 360);
+    assert!(d1.accepted, "{d1:?}");
+    let r = w.ruling_of("o1", &d1);
+    ruled(&r, "n0", Rule::ParcelsShortAtTender, &[t.seq, a.seq]);
+    assert!(
+        r.explanation.contains("signed for 2 of the 3 parcels"),
+        "{}",
+        r.explanation
+    );
+    // Two lost: more than the shortfall, so the carrier's.
+    let d2 = w.lost_parcels("o1", 370, 2, 380);
+    let r = w.ruling_of("o1", &d2);
+    ruled(&r, "sf", Rule::CarrierSignedTender, &[a.seq]);
+    assert!(
+        r.explanation
+            .contains("no more than the 1 missing names n0"),
+        "{}",
+        r.explanation
+    );
+    // The whole order (no parcels named): the carrier's.
+    let (_, r) = w.lost("o1", 390, 395);
+    ruled(&r, "sf", Rule::CarrierSignedTender, &[a.seq]);
+    // The auditor resolves with the computed ruling, and no other.
+    let auditor = w.enroll_auditor(400);
+    let wrong = w.resolve_as(
+        &auditor,
+        "o1",
+        d1.seq,
+        "sf",
+        "carrier_signed_tender",
+        &[a.seq],
+        410,
+    );
+    rejected(&wrong, Code::RulingMismatch, "parcels_short_at_tender");
+    let right = w.resolve_as(
+        &auditor,
+        "o1",
+        d1.seq,
+        "n0",
+        "parcels_short_at_tender",
+        &[t.seq, a.seq],
+        420,
+    );
+    assert!(right.accepted, "{right:?}");
+}
+
+#[test]
+fn v4_a_full_or_larger_acceptance_records_no_shortfall() {
+    let mut w = World::carriers_at(1, 4);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let t = w.tender_with("o1", "sf", 2, 0, 200);
+    let a = w.sign_parcels("sf", "o1", t.seq, 3, 300);
+    assert!(a.accepted, "{a:?}");
+    assert!(
+        a.message.contains("signed for 3 of the 2 parcels"),
+        "{}",
+        a.message
+    );
+    assert!(w.s.orders["o1"].exceptions.is_empty());
+    let d = w.lost_parcels("o1", 350, 1, 360);
+    ruled(
+        &w.ruling_of("o1", &d),
+        "sf",
+        Rule::CarrierSignedTender,
+        &[a.seq],
+    );
+    // Parcels belong to a lost dispute only.
+    let nonce = w.next_nonce();
+    let bytes = signed(
+        &w.ch,
+        "shop",
+        nonce,
+        Body::OpenDispute(pb::OpenDispute {
+            order_id: "o1".into(),
+            kind: pb::IncidentKind::Damaged as i32,
+            incident_ms: 350,
+            statement: String::new(),
+            known_good_ms: 0,
+            parcels: 1,
+        }),
+    );
+    assert!(matches!(
+        w.s.apply(&bytes, 400, false),
+        Applied::Refused(Refusal::Malformed(m)) if m.contains("only a lost dispute names parcels")
+    ));
+}
+
+#[test]
+fn v3_a_short_acceptance_is_recorded_only() {
+    let mut w = World::carriers_at(1, 3);
+    w.register("o1", 20);
+    w.claim(0, "o1", 100);
+    let t = w.tender_with("o1", "sf", 3, 0, 200);
+    let a = w.sign_parcels("sf", "o1", t.seq, 1, 300);
+    assert!(a.accepted, "{a:?}");
+    assert_eq!(a.message, "");
+    assert!(w.s.orders["o1"].exceptions.is_empty());
+    let (_, r) = w.lost("o1", 350, 360);
+    ruled(&r, "sf", Rule::CarrierSignedTender, &[a.seq]);
+}
+
+#[test]
+fn v4_a_delivery_code_hash_belongs_to_one_order() {
+    let mut w = World::carriers_at(1, 4);
+    let hash = delivery_code_hash("o1", CODE).to_vec();
+    let first = w.register_coded("o1", 20);
+    assert_eq!(
+        w.s.delivery_codes.get(&hash).map(String::as_str),
+        Some("o1")
+    );
+    let mut o2 = order("o2", "m-o2", 500);
+    o2.delivery_code_sha256 = hash.clone();
+    let e = w.channel(30, Body::RegisterOrder(o2.clone()));
+    rejected(
+        &e,
+        Code::DeliveryCodeReused,
+        "already registered for order o1",
+    );
+    assert!(!w.s.orders.contains_key("o2"));
+    assert!(first.accepted);
+    // Another hash is fine; an order without one is not indexed.
+    o2.delivery_code_sha256 = delivery_code_hash("o2", CODE).to_vec();
+    assert!(w.channel(40, Body::RegisterOrder(o2)).accepted);
+    w.register("o3", 50);
+    assert_eq!(w.s.delivery_codes.len(), 2);
+}
+
+#[test]
+fn v3_delivery_code_hashes_are_not_indexed_nor_compared() {
+    let mut w = World::carriers_at(1, 3);
+    let hash = delivery_code_hash("o1", CODE).to_vec();
+    w.register_coded("o1", 20);
+    let mut o2 = order("o2", "m-o2", 500);
+    o2.delivery_code_sha256 = hash.clone();
+    assert!(w.channel(30, Body::RegisterOrder(o2)).accepted);
+    assert!(w.s.delivery_codes.is_empty());
+    // Raised to version 4: the index holds what is registered from then on.
+    let up = w.operator(
+        40,
+        Body::SetRulesVersion(pb::SetRulesVersion {
+            version: 4,
+            fence_ms: 0,
+            claim_deadlines: None,
+        }),
+    );
+    assert!(up.accepted, "{up:?}");
+    let mut o3 = order("o3", "m-o3", 500);
+    o3.delivery_code_sha256 = hash.clone();
+    assert!(w.channel(50, Body::RegisterOrder(o3.clone())).accepted);
+    o3.order_id = "o4".into();
+    o3.external_refs[0].external_id = "m-o4".into();
+    rejected(
+        &w.channel(60, Body::RegisterOrder(o3)),
+        Code::DeliveryCodeReused,
+        "already registered for order o3",
+    );
+}
