@@ -838,3 +838,100 @@ fn bytes_on_disk() {
         total as f64 / entries.max(1) as f64
     );
 }
+
+/// Rules version 4: a delivery code hash belongs to one order. The index
+/// behind it is state: the same decisions as the in-memory reference, and
+/// a snapshot carries it, so a replica installed from one refuses a reuse
+/// exactly as the one that built it.
+#[tokio::test]
+async fn the_delivery_code_index_decides_as_the_reference_and_travels_in_snapshots() {
+    let genesis_v4 = {
+        let cmd = pb::Command::decode(
+            pb::SignedCommand::decode(genesis("test").as_slice())
+                .unwrap()
+                .command
+                .as_slice(),
+        )
+        .unwrap();
+        let Some(Body::Genesis(g)) = cmd.body else {
+            unreachable!()
+        };
+        pb::SignedCommand {
+            command: pb::Command {
+                nonce: 1,
+                body: Some(Body::Genesis(pb::Genesis {
+                    rules_version: 4,
+                    ..g
+                })),
+            }
+            .encode_to_vec(),
+            signer: String::new(),
+            signature: vec![],
+        }
+        .encode_to_vec()
+    };
+    let coded = |id: &str, ext: &str| {
+        let Body::RegisterOrder(r) = register(id, "web", ext) else {
+            unreachable!()
+        };
+        Body::RegisterOrder(pb::RegisterOrder {
+            delivery_code_sha256: vec![7; 32],
+            ..r
+        })
+    };
+    let script = vec![
+        (genesis_v4, 1_000, true),
+        (
+            signed(
+                1,
+                "ops",
+                2,
+                enroll("shop", 2, pb::Role::Channel, pb::NodeKind::Unspecified),
+            ),
+            1_001,
+            false,
+        ),
+        (signed(2, "shop", 3, coded("o-1", "1001")), 1_002, false),
+    ];
+    let a_dir = tempfile::tempdir().unwrap();
+    let (_a_log, mut a) = open(&a_dir);
+    let mut mem = MemState::default();
+    for (i, (cmd, t, g)) in script.iter().enumerate() {
+        a.apply_entry(&normal(1 + i as u64, cmd.clone(), *t, *g))
+            .unwrap();
+        mem.apply(cmd, *t, *g);
+    }
+    assert_eq!(
+        a.reader()
+            .order_by_delivery_code(&[7; 32])
+            .unwrap()
+            .as_deref(),
+        Some("o-1")
+    );
+    let mut snap = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let (_b_log, mut b) = open(&b_dir);
+    b.install_snapshot(&snap.meta, copy_of(&b_dir, &mut snap.snapshot))
+        .await
+        .unwrap();
+    let reuse = signed(2, "shop", 4, coded("o-2", "1002"));
+    let entry = normal(4, reuse.clone(), 1_003, false);
+    let from_a = a.apply_entry(&entry).unwrap();
+    assert_eq!(from_a, b.apply_entry(&entry).unwrap());
+    match &from_a {
+        Response::Appended { outcome, .. } => assert_eq!(
+            (outcome.accepted, outcome.code.as_str()),
+            (false, "delivery_code_reused")
+        ),
+        other => panic!("reuse: {other:?}"),
+    }
+    mem.apply(&reuse, 1_003, false);
+    assert_eq!(a.reader().entries(0, 100).unwrap(), mem.entries);
+    assert_eq!(b.reader().entries(0, 100).unwrap(), mem.entries);
+    assert_eq!(b.reader().order("o-2").unwrap(), None);
+}
