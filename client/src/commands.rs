@@ -334,6 +334,31 @@ pub trait Commands: sealed::Sealed {
             }))
     }
 
+    /// Rules version 4: a tender that stands `timeout_ms` for the carrier
+    /// to sign (0: the default, 24 h; at most 7 days); after it the
+    /// carrier's acceptance is `tender_expired` and the node may tender
+    /// again.
+    fn report_tender_with_timeout(
+        &self,
+        order_id: &str,
+        carrier: &str,
+        tracking_id: &str,
+        parcels: u32,
+        timeout_ms: u64,
+    ) -> pb::SignedCommand {
+        self.signer()
+            .sign(Body::ReportMilestone(pb::ReportMilestone {
+                order_id: order_id.to_string(),
+                milestone: pb::Milestone::Shipped as i32,
+                carrier: carrier.to_string(),
+                tracking_id: tracking_id.to_string(),
+                tender: true,
+                parcels,
+                tender_timeout_ms: timeout_ms,
+                ..Default::default()
+            }))
+    }
+
     /// Rules version 3: the owner reporting delivery with the recipient's
     /// one-time delivery code (and a proof reference, "" if none).
     fn report_delivered_with_code(

@@ -334,6 +334,9 @@ Example:\n  arbor order milestone o-1 shipped --carrier sf-express --tracking-id
         /// shipped with --tender: the number of parcels tendered
         #[arg(long, value_name = "N", default_value = "0", requires = "tender")]
         parcels: u32,
+        /// shipped with --tender (rules version 4): how long the carrier has to sign, in ms (absent: 24 h; at most 7 days); after it the tender expires and you may tender again
+        #[arg(long, value_name = "MS", requires = "tender")]
+        tender_timeout_ms: Option<u64>,
         /// delivered (rules version 3): the recipient's one-time delivery code, checked against the hash the channel registered
         #[arg(long, value_name = "CODE", default_value = "")]
         delivery_code: String,
@@ -701,6 +704,7 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             proof_of_delivery,
             tender,
             parcels,
+            tender_timeout_ms,
             delivery_code,
             key,
             sign,
@@ -709,9 +713,16 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
             let cmd = match milestone {
                 MilestoneArg::Picked => id.report_milestone(&order_id, pb::Milestone::Picked),
                 MilestoneArg::Packed => id.report_milestone(&order_id, pb::Milestone::Packed),
-                MilestoneArg::Shipped if tender => {
-                    id.report_tender(&order_id, &carrier, &tracking_id, parcels)
-                }
+                MilestoneArg::Shipped if tender => match tender_timeout_ms {
+                    Some(ms) => id.report_tender_with_timeout(
+                        &order_id,
+                        &carrier,
+                        &tracking_id,
+                        parcels,
+                        ms,
+                    ),
+                    None => id.report_tender(&order_id, &carrier, &tracking_id, parcels),
+                },
                 MilestoneArg::Shipped => id.report_shipped(&order_id, &carrier, &tracking_id),
                 MilestoneArg::Delivered if !delivery_code.is_empty() => {
                     id.report_delivered_with_code(&order_id, &proof_of_delivery, &delivery_code)

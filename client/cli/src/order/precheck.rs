@@ -608,6 +608,42 @@ mod tests {
         assert_eq!(got.code, rules::Code::TenderMismatch, "{}", got.message);
     }
 
+    /// Rules version 4: the view's tender deadline predicts `tender_expired`.
+    #[test]
+    fn an_expired_tender_is_predicted_from_the_view() {
+        let sf = arbor_client::Identity::generate("sf").for_cluster("t");
+        let mut shipped = view();
+        shipped.status = "shipped".into();
+        shipped.lease_deadline_ms = 0;
+        shipped.tender_carrier = "sf".into();
+        shipped.tender_seq = 9;
+        shipped.tender_expires_ms = 500;
+        let accept = sf.accept_tender(pb::AcceptTender {
+            order_id: "o-1".into(),
+            tender_seq: 9,
+            tracking_id: "SF1".into(),
+            parcels: 1,
+            ..Default::default()
+        });
+        let command = pb::Command::decode(accept.command.as_slice()).unwrap();
+        let remote = Remote {
+            order: Some(order_from_view(&shipped)),
+            config: Some(ClusterConfig {
+                rules_version: 4,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let got = rules::decide(&remote, "sf", &command, 100, 501);
+        assert_eq!(got.code, rules::Code::TenderExpired, "{}", got.message);
+        assert!(
+            got.message.contains("(entry 9) expired at 500"),
+            "{}",
+            got.message
+        );
+        assert!(rules::decide(&remote, "sf", &command, 100, 500).accepted);
+    }
+
     #[test]
     fn the_cluster_rules_decide_a_claim_deadline() {
         let mut shipped = view();

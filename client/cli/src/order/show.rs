@@ -115,6 +115,10 @@ fn order_json(o: &pb::OrderView) -> serde_json::Value {
             "received_parcels": o.received_parcels,
             "received_weight_grams": o.received_weight_grams,
         });
+        // Rules version 4: when the pending tender expires.
+        if o.tender_expires_ms != 0 {
+            v["tender"]["expires_ms"] = json!(o.tender_expires_ms);
+        }
     }
     if !o.delivery_grade.is_empty() {
         v["delivery_grade"] = json!(o.delivery_grade);

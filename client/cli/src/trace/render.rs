@@ -67,6 +67,11 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
             let by = started.map(|s| s.signer.as_str()).unwrap_or_default();
             format!("shipped by {by}, tracking {}", m.tracking_id)
         }
+        // Rules version 4: the node keeps custody of what it handed to an unsigned carrier.
+        (How::ShippersAgent, Some(Body::ReportMilestone(m))) => format!(
+            "shipped with {} (not an enrolled carrier: the node's agent, the node stays custodian), tracking {}",
+            m.carrier, m.tracking_id
+        ),
         (How::SignedTender | How::CarrierWordOnly, Some(Body::AcceptTender(a))) => format!(
             "signed the tender acceptance (tender seq {}), tracking {}, {} parcels",
             a.tender_seq, a.tracking_id, a.parcels
@@ -90,6 +95,16 @@ fn shown(i: &custody::Interval, steps: &[Step]) -> Interval {
             ),
             (EventKind::HandedOff { to, .. }, Some(Body::AcceptHandoff(a))) => {
                 format!("handed off to {to} (offer seq {})", a.offer_seq)
+            }
+            (
+                EventKind::Shipped {
+                    carrier,
+                    agent: true,
+                    ..
+                },
+                _,
+            ) => {
+                format!("shipped with {carrier}, not an enrolled carrier: the node stays custodian")
             }
             (EventKind::Shipped { carrier, .. }, _) => format!("shipped with {carrier}"),
             (EventKind::Delivered { .. }, Some(Body::ReportMilestone(m))) => {

@@ -1344,6 +1344,7 @@ fn v4_an_unsigned_hand_off_leaves_the_node_liable_until_delivery() {
     let claim = w.claim(0, "o1", 100);
     let ship = w.ship_with("o1", "city-van", 200);
     assert!(ship.accepted, "{ship:?}");
+    assert_eq!((claim.seq, ship.seq), (7, 8), "as in docs/disputes.md §4.8");
     assert_eq!(
         ship.message,
         "unsigned hand-off: city-van is not an enrolled carrier, so n0 stays the custodian until delivery"
@@ -1375,6 +1376,7 @@ fn v4_an_unsigned_hand_off_leaves_the_node_liable_until_delivery() {
         }),
     );
     assert!(bare.accepted, "{bare:?}");
+    assert_eq!(bare.seq, 11, "as in docs/disputes.md §4.8");
     assert_eq!(w.s.orders["o1"].custodian.as_deref(), Some("n0"));
     let (_, r) = w.lost("o1", 310, 320);
     ruled(&r, "n0", Rule::UnsignedCarrierIsShippersAgent, &[ship.seq]);
@@ -1606,6 +1608,7 @@ fn v4_a_short_acceptance_puts_the_missing_parcels_on_the_shipper() {
     );
     let a = w.sign_parcels("sf", "o1", t.seq, 2, 300);
     assert!(a.accepted, "{a:?}");
+    assert_eq!((t.seq, a.seq), (8, 10), "as in docs/disputes.md §4.8");
     assert_eq!(
         a.message,
         format!(
