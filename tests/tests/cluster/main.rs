@@ -7,6 +7,7 @@ mod audit;
 mod bench;
 mod bundle;
 mod carriers;
+mod carriers_v4;
 mod cli;
 mod deadlines;
 mod disputes;
