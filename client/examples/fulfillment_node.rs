@@ -8,7 +8,7 @@
 //! cargo run --example fulfillment_node -- \
 //!     --endpoints 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103 \
 //!     --cacert arbor-data/tls/ca.pem --key store-sh.key \
-//!     [--from SEQ] [--max N] [--carrier sf-express]
+//!     [--from SEQ] [--max N] [--carrier sf-express [--tender]]
 //! ```
 //!
 //! - `--cacert`: the cluster CA (default `$ARBOR_CACERT`; `--insecure-plaintext`
@@ -20,6 +20,12 @@
 //!   taken are skipped).
 //! - `--max N`: exit after shipping N orders (default: run until Ctrl-C).
 //! - `--carrier`: the carrier the node hands its parcels to.
+//! - `--tender`: the carrier is an enrolled carrier party: each shipment is
+//!   a tender to it (rules version 3), and the node stays the custodian
+//!   until the carrier signs `AcceptTender`. Without it the carrier is a
+//!   name; from rules version 4 the node then stays liable until delivery
+//!   (the carrier is its agent), and a plain shipment to an enrolled
+//!   carrier is rejected `tender_required`.
 //!
 //! How it works:
 //!
@@ -44,7 +50,8 @@
 //!      when the channel amended the price in between, `at_capacity`, ...)
 //!      is logged and the order skipped — never retried blindly. A brokered
 //!      order is taken only through an assignment offer.
-//! 3. It reports picked, packed and shipped (with carrier and tracking id).
+//! 3. It reports picked, packed and shipped (with carrier and tracking id;
+//!    with `--tender`, as a tender of one parcel to the enrolled carrier).
 //!    Shipping ends the lease; a node that does not ship within its declared
 //!    dispatch time loses the order (or, once picked or packed, is fenced).
 //!
@@ -61,7 +68,7 @@ use futures::StreamExt;
 use prost::Message;
 
 const USAGE: &str =
-    "usage: fulfillment_node --endpoints LIST --key FILE [--from SEQ] [--max N] [--carrier NAME]";
+    "usage: fulfillment_node --endpoints LIST --key FILE [--from SEQ] [--max N] [--carrier NAME [--tender]]";
 
 struct Args {
     endpoints: String,
@@ -70,7 +77,33 @@ struct Args {
     key: PathBuf,
     from: u64,
     max: Option<u64>,
-    carrier: String,
+    carrier: Carrier,
+}
+
+/// Who the node hands its parcels to, and how.
+struct Carrier {
+    name: String,
+    /// Tender to the enrolled carrier `name` (it signs for the goods).
+    tender: bool,
+}
+
+impl Carrier {
+    /// The shipped milestone: a tender of one parcel, or a plain hand-off.
+    fn shipped(&self, me: &Signer, order_id: &str, tracking: &str) -> pb::SignedCommand {
+        if self.tender {
+            me.report_tender(order_id, &self.name, tracking, 1)
+        } else {
+            me.report_shipped(order_id, &self.name, tracking)
+        }
+    }
+
+    fn how(&self) -> &'static str {
+        if self.tender {
+            "tendered to"
+        } else {
+            "shipped with"
+        }
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -81,7 +114,10 @@ fn parse_args() -> Result<Args, String> {
         key: PathBuf::new(),
         from: 0,
         max: None,
-        carrier: "sf-express".into(),
+        carrier: Carrier {
+            name: "sf-express".into(),
+            tender: false,
+        },
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -93,7 +129,8 @@ fn parse_args() -> Result<Args, String> {
             "--insecure-plaintext" => args.insecure_plaintext = true,
             "--from" => args.from = value()?.parse().map_err(|e| format!("--from: {e}"))?,
             "--max" => args.max = Some(value()?.parse().map_err(|e| format!("--max: {e}"))?),
-            "--carrier" => args.carrier = value()?,
+            "--carrier" => args.carrier.name = value()?,
+            "--tender" => args.carrier.tender = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -232,7 +269,7 @@ async fn handle(
     me: &Signer,
     order_id: &str,
     registered: bool,
-    carrier: &str,
+    carrier: &Carrier,
 ) -> Result<bool, ClientError> {
     let order = client.get_order(order_id).await?;
     // A sourcing decision offers the order to this node.
@@ -260,8 +297,13 @@ async fn handle(
     // Fenced for this node: it still holds the parcel, so it ships it.
     if order.status == "fenced" && order.fenced_node == me.party_id {
         let tracking = format!("TRK-{order_id}");
-        let cmd = me.report_shipped(order_id, carrier, &tracking);
-        return step(client, order_id, "shipped while fenced (counted late)", cmd).await;
+        let cmd = carrier.shipped(me, order_id, &tracking);
+        let what = format!(
+            "{} {} while fenced (counted late)",
+            carrier.how(),
+            carrier.name
+        );
+        return step(client, order_id, &what, cmd).await;
     }
     if let Some(why) = not_for_me(client, me, &order).await? {
         // Only a new order is worth a line; entries on orders that are not
@@ -287,7 +329,7 @@ async fn ship(
     client: &Client,
     me: &Signer,
     order_id: &str,
-    carrier: &str,
+    carrier: &Carrier,
 ) -> Result<bool, ClientError> {
     for (name, m) in [
         ("picked", pb::Milestone::Picked),
@@ -298,11 +340,11 @@ async fn ship(
         }
     }
     let tracking = format!("TRK-{order_id}");
-    let ship = me.report_shipped(order_id, carrier, &tracking);
+    let ship = carrier.shipped(me, order_id, &tracking);
     step(
         client,
         order_id,
-        &format!("shipped with {carrier}, tracking {tracking}"),
+        &format!("{} {}, tracking {tracking}", carrier.how(), carrier.name),
         ship,
     )
     .await

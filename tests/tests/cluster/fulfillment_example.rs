@@ -207,3 +207,94 @@ async fn the_example_node_takes_released_orders_and_assignment_offers() {
     assert_eq!(st.assignments_accepted, 1);
     c.check_invariants().await;
 }
+
+/// With `--tender` the example node tenders each order to the enrolled
+/// carrier: it stays the custodian until the carrier signs, and then the
+/// carrier holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_node_tenders_to_an_enrolled_carrier() {
+    use arbor_client::pb;
+
+    let c = TestCluster::voters(3).await;
+    c.wait_leader(TIMEOUT).await;
+    let channel = c.enroll_channel("shop").await;
+    let node = c.enroll_node("store-example").await;
+    let sf = c
+        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
+        .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("store-example.key");
+    node.save(&key).expect("save key");
+    c.register_order(&channel, "o-ex-tender").await;
+
+    let mut cmd = tokio::process::Command::new(example_bin("fulfillment_node"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ARBOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "--endpoints",
+        &c.endpoints().join(","),
+        "--cacert",
+        &c.cacert(),
+        "--key",
+        &key.display().to_string(),
+        "--max",
+        "1",
+        "--from",
+        "0",
+        "--carrier",
+        "sf-express",
+        "--tender",
+    ])
+    .kill_on_drop(true)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("start the example");
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the example exits after --max 1 order")
+        .expect("example output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "example failed: {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("o-ex-tender: tendered to sf-express, tracking TRK-o-ex-tender"),
+        "{stdout}"
+    );
+
+    let client = c.client().await;
+    let o = client.get_order("o-ex-tender").await.expect("order");
+    assert_eq!(
+        (
+            o.status.as_str(),
+            o.custodian.as_str(),
+            o.tender_carrier.as_str(),
+            o.tender_parcels
+        ),
+        ("shipped", "store-example", "sf-express", 1),
+        "{stdout}"
+    );
+    c.submitter()
+        .await
+        .submit_accepted(
+            "the carrier signs",
+            sf.accept_tender(pb::AcceptTender {
+                order_id: "o-ex-tender".into(),
+                tender_seq: o.tender_seq,
+                tracking_id: "SF-1".into(),
+                parcels: 1,
+                ..Default::default()
+            }),
+        )
+        .await;
+    let o = client.get_order("o-ex-tender").await.expect("order");
+    assert_eq!(o.custodian, "sf-express");
+    c.check_invariants().await;
+}
