@@ -879,7 +879,7 @@ async fn the_delivery_code_index_decides_as_the_reference_and_travels_in_snapsho
             ..r
         })
     };
-    let script = vec![
+    let script = [
         (genesis_v4, 1_000, true),
         (
             signed(
