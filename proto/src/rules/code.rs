@@ -192,6 +192,9 @@ names! {
         BrokeredOrder = "brokered_order",
         WorkInProgress = "work_in_progress",
         ReassignMismatch = "reassign_mismatch",
+        // Sourcing completeness (sourcing4, rules version 4)
+        /// A sourcing decision omits an eligible node.
+        CandidatesIncomplete = "candidates_incomplete",
     }
 }
 
@@ -412,6 +415,8 @@ mod tests {
             (Code::BrokeredOrder, "brokered_order"),
             (Code::WorkInProgress, "work_in_progress"),
             (Code::ReassignMismatch, "reassign_mismatch"),
+            // Sourcing completeness (sourcing4, rules version 4)
+            (Code::CandidatesIncomplete, "candidates_incomplete"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),

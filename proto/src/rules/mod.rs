@@ -70,6 +70,10 @@ pub trait StateView {
     fn config(&self) -> Option<ClusterConfig>;
     /// The desired membership the ledger records (`None` before genesis).
     fn membership(&self) -> Option<Membership>;
+    /// Rules version 4 (sourcing): every node that has a profile, in id
+    /// order. A scan of the profile index only (one key per node that
+    /// published one), never of orders; read by a sourcing decision.
+    fn profiled_nodes(&self) -> Vec<String>;
 }
 
 /// A state change produced by an accepted (or rejected) command.
