@@ -136,13 +136,14 @@ impl Candidates {
         Ok(c)
     }
 
-    /// Every node with a profile in force (rules version 4: a decision
-    /// lists every eligible node), plus `extra` (listed even without a
-    /// profile: ineligible), each with its party, profile and counters.
-    pub async fn read_all(client: &Client, extra: &[String]) -> Result<Candidates, ClientError> {
+    /// `first` (in that order, listed even without a profile: ineligible),
+    /// then every other node with a profile in force, in id order (rules
+    /// version 4: a decision lists every eligible node), each with its
+    /// party, profile and counters.
+    pub async fn read_all(client: &Client, first: &[String]) -> Result<Candidates, ClientError> {
         let profiles = client.list_profiles().await?;
-        let mut nodes: Vec<String> = profiles.iter().map(|p| p.node.clone()).collect();
-        for n in extra {
+        let mut nodes: Vec<String> = Vec::new();
+        for n in first.iter().chain(profiles.iter().map(|p| &p.node)) {
             if !nodes.contains(n) {
                 nodes.push(n.clone());
             }
