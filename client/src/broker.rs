@@ -27,7 +27,12 @@
 //!   a clean record down to -500), which `arbor order source` uses.
 //!
 //! An ineligible candidate scores 0. The highest score wins; ties go to the
-//! smallest node id.
+//! smallest node id. A node that declined this order's assignment before
+//! (the order's view lists its declines under rules version 4) is listed
+//! with its eligibility and score, since the rules of version 4 reject a
+//! decision that omits an eligible node, but not selected: its candidate's
+//! `basis` says so. [`Candidates::read_all`] lists every node with a
+//! profile, as version 4 requires.
 
 use std::collections::BTreeMap;
 
@@ -131,6 +136,56 @@ impl Candidates {
         Ok(c)
     }
 
+    /// `first` (in that order, listed even without a profile: ineligible),
+    /// then every other node with a profile in force, in id order (rules
+    /// version 4: a decision lists every eligible node), each with its
+    /// party, profile and counters.
+    pub async fn read_all(client: &Client, first: &[String]) -> Result<Candidates, ClientError> {
+        let profiles = client.list_profiles().await?;
+        let mut nodes: Vec<String> = Vec::new();
+        for n in first.iter().chain(profiles.iter().map(|p| &p.node)) {
+            if !nodes.contains(n) {
+                nodes.push(n.clone());
+            }
+        }
+        let mut c = Candidates::default();
+        for p in &profiles {
+            c.profiles.insert(p.node.clone(), profile_from_view(p));
+        }
+        for node in &nodes {
+            c.nodes.push(node.clone());
+            match client.get_party(node).await {
+                Ok(p) => {
+                    c.parties.insert(node.clone(), party_from_view(&p));
+                }
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            if !c.profiles.contains_key(node) {
+                match client.get_profile(node).await {
+                    Ok(v) => {
+                        c.profiles.insert(node.clone(), profile_from_view(&v));
+                    }
+                    Err(e) if not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match client.node_stats(node).await {
+                Ok(s) => {
+                    c.stats.insert(node.clone(), stats_from_view(&s));
+                }
+                Err(e) if not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The nodes listed, in the order they are listed.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
     /// Candidates from views already read (for tests and offline use).
     pub fn from_views(
         nodes: &[String],
@@ -187,6 +242,9 @@ impl StateView for Candidates {
     }
     fn membership(&self) -> Option<Membership> {
         None
+    }
+    fn profiled_nodes(&self) -> Vec<String> {
+        self.profiles.keys().cloned().collect()
     }
 }
 
@@ -258,6 +316,16 @@ impl<H: Health, D: Distance> ReferenceBroker<H, D> {
             });
         };
         let o = order_for_sourcing(order);
+        // Rules version 4: the nodes that declined this order are listed
+        // (as the rules require every eligible node) but not selected.
+        let declined = |node: &str| {
+            order
+                .sourcing_declines
+                .iter()
+                .rev()
+                .find(|d| d.node == node)
+                .map(|d| d.seq)
+        };
         let mut listed = Vec::new();
         for node in &candidates.nodes {
             let open = candidates.stats(node).unwrap_or_default().open_orders;
@@ -288,18 +356,27 @@ impl<H: Health, D: Distance> ReferenceBroker<H, D> {
                     component(HEADROOM, check.headroom),
                     component("health", health),
                 ],
+                basis: match declined(node) {
+                    Some(seq) if eligible => {
+                        format!("declined this order at entry {seq}: not selected")
+                    }
+                    _ => String::new(),
+                },
             });
         }
         let best = listed
             .iter()
-            .filter(|c| c.eligible)
+            .filter(|c| c.eligible && declined(&c.node).is_none())
             .max_by(|a, b| a.score.cmp(&b.score).then_with(|| b.node.cmp(&a.node)));
         let Some(best) = best else {
             return Err(BrokerError::NoEligible {
                 order_id: order.order_id.clone(),
                 why: listed
                     .iter()
-                    .map(|c| format!("{} {}", c.node, c.ineligible))
+                    .map(|c| match (c.eligible, declined(&c.node)) {
+                        (true, Some(seq)) => format!("{} declined at entry {seq}", c.node),
+                        _ => format!("{} {}", c.node, c.ineligible),
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
             });
@@ -536,6 +613,45 @@ mod tests {
             .iter()
             .find(|k| k.name == "health");
         assert_eq!(h.map(|k| k.value), Some(250));
+    }
+
+    #[test]
+    fn a_node_that_declined_the_order_is_listed_but_not_selected() {
+        let c = Candidates::from_views(
+            &nodes(&["a", "b"]),
+            &[party("a", pb::Role::Node), party("b", pb::Role::Node)],
+            &[
+                profile("a", 1, &["cn-sh"], 5),
+                profile("b", 1, &["cn-bj", "cn-sh"], 5),
+            ],
+            &[],
+        );
+        // a scores higher (nearer) but declined at entry 9.
+        let mut o = order();
+        o.sourcing_declines.push(pb::SourcingDecline {
+            seq: 9,
+            node: "a".into(),
+            shortage: false,
+        });
+        let d = ReferenceBroker::default().decide(&o, &c).unwrap();
+        assert_eq!(d.selected, "b");
+        assert!(d.candidates[0].eligible);
+        assert_eq!(
+            d.candidates[0].basis,
+            "declined this order at entry 9: not selected"
+        );
+        assert_eq!(d.candidates[1].basis, "");
+        // When every eligible node declined, no decision, and it says why.
+        o.sourcing_declines.push(pb::SourcingDecline {
+            seq: 12,
+            node: "b".into(),
+            shortage: true,
+        });
+        let e = ReferenceBroker::default().decide(&o, &c).unwrap_err();
+        assert!(e.to_string().contains("b declined at entry 12"), "{e}");
+        // Without declines, a wins.
+        let d = ReferenceBroker::default().decide(&order(), &c).unwrap();
+        assert_eq!(d.selected, "a");
     }
 
     #[test]

@@ -173,6 +173,28 @@ impl Client {
             .await
     }
 
+    /// Every node's profile in force, in node id order (linearizable; read
+    /// a page of up to 1000 at a time until the end).
+    pub async fn list_profiles(&self) -> Result<Vec<pb::ProfileView>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let req = pb::ListProfilesRequest {
+                after: after.clone(),
+                limit: 1000,
+                local: false,
+            };
+            let page = self
+                .unary(&req, |mut c, r| async move { c.list_profiles(r).await })
+                .await?;
+            out.extend(page.profiles);
+            if page.next_after.is_empty() {
+                return Ok(out);
+            }
+            after = page.next_after;
+        }
+    }
+
     /// One page of orders matching the filter (linearizable). Continue with
     /// `after = reply.next` until it is empty.
     pub async fn list_orders(

@@ -105,6 +105,12 @@ impl Arbor for Mock {
     ) -> Result<Response<pb::ProfileView>, Status> {
         Err(Status::unimplemented("mock"))
     }
+    async fn list_profiles(
+        &self,
+        _: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesReply>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn list_orders(
         &self,
         _: Request<pb::ListOrdersRequest>,

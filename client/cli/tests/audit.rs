@@ -119,6 +119,12 @@ impl Arbor for Ledger {
     ) -> Result<Response<pb::ProfileView>, Status> {
         unimplemented()
     }
+    async fn list_profiles(
+        &self,
+        _: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesReply>, Status> {
+        unimplemented()
+    }
     async fn list_orders(
         &self,
         _: Request<pb::ListOrdersRequest>,

@@ -118,6 +118,16 @@ fn unreachable_cluster_fails_within_the_timeout() {
 fn argument_errors_exit_64_with_one_line() {
     let err = error_line(&arbor(&["order", "claim", "o-1", "--total", "5"]), 64);
     assert!(err.contains("--price-version"), "{err}");
+    // An acceptance quotes a price, or reads it.
+    let err = error_line(&arbor(&["order", "accept-assignment", "o-1"]), 64);
+    assert!(err.contains("--price-version"), "{err}");
+    let err = error_line(&arbor(&["order", "reassign", "o-1"]), 64);
+    assert!(err.contains("--reason"), "{err}");
+    let err = error_line(
+        &arbor(&["order", "decline-assignment", "o-1", "--decision-seq", "x"]),
+        64,
+    );
+    assert!(err.contains("decision-seq"), "{err}");
     let err = error_line(&arbor(&["order", "frobnicate"]), 64);
     assert!(err.contains("frobnicate"), "{err}");
     let err = error_line(&arbor(&["order", "get", "X", "--endpoints", " , "]), 64);
@@ -229,6 +239,9 @@ fn help_is_available_everywhere() {
         &["keys", "generate", "--help"],
         &["party", "enroll", "--help"],
         &["order", "register", "--help"],
+        &["order", "accept-assignment", "--help"],
+        &["order", "decline-assignment", "--help"],
+        &["order", "reassign", "--help"],
         &["ledger", "entries", "--help"],
         &["cluster", "status", "--help"],
     ] {

@@ -306,6 +306,40 @@ impl Arbor for ArborApi {
         .await
     }
 
+    async fn list_profiles(
+        &self,
+        req: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesReply>, Status> {
+        let dl = self.deadline(&req);
+        within(dl, "ListProfiles", async move {
+            linearizable_read!(self, req, dl, list_profiles);
+            let q = req.get_ref();
+            let limit = match q.limit {
+                0 => 100,
+                n => n.min(1000) as usize,
+            };
+            let (nodes, more) = self
+                .reader
+                .profiled_nodes(&q.after, limit)
+                .map_err(status::internal)?;
+            let mut profiles = Vec::with_capacity(nodes.len());
+            for node in &nodes {
+                if let Some(p) = self.reader.profile(node).map_err(status::internal)? {
+                    profiles.push(p.to_pb());
+                }
+            }
+            let next_after = match (more, nodes.last()) {
+                (true, Some(last)) => last.clone(),
+                _ => String::new(),
+            };
+            Ok(Response::new(pb::ListProfilesReply {
+                profiles,
+                next_after,
+            }))
+        })
+        .await
+    }
+
     async fn list_orders(
         &self,
         req: Request<pb::ListOrdersRequest>,

@@ -15,7 +15,7 @@
 //! | `party_keys` | public key (32 raw bytes) | party id (UTF-8) |
 //! | `commands` | command id (32 bytes) | ledger seq, u64 big-endian |
 //! | `sm_meta` | `head`, `last_applied`, `membership` (raft's), `config`, `replicas` (the ledger's desired membership) | serde_json |
-//! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json |
+//! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json; scanned in key order for the nodes with a profile (rules version 4 sourcing decisions: `LedgerReader::profiled_nodes`) |
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
 //! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
 //! | `order_map` | `R` + map size, u64 big-endian | the version 2 order map root at that size (32 bytes; version 1 roots were under `r`, and a database holding only those rebuilds the map) |

@@ -9,7 +9,9 @@
 //! first and in RocksDB second, so every point read it offers (and any added
 //! later) sees the pending writes without knowing what kind of record they
 //! are. Iterating reads (`LedgerReader::entries`) see RocksDB only; the
-//! state machine does not use them while deciding.
+//! state machine does not use them while deciding, except the scan of the
+//! profile index (`LedgerReader::profiled_nodes`, rules version 4), which
+//! merges the overlay's keys ([`Overlay::keys`]) over RocksDB's.
 //!
 //! The overlay also remembers what such a reader read from RocksDB (the
 //! signer's party record, read for every command of a batch, comes from
@@ -59,6 +61,15 @@ impl Overlay {
 
     fn clear(&self) {
         self.cfs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Every key of `cf_name` the overlay knows, with whether it holds a
+    /// value (`false`: a pending deletion): what a scan merges over RocksDB.
+    pub(crate) fn keys(&self, cf_name: &str) -> Vec<(Vec<u8>, bool)> {
+        let cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
+        cfs.get(cf_name)
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.is_some())).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -400,6 +400,64 @@ impl LedgerReader {
         Ok((out, None))
     }
 
+    /// Up to `limit` node ids with a profile, in id order, after `after`
+    /// (exclusive; "" from the start), and whether more follow. A scan of
+    /// the `profiles` column family's keys only (one per node that
+    /// published a profile; values are not decoded), seeing the overlay's
+    /// pending writes: the cost is proportional to the nodes, never to the
+    /// orders. Sourcing decisions (rules version 4) read them all.
+    pub fn profiled_nodes(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), ReadError> {
+        let mut nodes = std::collections::BTreeSet::new();
+        let mode = IteratorMode::From(after.as_bytes(), Direction::Forward);
+        let handle = super::cf(&self.db, CF_PROFILES);
+        let pending = self
+            .overlay
+            .as_ref()
+            .map(|o| o.keys(CF_PROFILES))
+            .unwrap_or_default();
+        let scan = limit.saturating_add(pending.len()).saturating_add(1);
+        for item in self.db.iterator_cf(handle, mode) {
+            let (k, _) = item.map_err(|source| {
+                self.fault
+                    .check(format_args!("scan of {CF_PROFILES}"), &source);
+                ReadError::Db {
+                    cf: CF_PROFILES,
+                    key: format!("{after}.."),
+                    source,
+                }
+            })?;
+            if k.as_ref() == after.as_bytes() {
+                continue;
+            }
+            if nodes.len() >= scan {
+                break;
+            }
+            let node = std::str::from_utf8(&k)
+                .map_err(|e| ReadError::corrupt(CF_PROFILES, &k, e))?
+                .to_string();
+            nodes.insert(node);
+        }
+        for (k, present) in pending {
+            let Ok(node) = String::from_utf8(k) else {
+                continue;
+            };
+            if node.as_str() <= after {
+                continue;
+            }
+            if present {
+                nodes.insert(node);
+            } else {
+                nodes.remove(&node);
+            }
+        }
+        let more = nodes.len() > limit;
+        Ok((nodes.into_iter().take(limit).collect(), more))
+    }
+
     /// The party a public key is enrolled under.
     pub fn party_by_key(&self, public_key: &[u8]) -> Result<Option<String>, ReadError> {
         self.get_string(CF_PARTY_KEYS, public_key)

@@ -197,6 +197,9 @@ names! {
         TenderExpired = "tender_expired",
         /// A `RegisterOrder` whose delivery code hash another order registered.
         DeliveryCodeReused = "delivery_code_reused",
+        // Sourcing completeness (sourcing4, rules version 4)
+        /// A sourcing decision omits an eligible node.
+        CandidatesIncomplete = "candidates_incomplete",
     }
 }
 
@@ -432,6 +435,8 @@ mod tests {
             // Carriers, version 4
             (Code::TenderExpired, "tender_expired"),
             (Code::DeliveryCodeReused, "delivery_code_reused"),
+            // Sourcing completeness (sourcing4, rules version 4)
+            (Code::CandidatesIncomplete, "candidates_incomplete"),
         ];
         let rules: &[(Rule, &str)] = &[
             (Rule::CustodianAtIncident, "custodian_at_incident"),

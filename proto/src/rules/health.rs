@@ -11,7 +11,11 @@
 //! an export's replayed orders with [`health_at`]) compute the same.
 //!
 //! The fold is not a rule: it decides no outcome, so it is the same under
-//! every rules version and needs none.
+//! every rules version and needs none. What it reads is: rules version 4
+//! records two more facts in an order's sourcing record (the node that
+//! declined an assignment offer, and the node a reassignment took the
+//! order from), which the fold counts; under earlier versions they are
+//! never recorded, so those ledgers fold as before.
 
 use std::collections::BTreeMap;
 
@@ -41,8 +45,8 @@ pub struct HealthCounters {
     /// `Released` facts naming it.
     #[serde(default)]
     pub releases: u64,
-    /// Assignment offers it declined. Fed by nothing yet: brokered sourcing
-    /// (assignment offers and their declines) will record the fact it counts.
+    /// Assignment offers it declined (rules version 4 records the decliner:
+    /// `Sourcing::declined_by`; nothing feeds it under earlier versions).
     #[serde(default)]
     pub declines: u64,
     /// `FenceExpired` facts naming it.
@@ -54,6 +58,16 @@ pub struct HealthCounters {
     /// Dispute rulings naming it liable.
     #[serde(default)]
     pub rulings_against: u64,
+    /// Rules version 4: reassignments that took an order away from it (its
+    /// claim, or the live assignment offer it sat on:
+    /// `Sourcing::reassigned_from`). Left out of the record while 0, so
+    /// the counters of earlier ledgers serialize as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reassigned: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl HealthCounters {
@@ -67,6 +81,7 @@ impl HealthCounters {
         self.fence_expiries += d.fence_expiries;
         self.damage_noted += d.damage_noted;
         self.rulings_against += d.rulings_against;
+        self.reassigned += d.reassigned;
     }
 
     /// Acts that count for it: shipments on time.
@@ -75,13 +90,15 @@ impl HealthCounters {
     }
 
     /// Acts that count against it, with their weights: a late shipment,
-    /// a lapse, a release, a decline, damage noted by a receiver 1 each; a
-    /// fence that ran out and a ruling against it 2 each.
+    /// a lapse, a release, a decline, a reassignment away from it, damage
+    /// noted by a receiver 1 each; a fence that ran out and a ruling
+    /// against it 2 each.
     pub fn bad(&self) -> u64 {
         let late = self.shipped.saturating_sub(self.on_time);
         late.saturating_add(self.lapses)
             .saturating_add(self.releases)
             .saturating_add(self.declines)
+            .saturating_add(self.reassigned)
             .saturating_add(self.damage_noted)
             .saturating_add(self.fence_expiries.saturating_mul(2))
             .saturating_add(self.rulings_against.saturating_mul(2))
@@ -100,6 +117,7 @@ impl HealthCounters {
             rulings_against: self.rulings_against,
             taken_on: self.taken_on,
             score: health_score(self),
+            reassigned: self.reassigned,
         }
     }
 
@@ -115,6 +133,7 @@ impl HealthCounters {
             fence_expiries: v.fence_expiries,
             damage_noted: v.damage_noted,
             rulings_against: v.rulings_against,
+            reassigned: v.reassigned,
         }
     }
 }
@@ -219,6 +238,20 @@ fn fold_order(
     for (i, e) in order.events.iter().enumerate() {
         if seq_in(e.seq) {
             fold_event(&order.events[..i], e, counters);
+        }
+    }
+    // Rules version 4: the sourcing record's declines and reassignments
+    // (empty under earlier versions).
+    if let Some(src) = &order.sourcing {
+        for (seq, node) in &src.declined_by {
+            if seq_in(*seq) {
+                counters.entry(node.clone()).or_default().declines += 1;
+            }
+        }
+        for (seq, node) in &src.reassigned_from {
+            if seq_in(*seq) {
+                counters.entry(node.clone()).or_default().reassigned += 1;
+            }
         }
     }
     for d in &order.disputes {

@@ -62,6 +62,9 @@ impl StateView for MemState {
     fn config(&self) -> Option<ClusterConfig> {
         self.config.clone()
     }
+    fn profiled_nodes(&self) -> Vec<String> {
+        self.profiles.keys().cloned().collect()
+    }
     fn membership(&self) -> Option<Membership> {
         self.membership.clone()
     }

@@ -78,6 +78,10 @@ pub trait StateView {
     fn order_by_delivery_code(&self, _hash: &[u8]) -> Option<String> {
         None
     }
+    /// Rules version 4 (sourcing): every node that has a profile, in id
+    /// order. A scan of the profile index only (one key per node that
+    /// published one), never of orders; read by a sourcing decision.
+    fn profiled_nodes(&self) -> Vec<String>;
 }
 
 /// A state change produced by an accepted (or rejected) command.

@@ -133,6 +133,16 @@ pub struct Sourcing {
     pub shortages: Vec<u64>,
     /// Accepted reassignments.
     pub reassigns: Vec<u64>,
+    /// Rules version 4: who declined, by the declining entry, oldest first
+    /// (the health fold counts each against the node). Left out of the
+    /// record while empty, so earlier orders serialize as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub declined_by: Vec<(u64, String)>,
+    /// Rules version 4: the node each reassignment took the order from
+    /// (its owner, or the node a live offer named), by entry; a
+    /// reassignment from nobody is not listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reassigned_from: Vec<(u64, String)>,
 }
 
 /// Structural checks of the sourcing commands (`None`: not one of them).
@@ -197,6 +207,7 @@ fn validate_decision(s: &pb::SourceOrder) -> Result<(), Refusal> {
     }
     for (i, c) in s.candidates.iter().enumerate() {
         check_id("candidate node", &c.node)?;
+        check_text("candidate basis", &c.basis, false)?;
         if s.candidates[..i].iter().any(|o| o.node == c.node) {
             return Err(bad(format!("candidate {} is listed twice", c.node)));
         }
@@ -365,6 +376,15 @@ impl Order {
                 .map(|(t, _)| t.as_str().to_string())
                 .unwrap_or_default(),
             awaiting_trigger_seq: awaiting.map(|(_, s)| s).unwrap_or(0),
+            sourcing_declines: src
+                .declined_by
+                .iter()
+                .map(|(seq, node)| pb::SourcingDecline {
+                    seq: *seq,
+                    node: node.clone(),
+                    shortage: src.declines.iter().any(|&(s, short)| s == *seq && short),
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -388,6 +408,16 @@ impl Sourcing {
                 expires_ms: a.expires_ms,
             }),
             decisions: v.sourcing_decisions.clone(),
+            declines: v
+                .sourcing_declines
+                .iter()
+                .map(|d| (d.seq, d.shortage))
+                .collect(),
+            declined_by: v
+                .sourcing_declines
+                .iter()
+                .map(|d| (d.seq, d.node.clone()))
+                .collect(),
             ..Sourcing::default()
         })
     }

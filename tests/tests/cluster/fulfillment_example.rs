@@ -120,6 +120,16 @@ async fn the_example_node_takes_released_orders_and_assignment_offers() {
         rival.release_order("o-ex-back", "no stock"),
     )
     .await;
+    // The rival stops serving the region: a decision (which lists every
+    // eligible node under rules version 4) has the example node only.
+    sub.submit_accepted(
+        "rival profile",
+        rival.publish_profile(pb::PublishProfile {
+            regions: vec!["CN-11".into()],
+            ..arbor_tests::fixtures::sample_profile()
+        }),
+    )
+    .await;
 
     let mut cmd = tokio::process::Command::new(example_bin("fulfillment_node"));
     for (k, _) in std::env::vars_os() {
@@ -156,7 +166,7 @@ async fn the_example_node_takes_released_orders_and_assignment_offers() {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let view = client.get_order("o-ex-brokered").await.expect("order");
-        let candidates = Candidates::read(&client, &["store-example".to_string()])
+        let candidates = Candidates::read_all(&client, &[])
             .await
             .expect("candidates");
         let decision = ReferenceBroker::default()

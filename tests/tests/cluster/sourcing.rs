@@ -207,3 +207,256 @@ async fn a_brokered_order_declined_and_sourced_again() {
     );
     c.check_invariants().await;
 }
+
+/// Rules version 4 on a real cluster, through the CLI: `arbor order
+/// source` lists every node with a profile; node A declines through `arbor
+/// order decline-assignment` (node B's attempt is refused locally, exit 6);
+/// the broker sources the order again to B, listing A as a decliner; B
+/// accepts through `arbor order accept-assignment`; the channel takes it
+/// back with `arbor order reassign`; B accepts again and gives it back
+/// with `arbor order release --shortage`. Both decisions are on the ledger,
+/// and A's health (and, after the reassignment, B's) is lower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_4_a_decline_through_the_cli_is_sourced_to_another_node() {
+    let c = TestCluster::voters(3).await;
+    let shop = c.enroll_channel("shop").await;
+    let broker = c
+        .enroll("broker-1", pb::Role::Broker, pb::NodeKind::Unspecified)
+        .await;
+    let a = c.enroll_node("store-a").await;
+    let b = c.enroll_node("store-b").await;
+    let sub = c.submitter().await;
+    let client = c.client().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| tmp.path().join(format!("{name}.key"));
+    broker.save(&path("broker-1")).expect("save key");
+    shop.save(&path("shop")).expect("save key");
+    a.save(&path("store-a")).expect("save key");
+    b.save(&path("store-b")).expect("save key");
+    let key = |name: &str| path(name).display().to_string();
+    let (kbroker, kshop, ka, kb) = (key("broker-1"), key("shop"), key("store-a"), key("store-b"));
+    let eps = c.endpoints().join(",");
+    let cacert = c.cacert();
+    let cli = |args: Vec<String>| {
+        let mut all = vec![
+            "--endpoints".to_string(),
+            eps.clone(),
+            "--cacert".to_string(),
+            cacert.clone(),
+            "--output".to_string(),
+            "json".to_string(),
+        ];
+        all.extend(args);
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_cli(&refs).await
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let seq_of = |out: &arbor_tests::dev::CliOutput| -> u64 {
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        assert_eq!(v["accepted"], true, "{out:?}");
+        v["seq"].as_u64().expect("seq")
+    };
+
+    let mut order = sample_order("o-v4");
+    order.sourcing_mode = pb::SourcingMode::Brokered as i32;
+    sub.submit_accepted("register brokered", shop.register_order(order))
+        .await;
+
+    // 1. No --candidates: every profiled node is listed; a tie goes to store-a.
+    let first_seq = seq_of(
+        &cli(args(&[
+            "order",
+            "source",
+            "o-v4",
+            "--expires-in",
+            "10m",
+            "--key",
+            &kbroker,
+        ]))
+        .await,
+    );
+    let view = client.get_order("o-v4").await.expect("order");
+    assert_eq!(view.assignment.expect("assigned").to, "store-a");
+
+    // 2. store-b may not answer store-a's offer: refused before signing.
+    let out = cli(args(&[
+        "order",
+        "decline-assignment",
+        "o-v4",
+        "--reason",
+        "not mine",
+        "--key",
+        &kb,
+    ]))
+    .await;
+    assert_eq!(out.code, Some(6), "{out:?}");
+    assert!(out.stderr.contains("not_assigned_to_signer"), "{out:?}");
+
+    // 3. store-a declines (a shortage) through the CLI.
+    let no_seq = seq_of(
+        &cli(args(&[
+            "order",
+            "decline-assignment",
+            "o-v4",
+            "--reason",
+            "out of stock",
+            "--shortage",
+            "--key",
+            &ka,
+        ]))
+        .await,
+    );
+    let view = client.get_order("o-v4").await.expect("order");
+    assert_eq!(
+        (view.awaiting_trigger.as_str(), view.awaiting_trigger_seq),
+        ("shortage", no_seq)
+    );
+    assert_eq!(
+        view.sourcing_declines,
+        vec![pb::SourcingDecline {
+            seq: no_seq,
+            node: "store-a".into(),
+            shortage: true,
+        }]
+    );
+    let ha = client
+        .node_stats("store-a")
+        .await
+        .expect("stats")
+        .health
+        .expect("health");
+    assert_eq!(ha.declines, 1);
+    assert!(ha.score < 1000, "{ha:?}");
+
+    // 4. Sourced again: store-b, with store-a listed as the decliner.
+    let out = cli(args(&[
+        "order",
+        "source",
+        "o-v4",
+        "--dry-run",
+        "--key",
+        &kbroker,
+    ]))
+    .await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("declined this order"), "{out:?}");
+    let second_seq = seq_of(&cli(args(&["order", "source", "o-v4", "--key", &kbroker])).await);
+    let view = client.get_order("o-v4").await.expect("order");
+    assert_eq!(view.assignment.expect("assigned").to, "store-b");
+
+    // 5. store-b accepts through the CLI at the current price.
+    seq_of(
+        &cli(args(&[
+            "order",
+            "accept-assignment",
+            "o-v4",
+            "--at-current-price",
+            "--key",
+            &kb,
+        ]))
+        .await,
+    );
+    let view = client.get_order("o-v4").await.expect("order");
+    assert_eq!(
+        (view.owner.as_str(), view.status.as_str()),
+        ("store-b", "claimed")
+    );
+
+    // 6. The channel takes it back (from the owner, read now).
+    let re_seq = seq_of(
+        &cli(args(&[
+            "order", "reassign", "o-v4", "--reason", "stalled", "--key", &kshop,
+        ]))
+        .await,
+    );
+    let view = client.get_order("o-v4").await.expect("order");
+    assert_eq!(
+        (view.awaiting_trigger.as_str(), view.awaiting_trigger_seq),
+        ("reassigned", re_seq)
+    );
+    let hb = client
+        .node_stats("store-b")
+        .await
+        .expect("stats")
+        .health
+        .expect("health");
+    assert_eq!(hb.reassigned, 1, "{hb:?}");
+    assert!(hb.score < 1000, "{hb:?}");
+
+    // 7. Sourced to store-b again (store-a declined); a release reporting a
+    //    shortage is the next trigger.
+    let third_seq = seq_of(&cli(args(&["order", "source", "o-v4", "--key", &kbroker])).await);
+    seq_of(
+        &cli(args(&[
+            "order",
+            "accept-assignment",
+            "o-v4",
+            "--decision-seq",
+            &third_seq.to_string(),
+            "--at-current-price",
+            "--key",
+            &kb,
+        ]))
+        .await,
+    );
+    let rel_seq = seq_of(
+        &cli(args(&[
+            "order",
+            "release",
+            "o-v4",
+            "--reason",
+            "short",
+            "--shortage",
+            "--key",
+            &kb,
+        ]))
+        .await,
+    );
+    let view = client.get_order("o-v4").await.expect("order");
+    assert_eq!(
+        (view.awaiting_trigger.as_str(), view.awaiting_trigger_seq),
+        ("shortage", rel_seq)
+    );
+    assert_eq!(
+        view.sourcing_decisions,
+        vec![first_seq, second_seq, third_seq]
+    );
+
+    // The decisions are on the ledger: the first selected store-a from the
+    // registration, the second store-b from store-a's shortage, listing
+    // store-a with its basis.
+    let entries = client
+        .get_entries(first_seq, 1000)
+        .await
+        .expect("entries")
+        .entries;
+    let decisions: Vec<pb::SourceOrder> = entries
+        .iter()
+        .filter(|e| e.outcome.as_ref().is_some_and(|o| o.accepted))
+        .filter_map(|e| {
+            let env = pb::SignedCommand::decode(e.command.as_slice()).ok()?;
+            match pb::Command::decode(env.command.as_slice()).ok()?.body? {
+                Body::SourceOrder(s) => Some(s),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(decisions.len(), 3, "{decisions:?}");
+    assert_eq!(decisions[0].selected, "store-a");
+    let d2 = &decisions[1];
+    assert_eq!(
+        (d2.trigger, d2.trigger_seq, d2.selected.as_str()),
+        (pb::SourcingTrigger::Shortage as i32, no_seq, "store-b")
+    );
+    let listed: Vec<(&str, bool)> = d2
+        .candidates
+        .iter()
+        .map(|c| (c.node.as_str(), c.eligible))
+        .collect();
+    assert_eq!(listed, vec![("store-a", true), ("store-b", true)]);
+    assert!(d2.candidates[0].basis.contains("declined"), "{d2:?}");
+    c.check_invariants().await;
+}

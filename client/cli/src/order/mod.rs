@@ -173,15 +173,19 @@ that a newer fact has overtaken (trigger_mismatch, stale_decision): read and dec
 An accepted decision offers the order to the selected node for --expires-in; it accepts \
 (AcceptAssignment, or a claim) or declines, and a decline or an expiry is the next trigger. \
 No eligible candidate, or an order that awaits no decision, exits with code 6 and signs nothing.\n\n\
-Examples:\n  arbor order source o-1 --candidates store-17,wh-shanghai --key broker.key\n  \
+Under rules version 4 a decision must list every eligible node (candidates_incomplete \
+otherwise): the CLI lists every node with a profile in force (and any --candidates besides), \
+and a node that declined this order before is listed but not selected (its candidate's basis \
+says so). Under version 3 only --candidates are listed, and it is required.\n\n\
+Examples:\n  arbor order source o-1 --key broker.key\n  \
 arbor order source o-1 --candidates store-17,wh-shanghai --dry-run --key broker.key"
     )]
     Source {
         /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
-        /// The candidate nodes, comma-separated (1 to 64; each is listed in the decision)
-        #[arg(long, value_name = "NODES", value_delimiter = ',', required = true)]
+        /// Candidate nodes, comma-separated (1 to 64; each is listed in the decision). Rules version 4 adds every node with a profile; version 3 needs them
+        #[arg(long, value_name = "NODES", value_delimiter = ',')]
         candidates: Vec<String>,
         /// How long the selected node has to answer: a duration such as 5m, 90s (a bare number is seconds)
         #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::time::parse_duration_arg)]
@@ -225,8 +229,111 @@ Example:\n  arbor order release o-1 --reason \"out of stock\" --key store-17.key
         /// Why it is given back (recorded in the ledger)
         #[arg(long)]
         reason: String,
+        /// It lacks the stock: the order's next sourcing trigger is a shortage (rules version 3)
+        #[arg(long)]
+        shortage: bool,
         /// Node key file (the owner)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
+    },
+    /// Take on an order a sourcing decision offered you (node-signed, rules version 3)
+    #[command(
+        long_about = "Accept the assignment offer of a sourcing decision (signed by the node \
+it selected): the order is yours, as by a claim, with a claim's checks (price quote, \
+eligibility, capacity). --decision-seq names the decision (default: the live assignment \
+`arbor order get` shows); the price is the one given or, with --at-current-price, the \
+order's locked price. Refused locally (exit 6, nothing signed) when the offer is not yours, \
+ran out or names another decision; --force signs anyway. A rejected outcome exits 2.\n\n\
+Examples:\n  arbor order accept-assignment o-1 --at-current-price --key store-17.key\n  \
+arbor order accept-assignment o-1 --decision-seq 22 --price-version 1 --total 2598 --key store-17.key"
+    )]
+    AcceptAssignment {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// Entry of the sourcing decision whose offer you accept (default: the order's live assignment)
+        #[arg(long, value_name = "SEQ")]
+        decision_seq: Option<u64>,
+        /// Price version the acceptance quotes (see `arbor order get`)
+        #[arg(
+            long,
+            value_name = "N",
+            required_unless_present = "at_current_price",
+            conflicts_with = "at_current_price"
+        )]
+        price_version: Option<u64>,
+        /// Order total the acceptance quotes, in minor units
+        #[arg(
+            long,
+            value_name = "AMOUNT",
+            allow_negative_numbers = true,
+            required_unless_present = "at_current_price",
+            conflicts_with = "at_current_price"
+        )]
+        total: Option<i64>,
+        /// Read the order's locked price and quote it
+        #[arg(long)]
+        at_current_price: bool,
+        /// Node key file (the node the decision selected)
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
+    },
+    /// Decline an order a sourcing decision offered you (node-signed, rules version 3)
+    #[command(
+        long_about = "Decline the assignment offer of a sourcing decision (signed by the node \
+it selected), with a reason; --shortage reports that you lack the stock. The decline is the \
+order's next sourcing trigger (declined, or shortage), and the broker decides again for \
+someone else. Under rules version 4 the decline is recorded against you and counts in your \
+health score (docs/disputes.md). Refused locally (exit 6) when the offer is not yours, ran \
+out or names another decision; --force signs anyway.\n\n\
+Example:\n  arbor order decline-assignment o-1 --reason \"no picker on shift\" --key store-17.key"
+    )]
+    DeclineAssignment {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// Entry of the sourcing decision whose offer you decline (default: the order's live assignment)
+        #[arg(long, value_name = "SEQ")]
+        decision_seq: Option<u64>,
+        /// Why you decline (recorded in the ledger)
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// You lack the stock: the next sourcing trigger is a shortage
+        #[arg(long)]
+        shortage: bool,
+        /// Node key file (the node the decision selected)
+        #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        sign: SignOpts,
+    },
+    /// Take a stalled order back from its owner or assignee (channel- or operator-signed, rules version 3)
+    #[command(
+        long_about = "Reassign a stalled order (signed by the channel that registered it, or \
+by an operator), with a reason: a live assignment offer is withdrawn, or a claimed order is \
+taken from its owner (custody ends; the order is open again and awaits sourcing, trigger \
+reassigned). A picked or packed order is rejected work_in_progress: its lease lapses into \
+the fence instead. --from names the node it is taken from (default: the owner or assignee \
+the order shows now); under rules version 4 the reassignment counts against that node's \
+health. Refused locally (exit 6) when --from is not who holds it; --force signs anyway.\n\n\
+Example:\n  arbor order reassign o-1 --reason \"no progress in 2 h\" --key meituan.key"
+    )]
+    Reassign {
+        /// Canonical order id (see `arbor order list`, `arbor order resolve`)
+        #[arg(value_name = "ORDER_ID")]
+        order_id: String,
+        /// The node the order is taken from (default: its owner or live assignee as read now; "" for nobody)
+        #[arg(long, value_name = "NODE")]
+        from: Option<String>,
+        /// Why it is reassigned (recorded in the ledger)
+        #[arg(long)]
+        reason: String,
+        /// Channel key file (the channel that registered the order) or an operator's
+        #[arg(long, env = "ARBOR_KEY", value_name = "KEY")]
         key: Option<PathBuf>,
         #[command(flatten)]
         sign: SignOpts,
@@ -646,12 +753,87 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
         OrderCmd::Release {
             order_id,
             reason,
+            shortage,
             key,
             sign,
         } => {
-            let cmd = signing_key(ctx, key)
-                .await?
-                .release_order(&order_id, &reason);
+            let id = signing_key(ctx, key).await?;
+            let cmd = if shortage {
+                id.release_shortage(&order_id, &reason)
+            } else {
+                id.release_order(&order_id, &reason)
+            };
+            submit_checked(ctx, cmd, sign).await
+        }
+        OrderCmd::AcceptAssignment {
+            order_id,
+            decision_seq,
+            price_version,
+            total,
+            at_current_price,
+            key,
+            sign,
+        } => {
+            let node = signing_key(ctx, key).await?;
+            let o = match (decision_seq, at_current_price) {
+                (Some(_), false) => None,
+                _ => Some(order_for_answer(ctx, &order_id).await?),
+            };
+            let seq = decision_seq
+                .or_else(|| o.as_ref().and_then(assignment_seq))
+                .unwrap_or(0);
+            if seq == 0 {
+                return no_assignment(&order_id);
+            }
+            let (version, total) = match (&o, at_current_price) {
+                (Some(o), true) => (o.price_version, o.total),
+                _ => (price_version.unwrap_or_default(), total.unwrap_or_default()),
+            };
+            let cmd = node.accept_assignment(&order_id, seq, version, total);
+            submit_checked(ctx, cmd, sign).await
+        }
+        OrderCmd::DeclineAssignment {
+            order_id,
+            decision_seq,
+            reason,
+            shortage,
+            key,
+            sign,
+        } => {
+            let node = signing_key(ctx, key).await?;
+            let seq = match decision_seq {
+                Some(s) => s,
+                None => {
+                    let o = order_for_answer(ctx, &order_id).await?;
+                    match assignment_seq(&o) {
+                        Some(s) => s,
+                        None => return no_assignment(&order_id),
+                    }
+                }
+            };
+            let cmd = node.decline_assignment(&order_id, seq, &reason, shortage);
+            submit_checked(ctx, cmd, sign).await
+        }
+        OrderCmd::Reassign {
+            order_id,
+            from,
+            reason,
+            key,
+            sign,
+        } => {
+            let signer = signing_key(ctx, key).await?;
+            let from = match from {
+                Some(f) => f,
+                None => {
+                    let o = order_for_answer(ctx, &order_id).await?;
+                    if !o.owner.is_empty() {
+                        o.owner.clone()
+                    } else {
+                        o.assignment.map(|a| a.to).unwrap_or_default()
+                    }
+                }
+            };
+            let cmd = signer.reassign_order(&order_id, &from, &reason);
             submit_checked(ctx, cmd, sign).await
         }
         OrderCmd::Offer {
@@ -906,6 +1088,37 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
 }
 
 /// Submits `cmd` after the pre-check ([`precheck::gate`]) lets it through.
+/// The order an answer or a reassignment reads its defaults from (exit 3
+/// when it is not registered).
+async fn order_for_answer(ctx: &Ctx, order_id: &str) -> Result<pb::OrderView> {
+    let client = ctx.client().await?;
+    match precheck::read_order(&client, order_id).await? {
+        Some(o) => Ok(o),
+        None => fail(
+            Exit::NotFound,
+            format!(
+                "order {order_id} is not registered (check the id with `arbor order list`); \
+                 nothing was signed"
+            ),
+        ),
+    }
+}
+
+/// The decision seq of the order's live assignment offer, if any.
+fn assignment_seq(o: &pb::OrderView) -> Option<u64> {
+    o.assignment.as_ref().map(|a| a.decision_seq)
+}
+
+fn no_assignment<T>(order_id: &str) -> Result<T> {
+    fail(
+        Exit::RefusedLocally,
+        format!(
+            "order {order_id} has no live assignment offer to answer (see `arbor order get`); \
+             name the decision with --decision-seq to sign anyway; nothing was signed"
+        ),
+    )
+}
+
 async fn submit_checked(ctx: &Ctx, cmd: pb::SignedCommand, sign: SignOpts) -> Result<Reply> {
     let client = ctx.client().await?;
     if let Some(dry) = precheck::gate(&client, ctx.format, &cmd, sign).await? {

@@ -95,6 +95,9 @@ impl StateView for Remote {
     fn membership(&self) -> Option<Membership> {
         None
     }
+    fn profiled_nodes(&self) -> Vec<String> {
+        self.profiles.keys().cloned().collect()
+    }
 }
 
 /// An order as the rules see it, from the view a replica serves. Only what
@@ -326,7 +329,10 @@ pub async fn predict(
     }
     if matches!(
         body,
-        Body::ClaimOrder(_) | Body::AcceptHandoff(_) | Body::ClaimReturn(_)
+        Body::ClaimOrder(_)
+            | Body::AcceptHandoff(_)
+            | Body::ClaimReturn(_)
+            | Body::AcceptAssignment(_)
     ) {
         if let Some(p) = found(client.get_profile(&signer).await)? {
             view.profiles.insert(signer.clone(), profile_from_view(p));

@@ -22,6 +22,7 @@ pub fn decision_json(s: &pb::SourceOrder) -> Value {
             "ineligible": c.ineligible,
             "score": c.score,
             "components": c.components.iter().map(|k| (k.name.clone(), json!(k.value))).collect::<serde_json::Map<_, _>>(),
+            "basis": c.basis,
         })).collect::<Vec<_>>(),
         "selected": s.selected,
         "expires_in_ms": s.expires_in_ms,
@@ -45,7 +46,25 @@ pub async fn run(
 
     let client = ctx.client().await?;
     let order = client.get_order(order_id).await?;
-    let facts = Candidates::read(&client, candidates).await?;
+    // Rules version 4: a decision lists every eligible node, so every node
+    // with a profile is read; version 3 lists the candidates given.
+    let rules = client
+        .rules_config()
+        .await?
+        .map(|(_, r)| r.rules_version)
+        .unwrap_or(1);
+    let facts = if rules >= 4 {
+        Candidates::read_all(&client, candidates).await?
+    } else if candidates.is_empty() {
+        return fail(
+            Exit::Usage,
+            format!(
+                "the cluster is at rules version {rules}: name the candidates with --candidates A,B,C"
+            ),
+        );
+    } else {
+        Candidates::read(&client, candidates).await?
+    };
     let broker = ReferenceBroker {
         expires_in_ms,
         ..ReferenceBroker::default()
@@ -90,8 +109,13 @@ fn decision_table(s: &pb::SourceOrder) -> String {
         } else {
             format!("not eligible ({})", c.ineligible)
         };
+        let basis = if c.basis.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", c.basis)
+        };
         out.push_str(&format!(
-            "{mark} {} profile v{}: {elig}, score {} ({})\n",
+            "{mark} {} profile v{}: {elig}, score {} ({}){basis}\n",
             c.node,
             c.profile_version,
             c.score,

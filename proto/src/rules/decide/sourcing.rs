@@ -15,7 +15,7 @@
 
 use super::super::sourcing::{
     check_candidate, Assignment, CandidateCheck, NotAwaiting, Sourcing, SourcingMode, Trigger,
-    HEADROOM,
+    HEADROOM, MAX_CANDIDATES,
 };
 use super::super::state::{EventKind, OrderStatus};
 use super::super::{Code, StateView};
@@ -148,6 +148,11 @@ impl<V: StateView> OnOrder<'_, V> {
                 selected_ok = Some(eligible);
             }
         }
+        // Rules version 4: every eligible node is listed (unless the
+        // decision is full, every one of its candidates eligible).
+        if self.rules() >= 4 {
+            self.candidates_complete(s)?;
+        }
         match selected_ok {
             None => {
                 return rej(
@@ -182,6 +187,35 @@ impl<V: StateView> OnOrder<'_, V> {
             expires_ms,
         });
         src.decisions.push(seq);
+        Ok(())
+    }
+
+    /// Rules version 4: the decision lists every node that is eligible by
+    /// the profiles and counters in force — every node with a profile,
+    /// eligibility recomputed as for a listed candidate — or, when more are
+    /// eligible than one decision may list, [`MAX_CANDIDATES`] candidates
+    /// that are all eligible. The scan reads the profile index (one key per
+    /// node that ever published a profile, in id order), never the orders.
+    fn candidates_complete(&self, s: &pb::SourceOrder) -> Result<(), Reject> {
+        if s.candidates.len() >= MAX_CANDIDATES && s.candidates.iter().all(|c| c.eligible) {
+            return Ok(());
+        }
+        for node in self.view.profiled_nodes() {
+            if s.candidates.iter().any(|c| c.node == node) {
+                continue;
+            }
+            if self.compute_candidate(&node).ineligible.is_empty() {
+                return rej(
+                    Code::CandidatesIncomplete,
+                    format!(
+                        "node {node} is eligible for order {} by the profiles and counters in \
+                         force but the decision does not list it: a decision lists every \
+                         eligible node",
+                        self.order.order_id
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -254,9 +288,14 @@ impl<V: StateView> OnOrder<'_, V> {
         self.answered_assignment(d.decision_seq)?;
         let (signer, seq) = (self.signer, self.seq);
         self.stats_mut(signer).assignments_declined += 1;
+        let v4 = self.rules() >= 4;
         let src = self.sourcing_mut();
         src.assignment = None;
         src.declines.push((seq, d.shortage));
+        // Rules version 4: the decliner, for the health fold.
+        if v4 {
+            src.declined_by.push((seq, signer.to_string()));
+        }
         Ok(())
     }
 
@@ -330,12 +369,20 @@ impl<V: StateView> OnOrder<'_, V> {
         }
         if !taken.is_empty() {
             let by = self.signer.to_string();
-            self.event(EventKind::Reassigned { node: taken, by });
+            self.event(EventKind::Reassigned {
+                node: taken.clone(),
+                by,
+            });
         }
-        let seq = self.seq;
+        let (seq, v4) = (self.seq, self.rules() >= 4);
         let src = self.sourcing_mut();
         src.assignment = None;
         src.reassigns.push(seq);
+        // Rules version 4: the node the order was taken from, for the
+        // health fold (it sat on the order).
+        if v4 && !taken.is_empty() {
+            src.reassigned_from.push((seq, taken));
+        }
         Ok(())
     }
 

@@ -139,6 +139,7 @@ fn the_score_stays_in_range_for_hostile_counters() {
         fence_expiries: u64::MAX,
         damage_noted: u64::MAX,
         rulings_against: u64::MAX,
+        reassigned: u64::MAX,
     };
     assert!(health_score(&max) <= MAX_HEALTH_SCORE);
     // More on time than shipped (not a state the fold makes): no underflow.

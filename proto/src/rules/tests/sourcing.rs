@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::world::*;
 use super::*;
 use crate::rules::custody::{self, OrderEntry};
-use crate::rules::sourcing::{Trigger, HEADROOM, MAX_CANDIDATES};
+use crate::rules::sourcing::{check_candidate, Trigger, HEADROOM, MAX_CANDIDATES};
 
 const TTL: u64 = 60_000;
 
@@ -79,6 +79,7 @@ fn candidates(w: &World, id: &str, nodes: &[&str]) -> Vec<pb::SourcingCandidate>
                         value: 3,
                     },
                 ],
+                basis: String::new(),
             }
         })
         .collect()
@@ -741,6 +742,11 @@ enum Op {
         region: bool,
         capacity: u8,
     },
+    /// From `NODES[from]`, or nobody (4).
+    Reassign {
+        order: u8,
+        from: u8,
+    },
     Wait,
 }
 
@@ -762,6 +768,7 @@ fn op() -> impl Strategy<Value = Op> {
             region,
             capacity
         }),
+        1 => (0..3u8, 0..5u8).prop_map(|(order, from)| Op::Reassign { order, from }),
         1 => Just(Op::Wait),
     ]
 }
@@ -773,20 +780,48 @@ proptest! {
 
     #[test]
     fn decisions_only_select_eligible_nodes(ops in proptest::collection::vec(op(), 0..60)) {
-        let mut w = world(4);
+        check_decisions(3, ops)?;
+    }
+
+    /// Version 4: also every accepted decision lists every eligible node,
+    /// and the health fold (declines and reassignments included) replays
+    /// identically.
+    #[test]
+    fn version_4_decisions_list_every_eligible_node_and_health_replays(
+        ops in proptest::collection::vec(op(), 0..60)
+    ) {
+        check_decisions(4, ops)?;
+    }
+}
+
+fn check_decisions(version: u32, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    {
+        let mut w = world_at(4, version);
         let mut t = 1_000u64;
         for op in ops {
             t += 7_000;
             let id = |o: u8| format!("o{o}");
             let e = match op {
                 Op::Register { order, brokered } => {
-                    if w.s.orders.contains_key(&id(order)) { continue; }
-                    let mode = if brokered { pb::SourcingMode::Brokered } else { pb::SourcingMode::Race };
+                    if w.s.orders.contains_key(&id(order)) {
+                        continue;
+                    }
+                    let mode = if brokered {
+                        pb::SourcingMode::Brokered
+                    } else {
+                        pb::SourcingMode::Race
+                    };
                     register_mode(&mut w, &id(order), mode, t)
                 }
-                Op::Decide { order, selected, forge } => {
+                Op::Decide {
+                    order,
+                    selected,
+                    forge,
+                } => {
                     let oid = id(order);
-                    if !w.s.orders.contains_key(&oid) { continue; }
+                    if !w.s.orders.contains_key(&oid) {
+                        continue;
+                    }
                     let mut d = match w.s.orders[&oid].awaiting_sourcing(t) {
                         Ok(_) => decision(&w, &oid, &NODES, NODES[selected as usize], t),
                         Err(_) => {
@@ -796,40 +831,88 @@ proptest! {
                         }
                     };
                     match forge {
-                        0 => { d.candidates[selected as usize].eligible ^= true;
-                               d.candidates[selected as usize].ineligible =
-                                   if d.candidates[selected as usize].eligible { String::new() } else { "at_capacity".into() }; }
+                        0 => {
+                            d.candidates[selected as usize].eligible ^= true;
+                            d.candidates[selected as usize].ineligible =
+                                if d.candidates[selected as usize].eligible {
+                                    String::new()
+                                } else {
+                                    "at_capacity".into()
+                                };
+                        }
                         1 => d.candidates[selected as usize].profile_version += 1,
                         2 => d.trigger_seq += 1,
+                        // Omits a candidate (hostile under version 4 when
+                        // it is eligible).
+                        3 if d.candidates.len() > 1 => {
+                            let i = (selected as usize + 1) % d.candidates.len();
+                            d.candidates.remove(i);
+                        }
                         _ => {}
                     }
                     source(&mut w, d, t)
                 }
+                Op::Reassign { order, from } => {
+                    let oid = id(order);
+                    if !w.s.orders.contains_key(&oid) {
+                        continue;
+                    }
+                    let from = if from == 4 {
+                        String::new()
+                    } else {
+                        NODES[from as usize].to_string()
+                    };
+                    reassign(&mut w, &oid, &from, t)
+                }
                 Op::Accept { node, order } => {
                     let oid = id(order);
-                    let Some(o) = w.s.orders.get(&oid) else { continue };
-                    let seq = o.sourcing.as_ref().and_then(|s| s.assignment.as_ref()).map(|a| a.decision_seq).unwrap_or(1);
+                    let Some(o) = w.s.orders.get(&oid) else {
+                        continue;
+                    };
+                    let seq = o
+                        .sourcing
+                        .as_ref()
+                        .and_then(|s| s.assignment.as_ref())
+                        .map(|a| a.decision_seq)
+                        .unwrap_or(1);
                     accept(&mut w, node as usize, &oid, seq, t)
                 }
                 Op::Decline { node, order } => {
                     let oid = id(order);
-                    let Some(o) = w.s.orders.get(&oid) else { continue };
-                    let seq = o.sourcing.as_ref().and_then(|s| s.assignment.as_ref()).map(|a| a.decision_seq).unwrap_or(1);
+                    let Some(o) = w.s.orders.get(&oid) else {
+                        continue;
+                    };
+                    let seq = o
+                        .sourcing
+                        .as_ref()
+                        .and_then(|s| s.assignment.as_ref())
+                        .map(|a| a.decision_seq)
+                        .unwrap_or(1);
                     decline(&mut w, node as usize, &oid, seq, t, node == 0)
                 }
                 Op::Claim { node, order } => {
-                    if !w.s.orders.contains_key(&id(order)) { continue; }
+                    if !w.s.orders.contains_key(&id(order)) {
+                        continue;
+                    }
                     w.claim(node as usize, &id(order), t)
                 }
                 Op::Release { node, order } => {
-                    if !w.s.orders.contains_key(&id(order)) { continue; }
+                    if !w.s.orders.contains_key(&id(order)) {
+                        continue;
+                    }
                     w.release(node as usize, &id(order), t)
                 }
                 Op::Ship { node, order } => {
-                    if !w.s.orders.contains_key(&id(order)) { continue; }
+                    if !w.s.orders.contains_key(&id(order)) {
+                        continue;
+                    }
                     w.milestone(node as usize, &id(order), t, pb::Milestone::Shipped)
                 }
-                Op::Profile { node, region, capacity } => w.node(
+                Op::Profile {
+                    node,
+                    region,
+                    capacity,
+                } => w.node(
                     node as usize,
                     t,
                     Body::PublishProfile(pb::PublishProfile {
@@ -838,7 +921,10 @@ proptest! {
                         ..profile()
                     }),
                 ),
-                Op::Wait => { t += TTL; continue; }
+                Op::Wait => {
+                    t += TTL;
+                    continue;
+                }
             };
             let _ = e;
         }
@@ -853,10 +939,24 @@ proptest! {
                 let o = replay.orders[&d.order_id].clone();
                 let sel = d.candidates.iter().find(|c| c.node == d.selected).unwrap();
                 prop_assert!(sel.eligible);
+                if version >= 4 {
+                    for n in replay.profiles.keys() {
+                        let open = replay.stats(n).unwrap_or_default().open_orders;
+                        let eligible = check_candidate(&replay, n, &o, open).ineligible.is_empty();
+                        prop_assert!(
+                            !eligible || d.candidates.iter().any(|c| &c.node == n),
+                            "decision {} omits eligible {}",
+                            entry.seq,
+                            n
+                        );
+                    }
+                }
                 for c in &d.candidates {
                     let p = replay.profile(&c.node);
                     let open = replay.stats(&c.node).unwrap_or_default().open_orders;
-                    let ok = replay.party(&c.node).is_some_and(|p| p.role == pb::Role::Node as i32)
+                    let ok = replay
+                        .party(&c.node)
+                        .is_some_and(|p| p.role == pb::Role::Node as i32)
                         && check_eligible(&replay, &c.node, &o).is_ok()
                         && p.as_ref().is_some_and(|p| open < p.max_open_orders as u64);
                     prop_assert_eq!(c.eligible, ok, "{:?}", c);
@@ -871,18 +971,48 @@ proptest! {
             };
             let got = appended(got);
             prop_assert_eq!(&got, &entry, "replay differs");
+            // The health fold, entry by entry, is the auditor's fold.
+            let folded = health_at(replay.orders.values(), entry.seq);
+            for (party, st) in &replay.stats {
+                prop_assert_eq!(
+                    st.health,
+                    folded.get(party).copied().unwrap_or_default(),
+                    "{} at entry {}",
+                    party,
+                    entry.seq
+                );
+            }
+            if version < 4 {
+                for o in replay.orders.values() {
+                    let src = o.sourcing.clone().unwrap_or_default();
+                    prop_assert!(src.declined_by.is_empty() && src.reassigned_from.is_empty());
+                }
+            }
             if let Some(o) = replay.orders.get(&entry.order_id) {
-                let brokered = o.sourcing.as_ref().is_some_and(|s| s.mode == crate::rules::sourcing::SourcingMode::Brokered);
+                let brokered = o
+                    .sourcing
+                    .as_ref()
+                    .is_some_and(|s| s.mode == crate::rules::sourcing::SourcingMode::Brokered);
                 let was_owner = before.get(&entry.order_id).and_then(|b| b.owner.clone());
                 if brokered && entry.accepted && o.owner.is_some() && o.owner != was_owner {
                     let prev = &before[&entry.order_id];
                     let asg = prev.sourcing.as_ref().and_then(|s| s.assignment.clone());
-                    prop_assert!(asg.is_some_and(|a| Some(a.to) == o.owner && entry.time_ms <= a.expires_ms),
-                        "brokered order {} taken on without its assignment at {}", o.order_id, entry.seq);
+                    prop_assert!(
+                        asg.is_some_and(|a| Some(a.to) == o.owner && entry.time_ms <= a.expires_ms),
+                        "brokered order {} taken on without its assignment at {}",
+                        o.order_id,
+                        entry.seq
+                    );
                 }
             }
         }
+        // The final counters are the fold over the final orders.
+        let folded = health_at(w.s.orders.values(), u64::MAX);
+        for (party, st) in &w.s.stats {
+            prop_assert_eq!(st.health, folded.get(party).copied().unwrap_or_default());
+        }
     }
+    Ok(())
 }
 
 /// A decision for an order that awaits none (for the property's hostile cases).
@@ -898,4 +1028,251 @@ fn decision_any(w: &World, id: &str, t: u64) -> pb::SourceOrder {
         selected: "n0".into(),
         expires_in_ms: TTL,
     }
+}
+
+// ---------------------------------------------------------------------------
+// Rules version 4: complete candidate lists, declines and reassignments in
+// the health fold
+// ---------------------------------------------------------------------------
+
+/// [`world`] at rules version `version`.
+fn world_at(nodes: u8, version: u32) -> World {
+    let mut w = World::with_rules(nodes, version, 0);
+    let e = w.operator(
+        13,
+        Body::EnrollParty(pb::EnrollParty {
+            party_id: "bk".into(),
+            role: pb::Role::Broker as i32,
+            kind: 0,
+            public_key: key(80).verifying_key().to_bytes().to_vec(),
+            channel_names: Vec::new(),
+        }),
+    );
+    assert!(e.accepted, "{e:?}");
+    w
+}
+
+#[test]
+fn version_4_rejects_a_decision_that_omits_an_eligible_node() {
+    for version in [3, 4] {
+        let mut w = world_at(4, version);
+        // n3 serves another region: ineligible, it may be left out.
+        let e = w.node(
+            3,
+            14,
+            Body::PublishProfile(pb::PublishProfile {
+                regions: vec!["cn-bj".into()],
+                ..profile()
+            }),
+        );
+        assert!(e.accepted, "{e:?}");
+        brokered(&mut w, "o1", 20);
+        let omits_n2 = decision(&w, "o1", &["n0", "n1"], "n0", 21);
+        let e = source(&mut w, omits_n2, 21);
+        if version == 3 {
+            // Version 3 decides as before: the listed candidates only.
+            assert!(e.accepted, "{e:?}");
+            continue;
+        }
+        rejected(&e, Code::CandidatesIncomplete, "node n2 is eligible");
+        // Omitting two: the first missing node in id order is named.
+        let omits_two = decision(&w, "o1", &["n2"], "n2", 22);
+        rejected(
+            &source(&mut w, omits_two, 22),
+            Code::CandidatesIncomplete,
+            "node n0 is eligible for order o1",
+        );
+        // An eligible node listed as ineligible is still a mismatch.
+        let mut forged = decision(&w, "o1", &["n0", "n1", "n2"], "n0", 23);
+        forged.candidates[2].eligible = false;
+        forged.candidates[2].ineligible = "at_capacity".into();
+        rejected(
+            &source(&mut w, forged, 23),
+            Code::EligibilityMismatch,
+            "candidate n2",
+        );
+        // Every eligible node listed; the ineligible n3 and a party without
+        // a profile (the broker) may be left out.
+        let all = decision(&w, "o1", &["n0", "n1", "n2"], "n1", 24);
+        let ok = source(&mut w, all, 24);
+        assert!(ok.accepted, "{ok:?}");
+        // A node at capacity is not eligible: leaving it out is fine.
+        let n1 = accept(&mut w, 1, "o1", ok.seq, 25);
+        assert!(n1.accepted, "{n1:?}");
+        let e = w.node(
+            0,
+            26,
+            Body::PublishProfile(pb::PublishProfile {
+                max_open_orders: 1,
+                ..profile()
+            }),
+        );
+        assert!(e.accepted);
+        brokered(&mut w, "o2", 27);
+        assert!(w.claim(0, "o2", 28).code == Code::BrokeredOrder.as_str());
+        let d = decide_now(&mut w, "o2", &["n0", "n1", "n2"], "n0", 29);
+        assert!(d.accepted, "{d:?}");
+        assert!(accept(&mut w, 0, "o2", d.seq, 30).accepted);
+        brokered(&mut w, "o3", 31);
+        let d = decide_now(&mut w, "o3", &["n1", "n2"], "n2", 32);
+        assert!(d.accepted, "n0 is at capacity: {d:?}");
+    }
+}
+
+#[test]
+fn version_4_accepts_a_full_decision_of_eligible_nodes() {
+    let mut w = world_at(2, 4);
+    brokered(&mut w, "o1", 20);
+    // MAX_CANDIDATES eligible candidates: n0, n1 and padding that the
+    // rules would find ineligible are not a full eligible list.
+    let mut d = decision(&w, "o1", &["n0"], "n0", 21);
+    let pad: Vec<String> = (0..MAX_CANDIDATES - 1).map(|i| format!("x{i}")).collect();
+    let pad_refs: Vec<&str> = pad.iter().map(String::as_str).collect();
+    d.candidates.extend(candidates(&w, "o1", &pad_refs));
+    rejected(
+        &source(&mut w, d, 21),
+        Code::CandidatesIncomplete,
+        "node n1",
+    );
+    // With more eligible nodes than a decision may list, MAX_CANDIDATES
+    // eligible ones are complete.
+    let n = MAX_CANDIDATES as u8 + 1;
+    let mut w = world_at(n, 4);
+    brokered(&mut w, "o1", 20);
+    let names: Vec<String> = (0..MAX_CANDIDATES).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let e = decide_now(&mut w, "o1", &refs, "n0", 21);
+    assert!(e.accepted, "{e:?}");
+}
+
+#[test]
+fn version_4_counts_a_decline_against_the_node_that_declined() {
+    for version in [3, 4] {
+        let mut w = world_at(3, version);
+        brokered(&mut w, "o1", 20);
+        let dec = decide_now(&mut w, "o1", &["n0", "n1", "n2"], "n0", 21);
+        assert!(dec.accepted, "{dec:?}");
+        // A decline by a node the offer does not name: rejected, counted
+        // against nobody.
+        rejected(
+            &decline(&mut w, 1, "o1", dec.seq, 22, false),
+            Code::NotAssignedToSigner,
+            "offered to n0",
+        );
+        let no = decline(&mut w, 0, "o1", dec.seq, 23, true);
+        assert!(no.accepted, "{no:?}");
+        let src = w.s.orders["o1"].sourcing.clone().unwrap();
+        assert_eq!(src.declines, vec![(no.seq, true)]);
+        let (n0, n1) = (w.stats(0).health, w.stats(1).health);
+        assert_eq!(n1, HealthCounters::default());
+        let view = w.s.orders["o1"].to_pb(Vec::new(), 24);
+        if version == 3 {
+            // Version 3: as before, the decline feeds nothing.
+            assert!(src.declined_by.is_empty());
+            assert_eq!(n0, HealthCounters::default());
+            assert_eq!(health_score(&n0), MAX_HEALTH_SCORE);
+            assert!(view.sourcing_declines.is_empty());
+            continue;
+        }
+        assert_eq!(src.declined_by, vec![(no.seq, "n0".to_string())]);
+        assert_eq!(n0.declines, 1);
+        // One decline, nothing good yet: 1000 × 2 / 3.
+        assert_eq!(health_score(&n0), 666);
+        assert_eq!(
+            view.sourcing_declines,
+            vec![pb::SourcingDecline {
+                seq: no.seq,
+                node: "n0".into(),
+                shortage: true,
+            }]
+        );
+        // The auditor's fold agrees, before and after the decline.
+        assert_eq!(health_at(w.s.orders.values(), no.seq)["n0"], n0);
+        assert!(!health_at(w.s.orders.values(), no.seq - 1).contains_key("n0"));
+        // The next decision lists n0 (still eligible) and selects n1.
+        let next = decide_now(&mut w, "o1", &["n0", "n1", "n2"], "n1", 25);
+        assert!(next.accepted, "{next:?}");
+        assert_eq!(awaiting_none(&w, "o1", 26), "n1");
+    }
+}
+
+fn awaiting_none(w: &World, id: &str, t: u64) -> String {
+    w.s.orders[id]
+        .sourcing
+        .as_ref()
+        .and_then(|s| s.live_assignment(t))
+        .map(|a| a.to.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn version_4_counts_a_reassignment_against_the_node_it_took_the_order_from() {
+    for version in [3, 4] {
+        let mut w = world_at(3, version);
+        // o1: claimed by n0 through its assignment, then taken back.
+        brokered(&mut w, "o1", 20);
+        let dec = decide_now(&mut w, "o1", &["n0", "n1", "n2"], "n0", 21);
+        assert!(accept(&mut w, 0, "o1", dec.seq, 22).accepted);
+        let r = reassign(&mut w, "o1", "n0", 23);
+        assert!(r.accepted, "{r:?}");
+        // o2: offered to n1, which sits on it; the offer is withdrawn.
+        brokered(&mut w, "o2", 24);
+        let dec = decide_now(&mut w, "o2", &["n0", "n1", "n2"], "n1", 25);
+        assert!(dec.accepted, "{dec:?}");
+        let r2 = reassign(&mut w, "o2", "n1", 26);
+        assert!(r2.accepted, "{r2:?}");
+        // o3: nobody holds it: a reassignment from nobody counts nothing.
+        brokered(&mut w, "o3", 27);
+        let r3 = reassign(&mut w, "o3", "", 28);
+        assert!(r3.accepted, "{r3:?}");
+        // A reassignment naming the wrong node is rejected and counts nothing.
+        let dec = decide_now(&mut w, "o3", &["n0", "n1", "n2"], "n2", 29);
+        assert!(dec.accepted);
+        rejected(
+            &reassign(&mut w, "o3", "n0", 30),
+            Code::ReassignMismatch,
+            "offered to n2",
+        );
+        let (n0, n1, n2) = (w.stats(0).health, w.stats(1).health, w.stats(2).health);
+        assert_eq!(n2.reassigned, 0);
+        if version == 3 {
+            assert_eq!((n0.reassigned, n1.reassigned), (0, 0));
+            assert_eq!(health_score(&n1), MAX_HEALTH_SCORE);
+            assert!(w.s.orders["o1"]
+                .sourcing
+                .as_ref()
+                .unwrap()
+                .reassigned_from
+                .is_empty());
+            continue;
+        }
+        assert_eq!((n0.reassigned, n1.reassigned), (1, 1));
+        assert_eq!(health_score(&n1), 666);
+        // n0 took o1 on (taken_on 1) and lost it: 1000 × 2 / 3 as well.
+        assert_eq!(health_score(&n0), 666);
+        assert_eq!(
+            w.s.orders["o2"].sourcing.as_ref().unwrap().reassigned_from,
+            vec![(r2.seq, "n1".to_string())]
+        );
+        let folded = health_at(w.s.orders.values(), u64::MAX);
+        assert_eq!((folded["n0"], folded["n1"]), (n0, n1));
+        assert_eq!(n0.to_pb(r2.seq).reassigned, 1);
+    }
+}
+
+#[test]
+fn version_3_orders_serialize_as_before() {
+    // The new records are left out while empty: a version 3 order's and
+    // a node's counters' JSON carry no new key.
+    let mut w = world_at(2, 3);
+    brokered(&mut w, "o1", 20);
+    let dec = decide_now(&mut w, "o1", &["n0", "n1"], "n0", 21);
+    assert!(decline(&mut w, 0, "o1", dec.seq, 22, false).accepted);
+    let o = serde_json::to_string(&w.s.orders["o1"]).unwrap();
+    assert!(
+        !o.contains("declined_by") && !o.contains("reassigned_from"),
+        "{o}"
+    );
+    let st = serde_json::to_string(&w.stats(0)).unwrap();
+    assert!(!st.contains("reassigned"), "{st}");
 }
