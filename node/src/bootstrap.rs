@@ -38,24 +38,27 @@ pub struct Bootstrap {
     pub lease_grace_ms: u64,
     /// The fence genesis records (0: the rules' default).
     pub fence_ms: u64,
+    /// The claim deadlines genesis records (all 0: the defaults).
+    pub claim_deadlines: arbor_proto::rules::ClaimDeadlines,
     pub operators: Vec<OperatorKey>,
     pub members: BTreeMap<NodeId, Member>,
 }
 
 /// The genesis command: unsigned, naming the operator keys and the members.
 /// New clusters start under the newest rules version, with `fence_ms` (0:
-/// the rules' default).
+/// the rules' default) and `claim_deadlines` (none recorded: the defaults).
 pub fn genesis_command(
     cluster_id: &str,
     lease_grace_ms: u64,
     fence_ms: u64,
+    claim_deadlines: &arbor_proto::rules::ClaimDeadlines,
     operators: &[OperatorKey],
     members: &BTreeMap<NodeId, Member>,
 ) -> Vec<u8> {
     let cmd = pb::Command {
         nonce: 0,
         body: Some(pb::command::Body::Genesis(pb::Genesis {
-            claim_deadlines: None,
+            claim_deadlines: claim_deadlines.is_set().then(|| claim_deadlines.to_pb()),
             cluster_id: cluster_id.to_string(),
             operators: operators
                 .iter()
@@ -147,6 +150,7 @@ impl Bootstrap {
                 &self.cluster_id,
                 self.lease_grace_ms,
                 self.fence_ms,
+                &self.claim_deadlines,
                 &self.operators,
                 &self.members,
             ),
@@ -166,5 +170,42 @@ impl Bootstrap {
             }
             other => Err(format!("genesis not appended: {other}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arbor_proto::rules::{Applied, ClaimDeadlines, MemState};
+
+    /// The genesis records the configured claim deadlines (none: the
+    /// defaults), and the rules accept it and keep them.
+    #[test]
+    fn genesis_records_the_claim_deadlines_given() {
+        let ops = [OperatorKey {
+            party_id: "ops".into(),
+            public_key: ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                .verifying_key()
+                .to_bytes(),
+        }];
+        let members = BTreeMap::new();
+        let d = ClaimDeadlines::parse_all(&["damaged=14d"]).unwrap();
+        let bytes = genesis_command("t", 1_000, 0, &d, &ops, &members);
+        let mut s = MemState::default();
+        let applied = s.apply(&bytes, 1, true);
+        assert!(
+            matches!(&applied, Applied::Appended(e) if e.accepted),
+            "{applied:?}"
+        );
+        let config = s.config.clone().unwrap();
+        assert_eq!(config.claim_deadlines.damaged_ms, 14 * 86_400_000);
+        assert_eq!(config.claim_deadlines.lost_ms, 0);
+        let none = genesis_command("t", 1_000, 0, &ClaimDeadlines::default(), &ops, &members);
+        let signed = pb::SignedCommand::decode(none.as_slice()).unwrap();
+        let cmd = pb::Command::decode(signed.command.as_slice()).unwrap();
+        let Some(pb::command::Body::Genesis(g)) = cmd.body else {
+            panic!("not a genesis");
+        };
+        assert_eq!(g.claim_deadlines, None);
     }
 }

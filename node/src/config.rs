@@ -54,6 +54,11 @@ pub struct NodeConfig {
     /// long a lapsed order that was picked or packed stays held for its old
     /// owner before another node may claim it. 0: the rules' default, 2 h.
     pub fence_ms: u64,
+    /// The claim deadlines recorded in the genesis entry (rules version 3
+    /// and later), as `KIND=DURATION` (e.g. `damaged=14d`; kinds lost,
+    /// damaged, late, duplicate_processing, price_mismatch). A kind not
+    /// named gets its default. Empty: the defaults.
+    pub claim_deadlines: Vec<String>,
     /// Every this many ms the leader records the lapse of orders whose lease
     /// has run out (signed with its replica identity, which must be enrolled).
     /// 0 turns the sweep off: lapses are then recorded only by the next
@@ -93,6 +98,7 @@ impl Default for NodeConfig {
             cluster_id: "arbor".into(),
             lease_grace_ms: 300_000,
             fence_ms: 0,
+            claim_deadlines: Vec::new(),
             lapse_sweep_ms: 1_000,
             heartbeat_ms: 100,
             election_timeout_min_ms: 200,
@@ -124,6 +130,15 @@ impl NodeConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
+    }
+
+    /// The claim deadlines genesis records (`claim-deadlines`, parsed as
+    /// `arbor cluster set-rules --claim-deadline` parses them).
+    pub fn parsed_claim_deadlines(
+        &self,
+    ) -> Result<arbor_proto::rules::ClaimDeadlines, ConfigError> {
+        arbor_proto::rules::ClaimDeadlines::parse_all(&self.claim_deadlines)
+            .map_err(|e| ConfigError::Invalid(format!("claim-deadlines: {e}")))
     }
 
     pub fn advertise_addr(&self) -> String {
@@ -219,6 +234,7 @@ impl NodeConfig {
         if self.id == 0 {
             return bad("id must be > 0".into());
         }
+        self.parsed_claim_deadlines()?;
         let id_char = |c: char| c.is_ascii_alphanumeric() || "_-.:@/".contains(c);
         if self.cluster_id.is_empty()
             || self.cluster_id.len() > arbor_proto::rules::MAX_ID_LEN
@@ -328,6 +344,34 @@ mod tests {
         let members = c.parsed_members().unwrap();
         assert_eq!(members.len(), 2);
         assert_eq!(members[&2].peer_addr, "127.0.0.1:12");
+    }
+
+    #[test]
+    fn claim_deadlines_parse_as_set_rules_parses_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "claim-deadlines = [\"damaged=14d\", \"lost=45d\"]\ninsecure-plaintext = true\n",
+        )
+        .unwrap();
+        let c = NodeConfig::from_file(&p).unwrap();
+        c.validate().unwrap();
+        let d = c.parsed_claim_deadlines().unwrap();
+        const DAY: u64 = 86_400_000;
+        assert_eq!(
+            (d.damaged_ms, d.lost_ms, d.late_ms),
+            (14 * DAY, 45 * DAY, 0)
+        );
+        for bad in ["stolen=1d", "late", "late=0s", "late=1d late=2d"] {
+            let c = NodeConfig {
+                claim_deadlines: bad.split(' ').map(String::from).collect(),
+                insecure_plaintext: true,
+                ..NodeConfig::default()
+            };
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("claim-deadlines"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -376,6 +376,7 @@ pub async fn start_node(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             cluster_id: config.cluster_id.clone(),
             lease_grace_ms: config.lease_grace_ms,
             fence_ms: config.fence_ms,
+            claim_deadlines: config.parsed_claim_deadlines()?,
             operators: config.parsed_operators()?,
             members,
         }

@@ -214,6 +214,9 @@ struct RunArgs {
     /// was picked or packed stays held for its old owner (0 = the default, 2 h)
     #[arg(long, env = "ARBOR_FENCE_MS")]
     fence_ms: Option<u64>,
+    /// Claim deadline recorded in the genesis entry: KIND=DURATION, KIND one of lost, damaged, late, duplicate_processing, price_mismatch (repeat; a kind not named gets its default; with --bootstrap)
+    #[arg(long = "claim-deadline", value_name = "KIND=DURATION", value_parser = parse_claim_deadline)]
+    claim_deadlines: Vec<String>,
     /// Every N ms the leader records lapsed leases (RecordLapse, signed by its
     /// enrolled replica identity); 0 = off
     #[arg(long, env = "ARBOR_LAPSE_SWEEP_MS")]
@@ -233,6 +236,13 @@ struct RunArgs {
     /// Log format on stderr: text (colour only on a terminal) or json (one object per line)
     #[arg(long, env = "ARBOR_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+}
+
+/// Checks one `KIND=DURATION` as typed (the parser `arbor cluster
+/// set-rules --claim-deadline` uses).
+fn parse_claim_deadline(s: &str) -> Result<String, String> {
+    arbor_proto::rules::parse_claim_deadline(s)?;
+    Ok(s.to_string())
 }
 
 impl RunArgs {
@@ -300,6 +310,9 @@ impl RunArgs {
         }
         if let Some(v) = self.fence_ms {
             c.fence_ms = v;
+        }
+        if !self.claim_deadlines.is_empty() {
+            c.claim_deadlines = self.claim_deadlines;
         }
         if let Some(v) = self.lapse_sweep_ms {
             c.lapse_sweep_ms = v;

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod duration;
 pub mod identity;
 pub mod ledger;
 pub mod rules;

@@ -14,15 +14,6 @@ use super::output::{kv, render, submit_reply, Reply};
 use super::{operator_signer, Ctx};
 use crate::exit::{CliError, Exit};
 
-/// The dispute kinds a claim deadline is given for, as typed.
-const KINDS: [&str; 5] = [
-    "lost",
-    "damaged",
-    "late",
-    "duplicate_processing",
-    "price_mismatch",
-];
-
 #[derive(Args)]
 pub struct SetRulesArgs {
     /// The rules version from this entry on (never lower than the one in force)
@@ -33,50 +24,25 @@ pub struct SetRulesArgs {
     pub fence: Option<std::time::Duration>,
     /// A claim deadline (version 3): KIND=DURATION, KIND one of lost, damaged, late, duplicate_processing, price_mismatch (repeatable; a kind not named gets its default)
     #[arg(long = "claim-deadline", value_name = "KIND=DURATION", value_parser = parse_deadline)]
-    pub claim_deadlines: Vec<(String, u64)>,
+    pub claim_deadlines: Vec<String>,
     /// Operator key file [default: $ARBOR_OPERATOR_KEY, then $ARBOR_KEY]
     #[arg(long, value_name = "OPKEY")]
     pub key: Option<PathBuf>,
 }
 
-fn parse_deadline(s: &str) -> std::result::Result<(String, u64), String> {
-    let (kind, d) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not KIND=DURATION (e.g. damaged=14d)"))?;
-    if !KINDS.contains(&kind) {
-        return Err(format!(
-            "{kind:?} is not a dispute kind: one of {}",
-            KINDS.join(", ")
-        ));
-    }
-    let ms = crate::time::parse_duration(d)?.as_millis() as u64;
-    if ms == 0 {
-        return Err(format!("{s:?}: a claim deadline is longer than 0"));
-    }
-    Ok((kind.to_string(), ms))
+/// Checks one `KIND=DURATION` as typed (the parser `arbor-node` shares).
+fn parse_deadline(s: &str) -> std::result::Result<String, String> {
+    arbor_proto::rules::parse_claim_deadline(s)?;
+    Ok(s.to_string())
 }
 
-fn deadlines(pairs: &[(String, u64)]) -> Result<Option<pb::ClaimDeadlines>> {
-    if pairs.is_empty() {
+fn deadlines(values: &[String]) -> Result<Option<pb::ClaimDeadlines>> {
+    if values.is_empty() {
         return Ok(None);
     }
-    let mut d = pb::ClaimDeadlines::default();
-    for (kind, ms) in pairs {
-        let slot = match kind.as_str() {
-            "lost" => &mut d.lost_ms,
-            "damaged" => &mut d.damaged_ms,
-            "late" => &mut d.late_ms,
-            "duplicate_processing" => &mut d.duplicate_processing_ms,
-            _ => &mut d.price_mismatch_ms,
-        };
-        if *slot != 0 {
-            return Err(
-                CliError::new(Exit::Usage, format!("--claim-deadline names {kind} twice")).into(),
-            );
-        }
-        *slot = *ms;
-    }
-    Ok(Some(d))
+    let d = arbor_proto::rules::ClaimDeadlines::parse_all(values)
+        .map_err(|e| CliError::new(Exit::Usage, format!("--claim-deadline: {e}")))?;
+    Ok(Some(d.to_pb()))
 }
 
 fn deadlines_json(d: &pb::ClaimDeadlines) -> serde_json::Value {
@@ -163,19 +129,17 @@ mod tests {
 
     #[test]
     fn claim_deadlines_parse_by_kind_and_refuse_nonsense() {
-        assert_eq!(
-            parse_deadline("damaged=14d").unwrap(),
-            ("damaged".into(), 14 * 24 * 3_600_000)
-        );
+        assert_eq!(parse_deadline("damaged=14d").unwrap(), "damaged=14d");
         assert!(parse_deadline("stolen=1d").is_err());
         assert!(parse_deadline("late").is_err());
         assert!(parse_deadline("late=0s").is_err());
         assert!(parse_deadline("late=soon").is_err());
-        let d = deadlines(&[("lost".into(), 5), ("late".into(), 7)])
+        assert!(parse_deadline("late=3651d").is_err());
+        let d = deadlines(&["lost=5ms".into(), "late=7ms".into()])
             .unwrap()
             .unwrap();
         assert_eq!((d.lost_ms, d.late_ms, d.damaged_ms), (5, 7, 0));
-        assert!(deadlines(&[("lost".into(), 5), ("lost".into(), 6)]).is_err());
+        assert!(deadlines(&["lost=5ms".into(), "lost=6ms".into()]).is_err());
         assert_eq!(deadlines(&[]).unwrap(), None);
     }
 }

@@ -139,6 +139,16 @@ pub fn body_json(c: &pb::Command) -> Value {
             "operators": g.operators.iter().map(|o| json!({"party_id": o.party_id, "public_key": hex::encode(&o.public_key)})).collect::<Vec<_>>(),
             "lease_grace_ms": g.lease_grace_ms,
             "members": g.members.iter().map(|r| json!({"node_id": r.node_id, "addr": r.addr, "peer_addr": r.peer_addr})).collect::<Vec<_>>(),
+            "rules_version": g.rules_version,
+            "fence_ms": g.fence_ms,
+            // Rules version 3 and later: as recorded (0: the kind's default).
+            "claim_deadlines": g.claim_deadlines.as_ref().map(|d| json!({
+                "lost_ms": d.lost_ms,
+                "damaged_ms": d.damaged_ms,
+                "late_ms": d.late_ms,
+                "duplicate_processing_ms": d.duplicate_processing_ms,
+                "price_mismatch_ms": d.price_mismatch_ms,
+            })),
         }),
         Body::EnrollParty(e) => json!({
             "party_id": e.party_id,
@@ -312,6 +322,25 @@ mod tests {
         assert_eq!(d.json["incident"], "lost");
         assert_eq!(d.json["incident_ms"], 1_765_121_024_123u64);
         assert_eq!(d.json["incident_time"], "2025-12-07T15:23:44.123Z");
+
+        // A genesis shows the claim deadlines it records (none: null).
+        let genesis = |d: Option<pb::ClaimDeadlines>| pb::Command {
+            nonce: 0,
+            body: Some(pb::command::Body::Genesis(pb::Genesis {
+                cluster_id: "t".into(),
+                rules_version: 4,
+                claim_deadlines: d,
+                ..Default::default()
+            })),
+        };
+        let g = body_json(&genesis(Some(pb::ClaimDeadlines {
+            damaged_ms: 14 * 86_400_000,
+            ..Default::default()
+        })));
+        assert_eq!(g["claim_deadlines"]["damaged_ms"], 14 * 86_400_000u64);
+        assert_eq!(g["claim_deadlines"]["lost_ms"], 0);
+        assert_eq!(g["rules_version"], 4);
+        assert!(body_json(&genesis(None))["claim_deadlines"].is_null());
 
         let bad = decode_signed(&[0xff, 0xff]);
         assert_eq!(bad.kind, "undecodable");

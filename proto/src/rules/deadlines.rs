@@ -107,6 +107,54 @@ impl ClaimDeadlines {
     }
 }
 
+/// One claim deadline as typed, `KIND=DURATION` (e.g. `damaged=14d`; the
+/// kinds as [`Incident`] names them, the duration as
+/// [`crate::duration::parse_duration`] reads it): `arbor cluster set-rules
+/// --claim-deadline` and `arbor-node --claim-deadline` / `claim-deadlines`.
+pub fn parse_claim_deadline(s: &str) -> Result<(Incident, u64), String> {
+    let (kind, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KIND=DURATION (e.g. damaged=14d)"))?;
+    let Some(kind) = Incident::parse(kind) else {
+        let kinds: Vec<&str> = Incident::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(format!(
+            "{kind:?} is not a dispute kind: one of {}",
+            kinds.join(", ")
+        ));
+    };
+    let ms = u64::try_from(crate::duration::parse_duration(d)?.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Err(format!("{s:?}: a claim deadline is longer than 0"));
+    }
+    if ms > MAX_CLAIM_DEADLINE_MS {
+        return Err(format!("{s:?}: a claim deadline is at most 3650 days"));
+    }
+    Ok((kind, ms))
+}
+
+impl ClaimDeadlines {
+    /// The deadlines the given `KIND=DURATION` values record (kinds not
+    /// named: 0, the default); a kind named twice is an error.
+    pub fn parse_all<S: AsRef<str>>(values: &[S]) -> Result<ClaimDeadlines, String> {
+        let mut d = ClaimDeadlines::default();
+        for v in values {
+            let (kind, ms) = parse_claim_deadline(v.as_ref())?;
+            let slot = match kind {
+                Incident::Lost => &mut d.lost_ms,
+                Incident::Damaged => &mut d.damaged_ms,
+                Incident::Late => &mut d.late_ms,
+                Incident::DuplicateProcessing => &mut d.duplicate_processing_ms,
+                Incident::PriceMismatch => &mut d.price_mismatch_ms,
+            };
+            if *slot != 0 {
+                return Err(format!("the claim deadline of {kind} is given twice"));
+            }
+            *slot = ms;
+        }
+        Ok(d)
+    }
+}
+
 /// Where an order's claim deadline runs from: its first delivery, or while
 /// it has none its first hand-off to the carrier, as (entry, time, what).
 pub fn claim_anchor(order: &Order) -> Option<(u64, u64, &'static str)> {

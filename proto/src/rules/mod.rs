@@ -35,7 +35,7 @@ mod state;
 mod validate;
 
 pub use code::{Code, Exception, Grade, Incident, RefusalKind, Rule};
-pub use deadlines::{claim_anchor, ClaimDeadlines, MAX_CLAIM_DEADLINE_MS};
+pub use deadlines::{claim_anchor, parse_claim_deadline, ClaimDeadlines, MAX_CLAIM_DEADLINE_MS};
 pub use decide::{check_eligible, claimable_by, decide, order_id_of};
 pub use disputes::{rule_on, Ruling};
 pub use health::{health_at, health_score, HealthCounters, MAX_HEALTH_SCORE};
