@@ -102,9 +102,10 @@ impl ArborApi {
             .order(order_id)
             .map_err(status::internal)?
             .ok_or_else(|| status::not_found(format!("order {order_id} is not registered")))?;
+        // The order is read and decoded once; its history reads only links.
         let history = self
             .reader
-            .order_history(order_id)
+            .order_history_of(&order)
             .map_err(status::internal)?;
         let config = self
             .reader
@@ -403,9 +404,7 @@ impl Arbor for ArborApi {
             })?;
             let mut views = Vec::with_capacity(orders.len());
             for o in orders {
-                let history = reader
-                    .order_history(&o.order_id)
-                    .map_err(status::internal)?;
+                let history = reader.order_history_of(&o).map_err(status::internal)?;
                 views.push(o.to_pb_under(history, now, &config));
             }
             Ok(Response::new(pb::ListOrdersReply {

@@ -8,14 +8,17 @@
 //! `get_read_linearizer(ReadIndex)` gives both, but one call per read costs a
 //! message to the raft core and a heartbeat broadcast per read.
 //!
-//! [`ReadIndex::linearize`] queues the read; a round runs whenever reads are
-//! queued and no round is running. A round takes every read queued so far,
-//! then asks openraft for one linearizer (one core message, one heartbeat
-//! broadcast, one quorum acknowledgement) and hands it to each of them; each
-//! then waits until this replica has applied up to its read index. A read
-//! that arrives while a round is running waits for the next round: the round
-//! in progress may have taken its commit index before that read arrived, so
-//! it could miss a write acknowledged in between.
+//! [`ReadIndex::linearize`] queues the read; a round starts whenever reads are
+//! queued and fewer than [`ROUNDS_IN_FLIGHT`] rounds are running. A round
+//! takes every read queued so far, then asks openraft for one linearizer
+//! (one core message, one heartbeat broadcast, one quorum acknowledgement)
+//! and hands it to each of them; each then waits until this replica has
+//! applied up to its read index. A read never joins a round that has already
+//! started: the round in progress may have taken its commit index before that
+//! read arrived, so it could miss a write acknowledged in between. It joins
+//! the next round to start — at once if fewer than [`ROUNDS_IN_FLIGHT`] are
+//! running (rounds overlap: a read that arrives just after one began does not
+//! wait for it to end), else when one ends.
 //!
 //! So every read of a round arrived before the round asked for its
 //! linearizer: the commit index it reads at is at least that of every write
@@ -24,8 +27,8 @@
 //! deposed leader cannot complete a round (no quorum acknowledges it), and
 //! the round fails after openraft's wait (one leader lease), as a lone
 //! ReadIndex read would. The cost per read is a queue push and a oneshot;
-//! at most one round is in flight, so under load a read waits for at most
-//! the rest of the running round plus one whole round.
+//! under load a read waits for at most the rest of the earliest running
+//! round plus one whole round, and with fewer rounds running, one round.
 
 use std::sync::{Arc, Mutex};
 
@@ -52,6 +55,13 @@ pub enum ReadError {
 
 type RoundResult = Result<Linearizer, ReadError>;
 
+/// The most read-index rounds running at once. Two: a read arriving during a
+/// round starts the next one at once instead of waiting out the first (the
+/// latency of a read at low concurrency is about one round, not one and a
+/// half), while under load every round still serves all the reads that queued
+/// during the one before.
+pub const ROUNDS_IN_FLIGHT: usize = 2;
+
 /// The read-index batcher of one replica. Cheap to clone; clones share the queue.
 #[derive(Clone)]
 pub struct ReadIndex {
@@ -64,7 +74,7 @@ impl ReadIndex {
         let r = raft.clone();
         ReadIndex {
             raft,
-            rounds: Rounds::new(move || {
+            rounds: Rounds::new(ROUNDS_IN_FLIGHT, move || {
                 let raft = r.clone();
                 Box::pin(async move {
                     raft.get_read_linearizer(ReadPolicy::ReadIndex)
@@ -106,7 +116,7 @@ fn classify(
 type Confirm<T> = dyn Fn() -> BoxFuture<'static, T> + Send + Sync;
 
 /// Rounds of `confirm`: each serves every caller of [`Rounds::join`] that
-/// was queued when the round began; at most one runs at a time.
+/// was queued when the round began; at most `limit` run at a time.
 struct Rounds<T> {
     queue: Arc<Mutex<Queue<T>>>,
     confirm: Arc<Confirm<T>>,
@@ -122,15 +132,21 @@ impl<T> Clone for Rounds<T> {
 }
 
 struct Queue<T> {
-    running: bool,
+    /// Round tasks running (each runs rounds until nobody waits).
+    running: usize,
+    limit: usize,
     waiting: Vec<oneshot::Sender<T>>,
 }
 
 impl<T: Clone + Send + 'static> Rounds<T> {
-    fn new(confirm: impl Fn() -> BoxFuture<'static, T> + Send + Sync + 'static) -> Rounds<T> {
+    fn new(
+        limit: usize,
+        confirm: impl Fn() -> BoxFuture<'static, T> + Send + Sync + 'static,
+    ) -> Rounds<T> {
         Rounds {
             queue: Arc::new(Mutex::new(Queue {
-                running: false,
+                running: 0,
+                limit: limit.max(1),
                 waiting: Vec::new(),
             })),
             confirm: Arc::new(confirm),
@@ -144,7 +160,11 @@ impl<T: Clone + Send + 'static> Rounds<T> {
         let start = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.waiting.push(tx);
-            !std::mem::replace(&mut q.running, true)
+            let start = q.running < q.limit;
+            if start {
+                q.running += 1;
+            }
+            start
         };
         if start {
             tokio::spawn(self.clone().run());
@@ -158,7 +178,7 @@ impl<T: Clone + Send + 'static> Rounds<T> {
             let batch = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 if q.waiting.is_empty() {
-                    q.running = false;
+                    q.running -= 1;
                     return;
                 }
                 std::mem::take(&mut q.waiting)
@@ -185,7 +205,7 @@ mod tests {
         let started = Arc::new(AtomicU64::new(0));
         let gate = Arc::new(Notify::new());
         let (s, g) = (started.clone(), gate.clone());
-        let rounds = Rounds::new(move || {
+        let rounds = Rounds::new(1, move || {
             let (s, g) = (s.clone(), g.clone());
             Box::pin(async move {
                 let n = s.fetch_add(1, Ordering::SeqCst) + 1;
@@ -238,5 +258,64 @@ mod tests {
         }
         gate.notify_one();
         assert_eq!(next.await.unwrap(), Some(3));
+    }
+
+    /// With two rounds allowed, a caller arriving during a round starts a
+    /// second one at once (it does not wait for the first to end) and is
+    /// never served by the round that began before it; with both running, a
+    /// caller waits for one to end and gets a round that began after it.
+    #[tokio::test]
+    async fn overlapping_rounds_serve_only_callers_queued_before_them() {
+        let started = Arc::new(AtomicU64::new(0));
+        let gates: Arc<Vec<Notify>> = Arc::new((0..4).map(|_| Notify::new()).collect());
+        let (s, g) = (started.clone(), gates.clone());
+        let rounds = Rounds::new(2, move || {
+            let (s, g) = (s.clone(), g.clone());
+            Box::pin(async move {
+                let n = s.fetch_add(1, Ordering::SeqCst) + 1;
+                g[n as usize - 1].notified().await;
+                n
+            })
+        });
+        let join = |r: &Rounds<u64>| {
+            let r = r.clone();
+            tokio::spawn(async move { r.join().await })
+        };
+        let wait_started = |n: u64| {
+            let started = started.clone();
+            async move {
+                while started.load(Ordering::SeqCst) < n {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        let first = join(&rounds);
+        wait_started(1).await;
+        // Round 1 is still running: the second caller's round starts anyway.
+        let second = join(&rounds);
+        wait_started(2).await;
+        // Both running: these two queue for the next round to start.
+        let late = [join(&rounds), join(&rounds)];
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 2, "at most two rounds run");
+        gates[1].notify_one();
+        assert_eq!(second.await.unwrap(), Some(2));
+        wait_started(3).await;
+        gates[0].notify_one();
+        assert_eq!(first.await.unwrap(), Some(1));
+        gates[2].notify_one();
+        for t in late {
+            assert_eq!(t.await.unwrap(), Some(3), "a round that began after them");
+        }
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            3,
+            "no round without callers"
+        );
     }
 }

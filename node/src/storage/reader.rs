@@ -134,6 +134,19 @@ impl LedgerReader {
         Ok(value)
     }
 
+    /// A point read of RocksDB alone, without copying the value out of its
+    /// block (only for a reader without an overlay: the API's).
+    fn get_pinned(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, ReadError> {
+        debug_assert!(self.overlay.is_none());
+        self.db
+            .get_pinned_cf(cf(&self.db, cf_name), key)
+            .map_err(|source| self.db_err(cf_name, key, source))
+    }
+
     /// A point read of a raw value (through the overlay, as every read).
     pub(super) fn raw(
         &self,
@@ -152,6 +165,15 @@ impl LedgerReader {
         cf_name: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, ReadError> {
+        if self.overlay.is_none() {
+            // The API's reader: decode from RocksDB's pinned block, no copy.
+            return match self.get_pinned(cf_name, key)? {
+                None => Ok(None),
+                Some(v) => serde_json::from_slice(&v)
+                    .map(Some)
+                    .map_err(|e| ReadError::corrupt(cf_name, key, e)),
+            };
+        }
         match self.get(cf_name, key)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
@@ -181,6 +203,31 @@ impl LedgerReader {
             None => Ok(None),
             Some(v) => decode_entry(&key, &v).map(Some),
         }
+    }
+
+    /// The links of the ledger entry at `key` (see [`EntryLinks`]), its
+    /// sequence number checked against the key.
+    fn entry_links(&self, key: &[u8]) -> Result<Option<EntryLinks>, ReadError> {
+        let decode = |v: &[u8]| {
+            let seq = decode_u64_key(key)
+                .ok_or_else(|| ReadError::corrupt(CF_LEDGER, key, "key is not a u64"))?;
+            let l = EntryLinks::decode(v).map_err(|e| ReadError::corrupt(CF_LEDGER, key, e))?;
+            if l.seq != seq {
+                return Err(ReadError::corrupt(
+                    CF_LEDGER,
+                    key,
+                    format!("holds entry {}", l.seq),
+                ));
+            }
+            Ok(l)
+        };
+        if self.overlay.is_none() {
+            return self
+                .get_pinned(CF_LEDGER, key)?
+                .map(|v| decode(&v))
+                .transpose();
+        }
+        self.get(CF_LEDGER, key)?.map(|v| decode(&v)).transpose()
     }
 
     /// Up to `limit` entries from `from_seq` on, in order.
@@ -254,14 +301,25 @@ impl LedgerReader {
     /// an unknown order), found by following `order_prev_seq` links back
     /// from the order's last entry.
     pub fn order_history(&self, order_id: &str) -> Result<Vec<u64>, ReadError> {
-        let Some(order) = self.order(order_id)? else {
-            return Ok(Vec::new());
-        };
+        match self.order(order_id)? {
+            Some(order) => self.order_history_of(&order),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`LedgerReader::order_history`] of an order already read: only its
+    /// entries' links are read (sequence number, order id, previous entry
+    /// of the order), each checked as the full read checks them — the key's
+    /// sequence number, the order it concerns, a link that goes back —
+    /// without decoding the rest of the entry or hashing it (a served read
+    /// that returns an entry, [`LedgerReader::entry`], checks its hash).
+    pub fn order_history_of(&self, order: &Order) -> Result<Vec<u64>, ReadError> {
+        let order_id = order.order_id.as_str();
         let mut seqs = Vec::new();
         let mut seq = order.last_seq;
         loop {
             let key = u64_key(seq);
-            let entry = self.entry(seq)?.ok_or_else(|| {
+            let entry = self.entry_links(&key)?.ok_or_else(|| {
                 ReadError::corrupt(
                     CF_LEDGER,
                     &key,
@@ -489,6 +547,19 @@ impl LedgerReader {
             .get_json(CF_SM_META, KEY_MEMBERSHIP)?
             .unwrap_or_default())
     }
+}
+
+/// The fields of a stored `LedgerEntry` (`arbor.proto`) that link an
+/// order's entries, under the same field numbers: decoding a record as this
+/// skips the command, outcome and hashes without copying them.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EntryLinks {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(string, tag = "5")]
+    order_id: String,
+    #[prost(uint64, tag = "6")]
+    order_prev_seq: u64,
 }
 
 /// Decodes a `ledger` record and checks it is the entry its key names and

@@ -18,6 +18,9 @@ pub(crate) struct ArborTarget {
     nodes: Vec<Signer>,
     leader_addr: String,
     leader_id: u64,
+    /// Where requests go ("leader" or "follower") and its address.
+    via: String,
+    target_addr: String,
     /// What happened to each replica's identity: enrolled before, now, or
     /// another key enrolled under its name (then its sweep cannot run).
     replicas: Vec<Value>,
@@ -38,7 +41,17 @@ impl ArborTarget {
             .find(|m| m.node_id == status.leader_id)
             .map(|m| m.addr.clone())
             .unwrap_or_default();
-        let endpoints = leader_first(probe.endpoints(), &leader_addr);
+        // `--via follower`: the first member that does not lead.
+        let target_addr = match args.via.as_str() {
+            "follower" => status
+                .members
+                .iter()
+                .find(|m| m.node_id != status.leader_id)
+                .map(|m| m.addr.clone())
+                .context("the cluster has no follower to send requests to")?,
+            _ => leader_addr.clone(),
+        };
+        let endpoints = leader_first(probe.endpoints(), &target_addr);
         let cluster_id = match &ctx.cluster_id {
             Some(id) => id.clone(),
             None => status
@@ -166,6 +179,8 @@ impl ArborTarget {
             nodes,
             leader_addr,
             leader_id: status.leader_id,
+            via: args.via.clone(),
+            target_addr,
             replicas,
         })
     }
@@ -190,6 +205,8 @@ impl Target for ArborTarget {
         json!({
             "leader": self.leader_addr,
             "leader_id": self.leader_id,
+            "via": self.via,
+            "target": self.target_addr,
             "replicas": self.replicas,
             "production_config": self.replicas.iter().all(|r| r["identity"] != "other_key"),
         })

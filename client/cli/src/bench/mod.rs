@@ -31,7 +31,8 @@
 //!
 //! Requests go straight to the leader over `--connections` HTTP/2 connections
 //! (claims spread round-robin): a server limits the concurrent streams of one
-//! connection, and a follower would add a hop.
+//! connection, and a follower would add a hop. `--via follower` sends them
+//! to a follower instead, to measure that hop.
 
 mod arbor;
 mod cpu;
@@ -95,6 +96,9 @@ pub struct BenchArgs {
     /// Seconds of the idle window: nothing is submitted while each watched process's CPU is measured (0: no idle measure)
     #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = parse_window)]
     pub idle_secs: f64,
+    /// Where requests go: straight to the leader, or to a follower, which forwards claims and linearizable reads to the leader (to measure what the hop costs: e.g. --in-flight 1 both ways) (arbor only)
+    #[arg(long, value_name = "WHERE", default_value = "leader", value_parser = ["leader", "follower"], conflicts_with = "etcd")]
+    pub via: String,
     /// A process whose CPU to report, as NAME=PID (repeat for each; a bare number as NAME is a replica's node id, reported as replica-N). The bench reports itself as "bench".
     #[arg(long = "pid", value_name = "NAME=PID", value_parser = cpu::parse_watched)]
     pub pids: Vec<cpu::Watched>,
