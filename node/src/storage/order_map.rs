@@ -22,11 +22,92 @@ use super::overlay::PendingWrites;
 use super::{LedgerReader, ReadError};
 
 /// The map's nodes as the state machine sees them while applying: reads
-/// through its overlay, writes into its batch.
+/// through its overlay (and the upper levels through `cache`), writes into
+/// its batch.
 struct Applying<'a> {
     reader: &'a LedgerReader,
     w: &'a mut PendingWrites,
+    cache: Option<&'a NodeCache>,
     error: Option<ReadError>,
+}
+
+/// Deepest node level kept by [`NodeCache`]: at most `2^(CACHE_DEPTH + 1)`
+/// positions (131 072 nodes, ~10 MB), whatever the ledger's size.
+pub const CACHE_DEPTH: usize = 16;
+
+/// The upper levels of the map (depth ≤ [`CACHE_DEPTH`]) in memory, so an
+/// epoch's update reads them without a RocksDB lookup each.
+///
+/// Every epoch rewrites the path of each changed order from the root down,
+/// so without it most of an update's ~`log2 N` reads per changed order were
+/// point reads of RocksDB's memtable. Two layers keep it exactly equal to
+/// what a RocksDB read would give: `staged`, the nodes written into the
+/// pending batch (the overlay's copy of them), and `written`, nodes as
+/// RocksDB holds them (read from it, or staged and then written). A node
+/// comes from `staged`, then `written`, then RocksDB; the state machine
+/// calls [`NodeCache::written`] after its batch is written and
+/// [`NodeCache::clear`] when anything else rewrites the map (a snapshot
+/// install, a failed write).
+#[derive(Default)]
+pub struct NodeCache {
+    inner: std::sync::Mutex<CacheLayers>,
+}
+
+#[derive(Default)]
+struct CacheLayers {
+    staged: std::collections::HashMap<u32, Option<Node>>,
+    written: std::collections::HashMap<u32, Option<Node>>,
+}
+
+/// The cache's key for a position of depth ≤ [`CACHE_DEPTH`]: its depth and
+/// its (zero-padded) first two bytes.
+fn cache_slot(position: &[u8]) -> Option<u32> {
+    let depth = u16::from_be_bytes([*position.first()?, *position.get(1)?]) as usize;
+    if depth > CACHE_DEPTH {
+        return None;
+    }
+    let b = |i: usize| position.get(i).copied().unwrap_or(0) as u32;
+    Some(((depth as u32) << 16) | (b(2) << 8) | b(3))
+}
+
+impl NodeCache {
+    fn layers(&self) -> std::sync::MutexGuard<'_, CacheLayers> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, slot: u32) -> Option<Option<Node>> {
+        let l = self.layers();
+        l.staged
+            .get(&slot)
+            .or_else(|| l.written.get(&slot))
+            .copied()
+    }
+
+    /// A new batch starts: nodes staged into an earlier one that was never
+    /// written (its apply stopped on an error) are forgotten.
+    pub fn begin(&self) {
+        self.layers().staged.clear();
+    }
+
+    /// The batch holding every staged node was written.
+    pub fn written(&self) {
+        let mut l = self.layers();
+        let staged = std::mem::take(&mut l.staged);
+        l.written.extend(staged);
+    }
+
+    /// Forgets everything (the next reads go to RocksDB).
+    pub fn clear(&self) {
+        let mut l = self.layers();
+        l.staged.clear();
+        l.written.clear();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let l = self.layers();
+        l.staged.len() + l.written.len()
+    }
 }
 
 fn decode_node(key: &[u8], v: &[u8]) -> Result<Node, ReadError> {
@@ -35,11 +116,22 @@ fn decode_node(key: &[u8], v: &[u8]) -> Result<Node, ReadError> {
 
 impl NodeStore for Applying<'_> {
     fn get_node(&mut self, position: &[u8]) -> Result<Option<Node>, String> {
+        let slot = self.cache.and_then(|_| cache_slot(position));
+        if let (Some(cache), Some(slot)) = (self.cache, slot) {
+            if let Some(n) = cache.get(slot) {
+                return Ok(n);
+            }
+        }
         let key = map_node_key(position);
         let r = self
             .reader
             .raw(CF_ORDER_MAP, &key)
             .and_then(|v| v.map(|v| decode_node(&key, &v)).transpose());
+        if let (Some(cache), Some(slot), Ok(n)) = (self.cache, slot, &r) {
+            // Not staged, so the overlay has no write of it: this is
+            // RocksDB's value.
+            cache.layers().written.insert(slot, *n);
+        }
         r.map_err(|e| {
             let m = e.to_string();
             self.error = Some(e);
@@ -48,6 +140,9 @@ impl NodeStore for Applying<'_> {
     }
 
     fn put_node(&mut self, position: &[u8], node: &Node) {
+        if let (Some(cache), Some(slot)) = (self.cache, cache_slot(position)) {
+            cache.layers().staged.insert(slot, Some(*node));
+        }
         self.w
             .put(CF_ORDER_MAP, &map_node_key(position), &node.encode());
     }
@@ -67,6 +162,7 @@ pub enum MapError {
 pub(super) fn after_entry(
     reader: &LedgerReader,
     w: &mut PendingWrites,
+    cache: &NodeCache,
     seq: u64,
 ) -> Result<(), MapError> {
     let size = seq + 1;
@@ -81,7 +177,7 @@ pub(super) fn after_entry(
             ))
         })?);
     }
-    write_epoch(reader, w, size, &epoch)
+    write_epoch(reader, w, Some(cache), size, &epoch)
 }
 
 /// Writes the map update of the epoch ending at `size` (its entries
@@ -89,12 +185,14 @@ pub(super) fn after_entry(
 fn write_epoch(
     reader: &LedgerReader,
     w: &mut PendingWrites,
+    cache: Option<&NodeCache>,
     size: u64,
     epoch: &[arbor_proto::ledger::Entry],
 ) -> Result<(), MapError> {
     let mut store = Applying {
         reader,
         w,
+        cache,
         error: None,
     };
     let r = map::apply_epoch(&mut store, epoch);
@@ -147,7 +245,7 @@ pub(super) fn catch_up(reader: &LedgerReader) -> Result<(), MapError> {
             .into_iter()
             .filter(|e| e.seq < size)
             .collect();
-        write_epoch(&overlay, &mut w, size, &epoch)?;
+        write_epoch(&overlay, &mut w, None, size, &epoch)?;
         w.write()
             .map_err(|e| MapError::Map(format!("writing the order map at {size}: {e}")))?;
         from = size;
@@ -371,6 +469,7 @@ mod tests {
             let mut store = Applying {
                 reader: &reader,
                 w: &mut w,
+                cache: None,
                 error: None,
             };
             root = map::update(&mut store, &c).unwrap();
@@ -416,6 +515,105 @@ mod tests {
             map::verify(&snap.proof, &map::order_key("never"), &root).unwrap(),
             None
         );
+    }
+    /// With the node cache, every epoch gives the reference root, whatever
+    /// the batching; the cache holds only the upper levels, and each node
+    /// it holds as written is what RocksDB holds (so a failed batch, which
+    /// clears it, and a later read agree).
+    #[test]
+    fn the_node_cache_gives_what_rocksdb_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let cache = NodeCache::default();
+        let mut reference = BTreeMap::new();
+        let mut w = PendingWrites::new(sm.db.clone());
+        let reader = sm.reader().with_overlay(w.overlay());
+        // Thousands of orders: a dozen levels, overwritten across batches.
+        let many = |from: u64, n: u64| -> BTreeMap<Hash, OrderHead> {
+            (from..from + n)
+                .map(|i| {
+                    (
+                        map::order_key(&format!("o-{}", i % 3000)),
+                        OrderHead {
+                            seq: i,
+                            hash: [(i % 251) as u8; 32],
+                        },
+                    )
+                })
+                .collect()
+        };
+        let mut written = 0;
+        for (epoch, (from, n)) in [(0, 2000), (2000, 900), (2900, 40), (2940, 500), (3440, 7)]
+            .into_iter()
+            .enumerate()
+        {
+            let c = many(from, n);
+            let mut store = Applying {
+                reader: &reader,
+                w: &mut w,
+                cache: Some(&cache),
+                error: None,
+            };
+            let root = map::update(&mut store, &c).unwrap();
+            assert_eq!(
+                root,
+                map::update(&mut reference, &c).unwrap(),
+                "epoch {epoch}"
+            );
+            if epoch % 2 == 0 {
+                w.write().unwrap();
+                cache.written();
+                written = epoch;
+            }
+        }
+        assert_eq!(written, 4);
+        // A batch that is never written (its apply stopped): the next one
+        // starts from what RocksDB holds, not from the nodes staged for it.
+        {
+            let mut lost = PendingWrites::new(sm.db.clone());
+            let reader = sm.reader().with_overlay(lost.overlay());
+            let mut store = Applying {
+                reader: &reader,
+                w: &mut lost,
+                cache: Some(&cache),
+                error: None,
+            };
+            map::update(&mut store, &many(5000, 300)).unwrap();
+        }
+        cache.begin();
+        let mut w = PendingWrites::new(sm.db.clone());
+        let reader = sm.reader().with_overlay(w.overlay());
+        let c = many(6000, 100);
+        let mut store = Applying {
+            reader: &reader,
+            w: &mut w,
+            cache: Some(&cache),
+            error: None,
+        };
+        let root = map::update(&mut store, &c).unwrap();
+        assert_eq!(
+            root,
+            map::update(&mut reference, &c).unwrap(),
+            "after a lost batch"
+        );
+        w.write().unwrap();
+        cache.written();
+        assert!(cache.len() > 0 && cache.len() <= 1 << (CACHE_DEPTH + 1));
+        let l = cache.layers();
+        assert!(l.staged.is_empty());
+        for (slot, node) in &l.written {
+            let depth = (slot >> 16) as usize;
+            assert!(depth <= CACHE_DEPTH);
+            let mut pos = (depth as u16).to_be_bytes().to_vec();
+            pos.extend_from_slice(&[(slot >> 8) as u8, *slot as u8][..depth.div_ceil(8).min(2)]);
+            let key = map_node_key(&pos);
+            let stored = sm
+                .db
+                .get_cf(cf(&sm.db, CF_ORDER_MAP), &key)
+                .unwrap()
+                .map(|v| Node::decode(&v).unwrap());
+            assert_eq!(stored, *node, "depth {depth}");
+        }
     }
 }
 

@@ -63,6 +63,8 @@ pub struct StateMachineStore {
     pub(super) db: Arc<DB>,
     reader: LedgerReader,
     pub(super) snapshots: Arc<SnapshotFiles>,
+    /// The order map's upper levels (`order_map::NodeCache`).
+    map_cache: Arc<super::order_map::NodeCache>,
     /// Announces each applied entry to the live feed (see `feed.rs`).
     head_feed: Arc<HeadPublisher>,
     pub(super) metrics: crate::metrics::Metrics,
@@ -82,6 +84,7 @@ impl StateMachineStore {
             reader,
             db,
             snapshots: Arc::new(SnapshotFiles::new(snapshot_dir)),
+            map_cache: Arc::default(),
             head_feed: Arc::new(HeadPublisher::new(next_seq)),
             metrics,
         }
@@ -111,17 +114,18 @@ impl StateMachineStore {
     /// produced. Tests call this directly to see the responses;
     /// [`RaftStateMachine::apply`] batches many entries per write instead.
     pub fn apply_entry(&self, entry: &LogEntry) -> io::Result<Response> {
+        self.map_cache.begin();
         let mut w = PendingWrites::new(self.db.clone());
         let reader = self.reader.with_overlay(w.overlay());
         let response = self.decide_entry(&reader, &mut w, entry)?;
-        write_pending(&mut w, &entry.log_id)?;
+        self.write_pending(&mut w, &entry.log_id)?;
         self.publish_head();
         Ok(response)
     }
 
     /// Decides one committed entry against `reader` (which sees `w`) and
     /// adds its writes to `w`, except the last applied log id, which
-    /// [`write_pending`] adds once per batch.
+    /// [`Self::write_pending`] adds once per batch.
     fn decide_entry(
         &self,
         reader: &LedgerReader,
@@ -137,7 +141,7 @@ impl StateMachineStore {
                 Response::Noop
             }
             EntryPayload::Normal(req) => {
-                apply_request(reader, w, req, &self.metrics).map_err(|e| {
+                apply_request(reader, w, &self.map_cache, req, &self.metrics).map_err(|e| {
                     io_err(
                         format_args!("apply raft log entry {}", entry.log_id.index),
                         e,
@@ -149,23 +153,33 @@ impl StateMachineStore {
     }
 }
 
-/// Records `last` (the last entry decided into `w`) as the last applied log
-/// id and writes the pending batch.
-fn write_pending(w: &mut PendingWrites, last: &LogIdOf<TypeConfig>) -> io::Result<()> {
-    put_json(w, CF_SM_META, KEY_LAST_APPLIED, last)?;
-    // Unsynced on purpose: see the module doc.
-    w.write().map_err(|e| {
-        io_err(
-            format_args!("write applied entries up to {}", last.index),
-            e,
-        )
-    })
+impl StateMachineStore {
+    /// Records `last` (the last entry decided into `w`) as the last applied
+    /// log id and writes the pending batch; the order map's node cache then
+    /// counts the nodes it staged as written (or is emptied if the write
+    /// failed).
+    fn write_pending(&self, w: &mut PendingWrites, last: &LogIdOf<TypeConfig>) -> io::Result<()> {
+        put_json(w, CF_SM_META, KEY_LAST_APPLIED, last)?;
+        // Unsynced on purpose: see the module doc.
+        let written = w.write();
+        match written {
+            Ok(()) => self.map_cache.written(),
+            Err(_) => self.map_cache.clear(),
+        }
+        written.map_err(|e| {
+            io_err(
+                format_args!("write applied entries up to {}", last.index),
+                e,
+            )
+        })
+    }
 }
 
 /// Decides one command against `reader` and adds its writes to `w`.
 fn apply_request(
     reader: &LedgerReader,
     w: &mut PendingWrites,
+    map_cache: &super::order_map::NodeCache,
     req: &Request,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Response, ApplyError> {
@@ -222,7 +236,7 @@ fn apply_request(
     w.put(CF_LEDGER, &u64_key(seq), &entry.to_pb().encode_to_vec());
     put_json(w, CF_SM_META, KEY_HEAD, &entry.head())?;
     super::merkle_tree::after_entry(reader, w, seq, &entry.hash)?;
-    super::order_map::after_entry(reader, w, seq)?;
+    super::order_map::after_entry(reader, w, map_cache, seq)?;
     tracing::debug!(seq, code = %entry.code, "ledger entry appended");
     metrics.applied(command, entry.accepted, &entry.code);
     Ok(Response::Appended {
@@ -377,6 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let started = std::time::Instant::now();
         let mut batch_entries = 0u64;
+        self.map_cache.begin();
         let mut w = PendingWrites::new(self.db.clone());
         let reader = self.reader.with_overlay(w.overlay());
         let mut replies = Vec::new();
@@ -390,7 +405,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 replies.push((responder, response));
             }
             if w.len() >= MAX_BATCH_WRITES {
-                write_pending(&mut w, &entry.log_id)?;
+                self.write_pending(&mut w, &entry.log_id)?;
                 self.publish_head();
                 last = None;
                 for (responder, response) in replies.drain(..) {
@@ -399,7 +414,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         if let Some(last) = last {
-            write_pending(&mut w, &last)?;
+            self.write_pending(&mut w, &last)?;
             self.publish_head();
         }
         self.metrics
@@ -424,7 +439,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        snapshot::install(self, meta, snapshot)?;
+        // The map is replaced (and may be rebuilt below): nothing cached holds.
+        self.map_cache.clear();
+        let installed = snapshot::install(self, meta, snapshot);
+        self.map_cache.clear();
+        installed?;
         self.metrics.snapshot("installed");
         // The tree is derived from the ledger, not carried (see merkle_tree.rs).
         super::merkle_tree::ensure_built(&self.reader)?;
