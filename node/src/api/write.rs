@@ -4,6 +4,7 @@
 
 use arbor_proto::pb;
 use arbor_proto::rules;
+use openraft::async_runtime::WatchReceiver;
 use prost::Message;
 use tonic::Status;
 
@@ -12,6 +13,10 @@ use super::routing;
 use super::status;
 use crate::storage::{CheckedView, ReadError};
 use crate::types::{Request as RaftRequest, Response as RaftResponse};
+
+/// How long a refusal waits for the applied state to catch up with the log
+/// before it is judged again (`ArborApi::caught_up_after_lag`).
+const APPLY_LAG_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why admission did not admit a command.
 enum Admit {
@@ -34,8 +39,17 @@ impl ArborApi {
     pub(super) async fn propose(&self, env: &pb::SignedCommand) -> Result<pb::SubmitReply, Served> {
         let bytes = env.encode_to_vec();
         let slot = self.admission.reserve()?;
-        let admitted = self.admit(&bytes).await;
+        let mut admitted = self.admit(&bytes).await;
         drop(slot);
+        // Admission reads this replica's applied state. A leader new in its
+        // term may not have applied entries an earlier leader acknowledged
+        // (an enrolment, a key rotation): a refusal read from such a lag is
+        // judged again once everything in this leader's log is applied.
+        if matches!(admitted, Err(Admit::Refused(_))) && self.caught_up_after_lag().await {
+            let slot = self.admission.reserve()?;
+            admitted = self.admit(&bytes).await;
+            drop(slot);
+        }
         let key = match admitted {
             Ok(key) => key,
             // A resend of an applied command gets its original outcome even
@@ -127,6 +141,29 @@ impl ArborApi {
             .check_signature(admitted, party, cluster_id)
             .await?;
         Ok(Some(key))
+    }
+
+    /// Whether this replica's applied state lagged its log and has caught
+    /// up now: waits (at most [`APPLY_LAG_WAIT`]) until every entry in the log
+    /// when called is applied. `false` when nothing lagged (nothing to judge
+    /// again) or the wait ran out (the first verdict stands).
+    async fn caught_up_after_lag(&self) -> bool {
+        let (applied, last) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            (
+                m.last_applied.as_ref().map_or(0, |l| l.index()),
+                m.last_log_index.unwrap_or(0),
+            )
+        };
+        if applied >= last {
+            return false;
+        }
+        self.raft
+            .wait(Some(APPLY_LAG_WAIT))
+            .applied_index_at_least(Some(last), "admission: apply what the log holds")
+            .await
+            .is_ok()
     }
 
     /// The original reply if this exact command is already in the ledger.
