@@ -217,6 +217,10 @@ pub fn body_json(c: &pb::Command) -> Value {
             if m.tender {
                 v["tender"] = json!(true);
                 v["parcels"] = json!(m.parcels);
+                // Rules version 4: the tender's own timeout.
+                if m.tender_timeout_ms != 0 {
+                    v["tender_timeout_ms"] = json!(m.tender_timeout_ms);
+                }
             }
             if !m.delivery_code.is_empty() {
                 v["delivery_code"] = json!(m.delivery_code);
@@ -251,6 +255,10 @@ pub fn body_json(c: &pb::Command) -> Value {
             if d.known_good_ms != 0 {
                 v["known_good_ms"] = json!(d.known_good_ms);
                 v["known_good_time"] = json!(utc(d.known_good_ms));
+            }
+            // Rules version 4: the parcels a lost dispute is about.
+            if d.parcels != 0 {
+                v["parcels"] = json!(d.parcels);
             }
             v
         }

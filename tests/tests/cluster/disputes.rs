@@ -139,9 +139,11 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         .preview_ruling(ORDER, lost.seq)
         .await
         .expect("preview");
+    // Rules version 4: sf-express signed nothing (a node of kind carrier,
+    // no tender): the shipper stays the custodian, its carrier its agent.
     assert_eq!(
         (in_transit.liable.as_str(), in_transit.rule.as_str()),
-        ("sf-express", "custodian_at_incident"),
+        ("3pl-fast", "unsigned_carrier_is_shippers_agent"),
         "{in_transit:?}"
     );
     assert_eq!(in_transit.evidence, vec![ship.seq]);
@@ -190,7 +192,7 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         .ok()
         .json();
     assert_eq!(preview["dispute"]["seq"], lost.seq, "{preview}");
-    assert_eq!(preview["ruling"]["liable"], "sf-express", "{preview}");
+    assert_eq!(preview["ruling"]["liable"], "3pl-fast", "{preview}");
     assert_eq!(preview["evidence"][0]["command_kind"], "report_milestone");
     assert!(preview["submitted"].is_null());
     let resolved = cli(args(&[
@@ -230,7 +232,7 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         .json();
     assert_eq!(shown["dispute"]["seq"], lost.seq, "{shown}");
     assert_eq!(shown["dispute"]["resolved"], true, "{shown}");
-    assert_eq!(shown["recorded_ruling"]["liable"], "sf-express", "{shown}");
+    assert_eq!(shown["recorded_ruling"]["liable"], "3pl-fast", "{shown}");
     assert_eq!(
         shown["recorded_ruling"]["resolved_seq"], lost_ruling_seq,
         "{shown}"
@@ -249,7 +251,7 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         rulings,
         vec![
             (damaged_seq, "store-sh".to_string(), ok.seq),
-            (lost.seq, "sf-express".to_string(), lost_ruling_seq),
+            (lost.seq, "3pl-fast".to_string(), lost_ruling_seq),
         ]
     );
 
@@ -302,7 +304,8 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
             ("store-sh".to_string(), claim.seq, Some(accept1.seq)),
             ("wh-east".to_string(), accept1.seq, Some(accept2.seq)),
             ("3pl-fast".to_string(), accept2.seq, Some(ship.seq)),
-            ("sf-express".to_string(), ship.seq, None),
+            // Rules version 4: the shipper holds it, as its carrier's principal.
+            ("3pl-fast".to_string(), ship.seq, None),
         ],
         "{trace:#}"
     );

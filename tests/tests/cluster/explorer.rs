@@ -215,7 +215,9 @@ async fn explorer_in_chromium_and_epcis_export() {
         .preview_ruling(ORDER, lost.seq)
         .await
         .expect("preview");
-    assert_eq!(ruling.liable, "sf-express", "{ruling:?}");
+    // Rules version 4: sf-express signed nothing (a node of kind carrier, no
+    // tender), so the shipper stays liable for what it handed over.
+    assert_eq!(ruling.liable, "wh-east", "{ruling:?}");
     let resolved = sub
         .submit_accepted(
             "ruling",
@@ -369,7 +371,8 @@ async fn explorer_in_chromium_and_epcis_export() {
     let intervals = [
         ("store-sh", claim.seq, accept.seq.to_string(), "false"),
         ("wh-east", accept.seq, ship.seq.to_string(), "false"),
-        ("sf-express", ship.seq, "open".to_string(), "true"),
+        // Rules version 4: the shipper's own custody, as its carrier's principal.
+        ("wh-east", ship.seq, "open".to_string(), "false"),
     ];
     for (holder, from, to, carrier) in &intervals {
         let attrs = [
@@ -386,7 +389,14 @@ async fn explorer_in_chromium_and_epcis_export() {
         3,
         "{dom}"
     );
-    assert!(dom.contains("carrier window"), "{dom}");
+    // Rules version 4: no carrier window: sf-express signed nothing, so the
+    // last interval is the shipper's own, and says why.
+    assert!(!dom.contains("carrier window"), "{dom}");
+    assert!(
+        dom.contains("not an enrolled carrier: the node&#39;s agent")
+            || dom.contains("not an enrolled carrier: the node's agent"),
+        "{dom}"
+    );
     assert!(dom.contains(">handoff</text>"), "{dom}");
     // The resolved dispute with its ruling and evidence, the open one with the preview.
     assert!(

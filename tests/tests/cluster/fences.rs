@@ -141,7 +141,8 @@ async fn a_packed_order_that_lapses_is_fenced_for_its_old_owner() {
             view.owner.as_str(),
             view.custodian.as_str()
         ),
-        ("shipped", "store-slow", "sf-express")
+        // Rules version 4: an unsigned hand-off leaves the node the custodian.
+        ("shipped", "store-slow", "store-slow")
     );
     let st = client.node_stats("store-slow").await.expect("stats");
     assert_eq!(

@@ -177,7 +177,8 @@ async fn a_handoff_chain_store_warehouse_3pl() {
         tpl.report_shipped("o-chain", "sf-express", "SF42"),
     )
     .await;
-    assert_eq!(owner().await, ("3pl-1".into(), "sf-express".into()));
+    // Rules version 4: sf-express signed nothing, so 3pl-1 stays the custodian.
+    assert_eq!(owner().await, ("3pl-1".into(), "3pl-1".into()));
     s.submit_accepted("delivered", tpl.report_delivered("o-chain", "pod/42"))
         .await;
 

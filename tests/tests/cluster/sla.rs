@@ -208,10 +208,12 @@ async fn sla_clocks_health_and_claim_deadlines() {
 
     // 4. The operator shortens the damaged claim deadline to 1 ms.
     let op_key = key_file(tmp.path(), c.operator());
+    // At the version in force: a rules version is never lowered.
+    let current = CURRENT_RULES_VERSION.to_string();
     let set = cli(args(&[
         "cluster",
         "set-rules",
-        "3",
+        &current,
         "--claim-deadline",
         "damaged=1ms",
         "--key",

@@ -1,8 +1,10 @@
 //! Rules version 2 on a real cluster: a damaged dispute whose window spans
-//! two custodians (the store that claimed the order and the carrier it
-//! shipped with) is ruled `shared_custody` and escalated, a narrower window
+//! two custodians (the store that claimed the order and the carrier that
+//! signed for it) is ruled `shared_custody` and escalated, a narrower window
 //! rules against the carrier alone, and the same incident cannot be
-//! disputed again; the offline replay of the invariants agrees.
+//! disputed again; the offline replay of the invariants agrees. (From
+//! rules version 4 custody passes to a carrier only by its signature: an
+//! unsigned name would leave the store the one custodian.)
 
 use arbor_client::{pb, Commands};
 use arbor_tests::fixtures::SAMPLE_TOTAL;
@@ -13,6 +15,9 @@ async fn a_dispute_window_spanning_two_custodians_is_escalated() {
     let c = TestCluster::voters(3).await;
     let shop = c.enroll_channel("shop").await;
     let store = c.enroll_node("store-1").await;
+    let sf = c
+        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
+        .await;
     let auditor = c
         .enroll("auditor-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
         .await;
@@ -22,10 +27,23 @@ async fn a_dispute_window_spanning_two_custodians_is_escalated() {
     let claim = s
         .submit_accepted("claim", store.claim_order("o-win", 1, SAMPLE_TOTAL))
         .await;
+    let tender = s
+        .submit_accepted(
+            "tendered",
+            store.report_tender("o-win", "sf-express", "SF9", 1),
+        )
+        .await;
+    // Custody passes to the carrier with its signature.
     let ship = s
         .submit_accepted(
-            "shipped",
-            store.report_shipped("o-win", "sf-express", "SF9"),
+            "signed for",
+            sf.accept_tender(pb::AcceptTender {
+                order_id: "o-win".into(),
+                tender_seq: tender.seq,
+                tracking_id: "SF9".into(),
+                parcels: 1,
+                ..Default::default()
+            }),
         )
         .await;
     let time_of =
@@ -47,12 +65,13 @@ async fn a_dispute_window_spanning_two_custodians_is_escalated() {
         .expect("preview");
     assert_eq!(
         (r.liable.as_str(), r.rule.as_str(), r.evidence),
-        ("sf-express", "custodian_at_incident", vec![ship.seq])
+        ("sf-express", "carrier_signed_tender", vec![ship.seq])
     );
 
-    // Delivered with proof, then found crushed on unboxing: known good
-    // before the store claimed it, so the window spans both custodians.
-    s.submit_accepted("delivered", store.report_delivered("o-win", "pod/photo"))
+    // Delivered (the carrier's scan ends its custody), then found crushed on
+    // unboxing: known good before the store claimed it, so the window spans
+    // both custodians.
+    s.submit_accepted("delivered", sf.scan_delivery("o-win", "SF9", "", ""))
         .await;
     let head = time_of(c.head_seq().await).await;
     let wide = s
