@@ -305,6 +305,9 @@ mod tests {
         assert_eq!(&*bad.signer, "p3");
     }
 
+    /// Changes entry `i`'s signature, command or key index before it is pushed.
+    type Tamper = dyn Fn(u64, &mut [u8; 64], &mut Vec<u8>, &mut usize);
+
     /// The gathered batch equation gives `verify_batch`'s verdict, on good
     /// batches and on every kind of bad one.
     #[test]
@@ -312,7 +315,7 @@ mod tests {
         let keys: Vec<SigningKey> = (1..=4u8)
             .map(|i| SigningKey::from_bytes(&[i; 32]))
             .collect();
-        let build = |n: u64, tamper: &dyn Fn(u64, &mut [u8; 64], &mut Vec<u8>, &mut usize)| {
+        let build = |n: u64, tamper: &Tamper| {
             let mut b = SigBatch::with_capacity(n as usize);
             for i in 0..n {
                 let mut k = i as usize % keys.len();
@@ -330,10 +333,7 @@ mod tests {
             let msgs: Vec<&[u8]> = (0..b.len()).map(|i| b.msg(i)).collect();
             ed25519_dalek::verify_batch(&msgs, &b.sigs, &b.keys).is_ok()
         };
-        let cases: Vec<(
-            &str,
-            Box<dyn Fn(u64, &mut [u8; 64], &mut Vec<u8>, &mut usize)>,
-        )> = vec![
+        let cases: Vec<(&str, Box<Tamper>)> = vec![
             ("untouched", Box::new(|_, _, _, _| {})),
             (
                 "s changed",
