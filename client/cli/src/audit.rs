@@ -804,6 +804,17 @@ fn trust_reply(ctx: &Ctx, file: &str, t: &Trust) -> Reply {
     Reply::new(text)
 }
 
+/// CPU seconds this process has used so far, every thread, user and system.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
 fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
     if entries < 20 {
         bail!("--entries must be at least 20");
@@ -814,7 +825,9 @@ fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
     let built = started.elapsed();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     for _ in 0..runs.max(1) {
+        let cpu_before = process_cpu_seconds();
         let sum = verify_export(
             bytes.as_slice(),
             VerifyOptions {
@@ -823,8 +836,10 @@ fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
             },
         )?;
         times.push(sum.elapsed);
+        cpu.push(process_cpu_seconds() - cpu_before);
     }
     let best = *times.iter().min().expect("at least one run");
+    let least_cpu = cpu.iter().copied().fold(f64::INFINITY, f64::min);
     let json = json!({
         "entries": entries,
         "export_bytes": bytes.len(),
@@ -832,6 +847,8 @@ fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
         "build_ms": built.as_millis() as u64,
         "runs_ms": times.iter().map(|t| t.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
         "best_entries_per_second": rate(entries, best).round(),
+        "runs_cpu_seconds": cpu,
+        "least_cpu_us_per_entry": least_cpu * 1e6 / entries as f64,
         "debug_build": cfg!(debug_assertions),
     });
     let text = render(ctx.format, json, || {
@@ -848,6 +865,17 @@ fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
             (
                 "best",
                 format!("{:.0} entries/s verified", rate(entries, best)),
+            ),
+            (
+                "cpu",
+                format!(
+                    "{} s (all threads); least {:.2} us per entry",
+                    cpu.iter()
+                        .map(|c| format!("{c:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    least_cpu * 1e6 / entries as f64
+                ),
             ),
         ];
         if cfg!(debug_assertions) {

@@ -26,18 +26,28 @@
 //! half-replaced. The derived column families (the lease index, the Merkle
 //! tree) are cleared with the rest and built from the installed records.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! ```text
-//! magic        8 bytes   "ARBSNAP1"
+//! magic        8 bytes   "ARBSNAP2"
 //! meta_len     u32 BE
 //! meta         meta_len bytes: openraft SnapshotMeta as JSON
-//! record*      tag u8 (1 + index in keys::STATE_MACHINE_CFS)
+//! body         one LZ4 frame (lz4_flex, 64 KiB linked blocks, no LZ4
+//!              checksums) holding, decompressed:
+//!   record*    tag u8 (1 + index in keys::STATE_MACHINE_CFS)
 //!              key_len u32 BE, key, value_len u32 BE, value
-//! end          tag u8 = 0
-//! count        u64 BE: number of records
-//! checksum     32 bytes: SHA-256 of every byte before it
+//!   end        tag u8 = 0
+//!   count      u64 BE: number of records
+//!   checksum   32 bytes: SHA-256 of every byte before it (the magic, the
+//!              metadata and the decompressed body)
+//! end of file after the frame
 //! ```
+//!
+//! Version 1 (magic "ARBSNAP1", written by earlier builds) is the same with
+//! the body stored as is; it is still read (a replica upgraded in place
+//! keeps its `current` snapshot), never written. The records are written
+//! and read through the LZ4 frame as a stream: the encoder holds one block,
+//! the decoder at most [`LZ4_DECODER_BYTES`] whatever a file claims.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -56,7 +66,9 @@ use crate::types::TypeConfig;
 
 type Meta = SnapshotMetaOf<TypeConfig>;
 
-const MAGIC: &[u8; 8] = b"ARBSNAP1";
+const MAGIC: &[u8; 8] = b"ARBSNAP2";
+/// The magic of version 1 (uncompressed body), still read.
+const MAGIC_V1: &[u8; 8] = b"ARBSNAP1";
 const END_TAG: u8 = 0;
 const CHECKSUM_LEN: usize = 32;
 
@@ -70,11 +82,19 @@ pub const CHUNK_BYTES: usize = 1024 * 1024;
 pub const MAX_FIELD_BYTES: usize = 64 * 1024 * 1024;
 /// Bytes of records per RocksDB batch when installing.
 pub const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// The most the LZ4 decoder of a snapshot body holds, whatever block size a
+/// file declares (at most 4 MiB): a compressed block, and two blocks plus
+/// the 64 KiB window of decompressed bytes.
+pub const LZ4_DECODER_BYTES: usize = 3 * 4 * 1024 * 1024 + 64 * 1024;
 /// The most memory one snapshot operation holds for data, whatever the
-/// snapshot's size: its I/O buffer, one chunk, one record (key and value)
-/// and one install batch.
-pub const MEMORY_BOUND: usize =
-    IO_BUFFER + CHUNK_BYTES + 2 * MAX_FIELD_BYTES + INSTALL_BATCH_BYTES + MAX_FIELD_BYTES;
+/// snapshot's size: its I/O buffer, one chunk, one record (key and value),
+/// one install batch and the LZ4 decoder.
+pub const MEMORY_BOUND: usize = IO_BUFFER
+    + CHUNK_BYTES
+    + 2 * MAX_FIELD_BYTES
+    + INSTALL_BATCH_BYTES
+    + MAX_FIELD_BYTES
+    + LZ4_DECODER_BYTES;
 
 /// A snapshot file, open, as openraft passes it between the state machine
 /// and the network. The file stays readable even if `current` is replaced
@@ -293,7 +313,7 @@ fn read_meta(path: &Path) -> io::Result<Meta> {
     let mut f = File::open(path).map_err(|e| io_err(format_args!("open {}", path.display()), e))?;
     let mut head = [0u8; 12];
     f.read_exact(&mut head)?;
-    if &head[..8] != MAGIC {
+    if &head[..8] != MAGIC && &head[..8] != MAGIC_V1 {
         return Err(io_err(path.display(), "not an arbor snapshot"));
     }
     let len = u32::from_be_bytes(head[8..].try_into().expect("4 bytes")) as usize;
@@ -306,9 +326,48 @@ fn read_meta(path: &Path) -> io::Result<Meta> {
         .map_err(|e| io_err(format_args!("{} metadata", path.display()), e))
 }
 
-/// Reads a snapshot from the start of a file, hashing what it reads.
-struct FramedReader<R> {
-    r: R,
+/// A snapshot file's bytes after its metadata: as stored (version 1) or
+/// through the LZ4 frame decoder (version 2).
+enum Body<R: Read> {
+    Plain(R),
+    Lz4(Box<lz4_flex::frame::FrameDecoder<R>>),
+}
+
+impl<R: Read> Read for Body<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Body::Plain(r) => r.read(buf),
+            Body::Lz4(d) => d.read(buf),
+        }
+    }
+}
+
+impl<R: Read> Body<R> {
+    fn decompressed(self) -> Self {
+        match self {
+            Body::Plain(r) => Body::Lz4(Box::new(lz4_flex::frame::FrameDecoder::new(r))),
+            lz4 => lz4,
+        }
+    }
+
+    /// Whether nothing follows: no decompressed byte (the frame ends) and,
+    /// for a frame, no byte of the file after it.
+    fn at_end(&mut self) -> io::Result<bool> {
+        let mut rest = [0u8; 1];
+        if self.read(&mut rest)? != 0 {
+            return Ok(false);
+        }
+        match self {
+            Body::Plain(_) => Ok(true),
+            Body::Lz4(d) => Ok(d.get_mut().read(&mut rest)? == 0),
+        }
+    }
+}
+
+/// Reads a snapshot from the start of a file, hashing what it reads;
+/// `pos` counts bytes of the file's content (the body decompressed).
+struct FramedReader<R: Read> {
+    r: Body<R>,
     hasher: Sha256,
     pos: u64,
 }
@@ -375,20 +434,23 @@ fn verify_from_start(
     peak: &mut usize,
 ) -> Result<Meta, String> {
     let mut r = FramedReader {
-        r: BufReader::with_capacity(IO_BUFFER, file),
+        r: Body::Plain(BufReader::with_capacity(IO_BUFFER, file)),
         hasher: Sha256::new(),
         pos: 0,
     };
     let mut magic = [0u8; 8];
     r.take_into(&mut magic)
         .map_err(|_| "not an arbor snapshot (bad magic)".to_string())?;
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_V1 {
         return Err("not an arbor snapshot (bad magic)".into());
     }
     let (mut key, mut value) = (Vec::new(), Vec::new());
     r.field(&mut value)?;
     let meta: Meta =
         serde_json::from_slice(&value).map_err(|e| format!("metadata does not decode: {e}"))?;
+    if &magic == MAGIC {
+        r.r = r.r.decompressed();
+    }
     let mut records = 0u64;
     loop {
         let at = r.pos;
@@ -418,17 +480,63 @@ fn verify_from_start(
     if computed.as_slice() != checksum {
         return Err("checksum does not match".into());
     }
-    let mut rest = [0u8; 1];
-    match r.r.read(&mut rest) {
-        Ok(0) => Ok(meta),
-        Ok(_) => Err("trailing bytes after the checksum".into()),
+    match r.r.at_end() {
+        Ok(true) => Ok(meta),
+        Ok(false) => Err("trailing bytes after the checksum".into()),
         Err(e) => Err(format!("read after the checksum: {e}")),
     }
 }
 
-/// Writes a snapshot, hashing what it writes.
+/// Where a snapshot's bytes go: the file (magic and metadata), then the
+/// LZ4 frame encoder in front of it (the body).
+enum Sink {
+    Plain(BufWriter<File>),
+    Lz4(Box<lz4_flex::frame::FrameEncoder<BufWriter<File>>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Lz4(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Lz4(e) => e.flush(),
+        }
+    }
+}
+
+impl Sink {
+    fn compressed(self) -> Self {
+        use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+        match self {
+            Sink::Plain(w) => {
+                let info = FrameInfo::new()
+                    .block_size(BlockSize::Max64KB)
+                    .block_mode(BlockMode::Linked);
+                Sink::Lz4(Box::new(FrameEncoder::with_frame_info(info, w)))
+            }
+            lz4 => lz4,
+        }
+    }
+
+    /// Ends the frame and returns the file, flushed (not yet synced).
+    fn finish(self) -> io::Result<File> {
+        let w = match self {
+            Sink::Plain(w) => w,
+            Sink::Lz4(e) => e.finish().map_err(io::Error::other)?,
+        };
+        w.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+/// Writes a snapshot, hashing what it writes (before compression).
 struct FramedWriter {
-    out: BufWriter<File>,
+    out: Sink,
     hasher: Sha256,
 }
 
@@ -481,15 +589,16 @@ fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
     let path = temp_path(dir, "build");
     let file =
         File::create(&path).map_err(|e| io_err(format_args!("create {}", path.display()), e))?;
-    let mut w = FramedWriter {
-        out: BufWriter::with_capacity(IO_BUFFER, file),
+    let w = FramedWriter {
+        out: Sink::Plain(BufWriter::with_capacity(IO_BUFFER, file)),
         hasher: Sha256::new(),
     };
-    let written = (|| -> io::Result<()> {
+    let written = (|mut w: FramedWriter| -> io::Result<()> {
         w.put(MAGIC)?;
         w.put_field(
             &serde_json::to_vec(&meta).map_err(|e| io_err("encode snapshot metadata", e))?,
         )?;
+        w.out = w.out.compressed();
         let mut count = 0u64;
         for (i, name) in STATE_MACHINE_CFS.iter().enumerate() {
             for item in snap.iterator_cf(cf(db, name), IteratorMode::Start) {
@@ -505,9 +614,8 @@ fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
         w.put(&count.to_be_bytes())?;
         let checksum = std::mem::take(&mut w.hasher).finalize();
         w.out.write_all(&checksum)?;
-        w.out.flush()?;
-        w.out.get_ref().sync_all()
-    })();
+        w.out.finish()?.sync_all()
+    })(w);
     if let Err(e) = written {
         let _ = fs::remove_file(&path);
         return Err(io_err(format_args!("write {}", path.display()), e));
@@ -760,7 +868,8 @@ mod tests {
         let db = &sm.db;
         for i in 0..RECORDS {
             let key = format!("web\0{i}");
-            db.put_cf(cf(db, keys::CF_REFS), key, vec![i as u8; VALUE])
+            // Incompressible values: the file stays as large as its records.
+            db.put_cf(cf(db, keys::CF_REFS), key, noise(i, VALUE))
                 .unwrap();
         }
         let (meta, path) = build(db, &sm.snapshots.dir).unwrap();
@@ -795,11 +904,127 @@ mod tests {
         assert_eq!(installed, RECORDS as usize);
     }
 
-    /// A framed file with `n` records of `len`-byte values, and a correct or
-    /// wrong checksum.
+    /// `len` bytes that do not compress (a xorshift stream seeded by `seed`).
+    fn noise(seed: u32, len: usize) -> Vec<u8> {
+        let mut x = u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Version 2 files are compressed (a compressible state machine gives a
+    /// file far smaller than its records), read back record for record, and
+    /// any damage to the compressed body, a cut or bytes after the frame is
+    /// refused; a version 1 file (uncompressed, earlier builds) still reads.
+    #[test]
+    fn snapshots_are_compressed_and_damage_to_the_frame_is_refused() {
+        const RECORDS: u32 = 3_000;
+        let a = tempfile::tempdir().unwrap();
+        let (_log, sm) = super::super::open(a.path()).unwrap();
+        let db = &sm.db;
+        let mut raw = 0usize;
+        for i in 0..RECORDS {
+            let key = format!("web\0ref-{i:06}");
+            let value = format!("{{\"order\":\"o-{i}\",\"channel\":\"shop\",\"seq\":{i}}}");
+            raw += 1 + 4 + key.len() + 4 + value.len();
+            db.put_cf(cf(db, keys::CF_REFS), key, value).unwrap();
+        }
+        let (meta, path) = build(db, &sm.snapshots.dir).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], MAGIC);
+        assert!(
+            bytes.len() * 3 < raw,
+            "{} bytes for {raw} bytes of records",
+            bytes.len()
+        );
+        let mut seen = Vec::new();
+        let found = verify(&File::open(&path).unwrap(), |cf, k, v| {
+            seen.push((cf, k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(found, meta);
+        seen.retain(|r| r.0 == keys::CF_REFS);
+        let stored: Vec<_> = db
+            .iterator_cf(cf(db, keys::CF_REFS), IteratorMode::Start)
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (keys::CF_REFS, k.to_vec(), v.to_vec())
+            })
+            .collect();
+        assert_eq!(seen, stored);
+
+        let dir = a.path();
+        let check = |b: &[u8]| {
+            let p = temp_path(dir, "damaged");
+            fs::write(&p, b).unwrap();
+            let r = verify(&File::open(&p).unwrap(), |_, _, _| Ok(()));
+            fs::remove_file(&p).unwrap();
+            r
+        };
+        let body = 8 + 4 + u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        // A flipped bit anywhere in the compressed body (the frame header,
+        // a block's length, a literal, a match offset, the end mark).
+        for at in [
+            body,
+            body + 5,
+            body + 9,
+            body + 200,
+            bytes.len() / 2,
+            bytes.len() - 3,
+        ] {
+            for bit in [0x01u8, 0x40] {
+                let mut b = bytes.clone();
+                b[at] ^= bit;
+                assert!(
+                    check(&b).is_err(),
+                    "a flipped bit at byte {at} went unnoticed"
+                );
+            }
+        }
+        // (A cut inside the frame's 4-byte end mark, after the checksummed
+        // content, is read as the end of the frame: every record and the
+        // checksum were read by then.)
+        for cut in [body + 3, body + 100, bytes.len() / 2, bytes.len() - 5] {
+            assert!(check(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for extra in [&[0u8][..], &[0x04, 0x22, 0x4d, 0x18], &bytes[body..]] {
+            let mut b = bytes.clone();
+            b.extend_from_slice(extra);
+            let err = check(&b).unwrap_err();
+            assert!(
+                err.contains("trailing") || err.contains("after the checksum"),
+                "{err}"
+            );
+        }
+
+        // Version 1: the same records, uncompressed, as earlier builds wrote.
+        let recs: Vec<_> = seen
+            .iter()
+            .map(|(_, k, v)| (3u8, k.clone(), v.clone()))
+            .collect();
+        let v1 = file_with(dir, &recs, false);
+        assert_eq!(&fs::read(&v1).unwrap()[..8], MAGIC_V1);
+        let mut again = Vec::new();
+        verify(&File::open(&v1).unwrap(), |cf, k, v| {
+            again.push((cf, k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(again, seen);
+        assert!(fs::metadata(&v1).unwrap().len() as usize >= raw);
+    }
+
+    /// A version 1 framed file (uncompressed, as earlier builds wrote) with
+    /// `records`, and a correct or wrong checksum.
     fn file_with(dir: &Path, records: &[(u8, Vec<u8>, Vec<u8>)], bad_sum: bool) -> PathBuf {
         let meta: Meta = Default::default();
-        let mut out = MAGIC.to_vec();
+        let mut out = MAGIC_V1.to_vec();
         let m = serde_json::to_vec(&meta).unwrap();
         out.extend_from_slice(&(m.len() as u32).to_be_bytes());
         out.extend_from_slice(&m);

@@ -10,6 +10,15 @@
 //! checked one by one with `verify_strict`, which names the first bad entry and
 //! decides alone.
 //!
+//! The batch equation is `ed25519_dalek::verify_batch`'s, with the same
+//! random coefficients (the same transcript), computed with the terms of
+//! one signer's key gathered into one: `sum z_i h_i A_i` is the same point as
+//! `sum_A (sum_{i: A_i = A} z_i h_i) A`, so the multiscalar multiplication
+//! has `n + keys + 1` terms instead of `2n + 1` and its verdict is exactly
+//! `verify_batch`'s (a test checks that on good and bad batches). A ledger
+//! has far fewer signers than entries, which roughly halves the cost of the
+//! multiplication.
+//!
 //! What remains different: a key holder can craft an `R` with a torsion
 //! component that `verify_strict` refuses and that a batch equation accepts
 //! with probability 1/8 per try (1/2 with a component of order 2). Replicas
@@ -18,9 +27,16 @@
 //! signature can only reach a ledger with that small chance per try, and
 //! making one needs the signer's private key.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signature, VerifyingKey};
+use merlin::Transcript;
+use sha2::{Digest, Sha512};
 
 use crate::ledger::push_command_message;
 
@@ -125,11 +141,8 @@ impl SigBatch {
             return Ok(());
         }
         let strict_r = self.sigs.iter().all(|s| r_is_strict(s.r_bytes()));
-        if strict_r {
-            let msgs: Vec<&[u8]> = (0..self.len()).map(|i| self.msg(i)).collect();
-            if ed25519_dalek::verify_batch(&msgs, &self.sigs, &self.keys).is_ok() {
-                return Ok(());
-            }
+        if strict_r && self.batch_equation_holds() {
+            return Ok(());
         }
         for i in 0..self.len() {
             if self.keys[i]
@@ -145,6 +158,95 @@ impl SigBatch {
         Ok(())
     }
 }
+
+impl SigBatch {
+    /// `ed25519_dalek::verify_batch(msgs, sigs, keys).is_ok()`, computed with
+    /// each key's terms gathered (see the module documentation): the same
+    /// transcript, the same coefficients `z_i`, the same point compared with
+    /// the identity.
+    #[allow(non_snake_case)]
+    fn batch_equation_holds(&self) -> bool {
+        let n = self.len();
+        let hrams: Vec<[u8; 64]> = (0..n)
+            .map(|i| {
+                let mut h = Sha512::new();
+                h.update(self.sigs[i].r_bytes());
+                h.update(self.keys[i].as_bytes());
+                h.update(self.msg(i));
+                h.finalize().into()
+            })
+            .collect();
+        let mut transcript = Transcript::new(b"ed25519 batch verification");
+        for hram in &hrams {
+            transcript.append_message(b"hram", hram);
+        }
+        for sig in &self.sigs {
+            transcript.append_message(b"sig.s", sig.s_bytes());
+        }
+        let mut rng = transcript.build_rng().finalize(&mut ZeroRng);
+        let mut s_all = Vec::with_capacity(n);
+        for sig in &self.sigs {
+            match Option::<Scalar>::from(Scalar::from_canonical_bytes(*sig.s_bytes())) {
+                Some(s) => s_all.push(s),
+                None => return false,
+            }
+        }
+        // Terms: B, then every R, then every distinct key A.
+        let mut scalars: Vec<Scalar> = Vec::with_capacity(n + 17);
+        let mut points: Vec<Option<EdwardsPoint>> = Vec::with_capacity(n + 17);
+        scalars.push(Scalar::ZERO);
+        points.push(Some(ED25519_BASEPOINT_POINT));
+        let mut key_terms: Vec<(Scalar, EdwardsPoint)> = Vec::new();
+        let mut key_index: HashMap<[u8; 32], usize> = HashMap::new();
+        let mut B_coefficient = Scalar::ZERO;
+        for i in 0..n {
+            let mut z = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rng, &mut z);
+            let z = Scalar::from(u128::from_le_bytes(z));
+            B_coefficient += z * s_all[i];
+            let zh = z * Scalar::from_bytes_mod_order_wide(&hrams[i]);
+            let key = &self.keys[i];
+            match key_index.get(key.as_bytes()) {
+                Some(&j) => key_terms[j].0 += zh,
+                None => {
+                    key_index.insert(*key.as_bytes(), key_terms.len());
+                    key_terms.push((zh, key.to_edwards()));
+                }
+            }
+            scalars.push(z);
+            points.push(CompressedEdwardsY(*self.sigs[i].r_bytes()).decompress());
+        }
+        scalars[0] = -B_coefficient;
+        for (c, a) in key_terms {
+            scalars.push(c);
+            points.push(Some(a));
+        }
+        EdwardsPoint::optional_multiscalar_mul(scalars, points).is_some_and(|p| p.is_identity())
+    }
+}
+
+/// The transcript's extra randomness: none, as in `verify_batch`, so the
+/// coefficients depend only on the batch and a verdict is reproducible.
+struct ZeroRng;
+
+impl rand::RngCore for ZeroRng {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+
+    fn fill_bytes(&mut self, _dest: &mut [u8]) {}
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand::CryptoRng for ZeroRng {}
 
 #[cfg(test)]
 mod tests {
@@ -201,5 +303,114 @@ mod tests {
         let bad = b.verify().unwrap_err();
         assert_eq!(bad.seq, 123);
         assert_eq!(&*bad.signer, "p3");
+    }
+
+    /// Changes entry `i`'s signature, command or key index before it is pushed.
+    type Tamper = dyn Fn(u64, &mut [u8; 64], &mut Vec<u8>, &mut usize);
+
+    /// The gathered batch equation gives `verify_batch`'s verdict, on good
+    /// batches and on every kind of bad one.
+    #[test]
+    fn the_gathered_equation_agrees_with_verify_batch() {
+        let keys: Vec<SigningKey> = (1..=4u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let build = |n: u64, tamper: &Tamper| {
+            let mut b = SigBatch::with_capacity(n as usize);
+            for i in 0..n {
+                let mut k = i as usize % keys.len();
+                let cmd = format!("command {i}").into_bytes();
+                let mut sig = keys[k]
+                    .sign(&crate::ledger::command_message("c1", &cmd))
+                    .to_bytes();
+                let mut cmd = cmd;
+                tamper(i, &mut sig, &mut cmd, &mut k);
+                b.push(i, "p".into(), keys[k].verifying_key(), &sig, "c1", &cmd);
+            }
+            b
+        };
+        let dalek = |b: &SigBatch| {
+            let msgs: Vec<&[u8]> = (0..b.len()).map(|i| b.msg(i)).collect();
+            ed25519_dalek::verify_batch(&msgs, &b.sigs, &b.keys).is_ok()
+        };
+        let cases: Vec<(&str, Box<Tamper>)> = vec![
+            ("untouched", Box::new(|_, _, _, _| {})),
+            (
+                "s changed",
+                Box::new(|i, s, _, _| {
+                    if i == 37 {
+                        s[40] ^= 1
+                    }
+                }),
+            ),
+            (
+                "R changed",
+                Box::new(|i, s, _, _| {
+                    if i == 5 {
+                        s[3] ^= 4
+                    }
+                }),
+            ),
+            (
+                "s not canonical",
+                Box::new(|i, s, _, _| {
+                    if i == 11 {
+                        s[63] |= 0xf0
+                    }
+                }),
+            ),
+            (
+                "message changed",
+                Box::new(|i, _, m, _| {
+                    if i == 60 {
+                        m.push(b'!')
+                    }
+                }),
+            ),
+            (
+                "another key",
+                Box::new(|i, _, _, k| {
+                    if i == 2 {
+                        *k = (*k + 1) % 4
+                    }
+                }),
+            ),
+            (
+                "two swapped",
+                Box::new(|i, s, _, _| {
+                    if i == 8 || i == 9 {
+                        s[33] ^= 0x80
+                    }
+                }),
+            ),
+        ];
+        for (what, tamper) in &cases {
+            for n in [1u64, 3, 64, 300] {
+                let b = build(n, tamper.as_ref());
+                assert_eq!(
+                    b.batch_equation_holds(),
+                    dalek(&b),
+                    "{what}, {n} signatures"
+                );
+                if *what == "untouched" {
+                    assert!(b.batch_equation_holds(), "{n}");
+                }
+            }
+        }
+        // Every signer distinct: nothing to gather, still the same verdict.
+        let mut b = SigBatch::with_capacity(50);
+        for i in 0..50u8 {
+            let k = SigningKey::from_bytes(&[i + 100; 32]);
+            let cmd = vec![i; 20];
+            let mut sig = k
+                .sign(&crate::ledger::command_message("c1", &cmd))
+                .to_bytes();
+            if i == 49 {
+                sig[50] ^= 2;
+            }
+            b.push(i as u64, "p".into(), k.verifying_key(), &sig, "c1", &cmd);
+        }
+        assert!(!b.batch_equation_holds());
+        assert_eq!(b.batch_equation_holds(), dalek(&b));
     }
 }

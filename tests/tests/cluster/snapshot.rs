@@ -17,7 +17,8 @@ async fn late_replica_catches_up_by_snapshot() {
     .await;
     let channel = c.enroll_channel("shop").await;
     // Enough orders for a snapshot of more than one 1 MiB chunk.
-    const ORDERS: u64 = 1_500;
+    // (Snapshots are LZ4-compressed: 3,000 orders make well over 1 MiB.)
+    const ORDERS: u64 = 3_000;
     let ids: Vec<String> = (0..ORDERS).map(|i| format!("o-{i}")).collect();
     c.register_orders(&channel, &ids, 32).await;
 

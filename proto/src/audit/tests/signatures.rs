@@ -195,3 +195,47 @@ fn signatures_do_not_verify_under_another_cluster_id() {
         "command signature does not verify",
     );
 }
+
+/// A forged signature in the middle of a full-size batch, on a ledger of
+/// several batches checked by two workers with the default batch size: the
+/// batch fails, the one-by-one check names exactly that entry with the
+/// message a lone bad signature gets; with a second forgery in a later
+/// batch, the earlier one is named.
+#[test]
+fn a_bad_signature_in_the_middle_of_a_big_batch_is_named_exactly() {
+    let s = Synth::build(3 * 1024 + 300, 3);
+    let n = s.entries.len() as u64;
+    let forge = |es: &mut Vec<Entry>, i: usize| {
+        let mut env = pb::SignedCommand::decode(es[i].command.as_slice()).unwrap();
+        env.signature[40] ^= 0x10;
+        es[i].command = env.encode_to_vec();
+        rehash_from(es, i);
+        env.signer
+    };
+    let export = |es: &[Entry]| {
+        let leaves: Vec<_> = es.iter().map(|e| leaf_hash(&e.hash)).collect();
+        let mut cp = s.checkpoint(n);
+        cp.root = root(&leaves, n);
+        s.export_with(es, 0, n - 1, n, &s.note(&cp, &all_signers()))
+    };
+    let opts = || VerifyOptions {
+        threads: 2,
+        ..VerifyOptions::default()
+    };
+    assert_eq!(opts().batch, 1024);
+    verify_export(export(&s.entries).as_slice(), opts()).expect("untouched ledger verifies");
+
+    let mut es = s.entries.clone();
+    let signer = forge(&mut es, 1024 + 517);
+    let e = verify_export(export(&es).as_slice(), opts()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "entry {}: command signature does not verify against the key enrolled for {signer}",
+            1024 + 517
+        )
+    );
+    forge(&mut es, 2 * 1024 + 900);
+    let e = verify_export(export(&es).as_slice(), opts()).unwrap_err();
+    assert_eq!(e.seq(), Some(1024 + 517), "{e}");
+}
