@@ -582,7 +582,10 @@ mod tests {
         assert!(matches!(
             cli.command,
             Command::Order(order::OrderCmd::Claim {
-                total: Some(-5),
+                quote: order::Quote {
+                    total: Some(-5),
+                    ..
+                },
                 ..
             })
         ));

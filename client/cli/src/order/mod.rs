@@ -62,30 +62,11 @@ arbor order claim o-20251207-0001 --at-current-price --key store-17.key\n  \
 arbor order claim o-20251207-0001 --at-current-price --dry-run --key store-17.key"
     )]
     Claim {
-        /// Canonical order id
         /// Canonical order id (see `arbor order list`, `arbor order resolve`)
         #[arg(value_name = "ORDER_ID")]
         order_id: String,
-        /// Price version the claim quotes (see `arbor order get`)
-        #[arg(
-            long,
-            value_name = "N",
-            required_unless_present = "at_current_price",
-            conflicts_with = "at_current_price"
-        )]
-        price_version: Option<u64>,
-        /// Order total the claim quotes, in minor units
-        #[arg(
-            long,
-            value_name = "AMOUNT",
-            allow_negative_numbers = true,
-            required_unless_present = "at_current_price",
-            conflicts_with = "at_current_price"
-        )]
-        total: Option<i64>,
-        /// Read the order's locked price and quote it (shown in the output)
-        #[arg(long)]
-        at_current_price: bool,
+        #[command(flatten)]
+        quote: Quote,
         /// Node key file
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
@@ -256,26 +237,8 @@ arbor order accept-assignment o-1 --decision-seq 22 --price-version 1 --total 25
         /// Entry of the sourcing decision whose offer you accept (default: the order's live assignment)
         #[arg(long, value_name = "SEQ")]
         decision_seq: Option<u64>,
-        /// Price version the acceptance quotes (see `arbor order get`)
-        #[arg(
-            long,
-            value_name = "N",
-            required_unless_present = "at_current_price",
-            conflicts_with = "at_current_price"
-        )]
-        price_version: Option<u64>,
-        /// Order total the acceptance quotes, in minor units
-        #[arg(
-            long,
-            value_name = "AMOUNT",
-            allow_negative_numbers = true,
-            required_unless_present = "at_current_price",
-            conflicts_with = "at_current_price"
-        )]
-        total: Option<i64>,
-        /// Read the order's locked price and quote it
-        #[arg(long)]
-        at_current_price: bool,
+        #[command(flatten)]
+        quote: Quote,
         /// Node key file (the node the decision selected)
         #[arg(long, env = "ARBOR_KEY", value_name = "NODEKEY")]
         key: Option<PathBuf>,
@@ -630,6 +593,32 @@ Example:\n  arbor order resolve meituan meituan_20251207152344_8892"
     },
 }
 
+/// The price a claim or an assignment acceptance quotes: a version and a
+/// total, or `--at-current-price` to read the order's locked price.
+#[derive(clap::Args)]
+pub struct Quote {
+    /// Price version quoted (see `arbor order get`)
+    #[arg(
+        long,
+        value_name = "N",
+        required_unless_present = "at_current_price",
+        conflicts_with = "at_current_price"
+    )]
+    pub price_version: Option<u64>,
+    /// Order total quoted, in minor units
+    #[arg(
+        long,
+        value_name = "AMOUNT",
+        allow_negative_numbers = true,
+        required_unless_present = "at_current_price",
+        conflicts_with = "at_current_price"
+    )]
+    pub total: Option<i64>,
+    /// Read the order's locked price and quote it (shown in the output)
+    #[arg(long)]
+    pub at_current_price: bool,
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum MilestoneArg {
     Picked,
@@ -768,9 +757,12 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
         OrderCmd::AcceptAssignment {
             order_id,
             decision_seq,
-            price_version,
-            total,
-            at_current_price,
+            quote:
+                Quote {
+                    price_version,
+                    total,
+                    at_current_price,
+                },
             key,
             sign,
         } => {
@@ -1032,9 +1024,12 @@ pub async fn run(ctx: &Ctx, cmd: OrderCmd) -> Result<Reply> {
         }
         OrderCmd::Claim {
             order_id,
-            price_version,
-            total,
-            at_current_price,
+            quote:
+                Quote {
+                    price_version,
+                    total,
+                    at_current_price,
+                },
             key,
             sign,
         } => {
