@@ -113,14 +113,8 @@ done
 [ -n "$ready" ] || { echo "error: the etcd cluster did not form within 120 s" >&2; exit 1; }
 
 tck="$(getconf CLK_TCK)"
-member_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-children_secs() {
-  times >"$work/times"
-  tail -n 1 "$work/times" | awk 'function s(x, a) { split(x, a, "m"); sub("s", "", a[2]); return a[1] * 60 + a[2] }
-    { printf "%.3f", s($1) + s($2) }'
-}
 before=()
-for pid in "${pids[@]}"; do before+=("$(member_ticks "$pid")"); done
+for pid in "${pids[@]}"; do before+=("$(proc_cpu_ticks "$pid")"); done
 children_secs >"$work/client.before"
 
 pid_args=()
@@ -130,7 +124,7 @@ rc=0
 report="$("$bin/arbor" --output json bench --etcd "$endpoints" "${pid_args[@]}" "$@")" || rc=$?
 cpu="{"
 for i in 1 2 3; do
-  t="$(member_ticks "${pids[$((i - 1))]}")"
+  t="$(proc_cpu_ticks "${pids[$((i - 1))]}")"
   cpu+="$(awk -v a="${before[$((i - 1))]}" -v b="$t" -v h="$tck" -v n="$i" -v ad="127.0.0.1:${ports[$((i - 1))]}" \
     'BEGIN { printf "\"etcd_%s\": {\"addr\": \"%s\", \"seconds\": %.2f}, ", n, ad, (b - a) / h }')"
 done

@@ -121,15 +121,8 @@ done
 # CPU seconds (user + system) of each replica and of the bench client, over the
 # whole `arbor bench` run (every phase; the report has each phase on its own).
 tck="$(getconf CLK_TCK)"
-replica_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# `times` must run in this shell (not in a $(...) subshell) to see its children.
-children_secs() {
-  times >"$work/times"
-  tail -n 1 "$work/times" | awk 'function s(x, a) { split(x, a, "m"); sub("s", "", a[2]); return a[1] * 60 + a[2] }
-    { printf "%.3f", s($1) + s($2) }'
-}
 before=()
-for pid in "${pids[@]}"; do before+=("$(replica_ticks "$pid")"); done
+for pid in "${pids[@]}"; do before+=("$(proc_cpu_ticks "$pid")"); done
 children_secs >"$work/client.before"
 
 echo "==> arbor bench $*" >&2
@@ -139,7 +132,7 @@ for i in 1 2 3; do pid_args+=(--pid "$i=${pids[$((i - 1))]}"); done
 report="$("$bin/arbor" --endpoints "$endpoints" "${client_tls[@]}" --output json bench --key "$work/operator.key" "${pid_args[@]}" "$@")" || rc=$?
 cpu="{"
 for i in 1 2 3; do
-  t="$(replica_ticks "${pids[$((i - 1))]}")"
+  t="$(proc_cpu_ticks "${pids[$((i - 1))]}")"
   cpu+="$(awk -v a="${before[$((i - 1))]}" -v b="$t" -v h="$tck" -v n="$i" -v ad="$(addr "$i")" \
     'BEGIN { printf "\"replica_%s\": {\"addr\": \"%s\", \"seconds\": %.2f}, ", n, ad, (b - a) / h }')"
 done

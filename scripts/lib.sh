@@ -103,3 +103,17 @@ bench_cleanup() { # LOG_PREFIX MEMBER_NAME SCRIPT_NAME
   fi
   exit "$rc"
 }
+
+# CPU clock ticks (user + system) process PID has used, from /proc/PID/stat
+# (the fields after the command name, which may hold spaces). Divide by
+# `getconf CLK_TCK` for seconds.
+proc_cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+# CPU seconds (user + system) of this shell's finished children, via the
+# `times` builtin: call it in the script's own shell (a redirect, never a
+# $(...) subshell, which would not see them). Uses "$work/times".
+children_secs() {
+  times >"$work/times"
+  tail -n 1 "$work/times" | awk 'function s(x, a) { split(x, a, "m"); sub("s", "", a[2]); return a[1] * 60 + a[2] }
+    { printf "%.3f", s($1) + s($2) }'
+}
