@@ -5,7 +5,8 @@
 # against it with this script's arguments, stop the cluster, and print ONE
 # JSON line on stdout: the bench report plus the script's command line, the
 # machine, and the CPU seconds each replica and the client spent during the
-# bench. Everything else (build output, progress) goes to stderr.
+# bench, and each replica's memory and data-dir bytes at the end. Everything
+# else (build output, progress) goes to stderr.
 #
 # The cluster runs the production configuration: `arbor bench` enrols each
 # replica's identity (as `arbor-node dev` does), so the leader's lease sweep
@@ -138,6 +139,18 @@ for i in 1 2 3; do
 done
 children_secs >"$work/client.after"
 cpu+="$(awk -v a="$(cat "$work/client.before")" -v b="$(cat "$work/client.after")" 'BEGIN { printf "\"arbor_bench\": %.2f}", b - a }')"
+# Each replica's memory (resident now and its peak) and its data directory's
+# bytes on disk, once the bench is over: what a ledger of this size costs.
+mem="{"
+for i in 1 2 3; do
+  pid="${pids[$((i - 1))]}"
+  rss="$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)"
+  hwm="$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)"
+  bytes="$(du -sb "$work/n$i" 2>/dev/null | cut -f1)"
+  [ "$i" = 1 ] || mem+=", "
+  mem+="\"replica_$i\": {\"rss_kib\": ${rss:-0}, \"peak_rss_kib\": ${hwm:-0}, \"data_dir_bytes\": ${bytes:-0}}"
+done
+mem+="}"
 if [ "$rc" != 0 ]; then
   [ -z "$report" ] || echo "$report" >&2
   echo "error: arbor bench failed (exit $rc)" >&2
@@ -149,5 +162,5 @@ fi
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 model="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
 one_line="$(sed -e 's/^ *//' <<<"$report" | tr -d '\n')"
-printf '{"script_command": %s, "transport": "%s", "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, %s\n' \
-  "$(json_str "$script_cmd")" "$transport" "$(nproc)" "$(json_str "$model")" "$cpu" "${one_line#\{}"
+printf '{"script_command": %s, "transport": "%s", "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, "replicas": %s, %s\n' \
+  "$(json_str "$script_cmd")" "$transport" "$(nproc)" "$(json_str "$model")" "$cpu" "$mem" "${one_line#\{}"
