@@ -6,6 +6,11 @@ use anyhow::Context;
 use arbor_node::{start_node, NodeConfig};
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a claim allocates and frees many
+/// small buffers on every replica (docs/performance.md, "Allocation").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "arbor-node",
