@@ -18,6 +18,13 @@
 //! memory after the first time). That is safe because nothing else writes
 //! the state machine's column families while it applies a stream, and the
 //! overlay is emptied whenever its batch is written.
+//!
+//! The overlay is also what is written: [`PendingWrites::write`] builds the
+//! RocksDB batch from the overlay's final value of each key written, so a
+//! key written many times in one batch (the chain head, the Merkle tree's
+//! size, a node's counters, the order map's upper nodes, epoch after epoch)
+//! is inserted into the memtable once, not once per write. Keys only
+//! remembered from reads are not written.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +33,14 @@ use rocksdb::{WriteBatch, DB};
 
 use super::cf;
 
-type Values = HashMap<Vec<u8>, Option<Vec<u8>>>;
+/// A key's pending value (`None`: a deletion) and whether it was written
+/// (`false`: only remembered from RocksDB, see [`Overlay::remember`]).
+struct Pending {
+    value: Option<Vec<u8>>,
+    written: bool,
+}
+
+type Values = HashMap<Vec<u8>, Pending>;
 
 /// Pending values by column family and key; `None` is a pending deletion.
 #[derive(Default)]
@@ -39,14 +53,18 @@ impl Overlay {
     /// overlay does not know it (read RocksDB).
     pub(crate) fn get(&self, cf_name: &str, key: &[u8]) -> Option<Option<Vec<u8>>> {
         let cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
-        cfs.get(cf_name)?.get(key).cloned()
+        cfs.get(cf_name)?.get(key).map(|p| p.value.clone())
     }
 
     fn set(&self, cf_name: &'static str, key: &[u8], value: Option<&[u8]>) {
         let mut cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = Pending {
+            value: value.map(<[u8]>::to_vec),
+            written: true,
+        };
         cfs.entry(cf_name)
             .or_default()
-            .insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            .insert(key.to_vec(), pending);
     }
 
     /// Remembers what RocksDB holds for a key the overlay does not know, so
@@ -55,12 +73,30 @@ impl Overlay {
         let mut cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
         let values = cfs.entry(cf_name).or_default();
         if !values.contains_key(key) {
-            values.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            let pending = Pending {
+                value: value.map(<[u8]>::to_vec),
+                written: false,
+            };
+            values.insert(key.to_vec(), pending);
         }
     }
 
-    fn clear(&self) {
-        self.cfs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    /// Empties the overlay, returning the batch of its written keys: each
+    /// key's final value (or deletion) once.
+    fn take_batch(&self, db: &DB) -> WriteBatch {
+        let cfs = std::mem::take(&mut *self.cfs.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut batch = WriteBatch::default();
+        for (cf_name, values) in cfs {
+            let handle = cf(db, cf_name);
+            for (key, p) in values {
+                match (p.written, p.value) {
+                    (false, _) => {}
+                    (true, Some(v)) => batch.put_cf(handle, key, v),
+                    (true, None) => batch.delete_cf(handle, key),
+                }
+            }
+        }
+        batch
     }
 
     /// Every key of `cf_name` the overlay knows, with whether it holds a
@@ -68,15 +104,21 @@ impl Overlay {
     pub(crate) fn keys(&self, cf_name: &str) -> Vec<(Vec<u8>, bool)> {
         let cfs = self.cfs.lock().unwrap_or_else(|p| p.into_inner());
         cfs.get(cf_name)
-            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.is_some())).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|(k, p)| (k.clone(), p.value.is_some()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
 
-/// A RocksDB write batch plus the overlay that makes it readable.
+/// Writes for one RocksDB batch, held in the overlay that makes them
+/// readable until [`PendingWrites::write`].
 pub(crate) struct PendingWrites {
     db: Arc<DB>,
-    batch: WriteBatch,
+    /// Puts and deletions since the last write (repeats of a key included).
+    writes: usize,
     overlay: Arc<Overlay>,
 }
 
@@ -84,7 +126,7 @@ impl PendingWrites {
     pub(crate) fn new(db: Arc<DB>) -> Self {
         PendingWrites {
             db,
-            batch: WriteBatch::default(),
+            writes: 0,
             overlay: Arc::new(Overlay::default()),
         }
     }
@@ -95,26 +137,26 @@ impl PendingWrites {
     }
 
     pub(crate) fn put(&mut self, cf_name: &'static str, key: &[u8], value: &[u8]) {
-        self.batch.put_cf(cf(&self.db, cf_name), key, value);
+        self.writes += 1;
         self.overlay.set(cf_name, key, Some(value));
     }
 
     pub(crate) fn delete(&mut self, cf_name: &'static str, key: &[u8]) {
-        self.batch.delete_cf(cf(&self.db, cf_name), key);
+        self.writes += 1;
         self.overlay.set(cf_name, key, None);
     }
 
-    /// Number of writes pending.
+    /// Number of puts and deletions pending (a key written twice counts twice).
     pub(crate) fn len(&self) -> usize {
-        self.batch.len()
+        self.writes
     }
 
-    /// Writes the batch (unsynced) and empties the overlay.
+    /// Writes the batch (unsynced): each written key once, with its last
+    /// value; empties the overlay.
     pub(crate) fn write(&mut self) -> Result<(), rocksdb::Error> {
-        let batch = std::mem::take(&mut self.batch);
-        let r = self.db.write(batch);
-        self.overlay.clear();
-        r
+        let batch = self.overlay.take_batch(&self.db);
+        self.writes = 0;
+        self.db.write(batch)
     }
 }
 
@@ -154,5 +196,34 @@ mod tests {
             Some("o-1")
         );
         assert_eq!(db.get_cf(cf(&db, CF_REFS), b"gone\x00").unwrap(), None);
+    }
+
+    #[test]
+    fn a_key_written_many_times_is_written_once_with_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let db = sm.db.clone();
+        db.put_cf(cf(&db, CF_REFS), b"read\x00", b"o-7").unwrap();
+        db.put_cf(cf(&db, CF_REFS), b"gone\x00", b"o-9").unwrap();
+        let mut w = PendingWrites::new(db.clone());
+        for v in [&b"o-1"[..], b"o-2", b"o-3"] {
+            w.put(CF_REFS, b"web\x001", v);
+        }
+        w.put(CF_REFS, b"gone\x00", b"o-10");
+        w.delete(CF_REFS, b"gone\x00");
+        w.overlay.remember(CF_REFS, b"read\x00", Some(b"o-7"));
+        assert_eq!(w.len(), 5, "every put and deletion counts");
+        let batch = w.overlay.take_batch(&db);
+        assert_eq!(
+            batch.len(),
+            2,
+            "one record per key written, none for a read"
+        );
+        db.write(batch).unwrap();
+        let get = |k: &[u8]| db.get_cf(cf(&db, CF_REFS), k).unwrap();
+        assert_eq!(get(b"web\x001").as_deref(), Some(&b"o-3"[..]));
+        assert_eq!(get(b"gone\x00"), None);
+        assert_eq!(get(b"read\x00").as_deref(), Some(&b"o-7"[..]));
+        assert_eq!(w.overlay.get(CF_REFS, b"web\x001"), None, "emptied");
     }
 }

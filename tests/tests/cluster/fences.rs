@@ -9,7 +9,8 @@ use arbor_client::{pb, Commands, Signer};
 use arbor_tests::fixtures::{sample_profile, SAMPLE_TOTAL};
 use arbor_tests::{Options, Submitter, TestCluster, TIMEOUT};
 
-/// A node that promises dispatch within 300 ms (grace 200 ms) claims and
+/// A node that promises dispatch within 2 s (grace 200 ms: long enough for
+/// a loaded machine to pick and pack before the lease lapses) claims and
 /// packs `order`; waits until its lease has lapsed, seen as a fenced claim
 /// rejection of `other`'s claim. Returns the rejection's message.
 async fn pack_and_lapse(
@@ -64,7 +65,7 @@ async fn a_packed_order_that_lapses_is_fenced_for_its_old_owner() {
             "store-slow",
             pb::NodeKind::Store,
             pb::PublishProfile {
-                dispatch_time_ms: 300,
+                dispatch_time_ms: 2_000,
                 ..sample_profile()
             },
         )
@@ -229,7 +230,7 @@ async fn the_sweep_records_a_fence_that_runs_out() {
             "store-slow",
             pb::NodeKind::Store,
             pb::PublishProfile {
-                dispatch_time_ms: 200,
+                dispatch_time_ms: 1_000,
                 ..sample_profile()
             },
         )
