@@ -200,15 +200,43 @@ impl StorageConfig {
 
     /// The table options every column family shares: the one block cache,
     /// with index and filter blocks in it (not held beside it, where they
-    /// would grow with the data).
-    fn table_options(&self, cache: &Cache) -> BlockBasedOptions {
+    /// would grow with the data); a Bloom filter per SST file for the
+    /// column families of [`FILTERED_CFS`].
+    fn table_options(&self, cache: &Cache, filtered: bool) -> BlockBasedOptions {
         let mut t = BlockBasedOptions::default();
         t.set_block_cache(cache);
         t.set_cache_index_and_filter_blocks(true);
         t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        if filtered {
+            t.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+        }
         t
     }
 }
+
+/// The column families read by key where the key is often absent: a
+/// command id checked for a resend, an order or external id registered for
+/// the first time, an order map position not yet used. Each gets a Bloom
+/// filter per SST file (~1 % false positives) and one over its memtable,
+/// so a miss costs neither a skip-list search nor an index and data block
+/// per level. The ledger, the raft log and the Merkle tree are read by
+/// position that exists, or iterated: no filter.
+const FILTERED_CFS: [&str; 8] = [
+    keys::CF_COMMANDS,
+    keys::CF_ORDERS,
+    keys::CF_REFS,
+    keys::CF_ORDER_MAP,
+    keys::CF_PARTIES,
+    keys::CF_PARTY_KEYS,
+    keys::CF_PROFILES,
+    keys::CF_STATS,
+];
+
+/// Bits per key of the SST files' Bloom filters (~1 % false positives).
+const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// The memtable's Bloom filter, as a fraction of the memtable's size.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
 
 /// The RocksDB options every open uses (see the module docs).
 fn db_options(wal: DBRecoveryMode) -> Options {
@@ -261,14 +289,19 @@ pub fn open_checked(
     let cache = Cache::new_lru_cache(memory.block_cache_bytes);
     let open = |mode| {
         let cfs = keys::ALL_CFS.iter().map(|name| {
+            let filtered = FILTERED_CFS.contains(name);
             let mut o = Options::default();
             o.set_compression_type(DBCompressionType::Lz4);
-            o.set_block_based_table_factory(&memory.table_options(&cache));
+            o.set_block_based_table_factory(&memory.table_options(&cache, filtered));
             o.set_write_buffer_size(memory.memtable_bytes());
+            if filtered {
+                o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+                o.set_memtable_whole_key_filtering(true);
+            }
             ColumnFamilyDescriptor::new(*name, o)
         });
         let mut o = db_options(mode);
-        o.set_block_based_table_factory(&memory.table_options(&cache));
+        o.set_block_based_table_factory(&memory.table_options(&cache, false));
         o.set_write_buffer_size(memory.memtable_bytes());
         o.set_db_write_buffer_size(memory.write_buffer_bytes);
         DB::open_cf_descriptors(&o, &db_path, cfs)
@@ -399,6 +432,26 @@ mod tests {
         );
         assert!(options.contains(&format!("write_buffer_size={}", MIB)));
         assert!(options.contains("cache_index_and_filter_blocks=true"));
+        // Each column family's sections of the OPTIONS file: the filtered
+        // ones have a Bloom filter on their SST files and their memtable.
+        let section = |kind: &str, name: &str| -> String {
+            let head = format!("[{kind} \"{name}\"]");
+            let at = options.find(&head).unwrap_or_else(|| panic!("no {head}"));
+            let rest = &options[at + head.len()..];
+            rest[..rest.find("\n[").unwrap_or(rest.len())].to_string()
+        };
+        for name in keys::ALL_CFS {
+            let table = section("TableOptions/BlockBasedTable", name);
+            let cfo = section("CFOptions", name);
+            let filtered = FILTERED_CFS.contains(&name);
+            assert_eq!(table.contains("bloomfilter"), filtered, "{name}: {table}");
+            assert_eq!(
+                cfo.contains("memtable_whole_key_filtering=true"),
+                filtered,
+                "{name}: {cfo}"
+            );
+        }
+        assert!(FILTERED_CFS.contains(&keys::CF_COMMANDS));
 
         assert!(StorageConfig {
             block_cache_bytes: 1000,
