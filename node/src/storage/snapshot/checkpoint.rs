@@ -708,4 +708,115 @@ mod tests {
         }
         assert!(file_meta.last_log_id.is_some());
     }
+
+    /// CPU seconds of this process so far (user and system).
+    fn cpu_seconds() -> f64 {
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct it is given.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+        t(u.ru_utime) + t(u.ru_stime)
+    }
+
+    /// Not a test: the wall and CPU time of one snapshot build for a state
+    /// of `ARBOR_SNAPSHOT_ENTRIES` ledger entries (200,000 by default),
+    /// the file build of earlier versions against the checkpoint, and what
+    /// a send then costs (docs/performance.md has the command and the
+    /// figures). `cargo test --workspace --release --lib snapshot_build_cost
+    /// -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn snapshot_build_cost() {
+        let entries: u64 = std::env::var("ARBOR_SNAPSHOT_ENTRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm) = store(dir.path());
+        let db = sm.db.clone();
+        // Shaped like the ledger: an entry of ~900 bytes (hashes and a
+        // signature that do not compress, a command and outcome that do),
+        // its command id, and an order (with its ref) every second entry.
+        let text = br#"{"order_id":"o-000000","channel":"shop","state":"claimed","node":"node-17","price":1250,"currency":"EUR","deadline_ms":1790000000000,"history":[]}"#;
+        let mut batch = rocksdb::WriteBatch::default();
+        for i in 0..entries {
+            let mut entry = noise(i, 300);
+            while entry.len() < 900 {
+                entry.extend_from_slice(text);
+            }
+            entry.truncate(900);
+            batch.put_cf(cf(&db, keys::CF_LEDGER), i.to_be_bytes(), &entry);
+            batch.put_cf(
+                cf(&db, keys::CF_COMMANDS),
+                noise(i + (1 << 40), 32),
+                i.to_be_bytes(),
+            );
+            if i % 2 == 0 {
+                batch.put_cf(cf(&db, keys::CF_ORDERS), format!("o-{i:09}"), &text[..]);
+                batch.put_cf(
+                    cf(&db, keys::CF_REFS),
+                    format!("shop\0{i}"),
+                    format!("o-{i:09}"),
+                );
+            }
+            if batch.len() >= 20_000 {
+                db.write(std::mem::take(&mut batch)).unwrap();
+            }
+        }
+        db.write(batch).unwrap();
+        fill(&db, entries, entries);
+        for name in keys::ALL_CFS {
+            db.flush_cf(cf(&db, name)).unwrap();
+        }
+        let sst: u64 = keys::ALL_CFS
+            .iter()
+            .map(|n| {
+                db.property_int_value_cf(cf(&db, n), "rocksdb.total-sst-files-size")
+                    .unwrap()
+                    .unwrap_or(0)
+            })
+            .sum();
+        println!(
+            "state: {entries} ledger entries, {:.0} MB of SST files",
+            sst as f64 / 1e6
+        );
+
+        let measure = |what: &str, f: &mut dyn FnMut() -> String| {
+            let (t, c) = (std::time::Instant::now(), cpu_seconds());
+            let note = f();
+            println!(
+                "{what}: {:.3} s wall, {:.3} s CPU{note}",
+                t.elapsed().as_secs_f64(),
+                cpu_seconds() - c
+            );
+        };
+        measure("file build (before)", &mut || {
+            let (_, path) = build(&db, &sm.snapshots.dir).unwrap();
+            let n = fs::metadata(&path).unwrap().len();
+            fs::remove_file(&path).unwrap();
+            format!(", {n} bytes written")
+        });
+        // Some writes, as between two builds.
+        fill(&db, entries, entries + 1);
+        let (t, c) = (std::time::Instant::now(), cpu_seconds());
+        let built = sm.build_snapshot().await.unwrap();
+        println!(
+            "checkpoint build (after): {:.3} s wall, {:.3} s CPU, {} records encoded",
+            t.elapsed().as_secs_f64(),
+            cpu_seconds() - c,
+            checkpoint_of(&built.snapshot).records_encoded()
+        );
+        let mut data = built.snapshot;
+        measure("a send's bytes from the checkpoint", &mut || {
+            let mut n = 0u64;
+            loop {
+                let c = data.next_chunk().unwrap();
+                if c.is_empty() {
+                    break;
+                }
+                n += c.len() as u64;
+            }
+            format!(", {n} bytes")
+        });
+    }
 }
