@@ -128,10 +128,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.call("vote", &rpc, option.hard_ttl()).await
     }
 
-    /// Sends the snapshot file as a stream of chunks of at most
-    /// `storage::snapshot::CHUNK_BYTES`, read from the file as the stream is
-    /// polled (HTTP/2 flow control paces it): memory holds a chunk or two,
-    /// whatever the snapshot's size.
+    /// Sends the snapshot as a stream of chunks of at most
+    /// `storage::snapshot::CHUNK_BYTES`, read from its file, or produced from
+    /// its checkpoint, as the stream is polled (HTTP/2 flow control paces
+    /// it): memory holds a chunk or two, whatever the snapshot's size. Each
+    /// chunk is read or produced on tokio's blocking pool (producing one
+    /// reads and compresses about a MiB of records), so neither this task
+    /// nor the others sharing its thread wait for it.
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<TypeConfig>,
@@ -143,13 +146,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .client()
             .map_err(|m| StreamingError::Unreachable(Unreachable::from_string(m)))?;
         let data = codec::encode(&(&vote, &snapshot.meta)).map_err(|e| NetworkError::new(&e))?;
-        let mut file = snapshot.snapshot;
-        let first = file.next_chunk().map_err(|e| NetworkError::new(&e))?;
+        let (first, file) = next_chunk(snapshot.snapshot)
+            .await
+            .map_err(|e| NetworkError::from_string(format!("read the snapshot to send: {e}")))?;
         let rest = futures::stream::unfold(Some(file), |file| async move {
-            let mut file = file?;
-            match file.next_chunk() {
-                Ok(chunk) if chunk.is_empty() => None,
-                Ok(chunk) => Some((
+            match next_chunk(file?).await {
+                Ok((chunk, _)) if chunk.is_empty() => None,
+                Ok((chunk, file)) => Some((
                     pb::RaftPayload {
                         data: Vec::new(),
                         blob: chunk,
@@ -180,4 +183,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             codec::decode(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
         Ok(resp)
     }
+}
+
+/// The next chunk of `data`, read or produced on tokio's blocking pool, and
+/// `data` to go on from.
+async fn next_chunk(mut data: SnapshotData) -> Result<(Vec<u8>, SnapshotData), String> {
+    tokio::task::spawn_blocking(move || {
+        let chunk = data.next_chunk();
+        chunk.map(|c| (c, data)).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }

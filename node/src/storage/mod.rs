@@ -21,13 +21,17 @@
 //!   decides through a [`LedgerReader`] that reads its pending batch (an
 //!   in-memory overlay keyed by column family and key) before RocksDB. The
 //!   gRPC API shares a plain reader of what is written.
-//! - **Snapshots are files, streamed.** A snapshot is a framed dump of the
-//!   state machine column families read under one RocksDB snapshot, written
-//!   record by record to `<dir>/snapshots/current` (see [`snapshot`] for the
-//!   format); it is sent, received and installed in bounded memory, chunk by
-//!   chunk and record by record. Installing replaces the state machine in
-//!   batches behind a marker file: a crash in between makes the next open
-//!   install it again, so nothing ever reads a half-replaced state.
+//! - **Snapshots are checkpoints, streamed.** Building a snapshot takes a
+//!   RocksDB checkpoint (hard links to the SST files) into
+//!   `<dir>/snapshots/`, reading no record, so its cost does not grow with
+//!   the ledger; the snapshot file's bytes (the framed dump of the state
+//!   machine column families, see [`snapshot`] for the format) are produced
+//!   from it only when it is sent, chunk by chunk. A received snapshot is a
+//!   file (`<dir>/snapshots/current`); it is sent, received and installed
+//!   in bounded memory, chunk by chunk and record by record. Installing
+//!   replaces the state machine in batches behind a marker file: a crash in
+//!   between makes the next open install it again, so nothing ever reads a
+//!   half-replaced state.
 //!
 //! - **Damage is detected, never served.** RocksDB recovers its WAL in
 //!   `AbsoluteConsistency` mode: a WAL that is truncated or fails its
@@ -43,7 +47,8 @@
 //!   often is found at once. docs/operations.md "Disk faults" has the
 //!   reasoning and the recovery procedure.
 //!
-//! On disk: `<dir>/db` is the RocksDB, `<dir>/snapshots/` the snapshot files.
+//! On disk: `<dir>/db` is the RocksDB, `<dir>/snapshots/` the snapshot
+//! checkpoints and files.
 //! [`keys`] owns every column family name and key encoding.
 
 mod feed;

@@ -1,30 +1,106 @@
 //! State machine snapshots: build, persist, send, receive, verify, install,
-//! all streamed through files in bounded memory.
+//! all in bounded memory, and a build whose cost does not grow with the
+//! ledger.
 //!
-//! A snapshot is every record of the state machine column families
-//! ([`keys::STATE_MACHINE_CFS`]) read under one RocksDB snapshot, so it is a
-//! consistent view even while entries keep being applied. It is written
-//! record by record through a [`IO_BUFFER`]-byte buffer to a temporary file
-//! in `<dir>/snapshots/`, fsynced, then renamed over `current` and the
-//! directory fsynced, so the current snapshot survives restarts and a crash
-//! never leaves half a file there. What openraft hands around
-//! ([`SnapshotData`]) is an open file, never the bytes: the network sends it
-//! in [`CHUNK_BYTES`] chunks (a client stream of `RaftPayload`s), the
-//! receiver writes them to a file ([`Incoming`]), verifies it in one
-//! streaming pass ([`check_snapshot_file`]) and hands that file to raft.
-//! No step holds more than one chunk or one record (at most
+//! # Building: a RocksDB checkpoint, no record read
+//!
+//! openraft builds a snapshot every `snapshot_every` applied entries so it
+//! can purge its log. A build ([`build_checkpoint`]) takes a RocksDB
+//! checkpoint of the database into a temporary directory of
+//! `<dir>/snapshots/`: RocksDB flushes the memtables, then hard-links every
+//! live SST file and copies the small MANIFEST, CURRENT and OPTIONS files,
+//! all at one point of its write sequence, so the checkpoint is consistent
+//! across column families. The snapshot metadata (the last applied log id
+//! and the membership, from `sm_meta`) is then read from the checkpoint
+//! itself, opened read-only, so it describes exactly the checkpoint's data
+//! whatever was applied meanwhile. It is written (fsynced) as
+//! [`CHECKPOINT_META`] inside the directory, the directory is fsynced and
+//! renamed to `checkpoint-<last index>-…`, and the snapshot directory is
+//! fsynced: a crash never leaves a half checkpoint under that name
+//! (temporary names end in `.tmp` and are removed at the next open). The
+//! cost is a memtable flush and one link per SST file, whatever the ledger's
+//! size: no record is read or encoded.
+//!
+//! The price is disk: a checkpoint pins the SST files it links, so files
+//! that compaction replaces after the build stay on disk until the
+//! checkpoint is removed (at most the database's size again, in practice
+//! the files rewritten within one snapshot interval). A checkpoint links
+//! every column family, the raft log's too (the records a snapshot carries
+//! are only the state machine's; the rest is never read).
+//!
+//! # The current snapshot, and old ones
+//!
+//! The current snapshot is either the newest checkpoint or the file
+//! `current` (a snapshot received from the leader and installed, or one of
+//! format 1 or 2 written by an earlier build); the process keeps which one
+//! in memory ([`SnapshotFiles`]), and an open decides again from the disk:
+//! the one covering more of the log (by last log id; the file when equal),
+//! older checkpoints and a stale file are removed. A newer build replaces a
+//! checkpoint; installing a received snapshot replaces whichever was
+//! current. A replaced checkpoint is removed as soon as no send is using it
+//! (each send holds a reference; the last one dropped removes the
+//! directory), so at most one checkpoint per peer being sent to, plus the
+//! current one and one being built, exist at a time. A damaged checkpoint
+//! (its metadata unreadable) found at open is removed with an error in the
+//! log: it is derived data, the next build makes another.
+//!
+//! # Sending: the ARBSNAP2 stream, produced when a replica needs it
+//!
+//! What openraft passes around ([`SnapshotData`]) is never the bytes:
+//! either an open snapshot file (sent as it is) or a reference to a
+//! checkpoint, from which the bytes of the snapshot file format below are
+//! produced as they are sent: the records of [`keys::STATE_MACHINE_CFS`] in
+//! that order, each column family in key order, LZ4-compressed, with the
+//! record count and the SHA-256 checksum at the end, byte for byte what a
+//! build that wrote the file from the same state would have written. The
+//! O(ledger) cost is paid only when a snapshot is actually sent (a new
+//! replica, or one that fell behind the purged log), once per send.
+//!
+//! Where that runs was chosen from openraft's source (0.10.0-alpha.37, the
+//! version the workspace pins): the state machine worker task, the one that
+//! applies entries, calls `get_current_snapshot` and hands the result to the
+//! snapshot transmitter, a task spawned per target replica that calls
+//! `full_snapshot` (`raft/network.rs`) and pulls the chunks; `build_snapshot`
+//! runs on a task the worker spawns. So `get_current_snapshot` only looks
+//! up the current snapshot (for a checkpoint: one `stat` of its metadata
+//! file), and the bytes are produced on the transmitter's side, one
+//! [`CHUNK_BYTES`] chunk per call of [`SnapshotData::next_chunk`], which the
+//! network runs on tokio's blocking pool: applying never waits for a send,
+//! whatever the ledger's size, and nothing but one chunk, one record and the
+//! encoder's block is held. Producing straight from the checkpoint (rather
+//! than writing a file on a separate thread and sending it as it grows)
+//! writes no second copy to disk and needs no hand-off between a writer and
+//! a reader; a second send encodes again, which is rare. Each chunk
+//! resumes the iteration after the last key it encoded, so no iterator is
+//! held between chunks. The checkpoint is opened read-only once per
+//! checkpoint (shared by concurrent sends) with its own
+//! [`CHECKPOINT_CACHE_BYTES`] block cache and at most
+//! [`CHECKPOINT_OPEN_FILES`] open files.
+//!
+//! # Receiving and installing
+//!
+//! The network sends in [`CHUNK_BYTES`] chunks (a client stream of
+//! `RaftPayload`s); the receiver writes them to a file ([`Incoming`]),
+//! verifies it in one streaming pass ([`check_snapshot_file`]) and hands that
+//! file to raft. No step holds more than one chunk or one record (at most
 //! [`MAX_FIELD_BYTES`]) in memory.
 //!
 //! Installing verifies the whole file first (framing, checksum, metadata),
-//! makes it `current`, then writes the marker file `INSTALLING` (fsynced),
-//! clears the state machine column families, writes the records in batches
-//! of at most [`INSTALL_BATCH_BYTES`], and finishes with one synced batch
-//! setting the applied log id, the membership and the lease index marker;
-//! only then is the marker removed. A crash in between leaves the marker:
-//! the next open installs `current` again from the start before raft runs
-//! ([`finish_interrupted_install`]), so the state machine is never seen
-//! half-replaced. The derived column families (the lease index, the Merkle
-//! tree) are cleared with the rest and built from the installed records.
+//! makes it `current` (renamed over it, the directory fsynced; the
+//! checkpoints are then no longer current), then writes the marker file
+//! `INSTALLING` (fsynced), clears the state machine column families, writes
+//! the records in batches of at most [`INSTALL_BATCH_BYTES`], and finishes
+//! with one synced batch setting the applied log id, the membership and the
+//! lease index marker; only then is the marker removed. A crash in between
+//! leaves the marker: the next open installs `current` again from the start
+//! before raft runs ([`finish_interrupted_install`]), so the state machine
+//! is never seen half-replaced. The derived column families (the lease
+//! index, the Merkle tree) are cleared with the rest and built from the
+//! installed records. A replica that installed a received snapshot keeps
+//! that file as its current snapshot and sends it as it is. (openraft also
+//! installs the current snapshot at start when it is ahead of the applied
+//! state; from a checkpoint, the stream is first written to a file of the
+//! snapshot directory, then installed like a received one.)
 //!
 //! # Format (version 2)
 //!
@@ -45,15 +121,18 @@
 //!
 //! Version 1 (magic "ARBSNAP1", written by earlier builds) is the same with
 //! the body stored as is; it is still read (a replica upgraded in place
-//! keeps its `current` snapshot), never written. The records are written
-//! and read through the LZ4 frame as a stream: the encoder holds one block,
-//! the decoder at most [`LZ4_DECODER_BYTES`] whatever a file claims.
+//! keeps its `current` snapshot, and sends it as it is), never written. The
+//! records are written and read through the LZ4 frame as a stream: the
+//! encoder holds one block, the decoder at most [`LZ4_DECODER_BYTES`]
+//! whatever a file claims.
+
+mod checkpoint;
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{RaftSnapshotBuilder, Snapshot, SnapshotMeta};
@@ -63,6 +142,9 @@ use sha2::{Digest, Sha256};
 use super::keys::{self, CF_SM_META, KEY_LAST_APPLIED, KEY_MEMBERSHIP, STATE_MACHINE_CFS};
 use super::{cf, io_err, StateMachineStore};
 use crate::types::TypeConfig;
+
+use checkpoint::{build_checkpoint, Checkpoint, Stream};
+pub use checkpoint::{CHECKPOINT_CACHE_BYTES, CHECKPOINT_META, CHECKPOINT_OPEN_FILES};
 
 type Meta = SnapshotMetaOf<TypeConfig>;
 
@@ -88,7 +170,9 @@ pub const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub const LZ4_DECODER_BYTES: usize = 3 * 4 * 1024 * 1024 + 64 * 1024;
 /// The most memory one snapshot operation holds for data, whatever the
 /// snapshot's size: its I/O buffer, one chunk, one record (key and value),
-/// one install batch and the LZ4 decoder.
+/// one install batch and the LZ4 decoder. (A send from a checkpoint holds
+/// one chunk, one record and the encoder's block, within this; the
+/// checkpoint's reader adds its own cache, [`CHECKPOINT_CACHE_BYTES`].)
 pub const MEMORY_BOUND: usize = IO_BUFFER
     + CHUNK_BYTES
     + 2 * MAX_FIELD_BYTES
@@ -96,13 +180,29 @@ pub const MEMORY_BOUND: usize = IO_BUFFER
     + MAX_FIELD_BYTES
     + LZ4_DECODER_BYTES;
 
-/// A snapshot file, open, as openraft passes it between the state machine
-/// and the network. The file stays readable even if `current` is replaced
-/// meanwhile (it is the inode that is open).
-#[derive(Debug)]
-pub struct SnapshotData {
-    file: File,
-    path: PathBuf,
+/// A snapshot as openraft passes it between the state machine and the
+/// network: an open snapshot file, or a checkpoint whose bytes are produced
+/// as they are read (see the module doc). Neither holds the snapshot in
+/// memory. A file stays readable even if `current` is replaced meanwhile
+/// (it is the inode that is open); a checkpoint stays on disk while this
+/// refers to it.
+pub struct SnapshotData(Origin);
+
+enum Origin {
+    File { file: File, path: PathBuf },
+    Checkpoint(Box<Stream>),
+}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Origin::File { path, .. } => f.debug_tuple("SnapshotFile").field(path).finish(),
+            Origin::Checkpoint(s) => f
+                .debug_tuple("SnapshotCheckpoint")
+                .field(&s.checkpoint().path())
+                .finish(),
+        }
+    }
 }
 
 impl SnapshotData {
@@ -110,52 +210,89 @@ impl SnapshotData {
     pub fn open(path: &Path) -> io::Result<SnapshotData> {
         let file =
             File::open(path).map_err(|e| io_err(format_args!("open {}", path.display()), e))?;
-        Ok(SnapshotData {
+        Ok(SnapshotData(Origin::File {
             file,
             path: path.to_path_buf(),
-        })
+        }))
     }
 
-    /// Where the file was when it was opened.
+    fn of_checkpoint(checkpoint: Arc<Checkpoint>) -> SnapshotData {
+        SnapshotData(Origin::Checkpoint(Box::new(Stream::new(checkpoint))))
+    }
+
+    /// Where the file was when it was opened, or the checkpoint directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.0 {
+            Origin::File { path, .. } => path,
+            Origin::Checkpoint(s) => s.checkpoint().path(),
+        }
     }
 
-    /// The file's length in bytes.
-    pub fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+    /// Whether the bytes are produced from a checkpoint as they are read
+    /// (rather than read from a snapshot file).
+    pub fn is_checkpoint(&self) -> bool {
+        matches!(self.0, Origin::Checkpoint(_))
     }
 
-    /// Whether the file is empty.
-    pub fn is_empty(&self) -> io::Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// The next chunk of at most [`CHUNK_BYTES`]; empty at the end.
+    /// The next chunk of at most [`CHUNK_BYTES`]; empty at the end. From a
+    /// checkpoint this encodes the records of the chunk (blocking: call it
+    /// off the async threads).
     pub fn next_chunk(&mut self) -> io::Result<Vec<u8>> {
-        let mut chunk = Vec::with_capacity(CHUNK_BYTES);
-        (&mut self.file)
-            .take(CHUNK_BYTES as u64)
-            .read_to_end(&mut chunk)?;
-        Ok(chunk)
+        match &mut self.0 {
+            Origin::File { file, .. } => {
+                let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+                file.take(CHUNK_BYTES as u64).read_to_end(&mut chunk)?;
+                Ok(chunk)
+            }
+            Origin::Checkpoint(s) => s.next_chunk(),
+        }
     }
 
-    /// The whole file in memory (tests and tools only); leaves the file at
-    /// its start.
+    /// Writes every remaining byte to `out`, chunk by chunk.
+    fn write_rest(&mut self, out: &mut impl Write) -> io::Result<u64> {
+        let mut n = 0u64;
+        loop {
+            let chunk = self.next_chunk()?;
+            if chunk.is_empty() {
+                return Ok(n);
+            }
+            out.write_all(&chunk)?;
+            n += chunk.len() as u64;
+        }
+    }
+
+    /// Back to the first byte.
+    fn rewind(&mut self) -> io::Result<()> {
+        match &mut self.0 {
+            Origin::File { file, .. } => file.seek(SeekFrom::Start(0)).map(|_| ()),
+            Origin::Checkpoint(s) => {
+                s.rewind();
+                Ok(())
+            }
+        }
+    }
+
+    /// The whole snapshot in memory (tests and tools only); leaves it at its
+    /// start.
     pub fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        self.file.seek(SeekFrom::Start(0))?;
+        self.rewind()?;
         let mut out = Vec::new();
-        self.file.read_to_end(&mut out)?;
-        self.file.seek(SeekFrom::Start(0))?;
+        self.write_rest(&mut out)?;
+        self.rewind()?;
         Ok(out)
     }
 }
 
 /// A fresh temporary file name in `dir`.
 fn temp_path(dir: &Path, what: &str) -> PathBuf {
+    dir.join(format!("{what}-{}.tmp", unique_suffix()))
+}
+
+/// This process and a counter: a name unique in the snapshot directory.
+fn unique_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{what}-{}-{n}.tmp", std::process::id()))
+    format!("{}-{n}", std::process::id())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -164,26 +301,52 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
         .map_err(|e| io_err(format_args!("sync {}", dir.display()), e))
 }
 
-/// The snapshot directory; one writer of `current` at a time.
+/// What the current snapshot is.
+enum Current {
+    None,
+    /// The file `current`; `verified` once its framing and checksum were
+    /// checked in this process (when it was installed, or the first time it
+    /// is handed out).
+    File {
+        meta: Meta,
+        verified: bool,
+    },
+    Checkpoint(Arc<Checkpoint>),
+    /// What was found at open cannot be read: every use says why.
+    Damaged(String),
+}
+
+/// The snapshot directory: which snapshot is current (one writer at a
+/// time), and the files and checkpoints in it.
 pub(crate) struct SnapshotFiles {
     dir: PathBuf,
-    lock: Mutex<()>,
+    current: Mutex<Current>,
 }
 
 impl SnapshotFiles {
+    /// Decides what the current snapshot is from what is on disk (see
+    /// [`scan`]) and removes the leftovers: temporary files and directories
+    /// of a build or a receipt cut short, checkpoints older than the
+    /// current snapshot, damaged checkpoints, and a `current` file older
+    /// than the newest checkpoint.
     pub(crate) fn new(dir: PathBuf) -> Self {
-        // Temporary files of a previous run (a build or a receipt cut short).
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "tmp") {
-                    let _ = fs::remove_file(&p);
+        let (current, leftovers) = scan(&dir);
+        for p in leftovers {
+            let removed = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            match removed {
+                Ok(()) => tracing::debug!(path = %p.display(), "snapshot leftover removed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %p.display(), "cannot remove a snapshot leftover")
                 }
             }
         }
         SnapshotFiles {
             dir,
-            lock: Mutex::new(()),
+            current: Mutex::new(current),
         }
     }
 
@@ -199,49 +362,192 @@ impl SnapshotFiles {
         self.dir.join("INSTALLING")
     }
 
-    /// Makes the (complete, fsynced) file at `path` the current snapshot by
-    /// renaming it. With `keep_newer`, a current snapshot covering more of
-    /// the log is kept instead and `path` removed (a slow build must not
-    /// replace what a later install put there).
-    fn adopt(&self, meta: &Meta, path: &Path, keep_newer: bool) -> io::Result<()> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.current_path();
-        if path == current {
-            return Ok(());
-        }
-        if keep_newer && current.exists() {
-            match read_meta(&current) {
-                Ok(existing) if existing.last_log_id > meta.last_log_id => {
-                    let _ = fs::remove_file(path);
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "replacing unreadable current snapshot"),
-            }
-        }
-        fs::rename(path, &current)
-            .map_err(|e| io_err(format_args!("rename {}", path.display()), e))?;
-        sync_dir(&self.dir)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current snapshot file, its framing and checksum verified.
-    fn load(&self) -> io::Result<Option<(Meta, SnapshotData)>> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// Removes the file `current` (stale: a newer checkpoint is current).
+    /// A send that opened it goes on reading it.
+    fn remove_current_file(&self) {
         let path = self.current_path();
-        let data = match File::open(&path) {
-            Ok(file) => SnapshotData {
-                file,
-                path: path.clone(),
+        if self.marker_path().exists() {
+            return;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot remove a stale snapshot")
+            }
+        }
+    }
+
+    /// Makes the (complete, fsynced) snapshot file at `path` the current
+    /// snapshot by renaming it over `current`; the checkpoint that was
+    /// current is removed once no send uses it.
+    fn adopt_file(&self, meta: &Meta, path: &Path) -> io::Result<()> {
+        let mut current = self.lock();
+        let target = self.current_path();
+        if path != target {
+            fs::rename(path, &target)
+                .map_err(|e| io_err(format_args!("rename {}", path.display()), e))?;
+            sync_dir(&self.dir)?;
+        }
+        let old = std::mem::replace(
+            &mut *current,
+            Current::File {
+                meta: meta.clone(),
+                verified: true,
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(format_args!("read {}", path.display()), e)),
+        );
+        drop(current);
+        if let Current::Checkpoint(c) = old {
+            c.retire();
+        }
+        Ok(())
+    }
+
+    /// Makes a freshly built checkpoint current, unless the current
+    /// snapshot covers as much of the log (a slow build must not replace
+    /// what a later install put there) and is still on disk, or an install
+    /// is in progress; a
+    /// checkpoint not made current is removed once nothing refers to it.
+    fn adopt_checkpoint(&self, c: &Arc<Checkpoint>) -> bool {
+        let mut current = self.lock();
+        // (A current snapshot gone from the disk is replaced whatever it
+        // covered.)
+        let newer = match &*current {
+            Current::None | Current::Damaged(_) => true,
+            Current::File { meta, .. } => {
+                c.meta().last_log_id > meta.last_log_id || !self.current_path().exists()
+            }
+            Current::Checkpoint(old) => {
+                c.meta().last_log_id > old.meta().last_log_id || old.check_present().is_err()
+            }
         };
-        let meta = verify(&data.file, |_, _, _| Ok(()))
-            .map_err(|e| io_err(format_args!("snapshot {}", path.display()), e))?;
-        Ok(Some((meta, data)))
+        if !newer || self.marker_path().exists() {
+            drop(current);
+            c.retire();
+            return false;
+        }
+        let old = std::mem::replace(&mut *current, Current::Checkpoint(c.clone()));
+        drop(current);
+        match old {
+            Current::Checkpoint(o) => o.retire(),
+            Current::File { .. } | Current::Damaged(_) => self.remove_current_file(),
+            Current::None => {}
+        }
+        true
+    }
+
+    /// The current snapshot, ready to be read from its start. A file is
+    /// verified (framing, checksum) the first time it is handed out in this
+    /// process; a checkpoint must still have its metadata file.
+    fn load(&self) -> io::Result<Option<(Meta, SnapshotData)>> {
+        let mut current = self.lock();
+        match &mut *current {
+            Current::None => Ok(None),
+            Current::Damaged(e) => Err(io::Error::other(e.clone())),
+            Current::File { meta, verified } => {
+                let path = self.current_path();
+                let data = SnapshotData::open(&path)?;
+                if !*verified {
+                    let Origin::File { file, .. } = &data.0 else {
+                        unreachable!("a file")
+                    };
+                    let found = verify(file, |_, _, _| Ok(()))
+                        .map_err(|e| io_err(format_args!("snapshot {}", path.display()), e))?;
+                    *meta = found;
+                    *verified = true;
+                }
+                Ok(Some((meta.clone(), data)))
+            }
+            Current::Checkpoint(c) => {
+                c.check_present()?;
+                Ok(Some((
+                    c.meta().clone(),
+                    SnapshotData::of_checkpoint(c.clone()),
+                )))
+            }
+        }
     }
 }
 
+impl Current {
+    fn file(found: Result<Meta, String>) -> Current {
+        match found {
+            Ok(meta) => Current::File {
+                meta,
+                verified: false,
+            },
+            Err(e) => Current::Damaged(e),
+        }
+    }
+}
+
+/// What the current snapshot in `dir` is, and what else is there to be
+/// removed; changes nothing. Of the `current` file and the newest
+/// checkpoint, the one covering more of the log is current (the file when
+/// equal, and always while an install is in progress: it is what is being
+/// installed).
+fn scan(dir: &Path) -> (Current, Vec<PathBuf>) {
+    let mut leftovers = Vec::new();
+    let mut newest: Option<(PathBuf, Meta)> = None;
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "tmp") {
+                leftovers.push(p);
+            } else if checkpoint::is_checkpoint_name(&e.file_name()) && p.is_dir() {
+                match checkpoint::read_checkpoint_meta(&p) {
+                    Ok(meta) => match &newest {
+                        Some((_, n)) if n.last_log_id >= meta.last_log_id => leftovers.push(p),
+                        _ => {
+                            if let Some((old, _)) = newest.replace((p, meta)) {
+                                leftovers.push(old);
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(error = %e, path = %p.display(), "a damaged snapshot checkpoint (derived data: removed, the next build makes another)");
+                        leftovers.push(p);
+                    }
+                }
+            }
+        }
+    }
+    let installing = dir.join("INSTALLING").exists();
+    let path = dir.join("current");
+    let file = match read_meta(&path) {
+        Ok(meta) => Some(Ok(meta)),
+        Err(_) if !path.exists() => None,
+        Err(e) => Some(Err(format!("snapshot {}: {e}", path.display()))),
+    };
+    let checkpoint =
+        |(p, meta): (PathBuf, Meta)| Current::Checkpoint(Arc::new(Checkpoint::new(p, meta)));
+    let current = match (file, newest) {
+        (file, Some((p, _))) if installing => {
+            leftovers.push(p);
+            file.map_or(Current::None, Current::file)
+        }
+        (None, None) => Current::None,
+        (Some(f), None) => Current::file(f),
+        (None, Some(c)) => checkpoint(c),
+        (Some(Ok(meta)), Some((p, c))) if meta.last_log_id >= c.last_log_id => {
+            leftovers.push(p);
+            Current::File {
+                meta,
+                verified: false,
+            }
+        }
+        // The checkpoint covers more (or the file is damaged).
+        (Some(_), Some(c)) => {
+            leftovers.push(path);
+            checkpoint(c)
+        }
+    };
+    (current, leftovers)
+}
 /// A snapshot arriving from a peer, written to a temporary file in the
 /// snapshot directory chunk by chunk. Removed when dropped unless
 /// [`Incoming::finish`]ed and handed on.
@@ -487,14 +793,14 @@ fn verify_from_start(
     }
 }
 
-/// Where a snapshot's bytes go: the file (magic and metadata), then the
-/// LZ4 frame encoder in front of it (the body).
-enum Sink {
-    Plain(BufWriter<File>),
-    Lz4(Box<lz4_flex::frame::FrameEncoder<BufWriter<File>>>),
+/// Where a snapshot's bytes go: the file or memory (magic and metadata),
+/// then the LZ4 frame encoder in front of it (the body).
+enum Sink<W: Write> {
+    Plain(W),
+    Lz4(Box<lz4_flex::frame::FrameEncoder<W>>),
 }
 
-impl Write for Sink {
+impl<W: Write> Write for Sink<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::Plain(w) => w.write(buf),
@@ -510,7 +816,7 @@ impl Write for Sink {
     }
 }
 
-impl Sink {
+impl<W: Write> Sink<W> {
     fn compressed(self) -> Self {
         use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
         match self {
@@ -524,23 +830,32 @@ impl Sink {
         }
     }
 
-    /// Ends the frame and returns the file, flushed (not yet synced).
-    fn finish(self) -> io::Result<File> {
-        let w = match self {
+    /// What the bytes went to so far (the encoder writes a block once it is
+    /// full: the output depends only on the bytes written, not on how they
+    /// were split).
+    fn inner_mut(&mut self) -> &mut W {
+        match self {
             Sink::Plain(w) => w,
-            Sink::Lz4(e) => e.finish().map_err(io::Error::other)?,
-        };
-        w.into_inner().map_err(|e| e.into_error())
+            Sink::Lz4(e) => e.get_mut(),
+        }
+    }
+
+    /// Ends the frame and returns what it was written to.
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Lz4(e) => e.finish().map_err(io::Error::other),
+        }
     }
 }
 
 /// Writes a snapshot, hashing what it writes (before compression).
-struct FramedWriter {
-    out: Sink,
+struct FramedWriter<W: Write> {
+    out: Sink<W>,
     hasher: Sha256,
 }
 
-impl FramedWriter {
+impl<W: Write> FramedWriter<W> {
     fn put(&mut self, b: &[u8]) -> io::Result<()> {
         self.hasher.update(b);
         self.out.write_all(b)
@@ -558,12 +873,13 @@ impl FramedWriter {
     }
 }
 
-/// Dumps the state machine under one RocksDB snapshot into a new temporary
-/// file in `dir`, streamed; returns its metadata and path.
-fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
-    let snap = db.snapshot();
+/// The snapshot metadata of a state machine whose `sm_meta` records `get`
+/// reads: the last applied log id and the membership.
+fn snapshot_meta(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
+) -> io::Result<Meta> {
     let read_json = |key: &[u8]| -> io::Result<Option<Vec<u8>>> {
-        snap.get_cf(cf(db, CF_SM_META), key).map_err(|e| {
+        get(key).map_err(|e| {
             io_err(
                 format_args!("read {CF_SM_META}/{}", keys::display_key(key)),
                 e,
@@ -581,10 +897,21 @@ fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
             serde_json::from_slice(&v).map_err(|e| io_err("sm_meta/membership is corrupted", e))?
         }
     };
-    let meta = SnapshotMeta {
+    Ok(SnapshotMeta {
         last_log_id,
         last_membership,
-    };
+    })
+}
+
+/// Dumps the state machine under one RocksDB snapshot into a new temporary
+/// file in `dir`, streamed; returns its metadata and path. How every
+/// snapshot was built before checkpoints: the reference the bytes produced
+/// from a checkpoint are compared with (and the cost they are measured
+/// against).
+#[cfg(test)]
+fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
+    let snap = db.snapshot();
+    let meta = snapshot_meta(|key| snap.get_cf(cf(db, CF_SM_META), key))?;
 
     let path = temp_path(dir, "build");
     let file =
@@ -593,7 +920,7 @@ fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
         out: Sink::Plain(BufWriter::with_capacity(IO_BUFFER, file)),
         hasher: Sha256::new(),
     };
-    let written = (|mut w: FramedWriter| -> io::Result<()> {
+    let written = (|mut w: FramedWriter<BufWriter<File>>| -> io::Result<()> {
         w.put(MAGIC)?;
         w.put_field(
             &serde_json::to_vec(&meta).map_err(|e| io_err("encode snapshot metadata", e))?,
@@ -614,7 +941,11 @@ fn build(db: &DB, dir: &Path) -> io::Result<(Meta, PathBuf)> {
         w.put(&count.to_be_bytes())?;
         let checksum = std::mem::take(&mut w.hasher).finalize();
         w.out.write_all(&checksum)?;
-        w.out.finish()?.sync_all()
+        w.out
+            .finish()?
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()
     })(w);
     if let Err(e) = written {
         let _ = fs::remove_file(&path);
@@ -688,38 +1019,74 @@ pub fn check_snapshot_file(
     Ok(())
 }
 
-/// Verifies the snapshot `data` and replaces the state machine with it;
-/// returns the largest write batch it built, in bytes.
-pub(super) fn install(
-    sm: &StateMachineStore,
-    meta: &Meta,
-    data: SnapshotData,
-) -> io::Result<usize> {
-    let found = verify(&data.file, |_, _, _| Ok(())).map_err(|e| io_err("install snapshot", e))?;
+/// Checks the whole snapshot `file` (framing, checksum) and that it is of
+/// the snapshot `meta`.
+fn check_data(file: &File, meta: &Meta) -> io::Result<()> {
+    let found = verify(file, |_, _, _| Ok(())).map_err(|e| io_err("install snapshot", e))?;
     if found != *meta {
         return Err(io_err(
             "install snapshot",
             format_args!("data is of snapshot {found} but metadata says {meta}"),
         ));
     }
-    // A file received into the snapshot directory is moved; one from
-    // elsewhere (a tool, a test) is copied first, streamed.
-    let path = if data.path.parent() == Some(sm.snapshots.dir.as_path()) {
-        data.path.clone()
-    } else {
-        let copy = temp_path(&sm.snapshots.dir, "copy");
-        let copied = File::create(&copy).and_then(|mut out| {
-            let mut from = BufReader::with_capacity(IO_BUFFER, File::open(&data.path)?);
-            io::copy(&mut from, &mut out)?;
-            out.sync_all()
-        });
-        if let Err(e) = copied {
-            let _ = fs::remove_file(&copy);
-            return Err(io_err(format_args!("copy {}", data.path.display()), e));
+    Ok(())
+}
+
+/// Writes the rest of `data` to a new temporary file in `dir`, fsynced;
+/// returns it, open for reading.
+fn write_to_temp(dir: &Path, what: &str, data: &mut SnapshotData) -> io::Result<(PathBuf, File)> {
+    let path = temp_path(dir, what);
+    let written = File::create(&path).and_then(|file| {
+        let mut out = BufWriter::with_capacity(IO_BUFFER, file);
+        data.write_rest(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        File::open(&path)
+    });
+    match written {
+        Ok(file) => Ok((path, file)),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(io_err(format_args!("write {}", path.display()), e))
         }
-        copy
+    }
+}
+
+/// Verifies the snapshot `data` and replaces the state machine with it;
+/// returns the largest write batch it built, in bytes.
+pub(super) fn install(
+    sm: &StateMachineStore,
+    meta: &Meta,
+    mut data: SnapshotData,
+) -> io::Result<usize> {
+    let dir = sm.snapshots.dir.as_path();
+    let received = match &data.0 {
+        // A file received into the snapshot directory is moved; one from
+        // elsewhere (a tool, a test) is copied first, streamed.
+        Origin::File { file, path } => {
+            check_data(file, meta)?;
+            (path.parent() == Some(dir)).then(|| path.clone())
+        }
+        // From a checkpoint (openraft installs the current snapshot at start
+        // when the applied state is behind it): the stream is written to a
+        // file, checked and installed like a received one.
+        Origin::Checkpoint(_) => None,
     };
-    sm.snapshots.adopt(meta, &path, false)?;
+    let path = match received {
+        Some(path) => path,
+        None => {
+            data.rewind()?;
+            let (copy, file) = write_to_temp(dir, "copy", &mut data)?;
+            if data.is_checkpoint() {
+                if let Err(e) = check_data(&file, meta) {
+                    let _ = fs::remove_file(&copy);
+                    return Err(e);
+                }
+            }
+            copy
+        }
+    };
+    drop(data);
+    sm.snapshots.adopt_file(meta, &path)?;
     install_current(&sm.db, &sm.snapshots, meta)
 }
 
@@ -835,18 +1202,43 @@ pub(super) fn current(
         .map(|(meta, snapshot)| Snapshot { meta, snapshot }))
 }
 
+/// The current snapshot of the replica whose snapshot directory is `dir`,
+/// as the bytes a send of it carries, written to `out` (tools and tests;
+/// the replica may be running: its current checkpoint is only read, and
+/// nothing in `dir` is changed). Returns its metadata and its length, or
+/// `None` without a snapshot. Fails if the replica replaces the snapshot
+/// meanwhile.
+pub fn export_current(dir: &Path, out: &mut impl Write) -> io::Result<Option<(Meta, u64)>> {
+    let (current, _) = scan(dir);
+    let (meta, mut data) = match current {
+        Current::None => return Ok(None),
+        Current::Damaged(e) => return Err(io::Error::other(e)),
+        Current::File { meta, .. } => (meta, SnapshotData::open(&dir.join("current"))?),
+        Current::Checkpoint(c) => (c.meta().clone(), SnapshotData::of_checkpoint(c)),
+    };
+    let n = data.write_rest(out)?;
+    Ok(Some((meta, n)))
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
 
-    /// Builds from the state as applied when called (not when the builder
-    /// was created); the metadata is read under the same RocksDB snapshot,
-    /// so it always describes exactly the data.
+    /// Takes a checkpoint of the state as applied when called (not when the
+    /// builder was created), on tokio's blocking pool; the metadata is read
+    /// from the checkpoint, so it always describes exactly the data. No
+    /// record is read: the bytes are produced when the snapshot is sent.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
-        let (meta, path) = build(&self.db, &self.snapshots.dir)?;
-        // Opened before it is renamed (or removed, if a newer one is current).
-        let snapshot = SnapshotData::open(&path)?;
-        self.snapshots.adopt(&meta, &path, true)?;
-        tracing::info!(snapshot = %meta, bytes = snapshot.len()?, "snapshot built");
+        let (files, db) = (self.snapshots.clone(), self.db.clone());
+        let (meta, snapshot, current) =
+            tokio::task::spawn_blocking(move || build_checkpoint(&files, &db))
+                .await
+                .map_err(|e| io_err("build snapshot", e))??;
+        tracing::info!(
+            snapshot = %meta,
+            checkpoint = %snapshot.path().display(),
+            current,
+            "snapshot built"
+        );
         self.metrics.snapshot("built");
         Ok(Snapshot { meta, snapshot })
     }
@@ -1022,7 +1414,11 @@ mod tests {
 
     /// A version 1 framed file (uncompressed, as earlier builds wrote) with
     /// `records`, and a correct or wrong checksum.
-    fn file_with(dir: &Path, records: &[(u8, Vec<u8>, Vec<u8>)], bad_sum: bool) -> PathBuf {
+    pub(super) fn file_with(
+        dir: &Path,
+        records: &[(u8, Vec<u8>, Vec<u8>)],
+        bad_sum: bool,
+    ) -> PathBuf {
         let meta: Meta = Default::default();
         let mut out = MAGIC_V1.to_vec();
         let m = serde_json::to_vec(&meta).unwrap();

@@ -428,12 +428,19 @@ async fn a_snapshot_of_another_history_is_refused() {
     for i in 0..4 {
         other.enroll_channel(&format!("shop-{i}")).await;
     }
-    let file = other.dir().join("n1/data/snapshots/current");
+    // The bytes a send of its current snapshot carries.
+    let dir = other.dir().join("n1/data/snapshots");
     let bytes = other
         .wait_until(
-            "the other cluster to write a snapshot",
+            "the other cluster to build a snapshot",
             TIMEOUT,
-            async || std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display())),
+            async || {
+                let mut bytes = Vec::new();
+                arbor_node::storage::snapshot::export_current(&dir, &mut bytes)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?
+                    .ok_or_else(|| format!("{}: no snapshot", dir.display()))?;
+                Ok(bytes)
+            },
         )
         .await;
     let len = u32::from_be_bytes(bytes[8..12].try_into().unwrap()) as usize;

@@ -41,10 +41,21 @@ async fn late_replica_catches_up_by_snapshot() {
     )
     .await;
 
-    let current = c.dir().join(format!("n{leader}/data/snapshots/current"));
-    let size = std::fs::metadata(&current)
-        .unwrap_or_else(|e| panic!("{}: {e}", current.display()))
-        .len();
+    // The bytes a send of the leader's current snapshot carries (produced
+    // from its checkpoint: a build writes no snapshot file).
+    let dir = c.dir().join(format!("n{leader}/data/snapshots"));
+    let size = c
+        .wait_until(
+            "the leader's snapshot to be readable",
+            TIMEOUT,
+            async || {
+                arbor_node::storage::snapshot::export_current(&dir, &mut std::io::sink())
+                    .map_err(|e| format!("{}: {e}", dir.display()))?
+                    .map(|(_, n)| n)
+                    .ok_or_else(|| format!("{}: no snapshot", dir.display()))
+            },
+        )
+        .await;
     assert!(
         size > arbor_node::storage::snapshot::CHUNK_BYTES as u64,
         "the snapshot is {size} bytes: too small to be sent in several chunks"
