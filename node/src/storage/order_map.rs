@@ -844,7 +844,7 @@ mod tests {
         let mut nodes = 0;
         for (key, tile) in &l.written {
             let depth = tile_depth(key);
-            assert!(depth < CACHE_DEPTH && depth % TILE_LEVELS == 0);
+            assert!(depth < CACHE_DEPTH && depth.is_multiple_of(TILE_LEVELS));
             let stored = sm
                 .db
                 .get_cf(cf(&sm.db, CF_ORDER_MAP), key)
@@ -981,9 +981,7 @@ mod tests {
             );
             let mut w = PendingWrites::new(sm.db.clone());
             let reader = sm.reader().with_overlay(w.overlay());
-            let e = write_epoch(&reader, &mut w, None, 64, &[])
-                .err()
-                .expect("refused");
+            let e = write_epoch(&reader, &mut w, None, 64, &[]).expect_err("refused");
             assert!(
                 e.to_string()
                     .contains(&crate::storage::keys::display_key(&top)),
