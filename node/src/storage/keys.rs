@@ -17,7 +17,8 @@
 //! | `sm_meta` | `head`, `last_applied`, `membership` (raft's), `config`, `replicas` (the ledger's desired membership) | serde_json |
 //! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json; scanned in key order for the nodes with a profile (rules version 4 sourcing decisions: `LedgerReader::profiled_nodes`) |
 //! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
-//! | `order_map` | `n` + node position (`ledger::map::position`) | order map node (`map::Node::encode`) |
+//! | `order_map` | `t` + the position (`ledger::map::position`) of a tile's top node, whose depth is a multiple of `order_map::TILE_LEVELS` (4) | the tile: that node's subtree down to 3 levels below it, up to 15 nodes (`order_map::Tile::encode`: a 16-bit presence bitmap, then each present node, top first, left to right, as `map::Node::encode` — or the byte 2 for an inner node whose two children are in the tile, its hashes being theirs) |
+//! | `order_map` | `n` + node position | one order map node per key (`map::Node::encode`), written before tiles: a database holding any rebuilds the map into tiles when it opens |
 //! | `order_map` | `R` + map size, u64 big-endian | the version 2 order map root at that size (32 bytes; version 1 roots were under `r`, and a database holding only those rebuilds the map) |
 //! | `order_map` | `p` + party key (`map::party_key`, 32 bytes) + seq, u64 big-endian | empty: the party's party entries below the newest map epoch |
 //! | `merkle` | level u8, then index u64 big-endian | the root of the complete Merkle subtree over leaves `[index << level, (index + 1) << level)`, 32 bytes (derived from `ledger`: [`super::merkle_tree`]) |
@@ -117,10 +118,20 @@ pub fn decode_u64_key(key: &[u8]) -> Option<u64> {
     key.try_into().ok().map(u64::from_be_bytes)
 }
 
-/// The key of an order map node at `position` (`ledger::map::position`).
+/// The key of an order map node at `position` (`ledger::map::position`)
+/// as written before tiles (`map_node_key(&[])` is the keys' prefix).
 pub fn map_node_key(position: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + position.len());
     k.push(b'n');
+    k.extend_from_slice(position);
+    k
+}
+
+/// The key of the order map tile whose top node is at `position`
+/// (`ledger::map::position`, of a depth multiple of `order_map::TILE_LEVELS`).
+pub fn map_tile_key(position: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + position.len());
+    k.push(b't');
     k.extend_from_slice(position);
     k
 }

@@ -8,6 +8,16 @@
 //! the root at `M`. Nodes are overwritten in place, so the nodes always
 //! describe the newest epoch; roots of every epoch are kept (32 bytes
 //! each), so a cosigner can check the `map` line of a checkpoint at any size.
+//!
+//! Nodes are stored in *tiles* ([`Tile`]): the subtree of [`TILE_LEVELS`]
+//! levels under each position whose depth is a multiple of `TILE_LEVELS`,
+//! one RocksDB record each. An epoch's update reads each tile it touches
+//! once, changes it in memory and writes it once at the end of the epoch,
+//! so a changed order costs about `log2 N / TILE_LEVELS` records instead
+//! of one per level; the map itself (its nodes, roots and proofs) is the
+//! same.
+
+use std::collections::HashMap;
 
 use arbor_proto::ledger::map::{self, Node, NodeStore, MAP_EPOCH};
 use arbor_proto::ledger::merkle::Hash;
@@ -16,37 +26,182 @@ use rocksdb::DB;
 
 use super::cf;
 use super::keys::{
-    map_node_key, map_party_entry_key, map_root_key, CF_ORDER_MAP, CF_SM_META, KEY_HEAD,
+    map_node_key, map_party_entry_key, map_root_key, map_tile_key, CF_ORDER_MAP, CF_SM_META,
+    KEY_HEAD,
 };
 use super::overlay::PendingWrites;
 use super::{LedgerReader, ReadError};
 
-/// The map's nodes as the state machine sees them while applying: reads
-/// through its overlay (and the upper levels through `cache`), writes into
-/// its batch.
+/// Levels of the map per tile.
+pub const TILE_LEVELS: usize = 4;
+
+/// Nodes a tile can hold: a complete binary tree of [`TILE_LEVELS`] levels.
+const TILE_SLOTS: usize = (1 << TILE_LEVELS) - 1;
+
+/// The nodes of the map in the subtree of [`TILE_LEVELS`] levels under one
+/// position whose depth is a multiple of `TILE_LEVELS` (its *top*), by
+/// slot: the top is slot 0 and the children of slot `s` are slots `2s + 1`
+/// (left) and `2s + 2` (right). A tile with no node is not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tile([Option<Node>; TILE_SLOTS]);
+
+impl Default for Tile {
+    fn default() -> Self {
+        Tile([None; TILE_SLOTS])
+    }
+}
+
+/// Tag of an inner node whose hashes are its children's in the same tile.
+const DERIVED: u8 = 2;
+
+impl Tile {
+    /// The hash of the child of slot `s` (`right` or left) if that child is
+    /// in the tile: its node's hash, or [`map::EMPTY`] if it holds none.
+    fn child_hash(&self, s: usize, right: bool) -> Option<Hash> {
+        let c = 2 * s + 1 + right as usize;
+        (c < TILE_SLOTS).then(|| self.0[c].map_or(map::EMPTY, |n| n.hash()))
+    }
+
+    /// A 16-bit big-endian bitmap of the present slots (bit `s` for slot
+    /// `s`), then each present node in slot order: `map::Node::encode`, or
+    /// the single byte 2 for an inner node whose two hashes are those of
+    /// its children in the tile (the map always holds such nodes above a
+    /// tile's bottom level, so a tile stores the hashes of its bottom level
+    /// and its leaves only).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut present = 0u16;
+        let mut v = vec![0; 2];
+        for (s, n) in self.0.iter().enumerate() {
+            let Some(n) = n else { continue };
+            present |= 1 << s;
+            match n {
+                Node::Inner { left, right }
+                    if self.child_hash(s, false) == Some(*left)
+                        && self.child_hash(s, true) == Some(*right) =>
+                {
+                    v.push(DERIVED)
+                }
+                _ => v.extend_from_slice(&n.encode()),
+            }
+        }
+        v[..2].copy_from_slice(&present.to_be_bytes());
+        v
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Tile, String> {
+        let present = u16::from_be_bytes(
+            b.get(..2)
+                .ok_or("not an order map tile (no bitmap)")?
+                .try_into()
+                .expect("2 bytes"),
+        );
+        if present >> TILE_SLOTS != 0 {
+            return Err(format!(
+                "not an order map tile (bitmap {present:#06x} names slots past {TILE_SLOTS})"
+            ));
+        }
+        let mut t = Tile::default();
+        let mut derived = 0u16;
+        let mut at = 2;
+        for s in (0..TILE_SLOTS).filter(|s| present & (1 << s) != 0) {
+            let len = match b.get(at) {
+                None => return Err(format!("order map tile ends before slot {s}")),
+                Some(0) => 73,
+                Some(1) => 65,
+                Some(&DERIVED) if 2 * s + 2 < TILE_SLOTS => {
+                    derived |= 1 << s;
+                    at += 1;
+                    continue;
+                }
+                Some(tag) => return Err(format!("order map tile: slot {s} has tag {tag}")),
+            };
+            let node = b
+                .get(at..at + len)
+                .ok_or_else(|| format!("order map tile ends inside slot {s}"))?;
+            t.0[s] = Some(Node::decode(node).map_err(|e| format!("order map tile slot {s}: {e}"))?);
+            at += len;
+        }
+        if at != b.len() {
+            return Err(format!(
+                "order map tile has {} bytes after its last node",
+                b.len() - at
+            ));
+        }
+        // Children before parents: every derived node's children are known.
+        for s in (0..TILE_SLOTS).rev().filter(|s| derived & (1 << s) != 0) {
+            t.0[s] = Some(Node::Inner {
+                left: t.child_hash(s, false).expect("in the tile"),
+                right: t.child_hash(s, true).expect("in the tile"),
+            });
+        }
+        Ok(t)
+    }
+}
+
+/// The tile holding the node at `position` (`map::position`): the key of
+/// the tile and the node's slot in it.
+fn locate(position: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    let bad = || format!("not an order map position: {position:02x?}");
+    let depth = u16::from_be_bytes([
+        *position.first().ok_or_else(bad)?,
+        *position.get(1).ok_or_else(bad)?,
+    ]) as usize;
+    let bits = &position[2..];
+    if depth > map::KEY_BITS || bits.len() != depth.div_ceil(8) {
+        return Err(bad());
+    }
+    let bit = |i: usize| (bits[i / 8] >> (7 - i % 8)) & 1;
+    let top = depth - depth % TILE_LEVELS;
+    let mut tile = (top as u16).to_be_bytes().to_vec();
+    tile.extend_from_slice(&bits[..top.div_ceil(8)]);
+    if !top.is_multiple_of(8) {
+        let last = tile.len() - 1;
+        tile[last] &= 0xffu8 << (8 - top % 8);
+    }
+    let index = (top..depth).fold(0usize, |i, b| (i << 1) | bit(b) as usize);
+    Ok((map_tile_key(&tile), (1 << (depth - top)) - 1 + index))
+}
+
+/// The depth of the top of the tile at `key` (a [`map_tile_key`]).
+fn tile_depth(key: &[u8]) -> usize {
+    u16::from_be_bytes([key[1], key[2]]) as usize
+}
+
+fn decode_tile(key: &[u8], v: &[u8]) -> Result<Tile, ReadError> {
+    Tile::decode(v).map_err(|e| LedgerReader::corrupt_err(CF_ORDER_MAP, key, e))
+}
+
+/// The map's nodes as the state machine sees them while applying: tiles
+/// read through its overlay (and the upper ones through `cache`), staged
+/// in `tiles` for one epoch's update and then written into its batch
+/// ([`Applying::finish`]), each dirty tile once.
 struct Applying<'a> {
     reader: &'a LedgerReader,
     w: &'a mut PendingWrites,
     cache: Option<&'a NodeCache>,
-    error: Option<ReadError>,
+    error: Option<MapError>,
+    /// This epoch's tiles so far, and whether each was changed.
+    tiles: HashMap<Vec<u8>, (Tile, bool)>,
 }
 
-/// Deepest node level kept by [`NodeCache`]: at most `2^(CACHE_DEPTH + 1)`
-/// positions (131 072 nodes, ~10 MB), whatever the ledger's size.
+/// Tiles whose top is above this depth (the map's nodes of depth 0 to 15)
+/// are kept by [`NodeCache`]: at most 4,369 tiles (~5 MB), whatever the
+/// ledger's size.
 pub const CACHE_DEPTH: usize = 16;
 
-/// The upper levels of the map (depth ≤ [`CACHE_DEPTH`]) in memory, so an
-/// epoch's update reads them without a RocksDB lookup each.
+/// The upper levels of the map (the tiles whose top is above
+/// [`CACHE_DEPTH`]) in memory, so an epoch's update reads them without a
+/// RocksDB lookup each.
 ///
 /// Every epoch rewrites the path of each changed order from the root down,
-/// so without it most of an update's ~`log2 N` reads per changed order were
-/// point reads of RocksDB's memtable. Two layers keep it exactly equal to
-/// what a RocksDB read would give: `staged`, the nodes written into the
-/// pending batch (the overlay's copy of them), and `written`, nodes as
-/// RocksDB holds them (read from it, or staged and then written). A node
-/// comes from `staged`, then `written`, then RocksDB; the state machine
-/// calls [`NodeCache::written`] after its batch is written and
-/// [`NodeCache::clear`] when anything else rewrites the map (a snapshot
+/// so without it most of an update's tile reads were point reads of
+/// RocksDB's memtable. Two layers keep it exactly equal to what a RocksDB
+/// read would give: `staged`, the tiles written into the pending batch (the
+/// overlay's copy of them), and `written`, tiles as RocksDB holds them
+/// (read from it, or staged and then written; an empty tile for one it does
+/// not hold). A tile comes from `staged`, then `written`, then RocksDB; the
+/// state machine calls [`NodeCache::written`] after its batch is written
+/// and [`NodeCache::clear`] when anything else rewrites the map (a snapshot
 /// install, a failed write).
 #[derive(Default)]
 pub struct NodeCache {
@@ -55,19 +210,13 @@ pub struct NodeCache {
 
 #[derive(Default)]
 struct CacheLayers {
-    staged: std::collections::HashMap<u32, Option<Node>>,
-    written: std::collections::HashMap<u32, Option<Node>>,
+    staged: HashMap<Vec<u8>, Tile>,
+    written: HashMap<Vec<u8>, Tile>,
 }
 
-/// The cache's key for a position of depth ≤ [`CACHE_DEPTH`]: its depth and
-/// its (zero-padded) first two bytes.
-fn cache_slot(position: &[u8]) -> Option<u32> {
-    let depth = u16::from_be_bytes([*position.first()?, *position.get(1)?]) as usize;
-    if depth > CACHE_DEPTH {
-        return None;
-    }
-    let b = |i: usize| position.get(i).copied().unwrap_or(0) as u32;
-    Some(((depth as u32) << 16) | (b(2) << 8) | b(3))
+/// Whether [`NodeCache`] keeps the tile at `key`.
+fn cached(key: &[u8]) -> bool {
+    tile_depth(key) < CACHE_DEPTH
 }
 
 impl NodeCache {
@@ -75,21 +224,18 @@ impl NodeCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, slot: u32) -> Option<Option<Node>> {
+    fn get(&self, key: &[u8]) -> Option<Tile> {
         let l = self.layers();
-        l.staged
-            .get(&slot)
-            .or_else(|| l.written.get(&slot))
-            .copied()
+        l.staged.get(key).or_else(|| l.written.get(key)).copied()
     }
 
-    /// A new batch starts: nodes staged into an earlier one that was never
+    /// A new batch starts: tiles staged into an earlier one that was never
     /// written (its apply stopped on an error) are forgotten.
     pub fn begin(&self) {
         self.layers().staged.clear();
     }
 
-    /// The batch holding every staged node was written.
+    /// The batch holding every staged tile was written.
     pub fn written(&self) {
         let mut l = self.layers();
         let staged = std::mem::take(&mut l.staged);
@@ -110,41 +256,91 @@ impl NodeCache {
     }
 }
 
-fn decode_node(key: &[u8], v: &[u8]) -> Result<Node, ReadError> {
-    Node::decode(v).map_err(|e| LedgerReader::corrupt_err(CF_ORDER_MAP, key, e))
+impl Applying<'_> {
+    fn new<'a>(
+        reader: &'a LedgerReader,
+        w: &'a mut PendingWrites,
+        cache: Option<&'a NodeCache>,
+    ) -> Applying<'a> {
+        Applying {
+            reader,
+            w,
+            cache,
+            error: None,
+            tiles: HashMap::new(),
+        }
+    }
+
+    /// The staged tile at `key`, read first if this epoch has not yet.
+    fn tile(&mut self, key: Vec<u8>) -> Result<&mut (Tile, bool), ReadError> {
+        use std::collections::hash_map::Entry;
+        match self.tiles.entry(key) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let cache = self.cache.filter(|_| cached(e.key()));
+                let t = match cache.and_then(|c| c.get(e.key())) {
+                    Some(t) => t,
+                    None => {
+                        let t = match self.reader.raw(CF_ORDER_MAP, e.key())? {
+                            None => Tile::default(),
+                            Some(v) => decode_tile(e.key(), &v)?,
+                        };
+                        if let Some(c) = cache {
+                            // Not staged, so the overlay has no write of
+                            // it: this is RocksDB's value.
+                            c.layers().written.insert(e.key().clone(), t);
+                        }
+                        t
+                    }
+                };
+                Ok(e.insert((t, false)))
+            }
+        }
+    }
+
+    /// Writes every tile this epoch changed into the batch (and stages the
+    /// cached ones), once each.
+    fn finish(&mut self) {
+        let mut dirty: Vec<_> = self.tiles.drain().filter(|(_, (_, d))| *d).collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, (t, _)) in dirty {
+            self.w.put(CF_ORDER_MAP, &key, &t.encode());
+            if let Some(c) = self.cache.filter(|_| cached(&key)) {
+                c.layers().staged.insert(key, t);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: MapError) -> String {
+        let m = e.to_string();
+        self.error = Some(e);
+        m
+    }
 }
 
 impl NodeStore for Applying<'_> {
     fn get_node(&mut self, position: &[u8]) -> Result<Option<Node>, String> {
-        let slot = self.cache.and_then(|_| cache_slot(position));
-        if let (Some(cache), Some(slot)) = (self.cache, slot) {
-            if let Some(n) = cache.get(slot) {
-                return Ok(n);
-            }
+        let (key, slot) = locate(position)?;
+        match self.tile(key) {
+            Ok((t, _)) => Ok(t.0[slot]),
+            Err(e) => Err(self.fail(e.into())),
         }
-        let key = map_node_key(position);
-        let r = self
-            .reader
-            .raw(CF_ORDER_MAP, &key)
-            .and_then(|v| v.map(|v| decode_node(&key, &v)).transpose());
-        if let (Some(cache), Some(slot), Ok(n)) = (self.cache, slot, &r) {
-            // Not staged, so the overlay has no write of it: this is
-            // RocksDB's value.
-            cache.layers().written.insert(slot, *n);
-        }
-        r.map_err(|e| {
-            let m = e.to_string();
-            self.error = Some(e);
-            m
-        })
     }
 
     fn put_node(&mut self, position: &[u8], node: &Node) {
-        if let (Some(cache), Some(slot)) = (self.cache, cache_slot(position)) {
-            cache.layers().staged.insert(slot, Some(*node));
+        let located = locate(position).map_err(MapError::Map);
+        let r = located.and_then(|(key, slot)| Ok((self.tile(key)?, slot)));
+        match r {
+            Ok(((t, dirty), slot)) => {
+                t.0[slot] = Some(*node);
+                *dirty = true;
+            }
+            Err(e) => {
+                if self.error.is_none() {
+                    self.error = Some(e);
+                }
+            }
         }
-        self.w
-            .put(CF_ORDER_MAP, &map_node_key(position), &node.encode());
     }
 }
 
@@ -189,17 +385,13 @@ fn write_epoch(
     size: u64,
     epoch: &[arbor_proto::ledger::Entry],
 ) -> Result<(), MapError> {
-    let mut store = Applying {
-        reader,
-        w,
-        cache,
-        error: None,
-    };
+    let mut store = Applying::new(reader, w, cache);
     let r = map::apply_epoch(&mut store, epoch);
     if let Some(e) = store.error.take() {
-        return Err(e.into());
+        return Err(e);
     }
     let (root, party_entries) = r.map_err(MapError::Map)?;
+    store.finish();
     for (party, seq) in party_entries {
         w.put(
             CF_ORDER_MAP,
@@ -211,22 +403,34 @@ fn write_epoch(
     Ok(())
 }
 
-/// Builds the map from the ledger when the newest epoch's root is missing:
-/// a database written before the order map existed or before its version 2
-/// (whose roots are under another key), or a snapshot from such a replica. Replays every epoch in order (each epoch's root is written),
-/// from an emptied `order_map`, so an interrupted rebuild starts over. O(the
-/// ledger), once; afterwards the state machine keeps the map up to date.
+/// Builds the map from the ledger when the newest epoch's root is missing
+/// (a database written before the order map existed or before its version
+/// 2, whose roots are under another key) or when the nodes are stored one
+/// per key (a database written before tiles), or after installing a
+/// snapshot from such a replica. Replays every epoch in order (each epoch's
+/// root is written), from an emptied `order_map`, so an interrupted rebuild
+/// starts over. O(the ledger), once; afterwards the state machine keeps the
+/// map up to date.
 pub(super) fn catch_up(reader: &LedgerReader) -> Result<(), MapError> {
     let Some(head) = reader.head()? else {
         return Ok(());
     };
     let newest = map::epoch_at(head.seq + 1);
-    if newest == 0 || root_at(reader, newest)?.is_some() {
+    if newest == 0 {
+        return Ok(());
+    }
+    let untiled = holds_untiled_nodes(reader)?;
+    if !untiled && root_at(reader, newest)?.is_some() {
         return Ok(());
     }
     tracing::info!(
         epochs = newest / MAP_EPOCH,
-        "building the order map from the ledger (database older than the map)"
+        "building the order map from the ledger ({})",
+        if untiled {
+            "its nodes were stored one per key, before tiles"
+        } else {
+            "database older than the map"
+        }
     );
     let db: &DB = &reader.db;
     db.delete_range_cf(
@@ -251,6 +455,23 @@ pub(super) fn catch_up(reader: &LedgerReader) -> Result<(), MapError> {
         from = size;
     }
     Ok(())
+}
+
+/// Whether `order_map` holds a node under its key of before tiles.
+fn holds_untiled_nodes(reader: &LedgerReader) -> Result<bool, MapError> {
+    let prefix = map_node_key(&[]);
+    let db: &DB = &reader.db;
+    let mut it = db.raw_iterator_cf(cf(db, CF_ORDER_MAP));
+    it.seek(&prefix);
+    if let Err(source) = it.status() {
+        return Err(ReadError::Db {
+            cf: CF_ORDER_MAP,
+            key: super::keys::display_key(&prefix),
+            source,
+        }
+        .into());
+    }
+    Ok(it.key().is_some_and(|k| k.starts_with(&prefix)))
 }
 
 impl LedgerReader {
@@ -307,7 +528,9 @@ pub struct PartySnapshot {
 struct AtSnapshot<'a> {
     db: &'a DB,
     snap: &'a rocksdb::Snapshot<'a>,
-    error: Option<ReadError>,
+    error: Option<MapError>,
+    /// The tiles read so far (the proofs of one snapshot share the top).
+    tiles: HashMap<Vec<u8>, Tile>,
 }
 
 impl AtSnapshot<'_> {
@@ -322,17 +545,41 @@ impl AtSnapshot<'_> {
     }
 }
 
+impl AtSnapshot<'_> {
+    fn tile(&mut self, key: Vec<u8>) -> Result<&Tile, ReadError> {
+        use std::collections::hash_map::Entry;
+        Ok(match self.tiles.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let v = self
+                    .snap
+                    .get_cf(cf(self.db, CF_ORDER_MAP), e.key())
+                    .map_err(|source| ReadError::Db {
+                        cf: CF_ORDER_MAP,
+                        key: super::keys::display_key(e.key()),
+                        source,
+                    })?;
+                let t = match v {
+                    None => Tile::default(),
+                    Some(v) => decode_tile(e.key(), &v)?,
+                };
+                e.insert(t)
+            }
+        })
+    }
+}
+
 impl NodeStore for AtSnapshot<'_> {
     fn get_node(&mut self, position: &[u8]) -> Result<Option<Node>, String> {
-        let key = map_node_key(position);
-        let r = self
-            .read(CF_ORDER_MAP, &key)
-            .and_then(|v| v.map(|v| decode_node(&key, &v)).transpose());
-        r.map_err(|e| {
-            let m = e.to_string();
-            self.error = Some(e);
-            m
-        })
+        let (key, slot) = locate(position)?;
+        match self.tile(key) {
+            Ok(t) => Ok(t.0[slot]),
+            Err(e) => {
+                let m = e.to_string();
+                self.error = Some(e.into());
+                Err(m)
+            }
+        }
     }
 
     fn put_node(&mut self, _: &[u8], _: &Node) {
@@ -352,6 +599,7 @@ fn proof(
         db,
         snap: &snap,
         error: None,
+        tiles: HashMap::new(),
     };
     let size = match s.read(CF_SM_META, KEY_HEAD)? {
         None => 0,
@@ -387,7 +635,7 @@ fn proof(
         .map_err(|_| LedgerReader::corrupt_err(CF_ORDER_MAP, &key, "not a 32-byte root"))?;
     let proof = map::prove(&mut s, &map::order_key(order_id));
     if let Some(e) = s.error.take() {
-        return Err(e.into());
+        return Err(e);
     }
     let proof = proof.map_err(MapError::Map)?;
     let mut out = Vec::with_capacity(parties.len());
@@ -395,7 +643,7 @@ fn proof(
         let key = map::party_key(party);
         let p = map::prove(&mut s, &key);
         if let Some(e) = s.error.take() {
-            return Err(e.into());
+            return Err(e);
         }
         let from = map_party_entry_key(&key, 0);
         let mut seqs = Vec::new();
@@ -439,6 +687,21 @@ mod tests {
     use arbor_proto::ledger::map::OrderHead;
     use std::collections::BTreeMap;
 
+    /// One epoch's update through the state machine's store: the changed
+    /// tiles are written into `w` at the end.
+    fn update(
+        reader: &LedgerReader,
+        w: &mut PendingWrites,
+        cache: Option<&NodeCache>,
+        c: &BTreeMap<Hash, OrderHead>,
+    ) -> Hash {
+        let mut store = Applying::new(reader, w, cache);
+        let root = map::update(&mut store, c).unwrap();
+        assert!(store.error.is_none());
+        store.finish();
+        root
+    }
+
     fn changes(from: u64, n: u64) -> BTreeMap<Hash, OrderHead> {
         (from..from + n)
             .map(|i| {
@@ -466,13 +729,7 @@ mod tests {
         let mut root = map::EMPTY;
         for (epoch, (from, n)) in [(0, 40), (40, 30), (70, 64)].into_iter().enumerate() {
             let c = changes(from, n);
-            let mut store = Applying {
-                reader: &reader,
-                w: &mut w,
-                cache: None,
-                error: None,
-            };
-            root = map::update(&mut store, &c).unwrap();
+            root = update(&reader, &mut w, None, &c);
             assert_eq!(root, map::update(&mut reference, &c).unwrap());
             w.put(CF_ORDER_MAP, &map_root_key(32 * (epoch as u64 + 1)), &root);
             if epoch == 1 {
@@ -548,13 +805,7 @@ mod tests {
             .enumerate()
         {
             let c = many(from, n);
-            let mut store = Applying {
-                reader: &reader,
-                w: &mut w,
-                cache: Some(&cache),
-                error: None,
-            };
-            let root = map::update(&mut store, &c).unwrap();
+            let root = update(&reader, &mut w, Some(&cache), &c);
             assert_eq!(
                 root,
                 map::update(&mut reference, &c).unwrap(),
@@ -572,25 +823,13 @@ mod tests {
         {
             let mut lost = PendingWrites::new(sm.db.clone());
             let reader = sm.reader().with_overlay(lost.overlay());
-            let mut store = Applying {
-                reader: &reader,
-                w: &mut lost,
-                cache: Some(&cache),
-                error: None,
-            };
-            map::update(&mut store, &many(5000, 300)).unwrap();
+            update(&reader, &mut lost, Some(&cache), &many(5000, 300));
         }
         cache.begin();
         let mut w = PendingWrites::new(sm.db.clone());
         let reader = sm.reader().with_overlay(w.overlay());
         let c = many(6000, 100);
-        let mut store = Applying {
-            reader: &reader,
-            w: &mut w,
-            cache: Some(&cache),
-            error: None,
-        };
-        let root = map::update(&mut store, &c).unwrap();
+        let root = update(&reader, &mut w, Some(&cache), &c);
         assert_eq!(
             root,
             map::update(&mut reference, &c).unwrap(),
@@ -598,21 +837,156 @@ mod tests {
         );
         w.write().unwrap();
         cache.written();
-        assert!(cache.len() > 0 && cache.len() <= 1 << (CACHE_DEPTH + 1));
+        // At most every tile of depth 0, 4, 8 and 12.
+        assert!(cache.len() > 0 && cache.len() <= 1 + 16 + 256 + 4096);
         let l = cache.layers();
         assert!(l.staged.is_empty());
-        for (slot, node) in &l.written {
-            let depth = (slot >> 16) as usize;
-            assert!(depth <= CACHE_DEPTH);
-            let mut pos = (depth as u16).to_be_bytes().to_vec();
-            pos.extend_from_slice(&[(slot >> 8) as u8, *slot as u8][..depth.div_ceil(8).min(2)]);
-            let key = map_node_key(&pos);
+        let mut nodes = 0;
+        for (key, tile) in &l.written {
+            let depth = tile_depth(key);
+            assert!(depth < CACHE_DEPTH && depth.is_multiple_of(TILE_LEVELS));
             let stored = sm
                 .db
-                .get_cf(cf(&sm.db, CF_ORDER_MAP), &key)
+                .get_cf(cf(&sm.db, CF_ORDER_MAP), key)
                 .unwrap()
-                .map(|v| Node::decode(&v).unwrap());
-            assert_eq!(stored, *node, "depth {depth}");
+                .map_or_else(Tile::default, |v| Tile::decode(&v).unwrap());
+            assert_eq!(stored, *tile, "depth {depth}");
+            nodes += tile.0.iter().flatten().count();
+        }
+        assert!(nodes > 1000, "the upper levels are cached: {nodes} nodes");
+    }
+
+    /// A store that records the positions written.
+    struct Recording(BTreeMap<Vec<u8>, Node>, Vec<Vec<u8>>);
+
+    impl NodeStore for Recording {
+        fn get_node(&mut self, position: &[u8]) -> Result<Option<Node>, String> {
+            self.0.get_node(position)
+        }
+        fn put_node(&mut self, position: &[u8], node: &Node) {
+            self.1.push(position.to_vec());
+            self.0.put_node(position, node);
+        }
+    }
+
+    /// An epoch's update writes one record per tile it changes, not one per
+    /// node: ~log2(N) / 4 records per changed order.
+    #[test]
+    fn an_epoch_writes_each_changed_tile_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let cache = NodeCache::default();
+        let mut reference = Recording(BTreeMap::new(), Vec::new());
+        let ids = |from: u64, n: u64, step: u64| -> BTreeMap<Hash, OrderHead> {
+            (from..from + n)
+                .map(|i| {
+                    (
+                        map::order_key(&format!("o-{}", (i * step) % 20_000)),
+                        OrderHead {
+                            seq: i,
+                            hash: [(i % 251) as u8; 32],
+                        },
+                    )
+                })
+                .collect()
+        };
+        let mut w = PendingWrites::new(sm.db.clone());
+        let reader = sm.reader().with_overlay(w.overlay());
+        let all = ids(0, 20_000, 1);
+        assert_eq!(
+            update(&reader, &mut w, Some(&cache), &all),
+            map::update(&mut reference, &all).unwrap()
+        );
+        w.write().unwrap();
+        cache.written();
+        for epoch in 0..4u64 {
+            // 32 orders changed, spread over the map.
+            let c = ids(30_000 + epoch * 32, 32, 7919);
+            reference.1.clear();
+            let mut w = PendingWrites::new(sm.db.clone());
+            let reader = sm.reader().with_overlay(w.overlay());
+            let root = update(&reader, &mut w, Some(&cache), &c);
+            assert_eq!(root, map::update(&mut reference, &c).unwrap());
+            let nodes = reference.1.len();
+            let tiles: std::collections::BTreeSet<_> =
+                reference.1.iter().map(|p| locate(p).unwrap().0).collect();
+            let written = w.overlay().keys(CF_ORDER_MAP);
+            assert_eq!(written.len(), tiles.len(), "epoch {epoch}");
+            assert!(written.iter().all(|(k, v)| *v && tiles.contains(k)));
+            assert_eq!(w.len(), tiles.len(), "one write per tile");
+            // 20,000 orders: ~15 levels, the top ~5 shared by the 32 paths.
+            assert!(nodes > 300, "{nodes} nodes");
+            assert!(
+                tiles.len() * 5 < nodes * 2,
+                "{} tiles for {nodes} nodes",
+                tiles.len()
+            );
+            w.write().unwrap();
+            cache.written();
+        }
+    }
+
+    /// Hostile tile bytes: refused with an error naming the key, no panic.
+    #[test]
+    fn corrupt_tiles_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = open(dir.path()).unwrap();
+        let mut w = PendingWrites::new(sm.db.clone());
+        let reader = sm.reader().with_overlay(w.overlay());
+        let root = update(&reader, &mut w, None, &changes(0, 50));
+        w.put(CF_ORDER_MAP, &map_root_key(32), &root);
+        w.write().unwrap();
+        let head = Head {
+            seq: 40,
+            hash: [0; 32],
+            time_ms: 1,
+        };
+        sm.db
+            .put_cf(
+                cf(&sm.db, CF_SM_META),
+                KEY_HEAD,
+                serde_json::to_vec(&head).unwrap(),
+            )
+            .unwrap();
+        let (top, _) = locate(&map::position(&map::EMPTY, 0)).unwrap();
+        let good = sm
+            .db
+            .get_cf(cf(&sm.db, CF_ORDER_MAP), &top)
+            .unwrap()
+            .unwrap();
+        assert_eq!(Tile::decode(&good).unwrap().encode(), good);
+        let mut bad_tag = good.clone();
+        bad_tag[2] = 7;
+        let mut derived_at_bottom = vec![0x00, 0x80];
+        derived_at_bottom.push(DERIVED);
+        for bad in [
+            vec![],
+            vec![0xff],
+            vec![0xff, 0xff],
+            good[..good.len() - 1].to_vec(),
+            [good.as_slice(), &[0]].concat(),
+            bad_tag,
+            derived_at_bottom,
+        ] {
+            sm.db.put_cf(cf(&sm.db, CF_ORDER_MAP), &top, &bad).unwrap();
+            let e = sm
+                .reader()
+                .order_map_proof("o-1", &[])
+                .err()
+                .expect("refused");
+            assert!(
+                e.to_string()
+                    .contains(&crate::storage::keys::display_key(&top)),
+                "{e}"
+            );
+            let mut w = PendingWrites::new(sm.db.clone());
+            let reader = sm.reader().with_overlay(w.overlay());
+            let e = write_epoch(&reader, &mut w, None, 64, &[]).expect_err("refused");
+            assert!(
+                e.to_string()
+                    .contains(&crate::storage::keys::display_key(&top)),
+                "{e}"
+            );
         }
     }
 }
@@ -699,6 +1073,39 @@ mod catch_up_tests {
         );
         // Nothing to do the second time.
         catch_up(&sm.reader()).unwrap();
+
+        // A database of before tiles: the same map, one node per key.
+        let records = |prefix: u8| -> Vec<(Vec<u8>, Vec<u8>)> {
+            sm.db
+                .iterator_cf(cf(&sm.db, CF_ORDER_MAP), rocksdb::IteratorMode::Start)
+                .map(|r| r.unwrap())
+                .filter(|(k, _)| k[0] == prefix)
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        };
+        let tiles = records(b't');
+        assert!(!tiles.is_empty());
+        assert!(records(b'n').is_empty());
+        let roots_before = records(b'R');
+        for (k, _) in &tiles {
+            sm.db.delete_cf(cf(&sm.db, CF_ORDER_MAP), k).unwrap();
+        }
+        for (pos, node) in &reference {
+            sm.db
+                .put_cf(cf(&sm.db, CF_ORDER_MAP), map_node_key(pos), node.encode())
+                .unwrap();
+        }
+        assert!(holds_untiled_nodes(&sm.reader()).unwrap());
+        catch_up(&sm.reader()).unwrap();
+        assert!(records(b'n').is_empty(), "the old nodes are gone");
+        assert_eq!(records(b't'), tiles, "the same tiles");
+        assert_eq!(records(b'R'), roots_before, "the same roots");
+        for i in 0..7 {
+            let key = map::order_key(&format!("o-{i}"));
+            let snap = sm.reader().order_map_proof(&format!("o-{i}"), &[]).unwrap();
+            assert_eq!(snap.proof, map::prove(&mut reference, &key).unwrap());
+        }
+        assert!(!holds_untiled_nodes(&sm.reader()).unwrap());
     }
 }
 

@@ -17,8 +17,9 @@ async fn late_replica_catches_up_by_snapshot() {
     .await;
     let channel = c.enroll_channel("shop").await;
     // Enough orders for a snapshot of more than one 1 MiB chunk.
-    // (Snapshots are LZ4-compressed: 3,000 orders make well over 1 MiB.)
-    const ORDERS: u64 = 3_000;
+    // (Snapshots are LZ4-compressed, and the order map is stored in tiles:
+    // 3,000 orders made just under 1 MiB, 3,600 make over it.)
+    const ORDERS: u64 = 3_600;
     let ids: Vec<String> = (0..ORDERS).map(|i| format!("o-{i}")).collect();
     c.register_orders(&channel, &ids, 32).await;
 
