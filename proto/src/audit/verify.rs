@@ -58,8 +58,10 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 pub struct VerifyOptions<'a> {
     /// Signature worker threads; 0 means one per available core.
     pub threads: usize,
-    /// Signatures per batch. 1024 is ~15% faster per signature than 256, and
-    /// a batch that fails costs only ~40 ms of one-by-one checks.
+    /// Signatures per batch. 2048 is ~6% cheaper per signature than 1024
+    /// (Pippenger's fixed cost per batch, ~8,400 point additions, is spread
+    /// over more signatures) and 1024 ~15% cheaper than 256; a batch that
+    /// fails costs ~80 ms of one-by-one checks.
     pub batch: usize,
     /// Called every few thousand entries with (entries checked, entries in the file).
     pub progress: Option<&'a mut dyn FnMut(u64, u64)>,
@@ -69,7 +71,7 @@ impl Default for VerifyOptions<'_> {
     fn default() -> Self {
         VerifyOptions {
             threads: 0,
-            batch: 1024,
+            batch: 2048,
             progress: None,
         }
     }
@@ -111,7 +113,7 @@ pub fn verify_export_trusted<'a, R: Read>(
     // instead of blocking forever.
     let rx = Arc::new(Mutex::new(rx));
     let mut chain = Chain::new(&header, frontier, trust);
-    let mut walk = Walk::new(replay, batch, tx, trust);
+    let mut walk = Walk::new(replay, header.entry_count, batch, tx, trust);
     let mut progress = progress;
 
     let (result, walk, bad_sig) = std::thread::scope(|s| {

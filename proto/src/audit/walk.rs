@@ -207,13 +207,23 @@ impl<'t> Chain<'t> {
 impl<'t> Walk<'t> {
     pub(crate) fn new(
         replay: bool,
+        expected_entries: u64,
         batch_size: usize,
         tx: SyncSender<SigBatch>,
         trust: Option<&'t Trust>,
     ) -> Walk<'t> {
+        let mut state = MemState::default();
+        // Every appended entry's command id is kept: room for them up
+        // front instead of rehashing as the map grows (a header's count is
+        // not trusted beyond a bound).
+        if replay {
+            state
+                .commands
+                .reserve(expected_entries.min(1 << 20) as usize);
+        }
         Walk {
             replay,
-            state: MemState::default(),
+            state,
             keys: HashMap::new(),
             cluster_id: None,
             signatures: 0,
