@@ -1,5 +1,8 @@
 //! An in-memory state and chain: the reference implementation of applying
-//! commands, used by property tests and by offline replay.
+//! commands, used by property tests and by offline replay. Offline replay
+//! uses [`MemState::append`]: the command decoded once by the caller, the
+//! appended entry left in place instead of copied out, and the recorded
+//! entry's checked hash reused when the replayed entry has its contents.
 
 use std::collections::{BTreeMap, HashMap};
 
