@@ -252,6 +252,9 @@ Example:\n  cargo run --release -p arbor-cli --bin arbor -- audit bench-verify -
         /// Signature worker threads (0: one per core)
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
+        /// Signatures per batch (0: the verifier's default)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        batch: usize,
     },
     #[command(flatten)]
     Bundle(super::audit_bundle::BundleCmd),
@@ -292,7 +295,8 @@ pub async fn run(ctx: &Ctx, cmd: AuditCmd) -> Result<Reply> {
             entries,
             runs,
             threads,
-        } => bench(ctx, entries, runs, threads),
+            batch,
+        } => bench(ctx, entries, runs, threads, batch),
         AuditCmd::Bundle(c) => super::audit_bundle::run(ctx, c).await,
     }
 }
@@ -815,7 +819,7 @@ fn process_cpu_seconds() -> f64 {
     secs(u.ru_utime) + secs(u.ru_stime)
 }
 
-fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
+fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize, batch: usize) -> Result<Reply> {
     if entries < 20 {
         bail!("--entries must be at least 20");
     }
@@ -832,6 +836,11 @@ fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
             bytes.as_slice(),
             VerifyOptions {
                 threads,
+                batch: if batch == 0 {
+                    VerifyOptions::default().batch
+                } else {
+                    batch
+                },
                 ..VerifyOptions::default()
             },
         )?;
@@ -849,6 +858,7 @@ fn bench(ctx: &Ctx, entries: u64, runs: u32, threads: usize) -> Result<Reply> {
         "best_entries_per_second": rate(entries, best).round(),
         "runs_cpu_seconds": cpu,
         "least_cpu_us_per_entry": least_cpu * 1e6 / entries as f64,
+        "batch": if batch == 0 { VerifyOptions::default().batch } else { batch },
         "debug_build": cfg!(debug_assertions),
     });
     let text = render(ctx.format, json, || {

@@ -1,10 +1,13 @@
-//! The main thread's side of [`super::verify_export`]: reading, hashing,
-//! replaying, queueing signatures; and the checks after the last entry.
+//! The two stages of [`super::verify_export`] before the signature workers:
+//! the chain stage ([`Chain`]: reading, framing, hashing, links, the Merkle
+//! frontier) and the replay stage ([`Walk`]: the rules replay, queueing
+//! signatures); and the checks after the last entry.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,27 +23,27 @@ use crate::ledger::checkpoint::{verify_note, Checkpoint, NoteKey};
 use crate::ledger::merkle::{leaf_hash, verify_consistency, Hash};
 use crate::ledger::{Entry, Head};
 use crate::pb;
-use crate::rules::{Applied, Code, MemState};
+use crate::rules::{self, Applied, Code, MemState, Refusal};
 
-/// The main thread's pass over the entries.
-pub(crate) struct Walk<'a, 't> {
-    replay: bool,
+/// Entries the chain stage has checked, handed to the replay stage in this
+/// many at a time.
+const CHUNK: usize = 256;
+
+/// Checked entries (with their offsets), in order.
+pub(crate) type Chunk = Vec<(u64, Entry)>;
+
+/// The chain stage (the calling thread): reading, framing, sequence
+/// continuity, each entry's hash and link, the Merkle frontier.
+pub(crate) struct Chain<'t> {
     expected: u64,
     total: u64,
     prev: Option<Head>,
     frontier: Frontier,
-    state: MemState,
-    /// Signer -> (entry that set its key, name, key): refreshed when a rotation moves `key_seq`.
-    keys: HashMap<String, (u64, Arc<str>, VerifyingKey)>,
-    cluster_id: Option<String>,
     accepted: u64,
     rejected: u64,
-    signatures: u64,
     head_hash: Hash,
-    batch_size: usize,
-    batch: SigBatch,
-    tx: Option<SyncSender<SigBatch>>,
-    progress: Option<&'a mut dyn FnMut(u64, u64)>,
+    /// Entries read and checked.
+    done: u64,
     /// The pinned trust the verdict rests on, if any.
     trust: Option<&'t Trust>,
     /// The size of the trust's saved checkpoint, and the root the walk
@@ -48,76 +51,106 @@ pub(crate) struct Walk<'a, 't> {
     anchor: Option<(u64, Option<Hash>)>,
 }
 
-impl<'a, 't> Walk<'a, 't> {
-    pub(crate) fn new(
-        h: &ExportHeader,
-        frontier: Frontier,
-        replay: bool,
-        batch_size: usize,
-        tx: SyncSender<SigBatch>,
-        progress: Option<&'a mut dyn FnMut(u64, u64)>,
-        trust: Option<&'t Trust>,
-    ) -> Walk<'a, 't> {
+/// The replay stage (its own thread when the export starts at genesis):
+/// the rules replay and the signatures it queues for the workers.
+pub(crate) struct Walk<'t> {
+    replay: bool,
+    state: MemState,
+    /// Signer -> (entry that set its key, name, key): refreshed when a rotation moves `key_seq`.
+    keys: HashMap<String, (u64, Arc<str>, VerifyingKey)>,
+    cluster_id: Option<String>,
+    signatures: u64,
+    batch_size: usize,
+    batch: SigBatch,
+    tx: Option<SyncSender<SigBatch>>,
+    trust: Option<&'t Trust>,
+}
+
+impl<'t> Chain<'t> {
+    pub(crate) fn new(h: &ExportHeader, frontier: Frontier, trust: Option<&'t Trust>) -> Chain<'t> {
         let anchor = trust
             .and_then(|t| t.checkpoint.as_ref())
             .map(|c| c.checkpoint.size)
             .map(|size| (size, (size == frontier.size()).then(|| frontier.root())));
-        Walk {
-            replay,
+        Chain {
             expected: h.from_seq,
             total: h.entry_count,
             prev: None,
             frontier,
-            state: MemState::default(),
-            keys: HashMap::new(),
-            cluster_id: None,
             accepted: 0,
             rejected: 0,
-            signatures: 0,
             head_hash: [0; 32],
-            batch_size,
-            batch: SigBatch::with_capacity(batch_size),
-            tx: Some(tx),
-            progress,
+            done: 0,
             trust,
             anchor,
         }
     }
 
+    /// Reads and checks every entry, handing each checked one to `to` (the
+    /// replay stage) in chunks, in order. Returns the first failure of these
+    /// checks; the entries before it have all been handed on. Stops early
+    /// (`Ok`) when a worker found a bad signature or the replay stage ended
+    /// (its own failure, which is earlier, is the one to report).
+    /// `replayed` is what the progress reports when there is a replay stage.
     pub(crate) fn run<R: Read>(
         &mut self,
         reader: &mut ExportReader<R>,
+        to: Option<SyncSender<Chunk>>,
         stop: &AtomicBool,
+        progress: &mut Option<&mut dyn FnMut(u64, u64)>,
+        replayed: &AtomicU64,
     ) -> Result<(), AuditError> {
         const EVERY: u64 = 8192;
-        let mut done = 0u64;
         let mut next_report = EVERY;
-        while let Some((offset, e)) = reader.next_entry()? {
-            self.entry(&e).map_err(|what| AuditError::Entry {
-                seq: self.expected,
-                offset: Some(offset),
-                what,
-            })?;
+        let mut chunk = Vec::with_capacity(if to.is_some() { CHUNK } else { 0 });
+        let handed_on = to.is_some();
+        let result = loop {
+            let (offset, e) = match reader.next_entry() {
+                Ok(Some(next)) => next,
+                Ok(None) => break Ok(()),
+                Err(err) => break Err(err),
+            };
+            if let Err(what) = self.entry(&e) {
+                break Err(AuditError::Entry {
+                    seq: self.expected,
+                    offset: Some(offset),
+                    what,
+                });
+            }
             self.expected += 1;
-            done += 1;
-            if done == next_report {
+            self.done += 1;
+            if let Some(tx) = &to {
+                chunk.push((offset, e));
+                if chunk.len() >= CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    if tx.send(full).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if self.done == next_report {
                 next_report += EVERY;
                 if stop.load(Ordering::Relaxed) {
                     // A worker found a bad signature; it is the error to report.
                     return Ok(());
                 }
-                if let Some(p) = self.progress.as_mut() {
+                if let Some(p) = progress.as_mut() {
+                    let done = if handed_on {
+                        replayed.load(Ordering::Relaxed)
+                    } else {
+                        self.done
+                    };
                     p(done, self.total);
                 }
             }
+        };
+        if let (Some(tx), false) = (&to, chunk.is_empty()) {
+            let _ = tx.send(chunk);
         }
-        if let Some(p) = self.progress.as_mut() {
-            p(done, self.total);
-        }
-        Ok(())
+        result
     }
 
-    /// All checks of one entry that the main thread makes.
+    /// All checks of one entry that the chain stage makes.
     fn entry(&mut self, e: &Entry) -> Result<(), String> {
         if e.seq != self.expected {
             return Err(format!(
@@ -145,9 +178,6 @@ impl<'a, 't> Walk<'a, 't> {
                 ));
             }
         }
-        if self.replay {
-            self.replay(e)?;
-        }
         self.frontier.push(leaf_hash(&e.hash));
         if let Some((size, seen)) = &mut self.anchor {
             if *size == e.seq + 1 {
@@ -164,49 +194,138 @@ impl<'a, 't> Walk<'a, 't> {
         Ok(())
     }
 
+    /// Entries read and checked so far.
+    pub(crate) fn done(&self) -> u64 {
+        self.done
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+impl<'t> Walk<'t> {
+    pub(crate) fn new(
+        replay: bool,
+        expected_entries: u64,
+        batch_size: usize,
+        tx: SyncSender<SigBatch>,
+        trust: Option<&'t Trust>,
+    ) -> Walk<'t> {
+        let mut state = MemState::default();
+        // Every appended entry's command id is kept: room for them up
+        // front instead of rehashing as the map grows (a header's count is
+        // not trusted beyond a bound).
+        if replay {
+            state
+                .commands
+                .reserve(expected_entries.min(1 << 20) as usize);
+        }
+        Walk {
+            replay,
+            state,
+            keys: HashMap::new(),
+            cluster_id: None,
+            signatures: 0,
+            batch_size,
+            batch: SigBatch::with_capacity(batch_size),
+            tx: Some(tx),
+            trust,
+        }
+    }
+
+    /// Replays the chunks the chain stage hands on, until it closes the
+    /// channel, the replay fails (the first failing entry), or a worker
+    /// found a bad signature. `replayed` counts the entries replayed.
+    pub(crate) fn run(
+        &mut self,
+        from: Receiver<Chunk>,
+        stop: &AtomicBool,
+        replayed: &AtomicU64,
+    ) -> Result<(), AuditError> {
+        for chunk in from {
+            for (offset, e) in &chunk {
+                self.replay(e).map_err(|what| AuditError::Entry {
+                    seq: e.seq,
+                    offset: Some(*offset),
+                    what,
+                })?;
+            }
+            replayed.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the entry's command to the replayed state and compares.
     fn replay(&mut self, e: &Entry) -> Result<(), String> {
+        // Decoded once, for the rules and for the signature.
+        let a = match rules::decode(&e.command) {
+            Ok(a) => a,
+            Err(r) => return Err(self.undecodable(e, r)),
+        };
+        let env = &a.envelope;
         // The signer's key as it stands before this entry: an entry that
         // rotates its own signer's key is signed with the old one.
-        let env = pb::SignedCommand::decode(e.command.as_slice())
-            .map_err(|err| format!("command envelope does not decode: {err}"))?;
         let key = if e.seq == 0 {
             None
         } else {
             self.signer_key(&env.signer)?
         };
-        match self.state.apply(&e.command, e.time_ms, e.seq == 0) {
-            Applied::Appended(mine) if &mine == e => {}
-            Applied::Appended(mine) => return Err(mismatch(e, &mine)),
-            Applied::Duplicate(s) => {
+        match self
+            .state
+            .append(&a, &e.command, e.time_ms, e.seq == 0, Some(e))
+        {
+            None => {
+                let mine = self.state.entries.last().expect("just appended");
+                if mine != e {
+                    return Err(mismatch(e, mine));
+                }
+            }
+            Some(Applied::Appended(mine)) => return Err(mismatch(e, &mine)),
+            Some(Applied::Duplicate(s)) => {
                 return Err(format!(
                     "its command was already applied at entry {s}; a resend is never appended again"
                 ))
             }
-            Applied::Refused(r) => {
-                return Err(format!("the rules refuse its command ({}): {r}", r.kind()))
-            }
+            Some(Applied::Refused(r)) => return Err(refused(&r)),
         }
         // Only the head matters to the replay; keep memory flat.
         if self.state.entries.len() > 1 {
             self.state.entries.swap_remove(0);
         }
         if e.seq == 0 {
-            let cmd = pb::Command::decode(env.command.as_slice())
-                .map_err(|err| format!("genesis command does not decode: {err}"))?;
-            if let Some(pb::command::Body::Genesis(g)) = cmd.body {
+            if let Some(pb::command::Body::Genesis(g)) = &a.command.body {
                 if let Some(t) = self.trust.filter(|t| t.cluster_id != g.cluster_id) {
                     return Err(format!(
                         "the genesis names cluster {:?}, but the trust pins cluster {:?}",
                         g.cluster_id, t.cluster_id
                     ));
                 }
-                self.cluster_id = Some(g.cluster_id);
+                self.cluster_id = Some(g.cluster_id.clone());
             }
             return Ok(());
         }
         let (name, key) = key.ok_or_else(|| format!("signer {} is not enrolled", env.signer))?;
-        self.signature(e.seq, &env, name, key)
+        self.signature(e.seq, env, name, key)
+    }
+
+    /// The error for a command the rules refuse to decode, with the checks
+    /// that come before the rules' in the order they are made: the envelope
+    /// must decode, and the signer's enrolled key must be usable.
+    fn undecodable(&mut self, e: &Entry, r: Refusal) -> String {
+        let env = match pb::SignedCommand::decode(e.command.as_slice()) {
+            Ok(env) => env,
+            Err(err) => return format!("command envelope does not decode: {err}"),
+        };
+        if e.seq != 0 {
+            if let Err(m) = self.signer_key(&env.signer) {
+                return m;
+            }
+        }
+        refused(&r)
     }
 
     /// The key in force for `signer` in the replayed state (None if not enrolled).
@@ -278,12 +397,13 @@ impl<'a, 't> Walk<'a, 't> {
     /// The checks after the last entry: Merkle root and checkpoint signatures.
     pub(crate) fn finish(
         self,
+        chain: Chain<'_>,
         h: &ExportHeader,
         cp: Checkpoint,
         started: Instant,
     ) -> Result<Summary, AuditError> {
         let size = h.to_seq + 1;
-        let root = self.frontier.root();
+        let root = chain.frontier.root();
         let what_root = if h.from_seq == 0 {
             format!("the Merkle root over entries 0..={}", h.to_seq)
         } else {
@@ -313,7 +433,7 @@ impl<'a, 't> Walk<'a, 't> {
 
         let mut notes = Vec::new();
         let trust = match self.trust {
-            Some(t) => Some(self.judge(t, h, &cp, &mut notes)?),
+            Some(t) => Some(self.judge(t, h, &cp, chain.anchor, &mut notes)?),
             None => None,
         };
         let mut summary_cp = CheckpointSummary {
@@ -380,14 +500,14 @@ impl<'a, 't> Walk<'a, 't> {
             from_seq: h.from_seq,
             to_seq: h.to_seq,
             entries: h.entry_count,
-            accepted: self.accepted,
-            rejected: self.rejected,
+            accepted: chain.accepted,
+            rejected: chain.rejected,
             parties: self.state.parties.len(),
             orders: self.state.orders.len(),
             signatures: self.signatures,
             replayed: self.replay,
             cluster_id: self.cluster_id,
-            head_hash: self.head_hash,
+            head_hash: chain.head_hash,
             checkpoint: summary_cp,
             complete: self.replay,
             trust,
@@ -404,6 +524,7 @@ impl<'a, 't> Walk<'a, 't> {
         t: &Trust,
         h: &ExportHeader,
         cp: &Checkpoint,
+        anchor: Option<(u64, Option<Hash>)>,
         notes: &mut Vec<String>,
     ) -> Result<TrustSummary, AuditError> {
         let bad = AuditError::Checkpoint;
@@ -429,7 +550,7 @@ impl<'a, 't> Walk<'a, 't> {
             let proof = hashes(&h.anchor_proof);
             let ok = if s.size == cp.size {
                 s.root == cp.root
-            } else if let (Some((_, Some(root))), true) = (self.anchor, s.size < cp.size) {
+            } else if let (Some((_, Some(root))), true) = (anchor, s.size < cp.size) {
                 // The walk computed the root at the saved size itself.
                 root == s.root
             } else if h.anchor_size == s.size {
@@ -506,6 +627,10 @@ impl<'a, 't> Walk<'a, 't> {
 fn strip_entry(msg: &str, seq: u64) -> String {
     let prefix = format!("entry {seq}: ");
     msg.strip_prefix(&prefix).unwrap_or(msg).to_string()
+}
+
+fn refused(r: &Refusal) -> String {
+    format!("the rules refuse its command ({}): {r}", r.kind())
 }
 
 fn outcome(e: &Entry) -> String {

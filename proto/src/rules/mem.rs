@@ -1,10 +1,14 @@
 //! An in-memory state and chain: the reference implementation of applying
-//! commands, used by property tests and by offline replay.
+//! commands, used by property tests and by offline replay. Offline replay
+//! uses [`MemState::append`]: the command decoded once by the caller, the
+//! appended entry left in place instead of copied out, and the recorded
+//! entry's checked hash reused when the replayed entry has its contents.
 
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    apply, ClusterConfig, Effect, Membership, NodeStats, Order, Party, Profile, Refusal, StateView,
+    Admitted, ClusterConfig, Effect, Membership, NodeStats, Order, Party, Profile, Refusal,
+    StateView,
 };
 use crate::ledger::{command_id, Entry, Head};
 
@@ -41,6 +45,9 @@ impl StateView for MemState {
     }
     fn order(&self, order_id: &str) -> Option<Order> {
         self.orders.get(order_id).cloned()
+    }
+    fn order_last_seq(&self, order_id: &str) -> Option<u64> {
+        self.orders.get(order_id).map(|o| o.last_seq)
     }
     fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String> {
         self.refs
@@ -80,47 +87,89 @@ impl MemState {
 
     /// Applies a committed command stamped `time_ms`, exactly as a replica does.
     pub fn apply(&mut self, command: &[u8], time_ms: u64, allow_genesis: bool) -> Applied {
-        let id = match super::decode(command) {
-            Ok(a) => command_id(&a.envelope.signer, &a.envelope.command),
+        let a = match super::decode(command) {
+            Ok(a) => a,
             Err(r) => return Applied::Refused(r),
         };
+        match self.append(&a, command, time_ms, allow_genesis, None) {
+            None => Applied::Appended(self.entries.last().expect("just appended").clone()),
+            Some(not_appended) => not_appended,
+        }
+    }
+
+    /// [`MemState::apply`] for a command already decoded by
+    /// [`super::decode`] from `command`: `None` when an entry was appended
+    /// (it is `entries.last()`, not copied), else what happened instead.
+    ///
+    /// `recorded` is the entry a ledger records at this position, whose
+    /// `hash` the caller has checked to be the hash of its contents: when
+    /// the appended entry has the same contents, it has that hash, which is
+    /// then not computed a second time (offline replay).
+    pub(crate) fn append(
+        &mut self,
+        a: &Admitted,
+        command: &[u8],
+        time_ms: u64,
+        allow_genesis: bool,
+        recorded: Option<&Entry>,
+    ) -> Option<Applied> {
+        let id = command_id(&a.envelope.signer, &a.envelope.command);
         if let Some(seq) = self.commands.get(&id) {
-            return Applied::Duplicate(*seq);
+            return Some(Applied::Duplicate(*seq));
         }
         let head = self.head();
         let seq = head.map(|h| h.seq + 1).unwrap_or(0);
         let time_ms = crate::ledger::entry_time(head.as_ref(), time_ms);
-        let d = match apply(self, command, seq, time_ms, allow_genesis, None) {
+        let d = match super::apply_admitted(self, a, seq, time_ms, allow_genesis, None) {
             Ok(d) => d,
-            Err(r) => return Applied::Refused(r),
+            Err(r) => return Some(Applied::Refused(r)),
         };
-        let entry = Entry::next(
-            head.as_ref(),
-            time_ms,
-            command.to_vec(),
-            d.accepted,
-            d.code.as_str().into(),
-            d.message,
-            d.order_id,
-            d.order_prev_seq,
-        );
+        let entry = match recorded {
+            Some(r) => {
+                let mut e = Entry {
+                    seq,
+                    time_ms,
+                    command: command.to_vec(),
+                    accepted: d.accepted,
+                    code: d.code.as_str().into(),
+                    message: d.message,
+                    order_id: d.order_id,
+                    order_prev_seq: d.order_prev_seq,
+                    prev_hash: head.map_or([0; 32], |h| h.hash),
+                    hash: r.hash,
+                };
+                if !same_contents(&e, r) {
+                    e.hash = e.compute_hash();
+                }
+                e
+            }
+            None => Entry::next(
+                head.as_ref(),
+                time_ms,
+                command.to_vec(),
+                d.accepted,
+                d.code.as_str().into(),
+                d.message,
+                d.order_id,
+                d.order_prev_seq,
+            ),
+        };
         for e in d.effects {
             self.put(e);
         }
         self.commands.insert(id, seq);
-        self.entries.push(entry.clone());
-        Applied::Appended(entry)
+        self.entries.push(entry);
+        None
     }
 
     fn put(&mut self, e: Effect) {
         match e {
             Effect::PutParty(p) => {
                 self.keys.insert(p.public_key.clone(), p.party_id.clone());
-                self.parties.insert(p.party_id.clone(), p);
+                put_keyed(&mut self.parties, p, |p| &p.party_id);
             }
-            Effect::PutOrder(o) => {
-                self.orders.insert(o.order_id.clone(), o);
-            }
+            // Replaced in place: no new key for an order that is there.
+            Effect::PutOrder(o) => put_keyed(&mut self.orders, o, |o| &o.order_id),
             Effect::PutRef {
                 channel,
                 external_id,
@@ -139,6 +188,29 @@ impl MemState {
             Effect::PutDeliveryCode { hash, order_id } => {
                 self.delivery_codes.insert(hash, order_id);
             }
+        }
+    }
+}
+
+/// Whether two entries agree in everything their hash covers.
+fn same_contents(a: &Entry, b: &Entry) -> bool {
+    a.seq == b.seq
+        && a.time_ms == b.time_ms
+        && a.command == b.command
+        && a.accepted == b.accepted
+        && a.code == b.code
+        && a.message == b.message
+        && a.order_id == b.order_id
+        && a.order_prev_seq == b.order_prev_seq
+        && a.prev_hash == b.prev_hash
+}
+
+/// `map.insert(key(v).clone(), v)`, without cloning the key when it is there.
+fn put_keyed<V>(map: &mut BTreeMap<String, V>, v: V, key: impl Fn(&V) -> &String) {
+    match map.get_mut(key(&v).as_str()) {
+        Some(slot) => *slot = v,
+        None => {
+            map.insert(key(&v).clone(), v);
         }
     }
 }

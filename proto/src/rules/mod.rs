@@ -56,6 +56,11 @@ use crate::pb;
 pub trait StateView {
     fn party(&self, party_id: &str) -> Option<Party>;
     fn order(&self, order_id: &str) -> Option<Order>;
+    /// An order's last entry ([`Order::last_seq`]) without the rest of the
+    /// order; the default reads the whole order.
+    fn order_last_seq(&self, order_id: &str) -> Option<u64> {
+        self.order(order_id).map(|o| o.last_seq)
+    }
     /// The canonical order id an external reference belongs to.
     fn order_by_ref(&self, channel: &str, external_id: &str) -> Option<String>;
     /// The party id a public key is enrolled under.
@@ -413,7 +418,20 @@ pub fn apply(
     verified_key: Option<&[u8]>,
 ) -> Result<Decision, Refusal> {
     let a = decode(bytes)?;
-    let party = authorize(view, &a, allow_genesis)?;
+    apply_admitted(view, &a, seq, time_ms, allow_genesis, verified_key)
+}
+
+/// [`apply`] for a command already decoded by [`decode`] (the caller keeps
+/// the decoded envelope and command, so they are decoded once).
+pub fn apply_admitted(
+    view: &impl StateView,
+    a: &Admitted,
+    seq: u64,
+    time_ms: u64,
+    allow_genesis: bool,
+    verified_key: Option<&[u8]>,
+) -> Result<Decision, Refusal> {
+    let party = authorize(view, a, allow_genesis)?;
     if let (Some(p), Some(k)) = (&party, verified_key) {
         if p.public_key != k {
             return Err(Refusal::KeyChanged(p.party_id.clone()));

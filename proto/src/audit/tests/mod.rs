@@ -6,7 +6,8 @@
 //! - `entries`: commands, outcomes, hashes, times, order and replay;
 //! - `signatures`: command signatures and the keys in force;
 //! - `checkpoints`: checkpoint signatures, quorum, consistency and ranges;
-//! - `framing`: truncation and damaged framing of the file itself.
+//! - `framing`: truncation and damaged framing of the file itself;
+//! - `pipeline`: failures across the chunks the verifier's stages hand on.
 
 use std::sync::OnceLock;
 
@@ -24,6 +25,7 @@ use crate::rules::Code;
 mod checkpoints;
 mod entries;
 mod framing;
+mod pipeline;
 mod signatures;
 mod trust;
 

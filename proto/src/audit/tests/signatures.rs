@@ -203,7 +203,7 @@ fn signatures_do_not_verify_under_another_cluster_id() {
 /// batch, the earlier one is named.
 #[test]
 fn a_bad_signature_in_the_middle_of_a_big_batch_is_named_exactly() {
-    let s = Synth::build(3 * 1024 + 300, 3);
+    let s = Synth::build(3 * 2048 + 300, 3);
     let n = s.entries.len() as u64;
     let forge = |es: &mut Vec<Entry>, i: usize| {
         let mut env = pb::SignedCommand::decode(es[i].command.as_slice()).unwrap();
@@ -222,20 +222,20 @@ fn a_bad_signature_in_the_middle_of_a_big_batch_is_named_exactly() {
         threads: 2,
         ..VerifyOptions::default()
     };
-    assert_eq!(opts().batch, 1024);
+    assert_eq!(opts().batch, 2048);
     verify_export(export(&s.entries).as_slice(), opts()).expect("untouched ledger verifies");
 
     let mut es = s.entries.clone();
-    let signer = forge(&mut es, 1024 + 517);
+    let signer = forge(&mut es, 2048 + 517);
     let e = verify_export(export(&es).as_slice(), opts()).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
             "entry {}: command signature does not verify against the key enrolled for {signer}",
-            1024 + 517
+            2048 + 517
         )
     );
-    forge(&mut es, 2 * 1024 + 900);
+    forge(&mut es, 2 * 2048 + 900);
     let e = verify_export(export(&es).as_slice(), opts()).unwrap_err();
-    assert_eq!(e.seq(), Some(1024 + 517), "{e}");
+    assert_eq!(e.seq(), Some(2048 + 517), "{e}");
 }

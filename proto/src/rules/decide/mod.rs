@@ -136,8 +136,7 @@ fn link_order_history(view: &impl StateView, d: &mut Decision, seq: u64) {
     });
     match put {
         Some(o) => {
-            let before = view.order(&d.order_id);
-            d.order_prev_seq = before.map(|b| b.last_seq).unwrap_or(0);
+            d.order_prev_seq = view.order_last_seq(&d.order_id).unwrap_or(0);
             o.last_seq = seq;
         }
         None => {
