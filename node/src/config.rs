@@ -69,7 +69,9 @@ pub struct NodeConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot every this many raft log entries.
     pub snapshot_every: u64,
-    /// Raft log entries kept after a snapshot, for followers that lag a little.
+    /// Raft log entries kept after a snapshot, for followers that lag: one
+    /// further behind is sent a whole snapshot (O(ledger)), so this covers
+    /// tens of seconds of claims at full rate (~70 MB of raft log).
     pub keep_logs: u64,
     /// Address of the Prometheus endpoint (`GET /metrics`, plain HTTP).
     /// None: no endpoint. Port 0 picks a free port.
@@ -104,7 +106,7 @@ impl Default for NodeConfig {
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 350,
             snapshot_every: 10_000,
-            keep_logs: 1_000,
+            keep_logs: 100_000,
             metrics_listen: None,
             limits: Default::default(),
             storage: Default::default(),
