@@ -683,7 +683,7 @@ fn proof(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::open;
+    use crate::storage::{open, StateMachineStore};
     use arbor_proto::ledger::map::OrderHead;
     use std::collections::BTreeMap;
 
@@ -719,6 +719,20 @@ mod tests {
     /// The map written through the state machine's overlay and batch has the
     /// root and proofs of the pure reference, across batches, and is read
     /// back consistently under a snapshot.
+
+    /// Records `seq` as the chain head's, as the state machine would (the
+    /// map's root is read at the head's epoch).
+    fn set_head(sm: &StateMachineStore, seq: u64) {
+        let head = Head {
+            seq,
+            hash: [0; 32],
+            time_ms: 1,
+        };
+        let value = serde_json::to_vec(&head).unwrap();
+        sm.db
+            .put_cf(cf(&sm.db, CF_SM_META), KEY_HEAD, value)
+            .unwrap();
+    }
     #[test]
     fn the_stored_map_is_the_reference_map() {
         let dir = tempfile::tempdir().unwrap();
@@ -738,18 +752,7 @@ mod tests {
             }
         }
         w.write().unwrap();
-        let head = Head {
-            seq: 96,
-            hash: [0; 32],
-            time_ms: 1,
-        };
-        sm.db
-            .put_cf(
-                cf(&sm.db, CF_SM_META),
-                KEY_HEAD,
-                serde_json::to_vec(&head).unwrap(),
-            )
-            .unwrap();
+        set_head(&sm, 96);
         assert_eq!(sm.reader().map_root(96).unwrap(), Some(root));
         for i in 0..50 {
             let id = format!("o-{i}");
@@ -936,18 +939,7 @@ mod tests {
         let root = update(&reader, &mut w, None, &changes(0, 50));
         w.put(CF_ORDER_MAP, &map_root_key(32), &root);
         w.write().unwrap();
-        let head = Head {
-            seq: 40,
-            hash: [0; 32],
-            time_ms: 1,
-        };
-        sm.db
-            .put_cf(
-                cf(&sm.db, CF_SM_META),
-                KEY_HEAD,
-                serde_json::to_vec(&head).unwrap(),
-            )
-            .unwrap();
+        set_head(&sm, 40);
         let (top, _) = locate(&map::position(&map::EMPTY, 0)).unwrap();
         let good = sm
             .db

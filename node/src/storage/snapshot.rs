@@ -1261,7 +1261,7 @@ mod tests {
         for i in 0..RECORDS {
             let key = format!("web\0{i}");
             // Incompressible values: the file stays as large as its records.
-            db.put_cf(cf(db, keys::CF_REFS), key, noise(i, VALUE))
+            db.put_cf(cf(db, keys::CF_REFS), key, noise(u64::from(i), VALUE))
                 .unwrap();
         }
         let (meta, path) = build(db, &sm.snapshots.dir).unwrap();
@@ -1296,9 +1296,10 @@ mod tests {
         assert_eq!(installed, RECORDS as usize);
     }
 
-    /// `len` bytes that do not compress (a xorshift stream seeded by `seed`).
-    fn noise(seed: u32, len: usize) -> Vec<u8> {
-        let mut x = u64::from(seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    /// `len` bytes that do not compress (a xorshift stream seeded by `seed`);
+    /// the checkpoint tests use it too.
+    pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..len)
             .map(|_| {
                 x ^= x << 13;

@@ -382,6 +382,7 @@ mod tests {
     use openraft::storage::RaftStateMachine;
     use openraft::RaftSnapshotBuilder;
 
+    use super::super::tests::noise;
     use super::super::{build, read_meta, Origin, SnapshotFiles};
     use super::*;
     use crate::storage::{self, cf, keys, LogStore, StateMachineStore};
@@ -389,19 +390,6 @@ mod tests {
 
     fn store(dir: &Path) -> (LogStore, StateMachineStore) {
         storage::open(dir).unwrap()
-    }
-
-    /// `len` bytes that do not compress (a xorshift stream seeded by `seed`).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     /// Writes records `from..to` (ledger-like: incompressible values, and a
