@@ -716,10 +716,6 @@ mod tests {
             .collect()
     }
 
-    /// The map written through the state machine's overlay and batch has the
-    /// root and proofs of the pure reference, across batches, and is read
-    /// back consistently under a snapshot.
-
     /// Records `seq` as the chain head's, as the state machine would (the
     /// map's root is read at the head's epoch).
     fn set_head(sm: &StateMachineStore, seq: u64) {
@@ -733,6 +729,10 @@ mod tests {
             .put_cf(cf(&sm.db, CF_SM_META), KEY_HEAD, value)
             .unwrap();
     }
+
+    /// The map written through the state machine's overlay and batch has the
+    /// root and proofs of the pure reference, across batches, and is read
+    /// back consistently under a snapshot.
     #[test]
     fn the_stored_map_is_the_reference_map() {
         let dir = tempfile::tempdir().unwrap();
