@@ -767,6 +767,11 @@ impl TestCluster {
         id
     }
 
+    /// Enrols a party that is not a node (a carrier, auditor, broker, ...).
+    pub async fn enroll_party(&self, party_id: &str, role: pb::Role) -> Signer {
+        self.enroll(party_id, role, pb::NodeKind::Unspecified).await
+    }
+
     /// Enrols a channel whose orders' external references use the fixtures'
     /// marketplace name ([`crate::fixtures::CHANNEL_NAME`]) as well as its own id.
     pub async fn enroll_channel(&self, party_id: &str) -> Signer {

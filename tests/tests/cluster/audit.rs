@@ -248,9 +248,7 @@ async fn a_cluster_export_verifies_offline_and_tampering_is_found() {
         .await;
     // A dispute and its ruling, so the export carries one for the replay to
     // re-check: ord-4 reported lost while store-a held it.
-    let auditor = c
-        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let auditor = c.enroll_party("aud-1", pb::Role::Auditor).await;
     let client = c.client().await;
     let held = client
         .get_entries(offer.seq + 1, 1)

@@ -61,9 +61,7 @@ async fn a_dispute_bundle_proves_an_orders_whole_history_and_tampering_is_named(
     let shop = c.enroll_channel("shop").await;
     let store = c.enroll_node("store-a").await;
     let wh = c.enroll_node("wh-b").await;
-    let auditor = c
-        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let auditor = c.enroll_party("aud-1", pb::Role::Auditor).await;
     let s = c.submitter().await;
     let client = c.client().await;
 

@@ -25,15 +25,9 @@ async fn a_carrier_signed_tender_and_delivery_with_a_dispute_ruled_against_the_c
     c.enroll_replicas().await;
     let shop = c.enroll_channel("shop").await;
     let store = c.enroll_node("store-1").await;
-    let sf = c
-        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
-    let jd = c
-        .enroll("jd-logistics", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
-    let auditor = c
-        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let sf = c.enroll_party("sf-express", pb::Role::Carrier).await;
+    let jd = c.enroll_party("jd-logistics", pb::Role::Carrier).await;
+    let auditor = c.enroll_party("aud-1", pb::Role::Auditor).await;
     let s = c.submitter().await;
     let client = c.client().await;
     let time_of =

@@ -54,16 +54,10 @@ async fn a_brokered_order_tendered_signed_and_delivered_late_is_the_carriers() {
     c.wait_leader(TIMEOUT).await;
     c.enroll_replicas().await;
     let shop = c.enroll_channel("shop").await;
-    let broker = c
-        .enroll("broker-1", pb::Role::Broker, pb::NodeKind::Unspecified)
-        .await;
+    let broker = c.enroll_party("broker-1", pb::Role::Broker).await;
     let store = c.enroll_node("store-1").await;
-    let sf = c
-        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
-    let auditor = c
-        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let sf = c.enroll_party("sf-express", pb::Role::Carrier).await;
+    let auditor = c.enroll_party("aud-1", pb::Role::Auditor).await;
     let s = c.submitter().await;
     let client = c.client().await;
     let time_of =
@@ -195,15 +189,9 @@ async fn an_unsigned_hand_off_stays_the_nodes_and_tenders_expire() {
     c.enroll_replicas().await;
     let shop = c.enroll_channel("shop").await;
     let store = c.enroll_node("store-1").await;
-    let sf = c
-        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
-    let jd = c
-        .enroll("jd-logistics", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
-    let auditor = c
-        .enroll("aud-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let sf = c.enroll_party("sf-express", pb::Role::Carrier).await;
+    let jd = c.enroll_party("jd-logistics", pb::Role::Carrier).await;
+    let auditor = c.enroll_party("aud-1", pb::Role::Auditor).await;
     let s = c.submitter().await;
     let client = c.client().await;
     let time_of =

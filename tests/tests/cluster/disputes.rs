@@ -36,9 +36,7 @@ async fn handoff_chain_disputes_rulings_trace_and_export() {
         .await;
     c.enroll("sf-express", pb::Role::Node, pb::NodeKind::Carrier)
         .await;
-    let auditor = c
-        .enroll("auditor-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let auditor = c.enroll_party("auditor-1", pb::Role::Auditor).await;
     let sub = c.submitter().await;
     let client = c.client().await;
     let tmp = tempfile::tempdir().expect("temp dir");

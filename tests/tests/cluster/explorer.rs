@@ -172,9 +172,7 @@ async fn explorer_in_chromium_and_epcis_export() {
         .await;
     c.enroll("sf-express", pb::Role::Node, pb::NodeKind::Carrier)
         .await;
-    let auditor = c
-        .enroll("auditor-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let auditor = c.enroll_party("auditor-1", pb::Role::Auditor).await;
     let sub = c.submitter().await;
     let client = c.client().await;
 

@@ -97,9 +97,7 @@ async fn the_example_node_takes_released_orders_and_assignment_offers() {
     let c = TestCluster::voters(3).await;
     c.wait_leader(TIMEOUT).await;
     let channel = c.enroll_channel("shop").await;
-    let broker = c
-        .enroll("broker-1", pb::Role::Broker, pb::NodeKind::Unspecified)
-        .await;
+    let broker = c.enroll_party("broker-1", pb::Role::Broker).await;
     let node = c.enroll_node("store-example").await;
     let rival = c.enroll_node("store-rival").await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -229,9 +227,7 @@ async fn the_example_node_tenders_to_an_enrolled_carrier() {
     c.wait_leader(TIMEOUT).await;
     let channel = c.enroll_channel("shop").await;
     let node = c.enroll_node("store-example").await;
-    let sf = c
-        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
+    let sf = c.enroll_party("sf-express", pb::Role::Carrier).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let key = dir.path().join("store-example.key");
     node.save(&key).expect("save key");

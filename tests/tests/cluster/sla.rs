@@ -50,9 +50,7 @@ async fn sla_clocks_health_and_claim_deadlines() {
         )
         .await;
     let slow = c.enroll_node("store-slow").await;
-    let auditor = c
-        .enroll("auditor-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let auditor = c.enroll_party("auditor-1", pb::Role::Auditor).await;
     let s = c.submitter().await;
     let client = c.client().await;
     let tmp = tempfile::tempdir().expect("temp dir");

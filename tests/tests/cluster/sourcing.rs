@@ -18,9 +18,7 @@ async fn a_brokered_order_declined_and_sourced_again() {
     // Checkpoints are cosigned by enrolled replica keys: the export needs them.
     c.enroll_replicas().await;
     let shop = c.enroll_channel("shop").await;
-    let broker = c
-        .enroll("broker-1", pb::Role::Broker, pb::NodeKind::Unspecified)
-        .await;
+    let broker = c.enroll_party("broker-1", pb::Role::Broker).await;
     // store-near serves the region first; store-far lists it second; store-bj not at all.
     let near = c.enroll_node("store-near").await;
     let far = c
@@ -220,9 +218,7 @@ async fn a_brokered_order_declined_and_sourced_again() {
 async fn version_4_a_decline_through_the_cli_is_sourced_to_another_node() {
     let c = TestCluster::voters(3).await;
     let shop = c.enroll_channel("shop").await;
-    let broker = c
-        .enroll("broker-1", pb::Role::Broker, pb::NodeKind::Unspecified)
-        .await;
+    let broker = c.enroll_party("broker-1", pb::Role::Broker).await;
     let a = c.enroll_node("store-a").await;
     let b = c.enroll_node("store-b").await;
     let sub = c.submitter().await;

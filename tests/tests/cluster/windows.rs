@@ -15,12 +15,8 @@ async fn a_dispute_window_spanning_two_custodians_is_escalated() {
     let c = TestCluster::voters(3).await;
     let shop = c.enroll_channel("shop").await;
     let store = c.enroll_node("store-1").await;
-    let sf = c
-        .enroll("sf-express", pb::Role::Carrier, pb::NodeKind::Unspecified)
-        .await;
-    let auditor = c
-        .enroll("auditor-1", pb::Role::Auditor, pb::NodeKind::Unspecified)
-        .await;
+    let sf = c.enroll_party("sf-express", pb::Role::Carrier).await;
+    let auditor = c.enroll_party("auditor-1", pb::Role::Auditor).await;
     c.register_order(&shop, "o-win").await;
     let s = c.submitter().await;
     let client = c.client().await;
