@@ -22,12 +22,14 @@
 #   ARBOR_BENCH_BIN_DIR=DIR  use arbor-node and arbor from DIR, skip the build
 #   ARBOR_BENCH_KEEP=1       keep the temp dir (replica logs and data) afterwards
 #   ARBOR_BENCH_PLAINTEXT=1  run replicas and client with --insecure-plaintext (to measure what TLS costs)
+#   ARBOR_BENCH_NODE_ARGS    extra arguments for every `arbor-node run` (e.g. "--snapshot-every 50000")
 #   ARBOR_LOG                replica log filter (default info,openraft=warn)
 # See docs/performance.md for figures and how to read them.
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 script_cmd="scripts/bench.sh $*"
+[ -z "${ARBOR_BENCH_NODE_ARGS:-}" ] || script_cmd="ARBOR_BENCH_NODE_ARGS=\"$ARBOR_BENCH_NODE_ARGS\" $script_cmd"
 work="$(mktemp -d "${TMPDIR:-/tmp}/arbor-bench-XXXXXX")"
 pids=()
 
@@ -54,6 +56,8 @@ for b in arbor-node arbor; do
   [ -x "$bin/$b" ] || { echo "error: $bin/$b is not an executable" >&2; exit 1; }
 done
 
+# shellcheck disable=SC2206
+node_args=(${ARBOR_BENCH_NODE_ARGS:-})
 # Settings from the caller's environment must not leak into the replicas or the CLI.
 for v in $(env | grep -o '^ARBOR_[A-Z_]*' | grep -v -e '^ARBOR_LOG$' -e '^ARBOR_BENCH_'); do
   unset "$v"
@@ -93,7 +97,8 @@ op_pub="$(grep -o '"public_key": *"[0-9a-f]*"' "$work/operator.key" | grep -o '[
 echo "==> starting 3 replicas on $endpoints (data in $work)" >&2
 for i in 1 2 3; do
   # shellcheck disable=SC2207
-  args=(run --id "$i" --listen "$(addr "$i")" --peer-listen "$(peer "$i")" --data-dir "$work/n$i" $(replica_tls "$i"))
+  args=(run --id "$i" --listen "$(addr "$i")" --peer-listen "$(peer "$i")" --data-dir "$work/n$i" $(replica_tls "$i")
+    ${node_args[@]+"${node_args[@]}"})
   if [ "$i" = 1 ]; then
     args+=(--bootstrap --member "1=$(addr 1)/$(peer 1)" --member "2=$(addr 2)/$(peer 2)"
       --member "3=$(addr 3)/$(peer 3)" --operator "operator=$op_pub")

@@ -67,7 +67,10 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot every this many raft log entries.
+    /// Build a snapshot every this many raft log entries. Each build flushes
+    /// every memtable (a RocksDB checkpoint), so a small value turns the
+    /// memtables into many small SST files that compaction rewrites again
+    /// and again; the log is kept `keep_logs` entries behind anyway.
     pub snapshot_every: u64,
     /// Raft log entries kept after a snapshot, for followers that lag: one
     /// further behind is sent a whole snapshot (O(ledger)), so this covers
@@ -105,7 +108,7 @@ impl Default for NodeConfig {
             heartbeat_ms: 100,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 350,
-            snapshot_every: 10_000,
+            snapshot_every: 100_000,
             keep_logs: 100_000,
             metrics_listen: None,
             limits: Default::default(),

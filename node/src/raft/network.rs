@@ -50,6 +50,26 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// The least time an AppendEntries that carries entries is given before the
+/// leader gives up on it. openraft gives every append the heartbeat interval
+/// (100 ms by default) and sends one at a time per follower; a follower busy
+/// applying, or waiting on its synced log write, often takes longer under
+/// load, and a timed-out append is not free: the replication stream is
+/// dropped and re-opened, after a back-off, and the same entries are sent
+/// (and decoded and checked) again. A 400,000-order run saw about three such
+/// timeouts a second. Heartbeats (no entries) keep openraft's interval: they
+/// carry the leader's liveness, and a late one is worth nothing.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long an AppendEntries may take (see [`APPEND_TIMEOUT`]).
+fn append_timeout(heartbeat: bool, openraft_ttl: Duration) -> Duration {
+    if heartbeat {
+        openraft_ttl
+    } else {
+        openraft_ttl.max(APPEND_TIMEOUT)
+    }
+}
+
 /// The raft client for one peer.
 pub struct PeerClient {
     target: NodeId,
@@ -117,7 +137,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call("append_entries", &rpc, option.hard_ttl()).await
+        let ttl = append_timeout(rpc.entries.is_empty(), option.hard_ttl());
+        self.call("append_entries", &rpc, ttl).await
     }
 
     async fn vote(
@@ -194,4 +215,22 @@ async fn next_chunk(mut data: SnapshotData) -> Result<(Vec<u8>, SnapshotData), S
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Appends carrying entries wait at least a second for a busy follower;
+    /// heartbeats keep openraft's interval, and a longer ttl is kept.
+    #[test]
+    fn appends_outlast_a_busy_follower_and_heartbeats_do_not() {
+        let hb = Duration::from_millis(100);
+        assert_eq!(append_timeout(false, hb), APPEND_TIMEOUT);
+        assert_eq!(append_timeout(true, hb), hb);
+        assert_eq!(
+            append_timeout(false, Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+    }
 }

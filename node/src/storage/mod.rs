@@ -68,8 +68,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    DBRecoveryMode, IteratorMode, Options, ReadOptions, DB,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor,
+    DBCompressionType, DBRecoveryMode, IteratorMode, Options, ReadOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 
@@ -198,6 +198,11 @@ impl StorageConfig {
         Ok(())
     }
 
+    /// The write-ahead log's bound: twice the memtables.
+    fn max_wal_bytes(&self) -> u64 {
+        2 * self.write_buffer_bytes as u64
+    }
+
     /// Each column family's memtable.
     fn memtable_bytes(&self) -> usize {
         (self.write_buffer_bytes / 4).max(MIB / 2)
@@ -207,13 +212,27 @@ impl StorageConfig {
     /// with index and filter blocks in it (not held beside it, where they
     /// would grow with the data); a Bloom filter per SST file for the
     /// column families of [`FILTERED_CFS`].
+    ///
+    /// Index and filters are partitioned ([`METADATA_BLOCK_BYTES`] per
+    /// partition, the small top level pinned in the cache): a large SST
+    /// file's index or filter is then many small blocks, so a point read
+    /// that misses the cache reads one partition, not the file's whole
+    /// index (~2 MB for a 64 MB file of orders) and filter. Unpartitioned,
+    /// a ledger of a few hundred thousand orders made every such miss read
+    /// and checksum megabytes (docs/performance.md, "Cost against the
+    /// ledger's size").
     fn table_options(&self, cache: &Cache, filtered: bool) -> BlockBasedOptions {
         let mut t = BlockBasedOptions::default();
         t.set_block_cache(cache);
         t.set_cache_index_and_filter_blocks(true);
+        t.set_cache_index_and_filter_blocks_with_high_priority(true);
         t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        t.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        t.set_metadata_block_size(METADATA_BLOCK_BYTES);
+        t.set_pin_top_level_index_and_filter(true);
         if filtered {
             t.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
+            t.set_partition_filters(true);
         }
         t
     }
@@ -239,6 +258,9 @@ const FILTERED_CFS: [&str; 8] = [
 
 /// Bits per key of the SST files' Bloom filters (~1 % false positives).
 const BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// The size of one partition of an SST file's index or filter.
+const METADATA_BLOCK_BYTES: usize = 4096;
 
 /// The memtable's Bloom filter, as a fraction of the memtable's size.
 const MEMTABLE_BLOOM_RATIO: f64 = 0.02;
@@ -309,6 +331,13 @@ pub fn open_checked(
         o.set_block_based_table_factory(&memory.table_options(&cache, false));
         o.set_write_buffer_size(memory.memtable_bytes());
         o.set_db_write_buffer_size(memory.write_buffer_bytes);
+        // The WAL is kept until every column family with records in it has
+        // flushed; past this the column families holding the oldest are
+        // flushed. RocksDB's default (four times all memtables together,
+        // ~1.8 GB with 14 column families) let disk use grow by gigabytes
+        // between snapshots once a snapshot no longer flushed everything
+        // every few seconds.
+        o.set_max_total_wal_size(memory.max_wal_bytes());
         DB::open_cf_descriptors(&o, &db_path, cfs)
     };
     let mut damage = None;
@@ -436,6 +465,7 @@ mod tests {
             "{options}"
         );
         assert!(options.contains(&format!("write_buffer_size={}", MIB)));
+        assert!(options.contains(&format!("max_total_wal_size={}", 8 * MIB)));
         assert!(options.contains("cache_index_and_filter_blocks=true"));
         // Each column family's sections of the OPTIONS file: the filtered
         // ones have a Bloom filter on their SST files and their memtable.
@@ -450,6 +480,20 @@ mod tests {
             let cfo = section("CFOptions", name);
             let filtered = FILTERED_CFS.contains(&name);
             assert_eq!(table.contains("bloomfilter"), filtered, "{name}: {table}");
+            assert!(
+                table.contains("index_type=kTwoLevelIndexSearch"),
+                "{name}: {table}"
+            );
+            assert!(
+                table.contains("pin_top_level_index_and_filter=true"),
+                "{name}"
+            );
+            assert!(table.contains(&format!("metadata_block_size={METADATA_BLOCK_BYTES}")));
+            assert_eq!(
+                table.contains("partition_filters=true"),
+                filtered,
+                "{name}: {table}"
+            );
             assert_eq!(
                 cfo.contains("memtable_whole_key_filtering=true"),
                 filtered,

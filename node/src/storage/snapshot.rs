@@ -189,8 +189,40 @@ pub const MEMORY_BOUND: usize = IO_BUFFER
 pub struct SnapshotData(Origin);
 
 enum Origin {
-    File { file: File, path: PathBuf },
+    /// `received`: a file received from the leader into the snapshot
+    /// directory, removed when dropped unless an install adopted it (openraft
+    /// drops a snapshot it does not install: a stale vote, a snapshot older
+    /// than what is committed, a transfer superseded by a newer one).
+    File {
+        file: File,
+        path: PathBuf,
+        received: bool,
+    },
     Checkpoint(Box<Stream>),
+}
+
+impl Drop for SnapshotData {
+    fn drop(&mut self) {
+        if let Origin::File {
+            path,
+            received: true,
+            ..
+        } = &self.0
+        {
+            match fs::remove_file(path) {
+                Ok(()) => tracing::info!(
+                    path = %path.display(),
+                    "a received snapshot that was not installed is removed"
+                ),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    path = %path.display(),
+                    "cannot remove a received snapshot that was not installed"
+                ),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -213,7 +245,18 @@ impl SnapshotData {
         Ok(SnapshotData(Origin::File {
             file,
             path: path.to_path_buf(),
+            received: false,
         }))
+    }
+
+    /// Opens a file received into the snapshot directory: removed when the
+    /// value is dropped, unless an install adopted it.
+    fn open_received(path: &Path) -> io::Result<SnapshotData> {
+        let mut data = SnapshotData::open(path)?;
+        if let Origin::File { received, .. } = &mut data.0 {
+            *received = true;
+        }
+        Ok(data)
     }
 
     fn of_checkpoint(checkpoint: Arc<Checkpoint>) -> SnapshotData {
@@ -600,7 +643,7 @@ impl Incoming {
     /// it (installing renames it to `current`).
     pub fn into_data(mut self) -> io::Result<SnapshotData> {
         self.finish()?;
-        let data = SnapshotData::open(&self.path)?;
+        let data = SnapshotData::open_received(&self.path)?;
         self.keep = true;
         Ok(data)
     }
@@ -1062,7 +1105,7 @@ pub(super) fn install(
     let received = match &data.0 {
         // A file received into the snapshot directory is moved; one from
         // elsewhere (a tool, a test) is copied first, streamed.
-        Origin::File { file, path } => {
+        Origin::File { file, path, .. } => {
             check_data(file, meta)?;
             (path.parent() == Some(dir)).then(|| path.clone())
         }
@@ -1071,6 +1114,7 @@ pub(super) fn install(
         // file, checked and installed like a received one.
         Origin::Checkpoint(_) => None,
     };
+    let copied = received.is_none();
     let path = match received {
         Some(path) => path,
         None => {
@@ -1085,8 +1129,18 @@ pub(super) fn install(
             copy
         }
     };
+    // A received file is renamed while still open (the inode stays): if the
+    // adoption fails it is removed with `data`; once adopted, it is kept.
+    let adopted = sm.snapshots.adopt_file(meta, &path);
+    match &mut data.0 {
+        Origin::File { received, .. } if adopted.is_ok() => *received = false,
+        _ if adopted.is_err() && copied => {
+            let _ = fs::remove_file(&path);
+        }
+        _ => {}
+    }
     drop(data);
-    sm.snapshots.adopt_file(meta, &path)?;
+    adopted?;
     install_current(&sm.db, &sm.snapshots, meta)
 }
 
@@ -1294,6 +1348,19 @@ mod tests {
             .iterator_cf(cf(&sm_b.db, keys::CF_REFS), IteratorMode::Start)
             .count();
         assert_eq!(installed, RECORDS as usize);
+
+        // Received into the inbox as from a leader and installed: the file
+        // becomes `current` (not removed with its handle), no `.tmp` is left.
+        let c = tempfile::tempdir().unwrap();
+        let (_log_c, sm_c) = super::super::open(c.path()).unwrap();
+        let mut incoming = sm_c.snapshot_inbox().create().unwrap();
+        incoming.write(&fs::read(&path).unwrap()).unwrap();
+        install(&sm_c, &meta, incoming.into_data().unwrap()).unwrap();
+        let left: Vec<_> = fs::read_dir(&sm_c.snapshots.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["current"], "{left:?}");
     }
 
     /// `len` bytes that do not compress (a xorshift stream seeded by `seed`);
@@ -1521,7 +1588,16 @@ mod tests {
         assert!(!path.exists());
         let mut i = inbox.create().unwrap();
         i.write(b"abc").unwrap();
+        let path = i.finish().unwrap().to_path_buf();
         let mut d = i.into_data().unwrap();
         assert_eq!(d.read_all().unwrap(), b"abc");
+        // Handed on to raft but never installed (openraft drops a snapshot
+        // it does not install): removed too, not left to fill the disk.
+        assert!(path.exists());
+        drop(d);
+        assert!(!path.exists(), "{}", path.display());
+        // A file opened from elsewhere (a tool's) is never removed.
+        drop(SnapshotData::open(&p).unwrap());
+        assert!(p.exists());
     }
 }
