@@ -642,9 +642,7 @@ fn the_persisted_merkle_tree_gives_the_reference_roots_and_proofs() {
             }
             if let Some(m) = m {
                 for (k, v) in &full {
-                    if k.len() == 9 {
-                        let level = k[0] as u32;
-                        let index = u64::from_be_bytes(k[1..].try_into().unwrap());
+                    if let Some((level, index)) = storage::keys::merkle_node_of_key(k) {
                         if (index + 1) << level <= m {
                             db.put_cf(cf, k, v).unwrap();
                         }
@@ -658,6 +656,43 @@ fn the_persisted_merkle_tree_gives_the_reference_roots_and_proofs() {
         drop((sm, _log));
         let db = rocksdb::DB::open_cf(&opts, &db_path, storage::keys::ALL_CFS).unwrap();
         assert_eq!(merkle_records(&db), full, "rebuilt from {m:?}");
+    }
+
+    // The keys are in append order: node keys sort by their last leaf, so
+    // every entry's nodes come after the previous entries' (then the size).
+    let nodes: Vec<(u32, u64)> = full
+        .iter()
+        .filter_map(|(k, _)| storage::keys::merkle_node_of_key(k))
+        .collect();
+    assert_eq!(nodes.len() + 1, full.len());
+    let last_leaves: Vec<u64> = nodes.iter().map(|(l, i)| ((i + 1) << l) - 1).collect();
+    assert!(
+        last_leaves.windows(2).all(|w| w[0] <= w[1]),
+        "{last_leaves:?}"
+    );
+    assert_eq!(&full.last().unwrap().0[..], size_key);
+
+    // The earlier layout (key `level || index`, and `size`): opened, the
+    // tree is built again in this one and nothing of the old one is left.
+    {
+        let db = rocksdb::DB::open_cf(&opts, &db_path, storage::keys::ALL_CFS).unwrap();
+        let cf = db.cf_handle(storage::keys::CF_MERKLE).unwrap();
+        for (k, v) in &full {
+            db.delete_cf(cf, k).unwrap();
+            if let Some((level, index)) = storage::keys::merkle_node_of_key(k) {
+                let mut old = vec![level as u8];
+                old.extend_from_slice(&index.to_be_bytes());
+                db.put_cf(cf, old, v).unwrap();
+            }
+        }
+        db.put_cf(cf, b"size", n.to_be_bytes()).unwrap();
+    }
+    let (_log, sm) = open(&dir);
+    assert_tree_matches_the_ledger(&sm.reader());
+    drop((sm, _log));
+    {
+        let db = rocksdb::DB::open_cf(&opts, &db_path, storage::keys::ALL_CFS).unwrap();
+        assert_eq!(merkle_records(&db), full, "rebuilt from the earlier layout");
     }
 
     // A tree that claims more leaves than the ledger has is refused.

@@ -127,11 +127,17 @@ struct Lost {
 }
 
 /// The leader and the term it leads in.
+///
+/// From openraft's server metrics (vote, state, leader, membership), which
+/// change only when one of those does: the waits below are woken by a
+/// change of leader or term, not by every append and apply (the full
+/// metrics change on each, and with thousands of forwards in flight each
+/// change woke every one of them).
 fn observe(raft: &Raft) -> (Leader, u64) {
     // Read in place: this runs on every routed request.
-    let metrics = raft.metrics();
+    let metrics = raft.server_metrics();
     let m = metrics.borrow_watched();
-    let term = m.current_term;
+    let term = m.vote.leader_id.term;
     if m.state == ServerState::Leader {
         return (Leader::Me, term);
     }
@@ -170,7 +176,7 @@ fn is_lost(l: &Leader, term: u64, lost: Option<Lost>) -> bool {
 
 /// Waits until `until` for a leader to be known, other than `lost`.
 async fn wait_leader_other(raft: &Raft, lost: Option<Lost>, until: Instant) -> (Leader, u64) {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     loop {
         let (l, term) = observe(raft);
         if l != Leader::Unknown && !is_lost(&l, term, lost) {
@@ -192,7 +198,7 @@ pub async fn wait_leader(raft: &Raft, patience: Duration) -> Leader {
 /// Resolves once this replica sees a leader other than `lost` (a new term or
 /// another node), for abandoning a forward the old leader does not answer.
 async fn leader_moved(raft: &Raft, lost: Lost) {
-    let mut rx = raft.metrics();
+    let mut rx = raft.server_metrics();
     loop {
         let (l, term) = observe(raft);
         let other = term > lost.term || matches!(l, Leader::Other { id, .. } if id != lost.id);
@@ -211,26 +217,58 @@ async fn leader_moved(raft: &Raft, lost: Lost) {
 /// elected a new leader if they can, so a call is better sent elsewhere than
 /// left waiting here for a commit that cannot come.
 fn quorum_silence(raft: &Raft) -> Option<Duration> {
+    match quorum_heard(raft) {
+        Quorum::SilentFor(since) => Some(since),
+        Quorum::Heard { .. } | Quorum::NotLeading => None,
+    }
+}
+
+/// What this replica knows of its quorum's silence.
+enum Quorum {
+    /// It leads and has not heard from a quorum for longer than the limit.
+    SilentFor(Duration),
+    /// It leads, heard from a quorum lately: silence could pass the limit
+    /// no sooner than `left` from now.
+    Heard { left: Duration },
+    /// It does not lead (or leads alone): no silence to count.
+    NotLeading,
+}
+
+fn quorum_heard(raft: &Raft) -> Quorum {
     use openraft::Instant as _;
     let limit = Duration::from_millis(raft.config().election_timeout_max.saturating_mul(2));
     let metrics = raft.metrics();
     let m = metrics.borrow_watched();
     if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() < 2 {
-        return None;
+        return Quorum::NotLeading;
     }
-    let since = m.last_quorum_acked.as_ref()?.elapsed();
-    (since > limit).then_some(since)
+    let Some(acked) = m.last_quorum_acked.as_ref() else {
+        return Quorum::NotLeading;
+    };
+    let since = acked.elapsed();
+    if since > limit {
+        Quorum::SilentFor(since)
+    } else {
+        Quorum::Heard {
+            left: limit - since,
+        }
+    }
 }
 
 /// Resolves once this leader has not heard from a quorum for longer than
-/// [`quorum_silence`] allows (checked every heartbeat-ish interval).
+/// [`quorum_silence`] allows. It sleeps until the silence could first pass
+/// the limit (at least a heartbeat interval), not every heartbeat: each
+/// command waiting to commit runs one of these, and a healthy leader's
+/// commands are committed long before.
 pub async fn quorum_lost(raft: &Raft) -> Duration {
     let every = Duration::from_millis(raft.config().heartbeat_interval.max(10));
     loop {
-        tokio::time::sleep(every).await;
-        if let Some(since) = quorum_silence(raft) {
-            return since;
-        }
+        let nap = match quorum_heard(raft) {
+            Quorum::SilentFor(since) => return since,
+            Quorum::Heard { left } => left.max(every),
+            Quorum::NotLeading => every,
+        };
+        tokio::time::sleep(nap).await;
     }
 }
 

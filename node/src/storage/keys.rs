@@ -154,14 +154,38 @@ pub fn map_party_entry_key(party_key: &[u8; 32], seq: u64) -> [u8; 41] {
 
 // Keys of `merkle`.
 /// How many leaves the Merkle tree holds (its nodes cover exactly those).
-pub const KEY_MERKLE_SIZE: &[u8] = b"size";
+/// After every node key, so that the records a batch writes (its nodes and
+/// this) sort after everything written before.
+pub const KEY_MERKLE_SIZE: &[u8] = b"\xffsize";
 
-/// The key of the complete Merkle subtree at `level` and `index`.
-pub fn merkle_node_key(level: u32, index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = level as u8;
-    k[1..].copy_from_slice(&index.to_be_bytes());
+/// The first byte of every node key. Keys of the earlier layout (level
+/// first, then index; and `size`) all sort before it.
+pub const MERKLE_NODE_PREFIX: u8 = 0x80;
+
+/// The key of the complete Merkle subtree at `level` and `index`, covering
+/// leaves `[index << level, (index + 1) << level)`: `0x80 || last leaf
+/// (u64 BE) || level (u8)`. A node is written by the entry that is its last
+/// leaf, so keys are written in increasing order: RocksDB then moves
+/// flushed files down the levels without rewriting them (with the level
+/// first, every flushed file overlapped the whole tree, and each compaction
+/// rewrote all of it).
+pub fn merkle_node_key(level: u32, index: u64) -> [u8; 10] {
+    let last_leaf = ((index + 1) << level) - 1;
+    let mut k = [0u8; 10];
+    k[0] = MERKLE_NODE_PREFIX;
+    k[1..9].copy_from_slice(&last_leaf.to_be_bytes());
+    k[9] = level as u8;
     k
+}
+
+/// The level and index of a node key (`None`: not a node key).
+pub fn merkle_node_of_key(k: &[u8]) -> Option<(u32, u64)> {
+    if k.len() != 10 || k[0] != MERKLE_NODE_PREFIX || k[9] >= 64 {
+        return None;
+    }
+    let last_leaf = u64::from_be_bytes(k[1..9].try_into().ok()?);
+    let level = u32::from(k[9]);
+    Some((level, (last_leaf >> level)))
 }
 
 /// The key of an external reference: `channel \0 external_id`.

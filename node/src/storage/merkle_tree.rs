@@ -3,10 +3,14 @@
 //! point reads and hashes (`merkle::root_from` and friends), and the replica
 //! keeps nothing of the tree in memory.
 //!
-//! Column family `merkle`: key `level u8 || index u64be`, value the root of
-//! the complete subtree over leaves `[index << level, (index + 1) << level)`
-//! (level 0: `leaf_hash(entry hash)`), 32 bytes; key `size`: how many leaves
-//! the nodes cover. A subtree is written once, when its last leaf is
+//! Column family `merkle`: key `0x80 || last leaf u64be || level u8`
+//! ([`merkle_node_key`]), value the root of the complete subtree over leaves
+//! `[index << level, (index + 1) << level)` (level 0: `leaf_hash(entry
+//! hash)`), 32 bytes; key `\xffsize`: how many leaves the nodes cover. Keys
+//! are written in increasing order (a node by its last leaf's entry), so
+//! compaction moves flushed files down instead of rewriting the tree. A
+//! database with the earlier layout (level first; key `size`) has its tree
+//! built again in this one when it is opened. A subtree is written once, when its last leaf is
 //! appended, and never changes; about two nodes per entry (~80 bytes on
 //! disk before RocksDB's own overhead).
 //!
@@ -27,7 +31,7 @@ use std::io;
 use arbor_proto::ledger::merkle::{self, Hash, SubtreeSource};
 use rocksdb::DB;
 
-use super::keys::{merkle_node_key, CF_MERKLE, KEY_MERKLE_SIZE};
+use super::keys::{merkle_node_key, CF_MERKLE, KEY_MERKLE_SIZE, MERKLE_NODE_PREFIX};
 use super::overlay::PendingWrites;
 use super::{cf, io_err, LedgerReader, ReadError};
 
@@ -94,8 +98,20 @@ pub(super) fn after_entry(
 /// Adds to `batch` the clearing of the tree (a snapshot is being installed).
 pub(super) fn clear_into(db: &DB, batch: &mut rocksdb::WriteBatch) {
     let handle = cf(db, CF_MERKLE);
-    // Node keys start with their level (< 64), the size key with `s`.
-    batch.delete_range_cf(handle, [0u8].as_slice(), [0xffu8].as_slice());
+    // Node keys start with 0x80, the size key with 0xff 's' (and the
+    // earlier layout's with a level < 64, or `s`).
+    batch.delete_range_cf(handle, [0u8].as_slice(), [0xffu8; 2].as_slice());
+}
+
+/// Whether the tree is stored in the earlier layout (level first): any key
+/// before [`MERKLE_NODE_PREFIX`].
+fn earlier_layout(db: &DB) -> Result<bool, rocksdb::Error> {
+    let mut it = db.raw_iterator_cf(cf(db, CF_MERKLE));
+    it.seek_to_first();
+    it.status()?;
+    Ok(it
+        .key()
+        .is_some_and(|k| k.first() < Some(&MERKLE_NODE_PREFIX)))
 }
 
 /// Brings the tree up to the ledger: builds it when the database has none
@@ -103,6 +119,19 @@ pub(super) fn clear_into(db: &DB, batch: &mut rocksdb::WriteBatch) {
 /// that was interrupted. Bounded memory: [`BUILD_BATCH`] entries at a time.
 pub(crate) fn ensure_built(reader: &LedgerReader) -> io::Result<()> {
     let err = |e: ReadError| io_err("build the Merkle tree", e);
+    let db: &DB = &reader.db;
+    if earlier_layout(db).map_err(|e| io_err("read the Merkle tree", e))? {
+        tracing::info!(
+            "the ledger's Merkle tree is stored in the earlier layout (level first): \
+             building it again in the append-ordered one"
+        );
+        db.delete_range_cf(
+            cf(db, CF_MERKLE),
+            [0u8].as_slice(),
+            [MERKLE_NODE_PREFIX].as_slice(),
+        )
+        .map_err(|e| io_err("clear the Merkle tree's earlier layout", e))?;
+    }
     let ledger_len = reader.head().map_err(err)?.map_or(0, |h| h.seq + 1);
     let mut have = size(reader).map_err(err)?;
     if have == ledger_len && (have > 0 || built(reader).map_err(err)?) {

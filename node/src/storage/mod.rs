@@ -203,6 +203,21 @@ impl StorageConfig {
         2 * self.write_buffer_bytes as u64
     }
 
+    /// Sizes the LSM levels from the memtables, not from RocksDB's
+    /// defaults (a 256 MB base level of 64 MB files): with those, a column
+    /// family under 256 MB is one level, and each compaction of the four
+    /// newest flushed files rewrites all of it, so the cost of a write grew
+    /// with the ledger (at 1,000,000 orders, a flush of 1.3 MB of command
+    /// ids was merged into 96 MB of them). With a base level of four
+    /// memtables and files of one memtable, a compaction from level 0
+    /// rewrites at most the base level, and deeper levels are compacted a
+    /// file at a time: the cost per write grows with the number of levels
+    /// (log of the size), not with the size.
+    fn level_sizes(&self, o: &mut Options) {
+        o.set_max_bytes_for_level_base(4 * self.memtable_bytes() as u64);
+        o.set_target_file_size_base(self.memtable_bytes() as u64);
+    }
+
     /// Each column family's memtable.
     fn memtable_bytes(&self) -> usize {
         (self.write_buffer_bytes / 4).max(MIB / 2)
@@ -321,6 +336,7 @@ pub fn open_checked(
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_block_based_table_factory(&memory.table_options(&cache, filtered));
             o.set_write_buffer_size(memory.memtable_bytes());
+            memory.level_sizes(&mut o);
             if filtered {
                 o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
                 o.set_memtable_whole_key_filtering(true);
@@ -493,6 +509,15 @@ mod tests {
                 table.contains("partition_filters=true"),
                 filtered,
                 "{name}: {table}"
+            );
+            // Levels sized from the memtable (1 MiB here), not 256 MB.
+            assert!(
+                cfo.contains(&format!("max_bytes_for_level_base={}", 4 * MIB)),
+                "{name}"
+            );
+            assert!(
+                cfo.contains(&format!("target_file_size_base={}", MIB)),
+                "{name}"
             );
             assert_eq!(
                 cfo.contains("memtable_whole_key_filtering=true"),
