@@ -21,6 +21,10 @@
 # Environment:
 #   ARBOR_BENCH_BIN_DIR=DIR  use arbor-node and arbor from DIR, skip the build
 #   ARBOR_BENCH_KEEP=1       keep the temp dir (replica logs and data) afterwards
+#   ARBOR_BENCH_REUSE=DIR    run on DIR, a directory an earlier run kept (ARBOR_BENCH_KEEP=1),
+#                            instead of a fresh cluster: its replicas restart on their data, so a
+#                            ledger preloaded once (e.g. --preload 1000000) is measured again in
+#                            minutes; give no --preload then. DIR is kept.
 #   ARBOR_BENCH_PLAINTEXT=1  run replicas and client with --insecure-plaintext (to measure what TLS costs)
 #   ARBOR_BENCH_NODE_ARGS    extra arguments for every `arbor-node run` (e.g. "--snapshot-every 50000")
 #   ARBOR_LOG                replica log filter (default info,openraft=warn)
@@ -30,7 +34,17 @@ source scripts/lib.sh
 
 script_cmd="scripts/bench.sh $*"
 [ -z "${ARBOR_BENCH_NODE_ARGS:-}" ] || script_cmd="ARBOR_BENCH_NODE_ARGS=\"$ARBOR_BENCH_NODE_ARGS\" $script_cmd"
-work="$(mktemp -d "${TMPDIR:-/tmp}/arbor-bench-XXXXXX")"
+[ -z "${ARBOR_BENCH_REUSE:-}" ] || script_cmd="ARBOR_BENCH_REUSE=$ARBOR_BENCH_REUSE $script_cmd"
+reuse="${ARBOR_BENCH_REUSE:-}"
+if [ -n "$reuse" ]; then
+  for f in ports operator.key n1 n2 n3; do
+    [ -e "$reuse/$f" ] || { echo "error: ARBOR_BENCH_REUSE=$reuse is not a directory kept by scripts/bench.sh (no $f)" >&2; exit 64; }
+  done
+  work="$(cd "$reuse" && pwd)"
+  export ARBOR_BENCH_KEEP=1
+else
+  work="$(mktemp -d "${TMPDIR:-/tmp}/arbor-bench-XXXXXX")"
+fi
 pids=()
 
 trap 'bench_cleanup n replica bench.sh' EXIT
@@ -66,10 +80,19 @@ done
 # Six free ports (three client, three peer): nothing answers on them now.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports=()
-while [ "${#ports[@]}" -lt 6 ]; do
-  p=$((20000 + RANDOM % 40000))
-  if port_free "$p" && [[ " ${ports[*]} " != *" $p "* ]]; then ports+=("$p"); fi
-done
+if [ -n "$reuse" ]; then
+  # The members' addresses are in the raft membership: the same ports again.
+  read -r -a ports <"$work/ports"
+  for p in "${ports[@]}"; do
+    port_free "$p" || { echo "error: port $p of $work is in use" >&2; exit 1; }
+  done
+else
+  while [ "${#ports[@]}" -lt 6 ]; do
+    p=$((20000 + RANDOM % 40000))
+    if port_free "$p" && [[ " ${ports[*]} " != *" $p "* ]]; then ports+=("$p"); fi
+  done
+  echo "${ports[*]}" >"$work/ports"
+fi
 addr() { echo "127.0.0.1:${ports[$(($1 - 1))]}"; }
 peer() { echo "127.0.0.1:${ports[$(($1 + 2))]}"; }
 endpoints="$(addr 1),$(addr 2),$(addr 3)"
@@ -79,19 +102,20 @@ if [ "${ARBOR_BENCH_PLAINTEXT:-}" = 1 ]; then
   client_tls=(--insecure-plaintext)
 else
   transport="tls"
-  "$bin/arbor-node" cert ca --dir "$work/pki" >/dev/null
+  [ -f "$work/pki/ca.pem" ] || "$bin/arbor-node" cert ca --dir "$work/pki" >/dev/null
   client_tls=(--cacert "$work/pki/ca.pem")
 fi
 replica_tls() {
   if [ "$transport" = plaintext ]; then
     echo --insecure-plaintext
   else
-    "$bin/arbor-node" cert replica --dir "$work/pki" --id "$1" --host 127.0.0.1 >/dev/null
+    [ -f "$work/pki/replica-$1.pem" ] ||
+      "$bin/arbor-node" cert replica --dir "$work/pki" --id "$1" --host 127.0.0.1 >/dev/null
     echo --ca-file "$work/pki/ca.pem" --cert-file "$work/pki/replica-$1.pem" --key-file "$work/pki/replica-$1.key"
   fi
 }
 
-"$bin/arbor" keys generate --party operator --out "$work/operator.key" >/dev/null
+[ -f "$work/operator.key" ] || "$bin/arbor" keys generate --party operator --out "$work/operator.key" >/dev/null
 op_pub="$(grep -o '"public_key": *"[0-9a-f]*"' "$work/operator.key" | grep -o '[0-9a-f]\{64\}')"
 
 echo "==> starting 3 replicas on $endpoints (data in $work)" >&2
@@ -99,11 +123,11 @@ for i in 1 2 3; do
   # shellcheck disable=SC2207
   args=(run --id "$i" --listen "$(addr "$i")" --peer-listen "$(peer "$i")" --data-dir "$work/n$i" $(replica_tls "$i")
     ${node_args[@]+"${node_args[@]}"})
-  if [ "$i" = 1 ]; then
+  if [ "$i" = 1 ] && [ -z "$reuse" ]; then
     args+=(--bootstrap --member "1=$(addr 1)/$(peer 1)" --member "2=$(addr 2)/$(peer 2)"
       --member "3=$(addr 3)/$(peer 3)" --operator "operator=$op_pub")
   fi
-  "$bin/arbor-node" "${args[@]}" >"$work/n$i.log" 2>&1 &
+  "$bin/arbor-node" "${args[@]}" >>"$work/n$i.log" 2>&1 &
   pids+=($!)
 done
 
