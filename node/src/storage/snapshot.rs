@@ -263,6 +263,14 @@ impl SnapshotData {
         SnapshotData(Origin::Checkpoint(Box::new(Stream::new(checkpoint))))
     }
 
+    /// A received file that is no longer removed when this is dropped (an
+    /// install made it `current`).
+    fn keep_file(&mut self) {
+        if let Origin::File { received, .. } = &mut self.0 {
+            *received = false;
+        }
+    }
+
     /// Where the file was when it was opened, or the checkpoint directory.
     pub fn path(&self) -> &Path {
         match &self.0 {
@@ -1130,17 +1138,16 @@ pub(super) fn install(
         }
     };
     // A received file is renamed while still open (the inode stays): if the
-    // adoption fails it is removed with `data`; once adopted, it is kept.
-    let adopted = sm.snapshots.adopt_file(meta, &path);
-    match &mut data.0 {
-        Origin::File { received, .. } if adopted.is_ok() => *received = false,
-        _ if adopted.is_err() && copied => {
+    // adoption fails it is removed with `data` (a copy is removed here);
+    // once adopted it is `current`, and kept.
+    if let Err(e) = sm.snapshots.adopt_file(meta, &path) {
+        if copied {
             let _ = fs::remove_file(&path);
         }
-        _ => {}
+        return Err(e);
     }
+    data.keep_file();
     drop(data);
-    adopted?;
     install_current(&sm.db, &sm.snapshots, meta)
 }
 
