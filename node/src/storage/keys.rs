@@ -8,7 +8,7 @@
 //! | `raft_log` | log index, u64 big-endian | raft log entry, bincode (`raft::codec`) |
 //! | `raft_meta` | `vote`, `committed`, `last_purged` | serde_json |
 //! | `ledger` | ledger seq, u64 big-endian | `pb::LedgerEntry`, protobuf |
-//! | `orders` | order id (UTF-8) | `rules::Order`, serde_json |
+//! | `orders` | order id (UTF-8) | `rules::Order`: the byte `0x01`, then MessagePack with structs as arrays (`order_record::encode`); a record starting `{` is serde_json, written by builds before that, and read as such |
 //! | `refs` | channel `\0` external id | order id (UTF-8) |
 //! | `refs` | `\0delivery-code\0` + delivery code hash (rules version 4: the hashes registered under it) | order id (UTF-8) |
 //! | `parties` | party id (UTF-8) | `rules::Party`, serde_json |
@@ -21,8 +21,8 @@
 //! | `order_map` | `n` + node position | one order map node per key (`map::Node::encode`), written before tiles: a database holding any rebuilds the map into tiles when it opens |
 //! | `order_map` | `R` + map size, u64 big-endian | the version 2 order map root at that size (32 bytes; version 1 roots were under `r`, and a database holding only those rebuilds the map) |
 //! | `order_map` | `p` + party key (`map::party_key`, 32 bytes) + seq, u64 big-endian | empty: the party's party entries below the newest map epoch |
-//! | `merkle` | level u8, then index u64 big-endian | the root of the complete Merkle subtree over leaves `[index << level, (index + 1) << level)`, 32 bytes (derived from `ledger`: [`super::merkle_tree`]) |
-//! | `merkle` | `size` | the number of leaves the tree holds, u64 big-endian |
+//! | `merkle` | `0x80`, then the subtree's last leaf u64 big-endian, then its level u8 | the root of the complete Merkle subtree of `2^level` leaves ending at that leaf, 32 bytes (derived from `ledger`: [`super::merkle_tree`]) |
+//! | `merkle` | `\xffsize` | the number of leaves the tree holds, u64 big-endian |
 //! | `leases` | lease deadline ms, u64 big-endian, then order id (UTF-8); the empty key marks the index built | empty (derived from `orders`: [`super::leases`]) |
 //!
 //! Big-endian integer keys sort numerically under RocksDB's bytewise

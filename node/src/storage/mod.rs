@@ -57,6 +57,7 @@ mod leases;
 mod log_store;
 mod merkle_tree;
 mod order_map;
+mod order_record;
 mod overlay;
 mod reader;
 pub mod snapshot;

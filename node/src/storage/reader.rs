@@ -294,7 +294,18 @@ impl LedgerReader {
     }
 
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, ReadError> {
-        self.get_json(CF_ORDERS, order_id.as_bytes())
+        let key = order_id.as_bytes();
+        let decode = |v: &[u8]| {
+            super::order_record::decode(v).map_err(|e| ReadError::corrupt(CF_ORDERS, key, e))
+        };
+        if self.overlay.is_none() {
+            // The API's reader: decode from RocksDB's pinned block, no copy.
+            return self
+                .get_pinned(CF_ORDERS, key)?
+                .map(|v| decode(&v))
+                .transpose();
+        }
+        self.get(CF_ORDERS, key)?.map(|v| decode(&v)).transpose()
     }
 
     /// The sequence numbers of an order's entries, oldest first (empty for
@@ -448,8 +459,8 @@ impl LedgerReader {
             if out.len() >= limit || scanned >= scan_limit {
                 return Ok((out, last));
             }
-            let order: Order =
-                serde_json::from_slice(&v).map_err(|e| ReadError::corrupt(CF_ORDERS, &k, e))?;
+            let order = super::order_record::decode(&v)
+                .map_err(|e| ReadError::corrupt(CF_ORDERS, &k, e))?;
             last = Some(order.order_id.clone());
             if keep(&order) {
                 out.push(order);

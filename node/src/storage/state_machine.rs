@@ -45,6 +45,7 @@ use serde::Serialize;
 use super::feed::{AppliedHead, HeadPublisher};
 use super::keys::*;
 use super::leases;
+use super::order_record;
 use super::overlay::PendingWrites;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
 use super::CheckedView;
@@ -321,7 +322,10 @@ fn put_effect(
             if let Some(k) = put {
                 w.put(CF_LEASES, &k, &[]);
             }
-            put_json(w, CF_ORDERS, o.order_id.as_bytes(), &o)
+            let record = order_record::encode(&o)
+                .map_err(|e| io_err(format_args!("encode {CF_ORDERS}/{}", o.order_id), e))?;
+            w.put(CF_ORDERS, o.order_id.as_bytes(), &record);
+            Ok(())
         }
         Effect::PutRef {
             channel,

@@ -41,12 +41,14 @@ pub struct Tender {
     pub seq: u64,
     /// Parcels the node tendered (0: not stated).
     pub parcels: u32,
-    /// Rules version 4: the carrier must sign by then (the tender entry's
-    /// time + its timeout); 0: no deadline (a tender of version 3).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub expires_ms: u64,
     /// The carrier's signed acceptance; `None` while the tender is pending.
     pub accepted: Option<TenderAcceptance>,
+    /// Rules version 4: the carrier must sign by then (the tender entry's
+    /// time + its timeout); 0: no deadline (a tender of version 3). Last:
+    /// a field that may be left out ends its struct (the replica's binary
+    /// order records hold structs as arrays).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expires_ms: u64,
 }
 
 /// What the carrier signed for.
