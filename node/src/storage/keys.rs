@@ -8,15 +8,15 @@
 //! | `raft_log` | log index, u64 big-endian | raft log entry, bincode (`raft::codec`) |
 //! | `raft_meta` | `vote`, `committed`, `last_purged` | serde_json |
 //! | `ledger` | ledger seq, u64 big-endian | `pb::LedgerEntry`, protobuf |
-//! | `orders` | order id (UTF-8) | `rules::Order`: the byte `0x01`, then MessagePack with structs as arrays (`order_record::encode`); a record starting `{` is serde_json, written by builds before that, and read as such |
+//! | `orders` | order id (UTF-8) | `rules::Order`, a record (`record::encode`: the byte `0x01`, then MessagePack with structs as arrays; a record starting `{` is serde_json, written by builds before that, and read as such) |
 //! | `refs` | channel `\0` external id | order id (UTF-8) |
 //! | `refs` | `\0delivery-code\0` + delivery code hash (rules version 4: the hashes registered under it) | order id (UTF-8) |
-//! | `parties` | party id (UTF-8) | `rules::Party`, serde_json |
+//! | `parties` | party id (UTF-8) | `rules::Party`, a record (as `orders`) |
 //! | `party_keys` | public key (32 raw bytes) | party id (UTF-8) |
 //! | `commands` | command id (32 bytes) | ledger seq, u64 big-endian |
 //! | `sm_meta` | `head`, `last_applied`, `membership` (raft's), `config`, `replicas` (the ledger's desired membership) | serde_json |
-//! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), serde_json; scanned in key order for the nodes with a profile (rules version 4 sourcing decisions: `LedgerReader::profiled_nodes`) |
-//! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, serde_json |
+//! | `profiles` | node party id (UTF-8) | `rules::Profile` (latest version), a record (as `orders`); scanned in key order for the nodes with a profile (rules version 4 sourcing decisions: `LedgerReader::profiled_nodes`) |
+//! | `node_stats` | node party id (UTF-8) | `rules::NodeStats`, a record (as `orders`) |
 //! | `order_map` | `t` + the position (`ledger::map::position`) of a tile's top node, whose depth is a multiple of `order_map::TILE_LEVELS` (4) | the tile: that node's subtree down to 3 levels below it, up to 15 nodes (`order_map::Tile::encode`: a 16-bit presence bitmap, then each present node, top first, left to right, as `map::Node::encode` — or the byte 2 for an inner node whose two children are in the tile, its hashes being theirs) |
 //! | `order_map` | `n` + node position | one order map node per key (`map::Node::encode`), written before tiles: a database holding any rebuilds the map into tiles when it opens |
 //! | `order_map` | `R` + map size, u64 big-endian | the version 2 order map root at that size (32 bytes; version 1 roots were under `r`, and a database holding only those rebuilds the map) |

@@ -82,7 +82,7 @@ pub(crate) fn put_order_record(
     k: &[u8],
     v: &[u8],
 ) -> io::Result<bool> {
-    let o: Order = super::order_record::decode(v).map_err(|e| {
+    let o: Order = super::record::decode(v).map_err(|e| {
         io_err(
             format_args!("decode order {}", String::from_utf8_lossy(k)),
             e,

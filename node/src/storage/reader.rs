@@ -182,6 +182,24 @@ impl LedgerReader {
         }
     }
 
+    /// A state record (`super::record`: binary, or JSON from an earlier build).
+    fn get_record<T: DeserializeOwned>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, ReadError> {
+        let decode =
+            |v: &[u8]| super::record::decode(v).map_err(|e| ReadError::corrupt(cf_name, key, e));
+        if self.overlay.is_none() {
+            // The API's reader: decode from RocksDB's pinned block, no copy.
+            return self
+                .get_pinned(cf_name, key)?
+                .map(|v| decode(&v))
+                .transpose();
+        }
+        self.get(cf_name, key)?.map(|v| decode(&v)).transpose()
+    }
+
     fn get_string(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<String>, ReadError> {
         match self.get(cf_name, key)? {
             None => Ok(None),
@@ -294,18 +312,7 @@ impl LedgerReader {
     }
 
     pub fn order(&self, order_id: &str) -> Result<Option<Order>, ReadError> {
-        let key = order_id.as_bytes();
-        let decode = |v: &[u8]| {
-            super::order_record::decode(v).map_err(|e| ReadError::corrupt(CF_ORDERS, key, e))
-        };
-        if self.overlay.is_none() {
-            // The API's reader: decode from RocksDB's pinned block, no copy.
-            return self
-                .get_pinned(CF_ORDERS, key)?
-                .map(|v| decode(&v))
-                .transpose();
-        }
-        self.get(CF_ORDERS, key)?.map(|v| decode(&v)).transpose()
+        self.get_record(CF_ORDERS, order_id.as_bytes())
     }
 
     /// The sequence numbers of an order's entries, oldest first (empty for
@@ -374,16 +381,16 @@ impl LedgerReader {
     }
 
     pub fn party(&self, party_id: &str) -> Result<Option<Party>, ReadError> {
-        self.get_json(CF_PARTIES, party_id.as_bytes())
+        self.get_record(CF_PARTIES, party_id.as_bytes())
     }
 
     /// A node's capability profile in force.
     pub fn profile(&self, node: &str) -> Result<Option<Profile>, ReadError> {
-        self.get_json(CF_PROFILES, node.as_bytes())
+        self.get_record(CF_PROFILES, node.as_bytes())
     }
 
     pub fn stats(&self, node: &str) -> Result<Option<NodeStats>, ReadError> {
-        self.get_json(CF_STATS, node.as_bytes())
+        self.get_record(CF_STATS, node.as_bytes())
     }
 
     /// The configuration genesis fixed (`None` before genesis).
@@ -459,8 +466,8 @@ impl LedgerReader {
             if out.len() >= limit || scanned >= scan_limit {
                 return Ok((out, last));
             }
-            let order = super::order_record::decode(&v)
-                .map_err(|e| ReadError::corrupt(CF_ORDERS, &k, e))?;
+            let order: Order =
+                super::record::decode(&v).map_err(|e| ReadError::corrupt(CF_ORDERS, &k, e))?;
             last = Some(order.order_id.clone());
             if keep(&order) {
                 out.push(order);

@@ -45,8 +45,8 @@ use serde::Serialize;
 use super::feed::{AppliedHead, HeadPublisher};
 use super::keys::*;
 use super::leases;
-use super::order_record;
 use super::overlay::PendingWrites;
+use super::record;
 use super::snapshot::{self, SnapshotData, SnapshotFiles};
 use super::CheckedView;
 use super::{io_err, LedgerReader, ReadError};
@@ -288,6 +288,19 @@ fn put_json(
     Ok(())
 }
 
+/// A state record the rules read on every command (`super::record`).
+fn put_record(
+    w: &mut PendingWrites,
+    cf_name: &'static str,
+    key: &[u8],
+    value: &impl Serialize,
+) -> io::Result<()> {
+    let bytes = record::encode(value)
+        .map_err(|e| io_err(format_args!("encode {cf_name}/{}", display_key(key)), e))?;
+    w.put(cf_name, key, &bytes);
+    Ok(())
+}
+
 /// Writes one effect of a decision, as `MemState::put` does. The one place
 /// that maps an effect to records.
 fn put_effect(
@@ -299,7 +312,7 @@ fn put_effect(
     match effect {
         Effect::PutParty(p) => {
             w.put(CF_PARTY_KEYS, &p.public_key, p.party_id.as_bytes());
-            put_json(w, CF_PARTIES, p.party_id.as_bytes(), &p)
+            put_record(w, CF_PARTIES, p.party_id.as_bytes(), &p)
         }
         Effect::PutOrder(o) => {
             // The lease index follows the order: its hold deadline before
@@ -322,10 +335,7 @@ fn put_effect(
             if let Some(k) = put {
                 w.put(CF_LEASES, &k, &[]);
             }
-            let record = order_record::encode(&o)
-                .map_err(|e| io_err(format_args!("encode {CF_ORDERS}/{}", o.order_id), e))?;
-            w.put(CF_ORDERS, o.order_id.as_bytes(), &record);
-            Ok(())
+            put_record(w, CF_ORDERS, o.order_id.as_bytes(), &o)
         }
         Effect::PutRef {
             channel,
@@ -339,8 +349,8 @@ fn put_effect(
             );
             Ok(())
         }
-        Effect::PutProfile(p) => put_json(w, CF_PROFILES, p.node.as_bytes(), &p),
-        Effect::PutStats { node, stats } => put_json(w, CF_STATS, node.as_bytes(), &stats),
+        Effect::PutProfile(p) => put_record(w, CF_PROFILES, p.node.as_bytes(), &p),
+        Effect::PutStats { node, stats } => put_record(w, CF_STATS, node.as_bytes(), &stats),
         Effect::PutConfig(c) => put_json(w, CF_SM_META, KEY_CONFIG, &c),
         Effect::PutMembership(m) => put_json(w, CF_SM_META, KEY_REPLICAS, &m),
         Effect::PutDeliveryCode { hash, order_id } => {

@@ -1,56 +1,59 @@
-//! The value of an `orders` record: one [`Order`], as the replica stores it.
+//! The value of a state record the rules read on every command: an order
+//! (column family `orders`), a party (`parties`), a node's profile
+//! (`profiles`) or its counters (`node_stats`).
 //!
-//! Written as the byte [`BINARY`] followed by the order in MessagePack with
-//! structs as arrays (`rmp_serde::to_vec`): no field names, integers in
-//! their shortest form. An order of the benchmark's shape is ~40 % of its
-//! JSON and decodes in a fraction of the time; every claim reads and
-//! rewrites its order, and the records are most of what the `orders` column
-//! family flushes, compacts and caches.
+//! Written as the byte [`BINARY`] followed by the value in MessagePack with
+//! structs as arrays (`rmp_serde`): no field names, integers in their
+//! shortest form. An order of the benchmark's shape is ~40 % of its JSON and
+//! decodes in a fraction of the time; every claim reads and rewrites its
+//! order and its node's counters, and reads the node's profile and the
+//! signer's party; orders are most of what the `orders` column family
+//! flushes, compacts and caches.
 //!
 //! Records written before this encoding are JSON objects (their first byte
 //! is `{`, JSON allows no leading 0x01) and are still read: a data
 //! directory or a snapshot from an earlier build needs no conversion, and
-//! each order is rewritten in the new form the next time an entry changes
+//! each record is rewritten in the new form the next time an entry changes
 //! it.
 //!
 //! Structs as arrays put one constraint on `rules` types: a field that
 //! `skip_serializing_if` may leave out must be the last of its struct (or
 //! enum variant) and carry `#[serde(default)]`, so that a shorter array
 //! decodes to the default. A field left out in the middle would shift the
-//! ones after it; the tests round-trip orders with every such field both
+//! ones after it; the tests round-trip records with every such field both
 //! left out and present.
 
 use std::io::Cursor;
 
-use arbor_proto::rules::Order;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-/// The first byte of a binary order record.
+/// The first byte of a binary record.
 pub const BINARY: u8 = 0x01;
 
-/// The record of `order`.
-pub fn encode(order: &Order) -> Result<Vec<u8>, String> {
+/// The record of `value`.
+pub fn encode(value: &impl Serialize) -> Result<Vec<u8>, String> {
     let mut out = vec![BINARY];
-    rmp_serde::encode::write(&mut out, order).map_err(|e| e.to_string())?;
+    rmp_serde::encode::write(&mut out, value).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-/// The order of a record, binary or (from an earlier build) JSON.
-pub fn decode(record: &[u8]) -> Result<Order, String> {
+/// The value of a record, binary or (from an earlier build) JSON.
+pub fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, String> {
     match record.first() {
         Some(&BINARY) => {
             let body = &record[1..];
             let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
-            let order = Order::deserialize(&mut de).map_err(|e| e.to_string())?;
+            let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
             let rest = body.len() as u64 - de.position();
             if rest != 0 {
-                return Err(format!("{rest} bytes after the order"));
+                return Err(format!("{rest} bytes after the record"));
             }
-            Ok(order)
+            Ok(value)
         }
         Some(b'{') => serde_json::from_slice(record).map_err(|e| e.to_string()),
-        Some(b) => Err(format!("unknown order record format (first byte {b:#04x})")),
-        None => Err("empty order record".into()),
+        Some(b) => Err(format!("unknown record format (first byte {b:#04x})")),
+        None => Err("empty record".into()),
     }
 }
 
@@ -62,6 +65,9 @@ mod tests {
         Dispute, Event, EventKind, Fence, Grade, Lease, Line, Offer, OrderStatus, Requirements,
         RulingRecord, Tender, TenderAcceptance,
     };
+
+    use arbor_proto::rules::health::HealthCounters;
+    use arbor_proto::rules::{NodeStats, Order, Party, Profile};
 
     use super::*;
 
@@ -209,7 +215,7 @@ mod tests {
             let order = full(sparse);
             let record = encode(&order).unwrap();
             assert_eq!(record[0], BINARY);
-            assert_eq!(decode(&record).unwrap(), order, "sparse: {sparse}");
+            assert_eq!(decode::<Order>(&record).unwrap(), order, "sparse: {sparse}");
             let json = serde_json::to_vec(&order).unwrap();
             assert!(
                 record.len() * 2 < json.len(),
@@ -225,7 +231,64 @@ mod tests {
         for sparse in [false, true] {
             let order = full(sparse);
             let json = serde_json::to_vec(&order).unwrap();
-            assert_eq!(decode(&json).unwrap(), order);
+            assert_eq!(decode::<Order>(&json).unwrap(), order);
+        }
+    }
+
+    /// A party, a profile and a node's counters, each with its optional
+    /// part left out and present.
+    #[test]
+    fn parties_profiles_and_counters_round_trip() {
+        for sparse in [false, true] {
+            let party = Party {
+                party_id: "wh-east".into(),
+                role: 2,
+                kind: 1,
+                public_key: (0..32).map(|i| i * 8).collect(),
+                enrolled_seq: 3,
+                key_seq: 4,
+                revoked: !sparse,
+                channel_names: vec!["web".into()],
+            };
+            let profile = Profile {
+                node: "wh-east".into(),
+                version: 2,
+                published_seq: 5,
+                regions: vec!["cn-sh".into(), "cn-bj".into()],
+                max_open_orders: 1000,
+                dispatch_time_ms: 3_600_000,
+                handles_returns: true,
+                cold_chain: false,
+                hazmat: true,
+                categories: vec!["food".into()],
+            };
+            let stats = NodeStats {
+                open_orders: 7,
+                claims: 300,
+                health: HealthCounters {
+                    reassigned: if sparse { 0 } else { 9 },
+                    damage_noted: 1,
+                    ..HealthCounters::default()
+                },
+                assignments_expired: 2,
+                ..NodeStats::default()
+            };
+            let (p, f, n) = (
+                encode(&party).unwrap(),
+                encode(&profile).unwrap(),
+                encode(&stats).unwrap(),
+            );
+            assert_eq!(decode::<Party>(&p).unwrap(), party);
+            assert_eq!(decode::<Profile>(&f).unwrap(), profile);
+            assert_eq!(decode::<NodeStats>(&n).unwrap(), stats, "sparse: {sparse}");
+            let json = serde_json::to_vec(&stats).unwrap();
+            assert_eq!(decode::<NodeStats>(&json).unwrap(), stats);
+            assert!(
+                n.len() * 4 < json.len(),
+                "{} vs {} bytes",
+                n.len(),
+                json.len()
+            );
         }
     }
 
@@ -234,13 +297,19 @@ mod tests {
         let record = encode(&full(false)).unwrap();
         let mut longer = record.clone();
         longer.push(0);
-        assert_eq!(decode(&longer).unwrap_err(), "1 bytes after the order");
-        assert!(decode(&record[..record.len() - 5]).is_err());
         assert_eq!(
-            decode(b"\x07abc").unwrap_err(),
-            "unknown order record format (first byte 0x07)"
+            decode::<Order>(&longer).unwrap_err(),
+            "1 bytes after the record"
         );
-        assert_eq!(decode(b"").unwrap_err(), "empty order record");
-        assert!(decode(b"{not json").is_err());
+        assert!(decode::<Order>(&record[..record.len() - 5]).is_err());
+        assert_eq!(
+            decode::<Order>(b"\x07abc").unwrap_err(),
+            "unknown record format (first byte 0x07)"
+        );
+        assert_eq!(decode::<Order>(b"").unwrap_err(), "empty record");
+        assert!(decode::<Order>(b"{not json").is_err());
+        // A record of one type is not read as another.
+        let stats = encode(&NodeStats::default()).unwrap();
+        assert!(decode::<Order>(&stats).is_err());
     }
 }
