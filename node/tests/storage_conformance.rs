@@ -970,3 +970,116 @@ async fn the_delivery_code_index_decides_as_the_reference_and_travels_in_snapsho
     assert_eq!(b.reader().entries(0, 100).unwrap(), mem.entries);
     assert_eq!(b.reader().order("o-2").unwrap(), None);
 }
+
+/// A data directory of a build from before binary state records holds JSON
+/// orders, parties, profiles and node counters: it is read as it is, and a
+/// record is rewritten in the binary form when an entry changes it. The
+/// state ends equal to a store that applied the same commands from the
+/// start.
+#[test]
+fn json_state_records_of_an_earlier_build_are_read_and_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = tempfile::tempdir().unwrap();
+    let (all, reference_nodes) = {
+        let (_log, sm) = open(&reference);
+        apply_script(&sm);
+        let r = sm.reader();
+        let nodes = ["store-1", "store-2"]
+            .map(|n| format!("{:?} {:?}", r.profile(n).unwrap(), r.stats(n).unwrap()));
+        (dump(&r), nodes)
+    };
+    let script = script();
+    let (first, rest) = script.split_at(7); // through the registration of o-1
+    let mut index = 2;
+    {
+        let (_log, sm) = open(&dir);
+        sm.apply_entry(&EntryOf::<TypeConfig>::new_blank(log_id(1)))
+            .unwrap();
+        sm.apply_entry(&membership(2)).unwrap();
+        for (cmd, t, g) in first {
+            index += 1;
+            sm.apply_entry(&normal(index, cmd.clone(), *t, *g)).unwrap();
+        }
+    }
+    // Rewrite every record as the JSON an earlier build wrote.
+    let cfs = [
+        storage::keys::CF_ORDERS,
+        storage::keys::CF_PARTIES,
+        storage::keys::CF_PROFILES,
+        storage::keys::CF_STATS,
+    ];
+    let first_bytes = |dir: &TempDir| -> Vec<(String, Vec<u8>, u8)> {
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path().join("db"),
+            storage::keys::ALL_CFS,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for name in cfs {
+            let cf = db.cf_handle(name).unwrap();
+            for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+                let (k, v) = item.unwrap();
+                out.push((name.to_string(), k.to_vec(), v[0]));
+            }
+        }
+        out
+    };
+    let before = first_bytes(&dir);
+    assert!(before.iter().all(|(_, _, b)| *b == 0x01), "{before:?}");
+    {
+        let (_log, sm) = open(&dir);
+        let r = sm.reader();
+        let mut json: Vec<(&str, Vec<u8>, Vec<u8>)> = Vec::new();
+        for (cf, k, _) in &before {
+            let id = std::str::from_utf8(k).unwrap();
+            let v = match cf.as_str() {
+                storage::keys::CF_ORDERS => serde_json::to_vec(&r.order(id).unwrap()),
+                storage::keys::CF_PARTIES => serde_json::to_vec(&r.party(id).unwrap()),
+                storage::keys::CF_PROFILES => serde_json::to_vec(&r.profile(id).unwrap()),
+                _ => serde_json::to_vec(&r.stats(id).unwrap()),
+            };
+            let name = cfs.iter().find(|c| **c == cf.as_str()).unwrap();
+            json.push((name, k.clone(), v.unwrap()));
+        }
+        drop((r, sm, _log));
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            dir.path().join("db"),
+            storage::keys::ALL_CFS,
+        )
+        .unwrap();
+        for (cf, k, v) in json {
+            db.put_cf(db.cf_handle(cf).unwrap(), k, v).unwrap();
+        }
+    }
+    let old = first_bytes(&dir);
+    assert!(old.iter().all(|(_, _, b)| *b == b'{'), "{old:?}");
+    {
+        let (_log, sm) = open(&dir);
+        for (cmd, t, g) in rest {
+            index += 1;
+            sm.apply_entry(&normal(index, cmd.clone(), *t, *g)).unwrap();
+        }
+        assert_eq!(dump(&sm.reader()), all);
+        let r = sm.reader();
+        let nodes = |r: &LedgerReader| {
+            ["store-1", "store-2"]
+                .map(|n| format!("{:?} {:?}", r.profile(n).unwrap(), r.stats(n).unwrap()))
+        };
+        assert_eq!(nodes(&r), reference_nodes);
+    }
+    // What the claims changed is binary again; what they did not, still JSON.
+    let after = first_bytes(&dir);
+    let format_of = |cf: &str, key: &str| {
+        after
+            .iter()
+            .find(|(c, k, _)| c == cf && k == key.as_bytes())
+            .unwrap_or_else(|| panic!("{cf}/{key} missing"))
+            .2
+    };
+    assert_eq!(format_of(storage::keys::CF_ORDERS, "o-1"), 0x01);
+    assert_eq!(format_of(storage::keys::CF_STATS, "store-1"), 0x01);
+    assert_eq!(format_of(storage::keys::CF_PARTIES, "shop"), b'{');
+    assert_eq!(format_of(storage::keys::CF_PROFILES, "store-2"), b'{');
+}

@@ -165,21 +165,9 @@ impl LedgerReader {
         cf_name: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, ReadError> {
-        if self.overlay.is_none() {
-            // The API's reader: decode from RocksDB's pinned block, no copy.
-            return match self.get_pinned(cf_name, key)? {
-                None => Ok(None),
-                Some(v) => serde_json::from_slice(&v)
-                    .map(Some)
-                    .map_err(|e| ReadError::corrupt(cf_name, key, e)),
-            };
-        }
-        match self.get(cf_name, key)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| ReadError::corrupt(cf_name, key, e)),
-        }
+        self.get_decoded(cf_name, key, |v| {
+            serde_json::from_slice(v).map_err(|e| e.to_string())
+        })
     }
 
     /// A state record (`super::record`: binary, or JSON from an earlier build).
@@ -188,16 +176,25 @@ impl LedgerReader {
         cf_name: &'static str,
         key: &[u8],
     ) -> Result<Option<T>, ReadError> {
-        let decode =
-            |v: &[u8]| super::record::decode(v).map_err(|e| ReadError::corrupt(cf_name, key, e));
+        self.get_decoded(cf_name, key, super::record::decode)
+    }
+
+    /// A point read decoded by `decode`; a value it refuses is corrupt.
+    fn get_decoded<T>(
+        &self,
+        cf_name: &'static str,
+        key: &[u8],
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Option<T>, ReadError> {
+        let checked = |v: &[u8]| decode(v).map_err(|e| ReadError::corrupt(cf_name, key, e));
         if self.overlay.is_none() {
             // The API's reader: decode from RocksDB's pinned block, no copy.
             return self
                 .get_pinned(cf_name, key)?
-                .map(|v| decode(&v))
+                .map(|v| checked(&v))
                 .transpose();
         }
-        self.get(cf_name, key)?.map(|v| decode(&v)).transpose()
+        self.get(cf_name, key)?.map(|v| checked(&v)).transpose()
     }
 
     fn get_string(&self, cf_name: &'static str, key: &[u8]) -> Result<Option<String>, ReadError> {

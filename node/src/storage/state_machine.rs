@@ -282,10 +282,7 @@ fn put_json(
     key: &[u8],
     value: &impl Serialize,
 ) -> io::Result<()> {
-    let bytes = serde_json::to_vec(value)
-        .map_err(|e| io_err(format_args!("encode {cf_name}/{}", display_key(key)), e))?;
-    w.put(cf_name, key, &bytes);
-    Ok(())
+    put_encoded(w, cf_name, key, serde_json::to_vec(value))
 }
 
 /// A state record the rules read on every command (`super::record`).
@@ -295,8 +292,17 @@ fn put_record(
     key: &[u8],
     value: &impl Serialize,
 ) -> io::Result<()> {
-    let bytes = record::encode(value)
-        .map_err(|e| io_err(format_args!("encode {cf_name}/{}", display_key(key)), e))?;
+    put_encoded(w, cf_name, key, record::encode(value))
+}
+
+fn put_encoded(
+    w: &mut PendingWrites,
+    cf_name: &'static str,
+    key: &[u8],
+    bytes: Result<Vec<u8>, impl std::fmt::Display>,
+) -> io::Result<()> {
+    let bytes =
+        bytes.map_err(|e| io_err(format_args!("encode {cf_name}/{}", display_key(key)), e))?;
     w.put(cf_name, key, &bytes);
     Ok(())
 }
