@@ -5,8 +5,12 @@
 # against it with this script's arguments, stop the cluster, and print ONE
 # JSON line on stdout: the bench report plus the script's command line, the
 # machine, and the CPU seconds each replica and the client spent during the
-# bench, and each replica's memory and data-dir bytes at the end. Everything
-# else (build output, progress) goes to stderr.
+# bench, each replica's memory and data-dir bytes at the end, and how the
+# replicas batched the work (`batches`: synced raft log appends and entries
+# per append, ms per append, apply batches and entries per batch,
+# AppendEntries received, signature batches at admission; from each
+# replica's /metrics, scraped before and after `arbor bench`, so over all its
+# phases). Everything else (build output, progress) goes to stderr.
 #
 # The cluster runs the production configuration: `arbor bench` enrols each
 # replica's identity (as `arbor-node dev` does), so the leader's lease sweep
@@ -93,6 +97,12 @@ else
   done
   echo "${ports[*]}" >"$work/ports"
 fi
+# Three more for the replicas' metrics (not part of the membership: fresh each run).
+mports=()
+while [ "${#mports[@]}" -lt 3 ]; do
+  p=$((20000 + RANDOM % 40000))
+  if port_free "$p" && [[ " ${ports[*]} ${mports[*]} " != *" $p "* ]]; then mports+=("$p"); fi
+done
 addr() { echo "127.0.0.1:${ports[$(($1 - 1))]}"; }
 peer() { echo "127.0.0.1:${ports[$(($1 + 2))]}"; }
 endpoints="$(addr 1),$(addr 2),$(addr 3)"
@@ -122,7 +132,7 @@ echo "==> starting 3 replicas on $endpoints (data in $work)" >&2
 for i in 1 2 3; do
   # shellcheck disable=SC2207
   args=(run --id "$i" --listen "$(addr "$i")" --peer-listen "$(peer "$i")" --data-dir "$work/n$i" $(replica_tls "$i")
-    ${node_args[@]+"${node_args[@]}"})
+    --metrics-listen "127.0.0.1:${mports[$((i - 1))]}" ${node_args[@]+"${node_args[@]}"})
   if [ "$i" = 1 ] && [ -z "$reuse" ]; then
     args+=(--bootstrap --member "1=$(addr 1)/$(peer 1)" --member "2=$(addr 2)/$(peer 2)"
       --member "3=$(addr 3)/$(peer 3)" --operator "operator=$op_pub")
@@ -155,11 +165,19 @@ before=()
 for pid in "${pids[@]}"; do before+=("$(proc_cpu_ticks "$pid")"); done
 children_secs >"$work/client.before"
 
+for i in 1 2 3; do metrics_get "${mports[$((i - 1))]}" >"$work/metrics-$i.before"; done
 echo "==> arbor bench $*" >&2
 rc=0
 pid_args=()
 for i in 1 2 3; do pid_args+=(--pid "$i=${pids[$((i - 1))]}"); done
 report="$("$bin/arbor" --endpoints "$endpoints" "${client_tls[@]}" --output json bench --key "$work/operator.key" "${pid_args[@]}" "$@")" || rc=$?
+batches="{"
+for i in 1 2 3; do
+  metrics_get "${mports[$((i - 1))]}" >"$work/metrics-$i.after"
+  [ "$i" = 1 ] || batches+=", "
+  batches+="\"replica_$i\": $(batch_stats "$work/metrics-$i.before" "$work/metrics-$i.after")"
+done
+batches+="}"
 cpu="{"
 for i in 1 2 3; do
   t="$(proc_cpu_ticks "${pids[$((i - 1))]}")"
@@ -191,5 +209,5 @@ fi
 json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 model="$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//')"
 one_line="$(sed -e 's/^ *//' <<<"$report" | tr -d '\n')"
-printf '{"script_command": %s, "transport": "%s", "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, "replicas": %s, %s\n' \
-  "$(json_str "$script_cmd")" "$transport" "$(nproc)" "$(json_str "$model")" "$cpu" "$mem" "${one_line#\{}"
+printf '{"script_command": %s, "transport": "%s", "machine": {"cpus": %s, "cpu": %s}, "cpu_seconds": %s, "replicas": %s, "batches": %s, %s\n' \
+  "$(json_str "$script_cmd")" "$transport" "$(nproc)" "$(json_str "$model")" "$cpu" "$mem" "$batches" "${one_line#\{}"

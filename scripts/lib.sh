@@ -109,6 +109,39 @@ bench_cleanup() { # LOG_PREFIX MEMBER_NAME SCRIPT_NAME
 # `getconf CLK_TCK` for seconds.
 proc_cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
+# A replica's Prometheus text (GET /metrics on 127.0.0.1:PORT), over bash's
+# /dev/tcp: no HTTP client needed. Prints nothing if the port does not answer.
+metrics_get() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1" &&
+    printf 'GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3 &&
+    timeout 10 cat <&3 | tr -d '\r' | sed '1,/^$/d') 2>/dev/null || true
+}
+
+# What the bench asked of each replica's raft log and state machine, from two
+# scrapes (before, after) of its metrics: synced log appends and the entries
+# each held, the time of one append, apply batches and their entries,
+# AppendEntries received, signature batches at admission. One JSON object.
+batch_stats() {
+  awk '
+    { f = (FILENAME == ARGV[1]) ? 1 : 2 }
+    /^#/ || NF != 2 { next }
+    { v[f, $1] = $2 }
+    END {
+      split("arbor_log_append_entries_count arbor_log_append_entries_sum arbor_log_append_seconds_sum " \
+        "arbor_apply_batch_entries_count arbor_apply_batch_entries_sum arbor_apply_batch_seconds_sum " \
+        "arbor_admission_batch_size_count arbor_admission_batch_size_sum", names, " ")
+      for (i in names) d[names[i]] = v[2, names[i]] - v[1, names[i]]
+      ae = "arbor_grpc_request_duration_seconds_count{port=\"peer\",method=\"Raft/AppendEntries\"}"
+      q = d["arbor_log_append_entries_count"]; a = d["arbor_apply_batch_entries_count"]; s = d["arbor_admission_batch_size_count"]
+      printf "{\"log_appends\": %d, \"entries_per_append\": %.1f, \"ms_per_append\": %.2f, ", \
+        q, q ? d["arbor_log_append_entries_sum"] / q : 0, q ? 1000 * d["arbor_log_append_seconds_sum"] / q : 0
+      printf "\"apply_batches\": %d, \"entries_per_apply\": %.1f, \"ms_per_apply\": %.2f, ", \
+        a, a ? d["arbor_apply_batch_entries_sum"] / a : 0, a ? 1000 * d["arbor_apply_batch_seconds_sum"] / a : 0
+      printf "\"append_entries_received\": %d, \"signature_batches\": %d, \"signatures_per_batch\": %.1f}", \
+        v[2, ae] - v[1, ae], s, s ? d["arbor_admission_batch_size_sum"] / s : 0
+    }' "$1" "$2"
+}
+
 # CPU seconds (user + system) of this shell's finished children, via the
 # `times` builtin: call it in the script's own shell (a redirect, never a
 # $(...) subshell, which would not see them). Uses "$work/times".
